@@ -1,0 +1,65 @@
+"""The embedded SQLite database: opening it the same way everywhere, and its schema.
+
+Every process (each hypercorn worker, the CLI) opens its own connections. WAL mode lets readers
+run beside the one writer, and `busy_timeout` makes a writer wait for the lock instead of failing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import sqlite_utils
+
+SCHEMA_VERSION = 1
+
+
+def open_database(path: str | Path) -> sqlite_utils.Database:
+    """Open (creating if needed) the database at `path`, with the schema in place."""
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    conn.execute("PRAGMA journal_mode = WAL")
+    # NORMAL is durable across application crashes in WAL mode; only a power loss may lose the
+    # last transactions, which is the usual trade-off for a gateway's audit trail.
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    db = sqlite_utils.Database(conn)
+    ensure_schema(db)
+    return db
+
+
+def ensure_schema(db: sqlite_utils.Database) -> None:
+    """Create the tables and indexes that are missing. Safe to run from several processes."""
+    with db.conn:
+        db.conn.execute("BEGIN IMMEDIATE")  # one process creates; the others wait, then see it
+        db["accounts"].create(
+            {"id": str, "name": str, "plan": str, "created_at": str},
+            pk="id", not_null={"name", "plan"}, if_not_exists=True,
+        )
+        db["api_keys"].create(
+            {
+                "id": str, "account_id": str, "project_id": str, "label": str,
+                "key_hash": str, "key_preview": str, "revoked": int,
+                "created_at": str, "revoked_at": str,
+            },
+            pk="id", not_null={"account_id", "key_hash", "key_preview", "revoked"},
+            foreign_keys=[("account_id", "accounts", "id")], if_not_exists=True,
+        )
+        db["api_keys"].create_index(["key_hash"], unique=True, if_not_exists=True)
+        db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+        db.conn.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
+        )
+
+
+def data_version(db: sqlite_utils.Database) -> int:
+    """SQLite's counter of commits made by *other* connections since this one opened.
+
+    In WAL mode it is read from the shared-memory index, so checking it costs no disk I/O; that
+    is what lets the request path notice a key revoked by another process on the next request.
+    """
+    row = db.conn.execute("PRAGMA data_version").fetchone()
+    return int(row[0])
