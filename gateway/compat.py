@@ -77,7 +77,7 @@ async def relay(state: GatewayState, adapter: Adapter | None, exchange: Exchange
 
 async def _relay_frames(adapter: Adapter, exchange: Exchange) -> AsyncIterator[bytes]:
     try:
-        async for frame, _payload in exchange.frames(adapter):
-            yield frame.raw
+        async for batch in exchange.frames(adapter):
+            yield b"".join(frame.raw for frame, _payload in batch)
     except UpstreamError as error:
         yield adapter.stream_error_frame(error)

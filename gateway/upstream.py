@@ -71,11 +71,12 @@ class Upstreams:
         self._network = httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False,
                                           follow_redirects=False)
         transport = self._echo_transport
-        if transport is None:
+        if transport is None and any(p.is_echo for p in self.config.providers.values()):
             from gateway.echo import EchoTransport
 
             transport = EchoTransport()
-        self._echo = httpx.AsyncClient(transport=transport, timeout=timeout)
+        if transport is not None:
+            self._echo = httpx.AsyncClient(transport=transport, timeout=timeout)
 
     async def aclose(self) -> None:
         for client in (self._network, self._echo):
@@ -149,8 +150,9 @@ class Exchange:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def frames(self, adapter: Adapter) -> AsyncIterator[tuple[Frame, Any]]:
-        """Validated frames with their decoded `data` JSON (None for `[DONE]` and comments).
+    async def frames(self, adapter: Adapter) -> AsyncIterator[list[tuple[Frame, Any]]]:
+        """Validated frames with their decoded `data` JSON (None for `[DONE]` and comments),
+        in batches: the frames completed by one upstream read, so they go out in one write.
 
         Raises `UpstreamUnavailable` on a reset, a malformed frame or a stream that ends before
         the API's terminal frame; `UpstreamTimeout` on the idle or total deadline.
@@ -164,10 +166,11 @@ class Exchange:
             except MalformedStream as exc:
                 raise UpstreamUnavailable(f"Malformed event stream from the upstream: {exc}"
                                           ) from None
-            for frame in frames:
-                payload = _decode_payload(frame)
-                finished = finished or adapter.is_terminal(frame)
-                yield frame, payload
+            if not frames:
+                continue
+            batch = [(frame, _decode_payload(frame)) for frame in frames]
+            finished = finished or any(adapter.is_terminal(frame) for frame in frames)
+            yield batch
         if parser.close() or not finished:
             raise UpstreamUnavailable("The upstream stream ended before it was complete.")
 

@@ -1,0 +1,1 @@
+"""Benchmarks. Run `./dev bench` (all) or `./dev bench proxy` / `./dev bench policy`."""

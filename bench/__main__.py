@@ -1,0 +1,29 @@
+"""`python -m bench [proxy|policy]`: run the benchmarks and print their figures."""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+SUITES = {"proxy": "bench_proxy", "policy": "bench_policy"}
+
+
+def main(argv: list[str]) -> int:
+    names = argv or list(SUITES)
+    unknown = [n for n in names if n not in SUITES]
+    if unknown:
+        print(f"unknown suite(s) {unknown}; choose from {sorted(SUITES)}", file=sys.stderr)
+        return 2
+    for name in names:
+        path = HERE / f"{SUITES[name]}.py"
+        if not path.exists():
+            print(f"(suite {name}: {path.name} not present)")
+            continue
+        print(f"== {name} ==", flush=True)
+        runpy.run_path(str(path), run_name="__main__")
+    return 0
+
+
+sys.exit(main(sys.argv[1:]))

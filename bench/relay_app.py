@@ -1,0 +1,44 @@
+"""The ceiling of our stack: a hypercorn (trio worker) ASGI app that forwards the body with httpx
+and has no gateway logic at all. The benchmark compares the gateway against it."""
+
+from __future__ import annotations
+
+import os
+
+import httpx
+
+UPSTREAM = os.environ.get("RELAY_UPSTREAM", "http://127.0.0.1:18081")
+_client: httpx.AsyncClient | None = None
+
+
+async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+    global _client
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                _client = httpx.AsyncClient(limits=httpx.Limits(max_connections=512,
+                                                                max_keepalive_connections=512))
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await _client.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    assert _client is not None
+    request = _client.build_request(scope["method"], UPSTREAM + scope["path"], content=body,
+                                    headers={"content-type": "application/json"})
+    response = await _client.send(request, stream=True)
+    try:
+        await send({"type": "http.response.start", "status": response.status_code,
+                    "headers": [(b"content-type", response.headers["content-type"].encode())]})
+        async for chunk in response.aiter_raw():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        await response.aclose()

@@ -1,0 +1,56 @@
+import pytest
+
+from gateway.db import open_database
+from gateway.errors import ApiKeyRevoked, InvalidApiKey
+from gateway.identity import IdentityCache, IdentityError, IdentityStore, credential_from_headers
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return tmp_path / "gw.db"
+
+
+def test_key_is_stored_only_as_hash_and_preview(db_path):
+    store = IdentityStore(open_database(db_path))
+    account = store.create_account("acme", "control")
+    key, plaintext = store.create_key(account.id, label="ci")
+    assert plaintext.startswith("ak_") and len(plaintext) >= 3 + 32
+    assert key.key_preview == f"{plaintext[:6]}...{plaintext[-4:]}"
+    assert plaintext.encode() not in db_path.read_bytes() + (db_path.with_suffix(".db-wal").read_bytes()
+                                                              if db_path.with_suffix(".db-wal").exists() else b"")
+
+
+def test_revocation_by_another_connection_applies_on_next_request(db_path):
+    writer = IdentityStore(open_database(db_path))
+    account = writer.create_account("acme", "free")
+    key, plaintext = writer.create_key(account.id)
+    cache = IdentityCache(open_database(db_path))  # the serving process's own connection
+    assert cache.authenticate_key(plaintext).user_id == f"key:{key.id}"
+    writer.revoke_key(key.id)
+    with pytest.raises(ApiKeyRevoked):
+        cache.authenticate_key(plaintext)
+
+
+def test_unknown_key_and_bad_arguments(db_path):
+    store = IdentityStore(open_database(db_path))
+    cache = IdentityCache(open_database(db_path))
+    with pytest.raises(InvalidApiKey):
+        cache.authenticate_key("ak_" + "x" * 40)
+    with pytest.raises(IdentityError, match="unknown plan"):
+        store.create_account("a", "platinum")
+    with pytest.raises(IdentityError, match="unknown account"):
+        store.create_key("acct_missing")
+    with pytest.raises(IdentityError, match="unknown key"):
+        store.revoke_key("key_missing")
+
+
+@pytest.mark.parametrize("headers, expected", [
+    ({"authorization": "Bearer ak_1"}, "ak_1"),
+    ({"authorization": "bearer   ak_2  "}, "ak_2"),
+    ({"x-api-key": "ak_3"}, "ak_3"),
+    ({"authorization": "Basic abc", "x-api-key": "ak_4"}, "ak_4"),
+    ({"authorization": "Bearer "}, None),
+    ({}, None),
+])
+def test_credential_from_headers(headers, expected):
+    assert credential_from_headers(headers) == expected

@@ -1,0 +1,69 @@
+"""The SSE parser is a sans-I/O state machine: bytes in, exact frames out."""
+
+import pytest
+
+from gateway.sse import Frame, MalformedStream, SSEParser, encode_frame, parse_frame
+
+
+def frames_of(chunks: list[bytes]) -> list[tuple[str | None, str | None]]:
+    parser = SSEParser()
+    out = []
+    for chunk in chunks:
+        out.extend((f.event, f.data) for f in parser.feed(chunk))
+    assert parser.close() == b""
+    return out
+
+
+def test_whole_frames_in_one_chunk():
+    stream = b'event: message_start\ndata: {"a":1}\n\ndata: [DONE]\n\n'
+    assert frames_of([stream]) == [("message_start", '{"a":1}'), (None, "[DONE]")]
+
+
+def test_every_split_point_gives_the_same_frames():
+    stream = b'event: ping\ndata: {"type":"ping"}\n\ndata: {"x":"y"}\n\n: comment\n\ndata: [DONE]\n\n'
+    expected = frames_of([stream])
+    # A comment-only frame is kept (data None) so keep-alive comments are relayed too.
+    assert expected == [("ping", '{"type":"ping"}'), (None, '{"x":"y"}'), (None, None),
+                        (None, "[DONE]")]
+    for cut in range(1, len(stream)):
+        assert frames_of([stream[:cut], stream[cut:]]) == expected, cut
+
+
+def test_byte_at_a_time_keeps_multibyte_utf8_intact():
+    stream = 'data: {"t":"héllo ✓"}\n\n'.encode()
+    assert frames_of([bytes([b]) for b in stream]) == [(None, '{"t":"héllo ✓"}')]
+
+
+def test_crlf_and_multiline_data():
+    stream = b"event: e\r\ndata: line1\r\ndata: line2\r\n\r\n"
+    assert frames_of([stream]) == [("e", "line1\nline2")]
+
+
+def test_raw_bytes_are_kept_for_byte_exact_relay():
+    parser = SSEParser()
+    stream = b'event: x\ndata: {"k": 1}\nid: 7\n\n'
+    (frame,) = parser.feed(stream)
+    assert frame.raw == stream
+
+
+def test_unfinished_frame_is_reported_at_close():
+    parser = SSEParser()
+    assert parser.feed(b'data: {"a":1}\n\ndata: {"b"') == [Frame(b'data: {"a":1}\n\n', None, '{"a":1}')]
+    assert parser.close() == b'data: {"b"'
+
+
+def test_oversized_frame_is_malformed():
+    parser = SSEParser(max_frame_bytes=64)
+    with pytest.raises(MalformedStream):
+        parser.feed(b"data: " + b"x" * 100)
+
+
+def test_invalid_utf8_is_malformed():
+    with pytest.raises(MalformedStream):
+        SSEParser().feed(b"data: \xff\xfe\n\n")
+
+
+def test_encode_parse_round_trip():
+    raw = encode_frame('{"a":1}', event="content_block_delta")
+    assert raw == b'event: content_block_delta\ndata: {"a":1}\n\n'
+    assert parse_frame(raw) == Frame(raw, "content_block_delta", '{"a":1}')
