@@ -213,10 +213,13 @@ class CompiledPolicy:
         self.check_allowlist(ctx, "output", outcome)
         return self.decide(outcome, "output", output_text, decision)
 
-    def output_monitor(self, facts: RequestFacts, decision: Decision) -> Any:
+    def output_monitor(self, facts: RequestFacts, decision: Decision,
+                       enforced: bool = True) -> Any:
+        """Incremental output evaluation; with `enforced` False (shadow), nothing is held back
+        for a refusal and the stream is never stopped: only the decision changes."""
         from dsl.monitor import OutputMonitor
 
-        return OutputMonitor(self, facts, decision)
+        return OutputMonitor(self, facts, decision, enforced)
 
     def output_rules(self, stream_safe_only: bool) -> tuple[CompiledRule, ...]:
         if not stream_safe_only:

@@ -1,8 +1,9 @@
 """The app factory: `create_app(config)` builds a QuartTrio app with no import-time globals.
 
-Route handlers are thin: they turn the quart request into an `Inbound`, call a surface, and turn
-its `Outbound` into a quart response. Every `GatewayError` becomes the adapter's error shape;
-anything else is logged and answered with a clean 500 body, never a traceback.
+The API routes (`/v1/*`, later `/policy/*`) are served by `gateway.fastpath.FastRoutes` in front
+of quart; quart serves health, errors and management and runs the app lifecycle. Every
+`GatewayError` becomes the adapter's error shape; anything else is logged and answered with a
+clean 500 body, never a traceback.
 """
 
 from __future__ import annotations
@@ -13,18 +14,19 @@ from collections.abc import Awaitable, Callable
 import httpx
 from quart import Response, request
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException
 
 from gateway import compat
 from gateway.adapters import CHAT, COUNT_TOKENS, MESSAGES, RESPONSES, Adapter
 from gateway.config import Config
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound, RequestTooLarge
+from gateway.fastpath import ApiRoute, FastRoutes
+from gateway.governed import PolicySurface
 from gateway.state import GatewayState
 from gateway.wire import Inbound, Outbound, error_response
 
 log = logging.getLogger("gateway")
 
-Handler = Callable[[Inbound], Awaitable[Outbound]]
 
 
 def create_app(config: Config | None = None, *,
@@ -42,6 +44,7 @@ def create_app(config: Config | None = None, *,
     @app.before_serving
     async def _open() -> None:
         await state.open()
+        state.nursery = app.nursery
         for provider in config.providers.values():
             if provider.is_echo:
                 log.warning("provider %r has no API key: answered by the built-in echo upstream",
@@ -51,21 +54,43 @@ def create_app(config: Config | None = None, *,
     async def _close() -> None:
         await state.aclose()
 
-    def api_route(path: str, adapter: Adapter, surface: Callable[..., Awaitable[Outbound]],
-                  methods: tuple[str, ...] = ("POST",)) -> None:
-        async def view() -> Response:
-            return await _serve(adapter, lambda inbound: surface(state, adapter, inbound))
+    def surface(handler: Callable[..., Awaitable[Outbound]], adapter: Adapter
+                ) -> Callable[[Inbound], Awaitable[Outbound]]:
+        return lambda inbound: handler(state, adapter, inbound)
 
-        app.add_url_rule(path, endpoint=path, view_func=view, methods=list(methods))
+    api_routes = [
+        ApiRoute("POST", "/v1/chat/completions", CHAT, surface(compat.proxy_api, CHAT)),
+        ApiRoute("POST", "/v1/responses", RESPONSES, surface(compat.proxy_api, RESPONSES)),
+        ApiRoute("POST", "/v1/messages", MESSAGES, surface(compat.proxy_api, MESSAGES)),
+        ApiRoute("POST", "/v1/messages/count_tokens", COUNT_TOKENS,
+                 surface(compat.proxy_api, COUNT_TOKENS)),
+        ApiRoute("GET", "/v1/models", CHAT, lambda inbound: compat.proxy_models(state, inbound)),
+    ]
+    governed = PolicySurface(state)
 
-    api_route("/v1/chat/completions", CHAT, compat.proxy_api)
-    api_route("/v1/responses", RESPONSES, compat.proxy_api)
-    api_route("/v1/messages", MESSAGES, compat.proxy_api)
-    api_route("/v1/messages/count_tokens", COUNT_TOKENS, compat.proxy_api)
+    def policy_surface(adapter: Adapter) -> Callable[[Inbound], Awaitable[Outbound]]:
+        return lambda inbound: governed.handle(adapter, inbound)
 
-    @app.get("/v1/models")
-    async def models() -> Response:
-        return await _serve(CHAT, lambda inbound: compat.proxy_models(state, inbound))
+    async def policy_passthrough(adapter: Adapter, inbound: Inbound) -> Outbound:
+        governed.require_plan(inbound)
+        if adapter is COUNT_TOKENS:
+            return await compat.proxy_api(state, adapter, inbound, authenticated=True)
+        return await compat.proxy_models(state, inbound, authenticated=True)
+
+    for prefix in ("/policy", "/policy/v1"):
+        api_routes += [
+            ApiRoute("POST", f"{prefix}/chat/completions", CHAT, policy_surface(CHAT)),
+            ApiRoute("POST", f"{prefix}/responses", RESPONSES, policy_surface(RESPONSES)),
+            ApiRoute("POST", f"{prefix}/messages", MESSAGES, policy_surface(MESSAGES)),
+            ApiRoute("POST", f"{prefix}/messages/count_tokens", COUNT_TOKENS,
+                     lambda inbound: policy_passthrough(COUNT_TOKENS, inbound)),
+            ApiRoute("GET", f"{prefix}/models", CHAT,
+                     lambda inbound: policy_passthrough(CHAT, inbound)),
+        ]
+    api_routes.append(ApiRoute("POST", "/policy/simulate", CHAT, governed.simulate))
+    # The hot API routes bypass quart's per-request machinery (see gateway/fastpath.py).
+    app.asgi_app = FastRoutes(app.asgi_app, api_routes,  # type: ignore[method-assign]
+                              max_body_bytes=config.max_body_bytes)
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -85,36 +110,6 @@ def create_app(config: Config | None = None, *,
         return _to_quart(error_response(adapter, wrapped))
 
     return app
-
-
-async def _serve(adapter: Adapter, handler: Handler) -> Response:
-    try:
-        inbound = await _read_inbound()
-        out = await handler(inbound)
-    except GatewayError as error:
-        out = error_response(adapter, error)
-    except Exception:  # a bug of ours: log it, never leak a traceback (Cancelled is not caught)
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        error = GatewayError("The gateway failed to handle this request.")
-        out = error_response(adapter, error)
-    return _to_quart(out)
-
-
-async def _read_inbound() -> Inbound:
-    try:
-        body = await request.get_data(cache=False)
-    except RequestEntityTooLarge:
-        raise RequestTooLarge(
-            f"The request body is larger than the limit of {request.max_content_length} bytes."
-        ) from None
-    assert isinstance(body, bytes)
-    return Inbound(
-        method=request.method,
-        path=request.path,
-        headers={k.lower(): v for k, v in request.headers.items()},
-        body=body,
-        query_string=request.query_string,
-    )
 
 
 def _to_quart(out: Outbound) -> Response:

@@ -1,4 +1,8 @@
-"""`python -m gateway ...`: serve, and manage accounts and keys. Output is JSON for scripts."""
+"""`python -m gateway ...`: serve, and manage accounts, keys, projects and policies.
+
+Output is JSON on stdout for scripts; errors are one line on stderr with exit status 1 (policy
+check failures print the diagnostics in the compiler format instead); usage errors exit 2.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,17 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
+import sqlite_utils
+
 from gateway.config import Config, ConfigError
 from gateway.identity import PLANS, IdentityError, IdentityStore
+from gateway.policy_registry import (
+    PolicyDirectoryError,
+    PolicyFileError,
+    PolicyRegistry,
+    add_policy_file,
+)
+from gateway.projects import STATUSES, ProjectError, ProjectStore
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -22,7 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, IdentityError) as exc:
+    except PolicyFileError as exc:
+        print(exc.render(), file=sys.stderr)
+        return 1
+    except (ConfigError, IdentityError, ProjectError, PolicyDirectoryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
@@ -61,7 +77,78 @@ def _parser() -> argparse.ArgumentParser:
     krevoke = keys.add_parser("revoke", parents=[common], help="revoke a key")
     krevoke.add_argument("key_id", metavar="KEY_ID")
     krevoke.set_defaults(func=_keys_revoke)
+    _add_project_commands(commands, common)
+    _add_policy_commands(commands, common)
     return parser
+
+
+def _add_project_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    projects = commands.add_parser("projects", help="manage projects").add_subparsers(
+        metavar="ACTION")
+    create = projects.add_parser("create", parents=[common], help="create a project")
+    create.add_argument("project_id", metavar="ID", help="slug, e.g. proj_support_bot")
+    create.add_argument("--account", required=True, metavar="ID")
+    create.add_argument("--name", required=True, metavar="TEXT",
+                        help="label, reported as project_label")
+    create.add_argument("--policy", metavar="POLICY_ID", help="link this policy")
+    create.add_argument("--allow-inline-policy", action="store_true",
+                        help="let an inline policy replace the project's policy")
+    _add_quota_options(create)
+    create.set_defaults(func=_projects_create)
+
+    listing = projects.add_parser("list", parents=[common], help="list projects")
+    listing.add_argument("--account", metavar="ID")
+    listing.set_defaults(func=_projects_list)
+
+    show = projects.add_parser("show", parents=[common], help="show a project and its grants")
+    show.add_argument("project_id", metavar="ID")
+    show.set_defaults(func=_projects_show)
+
+    update = projects.add_parser("update", parents=[common], help="change a project")
+    update.add_argument("project_id", metavar="ID")
+    update.add_argument("--name", metavar="TEXT")
+    update.add_argument("--status", choices=STATUSES)
+    update.add_argument("--allow-inline-policy", action=argparse.BooleanOptionalAction,
+                        default=None)
+    _add_quota_options(update)
+    update.set_defaults(func=_projects_update)
+
+    link = projects.add_parser("link", parents=[common],
+                               help="link a policy of the policies directory to a project")
+    link.add_argument("project_id", metavar="PROJECT")
+    link.add_argument("policy_id", metavar="POLICY_ID")
+    link.set_defaults(func=_projects_link)
+    unlink = projects.add_parser("unlink", parents=[common], help="unlink a project's policy")
+    unlink.add_argument("project_id", metavar="PROJECT")
+    unlink.set_defaults(func=_projects_unlink)
+
+    grant = projects.add_parser("grant", parents=[common],
+                                help="let a JWT user (its `sub`) use a project")
+    grant.add_argument("project_id", metavar="PROJECT")
+    grant.add_argument("user_id", metavar="USER_ID")
+    grant.set_defaults(func=_projects_grant)
+    revoke = projects.add_parser("revoke", parents=[common], help="remove a JWT user's grant")
+    revoke.add_argument("project_id", metavar="PROJECT")
+    revoke.add_argument("user_id", metavar="USER_ID")
+    revoke.set_defaults(func=_projects_revoke)
+
+
+def _add_quota_options(parser: argparse.ArgumentParser) -> None:
+    example = 'e.g. \'{"requests": {"daily": 1000}, "tokens": {"monthly": 500000}}\''
+    parser.add_argument("--budget", metavar="JSON", help=f"project quota, {example}")
+    parser.add_argument("--user-quota", metavar="JSON", help=f"per-user quota, {example}")
+
+
+def _add_policy_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    policies = commands.add_parser("policies", help="manage policy files").add_subparsers(
+        metavar="ACTION")
+    add = policies.add_parser("add", parents=[common],
+                              help="check a policy file and copy it into the policies directory")
+    add.add_argument("file", metavar="FILE", help=".pol or JSON policy file")
+    add.set_defaults(func=_policies_add)
+    listing = policies.add_parser("list", parents=[common],
+                                  help="list loaded policies and files that fail their check")
+    listing.set_defaults(func=_policies_list)
 
 
 def _print(value: Any) -> None:
@@ -93,6 +180,125 @@ def _keys_list(args: argparse.Namespace) -> int:
 
 def _keys_revoke(args: argparse.Namespace) -> int:
     _print(asdict(_store(args).revoke_key(args.key_id)))
+    return 0
+
+
+def _database(config: Config) -> sqlite_utils.Database:
+    from gateway.db import open_database
+
+    return open_database(config.database_path)
+
+
+def _quota_option(text: str | None, flag: str) -> object:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProjectError(f"{flag} is not valid JSON: {exc}") from None
+
+
+def _known_policies(config: Config, db: sqlite_utils.Database) -> frozenset[str]:
+    return frozenset(PolicyRegistry.load(config.policies_dir, db).policies)
+
+
+def _projects_create(args: argparse.Namespace) -> int:
+    config = Config.load(args.config)
+    db = _database(config)
+    budget = _quota_option(args.budget, "--budget")
+    user_quota = _quota_option(args.user_quota, "--user-quota")
+    known = _known_policies(config, db) if args.policy else None
+    project = ProjectStore(db).create(
+        args.project_id, account_id=args.account, name=args.name, policy_id=args.policy,
+        budget=budget, user_quota=user_quota, allow_inline_policy=args.allow_inline_policy,
+        known_policies=known)
+    _print(project.as_dict())
+    return 0
+
+
+def _projects_list(args: argparse.Namespace) -> int:
+    db = _database(Config.load(args.config))
+    _print([p.as_dict() for p in ProjectStore(db).list(args.account)])
+    return 0
+
+
+def _projects_show(args: argparse.Namespace) -> int:
+    db = _database(Config.load(args.config))
+    project = ProjectStore(db).get(args.project_id)
+    users = [r[0] for r in db.execute(
+        "SELECT user_id FROM project_grants WHERE project_id = ? ORDER BY user_id",
+        [project.id])]
+    _print({**project.as_dict(), "granted_users": users})
+    return 0
+
+
+def _projects_update(args: argparse.Namespace) -> int:
+    db = _database(Config.load(args.config))
+    changes: dict[str, Any] = {}
+    for option in ("name", "status", "allow_inline_policy"):
+        if getattr(args, option) is not None:
+            changes[option] = getattr(args, option)
+    if args.budget is not None:
+        changes["budget"] = _quota_option(args.budget, "--budget")
+    if args.user_quota is not None:
+        changes["user_quota"] = _quota_option(args.user_quota, "--user-quota")
+    if not changes:
+        raise ProjectError("nothing to update: give --name, --status, --budget, --user-quota "
+                           "or --[no-]allow-inline-policy")
+    _print(ProjectStore(db).update(args.project_id, **changes).as_dict())
+    return 0
+
+
+def _projects_link(args: argparse.Namespace) -> int:
+    config = Config.load(args.config)
+    db = _database(config)
+    project = ProjectStore(db).update(args.project_id, policy_id=args.policy_id,
+                                      known_policies=_known_policies(config, db))
+    _print(project.as_dict())
+    return 0
+
+
+def _projects_unlink(args: argparse.Namespace) -> int:
+    db = _database(Config.load(args.config))
+    _print(ProjectStore(db).update(args.project_id, policy_id=None).as_dict())
+    return 0
+
+
+def _projects_grant(args: argparse.Namespace) -> int:
+    store = ProjectStore(_database(Config.load(args.config)))
+    store.grant(args.user_id, args.project_id)
+    _print({"user_id": args.user_id, "project_id": args.project_id,
+            "user_projects": sorted(store.grants_for(args.user_id))})
+    return 0
+
+
+def _projects_revoke(args: argparse.Namespace) -> int:
+    store = ProjectStore(_database(Config.load(args.config)))
+    store.revoke_grant(args.user_id, args.project_id)
+    _print({"user_id": args.user_id, "project_id": args.project_id,
+            "user_projects": sorted(store.grants_for(args.user_id))})
+    return 0
+
+
+def _policies_add(args: argparse.Namespace) -> int:
+    config = Config.load(args.config)
+    loaded = add_policy_file(args.file, config.policies_dir, _database(config))
+    _print({"policy_id": loaded.policy_id, "name": loaded.name, "revision": loaded.revision,
+            "path": loaded.path, "sha256": loaded.sha256})
+    return 0
+
+
+def _policies_list(args: argparse.Namespace) -> int:
+    config = Config.load(args.config)
+    registry = PolicyRegistry.load(config.policies_dir, _database(config))
+    policies = [{"policy_id": p.policy_id, "name": p.name, "revision": p.revision,
+                 "path": p.path, "sha256": p.sha256}
+                for p in sorted(registry.policies.values(), key=lambda p: p.policy_id)]
+    failing = []
+    for path, diagnostics in sorted(registry.errors.items()):
+        first = next((d for d in diagnostics if d.severity == "error"), diagnostics[0])
+        failing.append({"path": path, "diagnostic": first.as_dict()})
+    _print({"policies": policies, "errors": failing})
     return 0
 
 

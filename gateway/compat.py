@@ -10,9 +10,16 @@ from collections.abc import AsyncIterator
 
 import orjson
 
-from gateway.adapters.base import Adapter, decode_json_object
+import dsl
+from gateway.adapters.base import JSON, Adapter, decode_json_object
 from gateway.config import OPENAI
-from gateway.errors import InvalidApiKey, UpstreamError, UpstreamUnavailable
+from gateway.errors import (
+    InvalidApiKey,
+    ModerationBlocked,
+    PolicyRefused,
+    UpstreamError,
+    UpstreamUnavailable,
+)
 from gateway.identity import Caller, credential_from_headers
 from gateway.state import GatewayState
 from gateway.upstream import Exchange, relayable_response_headers
@@ -26,30 +33,79 @@ def authenticate(state: GatewayState, inbound: Inbound) -> Caller:
             "You didn't provide an API key. Send it as 'Authorization: Bearer <key>' or in the "
             "'x-api-key' header."
         )
-    return state.identities.authenticate_key(credential)
+    return state.authenticate(credential)
 
 
-async def proxy_api(state: GatewayState, adapter: Adapter, inbound: Inbound) -> Outbound:
+async def proxy_api(state: GatewayState, adapter: Adapter, inbound: Inbound, *,
+                    authenticated: bool = False) -> Outbound:
     """POST one of the three APIs (or count_tokens) through to its provider."""
-    authenticate(state, inbound)
+    if not authenticated:
+        authenticate(state, inbound)
     body = decode_json_object(inbound.body)
     adapter.validate(body)
+    content = inbound.body
+    if "policy" in body or state.config.always_blocked_categories:
+        governed_body = _govern_inline(state, adapter, body)
+        if isinstance(governed_body, Outbound):
+            return governed_body
+        if governed_body is not body:
+            content = orjson.dumps(governed_body)
     provider = state.config.provider_for(adapter.provider_kind, body.get("model"))
     request = state.upstreams.build_request(
-        provider, "POST", adapter.upstream_path, inbound.headers, inbound.body
+        provider, "POST", adapter.upstream_path + _query_suffix(inbound), inbound.headers, content
     )
     return await relay(state, adapter, Exchange(state.upstreams.client_for(provider), request,
                                                  state.config.timeouts))
 
 
-async def proxy_models(state: GatewayState, inbound: Inbound) -> Outbound:
-    authenticate(state, inbound)
+def _govern_inline(state: GatewayState, adapter: Adapter, body: JSON) -> JSON | Outbound:
+    """Always-blocked categories, and an inline `policy` evaluated and enforced for this one
+    request (SPEC §5.5, §5.10). Nothing is added to the answer unless it is refused."""
+    inline = state.inline_policies.compile(body["policy"]) if "policy" in body else None
+    view = adapter.input_view(body)
+    classification = dsl.classify(view.input_text, pii=inline is not None)
+    blocked = [c for c in classification.triggered()
+               if c in state.config.always_blocked_categories]
+    if blocked:
+        raise ModerationBlocked(f"The request was blocked for category '{blocked[0]}'.")
+    if inline is None:
+        return body
+    forward = {k: v for k, v in body.items() if k != "policy"}
+    facts = dsl.RequestFacts(
+        surface=adapter.surface, model=str(body.get("model", "")),
+        message_count=view.message_count, estimated_input_tokens=view.estimated_input_tokens,
+        max_output_tokens=view.max_output_tokens, has_tools=view.has_tools,
+        stream=adapter.is_stream(body), input_text=view.input_text,
+        last_user_text=view.last_user_text, system_text=view.system_text)
+    decision = inline.evaluate_input(facts, classification)
+    obligations = decision.obligations
+    if decision.decision == "refuse":
+        raise PolicyRefused(obligations.message or "The request was refused by policy.")
+    if decision.decision == "escalate":
+        return Outbound.json(200, adapter.holding_reply(
+            forward, obligations.message or "A specialist will follow up with you."))
+    if obligations.redactor is not None:
+        redactor = obligations.redactor
+        forward = adapter.map_input_texts(forward, lambda text: redactor.apply(text)[0])
+    if decision.decision in ("rewrite", "summary") and obligations.instruction:
+        forward = adapter.with_instruction(forward, obligations.instruction)
+    return forward
+
+
+async def proxy_models(state: GatewayState, inbound: Inbound, *,
+                       authenticated: bool = False) -> Outbound:
+    if not authenticated:
+        authenticate(state, inbound)
     provider = state.config.provider_for(OPENAI, None)
-    path = "/models" + (("?" + inbound.query_string.decode("latin-1")) if inbound.query_string
-                        else "")
-    request = state.upstreams.build_request(provider, "GET", path, inbound.headers)
+    request = state.upstreams.build_request(provider, "GET", "/models" + _query_suffix(inbound),
+                                            inbound.headers)
     exchange = Exchange(state.upstreams.client_for(provider), request, state.config.timeouts)
     return await relay(state, None, exchange)
+
+
+def _query_suffix(inbound: Inbound) -> str:
+    """The client's query string, kept as sent (some deployments carry `api-version` there)."""
+    return "?" + inbound.query_string.decode("latin-1") if inbound.query_string else ""
 
 
 async def relay(state: GatewayState, adapter: Adapter | None, exchange: Exchange) -> Outbound:

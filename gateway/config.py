@@ -75,6 +75,12 @@ class Config:
     workers: int = 1
     #: Upstream connection pool size per worker.
     max_connections: int = 512
+    #: Directory of `.pol` / `.json` policies; the one source of truth for policies.
+    policies_dir: str = "policies"
+    #: Categories refused on every surface, for every project (SPEC §5.5).
+    always_blocked_categories: tuple[str, ...] = ("self-harm/instructions", "sexual/minors")
+    #: The raw `[jwt]` section, parsed by `gateway.jwt_auth.JwtSettings.from_mapping`.
+    jwt: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
@@ -111,7 +117,8 @@ class Config:
 
 
 def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> Config:
-    known = {"server", "database", "limits", "timeouts", "providers", "routes"}
+    known = {"server", "database", "limits", "timeouts", "providers", "routes", "policies",
+             "moderation", "jwt"}
     unknown = set(data) - known
     if unknown:
         raise ValueError(f"unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -146,7 +153,19 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> Config:
     max_body = int(limits.get("max_body_bytes", 10 * 1024 * 1024))
     if max_body <= 0:
         raise ValueError("limits.max_body_bytes must be positive")
+    if data.get("jwt"):
+        from gateway.jwt_auth import JwtSettings
+
+        JwtSettings.from_mapping(dict(data["jwt"]), env)  # fail fast: ValueError -> ConfigError
+    policies = dict(data.get("policies", {}))
+    moderation = dict(data.get("moderation", {}))
+    blocked = moderation.get("always_blocked", ["self-harm/instructions", "sexual/minors"])
+    if not isinstance(blocked, list) or not all(isinstance(c, str) for c in blocked):
+        raise ValueError("moderation.always_blocked must be a list of category names")
     return Config(
+        policies_dir=str(policies.get("directory", env.get("GATEWAY_POLICIES", "policies"))),
+        always_blocked_categories=tuple(blocked),
+        jwt=dict(data.get("jwt", {})),
         database_path=str(database.get("path", env.get("GATEWAY_DATABASE", "data/gateway.db"))),
         max_body_bytes=max_body,
         timeouts=timeouts,

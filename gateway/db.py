@@ -7,6 +7,8 @@ run beside the one writer, and `busy_timeout` makes a writer wait for the lock i
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlite_utils
@@ -34,11 +36,11 @@ def ensure_schema(db: sqlite_utils.Database) -> None:
     """Create the tables and indexes that are missing. Safe to run from several processes."""
     with db.conn:
         db.conn.execute("BEGIN IMMEDIATE")  # one process creates; the others wait, then see it
-        db["accounts"].create(
+        db.table("accounts").create(
             {"id": str, "name": str, "plan": str, "created_at": str},
             pk="id", not_null={"name", "plan"}, if_not_exists=True,
         )
-        db["api_keys"].create(
+        db.table("api_keys").create(
             {
                 "id": str, "account_id": str, "project_id": str, "label": str,
                 "key_hash": str, "key_preview": str, "revoked": int,
@@ -47,12 +49,49 @@ def ensure_schema(db: sqlite_utils.Database) -> None:
             pk="id", not_null={"account_id", "key_hash", "key_preview", "revoked"},
             foreign_keys=[("account_id", "accounts", "id")], if_not_exists=True,
         )
-        db["api_keys"].create_index(["key_hash"], unique=True, if_not_exists=True)
-        db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+        db.table("api_keys").create_index(["key_hash"], unique=True, if_not_exists=True)
+        db.table("projects").create(
+            {
+                "id": str, "account_id": str, "name": str, "status": str, "policy_id": str,
+                "budget": str, "user_quota": str, "allow_inline_policy": int,
+                "created_at": str, "updated_at": str,
+            },
+            pk="id", not_null={"account_id", "name", "status", "budget", "user_quota",
+                               "allow_inline_policy"},
+            foreign_keys=[("account_id", "accounts", "id")], if_not_exists=True,
+        )
+        db.table("projects").create_index(["account_id"], if_not_exists=True)
+        db.table("project_grants").create(
+            {"user_id": str, "project_id": str, "created_at": str},
+            pk=("user_id", "project_id"), not_null={"user_id", "project_id"},
+            foreign_keys=[("project_id", "projects", "id")], if_not_exists=True,
+        )
+        # One row per saved state of a policy file; (policy_id, revision) is unique, so two
+        # processes can never both claim the same revision number.
+        db.table("policy_revisions").create(
+            {
+                "policy_id": str, "revision": int, "edit_type": str, "sha256": str,
+                "source": str, "name": str, "classification": str, "path": str,
+                "created_at": str,
+            },
+            pk=("policy_id", "revision"),
+            not_null={"policy_id", "revision", "edit_type", "sha256", "source"},
+            if_not_exists=True,
+        )
+        db.table("meta").create({"key": str, "value": str}, pk="key", if_not_exists=True)
         db.conn.execute(
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
             (str(SCHEMA_VERSION),),
         )
+
+
+@contextmanager
+def write_transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
+    """A `BEGIN IMMEDIATE` transaction: takes the write lock first, so a read-then-write inside it
+    (check a row, then insert) cannot interleave with another process doing the same."""
+    with db.conn:
+        db.conn.execute("BEGIN IMMEDIATE")
+        yield db
 
 
 def data_version(db: sqlite_utils.Database) -> int:

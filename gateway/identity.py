@@ -17,6 +17,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlite_utils
 
@@ -145,6 +146,8 @@ class Caller:
     account: Account
     key: ApiKey | None
     user_id: str
+    #: The verified JWT user (`gateway.jwt_auth.JwtUser`) when the credential was a token.
+    jwt: Any = None
 
 
 class IdentityCache:
@@ -155,6 +158,8 @@ class IdentityCache:
         self._version: int | None = None
         self._keys: dict[str, ApiKey] = {}
         self._accounts: dict[str, Account] = {}
+        self._projects: dict[str, Any] = {}
+        self._grants: dict[str, frozenset[str]] = {}
 
     def refresh_if_changed(self) -> None:
         version = data_version(self._db)
@@ -167,11 +172,30 @@ class IdentityCache:
         self._version = None
 
     def _load(self) -> None:
+        from gateway.projects import load_grants, load_projects
+
         self._accounts = {
             r["id"]: Account(id=r["id"], name=r["name"], plan=r["plan"])
             for r in self._db["accounts"].rows
         }
         self._keys = {r["key_hash"]: _key_from_row(r) for r in self._db["api_keys"].rows}
+        self._projects = load_projects(self._db)
+        self._grants = load_grants(self._db)
+
+    def account(self, account_id: str) -> Account | None:
+        self.refresh_if_changed()
+        return self._accounts.get(account_id)
+
+    def project(self, project_id: str) -> Any:
+        """The project (`gateway.projects.Project`) from the snapshot, or None."""
+        self.refresh_if_changed()
+        return self._projects.get(project_id)
+
+    def jwt_may_use(self, caller: Caller, project_id: str) -> bool:
+        """Grants come from the token, the configuration, or the management API."""
+        if caller.jwt is not None and caller.jwt.may_use(project_id):
+            return True
+        return project_id in self._grants.get(caller.user_id, frozenset())
 
     def authenticate_key(self, plaintext: str) -> Caller:
         self.refresh_if_changed()

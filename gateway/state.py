@@ -2,26 +2,60 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import random
+from typing import Any
+
 import httpx
 import sqlite_utils
+import trio
 
 from gateway.config import Config
 from gateway.db import open_database
-from gateway.identity import IdentityCache
+from gateway.errors import InvalidToken
+from gateway.events import EventSink, MemorySink, base_event
+from gateway.governance import InlinePolicies
+from gateway.identity import Caller, IdentityCache
+from gateway.jwt_auth import JwtSettings, JwtVerifier, looks_like_jwt
+from gateway.quota import QuotaStore, Unlimited
 from gateway.upstream import Upstreams
+
+log = logging.getLogger("gateway")
 
 
 class GatewayState:
     def __init__(self, config: Config, *, echo_transport: httpx.AsyncBaseTransport | None = None):
         self.config = config
         self.upstreams = Upstreams(config, echo_transport=echo_transport)
+        self.inline_policies = InlinePolicies()
+        self.quotas: QuotaStore = Unlimited()
+        self.events: EventSink = MemorySink()
+        self.jwt: JwtVerifier | None = (
+            JwtVerifier(JwtSettings.from_mapping(config.jwt, os.environ)) if config.jwt else None)
+        self.registry: Any = None
+        self.rollout: Any = None
+        #: The app's nursery (set while serving): owner of background notifications.
+        self.nursery: trio.Nursery | None = None
         self._db: sqlite_utils.Database | None = None
         self._identities: IdentityCache | None = None
 
     async def open(self) -> None:
+        from gateway.policy_registry import PolicyRegistry
+
         self._db = open_database(self.config.database_path)
         self._identities = IdentityCache(self._db)
         self._identities.refresh_if_changed()
+        self.registry = PolicyRegistry.load(self.config.policies_dir, self._db)
+        for path, diagnostics in self.registry.errors.items():
+            log.error("policy file %s failed its check: %s", path,
+                      "; ".join(d.message for d in diagnostics))
+        for change in self.registry.changes:
+            self.events.emit(base_event(
+                "revision", user_id=None, org_id=None, policy_id=change.policy_id,
+                policy_name=change.name, policy_revision=change.revision,
+                data_classification=change.classification, edit_type=change.edit_type,
+                config_snapshot=change.source))
         await self.upstreams.open()
 
     async def aclose(self) -> None:
@@ -41,3 +75,63 @@ class GatewayState:
         if self._identities is None:
             raise RuntimeError("the gateway is not serving")
         return self._identities
+
+    directory = identities
+
+    def authenticate(self, credential: str) -> Caller:
+        """An API key, or a JWT when the gateway is configured for them (SPEC §2, §3)."""
+        if looks_like_jwt(credential):
+            if self.jwt is None:
+                raise InvalidToken("This gateway does not accept JWTs; use an API key.")
+            user = self.jwt.verify(credential)
+            account = self.identities.account(user.account_id)
+            if account is None:
+                raise InvalidToken(f"The token names an unknown account '{user.account_id}'.")
+            return Caller(account=account, key=None, user_id=user.user_id, jwt=user)
+        return self.identities.authenticate_key(credential)
+
+    # --- rollout (SPEC §6) -----------------------------------------------------------------
+
+    def rollout_for(self, loaded: Any, target: str, subject: str | None, decision: Any
+                    ) -> tuple[str, bool]:
+        """(rollout_mode, enforced) for this request; emits auto-rollback revision events."""
+        if self.rollout is None:
+            from gateway.rollout import RolloutEngine
+
+            self.rollout = RolloutEngine()
+        outcome = self.rollout.resolve(
+            loaded.policy, policy_id=loaded.policy_id, revision=loaded.revision, target=target,
+            quota_subject=subject, decision=decision.decision, now=trio.current_time(),
+            rand=random.random())
+        for change in outcome.events:
+            self.events.emit(base_event(
+                "revision", user_id=None, org_id=None, policy_id=change.policy_id,
+                policy_name=loaded.name, policy_revision=change.revision,
+                data_classification=loaded.policy.classification, edit_type=change.edit_type,
+                config_snapshot=loaded.source, reason=change.reason,
+                window={"share_pct": change.share_pct, "matching": change.matching,
+                        "total": change.total}))
+        return outcome.rollout_mode, outcome.enforced
+
+    def rollout_observe(self, governance: Any) -> None:
+        """Hook for the final (output-stage) decision; the engine counts it at resolve time."""
+
+    # --- escalation (SPEC §5.4) -----------------------------------------------------------------
+
+    def notify_escalation(self, url: str, event: dict[str, Any]) -> None:
+        """POST the event to the escalation URL in the background; never blocks the request."""
+        if self.nursery is None:
+            log.warning("escalation to %s not sent: the gateway is not serving", url)
+            return
+        self.nursery.start_soon(self._post_escalation, url, event)
+
+    async def _post_escalation(self, url: str, event: dict[str, Any]) -> None:
+        try:
+            with trio.move_on_after(10):
+                async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
+                    response = await client.post(url, json=event)
+                    if response.status_code >= 400:
+                        log.warning("escalation POST to %s answered %s", url,
+                                    response.status_code)
+        except httpx.HTTPError as exc:
+            log.warning("escalation POST to %s failed: %r", url, exc)

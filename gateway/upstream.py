@@ -40,12 +40,20 @@ _DROP_REQUEST = HOP_BY_HOP | {
 _DROP_RESPONSE = HOP_BY_HOP | {"content-length", "content-encoding", "date", "server"}
 
 
+def _named_by_connection(values: list[str]) -> set[str]:
+    """Headers the sender declared hop-by-hop by listing them in `Connection` (RFC 9110 7.6.1)."""
+    return {token.strip().lower() for value in values for token in value.split(",")
+            if token.strip()}
+
+
 def forwardable_request_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in headers.items() if k not in _DROP_REQUEST}
+    drop = _DROP_REQUEST | _named_by_connection([headers.get("connection", "")])
+    return {k: v for k, v in headers.items() if k not in drop}
 
 
 def relayable_response_headers(headers: httpx.Headers) -> list[tuple[str, str]]:
-    return [(k, v) for k, v in headers.multi_items() if k.lower() not in _DROP_RESPONSE]
+    drop = _DROP_RESPONSE | _named_by_connection(headers.get_list("connection"))
+    return [(k, v) for k, v in headers.multi_items() if k.lower() not in drop]
 
 
 class Upstreams:

@@ -57,3 +57,19 @@ def test_bad_configuration_is_a_clear_error(tmp_path, text, fragment):
     path.write_text(text)
     with pytest.raises(ConfigError, match=fragment):
         Config.load(path, env={})
+
+
+def test_the_documented_configuration_loads():
+    """docs/configuration.md shows every key; it must stay a valid configuration."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    block = re.search(r"```toml\n(.*?)```", doc, re.S).group(1)
+    config = Config.from_mapping(
+        __import__("tomllib").loads(block),
+        env={"GROQ_API_KEY": "g", "GATEWAY_JWT_SECRET": "s" * 32},
+    )
+    assert config.provider_for(OPENAI, "llama-3").name == "groq"
+    assert config.always_blocked_categories == ("self-harm/instructions", "sexual/minors")
+    assert config.jwt["audience"] == "policy-gateway"

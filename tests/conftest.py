@@ -1,0 +1,69 @@
+"""Shared fixtures: a mock provider and real gateways serving over real sockets.
+
+- `mock_upstream` (session): one `MockUpstream` for the whole run; `mock` resets it per test.
+- `gateway` (session): the gateway with both providers pointing at the mock, with real upstream
+  keys, so every request goes over HTTP to the mock; a `free` account and its key are ready.
+- `echo_gateway` (session): a gateway with no provider keys, answered by the built-in echo.
+- `gateway_factory`: more gateways with a different configuration, stopped after the test.
+
+A gateway is served by hypercorn's trio worker in a background thread (`ThreadServer`), so sync
+SDK clients and trio tests both talk to it exactly as users do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e.harness import GatewayFactory, RunningGateway, mock_providers, start_gateway, stop_gateway
+from mock_upstream import MockUpstream
+
+
+@pytest.fixture(scope="session")
+def mock_upstream() -> Iterator[MockUpstream]:
+    with MockUpstream() as server:
+        yield server
+        assert server.errors == [], "the mock upstream itself failed"
+
+
+@pytest.fixture
+def mock(mock_upstream: MockUpstream) -> MockUpstream:
+    """The shared mock, with its record of requests and disconnects emptied."""
+    mock_upstream.reset()
+    return mock_upstream
+
+
+@pytest.fixture(scope="session")
+def gateway(mock_upstream: MockUpstream, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[RunningGateway]:
+    running = start_gateway(tmp_path_factory.mktemp("gateway"),
+                            {"providers": mock_providers(mock_upstream.url)})
+    yield running
+    stop_gateway(running)
+
+
+@pytest.fixture(scope="session")
+def echo_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    running = start_gateway(tmp_path_factory.mktemp("echo-gateway"), {})
+    yield running
+    stop_gateway(running)
+
+
+
+@pytest.fixture
+def gateway_factory(mock_upstream: MockUpstream, tmp_path: Path) -> Iterator[GatewayFactory]:
+    """`make(config=None, **start_gateway_kwargs)`: a gateway with its own database; the config
+    defaults to providers at the mock, and sections given in `config` replace those."""
+    started: list[RunningGateway] = []
+
+    def make(config: Mapping[str, Any] | None = None, **kwargs: Any) -> RunningGateway:
+        mapping = {"providers": mock_providers(mock_upstream.url), **(config or {})}
+        running = start_gateway(tmp_path / f"gw{len(started)}", mapping, **kwargs)
+        started.append(running)
+        return running
+
+    yield make
+    for running in started:
+        stop_gateway(running)
