@@ -1,5 +1,8 @@
-"""Compat-surface overhead: /v1/chat/completions through the gateway vs. the same upstream direct,
-and vs. a minimal relay (the ceiling of our stack), all measured in one run.
+"""Gateway overhead, all measured in one run against the same upstream:
+- the compat surface, /v1/chat/completions, vs. the upstream direct and vs. a minimal relay (the
+  ceiling of our stack);
+- the governed surface, /policy/v1/chat/completions with the support-bot example policy, vs.
+  the compat surface.
 
 The upstream is nginx answering from memory, so it is not what is measured. The server under test
 runs on CPU 0; nginx and the load generator (wrk) share CPU 1. Needs `nginx` and `wrk` on PATH
@@ -47,7 +50,10 @@ def _sse_body(chunks: int = 16) -> str:
     return "".join(f"data: {f}\n\n" for f in frames) + "data: [DONE]\n\n"
 
 
-REQUEST = {"model": "gpt-bench", "messages": [{"role": "user", "content": "Say hello " * 20}]}
+# On topic for the support-bot policy (its allowlist), so the governed call is allowed and
+# forwarded: the benchmark measures the full governed path, classifiers and policy included.
+REQUEST = {"model": "gpt-bench",
+           "messages": [{"role": "user", "content": "Where is my order? It is late. " * 6}]}
 
 
 def _nginx_conf(tmp: Path) -> Path:
@@ -98,7 +104,7 @@ def _wait_port(port: int, timeout: float = 30.0) -> None:
 
 
 def _lua(tmp: Path, key: str, stream: bool) -> Path:
-    script = tmp / f"post-{int(stream)}.lua"
+    script = tmp / f"post-{int(stream)}-{key[-6:]}.lua"
     body = json.dumps({**REQUEST, "stream": True} if stream else REQUEST)
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
     if stream:
@@ -147,6 +153,12 @@ def main() -> int:
     key = json.loads(subprocess.run([PY, "-m", "gateway", "keys", "create", "--account",
                                      account["id"]], env=env, check=True, capture_output=True,
                                     text=True).stdout)["key"]
+    subprocess.run([PY, "-m", "gateway", "projects", "create", "proj_bench", "--account",
+                    account["id"], "--name", "Bench", "--policy", "support_bot"], env=env,
+                   check=True, capture_output=True, cwd=ROOT)
+    policy_key = json.loads(subprocess.run(
+        [PY, "-m", "gateway", "keys", "create", "--account", account["id"], "--project",
+         "proj_bench"], env=env, check=True, capture_output=True, text=True).stdout)["key"]
     procs = [
         subprocess.Popen(["taskset", "-c", LOAD_CPU, "nginx", "-c", str(_nginx_conf(tmp))],
                          stderr=subprocess.DEVNULL),
@@ -160,15 +172,17 @@ def main() -> int:
         for port in (UPSTREAM_PORT, RELAY_PORT, GATEWAY_PORT):
             _wait_port(port)
         rows = []
-        targets = {"direct": UPSTREAM_PORT, "relay": RELAY_PORT, "gateway": GATEWAY_PORT}
+        targets = {"direct": (UPSTREAM_PORT, "/v1"), "relay": (RELAY_PORT, "/v1"),
+                   "gateway": (GATEWAY_PORT, "/v1"), "policy": (GATEWAY_PORT, "/policy/v1")}
         for stream in (False, True):
-            script = _lua(tmp, key, stream)
+            scripts = {name: _lua(tmp, policy_key if name == "policy" else key, stream)
+                       for name in targets}
             for connections in (1, 32):
                 measured = {}
-                for name, port in targets.items():
-                    url = f"http://127.0.0.1:{port}/v1/chat/completions"
-                    _wrk(url, script, connections)  # warm-up run
-                    measured[name] = _wrk(url, script, connections)
+                for name, (port, prefix) in targets.items():
+                    url = f"http://127.0.0.1:{port}{prefix}/chat/completions"
+                    _wrk(url, scripts[name], connections)  # warm-up run
+                    measured[name] = _wrk(url, scripts[name], connections)
                 rows.append((stream, connections, measured))
         _report(rows)
     finally:
@@ -189,10 +203,12 @@ def _report(rows: list) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     results = []
     for stream, conc, m in rows:
-        d, r, g = m["direct"], m["relay"], m["gateway"]
+        d, r, g, p = m["direct"], m["relay"], m["gateway"], m["policy"]
         row = {
             "mode": "stream" if stream else "non-stream", "concurrency": conc,
-            "direct": d, "relay": r, "gateway": g,
+            "direct": d, "relay": r, "gateway": g, "policy": p,
+            "policy_added_p50_vs_compat_ms": p["p50_ms"] - g["p50_ms"],
+            "throughput_policy_over_compat": p["rps"] / g["rps"],
             "added_p50_vs_direct_ms": g["p50_ms"] - d["p50_ms"],
             "added_p50_vs_relay_ms": g["p50_ms"] - r["p50_ms"],
             "added_p99_vs_direct_ms": g["p99_ms"] - d["p99_ms"],
@@ -205,6 +221,16 @@ def _report(rows: list) -> None:
               f" | {row['added_p50_vs_relay_ms']:+.3f} ms | "
               f"{row['throughput_gateway_over_direct']:.2f} | "
               f"{row['throughput_gateway_over_relay']:.2f} |")
+    print()
+    print("| mode | conc | compat p50 | policy p50 | policy p99 | added p50 vs compat "
+          "| policy/compat rps |")
+    print("|---|---|---|---|---|---|---|")
+    for row in results:
+        g, p = row["gateway"], row["policy"]
+        print(f"| {row['mode']} | {row['concurrency']} | {g['p50_ms']:.3f} ms | "
+              f"{p['p50_ms']:.3f} ms | {p['p99_ms']:.3f} ms | "
+              f"{row['policy_added_p50_vs_compat_ms']:+.3f} ms | "
+              f"{row['throughput_policy_over_compat']:.2f} |")
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "proxy.json").write_text(json.dumps(results, indent=2))

@@ -13,6 +13,7 @@ be decided on a window; they are decided by `finish()` over the whole text.
 from __future__ import annotations
 
 import dataclasses
+import re
 import unicodedata
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from dsl.compiler import CompiledPolicy, Outcome
 
 STOPPING = ("refuse", "escalate")
+_SPACE_RUN = re.compile(r"\s\s")
 
 
 class OutputMonitor:
@@ -43,6 +45,9 @@ class OutputMonitor:
         self._allowlist_hits: dict[str, None] = {}
         self._counts: dict[str, int] = {}
         self._window_rules = policy.output_rules(stream_safe_only=True)
+        self._decided: Decision | None = None
+        self._fresh_counts = False
+        self._counted: tuple[Decision, Decision] | None = None
 
     @property
     def stopped(self) -> bool:
@@ -61,7 +66,8 @@ class OutputMonitor:
         self._absorb(self._policy.run_rules(self._window_rules, ctx))
         decision = self._decision()
         if self._enforced and decision.decision in STOPPING:
-            return "", self._stop(decision)
+            released = self._release_before_violation(decision)
+            return released, self._stop(decision)
         cut = _hold_start(self._pending, self._policy.output_window)
         return self._release(cut, decision)
 
@@ -82,21 +88,43 @@ class OutputMonitor:
 
     # --- internals
     def _absorb(self, outcome: Outcome) -> None:
+        # The held-back window overlaps from one feed to the next, so the same evidence is
+        # found again and again: only new evidence makes the decision worth recomputing.
         for rule, evidence in outcome.fired:
             previous = self._fired.get(rule.rule_id)
-            self._fired[rule.rule_id] = (rule, (previous[1] if previous else []) + evidence)
+            known = previous[1] if previous else []
+            fresh = [item for item in evidence if item not in known]
+            if previous is None or fresh:
+                self._fired[rule.rule_id] = (rule, known + fresh)
+                self._decided = None
         for rule_id, message in outcome.errors:
-            self._errors.setdefault(rule_id, message)
-        self._allowlist_hits.update(dict.fromkeys(outcome.allowlist_hits))
+            if rule_id not in self._errors:
+                self._errors[rule_id] = message
+                self._decided = None
+        for hit in outcome.allowlist_hits:
+            if hit not in self._allowlist_hits:
+                self._allowlist_hits[hit] = None
+                self._decided = None
 
     def _decision(self) -> Decision:
         from dsl.compiler import Outcome
 
-        outcome = Outcome(list(self._fired.values()), list(self._errors.items()),
-                          list(self._allowlist_hits))
-        return self._policy.decide(outcome, "output", "", self._base, count_redactions=False)
+        if self._decided is None:
+            outcome = Outcome(list(self._fired.values()), list(self._errors.items()),
+                              list(self._allowlist_hits))
+            self._decided = self._policy.decide(outcome, "output", "", self._base,
+                                                count_redactions=False)
+        return self._decided
 
     def _with_counts(self, decision: Decision) -> Decision:
+        if self._counted is not None and self._counted[0] is decision and not self._fresh_counts:
+            return self._counted[1]
+        self._fresh_counts = False
+        counted = self._counts_applied(decision)
+        self._counted = (decision, counted)
+        return counted
+
+    def _counts_applied(self, decision: Decision) -> Decision:
         spans = dict(self._base.redacted_spans)
         for kind, count in self._counts.items():
             spans[kind] = spans.get(kind, 0) + count
@@ -113,6 +141,40 @@ class OutputMonitor:
             return None
         self._current = decision
         return decision
+
+    def _release_before_violation(self, decision: Decision) -> str:
+        """The held text that certainly precedes the violation, redacted (SPEC §7.3: hold
+        back at most the window). A chunk may bring safe text and a violation together.
+
+        Prefixes of the pending text are checked in steps; at the first step whose prefix
+        fires a stopping rule, the violation ends after the previous step (a match at the
+        very end of a prefix is not counted, as more text could extend the word), and it is at
+        most one window long, so everything a window before the previous step is safe. Runs
+        once per stream, when it stops.
+        """
+        window = self._policy.output_window
+        pending = self._pending
+        step = max(16, len(pending) // 64)
+        previous = 0
+        for end in range(step, len(pending) + step, step):
+            end = min(end, len(pending))
+            ctx = EvalContext(self._facts, None, self._policy._pattern_sets,
+                              output=self._before + pending[:end], open_end=True)
+            outcome = self._policy.run_rules(self._window_rules, ctx)
+            if any(rule.decision in STOPPING for rule, _ in outcome.fired):
+                break
+            previous = end
+        cut = _hold_start(pending[:previous], window)
+        if cut <= 0:
+            return ""
+        released = pending[:cut]
+        redactor = decision.obligations.redactor
+        if redactor is not None:
+            released, counts = redactor.apply(released)
+            for kind, count in counts.items():
+                self._counts[kind] = self._counts.get(kind, 0) + count
+                self._fresh_counts = True
+        return released
 
     def _stop(self, decision: Decision) -> Decision | None:
         self._stopped = True
@@ -134,6 +196,7 @@ class OutputMonitor:
             released, counts = redactor.apply(released)
             for kind, count in counts.items():
                 self._counts[kind] = self._counts.get(kind, 0) + count
+                self._fresh_counts = True
         return released, self._changed(self._with_counts(decision), final)
 
 
@@ -141,6 +204,12 @@ def _hold_start(pending: str, window: int) -> int:
     """Index in `pending` from which the last `window` normalised characters start."""
     if window <= 0:
         return len(pending)
+    tail = pending[-window:]
+    if len(tail) == window and tail.isascii() and _SPACE_RUN.search(
+            pending, max(len(pending) - window - 1, 0)) is None:
+        # Fast path for plain ASCII: no combining marks and no whitespace runs, so each
+        # character is one normalised unit.
+        return len(pending) - window
     units, index = 0, len(pending)
     while index > 0 and units < window:
         index -= 1

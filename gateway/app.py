@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 from quart import Response, request
 from quart_trio import QuartTrio
+from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
 
 from gateway import compat
@@ -89,8 +90,8 @@ def create_app(config: Config | None = None, *,
         ]
     api_routes.append(ApiRoute("POST", "/policy/simulate", CHAT, governed.simulate))
     # The hot API routes bypass quart's per-request machinery (see gateway/fastpath.py).
-    app.asgi_app = FastRoutes(app.asgi_app, api_routes,  # type: ignore[method-assign]
-                              max_body_bytes=config.max_body_bytes)
+    app.asgi_app = FastRoutes(  # type: ignore[method-assign,assignment]
+        app.asgi_app, api_routes, max_body_bytes=config.max_body_bytes)  # type: ignore[arg-type]
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -114,8 +115,8 @@ def create_app(config: Config | None = None, *,
 
 def _to_quart(out: Outbound) -> Response:
     if out.stream is not None:
-        response = Response(out.stream, status=out.status, headers=out.headers)
+        response = Response(out.stream, status=out.status, headers=Headers(out.headers))
         # Quart would cut the stream at RESPONSE_TIMEOUT; the relay applies its own timeouts.
         response.timeout = None
         return response
-    return Response(out.body, status=out.status, headers=out.headers)
+    return Response(out.body, status=out.status, headers=Headers(out.headers))

@@ -296,8 +296,8 @@ def _policies_list(args: argparse.Namespace) -> int:
                 for p in sorted(registry.policies.values(), key=lambda p: p.policy_id)]
     failing = []
     for path, diagnostics in sorted(registry.errors.items()):
-        first = next((d for d in diagnostics if d.severity == "error"), diagnostics[0])
-        failing.append({"path": path, "diagnostic": first.as_dict()})
+        first = next((d for d in diagnostics if d.severity == "error"), None)
+        failing.append({"path": path, "diagnostic": first.as_dict() if first else None})
     _print({"policies": policies, "errors": failing})
     return 0
 

@@ -20,6 +20,7 @@ from gateway.errors import (
     UpstreamError,
     UpstreamUnavailable,
 )
+from gateway.governance import encode_body
 from gateway.identity import Caller, credential_from_headers
 from gateway.state import GatewayState
 from gateway.upstream import Exchange, relayable_response_headers
@@ -49,7 +50,7 @@ async def proxy_api(state: GatewayState, adapter: Adapter, inbound: Inbound, *,
         if isinstance(governed_body, Outbound):
             return governed_body
         if governed_body is not body:
-            content = orjson.dumps(governed_body)
+            content = encode_body(governed_body)
     provider = state.config.provider_for(adapter.provider_kind, body.get("model"))
     request = state.upstreams.build_request(
         provider, "POST", adapter.upstream_path + _query_suffix(inbound), inbound.headers, content

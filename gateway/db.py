@@ -7,6 +7,7 @@ run beside the one writer, and `busy_timeout` makes a writer wait for the lock i
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +23,7 @@ def open_database(path: str | Path) -> sqlite_utils.Database:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)
     conn.execute("PRAGMA busy_timeout = 30000")
-    conn.execute("PRAGMA journal_mode = WAL")
+    _enable_wal(conn)
     # NORMAL is durable across application crashes in WAL mode; only a power loss may lose the
     # last transactions, which is the usual trade-off for a gateway's audit trail.
     conn.execute("PRAGMA synchronous = NORMAL")
@@ -30,6 +31,21 @@ def open_database(path: str | Path) -> sqlite_utils.Database:
     db = sqlite_utils.Database(conn)
     ensure_schema(db)
     return db
+
+
+def _enable_wal(conn: sqlite3.Connection, timeout: float = 30.0) -> None:
+    """Switch to WAL. The switch needs an exclusive lock and SQLite answers "database is
+    locked" at once, without its busy handler, while another process opens the same new file
+    (several workers starting together): retry for a bounded time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def ensure_schema(db: sqlite_utils.Database) -> None:

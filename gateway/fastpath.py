@@ -90,8 +90,11 @@ class FastRoutes:
         await _send(out, send)
 
     async def _read_inbound(self, scope: dict[str, Any], receive: Any) -> Inbound:
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                   for k, v in scope["headers"]}
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in scope["headers"]:
+            name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+            # A repeated header is one comma-separated list (RFC 9110 §5.3).
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self._max_body:
             raise self._too_large()

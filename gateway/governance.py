@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 import dsl
-from gateway.errors import InvalidPolicy, InvalidRequest
+from gateway.errors import InvalidPolicy, InvalidRequest, PolicyIdMismatch
 
 #: Body fields read by the gateway and removed before forwarding.
 GATEWAY_BODY_FIELDS = ("policy_project_id", "policy_target", "policy_user", "policy_user_id",
@@ -54,18 +54,29 @@ def _label(value: Any, name: str) -> str | None:
     return value
 
 
+def _header_text(value: str | None) -> str | None:
+    """A header value as the client meant it: the ASGI server hands us latin-1 text, but clients
+    send non-ASCII labels as UTF-8, and the same label must mean the same in a header and in
+    the body."""
+    if value is None or value.isascii():
+        return value
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value
+
+
 def read_gateway_fields(headers: Mapping[str, str], body: dict[str, Any]
                         ) -> tuple[GatewayFields, dict[str, Any]]:
     """The gateway fields of the request and the body to forward (a copy without them)."""
     forward = {k: v for k, v in body.items() if k not in GATEWAY_BODY_FIELDS}
 
     def pick(header: str, *aliases: str) -> str | None:
-        if header in headers:
-            return _label(headers[header], header)
-        for alias in aliases:
-            if alias in body:
-                return _label(body[alias], alias)
-        return None
+        # Every given source is checked (a wrong type is a bad request even when the header
+        # wins); a blank header or a null body field counts as not given.
+        values = [_label(_header_text(headers.get(header)), header),
+                  *(_label(body.get(alias), alias) for alias in aliases)]
+        return next((value for value in values if value is not None), None)
 
     flagged = body.get("flagged_categories")
     if flagged is None:
@@ -80,16 +91,30 @@ def read_gateway_fields(headers: Mapping[str, str], body: dict[str, Any]
                 f"'flagged_categories' may name {sorted(REQUEST_FLAGGABLE)}, not {unknown}.",
                 param="flagged_categories")
         categories = frozenset(flagged)
-    policy_id = body.get("policy_id", body.get("policyId"))
+    expected = {value for name in ("policy_id", "policyId")
+                if (value := _label(body.get(name), name)) is not None}
+    if len(expected) > 1:
+        raise PolicyIdMismatch("'policy_id' and 'policyId' name different policies.",
+                               param="policy_id")
     fields = GatewayFields(
         project_id=pick("x-policy-project", "policy_project_id"),
         target=pick("x-policy-target", "policy_target"),
         policy_user=pick("x-policy-user", "policy_user", "policy_user_id"),
-        expected_policy_id=_label(policy_id, "policy_id"),
+        expected_policy_id=next(iter(expected), None),
         inline_policy=body.get("policy"),
         flagged_categories=categories,
     )
     return fields, forward
+
+
+def encode_body(body: Mapping[str, Any]) -> bytes:
+    """A request body as JSON again, to forward it. orjson decodes up to 1024 levels of nesting
+    but encodes only 254, so a body nested deeper than that is refused as the caller's error."""
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError as exc:
+        raise InvalidRequest(f"The request body cannot be forwarded: {exc} (JSON nested more "
+                             f"than 254 levels deep).") from None
 
 
 class InlinePolicies:
@@ -104,8 +129,13 @@ class InlinePolicies:
         if not isinstance(source, str | dict):
             raise InvalidPolicy("'policy' must be policy source text or a JSON policy document.",
                                 param="policy")
-        raw = source.encode() if isinstance(source, str) else orjson.dumps(
-            source, option=orjson.OPT_SORT_KEYS)
+        try:
+            raw = source.encode() if isinstance(source, str) else orjson.dumps(
+                source, option=orjson.OPT_SORT_KEYS)
+        except (orjson.JSONEncodeError, UnicodeEncodeError) as exc:
+            # Nesting deeper than orjson encodes (the body itself decoded fine), or a lone
+            # surrogate in the source text.
+            raise InvalidPolicy(f"The inline policy is invalid: {exc}", param="policy") from None
         key = hashlib.sha256(raw).hexdigest()
         policy = self._cache.get(key)
         if policy is not None:

@@ -9,9 +9,11 @@ object once a policy was evaluated. The steps before the upstream call are pure 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +41,13 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.events import base_event
-from gateway.governance import GatewayFields, Governance, combine, read_gateway_fields
+from gateway.governance import (
+    GatewayFields,
+    Governance,
+    combine,
+    encode_body,
+    read_gateway_fields,
+)
 from gateway.identity import Caller, credential_from_headers
 from gateway.policy_stream import DEFAULT_REFUSAL, StreamGovernor, WholeBlockMonitor
 from gateway.quota import QuotaRequest, Reservation
@@ -111,7 +119,8 @@ class PolicySurface:
             with trio.CancelScope(shield=True):
                 await self.state.quotas.release(reservation)
             raise
-        run = _Run(self, adapter, gov, reservation, started, inbound.headers)
+        run = _Run(self, adapter, gov, reservation, started, inbound.headers,
+                   encoded=request.encoded)
         return await run.act(request.forward, request.facts, request.classification,
                              request.policies)
 
@@ -124,14 +133,16 @@ class PolicySurface:
         caller = self.require_plan(inbound)
         body = decode_json_object(inbound.body)
         surface = inbound.headers.get("x-policy-surface") or body.pop("surface", None)
-        adapter = SIMULATED_SURFACES.get(surface or "chat.completions")
+        # `surface` comes from the caller: any JSON value (a list would not even be hashable).
+        adapter = (SIMULATED_SURFACES.get(surface or "chat.completions")
+                   if surface is None or isinstance(surface, str) else None)
         if adapter is None:
             raise InvalidRequest(f"'surface' must be one of {sorted(SIMULATED_SURFACES)}.",
                                  param="surface")
         request = self._prepare(adapter, Inbound(
             method=inbound.method, path=inbound.path, headers=inbound.headers,
-            body=orjson.dumps(body)), caller)
-        gov = self._decide(adapter, caller, request)
+            body=encode_body(body)), caller)
+        gov = self._decide(adapter, caller, request, simulated=True)
         blocked = _moderation_blocked(self.state, request.classification, request.facts)
         if blocked:
             gov.update(_refusal(gov.decision, "MODERATION_BLOCKED", blocked))
@@ -188,13 +199,15 @@ class PolicySurface:
             flagged_categories=fields.flagged_categories,
         )
         return _Request(
-            fields=fields, forward=forward, project=project, loaded=loaded,
+            fields=fields, forward=forward, encoded=encode_body(forward), project=project,
+            loaded=loaded,
             policies=[p for p in (governing, extra) if p is not None], facts=facts,
             quota_subject=fields.policy_user or caller.user_id,
             estimated_tokens=view.estimated_input_tokens + (view.max_output_tokens or 0),
             classification=None)
 
-    def _decide(self, adapter: Adapter, caller: Caller, request: _Request) -> Governance:
+    def _decide(self, adapter: Adapter, caller: Caller, request: _Request, *,
+                simulated: bool = False) -> Governance:
         facts = request.facts
         request.classification = classification = dsl.classify(facts.input_text)
         governing, *extra = request.policies
@@ -202,8 +215,12 @@ class PolicySurface:
         for policy in extra:
             decision = combine(decision, policy.evaluate_input(facts, classification))
         loaded, project = request.loaded, request.project
-        mode, enforced = self.state.rollout_for(loaded, facts.effective_target,
-                                                request.quota_subject, decision)
+        if simulated:
+            mode, enforced = self.state.rollout_preview(loaded, facts.effective_target,
+                                                        request.quota_subject)
+        else:
+            mode, enforced = self.state.rollout_for(loaded, facts.effective_target,
+                                                    request.quota_subject, decision)
         return Governance(
             policy_id=loaded.policy_id, policy_revision=loaded.revision,
             policy_name=loaded.name, data_classification=governing.classification,
@@ -218,6 +235,9 @@ class PolicySurface:
 class _Request:
     fields: GatewayFields
     forward: dict[str, Any]
+    #: `forward` as JSON, encoded up front: a body that cannot be forwarded is refused before
+    #: evaluation, and an unchanged body is not encoded twice.
+    encoded: bytes
     project: Any
     loaded: Any
     #: The governing policy first, then any inline policy evaluated in addition.
@@ -232,7 +252,9 @@ class _Run:
     """One governed request after its input decision: acting on it, and its single event."""
 
     def __init__(self, surface: PolicySurface, adapter: Adapter, gov: Governance,
-                 reservation: Reservation, started: float, headers: Mapping[str, str]) -> None:
+                 reservation: Reservation, started: float, headers: Mapping[str, str], *,
+                 encoded: bytes) -> None:
+        self.encoded = encoded
         self.state = surface.state
         self.headers = headers
         self.adapter = adapter
@@ -263,6 +285,7 @@ class _Run:
     async def _act(self, forward: dict[str, Any], facts: dsl.RequestFacts, classification: Any,
                    policies: list[dsl.CompiledPolicy]) -> Outbound:
         adapter, gov = self.adapter, self.gov
+        original = forward
         blocked = _moderation_blocked(self.state, classification, facts)
         if blocked:
             gov.update(_refusal(gov.decision, "MODERATION_BLOCKED", blocked))
@@ -284,7 +307,8 @@ class _Run:
             forward, client_asked_usage = adapter.prepare_stream(forward)
         provider = self.state.config.provider_for(adapter.provider_kind, facts.model)
         request = self.state.upstreams.build_request(
-            provider, "POST", adapter.upstream_path, self.headers, orjson.dumps(forward))
+            provider, "POST", adapter.upstream_path, self.headers,
+            self.encoded if forward is original else encode_body(forward))
         exchange = Exchange(self.state.upstreams.client_for(provider), request,
                             self.state.config.timeouts)
         upstream_started = time.perf_counter()
@@ -337,10 +361,13 @@ class _Run:
             decision = gov.decision
             for policy in policies:
                 decision = combine(decision, policy.evaluate_output(facts, text, decision))
-            gov.update(decision)
+            gov.update(dataclasses.replace(decision, stage="output"))
             if gov.effective_decision in ("refuse", "escalate"):
                 # The output never reaches the client; the tokens were used all the same.
                 raise PolicyRefused(decision.obligations.message or DEFAULT_REFUSAL)
+            redactor = decision.obligations.redactor
+            if gov.enforced and redactor is not None:
+                payload = adapter.map_output_texts(payload, lambda t: redactor.apply(t)[0])
         payload["policy"] = gov.policy_object()
         await self._finish(status, "completed", release=False)
         return Outbound(status=status, headers=_json_headers(headers), body=orjson.dumps(payload))
@@ -349,13 +376,14 @@ class _Run:
                       upstream_started: float) -> AsyncIterator[bytes]:
         outcome, status = "completed", 200
         try:
-            async for batch in exchange.frames(self.adapter):
-                out = b"".join(governor.feed(frame, payload) for frame, payload in batch)
-                if out:
-                    yield out
-                if governor.stopped:
-                    outcome = "refused"
-                    return
+            async with aclosing(exchange.frames(self.adapter)) as frames:
+                async for batch in frames:
+                    out = b"".join(governor.feed(frame, payload) for frame, payload in batch)
+                    if out:
+                        yield out
+                    if governor.stopped:
+                        outcome = "refused"
+                        return
             tail = governor.finish()
             if governor.stopped:
                 outcome = "refused"
@@ -386,13 +414,15 @@ class _Run:
         reply = self.adapter.holding_reply(forward, decision.obligations.message
                                            or DEFAULT_HOLDING_REPLY)
         reply["policy"] = self.gov.policy_object()
+        event = self._event(200, "escalated")
         path = decision.obligations.escalation_path
         if path and path.startswith(("http://", "https://")):
-            self.state.notify_escalation(path, self._event(200, "escalated"))
-        await self._finish(200, "escalated", release=True)
+            self.state.notify_escalation(path, event)  # the very event that is recorded
+        await self._finish(200, "escalated", release=True, event=event)
         return Outbound.json(200, reply, list(self.reservation.headers))
 
-    async def _finish(self, status: int, outcome: str, *, release: bool) -> None:
+    async def _finish(self, status: int, outcome: str, *, release: bool,
+                      event: dict[str, Any] | None = None) -> None:
         if self.recorded:
             return
         self.recorded = True
@@ -402,7 +432,7 @@ class _Run:
             await self.state.quotas.settle(self.reservation, self.input_tokens,
                                            self.output_tokens)
         self.state.rollout_observe(self.gov)
-        self.state.events.emit(self._event(status, outcome))
+        self.state.events.emit(event if event is not None else self._event(status, outcome))
 
     def _event(self, status: int, outcome: str) -> dict[str, Any]:
         return _event("enforcement", self.gov, status=status, outcome=outcome,
@@ -453,8 +483,6 @@ def _outcome_of(error: GatewayError) -> str:
 
 
 def _refusal(decision: dsl.Decision, reason: str, categories: list[str]) -> dsl.Decision:
-    import dataclasses
-
     triggered = tuple(dict.fromkeys((*decision.triggered_categories, *categories)))
     return dataclasses.replace(decision, decision="refuse", reason_code=reason,
                                triggered_categories=triggered)

@@ -93,7 +93,7 @@ class IdentityStore:
         if not name.strip():
             raise IdentityError("account name must not be empty")
         account = Account(id=f"acct_{secrets.token_hex(8)}", name=name, plan=plan)
-        self.db["accounts"].insert(
+        self.db.table("accounts").insert(
             {"id": account.id, "name": name, "plan": plan, "created_at": now_iso()}
         )
         return account
@@ -122,7 +122,7 @@ class IdentityStore:
             "created_at": now_iso(),
             "revoked_at": None,
         }
-        self.db["api_keys"].insert(row)
+        self.db.table("api_keys").insert(row)
         return _key_from_row(row), plaintext
 
     def list_keys(self, account_id: str | None = None) -> list[ApiKey]:
@@ -131,7 +131,7 @@ class IdentityStore:
                                                                          order_by="created_at")]
 
     def revoke_key(self, key_id: str) -> ApiKey:
-        table = self.db["api_keys"]
+        table = self.db.table("api_keys")
         rows = list(table.rows_where("id = ?", [key_id]))
         if not rows:
             raise IdentityError(f"unknown key {key_id!r}")

@@ -163,7 +163,8 @@ def add_policy_file(src_path: str | os.PathLike[str], directory: str | os.PathLi
                     db: sqlite_utils.Database) -> LoadedPolicy:
     """Check `src_path`, then place it in `directory` as `<policy_id>.pol` (or `.json`) with an
     atomic replace and record its revision. Raises PolicyFileError when the check fails or when
-    another file of the directory already defines the same policy id."""
+    another file of the directory already defines the same policy id. To find such a file it
+    loads the directory first, which records any revisions the other files are due."""
     item = _compile_file(Path(src_path))
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)

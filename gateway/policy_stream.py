@@ -10,7 +10,9 @@ For each frame the `StreamGovernor`:
 - when an enforced output rule refuses or escalates, ends the stream with the API's own
   termination frames: the violating text never reaches the client;
 - collects the usage the upstream reports and, when the client did not ask for usage, drops the
-  usage-only chunk the gateway asked for.
+  usage-only chunk the gateway asked for;
+- keeps numbered events (responses' `sequence_number`) unique and in order: every frame after
+  one the gateway inserted moves up by one, and a termination frame follows the last number.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ class StreamGovernor:
         #: Output text as the upstream sent it, and as the client got it (after redaction).
         self._fed: list[str] = []
         self._released: list[str] = []
+        #: Frames the gateway inserted so far, and the last sequence number the client got.
+        self._inserted = 0
+        self._last_number: int | None = None
         self.input_tokens = 0
         self.output_tokens = 0
         #: True once the stream was ended by an output rule; feed nothing more.
@@ -72,13 +77,15 @@ class StreamGovernor:
             out = self._flush()
             if self.stopped:
                 return out
+        outgoing = payload
         if self._fed:
             released = "".join(self._released)
             if released != "".join(self._fed):
                 # The client got redacted text: frames that repeat the whole output must too.
-                rewritten = adapter.with_released_text(event, payload, released)
-                if rewritten is not payload:
-                    return out + self._encode(event, rewritten)
+                outgoing = adapter.with_released_text(event, payload, released)
+        outgoing = self._renumbered(outgoing)
+        if outgoing is not payload:
+            return out + self._encode(event, outgoing)
         return out + self._with_policy(frame)
 
     def finish(self) -> bytes:
@@ -96,12 +103,17 @@ class StreamGovernor:
         self._released.append(released)
         if changed is not None:
             self.governance.update(changed)
-        if self._monitor.stopped:
-            return self._stop()
         self._template = (event, payload)
+        if self._monitor.stopped:
+            # Text that certainly precedes the violation still goes out, then the stop.
+            head = b""
+            if released:
+                head = self._encode(event, self._renumbered(
+                    self.adapter.with_stream_delta(event, payload, released)))
+            return head + self._stop()
         if released != delta:
             payload = self.adapter.with_stream_delta(event, payload, released)
-        return self._encode(event, payload)
+        return self._encode(event, self._renumbered(payload))
 
     def _flush(self) -> bytes:
         released, changed = self._monitor.finish()
@@ -115,15 +127,33 @@ class StreamGovernor:
         if not released or self._template is None:
             return b""
         event, template = self._template
-        return self._encode(event, self.adapter.with_stream_delta(event, template, released))
+        payload = self.adapter.with_stream_delta(event, template, released)
+        if self._last_number is not None:
+            self._inserted += 1
+            self._last_number += 1
+            payload = self.adapter.with_sequence_number(payload, self._last_number)
+        return self._encode(event, payload)
 
     def _stop(self) -> bytes:
         self.stopped = True
         decision = self.governance.decision
         error = PolicyRefused(decision.obligations.message or DEFAULT_REFUSAL)
         template = self._first_payload
+        if template is not None and self._last_number is not None:
+            # The termination frame's number follows the last one the client got.
+            template = self.adapter.with_sequence_number(template, self._last_number)
         return self.adapter.output_refusal_frames(
             template, error, {"policy": self.governance.policy_object()})
+
+    def _renumbered(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """`payload` numbered after the frames the gateway inserted (itself when unchanged)."""
+        number = self.adapter.sequence_number(payload)
+        if number is None:
+            return payload
+        self._last_number = number + self._inserted
+        if not self._inserted:
+            return payload
+        return self.adapter.with_sequence_number(payload, self._last_number)
 
     def _encode(self, event: str | None, payload: dict[str, Any]) -> bytes:
         return encode_frame(self.governance.with_policy(dumps(payload)), event=event)

@@ -113,6 +113,28 @@ class GatewayState:
                         "total": change.total}))
         return outcome.rollout_mode, outcome.enforced
 
+    def rollout_preview(self, loaded: Any, target: str, subject: str | None
+                        ) -> tuple[str, bool]:
+        """(rollout_mode, enforced) that a request would get now, without counting toward
+        auto-rollback: a simulation (SPEC §10) is not a governed request, and simulating
+        refusals must never switch off a policy's enforcement for real traffic."""
+        from gateway.rollout import RolloutEngine, canary_enforces
+
+        if self.rollout is None:
+            self.rollout = RolloutEngine()
+        status = self.rollout.status(loaded.policy_id)
+        if (status is not None and status.revision == loaded.revision
+                and status.rollback_until is not None
+                and trio.current_time() < status.rollback_until):
+            return "rollback", False
+        stage = loaded.policy.rollout.stage_for(target)
+        if stage.mode == "shadow":
+            return "shadow", False
+        if stage.mode == "canary":
+            return "canary", canary_enforces(stage.percentage, loaded.policy_id,
+                                             loaded.revision, subject, random.random())
+        return "enforced", True
+
     def rollout_observe(self, governance: Any) -> None:
         """Hook for the final (output-stage) decision; the engine counts it at resolve time."""
 

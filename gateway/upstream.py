@@ -10,8 +10,9 @@ a client disconnect reaches the provider at once.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import aclosing
+from typing import Any, cast
 
 import httpx
 import orjson
@@ -110,7 +111,10 @@ class Upstreams:
             out["authorization"] = f"Bearer {provider.api_key}"
         base = provider.base_url if not provider.is_echo else _echo_base(provider)
         client = self.client_for(provider)
-        return client.build_request(method, base + path, headers=out, content=content)
+        # Header values were decoded as latin-1 from the client's bytes: encoding them the same
+        # way relays them byte for byte (httpx would refuse non-ASCII text otherwise).
+        return client.build_request(method, base + path, content=content,
+                                    headers=httpx.Headers(out, encoding="latin-1"))
 
 
 def _echo_base(provider: Provider) -> str:
@@ -153,12 +157,12 @@ class Exchange:
 
     async def read_body(self) -> bytes:
         chunks = []
-        iterator = self._response().aiter_bytes()
-        while (chunk := await self._next_chunk(iterator)) is not None:
-            chunks.append(chunk)
+        async with aclosing(_body_chunks(self._response())) as iterator:
+            while (chunk := await self._next_chunk(iterator)) is not None:
+                chunks.append(chunk)
         return b"".join(chunks)
 
-    async def frames(self, adapter: Adapter) -> AsyncIterator[list[tuple[Frame, Any]]]:
+    async def frames(self, adapter: Adapter) -> AsyncGenerator[list[tuple[Frame, Any]], None]:
         """Validated frames with their decoded `data` JSON (None for `[DONE]` and comments),
         in batches: the frames completed by one upstream read, so they go out in one write.
 
@@ -166,19 +170,19 @@ class Exchange:
         the API's terminal frame; `UpstreamTimeout` on the idle or total deadline.
         """
         parser = SSEParser()
-        iterator = self._response().aiter_bytes()
         finished = False
-        while (chunk := await self._next_chunk(iterator)) is not None:
-            try:
-                frames = parser.feed(chunk)
-            except MalformedStream as exc:
-                raise UpstreamUnavailable(f"Malformed event stream from the upstream: {exc}"
-                                          ) from None
-            if not frames:
-                continue
-            batch = [(frame, _decode_payload(frame)) for frame in frames]
-            finished = finished or any(adapter.is_terminal(frame) for frame in frames)
-            yield batch
+        async with aclosing(_body_chunks(self._response())) as iterator:
+            while (chunk := await self._next_chunk(iterator)) is not None:
+                try:
+                    frames = parser.feed(chunk)
+                except MalformedStream as exc:
+                    raise UpstreamUnavailable(
+                        f"Malformed event stream from the upstream: {exc}") from None
+                if not frames:
+                    continue
+                batch = [(frame, _decode_payload(frame)) for frame in frames]
+                finished = finished or any(adapter.is_terminal(frame) for frame in frames)
+                yield batch
         if parser.close() or not finished:
             raise UpstreamUnavailable("The upstream stream ended before it was complete.")
 
@@ -210,6 +214,11 @@ class Exchange:
                     f"The upstream connection failed mid-response: {_describe(exc)}"
                 ) from None
         raise UpstreamTimeout("The upstream stopped sending in time.")
+
+
+def _body_chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    """The decoded body, as the async generator httpx returns (typed as one, for `aclosing`)."""
+    return cast(AsyncGenerator[bytes, None], response.aiter_bytes())
 
 
 def _decode_payload(frame: Frame) -> Any:

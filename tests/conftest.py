@@ -51,7 +51,6 @@ def echo_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGa
     stop_gateway(running)
 
 
-
 @pytest.fixture
 def gateway_factory(mock_upstream: MockUpstream, tmp_path: Path) -> Iterator[GatewayFactory]:
     """`make(config=None, **start_gateway_kwargs)`: a gateway with its own database; the config

@@ -150,6 +150,11 @@ class Adapter:
     def response_usage(self, response: JSON) -> Usage | None:
         raise NotImplementedError
 
+    def map_output_texts(self, response: JSON, fn: Callable[[str], str]) -> JSON:
+        """A copy of a non-streamed response with `fn` applied to every text that
+        `output_text` reads (for output redaction)."""
+        raise NotImplementedError
+
     # --- streams: one decoded frame at a time ---------------------------------------------------
 
     def stream_delta(self, event: str | None, payload: JSON) -> str | None:
@@ -177,6 +182,14 @@ class Adapter:
     def is_usage_only_chunk(self, event: str | None, payload: JSON) -> bool:
         """A frame that exists only to report usage (chat's `choices: []` chunk)."""
         return False
+
+    def sequence_number(self, payload: JSON) -> int | None:
+        """The frame's position number, for APIs whose events are numbered (responses)."""
+        return None
+
+    def with_sequence_number(self, payload: JSON, number: int) -> JSON:
+        """A copy of `payload` numbered `number` (only APIs with numbered events override)."""
+        return payload
 
     def encode_event(self, event: str | None, payload: JSON) -> bytes:
         """One SSE frame in this API's framing."""

@@ -143,6 +143,18 @@ class ChatCompletions(OpenAIErrorShape, Adapter):
                  and isinstance(choice["message"].get("content"), str)]
         return "\n".join(texts)
 
+    def map_output_texts(self, response: JSON, fn: Callable[[str], str]) -> JSON:
+        choices = response.get("choices")
+        if not isinstance(choices, list):
+            return response
+        mapped = []
+        for choice in choices:
+            message = choice.get("message") if isinstance(choice, dict) else None
+            if isinstance(message, dict) and isinstance(message.get("content"), str):
+                choice = {**choice, "message": {**message, "content": fn(message["content"])}}
+            mapped.append(choice)
+        return {**response, "choices": mapped}
+
     def response_usage(self, response: JSON) -> Usage | None:
         return usage_from(response.get("usage"), "prompt_tokens", "completion_tokens")
 

@@ -133,6 +133,16 @@ class Messages(Adapter):
         return "".join(block["text"] for block in dicts(response.get("content"))
                        if block.get("type") == "text" and isinstance(block.get("text"), str))
 
+    def map_output_texts(self, response: JSON, fn: Callable[[str], str]) -> JSON:
+        content = response.get("content")
+        if not isinstance(content, list):
+            return response
+        return {**response, "content": [
+            {**block, "text": fn(block["text"])}
+            if isinstance(block, dict) and block.get("type") == "text"
+            and isinstance(block.get("text"), str) else block
+            for block in content]}
+
     def response_usage(self, response: JSON) -> Usage | None:
         return usage_from(response.get("usage"), "input_tokens", "output_tokens")
 
@@ -231,8 +241,8 @@ def _map_block(block: Any, fn: TextFn) -> Any:
         source = block["source"]
         if source.get("type") == "text" and isinstance(source.get("data"), str):
             return {**block, "source": {**source, "data": fn(source["data"])}}
-        if source.get("type") == "content":
-            content = source.get("content")
+        if source.get("type") == "content" and "content" in source:
+            content = source["content"]
             mapped = fn(content) if isinstance(content, str) else _map_text_blocks(content, fn)
             return {**block, "source": {**source, "content": mapped}}
         return block

@@ -165,6 +165,22 @@ class Responses(OpenAIErrorShape, Adapter):
                        for part in dicts(item.get("content"))
                        if part.get("type") == "output_text" and isinstance(part.get("text"), str))
 
+    def map_output_texts(self, response: JSON, fn: Callable[[str], str]) -> JSON:
+        output = response.get("output")
+        if not isinstance(output, list):
+            return response
+        items = []
+        for item in output:
+            if isinstance(item, dict) and item.get("type") == "message" and \
+                    isinstance(item.get("content"), list):
+                item = {**item, "content": [
+                    {**part, "text": fn(part["text"])}
+                    if isinstance(part, dict) and part.get("type") == "output_text"
+                    and isinstance(part.get("text"), str) else part
+                    for part in item["content"]]}
+            items.append(item)
+        return {**response, "output": items}
+
     def response_usage(self, response: JSON) -> Usage | None:
         return usage_from(response.get("usage"), "input_tokens", "output_tokens")
 
@@ -216,6 +232,12 @@ class Responses(OpenAIErrorShape, Adapter):
         if payload.get("type") in _USAGE_EVENTS and isinstance(response, dict):
             return usage_from(response.get("usage"), "input_tokens", "output_tokens")
         return None
+
+    def sequence_number(self, payload: JSON) -> int | None:
+        return int_or_none(payload.get("sequence_number"))
+
+    def with_sequence_number(self, payload: JSON, number: int) -> JSON:
+        return {**payload, "sequence_number": number}
 
     def encode_event(self, event: str | None, payload: JSON) -> bytes:
         return encode_frame(dumps(payload), event=event_name(event, payload))

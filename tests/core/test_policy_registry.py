@@ -198,10 +198,10 @@ def test_removed_file_records_a_delete_and_readding_creates(policies, db):
 
 
 @pytest.mark.parametrize("round_", range(5))  # races are probabilistic: try a few times
-def test_concurrent_loads_agree_on_revisions(tmp_path, policies, round_):
+def test_concurrent_loads_agree_on_revisions(tmp_path: Path, policies: Path, round_: int) -> None:
     for n in range(10):
         (policies / f"p{n}.pol").write_text(simple(f"p{n}"))
-    barrier = threading.Barrier(4)
+    barrier = threading.Barrier(4, timeout=30)  # a failed opener must not hang the rest
     results: list[PolicyRegistry] = []
     failures: list[BaseException] = []
 
@@ -264,7 +264,7 @@ def test_add_policy_file_refuses_an_id_defined_by_another_file(tmp_path, policie
     (policies / "legacy_name.pol").write_text(simple("shared"))
     source = tmp_path / "upload.pol"
     source.write_text(simple("shared", word="new"))
-    with pytest.raises(PolicyFileError, match="already defined in .*legacy_name.pol"):
+    with pytest.raises(PolicyFileError, match=r"already defined in .*legacy_name\.pol"):
         add_policy_file(source, policies, db)
     assert sorted(p.name for p in policies.iterdir()) == ["legacy_name.pol"]
 

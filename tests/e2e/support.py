@@ -11,8 +11,6 @@ import httpx2
 import openai
 from e2e.harness import RunningGateway
 
-from gateway import echo
-
 #: Every request through the SDKs is bounded, so a gateway bug shows up as a failure, not a hang.
 SDK_TIMEOUT = 10.0
 
@@ -114,11 +112,3 @@ def sse_events(raw: bytes) -> list[tuple[str | None, str]]:
                 data.append(value)
         events.append((name, "\n".join(data)))
     return events
-
-
-def expected_chat_usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
-
-
-__all__ = ["echo"]

@@ -33,7 +33,7 @@ JWT_AUDIENCE = "policy-gateway-tests"
 PROJECTS: dict[str, str | None] = {
     "proj_support": "support_bot",
     "proj_pii": "pii_redaction",
-    "proj_competitor": "competitor_summary",
+    "proj_competitor": "competitor_mentions",
     "proj_hard": "hard_refuse",
     "proj_staged": "jailbreak_filter",
     "proj_output": "output_guard",
