@@ -81,6 +81,11 @@ class Config:
     always_blocked_categories: tuple[str, ...] = ("self-harm/instructions", "sexual/minors")
     #: The raw `[jwt]` section, parsed by `gateway.jwt_auth.JwtSettings.from_mapping`.
     jwt: Mapping[str, Any] = field(default_factory=dict)
+    #: The management API's admin token (from `[admin] token_env`, default GATEWAY_ADMIN_TOKEN).
+    admin_token: str | None = None
+    #: Raw sections owned by later components: `[quotas]`, `[events]`.
+    quotas: Mapping[str, Any] = field(default_factory=dict)
+    events: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
@@ -118,7 +123,7 @@ class Config:
 
 def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> Config:
     known = {"server", "database", "limits", "timeouts", "providers", "routes", "policies",
-             "moderation", "jwt"}
+             "moderation", "jwt", "admin", "quotas", "events"}
     unknown = set(data) - known
     if unknown:
         raise ValueError(f"unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -162,7 +167,13 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> Config:
     blocked = moderation.get("always_blocked", ["self-harm/instructions", "sexual/minors"])
     if not isinstance(blocked, list) or not all(isinstance(c, str) for c in blocked):
         raise ValueError("moderation.always_blocked must be a list of category names")
+    admin = dict(data.get("admin", {}))
+    admin_token = admin.get("token") or env.get(str(admin.get("token_env",
+                                                               "GATEWAY_ADMIN_TOKEN"))) or None
     return Config(
+        admin_token=admin_token,
+        quotas=dict(data.get("quotas", {})),
+        events=dict(data.get("events", {})),
         policies_dir=str(policies.get("directory", env.get("GATEWAY_POLICIES", "policies"))),
         always_blocked_categories=tuple(blocked),
         jwt=dict(data.get("jwt", {})),

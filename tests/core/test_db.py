@@ -13,7 +13,7 @@ def test_concurrent_first_opens_of_a_new_database_all_succeed(tmp_path):
         path = tmp_path / f"trial{trial}.db"
         barrier = threading.Barrier(4, timeout=30)
 
-        def open_it() -> None:
+        def open_it(path=path, barrier=barrier) -> None:
             try:
                 barrier.wait()
                 open_database(path).conn.close()
