@@ -16,13 +16,21 @@ def main(argv: list[str]) -> int:
     if unknown:
         print(f"unknown suite(s) {unknown}; choose from {sorted(SUITES)}", file=sys.stderr)
         return 2
+    failed: list[str] = []
     for name in names:
         path = HERE / f"{SUITES[name]}.py"
         if not path.exists():
             print(f"(suite {name}: {path.name} not present)")
             continue
         print(f"== {name} ==", flush=True)
-        runpy.run_path(str(path), run_name="__main__")
+        try:
+            runpy.run_path(str(path), run_name="__main__")
+        except SystemExit as exit_:  # each suite ends with sys.exit(main())
+            if exit_.code:
+                failed.append(name)
+    if failed:
+        print(f"failed suites: {failed}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -310,3 +310,16 @@ __all__ = [
     "JSON", "Adapter", "OpenAIErrorShape", "check_field", "check_list_of_objects",
     "decode_json_object", "dumps", "encode_frame",
 ]
+
+
+def map_message_content(message: Any, fn: TextFn, map_part: Callable[[Any, TextFn], Any]) -> Any:
+    """`message` with `fn` applied to its `content`: a string, or a list of parts (chat) or
+    blocks (messages) each mapped by the API's own `map_part`."""
+    if not isinstance(message, dict):
+        return message
+    content = message.get("content")
+    if isinstance(content, str):
+        return {**message, "content": fn(content)}
+    if isinstance(content, list):
+        return {**message, "content": [map_part(part, fn) for part in content]}
+    return message

@@ -27,6 +27,7 @@ from gateway.adapters.base import (
     encode_frame,
     int_or_none,
     make_input_view,
+    map_message_content,
     new_id,
     non_empty_list,
     str_or,
@@ -209,14 +210,7 @@ def _messages(body: Mapping[str, Any]) -> list[Any]:
 
 
 def _map_message(message: Any, fn: TextFn) -> Any:
-    if not isinstance(message, dict):
-        return message
-    content = message.get("content")
-    if isinstance(content, str):
-        return {**message, "content": fn(content)}
-    if isinstance(content, list):
-        return {**message, "content": [_map_part(part, fn) for part in content]}
-    return message
+    return map_message_content(message, fn, _map_part)
 
 
 def _map_part(part: Any, fn: TextFn) -> Any:

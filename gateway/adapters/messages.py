@@ -27,6 +27,7 @@ from gateway.adapters.base import (
     event_name,
     int_or_none,
     make_input_view,
+    map_message_content,
     new_id,
     non_empty_list,
     str_or,
@@ -216,14 +217,7 @@ def _map_system(system: Any, fn: TextFn) -> Any:
 
 
 def _map_message(message: Any, fn: TextFn) -> Any:
-    if not isinstance(message, dict):
-        return message
-    content = message.get("content")
-    if isinstance(content, str):
-        return {**message, "content": fn(content)}
-    if isinstance(content, list):
-        return {**message, "content": [_map_block(block, fn) for block in content]}
-    return message
+    return map_message_content(message, fn, _map_block)
 
 
 def _map_block(block: Any, fn: TextFn) -> Any:
