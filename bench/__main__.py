@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-SUITES = {"proxy": "bench_proxy", "frames": "bench_frames", "policy": "bench_policy"}
+SUITES = {"proxy": "bench_proxy", "frames": "bench_frames", "policy": "bench_policy",
+          "quota": "bench_quota"}
 
 
 def main(argv: list[str]) -> int:

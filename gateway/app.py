@@ -23,6 +23,10 @@ from gateway.config import Config
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound, RequestTooLarge
 from gateway.fastpath import ApiRoute, FastRoutes
 from gateway.governed import PolicySurface
+from gateway.history import PATH as HISTORY_PATH
+from gateway.history import HistoryReader
+from gateway.management import register as register_management
+from gateway.openapi import register as register_openapi
 from gateway.state import GatewayState
 from gateway.wire import Inbound, Outbound, error_response
 
@@ -41,11 +45,17 @@ def create_app(config: Config | None = None, *,
     app.config["BODY_TIMEOUT"] = config.timeouts.idle
     state = GatewayState(config, echo_transport=echo_transport)
     app.extensions["gateway"] = state
+    reloader = register_management(app, state)
+    register_openapi(app)
 
     @app.before_serving
     async def _open() -> None:
         await state.open()
         state.nursery = app.nursery
+        await app.nursery.start(state.event_writer.run)
+        await app.nursery.start(reloader.run)  # policies directory hot reload
+        for connector in state.connectors:  # each its own task: one slow one delays no other
+            await app.nursery.start(connector.run)
         for provider in config.providers.values():
             if provider.is_echo:
                 log.warning("provider %r has no API key: answered by the built-in echo upstream",
@@ -53,6 +63,11 @@ def create_app(config: Config | None = None, *,
 
     @app.after_serving
     async def _close() -> None:
+        # Every request has finished by now (hypercorn serves no more): write what is queued.
+        await state.event_writer.drain()
+        for connector in state.connectors:
+            connector.stop()
+        history.close()
         await state.aclose()
 
     def surface(handler: Callable[..., Awaitable[Outbound]], adapter: Adapter
@@ -92,6 +107,13 @@ def create_app(config: Config | None = None, *,
     # The hot API routes bypass quart's per-request machinery (see gateway/fastpath.py).
     app.asgi_app = FastRoutes(  # type: ignore[method-assign,assignment]
         app.asgi_app, api_routes, max_body_bytes=config.max_body_bytes)  # type: ignore[arg-type]
+
+    history = HistoryReader(config.database_path, config.admin_token)
+
+    @app.get(HISTORY_PATH)
+    async def policy_history() -> Response:
+        params = {name: request.args.getlist(name) for name in request.args}
+        return _to_quart(await history.respond(request.headers.get("authorization"), params))
 
     @app.get("/healthz")
     async def healthz() -> Response:

@@ -17,6 +17,7 @@ from typing import Any
 import sqlite_utils
 
 from gateway.config import Config, ConfigError
+from gateway.history import add_event_commands
 from gateway.identity import PLANS, IdentityError, IdentityStore
 from gateway.policy_registry import (
     PolicyDirectoryError,
@@ -79,6 +80,13 @@ def _parser() -> argparse.ArgumentParser:
     krevoke.set_defaults(func=_keys_revoke)
     _add_project_commands(commands, common)
     _add_policy_commands(commands, common)
+    add_event_commands(commands, common)
+    usage = commands.add_parser("usage", parents=[common],
+                                help="current quota counters of a project and its top users")
+    usage.add_argument("project_id", metavar="PROJECT")
+    usage.add_argument("--top", type=int, default=10, metavar="N", help="users shown (10)")
+    usage.add_argument("--json", action="store_true", help="print JSON")
+    usage.set_defaults(func=_usage)
     return parser
 
 
@@ -299,6 +307,31 @@ def _policies_list(args: argparse.Namespace) -> int:
         first = next((d for d in diagnostics if d.severity == "error"), None)
         failing.append({"path": path, "diagnostic": first.as_dict() if first else None})
     _print({"policies": policies, "errors": failing})
+    return 0
+
+
+def _usage(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from gateway.quota_sqlite import usage_report
+
+    db = _database(Config.load(args.config))
+    project = ProjectStore(db).get(args.project_id)
+    report = usage_report(db.conn, project.id, datetime.now(UTC), budget=project.budget,
+                          user_quota=project.user_quota, top=args.top)
+    if args.json:
+        _print(report)
+        return 0
+
+    def lines(counters: list[dict[str, Any]]) -> list[str]:
+        return [f"  {c['unit']:<8} {c['window']:<8} {c['used']:>12} / "
+                f"{c['limit'] if c['limit'] is not None else '-':<12} resets {c['reset_at']}"
+                for c in counters] or ["  (no usage in the current windows)"]
+
+    out = [f"project {project.id} at {report['at']}", *lines(report["project"])]
+    for user in report["users"]:
+        out += [f"user {user['quota_subject']!r}", *lines(user["counters"])]
+    print("\n".join(out))
     return 0
 
 

@@ -17,13 +17,19 @@ import sqlite_utils
 SCHEMA_VERSION = 1
 
 
-def open_database(path: str | Path) -> sqlite_utils.Database:
-    """Open (creating if needed) the database at `path`, with the schema in place."""
+def open_database(path: str | Path, *, check_same_thread: bool = True,
+                  busy_timeout: float = 30.0) -> sqlite_utils.Database:
+    """Open (creating if needed) the database at `path`, with the schema in place.
+
+    `check_same_thread=False` is for a connection used from one task that hops worker threads
+    (the event writer); the caller then guarantees calls never overlap. `busy_timeout` is how
+    long any statement waits for another connection's lock."""
     if str(path) != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)
-    conn.execute("PRAGMA busy_timeout = 30000")
-    _enable_wal(conn)
+    conn = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None,
+                           check_same_thread=check_same_thread)
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+    enable_wal(conn, busy_timeout)
     # NORMAL is durable across application crashes in WAL mode; only a power loss may lose the
     # last transactions, which is the usual trade-off for a gateway's audit trail.
     conn.execute("PRAGMA synchronous = NORMAL")
@@ -33,7 +39,7 @@ def open_database(path: str | Path) -> sqlite_utils.Database:
     return db
 
 
-def _enable_wal(conn: sqlite3.Connection, timeout: float = 30.0) -> None:
+def enable_wal(conn: sqlite3.Connection, timeout: float = 30.0) -> None:
     """Switch to WAL. The switch needs an exclusive lock and SQLite answers "database is
     locked" at once, without its busy handler, while another process opens the same new file
     (several workers starting together): retry for a bounded time."""
@@ -94,11 +100,53 @@ def ensure_schema(db: sqlite_utils.Database) -> None:
             not_null={"policy_id", "revision", "edit_type", "sha256", "source"},
             if_not_exists=True,
         )
+        _ensure_event_tables(db)
+        _ensure_quota_tables(db)
         db.table("meta").create({"key": str, "value": str}, pk="key", if_not_exists=True)
         db.conn.execute(
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
             (str(SCHEMA_VERSION),),
         )
+
+
+#: Columns of `policy_events` holding JSON (lists and objects of SPEC §9.2).
+EVENT_JSON_COLUMNS = ("triggered_categories", "allowlist_hits", "denylist_hits",
+                      "redacted_spans", "usage", "scenario_categories", "extra")
+#: Columns of `policy_events` holding booleans (0/1).
+EVENT_BOOL_COLUMNS = ("enforced", "stream")
+#: Every column of `policy_events` but `seq`, in SPEC §9.2 order; `extra` holds other fields.
+EVENT_COLUMNS = (
+    "event_id", "event_type", "source", "created_at", "user_id", "org_id", "policy_id",
+    "policy_name", "policy_revision", "data_classification", "decision", "effective_decision",
+    "enforced", "rollout_mode", "reason_code", "triggered_categories", "allowlist_hits",
+    "denylist_hits", "redacted_spans", "policy_target", "policy_user", "quota_subject",
+    "project_id", "project_label", "model", "surface", "stream", "status", "usage",
+    "latency_ms", "overhead_ms", "outcome", "scenario_categories", "edit_type",
+    "config_snapshot", "extra",
+)
+_EVENT_TYPES = {"policy_revision": "INTEGER", "enforced": "INTEGER", "stream": "INTEGER",
+                "status": "INTEGER", "latency_ms": "REAL", "overhead_ms": "REAL"}
+
+
+def _ensure_event_tables(db: sqlite_utils.Database) -> None:
+    # AUTOINCREMENT: `seq` never goes back, even after old rows are deleted, so a history
+    # cursor ("older than seq N") and a connector's progress stay valid forever. SQLite has
+    # one writer at a time, so commit order is seq order across worker processes too.
+    columns = ", ".join(f"{name} {_EVENT_TYPES.get(name, 'TEXT')}"
+                        + (" NOT NULL UNIQUE" if name == "event_id" else "")
+                        for name in EVENT_COLUMNS)
+    db.conn.execute(f"CREATE TABLE IF NOT EXISTS policy_events "
+                    f"(seq INTEGER PRIMARY KEY AUTOINCREMENT, {columns})")
+    events = db.table("policy_events")
+    # Each history filter narrows by one column and pages by seq: (column, seq) serves both.
+    for column in ("project_id", "policy_id", "policy_target", "policy_user", "decision",
+                   "event_type", "created_at"):
+        events.create_index([column, "seq"], if_not_exists=True)
+    # A connector's delivery progress: the highest seq it delivered (SPEC §9.3).
+    db.table("event_deliveries").create(
+        {"connector": str, "delivered_seq": int, "delivered": int, "failures": int,
+         "last_error": str, "updated_at": str},
+        pk="connector", not_null={"connector", "delivered_seq"}, if_not_exists=True)
 
 
 @contextmanager
@@ -118,3 +166,22 @@ def data_version(db: sqlite_utils.Database) -> int:
     """
     row = db.conn.execute("PRAGMA data_version").fetchone()
     return int(row[0])
+
+
+def _ensure_quota_tables(db: sqlite_utils.Database) -> None:
+    """Quota counters and open reservations (SPEC §8, `gateway.quota_sqlite`)."""
+    # One row per counter; `used` includes open reservations. `subject_id` is the project id
+    # (kind `project`) or the quota subject within `project_id` (kind `user`).
+    db.conn.execute(
+        "CREATE TABLE IF NOT EXISTS quota_counters (project_id TEXT NOT NULL, "
+        "subject_kind TEXT NOT NULL, subject_id TEXT NOT NULL, unit TEXT NOT NULL, "
+        "window TEXT NOT NULL, window_start INTEGER NOT NULL, used INTEGER NOT NULL, "
+        "PRIMARY KEY (project_id, subject_kind, subject_id, unit, window, window_start)) "
+        "WITHOUT ROWID")
+    # A reservation not settled by `expires_at` (unix seconds) belonged to a dead process: the
+    # next admission gives it back. `counters` is the JSON list of the counter keys it holds.
+    db.conn.execute(
+        "CREATE TABLE IF NOT EXISTS quota_reservations (id TEXT PRIMARY KEY, "
+        "expires_at REAL NOT NULL, tokens INTEGER NOT NULL, counters TEXT NOT NULL)")
+    db.conn.execute("CREATE INDEX IF NOT EXISTS quota_reservations_expiry "
+                    "ON quota_reservations (expires_at)")

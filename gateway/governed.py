@@ -50,7 +50,13 @@ from gateway.governance import (
 )
 from gateway.identity import Caller, credential_from_headers
 from gateway.policy_stream import DEFAULT_REFUSAL, StreamGovernor, WholeBlockMonitor
-from gateway.quota import QuotaRequest, Reservation
+from gateway.quota import (
+    DEFAULT_OUTPUT_TOKENS,
+    QuotaRefused,
+    QuotaRequest,
+    Reservation,
+    estimate_tokens,
+)
 from gateway.state import GatewayState
 from gateway.upstream import Exchange, relayable_response_headers
 from gateway.wire import Inbound, Outbound, OwnedStream
@@ -109,9 +115,19 @@ class PolicySurface:
         started = time.perf_counter()
         caller = self.require_plan(inbound)
         request = self._prepare(adapter, inbound, caller)
-        reservation = await self.state.quotas.admit(QuotaRequest(
-            project_id=request.project.id, quota_subject=request.quota_subject,
-            estimated_tokens=request.estimated_tokens))
+        quotas = request.loaded.policy.quotas
+        try:
+            reservation = await self.state.quotas.admit(QuotaRequest(
+                project_id=request.project.id, quota_subject=request.quota_subject,
+                estimated_tokens=estimate_tokens(
+                    request.facts.estimated_input_tokens, request.facts.max_output_tokens,
+                    self.state.config.quotas.get("default_output_tokens",
+                                                 DEFAULT_OUTPUT_TOKENS)),
+                project_limits=(*request.project.budget_limits, *quotas.project),
+                user_limits=(*request.project.user_quota_limits, *quotas.user)))
+        except QuotaRefused as refused:
+            self._refuse_for_quota(adapter, caller, request, refused, started)
+            raise
         try:
             gov = self._decide(adapter, caller, request)
             gov.quota = reservation.remaining
@@ -123,6 +139,29 @@ class PolicySurface:
                    encoded=request.encoded)
         return await run.act(request.forward, request.facts, request.classification,
                              request.policies)
+
+    def _refuse_for_quota(self, adapter: Adapter, caller: Caller, request: _Request,
+                          refused: QuotaRefused, started: float) -> None:
+        """The 429's `policy` object and its event. Quotas ignore rollout (always enforced),
+        and the policy is not evaluated: the request goes nowhere."""
+        loaded, facts = request.loaded, request.facts
+        mode, _ = self.state.rollout_preview(loaded, facts.effective_target,
+                                             request.quota_subject)
+        gov = Governance(
+            policy_id=loaded.policy_id, policy_revision=loaded.revision,
+            policy_name=loaded.name, data_classification=loaded.policy.classification,
+            project_id=request.project.id, project_label=request.project.name,
+            account_id=caller.account.id, user_id=caller.user_id,
+            policy_target=facts.effective_target, policy_user=request.fields.policy_user,
+            quota_subject=request.quota_subject, surface=adapter.surface, model=facts.model,
+            stream=facts.stream, decision=dsl.Decision(decision="refuse",
+                                                        reason_code=refused.reason_code),
+            enforced=True, rollout_mode=mode, quota=refused.remaining)
+        refused.extra.setdefault("policy", gov.policy_object())
+        self.state.events.emit(_event(
+            "enforcement", gov, status=refused.status, outcome="quota_exceeded",
+            input_tokens=0, output_tokens=0, latency=time.perf_counter() - started,
+            upstream=0.0))
 
     async def simulate(self, inbound: Inbound) -> Outbound:
         """`POST /policy/simulate`: the decision for a request body, without the upstream.
@@ -272,6 +311,8 @@ class _Run:
             return await self._act(forward, facts, classification, policies)
         except GatewayError as error:
             await self._finish(error.status, _outcome_of(error), release=True)
+            for name, value in self.reservation.headers:
+                error.headers.setdefault(name, value)
             error.extra.setdefault("policy", self.gov.policy_object())
             raise
         except trio.Cancelled:

@@ -11,17 +11,35 @@ import httpx
 import sqlite_utils
 import trio
 
-from gateway.config import Config
+from gateway.config import Config, ConfigError
+from gateway.connectors import ConnectorTask, connector_settings
 from gateway.db import open_database
 from gateway.errors import InvalidToken
-from gateway.events import EventSink, MemorySink, base_event
+from gateway.event_store import EventSettings, EventStore, EventWriter
+from gateway.events import EventSink, QueueSink, base_event
 from gateway.governance import InlinePolicies
 from gateway.identity import Caller, IdentityCache
 from gateway.jwt_auth import JwtSettings, JwtVerifier, looks_like_jwt
-from gateway.quota import QuotaStore, Unlimited
+from gateway.quota import QuotaStore
+from gateway.quota_sqlite import SqliteQuotaStore
 from gateway.upstream import Upstreams
 
 log = logging.getLogger("gateway")
+
+
+def _event_settings(config: Config) -> EventSettings:
+    try:
+        return EventSettings.from_mapping(config.events)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid [events] configuration: {exc}") from exc
+
+
+def _connectors(config: Config, settings: EventSettings) -> list[ConnectorTask]:
+    try:
+        return [ConnectorTask(config.database_path, s)
+                for s in connector_settings(settings.connectors)]
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid [[events.connectors]]: {exc}") from exc
 
 
 class GatewayState:
@@ -29,8 +47,17 @@ class GatewayState:
         self.config = config
         self.upstreams = Upstreams(config, echo_transport=echo_transport)
         self.inline_policies = InlinePolicies()
-        self.quotas: QuotaStore = Unlimited()
-        self.events: EventSink = MemorySink()
+        self.quotas: QuotaStore = SqliteQuotaStore.from_config(config)
+        self.event_settings = _event_settings(config)
+        self.event_sink = QueueSink(self.event_settings.queue_capacity,
+                                    recent=self.event_settings.recent)
+        self.events: EventSink = self.event_sink
+        self.event_writer = EventWriter(
+            self.event_sink,
+            EventStore(config.database_path, busy_timeout=self.event_settings.busy_timeout),
+            self.event_settings)
+        self.connectors = _connectors(config, self.event_settings)
+        self.event_writer.on_written += [c.wake for c in self.connectors]
         self.jwt: JwtVerifier | None = (
             JwtVerifier(JwtSettings.from_mapping(config.jwt, os.environ)) if config.jwt else None)
         self.registry: Any = None

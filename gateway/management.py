@@ -1,0 +1,480 @@
+"""The management API under `/api/policy-gateway/` (SPEC §10), plus `GET /readyz`.
+
+Every endpoint needs the admin credential: `Authorization: Bearer <admin token>` (the configured
+`[admin]` token, compared in constant time) or a JWT whose user has the admin role. JSON in and
+out; errors use the OpenAI error shape with status 400 (bad input), 401/403 (credential),
+404 (unknown id) or 409 (conflict).
+
+Policies are files: a write checks the source first (a policy that fails is refused with its
+diagnostics and the file in force is untouched), replaces `<policy_id>.pol` (or `.json`)
+atomically, and reloads the directory at once through `PolicyReloader`, which emits the
+`revision` event. The watcher later sees the same content and records nothing new.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import trio
+from quart import Blueprint, Quart, Response, current_app, request
+from werkzeug.datastructures import Headers
+
+import dsl
+from gateway.adapters import CHAT
+from gateway.errors import (
+    ClientError,
+    GatewayError,
+    InvalidRequest,
+    InvalidToken,
+    NotFound,
+    PermissionDenied,
+)
+from gateway.governed import PolicySurface
+from gateway.identity import Caller, IdentityError, IdentityStore, credential_from_headers
+from gateway.jwt_auth import looks_like_jwt
+from gateway.policy_registry import PolicyRegistry, _atomic_write, list_revisions
+from gateway.projects import ProjectError, ProjectStore
+from gateway.reload import PolicyReloader, registry_problems
+from gateway.wire import Inbound, Outbound, error_response
+
+log = logging.getLogger("gateway.management")
+
+PREFIX = "/api/policy-gateway"
+#: Policy ids become file names: keep them to characters that are safe in every filesystem.
+SAFE_POLICY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+blueprint = Blueprint("management", __name__, url_prefix=PREFIX)
+health = Blueprint("health", __name__)
+
+
+class AdminRequired(PermissionDenied):
+    """A valid credential that is not an admin's. Caused by the caller: use the `[admin]` token
+    (GATEWAY_ADMIN_TOKEN) or a JWT carrying the admin role."""
+
+    code = "admin_required"
+
+
+class Conflict(ClientError):
+    """The write collides with what exists (duplicate id, policy id in another file). Caused by
+    the client: pick another id, or update the existing object instead."""
+
+    status = 409
+    code = "conflict"
+
+
+def register(app: Quart, state: Any) -> PolicyReloader:
+    """Add the management API and `/readyz` to `app`; returns the reloader, whose `run` the app
+    starts in its nursery while serving."""
+    reloader = PolicyReloader(state)
+    app.extensions["policy_reloader"] = reloader
+    app.register_blueprint(blueprint)
+    app.register_blueprint(health)
+    return reloader
+
+
+# --- plumbing ---------------------------------------------------------------------------------
+
+def _state() -> Any:
+    return current_app.extensions["gateway"]
+
+
+def _reloader() -> PolicyReloader:
+    reloader: PolicyReloader = current_app.extensions["policy_reloader"]
+    return reloader
+
+
+def _to_quart(out: Outbound) -> Response:
+    return Response(out.body, status=out.status, headers=Headers(out.headers))
+
+
+def _json(status: int, value: object) -> Response:
+    return _to_quart(Outbound.json(status, value))
+
+
+def authorize_admin(state: Any, headers: Any) -> str:
+    """The admin's user id (`admin` for the token, the JWT `sub` otherwise); raises 401 without
+    a valid credential and 403 for a valid one that is not an admin's."""
+    credential = credential_from_headers(headers)
+    if credential is None:
+        raise InvalidToken("Management endpoints need 'Authorization: Bearer <admin token>'.")
+    token = state.config.admin_token
+    if token and hmac.compare_digest(credential.encode(), token.encode()):
+        return "admin"
+    if looks_like_jwt(credential) and state.jwt is not None:
+        caller = state.authenticate(credential)  # InvalidToken (401) when bad or expired
+        if caller.jwt is not None and caller.jwt.is_admin:
+            return str(caller.user_id)
+        raise AdminRequired("This token's user does not have the admin role.")
+    state.authenticate(credential)  # 401 for an unknown or revoked key
+    raise AdminRequired("API keys cannot use the management API; use the admin token.")
+
+
+Handler = Callable[..., Awaitable[Response]]
+
+
+def admin_route(rule: str, methods: list[str]) -> Callable[[Handler], Handler]:
+    """Register `handler` on the blueprint behind the admin check and the error mapping."""
+
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def guarded(**params: Any) -> Response:
+            state = _state()
+            try:
+                authorize_admin(state, request.headers)
+                return await handler(state, **params)
+            except GatewayError as exc:
+                return _to_quart(error_response(CHAT, exc))
+            except (ProjectError, IdentityError) as exc:
+                return _to_quart(error_response(CHAT, InvalidRequest(str(exc))))
+
+        blueprint.add_url_rule(rule, view_func=guarded, methods=methods)
+        return guarded
+
+    return wrap
+
+
+async def _body() -> Any:
+    raw = await request.get_data()
+    if not raw:
+        raise InvalidRequest("The request body is empty; send a JSON object.")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+
+
+async def _object_body() -> dict[str, Any]:
+    body = await _body()
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return body
+
+
+def _string_field(body: dict[str, Any], name: str, *, required: bool = False) -> str | None:
+    value = body.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest(f"'{name}' must be a non-empty string.", param=name)
+    return value
+
+
+# --- policies -----------------------------------------------------------------------------------
+
+def _policy_summary(loaded: Any, registry: PolicyRegistry) -> dict[str, Any]:
+    return {"policy_id": loaded.policy_id, "name": loaded.name, "revision": loaded.revision,
+            "classification": loaded.classification, "path": loaded.path,
+            "sha256": loaded.sha256, "file_error": loaded.path in registry.errors}
+
+
+async def _policy_source() -> str:
+    """The policy text of a write: a `.pol` source as text/plain, or JSON: `{"source": "..."}`
+    for a `.pol` source, or a JSON policy document itself (SPEC §5.9)."""
+    if (request.mimetype or "").startswith("text/"):
+        raw = await request.get_data(as_text=False)
+        try:
+            text = raw if isinstance(raw, str) else raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidRequest("A policy source must be UTF-8 text.") from None
+        if not text.strip():
+            raise InvalidRequest("The policy source is empty.")
+        return text
+    body = await _object_body()
+    if "source" in body:
+        source = body["source"]
+        if not isinstance(source, str) or not source.strip():
+            raise InvalidRequest("'source' must be the non-empty text of a policy.",
+                                 param="source")
+        return source
+    return orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n"
+
+
+def _compile(source: str, filename: str) -> dsl.CompiledPolicy:
+    try:
+        policy = dsl.compile_policy(source, filename=filename)
+    except dsl.PolicyError as failure:
+        raise _invalid_policy(failure.diagnostics) from None
+    if not SAFE_POLICY_ID.fullmatch(policy.policy_id):
+        raise InvalidRequest(f"policy id {policy.policy_id!r} cannot be a file name: use "
+                             "letters, digits, '_', '-' or '.', starting with a letter or digit")
+    return policy
+
+
+def _invalid_policy(diagnostics: list[dsl.Diagnostic]) -> GatewayError:
+    from gateway.errors import InvalidPolicy
+
+    first = next((d for d in diagnostics if d.severity == "error"), None)
+    message = (f"The policy failed its check: {first.line}:{first.column}: {first.message}"
+               if first else "The policy failed its check.")
+    return InvalidPolicy(message, extra={"diagnostics": [d.as_dict() for d in diagnostics]})
+
+
+def _write_policy(state: Any, source: str, replacing: Any | None) -> dict[str, Any]:
+    suffix = ".json" if source.lstrip().startswith("{") else ".pol"
+    directory = Path(state.config.policies_dir)
+    policy = _compile(source, f"<{'update' if replacing else 'create'}>{suffix}")
+    target = directory / f"{policy.policy_id}{suffix}"
+    if replacing is not None:
+        if policy.policy_id != replacing.policy_id:
+            raise InvalidRequest(f"The source defines policy {policy.policy_id!r}, not "
+                                 f"{replacing.policy_id!r}; a policy id cannot change.")
+    elif state.registry.get(policy.policy_id) is not None:
+        raise Conflict(f"Policy {policy.policy_id!r} already exists; update it with "
+                       f"PUT {PREFIX}/policies/{policy.policy_id}.")
+    directory.mkdir(parents=True, exist_ok=True)
+    _atomic_write(target, source)
+    if replacing is not None and Path(replacing.path) != target:
+        Path(replacing.path).unlink(missing_ok=True)  # the format changed: .pol <-> .json
+    registry = _reloader().reload()
+    loaded = registry.get(policy.policy_id)
+    if loaded is None or loaded.path != str(target):
+        # Another file claims the same id (it was broken, so not loaded, when we checked).
+        problems = registry.errors.get(str(target), [])
+        raise Conflict(f"Policy {policy.policy_id!r} could not take effect: "
+                       + "; ".join(d.message for d in problems))
+    return {**_policy_summary(loaded, registry), "source": loaded.source}
+
+
+def _loaded_or_404(state: Any, policy_id: str) -> Any:
+    loaded = state.registry.get(policy_id)
+    if loaded is None:
+        raise NotFound(f"No policy {policy_id!r} is loaded.")
+    return loaded
+
+
+@admin_route("/policies", ["GET"])
+async def list_policies(state: Any) -> Response:
+    registry = state.registry
+    data = [_policy_summary(p, registry)
+            for p in sorted(registry.policies.values(), key=lambda p: p.policy_id)]
+    return _json(200, {"object": "list", "data": data, "errors": registry_problems(registry)})
+
+
+@admin_route("/policies", ["POST"])
+async def create_policy(state: Any) -> Response:
+    return _json(201, _write_policy(state, await _policy_source(), None))
+
+
+@admin_route("/policies/validate", ["POST"])
+async def validate_policy(state: Any) -> Response:
+    source = await _policy_source()
+    try:
+        policy = dsl.compile_policy(source, filename="<validate>")
+    except dsl.PolicyError as failure:
+        return _json(200, {"valid": False, "policy_id": None,
+                           "diagnostics": [d.as_dict() for d in failure.diagnostics]})
+    return _json(200, {"valid": True, "policy_id": policy.policy_id,
+                       "diagnostics": [d.as_dict() for d in dsl.check(source, "<validate>")]})
+
+
+@admin_route("/policies/<policy_id>", ["GET"])
+async def read_policy(state: Any, policy_id: str) -> Response:
+    loaded = _loaded_or_404(state, policy_id)
+    return _json(200, {**_policy_summary(loaded, state.registry), "source": loaded.source})
+
+
+@admin_route("/policies/<policy_id>", ["PUT"])
+async def update_policy(state: Any, policy_id: str) -> Response:
+    loaded = _loaded_or_404(state, policy_id)
+    return _json(200, _write_policy(state, await _policy_source(), loaded))
+
+
+@admin_route("/policies/<policy_id>", ["DELETE"])
+async def delete_policy(state: Any, policy_id: str) -> Response:
+    loaded = _loaded_or_404(state, policy_id)
+    await trio.Path(loaded.path).unlink(missing_ok=True)
+    registry = _reloader().reload()
+    revisions = list_revisions(state.db, policy_id)
+    return _json(200, {"policy_id": policy_id, "deleted": registry.get(policy_id) is None,
+                       "revision": revisions[-1].revision if revisions else None})
+
+
+@admin_route("/policies/<policy_id>/revisions", ["GET"])
+async def policy_revisions(state: Any, policy_id: str) -> Response:
+    revisions = list_revisions(state.db, policy_id)
+    if not revisions:
+        raise NotFound(f"Policy {policy_id!r} has no revisions.")
+    data = [{"policy_id": r.policy_id, "revision": r.revision, "edit_type": r.edit_type,
+             "sha256": r.sha256, "name": r.name, "classification": r.classification,
+             "path": r.path, "created_at": r.created_at, "source": r.source}
+            for r in revisions]
+    return _json(200, {"object": "list", "data": data})
+
+
+# --- projects -------------------------------------------------------------------------------
+
+def _project_or_404(state: Any, project_id: str) -> Any:
+    try:
+        return ProjectStore(state.db).get(project_id)
+    except ProjectError:
+        raise NotFound(f"No project {project_id!r}.") from None
+
+
+@admin_route("/projects", ["GET"])
+async def list_projects(state: Any) -> Response:
+    account = request.args.get("account_id") or None
+    return _json(200, {"object": "list",
+                       "data": [p.as_dict() for p in ProjectStore(state.db).list(account)]})
+
+
+@admin_route("/projects", ["POST"])
+async def create_project(state: Any) -> Response:
+    body = await _object_body()
+    unknown = set(body) - {"id", "account_id", "name", "status", "policy_id", "budget",
+                           "user_quota", "allow_inline_policy"}
+    if unknown:
+        raise InvalidRequest(f"Unknown field(s): {', '.join(sorted(unknown))}.")
+    project_id = _string_field(body, "id", required=True)
+    account_id = _string_field(body, "account_id", required=True)
+    assert project_id is not None and account_id is not None
+    store = ProjectStore(state.db)
+    if state.db.execute("SELECT 1 FROM projects WHERE id = ?", [project_id]).fetchone():
+        raise Conflict(f"Project {project_id!r} already exists.")
+    project = store.create(
+        project_id, account_id=account_id, name=body.get("name", project_id),
+        status=body.get("status", "active"), policy_id=body.get("policy_id"),
+        budget=body.get("budget"), user_quota=body.get("user_quota"),
+        allow_inline_policy=body.get("allow_inline_policy", False),
+        known_policies=frozenset(state.registry.policies))
+    state.identities.invalidate()
+    return _json(201, project.as_dict())
+
+
+@admin_route("/projects/<project_id>", ["GET"])
+async def read_project(state: Any, project_id: str) -> Response:
+    return _json(200, _project_or_404(state, project_id).as_dict())
+
+
+@admin_route("/projects/<project_id>", ["PATCH"])
+async def update_project(state: Any, project_id: str) -> Response:
+    body = await _object_body()
+    _project_or_404(state, project_id)
+    if not body:
+        raise InvalidRequest("Nothing to update: give name, status, policy_id, budget, "
+                             "user_quota or allow_inline_policy.")
+    project = ProjectStore(state.db).update(
+        project_id, known_policies=frozenset(state.registry.policies), **body)
+    state.identities.invalidate()
+    return _json(200, project.as_dict())
+
+
+@admin_route("/projects/<project_id>/usage", ["GET"])
+async def project_usage(state: Any, project_id: str) -> Response:
+    from gateway.quota_sqlite import usage_report
+
+    project = _project_or_404(state, project_id)
+    top_text = request.args.get("top", "10")
+    if not top_text.isdigit() or not 1 <= int(top_text) <= 1000:
+        raise InvalidRequest("'top' must be an integer from 1 to 1000.", param="top")
+    report = usage_report(state.db.conn, project.id, datetime.now(UTC), budget=project.budget,
+                          user_quota=project.user_quota, top=int(top_text))
+    return _json(200, report)
+
+
+# --- keys -----------------------------------------------------------------------------------
+
+def _key_dict(key: Any) -> dict[str, Any]:
+    return {"id": key.id, "account_id": key.account_id, "project_id": key.project_id,
+            "label": key.label, "key_preview": key.key_preview, "revoked": key.revoked,
+            "created_at": key.created_at}
+
+
+@admin_route("/keys", ["GET"])
+async def list_keys(state: Any) -> Response:
+    keys = IdentityStore(state.db).list_keys(request.args.get("account_id") or None)
+    project = request.args.get("project_id")
+    data = [_key_dict(k) for k in keys if project is None or k.project_id == project]
+    return _json(200, {"object": "list", "data": data})
+
+
+@admin_route("/keys", ["POST"])
+async def create_key(state: Any) -> Response:
+    body = await _object_body()
+    project_id = _string_field(body, "project_id")
+    account_id = _string_field(body, "account_id")
+    label = body.get("label", "")
+    if not isinstance(label, str):
+        raise InvalidRequest("'label' must be a string.", param="label")
+    if project_id is not None:
+        project = _project_or_404(state, project_id)
+        if account_id is not None and account_id != project.account_id:
+            raise InvalidRequest(f"Project {project_id!r} belongs to another account.")
+        account_id = project.account_id
+    if account_id is None:
+        raise InvalidRequest("Give 'project_id' (a key bound to that project) or "
+                             "'account_id' (a compat-only key).", param="account_id")
+    key, plaintext = IdentityStore(state.db).create_key(account_id, project_id=project_id,
+                                                        label=label)
+    state.identities.invalidate()
+    return _json(201, {**_key_dict(key), "key": plaintext})
+
+
+@admin_route("/keys/<key_id>/revoke", ["POST"])
+async def revoke_key(state: Any, key_id: str) -> Response:
+    try:
+        key = IdentityStore(state.db).revoke_key(key_id)
+    except IdentityError:
+        raise NotFound(f"No key {key_id!r}.") from None
+    state.identities.invalidate()
+    return _json(200, _key_dict(key))
+
+
+# --- simulate -------------------------------------------------------------------------------
+
+class _AdminSimulation(PolicySurface):
+    """`PolicySurface.simulate` for a project the admin names, as that project's account."""
+
+    def __init__(self, state: Any, caller: Caller) -> None:
+        super().__init__(state)
+        self._caller = caller
+
+    def require_plan(self, inbound: Inbound) -> Caller:
+        return self._caller
+
+
+@admin_route("/simulate", ["POST"])
+async def simulate(state: Any) -> Response:
+    body = await _object_body()
+    project_id = (request.headers.get("x-policy-project") or body.pop("project_id", None)
+                  or body.get("policy_project_id"))
+    if not isinstance(project_id, str) or not project_id:
+        raise InvalidRequest("Name the project: 'project_id' in the body or X-Policy-Project.",
+                             param="project_id")
+    project = _project_or_404(state, project_id)
+    account = state.identities.account(project.account_id)
+    if account is None:
+        raise NotFound(f"The account of project {project_id!r} no longer exists.")
+    body["policy_project_id"] = project_id
+    headers = {k.lower(): v for k, v in request.headers.items()
+               if k.lower() not in ("authorization", "x-api-key", "x-policy-project")}
+    user_id = authorize_admin(state, request.headers)
+    surface = _AdminSimulation(state, Caller(account=account, key=None, user_id=user_id))
+    out = await surface.simulate(Inbound(method="POST", path=request.path, headers=headers,
+                                         body=orjson.dumps(body)))
+    return _to_quart(out)
+
+
+# --- health ---------------------------------------------------------------------------------
+
+@health.get("/readyz")
+async def readyz() -> Response:
+    """200 when the database is open and every policy file passes its check; 503 otherwise."""
+    state = _state()
+    problems = registry_problems(state.registry)
+    try:
+        state.db.execute("SELECT 1").fetchone()
+        database = "ok"
+    except Exception as exc:  # closed or unusable: not ready, whatever the reason
+        database = f"unavailable: {exc}"
+    if problems or database != "ok":
+        return _json(503, {"status": "not_ready", "database": database,
+                           "policy_errors": problems})
+    return _json(200, {"status": "ready"})

@@ -1,0 +1,273 @@
+"""The SQLite quota store (SPEC §8): reserve, settle, release, expiry, exactness, hostile ids."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import trio
+
+from dsl import QuotaLimit
+from gateway.db import open_database
+from gateway.quota import QuotaRefused, QuotaRequest, QuotaSettings
+from gateway.quota_sqlite import SqliteQuotaStore, subject_key
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(datetime(2024, 2, 28, 23, 59, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+def store(tmp_path: Path, clock: Clock) -> Iterator[SqliteQuotaStore]:
+    s = SqliteQuotaStore(tmp_path / "gw.db", QuotaSettings(reservation_ttl_seconds=60),
+                         clock=clock)
+    yield s
+    s.close()
+
+
+def requests(limit: int, window: str = "daily", *, user: int = 0, subject: str = "alice",
+             tokens: int = 0) -> QuotaRequest:
+    return QuotaRequest(
+        "proj", subject, tokens, project_limits=(QuotaLimit("requests", window, limit),),
+        user_limits=(QuotaLimit("requests", window, user),) if user else ())
+
+
+def token_request(limit: int, estimate: int, subject: str = "alice") -> QuotaRequest:
+    return QuotaRequest("proj", subject, estimate,
+                        project_limits=(QuotaLimit("tokens", "daily", limit),))
+
+
+def counters(store: SqliteQuotaStore) -> dict[tuple[str, str, str], int]:
+    db = open_database(store.path)
+    try:
+        return {(kind, subject, unit): used for kind, subject, unit, used in db.execute(
+            "SELECT subject_kind, subject_id, unit, used FROM quota_counters").fetchall()}
+    finally:
+        db.conn.close()
+
+
+def test_no_limits_means_no_database_access(tmp_path: Path) -> None:
+    store = SqliteQuotaStore(tmp_path / "never" / "created.db")
+
+    async def run() -> None:
+        reservation = await store.admit(QuotaRequest("proj", "alice", 10))
+        assert reservation.headers == () and reservation.remaining is None
+        await store.settle(reservation, 5, 5)
+        await store.release(reservation)
+
+    trio.run(run)
+    assert not (tmp_path / "never").exists()
+
+
+def test_limit_of_n_admits_n_then_refuses(store: SqliteQuotaStore) -> None:
+    for expected_remaining in (2, 1, 0):
+        reservation = store.admit_sync(requests(3))
+        assert dict(reservation.headers)["x-ratelimit-remaining-requests"] == str(
+            expected_remaining)
+    with pytest.raises(QuotaRefused) as refused:
+        store.admit_sync(requests(3))
+    assert refused.value.reason_code == "PROJECT_QUOTA_EXCEEDED"
+    # 23:59:00 -> midnight is the daily reset.
+    assert refused.value.headers["retry-after"] == "60"
+    assert counters(store)[("project", "proj", "requests")] == 3
+
+
+def test_release_gives_the_request_and_tokens_back(store: SqliteQuotaStore) -> None:
+    request = QuotaRequest("proj", "alice", 40, project_limits=(
+        QuotaLimit("requests", "daily", 1), QuotaLimit("tokens", "daily", 1000)))
+    reservation = store.admit_sync(request)
+    assert counters(store) == {("project", "proj", "requests"): 1,
+                               ("project", "proj", "tokens"): 40}
+    store.release_sync(reservation.token)
+    assert counters(store) == {("project", "proj", "requests"): 0,
+                               ("project", "proj", "tokens"): 0}
+    store.admit_sync(request)  # the request slot is free again
+    store.release_sync(reservation.token)  # a second release of the same one changes nothing
+    assert counters(store)[("project", "proj", "requests")] == 1
+
+
+def test_settlement_replaces_the_estimate_with_real_usage(store: SqliteQuotaStore) -> None:
+    first = store.admit_sync(token_request(1000, estimate=300))
+    second = store.admit_sync(token_request(1000, estimate=300))
+    store.settle_sync(first.token, 120)
+    store.settle_sync(second.token, 450)  # more than estimated: counted all the same
+    assert counters(store)[("project", "proj", "tokens")] == 570
+    store.settle_sync(second.token, 450)  # settled once only... then counted as expired usage
+    assert counters(store)[("project", "proj", "tokens")] == 1020
+
+
+def test_token_limit_admits_while_budget_remains(store: SqliteQuotaStore) -> None:
+    store.admit_sync(token_request(1000, estimate=600))
+    store.admit_sync(token_request(1000, estimate=600))  # 600 < 1000: admitted, may overrun
+    with pytest.raises(QuotaRefused):
+        store.admit_sync(token_request(1000, estimate=1))
+
+
+def test_tightest_limit_wins_between_budget_and_policy(store: SqliteQuotaStore) -> None:
+    request = QuotaRequest("proj", "alice", 0, project_limits=(
+        QuotaLimit("requests", "daily", 5), QuotaLimit("requests", "daily", 2)))
+    store.admit_sync(request)
+    store.admit_sync(request)
+    with pytest.raises(QuotaRefused):
+        store.admit_sync(request)
+
+
+def test_user_quota_is_per_subject_within_the_project(store: SqliteQuotaStore) -> None:
+    store.admit_sync(requests(10, user=1, subject="alice"))
+    with pytest.raises(QuotaRefused) as refused:
+        store.admit_sync(requests(10, user=1, subject="alice"))
+    assert refused.value.reason_code == "USER_QUOTA_EXCEEDED"
+    store.admit_sync(requests(10, user=1, subject="bob"))
+    other_project = QuotaRequest("other", "alice", 0,
+                                 user_limits=(QuotaLimit("requests", "daily", 1),))
+    store.admit_sync(other_project)
+    # The refused attempt reserved nothing, for the project either.
+    assert counters(store)[("project", "proj", "requests")] == 2
+
+
+def test_refusal_reserves_nothing_on_any_counter(store: SqliteQuotaStore) -> None:
+    request = QuotaRequest("proj", "alice", 50, project_limits=(
+        QuotaLimit("requests", "daily", 10),), user_limits=(QuotaLimit("tokens", "daily", 50),))
+    store.admit_sync(request)
+    with pytest.raises(QuotaRefused) as refused:
+        store.admit_sync(request)
+    assert refused.value.reason_code == "USER_QUOTA_EXCEEDED"
+    assert counters(store)[("project", "proj", "requests")] == 1
+
+
+def test_window_rollover_starts_fresh_counters(store: SqliteQuotaStore, clock: Clock) -> None:
+    store.admit_sync(requests(1, "daily"))
+    with pytest.raises(QuotaRefused):
+        store.admit_sync(requests(1, "daily"))
+    clock.now += timedelta(minutes=1)  # 2024-02-29 00:00: a new day
+    store.admit_sync(requests(1, "daily"))
+    week = requests(1, "weekly")
+    store.settle_sync(store.admit_sync(week).token, 0)  # settled: it outlives its expiry
+    clock.now = datetime(2024, 3, 3, 23, 59, 59, tzinfo=UTC)  # Sunday: same week
+    with pytest.raises(QuotaRefused) as refused:
+        store.admit_sync(week)
+    assert refused.value.headers["retry-after"] == "1"
+    clock.now = datetime(2024, 3, 4, tzinfo=UTC)  # Monday
+    store.admit_sync(week)
+
+
+def test_monthly_window_of_february(store: SqliteQuotaStore, clock: Clock) -> None:
+    clock.now = datetime(2023, 2, 1, tzinfo=UTC)
+    store.settle_sync(store.admit_sync(requests(1, "monthly")).token, 0)
+    clock.now = datetime(2023, 2, 28, 23, 0, tzinfo=UTC)
+    with pytest.raises(QuotaRefused) as refused:
+        store.admit_sync(requests(1, "monthly"))
+    assert refused.value.headers["retry-after"] == "3600"
+    clock.now = datetime(2023, 3, 1, tzinfo=UTC)
+    store.admit_sync(requests(1, "monthly"))
+
+
+def test_reservations_of_a_dead_process_expire(tmp_path: Path, clock: Clock) -> None:
+    settings = QuotaSettings(reservation_ttl_seconds=60)
+    clock.now = datetime(2024, 3, 5, 10, 0, tzinfo=UTC)
+    dead = SqliteQuotaStore(tmp_path / "gw.db", settings, clock=clock)
+    request = QuotaRequest("proj", "alice", 100, project_limits=(
+        QuotaLimit("requests", "hour", 1), QuotaLimit("tokens", "hour", 1000)))
+    orphan = dead.admit_sync(request)
+    dead.close()  # the process dies without settling
+    alive = SqliteQuotaStore(tmp_path / "gw.db", settings, clock=clock)
+    with pytest.raises(QuotaRefused):
+        alive.admit_sync(request)
+    clock.now += timedelta(seconds=61)  # same hour, past the reservation's expiry
+    alive.admit_sync(request)  # the orphan was given back, this one fits
+    assert counters(alive)[("project", "proj", "requests")] == 1
+    # A settlement arriving after expiry counts what was really used.
+    alive.settle_sync(orphan.token, 30)
+    assert counters(alive) == {("project", "proj", "requests"): 2,
+                               ("project", "proj", "tokens"): 130}
+    alive.close()
+
+
+def test_expire_sync_counts_what_it_gave_back(store: SqliteQuotaStore, clock: Clock) -> None:
+    store.admit_sync(requests(5))
+    store.admit_sync(requests(5))
+    assert store.expire_sync() == 0
+    clock.now += timedelta(seconds=30)
+    assert store.expire_sync() == 0
+    clock.now += timedelta(seconds=31)
+    assert store.expire_sync() == 2
+    assert counters(store)[("project", "proj", "requests")] == 0
+
+
+@pytest.mark.parametrize("subject", ["", " ", "x" * 100_000, "用户-😀", "\ud800lone",
+                                     "a'; DROP TABLE quota_counters; --", "\x00nul"])
+def test_hostile_subject_ids_get_their_own_counters(store: SqliteQuotaStore,
+                                                    subject: str) -> None:
+    store.admit_sync(requests(10, user=1, subject=subject))
+    with pytest.raises(QuotaRefused):
+        store.admit_sync(requests(10, user=1, subject=subject))
+    store.admit_sync(requests(10, user=1, subject="neighbour"))
+    rows = counters(store)
+    assert rows[("user", subject_key(subject), "requests")] == 1
+    assert rows[("user", "neighbour", "requests")] == 1
+    assert rows[("project", "proj", "requests")] == 2
+
+
+def test_long_subjects_with_a_common_prefix_stay_apart() -> None:
+    a, b = "x" * 300 + "a", "x" * 300 + "b"
+    assert subject_key(a) != subject_key(b)
+    assert len(subject_key(a)) < 100
+    assert subject_key("short") == "short"
+
+
+def test_concurrent_stores_on_one_file_admit_exactly_n(tmp_path: Path, clock: Clock) -> None:
+    """Two stores (as two worker processes would hold) and 24 threads racing for 10 slots."""
+    stores = [SqliteQuotaStore(tmp_path / "gw.db", clock=clock) for _ in range(2)]
+    admitted: list[bool] = []
+    lock = threading.Lock()
+    start = threading.Barrier(24)
+
+    def attempt(index: int) -> None:
+        start.wait()
+        try:
+            stores[index % 2].admit_sync(requests(10))
+            ok = True
+        except QuotaRefused:
+            ok = False
+        with lock:
+            admitted.append(ok)
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(24)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for store in stores:
+        store.close()
+    assert admitted.count(True) == 10 and admitted.count(False) == 14
+
+
+async def test_async_admission_runs_in_threads(store: SqliteQuotaStore) -> None:
+    results: list[bool] = []
+
+    async def one() -> None:
+        try:
+            reservation = await store.admit(requests(5, tokens=7))
+        except QuotaRefused:
+            results.append(False)
+            return
+        results.append(True)
+        await store.settle(reservation, 3, 4)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(8):
+            nursery.start_soon(one)
+    assert results.count(True) == 5
+    assert counters(store)[("project", "proj", "requests")] == 5

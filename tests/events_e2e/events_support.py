@@ -1,0 +1,87 @@
+"""Helpers for the durable-events tests: a governed gateway with an admin token (made by the
+`make_events_gateway` fixture in conftest.py) and reads of the stored events.
+
+`make_events_gateway(**config)` starts a gateway (through `gateway_factory`, so it is stopped
+after the test) with the repository's policies plus the escalation test policy, a `control`
+account, projects `proj_support` (support_bot), `proj_pii` (pii_redaction) and `proj_escalate`
+(escalation), one key bound to each, and the admin token `ADMIN_TOKEN`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from e2e.harness import RunningGateway
+
+from gateway.event_store import row_to_event
+
+HERE = Path(__file__).parent
+REPO_POLICIES = HERE.parents[1] / "policies"
+ESCALATION_POLICY = HERE.parent / "policy_e2e" / "policies" / "escalation.pol"
+ADMIN_TOKEN = "admin-token-for-event-tests-0123456789"
+PROJECTS = {"proj_support": "support_bot", "proj_pii": "pii_redaction",
+            "proj_escalate": "escalation"}
+
+
+@dataclass
+class EventsGateway:
+    gateway: RunningGateway
+    keys: dict[str, str] = field(default_factory=dict)
+    #: The configuration mapping it was started with (a restart reuses it).
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return self.gateway.url
+
+    @property
+    def db_path(self) -> Path:
+        return self.gateway.db_path
+
+    @property
+    def state(self) -> Any:
+        return self.gateway.app.extensions["gateway"]
+
+    def stop(self) -> None:
+        self.gateway.server.stop()
+
+    def chat(self, text: str, *, project: str = "proj_support", user: str = "u",
+             timeout: float = 10.0, **extra: Any) -> httpx.Response:
+        headers = {"authorization": f"Bearer {self.keys[project]}", "x-policy-user": user,
+                   **extra.pop("headers", {})}
+        body = {"model": "gpt-x", "messages": [{"role": "user", "content": text}], **extra}
+        return httpx.post(self.url + "/policy/chat/completions", json=body, headers=headers,
+                          timeout=timeout)
+
+    def history(self, token: str | None = ADMIN_TOKEN, **params: Any) -> httpx.Response:
+        headers = {"authorization": f"Bearer {token}"} if token is not None else {}
+        return httpx.get(self.url + "/api/policy-gateway/history", params=params,
+                         headers=headers, timeout=10.0)
+
+
+def stored_events(db_path: Path) -> list[dict[str, Any]]:
+    """Every stored event, oldest first, read with a plain connection (as an auditor would)."""
+    conn = sqlite3.connect(str(db_path))
+    conn.row_factory = sqlite3.Row
+    try:
+        return [row_to_event(row) for row in
+                conn.execute("SELECT * FROM policy_events ORDER BY seq")]
+    finally:
+        conn.close()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
