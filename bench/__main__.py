@@ -8,7 +8,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 SUITES = {"proxy": "bench_proxy", "frames": "bench_frames", "policy": "bench_policy",
-          "quota": "bench_quota"}
+          "quota": "bench_quota", "events": "bench_events"}
 
 
 def main(argv: list[str]) -> int:
@@ -24,6 +24,7 @@ def main(argv: list[str]) -> int:
             print(f"(suite {name}: {path.name} not present)")
             continue
         print(f"== {name} ==", flush=True)
+        sys.argv = [str(path)]  # each suite parses its own options: the suite names are not
         try:
             runpy.run_path(str(path), run_name="__main__")
         except SystemExit as exit_:  # each suite ends with sys.exit(main())

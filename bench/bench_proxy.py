@@ -148,17 +148,17 @@ def main() -> int:
            "GATEWAY_DATABASE": str(tmp / "gw.db"), "RELAY_UPSTREAM": f"http://127.0.0.1:{UPSTREAM_PORT}"}
     # A key for the gateway, made the way a user makes one.
     account = json.loads(subprocess.run([PY, "-m", "gateway", "accounts", "create", "bench",
-                                         "--plan", "control"], env=env, check=True,
+                                         "--plan", "control", "--json"], env=env, check=True,
                                         capture_output=True, text=True).stdout)
     key = json.loads(subprocess.run([PY, "-m", "gateway", "keys", "create", "--account",
-                                     account["id"]], env=env, check=True, capture_output=True,
+                                     account["id"], "--json"], env=env, check=True, capture_output=True,
                                     text=True).stdout)["key"]
     subprocess.run([PY, "-m", "gateway", "projects", "create", "proj_bench", "--account",
                     account["id"], "--name", "Bench", "--policy", "support_bot"], env=env,
                    check=True, capture_output=True, cwd=ROOT)
     policy_key = json.loads(subprocess.run(
         [PY, "-m", "gateway", "keys", "create", "--account", account["id"], "--project",
-         "proj_bench"], env=env, check=True, capture_output=True, text=True).stdout)["key"]
+         "proj_bench", "--json"], env=env, check=True, capture_output=True, text=True).stdout)["key"]
     procs = [
         subprocess.Popen(["taskset", "-c", LOAD_CPU, "nginx", "-c", str(_nginx_conf(tmp))],
                          stderr=subprocess.DEVNULL),

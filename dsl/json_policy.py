@@ -6,8 +6,9 @@ checker diagnostics on JSON documents still carry a useful line and column.
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from dsl import ast
@@ -15,6 +16,28 @@ from dsl.diagnostics import DiagnosticSink
 
 _ACTIONS = {"rewrite": "rewrite", "block": "refuse", "refuse": "refuse", "summarize": "summary",
             "summary": "summary", "escalate": "escalate"}
+
+# The keys of each object of the two document shapes (SPEC §5.9); anything else is a typo or a
+# field this version does not understand, and is reported rather than ignored.
+_TOP = {"name", "description", "owner", "policy_id", "id"}
+_CURRENT_KEYS = {
+    "": _TOP | {"classification", "config"},
+    "config": {"rules", "deployment"},
+    "rules": {"allowlist", "denylist", "flagged_categories", "enforcement_action",
+              "escalation_path", "redact_pii"},
+    "deployment": {"enabled", "percentage", "auto_rollback"},
+    "auto_rollback": {"enabled", "threshold_pct", "min_requests", "window_minutes",
+                      "cooldown_minutes", "rollback_decisions"},
+}
+_LEGACY_KEYS = {
+    "": _TOP | {"rules", "org_controls", "rollout", "refusal_replacement"},
+    "rules": {"allowlist", "denylist", "redact", "response_pattern", "rewrite_instead_of_refuse",
+              "reason_codes", "flagged_categories"},
+    "org_controls": {"data_classification", "user_quota", "project_quota"},
+    "rollout": {"shadow", "canary", "rollback_on_spike", "rollback_threshold", "min_requests",
+                "window_minutes", "cooldown_minutes", "rollback_decisions"},
+    "refusal_replacement": {"mode", "escalation_path", "message"},
+}
 
 
 class _Translator:
@@ -38,6 +61,25 @@ class _Translator:
         pos = self.at(key.rsplit(".", 1)[-1])
         self.sink.error(pos.line, pos.column, f"`{key}` must be {what}",
                         f"got {type(value).__name__}; see SPEC §5.9 for the document shape")
+        return False
+
+    def known_keys(self, value: dict[str, Any], allowed: Collection[str], where: str) -> None:
+        for key in value:
+            if key in allowed:
+                continue
+            pos = self.at(key)
+            close = difflib.get_close_matches(key, sorted(allowed), n=1)
+            hint = (f"did you mean `{close[0]}`?" if close else
+                    f"known keys here: {', '.join(sorted(allowed))}")
+            self.sink.error(pos.line, pos.column,
+                            f"unknown key `{key}` in {where or 'the policy document'}", hint)
+
+    def choice(self, value: Any, allowed: Collection[str], key: str) -> bool:
+        if isinstance(value, str) and value in allowed:
+            return True
+        pos = self.at(key)
+        self.sink.error(pos.line, pos.column, f"`{key}` must be one of {', '.join(allowed)}",
+                        f"got {value!r}; see SPEC §5.9")
         return False
 
     def strings(self, value: Any, key: str) -> list[str]:
@@ -167,11 +209,15 @@ def _section(t: _Translator, doc: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def _translate_current(t: _Translator, doc: dict[str, Any]) -> None:
+    t.known_keys(doc, _CURRENT_KEYS[""], "")
     t.setting("classification", doc.get("classification"), "classification")
     config = _section(t, doc, "config")
+    t.known_keys(config, _CURRENT_KEYS["config"], "`config`")
     rules = _section(t, config, "rules")
+    t.known_keys(rules, _CURRENT_KEYS["rules"], "`config.rules`")
     action_name = rules.get("enforcement_action", "block")
-    action = _ACTIONS.get(action_name, action_name) if isinstance(action_name, str) else "refuse"
+    action = (_ACTIONS[action_name] if t.choice(action_name, (
+        "rewrite", "block", "summarize", "escalate"), "enforcement_action") else "refuse")
     t.setting("escalation_path", rules.get("escalation_path"), "escalation_path")
     allow = t.strings(rules.get("allowlist"), "allowlist")
     if allow:
@@ -187,23 +233,38 @@ def _translate_current(t: _Translator, doc: dict[str, Any]) -> None:
     t.redaction_rule(rules.get("redact_pii"), "redact_pii")
     deployment = _section(t, config, "deployment")
     if deployment:
+        t.known_keys(deployment, _CURRENT_KEYS["deployment"], "`config.deployment`")
         percentage = deployment.get("percentage", 100)
-        if deployment.get("enabled", True) is False:
+        enabled = deployment.get("enabled", True)
+        t.expect(enabled, bool, "enabled", "true or false")
+        if not t.expect(percentage, (int, float), "percentage", "a number from 0 to 100"):
+            percentage = 100
+        elif not 0 <= percentage <= 100:
+            pos = t.at("percentage")
+            t.sink.error(pos.line, pos.column, "`percentage` must be from 0 to 100",
+                         f"got {percentage!r}")
+        if enabled is False:
             t.stage("shadow", None, "deployment")
-        elif isinstance(percentage, int | float) and percentage < 100:
+        elif percentage < 100:
             t.stage("canary", float(percentage), "percentage")
         else:
             t.stage("enforced", None, "deployment")
-        auto = deployment.get("auto_rollback")
-        if isinstance(auto, dict):
+        auto = _section(t, deployment, "auto_rollback")
+        if auto:
+            t.known_keys(auto, _CURRENT_KEYS["auto_rollback"],
+                         "`config.deployment.auto_rollback`")
             t.rollback(auto, "auto_rollback", {})
 
 
 def _translate_legacy(t: _Translator, doc: dict[str, Any]) -> None:
+    t.known_keys(doc, _LEGACY_KEYS[""], "")
     rules = _section(t, doc, "rules")
     controls = _section(t, doc, "org_controls")
     rollout = _section(t, doc, "rollout")
     replacement = _section(t, doc, "refusal_replacement")
+    for key, section in (("rules", rules), ("org_controls", controls), ("rollout", rollout),
+                         ("refusal_replacement", replacement)):
+        t.known_keys(section, _LEGACY_KEYS[key], f"`{key}`")
     t.setting("classification", controls.get("data_classification"), "data_classification")
     t.setting("escalation_path", replacement.get("escalation_path"), "escalation_path")
     codes = rules.get("reason_codes") or {}

@@ -25,8 +25,13 @@ from gateway.fastpath import ApiRoute, FastRoutes
 from gateway.governed import PolicySurface
 from gateway.history import PATH as HISTORY_PATH
 from gateway.history import HistoryReader
+from gateway.management import database_identity
 from gateway.management import register as register_management
+from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from gateway.metrics import PATH as METRICS_PATH
+from gateway.metrics import GatewayMetrics
 from gateway.openapi import register as register_openapi
+from gateway.shutdown import Draining
 from gateway.state import GatewayState
 from gateway.wire import Inbound, Outbound, error_response
 
@@ -47,6 +52,11 @@ def create_app(config: Config | None = None, *,
     app.extensions["gateway"] = state
     reloader = register_management(app, state)
     register_openapi(app)
+    metrics = GatewayMetrics()
+    app.extensions["metrics"] = metrics
+    # Told by the serving worker when shutdown begins (gateway/shutdown.py).
+    draining = app.extensions["draining"] = Draining()
+    reloader.listeners.append(metrics.policy_reloaded)
 
     @app.before_serving
     async def _open() -> None:
@@ -54,6 +64,9 @@ def create_app(config: Config | None = None, *,
         state.nursery = app.nursery
         await app.nursery.start(state.event_writer.run)
         await app.nursery.start(reloader.run)  # policies directory hot reload
+        await app.nursery.start(metrics.run_sync, state)
+        # /readyz checks that the file at the path is still the one opened here.
+        app.extensions["database_identity"] = database_identity(config.database_path)
         for connector in state.connectors:  # each its own task: one slow one delays no other
             await app.nursery.start(connector.run)
         for provider in config.providers.values():
@@ -106,7 +119,8 @@ def create_app(config: Config | None = None, *,
     api_routes.append(ApiRoute("POST", "/policy/simulate", CHAT, governed.simulate))
     # The hot API routes bypass quart's per-request machinery (see gateway/fastpath.py).
     app.asgi_app = FastRoutes(  # type: ignore[method-assign,assignment]
-        app.asgi_app, api_routes, max_body_bytes=config.max_body_bytes)  # type: ignore[arg-type]
+        app.asgi_app, api_routes, max_body_bytes=config.max_body_bytes,  # type: ignore[arg-type]
+        metrics=metrics, draining=draining)
 
     history = HistoryReader(config.database_path, config.admin_token)
 
@@ -118,6 +132,11 @@ def create_app(config: Config | None = None, *,
     @app.get("/healthz")
     async def healthz() -> Response:
         return _to_quart(Outbound.json(200, {"status": "ok"}))
+
+    @app.get(METRICS_PATH)
+    async def metrics_endpoint() -> Response:
+        return Response(metrics.render(state), status=200,
+                        headers={"content-type": METRICS_CONTENT_TYPE})
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:

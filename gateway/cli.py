@@ -16,14 +16,22 @@ from typing import Any
 
 import sqlite_utils
 
+from gateway.cli_manage import (
+    CommandError,
+    add_output_options,
+    add_policy_commands,
+    add_simulate_command,
+    configure_output,
+    show,
+)
 from gateway.config import Config, ConfigError
+from gateway.errors import GatewayError
 from gateway.history import add_event_commands
 from gateway.identity import PLANS, IdentityError, IdentityStore
 from gateway.policy_registry import (
     PolicyDirectoryError,
     PolicyFileError,
     PolicyRegistry,
-    add_policy_file,
 )
 from gateway.projects import STATUSES, ProjectError, ProjectStore
 
@@ -31,6 +39,7 @@ from gateway.projects import STATUSES, ProjectError, ProjectStore
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    configure_output(args)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -39,8 +48,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PolicyFileError as exc:
         print(exc.render(), file=sys.stderr)
         return 1
-    except (ConfigError, IdentityError, ProjectError, PolicyDirectoryError) as exc:
+    except (ConfigError, IdentityError, ProjectError, PolicyDirectoryError,
+            CommandError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except GatewayError as exc:  # from `simulate`: the API's own refusal, e.g. not linked
+        print(f"error: {exc.code}: {exc}", file=sys.stderr)
         return 1
 
 
@@ -56,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="interface to bind (default from config: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default from config: 8080)")
     serve.add_argument("--workers", type=int, help="worker processes (default from config: 1)")
+    serve.add_argument("--shutdown-grace", type=float, metavar="SECONDS",
+                       help="time in-flight requests get after SIGTERM/SIGINT before streams "
+                            "are ended (default from config: 20)")
     serve.set_defaults(func=_serve)
 
     accounts = commands.add_parser("accounts", help="manage accounts").add_subparsers(
@@ -79,7 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     krevoke.add_argument("key_id", metavar="KEY_ID")
     krevoke.set_defaults(func=_keys_revoke)
     _add_project_commands(commands, common)
-    _add_policy_commands(commands, common)
+    add_policy_commands(commands, common)
+    add_simulate_command(commands, common)
     add_event_commands(commands, common)
     usage = commands.add_parser("usage", parents=[common],
                                 help="current quota counters of a project and its top users")
@@ -87,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     usage.add_argument("--top", type=int, default=10, metavar="N", help="users shown (10)")
     usage.add_argument("--json", action="store_true", help="print JSON")
     usage.set_defaults(func=_usage)
+    add_output_options(parser)
     return parser
 
 
@@ -147,20 +165,8 @@ def _add_quota_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--user-quota", metavar="JSON", help=f"per-user quota, {example}")
 
 
-def _add_policy_commands(commands: Any, common: argparse.ArgumentParser) -> None:
-    policies = commands.add_parser("policies", help="manage policy files").add_subparsers(
-        metavar="ACTION")
-    add = policies.add_parser("add", parents=[common],
-                              help="check a policy file and copy it into the policies directory")
-    add.add_argument("file", metavar="FILE", help=".pol or JSON policy file")
-    add.set_defaults(func=_policies_add)
-    listing = policies.add_parser("list", parents=[common],
-                                  help="list loaded policies and files that fail their check")
-    listing.set_defaults(func=_policies_list)
-
-
 def _print(value: Any) -> None:
-    print(json.dumps(value, indent=2, sort_keys=True))
+    show(value)  # text by default; `--json` and `-q` (see gateway.cli_manage)
 
 
 def _store(args: argparse.Namespace) -> IdentityStore:
@@ -288,28 +294,6 @@ def _projects_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def _policies_add(args: argparse.Namespace) -> int:
-    config = Config.load(args.config)
-    loaded = add_policy_file(args.file, config.policies_dir, _database(config))
-    _print({"policy_id": loaded.policy_id, "name": loaded.name, "revision": loaded.revision,
-            "path": loaded.path, "sha256": loaded.sha256})
-    return 0
-
-
-def _policies_list(args: argparse.Namespace) -> int:
-    config = Config.load(args.config)
-    registry = PolicyRegistry.load(config.policies_dir, _database(config))
-    policies = [{"policy_id": p.policy_id, "name": p.name, "revision": p.revision,
-                 "path": p.path, "sha256": p.sha256}
-                for p in sorted(registry.policies.values(), key=lambda p: p.policy_id)]
-    failing = []
-    for path, diagnostics in sorted(registry.errors.items()):
-        first = next((d for d in diagnostics if d.severity == "error"), None)
-        failing.append({"path": path, "diagnostic": first.as_dict() if first else None})
-    _print({"policies": policies, "errors": failing})
-    return 0
-
-
 def _usage(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
@@ -336,10 +320,12 @@ def _usage(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import logging
+
     from hypercorn.config import Config as HypercornConfig
-    from hypercorn.run import run
 
     from gateway.asgi import CONFIG_ENV
+    from gateway.shutdown import serve
 
     config = Config.load(args.config)  # fail fast on a bad file, before any worker starts
     if args.config:
@@ -347,12 +333,18 @@ def _serve(args: argparse.Namespace) -> int:
     workers = args.workers if args.workers is not None else config.workers
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
+    grace = args.shutdown_grace if args.shutdown_grace is not None else config.shutdown_grace
+    if not grace >= 0:
+        raise ConfigError("--shutdown-grace must be at least 0")
     hyper = HypercornConfig()
     hyper.application_path = "gateway.asgi:app_from_env()"
     hyper.worker_class = "trio"
     hyper.bind = [f"{args.host or config.host}:{args.port or config.port}"]
-    # One worker runs in this process; more are spawned processes sharing the socket.
-    hyper.workers = 0 if workers == 1 else workers
+    hyper.workers = workers
+    # Our access log is `gateway.access` (JSON); hypercorn's messages join the same JSON lines.
     hyper.accesslog = None
+    hyper.errorlog = logging.getLogger("hypercorn.error")
     hyper.keep_alive_timeout = 75
-    return run(hyper)
+    # One worker serves in this process; more are spawned processes sharing the socket. Both
+    # shut down gracefully on SIGTERM/SIGINT (gateway/shutdown.py).
+    return serve(hyper, workers, grace=grace, log_level=config.log_level)

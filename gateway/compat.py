@@ -6,11 +6,14 @@ forwarded as the exact bytes the client sent. Nothing is injected into the answe
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 import orjson
 
 import dsl
+from gateway.access_log import current_record
 from gateway.adapters.base import JSON, Adapter, decode_json_object
 from gateway.config import OPENAI
 from gateway.errors import (
@@ -22,6 +25,7 @@ from gateway.errors import (
 )
 from gateway.governance import encode_body
 from gateway.identity import Caller, credential_from_headers
+from gateway.shutdown import CUT, ShuttingDown, next_frames
 from gateway.state import GatewayState
 from gateway.upstream import Exchange, relayable_response_headers
 from gateway.wire import Inbound, Outbound, OwnedStream
@@ -113,17 +117,22 @@ async def relay(state: GatewayState, adapter: Adapter | None, exchange: Exchange
     """Run the exchange and turn its answer into ours: whole bodies checked, streams relayed
     frame by frame. Upstream error statuses pass through untouched."""
     owned: Exchange | None = exchange
+    upstream_started = time.perf_counter()
     try:
         response = await exchange.start()
         headers = relayable_response_headers(response.headers)
         if adapter is not None and exchange.is_event_stream:
-            stream = OwnedStream(_relay_frames(adapter, exchange), exchange.aclose)
+            stream = OwnedStream(_relay_frames(adapter, exchange, upstream_started),
+                                 exchange.aclose)
             owned = None  # the stream closes it now
             return Outbound(status=response.status_code, headers=headers, stream=stream)
         body = await exchange.read_body()
     finally:
         if owned is not None:
             await owned.aclose()
+            record = current_record()
+            if record is not None:
+                record.upstream_seconds = time.perf_counter() - upstream_started
     if response.is_success and "json" in response.headers.get("content-type", ""):
         try:
             orjson.loads(body)
@@ -132,9 +141,26 @@ async def relay(state: GatewayState, adapter: Adapter | None, exchange: Exchange
     return Outbound(status=response.status_code, headers=headers, body=body)
 
 
-async def _relay_frames(adapter: Adapter, exchange: Exchange) -> AsyncIterator[bytes]:
+async def _relay_frames(adapter: Adapter, exchange: Exchange, upstream_started: float
+                        ) -> AsyncIterator[bytes]:
+    record = current_record()
+    draining = record.draining if record is not None else None
     try:
-        async for batch in exchange.frames(adapter):
-            yield b"".join(frame.raw for frame, _payload in batch)
-    except UpstreamError as error:
+        async with aclosing(exchange.frames(adapter)) as frames:
+            while True:
+                try:
+                    batch = await next_frames(draining, frames)
+                except StopAsyncIteration:
+                    break
+                if batch is CUT:
+                    raise ShuttingDown(
+                        "The gateway is shutting down and ended this stream; retry the request.")
+                yield b"".join(frame.raw for frame, _payload in batch)
+    except (UpstreamError, ShuttingDown) as error:
+        if record is not None:
+            record.status = error.status
+            record.outcome = "shutdown" if isinstance(error, ShuttingDown) else "upstream_error"
         yield adapter.stream_error_frame(error)
+    finally:
+        if record is not None:
+            record.upstream_seconds = time.perf_counter() - upstream_started

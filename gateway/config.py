@@ -73,6 +73,11 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
+    #: Seconds in-flight requests and streams get to finish after SIGTERM/SIGINT; streams
+    #: still running then end with the API's error frame (docs/operations.md).
+    shutdown_grace: float = 20.0
+    #: Level of the JSON log lines on stderr (`DEBUG` adds probes and scrapes).
+    log_level: str = "INFO"
     #: Upstream connection pool size per worker.
     max_connections: int = 512
     #: Directory of `.pol` / `.json` policies; the one source of truth for policies.
@@ -186,6 +191,8 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> Config:
         host=str(server.get("host", "127.0.0.1")),
         port=int(server.get("port", 8080)),
         workers=int(server.get("workers", 1)),
+        shutdown_grace=_non_negative(server.get("shutdown_grace", 20.0), "server.shutdown_grace"),
+        log_level=_log_level(server.get("log_level", "INFO")),
         max_connections=int(limits.get("max_upstream_connections", 512)),
     )
 
@@ -202,3 +209,18 @@ def _provider(name: str, spec: dict[str, Any], env: Mapping[str, str]) -> Provid
     base_url = spec.get("base_url") or (env.get(url_env) if url_env else None)
     base_url = str(base_url or _DEFAULT_BASE_URLS[kind]).rstrip("/")
     return Provider(name=name, kind=kind, base_url=base_url, api_key=api_key)
+
+
+def _non_negative(value: Any, name: str) -> float:
+    number = float(value)
+    if not number >= 0:  # also refuses NaN
+        raise ValueError(f"{name} must be a number of seconds, at least 0")
+    return number
+
+
+def _log_level(value: Any) -> str:
+    level = str(value).upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError(f"server.log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL, "
+                         f"not {value!r}")
+    return level

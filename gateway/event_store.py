@@ -30,7 +30,7 @@ from gateway.db import (
     open_database,
     write_transaction,
 )
-from gateway.events import QueueSink, RateLimitedLog
+from gateway.events import COMMON_FIELDS, EVENT_FIELDS, QueueSink, RateLimitedLog
 
 log = logging.getLogger("gateway.events")
 
@@ -95,8 +95,9 @@ def event_to_row(event: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def row_to_event(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The event as it was emitted (fields that were absent stay absent)."""
-    event: dict[str, Any] = {}
+    """The event as it was emitted: every §9.2 field of its class (null when it was null or
+    absent), and any other field that was given."""
+    event: dict[str, Any] = dict.fromkeys(EVENT_FIELDS.get(row["event_type"], COMMON_FIELDS))
     for column in EVENT_COLUMNS:
         value = row[column]
         if value is None:

@@ -22,6 +22,21 @@ import trio
 SOURCE = "policy_gateway"
 log = logging.getLogger("gateway.events")
 
+#: The fields of SPEC §9.2, by event class: every event of a class carries each of them (null
+#: when it does not apply, e.g. `user_id` of a revision loaded from the policies directory).
+COMMON_FIELDS = ("event_id", "event_type", "source", "created_at", "user_id", "org_id",
+                 "policy_id", "policy_name", "policy_revision", "data_classification")
+DECISION_FIELDS = ("decision", "effective_decision", "enforced", "rollout_mode", "reason_code",
+                   "triggered_categories", "allowlist_hits", "denylist_hits", "redacted_spans",
+                   "policy_target", "policy_user", "quota_subject", "project_id",
+                   "project_label", "model", "surface", "stream", "status", "usage",
+                   "latency_ms", "overhead_ms", "outcome")
+EVENT_FIELDS: dict[str, tuple[str, ...]] = {
+    "enforcement": COMMON_FIELDS + DECISION_FIELDS,
+    "simulation": COMMON_FIELDS + DECISION_FIELDS + ("scenario_categories",),
+    "revision": (*COMMON_FIELDS, "edit_type", "config_snapshot"),
+}
+
 
 class EventSink(Protocol):
     def emit(self, event: Mapping[str, Any]) -> None:

@@ -22,6 +22,7 @@ import trio
 
 import dsl
 from dsl.decision import CATEGORY_SURFACES
+from gateway.access_log import current_record
 from gateway.adapters import CHAT, MESSAGES, RESPONSES
 from gateway.adapters.base import Adapter, decode_json_object
 from gateway.errors import (
@@ -51,12 +52,12 @@ from gateway.governance import (
 from gateway.identity import Caller, credential_from_headers
 from gateway.policy_stream import DEFAULT_REFUSAL, StreamGovernor, WholeBlockMonitor
 from gateway.quota import (
-    DEFAULT_OUTPUT_TOKENS,
     QuotaRefused,
     QuotaRequest,
     Reservation,
     estimate_tokens,
 )
+from gateway.shutdown import CUT, ShuttingDown, next_frames
 from gateway.state import GatewayState
 from gateway.upstream import Exchange, relayable_response_headers
 from gateway.wire import Inbound, Outbound, OwnedStream
@@ -115,16 +116,18 @@ class PolicySurface:
         started = time.perf_counter()
         caller = self.require_plan(inbound)
         request = self._prepare(adapter, inbound, caller)
-        quotas = request.loaded.policy.quotas
+        quotas, settings = request.loaded.policy.quotas, self.state.quota_settings
+        configured_project, configured_user = settings.configured_limits(request.project.id)
         try:
             reservation = await self.state.quotas.admit(QuotaRequest(
                 project_id=request.project.id, quota_subject=request.quota_subject,
                 estimated_tokens=estimate_tokens(
                     request.facts.estimated_input_tokens, request.facts.max_output_tokens,
-                    self.state.config.quotas.get("default_output_tokens",
-                                                 DEFAULT_OUTPUT_TOKENS)),
-                project_limits=(*request.project.budget_limits, *quotas.project),
-                user_limits=(*request.project.user_quota_limits, *quotas.user)))
+                    settings.default_output_tokens),
+                project_limits=(*request.project.budget_limits, *quotas.project,
+                                *configured_project),
+                user_limits=(*request.project.user_quota_limits, *quotas.user,
+                             *configured_user)))
         except QuotaRefused as refused:
             self._refuse_for_quota(adapter, caller, request, refused, started)
             raise
@@ -158,6 +161,10 @@ class PolicySurface:
                                                         reason_code=refused.reason_code),
             enforced=True, rollout_mode=mode, quota=refused.remaining)
         refused.extra.setdefault("policy", gov.policy_object())
+        record = current_record()
+        if record is not None:
+            record.project_id, record.decision = request.project.id, "refuse"
+            record.quota_refusal = refused.reason_code
         self.state.events.emit(_event(
             "enforcement", gov, status=refused.status, outcome="quota_exceeded",
             input_tokens=0, output_tokens=0, latency=time.perf_counter() - started,
@@ -303,10 +310,12 @@ class _Run:
         self.upstream_seconds = 0.0
         self.input_tokens = 0
         self.output_tokens = 0
+        self.estimated_input_tokens = 0  # set from the request's facts in `act`
         self.recorded = False
 
     async def act(self, forward: dict[str, Any], facts: dsl.RequestFacts,
                   classification: Any, policies: list[dsl.CompiledPolicy]) -> Outbound:
+        self.estimated_input_tokens = facts.estimated_input_tokens
         try:
             return await self._act(forward, facts, classification, policies)
         except GatewayError as error:
@@ -416,9 +425,18 @@ class _Run:
     async def _stream(self, exchange: Exchange, governor: StreamGovernor,
                       upstream_started: float) -> AsyncIterator[bytes]:
         outcome, status = "completed", 200
+        record = current_record()
+        draining = record.draining if record is not None else None
         try:
             async with aclosing(exchange.frames(self.adapter)) as frames:
-                async for batch in frames:
+                while True:
+                    try:
+                        batch = await next_frames(draining, frames)
+                    except StopAsyncIteration:
+                        break
+                    if batch is CUT:
+                        raise ShuttingDown("The gateway is shutting down and ended this stream; "
+                                           "retry the request.")
                     out = b"".join(governor.feed(frame, payload) for frame, payload in batch)
                     if out:
                         yield out
@@ -430,8 +448,9 @@ class _Run:
                 outcome = "refused"
             if tail:
                 yield tail
-        except UpstreamError as error:
-            outcome, status = "upstream_error", error.status
+        except (UpstreamError, ShuttingDown) as error:
+            outcome = "shutdown" if isinstance(error, ShuttingDown) else "upstream_error"
+            status = error.status
             yield self.adapter.stream_error_frame(error, {"policy": self.gov.policy_object()})
         except trio.Cancelled:
             outcome, status = "client_disconnected", 499
@@ -445,6 +464,12 @@ class _Run:
         finally:
             self.upstream_seconds = time.perf_counter() - upstream_started
             self.input_tokens, self.output_tokens = governor.input_tokens, governor.output_tokens
+            if not governor.usage_reported or (outcome != "completed"
+                                               and not governor.output_tokens):
+                # The stream ended before its usage (client gone, upstream reset, stopped by
+                # policy): the upstream read the input and wrote at least what was streamed.
+                self.input_tokens = max(self.input_tokens, self.estimated_input_tokens)
+                self.output_tokens = max(self.output_tokens, -(-governor.output_chars // 4))
             with trio.CancelScope(shield=True):
                 await self._finish(status, outcome, release=False)
 
@@ -474,6 +499,12 @@ class _Run:
                                            self.output_tokens)
         self.state.rollout_observe(self.gov)
         self.state.events.emit(event if event is not None else self._event(status, outcome))
+        record = current_record()
+        if record is not None:
+            record.project_id, record.decision = self.gov.project_id, self.gov.effective_decision
+            record.status, record.outcome = status, outcome
+            if self.upstream_seconds:
+                record.upstream_seconds = self.upstream_seconds
 
     def _event(self, status: int, outcome: str) -> dict[str, Any]:
         return _event("enforcement", self.gov, status=status, outcome=outcome,

@@ -16,10 +16,11 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
-import re
+import os
+import sqlite3
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -32,6 +33,7 @@ from gateway.adapters import CHAT
 from gateway.errors import (
     ClientError,
     GatewayError,
+    InvalidPolicy,
     InvalidRequest,
     InvalidToken,
     NotFound,
@@ -40,16 +42,21 @@ from gateway.errors import (
 from gateway.governed import PolicySurface
 from gateway.identity import Caller, IdentityError, IdentityStore, credential_from_headers
 from gateway.jwt_auth import looks_like_jwt
-from gateway.policy_registry import PolicyRegistry, _atomic_write, list_revisions
+from gateway.policy_registry import PolicyFileError, PolicyRegistry, list_revisions
 from gateway.projects import ProjectError, ProjectStore
-from gateway.reload import PolicyReloader, registry_problems
+from gateway.reload import (
+    PolicyConflict,
+    PolicyIdRefused,
+    PolicyReloader,
+    placed_policy,
+    registry_problems,
+    write_policy_file,
+)
 from gateway.wire import Inbound, Outbound, error_response
 
 log = logging.getLogger("gateway.management")
 
 PREFIX = "/api/policy-gateway"
-#: Policy ids become file names: keep them to characters that are safe in every filesystem.
-SAFE_POLICY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 blueprint = Blueprint("management", __name__, url_prefix=PREFIX)
 health = Blueprint("health", __name__)
@@ -127,6 +134,9 @@ def admin_route(rule: str, methods: list[str]) -> Callable[[Handler], Handler]:
         @functools.wraps(handler)
         async def guarded(**params: Any) -> Response:
             state = _state()
+            # Read the whole body even when the answer does not need it (401, 404): on a
+            # keep-alive connection hypercorn stalls a later request behind an unread body.
+            await request.get_data()
             try:
                 authorize_admin(state, request.headers)
                 return await handler(state, **params)
@@ -197,20 +207,7 @@ async def _policy_source() -> str:
     return orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n"
 
 
-def _compile(source: str, filename: str) -> dsl.CompiledPolicy:
-    try:
-        policy = dsl.compile_policy(source, filename=filename)
-    except dsl.PolicyError as failure:
-        raise _invalid_policy(failure.diagnostics) from None
-    if not SAFE_POLICY_ID.fullmatch(policy.policy_id):
-        raise InvalidRequest(f"policy id {policy.policy_id!r} cannot be a file name: use "
-                             "letters, digits, '_', '-' or '.', starting with a letter or digit")
-    return policy
-
-
 def _invalid_policy(diagnostics: list[dsl.Diagnostic]) -> GatewayError:
-    from gateway.errors import InvalidPolicy
-
     first = next((d for d in diagnostics if d.severity == "error"), None)
     message = (f"The policy failed its check: {first.line}:{first.column}: {first.message}"
                if first else "The policy failed its check.")
@@ -218,28 +215,19 @@ def _invalid_policy(diagnostics: list[dsl.Diagnostic]) -> GatewayError:
 
 
 def _write_policy(state: Any, source: str, replacing: Any | None) -> dict[str, Any]:
-    suffix = ".json" if source.lstrip().startswith("{") else ".pol"
-    directory = Path(state.config.policies_dir)
-    policy = _compile(source, f"<{'update' if replacing else 'create'}>{suffix}")
-    target = directory / f"{policy.policy_id}{suffix}"
-    if replacing is not None:
-        if policy.policy_id != replacing.policy_id:
-            raise InvalidRequest(f"The source defines policy {policy.policy_id!r}, not "
-                                 f"{replacing.policy_id!r}; a policy id cannot change.")
-    elif state.registry.get(policy.policy_id) is not None:
-        raise Conflict(f"Policy {policy.policy_id!r} already exists; update it with "
-                       f"PUT {PREFIX}/policies/{policy.policy_id}.")
-    directory.mkdir(parents=True, exist_ok=True)
-    _atomic_write(target, source)
-    if replacing is not None and Path(replacing.path) != target:
-        Path(replacing.path).unlink(missing_ok=True)  # the format changed: .pol <-> .json
-    registry = _reloader().reload()
-    loaded = registry.get(policy.policy_id)
-    if loaded is None or loaded.path != str(target):
-        # Another file claims the same id (it was broken, so not loaded, when we checked).
-        problems = registry.errors.get(str(target), [])
-        raise Conflict(f"Policy {policy.policy_id!r} could not take effect: "
-                       + "; ".join(d.message for d in problems))
+    """Check, write atomically, reload: the policy in force changes only if all of it passes."""
+    filename = f"<{'update' if replacing else 'create'}>"
+    try:
+        target = write_policy_file(state.config.policies_dir, source, state.registry,
+                                   replacing=replacing, filename=filename)
+        registry = _reloader().reload()
+        loaded = placed_policy(registry, target.stem, target)
+    except PolicyFileError as failure:
+        raise _invalid_policy(failure.diagnostics) from None
+    except PolicyIdRefused as exc:
+        raise InvalidRequest(str(exc)) from None
+    except PolicyConflict as exc:
+        raise Conflict(str(exc)) from None
     return {**_policy_summary(loaded, registry), "source": loaded.source}
 
 
@@ -466,15 +454,65 @@ async def simulate(state: Any) -> Response:
 
 @health.get("/readyz")
 async def readyz() -> Response:
-    """200 when the database is open and every policy file passes its check; 503 otherwise."""
+    """200 when the database can be opened and read at its configured path, every policy file
+    passes its check and the gateway is not shutting down; otherwise 503 with the reasons.
+
+    The database is probed with a fresh connection each time (the serving connection would keep
+    answering from its open file descriptor after the file or its directory went away)."""
     state = _state()
     problems = registry_problems(state.registry)
+    database = "ok"
     try:
         state.db.execute("SELECT 1").fetchone()
-        database = "ok"
     except Exception as exc:  # closed or unusable: not ready, whatever the reason
         database = f"unavailable: {exc}"
-    if problems or database != "ok":
+    if database == "ok":
+        with trio.move_on_after(READY_PROBE_TIMEOUT) as probe:
+            database = await trio.to_thread.run_sync(
+                _probe_database, state.config.database_path,
+                current_app.extensions.get("database_identity"), abandon_on_cancel=True)
+        if probe.cancelled_caught:
+            database = f"unavailable: no answer within {READY_PROBE_TIMEOUT:g} s"
+    draining = current_app.extensions.get("draining")
+    shutting_down = draining is not None and draining.draining
+    if problems or database != "ok" or shutting_down:
+        reasons = [f"database {database}"] if database != "ok" else []
+        reasons += [f"policy file {p['path']} failed its check" if p["path"] else p["message"]
+                    for p in problems]
+        if shutting_down:
+            reasons.append("shutting down")
         return _json(503, {"status": "not_ready", "database": database,
-                           "policy_errors": problems})
-    return _json(200, {"status": "ready"})
+                           "policy_errors": problems, "shutting_down": shutting_down,
+                           "reasons": reasons})
+    return _json(200, {"status": "ready", "database": "ok"})
+
+
+READY_PROBE_TIMEOUT = 2.0
+
+
+def database_identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the database file, recorded when the app opens it."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def _probe_database(path: str, identity: tuple[int, int] | None) -> str:
+    """"ok", or why the database file the gateway opened cannot be opened and read for writing
+    at `path` (a file created there since, e.g. after the directory was moved, is not it)."""
+    if path == ":memory:":
+        return "ok"
+    if identity is not None and database_identity(path) != identity:
+        return f"unavailable: {path} is missing or is not the file the gateway opened"
+    try:
+        uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=rw"
+        conn = sqlite3.connect(uri, uri=True, timeout=1.0)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            conn.close()
+    except (sqlite3.Error, OSError) as exc:
+        return f"unavailable: {exc}"
+    return "ok"

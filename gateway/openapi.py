@@ -249,6 +249,9 @@ def _health_paths() -> dict[str, Any]:
         "/readyz": {"get": ready},
         "/openapi.json": {"get": _op("This document", {"type": "object"}, admin=False,
                                      errors=())},
+        "/metrics": {"get": {"summary": "Metrics in the Prometheus text format", "responses": {
+            "200": {"description": "OK", "content": {"text/plain": {
+                "schema": {"type": "string"}}}}}}},
     }
 
 

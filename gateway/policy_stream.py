@@ -50,6 +50,10 @@ class StreamGovernor:
         self._last_number: int | None = None
         self.input_tokens = 0
         self.output_tokens = 0
+        #: True once the upstream reported usage; until then `output_chars` is all we know.
+        self.usage_reported = False
+        #: Characters of output text the upstream streamed (for an estimate without usage).
+        self.output_chars = 0
         #: True once the stream was ended by an output rule; feed nothing more.
         self.stopped = False
 
@@ -64,11 +68,14 @@ class StreamGovernor:
             self._first_payload = payload
         usage = adapter.stream_usage(event, payload)
         if usage is not None:
+            self.usage_reported = True
             self.input_tokens = max(self.input_tokens, usage.input_tokens)
             self.output_tokens = max(self.output_tokens, usage.output_tokens)
             if not self._client_asked_usage and adapter.is_usage_only_chunk(event, payload):
                 return b""
         delta = adapter.stream_delta(event, payload)
+        if delta is not None:
+            self.output_chars += len(delta)
         if delta is not None and self._monitor_factory is not None:
             return self._feed_delta(event, payload, delta)
         out = b""

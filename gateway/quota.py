@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -203,7 +203,12 @@ def rate_limit_headers(usages: Sequence[Usage]) -> tuple[tuple[str, str], ...]:
 
 @dataclass(frozen=True, slots=True)
 class QuotaSettings:
-    """The `[quotas]` configuration section."""
+    """The `[quotas]` configuration section.
+
+    Besides the store's tuning it holds quotas set in the configuration: `budget` and
+    `user_quota` for every project, and `[quotas.projects.<id>]` for one project. They add to the
+    project's own quotas and the policy's; the tightest limit wins.
+    """
 
     #: Output tokens reserved when a request names no maximum.
     default_output_tokens: int = DEFAULT_OUTPUT_TOKENS
@@ -212,11 +217,24 @@ class QuotaSettings:
     reservation_ttl_seconds: float = 960.0
     #: Threads running SQLite calls per worker. One suffices: writers queue on SQLite's lock.
     threads: int = 1
+    #: Quotas of every project, from the configuration.
+    budget: tuple[QuotaLimit, ...] = ()
+    user_quota: tuple[QuotaLimit, ...] = ()
+    #: project id -> (budget, user_quota) from `[quotas.projects.<id>]`.
+    projects: Mapping[str, tuple[tuple[QuotaLimit, ...], tuple[QuotaLimit, ...]]] = \
+        field(default_factory=dict)
+
+    def configured_limits(self, project_id: str
+                          ) -> tuple[tuple[QuotaLimit, ...], tuple[QuotaLimit, ...]]:
+        """(project limits, user limits) that the configuration sets for `project_id`."""
+        budget, user_quota = self.projects.get(project_id, ((), ()))
+        return (*self.budget, *budget), (*self.user_quota, *user_quota)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, total_timeout: float = 900.0
                      ) -> QuotaSettings:
-        known = {"default_output_tokens", "reservation_ttl_seconds", "threads"}
+        known = {"default_output_tokens", "reservation_ttl_seconds", "threads", "budget",
+                 "user_quota", "projects"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"[quotas]: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -226,7 +244,32 @@ class QuotaSettings:
         if default < 0 or ttl <= 0 or threads < 1:
             raise ValueError("[quotas]: default_output_tokens >= 0, reservation_ttl_seconds > 0 "
                              "and threads >= 1 are required")
-        return cls(default_output_tokens=default, reservation_ttl_seconds=ttl, threads=threads)
+        projects = data.get("projects", {})
+        if not isinstance(projects, Mapping):
+            raise ValueError("[quotas.projects] must be a table of project id -> "
+                             "{budget, user_quota}")
+        per_project = {}
+        for project_id, entry in projects.items():
+            where = f"[quotas.projects.{project_id}]"
+            if not isinstance(entry, Mapping) or set(entry) - {"budget", "user_quota"}:
+                raise ValueError(f"{where} takes only `budget` and `user_quota`")
+            per_project[str(project_id)] = (
+                _configured_quota(entry.get("budget"), f"{where} budget"),
+                _configured_quota(entry.get("user_quota"), f"{where} user_quota"))
+        return cls(default_output_tokens=default, reservation_ttl_seconds=ttl, threads=threads,
+                   budget=_configured_quota(data.get("budget"), "[quotas] budget"),
+                   user_quota=_configured_quota(data.get("user_quota"), "[quotas] user_quota"),
+                   projects=per_project)
+
+
+def _configured_quota(value: object, what: str) -> tuple[QuotaLimit, ...]:
+    """A quota written like a project's (`{requests = {daily = 1000}}`) as limits."""
+    from gateway.projects import ProjectError, quota_limits, validate_quota
+
+    try:
+        return quota_limits(validate_quota(value, what))
+    except ProjectError as exc:
+        raise ValueError(str(exc)) from None
 
 
 # --- the protocol --------------------------------------------------------------------------------

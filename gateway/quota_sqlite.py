@@ -91,9 +91,10 @@ class SqliteQuotaStore:
 
     def __init__(self, path: str | os.PathLike[str], settings: QuotaSettings | None = None, *,
                  clock: Callable[[], datetime] | None = None,
-                 settle_in_background: bool = False) -> None:
+                 background: Callable[[], trio.Nursery | None] | None = None) -> None:
         self.path = str(path)
-        self.settle_in_background = settle_in_background
+        #: The nursery that owns background settlements (the app's), once it exists.
+        self._background_nursery = background or (lambda: None)
         self.settings = settings or QuotaSettings()
         self.clock = clock or (lambda: datetime.now(UTC))
         self._limiter: trio.CapacityLimiter | None = None
@@ -103,14 +104,7 @@ class SqliteQuotaStore:
 
     @classmethod
     def from_config(cls, config: Any) -> SqliteQuotaStore:
-        from gateway.config import ConfigError
-
-        try:
-            settings = QuotaSettings.from_mapping(config.quotas,
-                                                  total_timeout=config.timeouts.total)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"invalid configuration: {exc}") from exc
-        return cls(config.database_path, settings, settle_in_background=True)
+        return cls(config.database_path, settings_from_config(config))
 
     # --- the QuotaStore protocol ---------------------------------------------------------------
 
@@ -131,18 +125,19 @@ class SqliteQuotaStore:
             await self._after(self.release_sync, reservation.token)
 
     async def _after(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Settle or release. In the background by default: the reservation already holds the
-        estimate, so exactness does not depend on when it is swapped for the real usage, and the
-        answer need not wait for a second transaction. If the process dies first, the
-        reservation expires like any other."""
-        if not self.settle_in_background:
+        """Settle or release. In the owner's nursery when there is one: the reservation already
+        holds the estimate, so exactness does not depend on when it is swapped for the real
+        usage, and the answer need not wait for a second transaction. If the process dies
+        first, the reservation expires like any other."""
+        nursery = self._background_nursery()
+        if nursery is None:
             await self._run(fn, *args)
             return
-        trio.lowlevel.spawn_system_task(self._background, fn, *args)
+        nursery.start_soon(self._background, fn, *args)
 
     async def _background(self, fn: Callable[..., Any], *args: Any) -> None:
         try:
-            with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True):  # shutdown waits for it: counters stay right
                 await self._run(fn, *args)
         except Exception:
             log.exception("quota settlement failed; the reservation will expire")
@@ -270,6 +265,16 @@ class SqliteQuotaStore:
         with self._lock:
             self._all.append(conn)
         return conn
+
+
+def settings_from_config(config: Any) -> QuotaSettings:
+    """The `[quotas]` section of `config`, or `ConfigError` naming what is wrong."""
+    from gateway.config import ConfigError
+
+    try:
+        return QuotaSettings.from_mapping(config.quotas, total_timeout=config.timeouts.total)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from exc
 
 
 def _begin_immediate(conn: sqlite3.Connection, timeout: float = 30.0) -> None:

@@ -21,7 +21,7 @@ from gateway.governance import InlinePolicies
 from gateway.identity import Caller, IdentityCache
 from gateway.jwt_auth import JwtSettings, JwtVerifier, looks_like_jwt
 from gateway.quota import QuotaStore
-from gateway.quota_sqlite import SqliteQuotaStore
+from gateway.quota_sqlite import SqliteQuotaStore, settings_from_config
 from gateway.upstream import Upstreams
 
 log = logging.getLogger("gateway")
@@ -47,7 +47,9 @@ class GatewayState:
         self.config = config
         self.upstreams = Upstreams(config, echo_transport=echo_transport)
         self.inline_policies = InlinePolicies()
-        self.quotas: QuotaStore = SqliteQuotaStore.from_config(config)
+        self.quota_settings = settings_from_config(config)
+        self.quotas: QuotaStore = SqliteQuotaStore(config.database_path, self.quota_settings,
+                                                   background=lambda: self.nursery)
         self.event_settings = _event_settings(config)
         self.event_sink = QueueSink(self.event_settings.queue_capacity,
                                     recent=self.event_settings.recent)
@@ -131,11 +133,22 @@ class GatewayState:
             quota_subject=subject, decision=decision.decision, now=trio.current_time(),
             rand=random.random())
         for change in outcome.events:
+            name, classification, source = loaded.name, loaded.policy.classification, \
+                loaded.source
+            if change.revision != loaded.revision:
+                # The end of an older revision's rollback (a new one replaced it): the event
+                # describes that revision, so its snapshot is that revision's source. Rare.
+                from gateway.policy_registry import list_revisions
+
+                old = next((r for r in list_revisions(self.db, change.policy_id)
+                            if r.revision == change.revision), None)
+                if old is not None:
+                    name, classification, source = old.name, old.classification, old.source
             self.events.emit(base_event(
                 "revision", user_id=None, org_id=None, policy_id=change.policy_id,
-                policy_name=loaded.name, policy_revision=change.revision,
-                data_classification=loaded.policy.classification, edit_type=change.edit_type,
-                config_snapshot=loaded.source, reason=change.reason,
+                policy_name=name, policy_revision=change.revision,
+                data_classification=classification, edit_type=change.edit_type,
+                config_snapshot=source, reason=change.reason,
                 window={"share_pct": change.share_pct, "matching": change.matching,
                         "total": change.total}))
         return outcome.rollout_mode, outcome.enforced

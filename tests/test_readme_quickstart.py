@@ -37,8 +37,9 @@ def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
            if not k.startswith(("OPENAI_", "ANTHROPIC_", "GATEWAY_"))}
 
     def cli(*args: str) -> dict:
-        out = subprocess.run([sys.executable, "-m", "gateway", *args], cwd=workdir, env=env,
-                             check=True, capture_output=True, text=True, timeout=60).stdout
+        out = subprocess.run([sys.executable, "-m", "gateway", *args, "--json"], cwd=workdir,
+                             env=env, check=True, capture_output=True, text=True,
+                             timeout=60).stdout
         return json.loads(out)
 
     account = cli("accounts", "create", "demo", "--plan", "control")

@@ -35,7 +35,7 @@ class Workspace:
                               cwd=self.root, env=env, capture_output=True, text=True, timeout=60)
 
     def ok(self, *args: str):
-        result = self.run(*args)
+        result = self.run(*args, "--json")
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
 

@@ -73,3 +73,8 @@ def test_the_documented_configuration_loads():
     assert config.provider_for(OPENAI, "llama-3").name == "groq"
     assert config.always_blocked_categories == ("self-harm/instructions", "sexual/minors")
     assert config.jwt["audience"] == "policy-gateway"
+    from gateway.quota import QuotaSettings
+
+    quotas = QuotaSettings.from_mapping(config.quotas)
+    assert quotas.reservation_ttl_seconds == 960
+    assert len(quotas.configured_limits("proj_support_bot")[0]) == 2

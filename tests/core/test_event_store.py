@@ -23,7 +23,7 @@ from gateway.event_store import (
     query_history,
     row_to_event,
 )
-from gateway.events import QueueSink, RateLimitedLog, base_event
+from gateway.events import EVENT_FIELDS, QueueSink, RateLimitedLog, base_event
 
 
 def enforcement(**fields: Any) -> dict[str, Any]:
@@ -47,7 +47,17 @@ def test_a_stored_row_gives_back_the_event_exactly():
     db = open_database(":memory:")
     db["policy_events"].insert(row)
     stored = next(db.query("SELECT * FROM policy_events"))
-    assert row_to_event(stored) == {k: v for k, v in event.items() if v is not None}
+    assert row_to_event(stored) == event
+
+
+def test_a_stored_event_carries_every_field_of_its_class():
+    revision = base_event("revision", policy_id="p", edit_type="create", config_snapshot="src")
+    db = open_database(":memory:")
+    db["policy_events"].insert(event_to_row(revision))
+    stored = row_to_event(next(db.query("SELECT * FROM policy_events")))
+    assert set(stored) == set(EVENT_FIELDS["revision"])
+    assert (stored["user_id"], stored["edit_type"]) == (None, "create")
+    assert "decision" not in stored
 
 
 # --- the queue ------------------------------------------------------------------------------

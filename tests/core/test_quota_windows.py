@@ -158,3 +158,33 @@ def test_settings_validate_the_quotas_section() -> None:
         QuotaSettings.from_mapping({"default_tokens": 7})
     with pytest.raises(ValueError):
         QuotaSettings.from_mapping({"reservation_ttl_seconds": 0})
+
+
+def test_configured_quotas_apply_to_every_project_and_to_named_ones() -> None:
+    settings = QuotaSettings.from_mapping({
+        "budget": {"tokens": {"monthly": 1000}},
+        "user_quota": {"requests": {"minute": 5}},
+        "projects": {"proj_a": {"budget": {"requests": {"daily": 10}},
+                                "user_quota": {"requests": {"minute": 2}}}}})
+    project, user = settings.configured_limits("proj_a")
+    assert set(project) == {QuotaLimit("tokens", "monthly", 1000),
+                            QuotaLimit("requests", "daily", 10)}
+    # Both user limits are kept: the store enforces the tightest (2 per minute).
+    request = QuotaRequest("proj_a", "u1", 1, project_limits=project, user_limits=user)
+    assert [(lm.kind, lm.unit, lm.window, lm.limit) for lm in request.limits()
+            if lm.kind == "user"] == [("user", "requests", "minute", 2)]
+    assert settings.configured_limits("proj_other") == (
+        (QuotaLimit("tokens", "monthly", 1000),), (QuotaLimit("requests", "minute", 5),))
+
+
+@pytest.mark.parametrize("section", [
+    {"budget": {"requests": {"fortnight": 3}}},
+    {"budget": {"bytes": {"daily": 3}}},
+    {"user_quota": {"requests": {"daily": -1}}},
+    {"projects": {"proj_a": {"budget": {"requests": {"daily": 1.5}}}}},
+    {"projects": {"proj_a": {"limits": {}}}},
+    {"projects": ["proj_a"]},
+])
+def test_malformed_configured_quotas_are_refused(section: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        QuotaSettings.from_mapping(section)

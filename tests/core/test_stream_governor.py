@@ -145,6 +145,22 @@ def test_chat_usage_chunk_reaches_the_client_only_when_it_asked(client_asked: bo
     assert (gov.input_tokens, gov.output_tokens) == (17, 5)
 
 
+@by_surface
+def test_output_characters_are_counted_until_usage_arrives(surface: str) -> None:
+    """A stream cut before its usage is charged from what it streamed (SPEC §8 settlement)."""
+    frames = upstream(surface, ["Hello", " there, friend"])
+    gov = governor(surface, rules=False)
+    first_usage = next(i for i, (f, p) in enumerate(frames)
+                       if p is not None and APIS[surface][0].stream_usage(f.event, p) is not None)
+    for f, payload in frames[:first_usage]:
+        gov.feed(f, payload)
+    before_usage = gov.usage_reported
+    for f, payload in frames[first_usage:]:
+        gov.feed(f, payload)
+    assert gov.output_chars == len("Hello there, friend")
+    assert (before_usage, gov.usage_reported) == (False, True)
+
+
 # --- an output refusal ends the stream with the API's termination frames ---------------------------
 
 #: Over one window of harmless text before the term, so some text must be released early.

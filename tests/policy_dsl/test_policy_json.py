@@ -92,3 +92,36 @@ def test_bad_json_documents_give_diagnostics():
     found = [(d.line, d.column, d.message, d.hint) for d in dsl.check(bad)]
     assert found[0][:3] == (3, 24, "`denylist` must be a list of strings")
     assert found[1][2:] == ("unknown category 'hat'", "did you mean `hate`?")
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"config": {"rules": {"enforcement_action": "explode"}}},
+     "`enforcement_action` must be one of rewrite, block, summarize, escalate"),
+    ({"config": {"deployment": {"percentage": "abc"}}},
+     "`percentage` must be a number from 0 to 100"),
+    ({"config": {"deployment": {"percentage": 150}}}, "`percentage` must be from 0 to 100"),
+    ({"config": {"deployment": {"enabled": "no"}}}, "`enabled` must be true or false"),
+    ({"confg": {}}, "unknown key `confg` in the policy document"),
+    ({"config": {"rules": {"denylst": ["x"]}}}, "unknown key `denylst` in `config.rules`"),
+    ({"config": {"deployment": {"auto_rollback": {"treshold_pct": 5}}}},
+     "unknown key `treshold_pct` in `config.deployment.auto_rollback`"),
+])
+def test_current_shape_refuses_bad_values_and_unknown_keys(change, message):
+    doc = {"name": "x", **change}
+    messages = [d.message for d in dsl.check(json.dumps(doc)) if d.severity == "error"]
+    assert message in messages
+    with pytest.raises(dsl.PolicyError):
+        dsl.compile_policy(json.dumps(doc))
+
+
+def test_unknown_key_gets_a_did_you_mean():
+    found = dsl.check(json.dumps({"name": "x", "config": {"rules": {"denylst": ["x"]}}}))
+    assert [d.hint for d in found] == ["did you mean `denylist`?"]
+
+
+def test_legacy_shape_refuses_unknown_keys():
+    doc = {"policy_id": "old", "rules": {"denylist": ["x"], "redactt": True},
+           "org_controls": {"data_classification": "internal", "user_qouta": {}}}
+    messages = sorted(d.message for d in dsl.check(json.dumps(doc)))
+    assert messages == ["unknown key `redactt` in `rules`",
+                        "unknown key `user_qouta` in `org_controls`"]

@@ -30,6 +30,7 @@ from mock_upstream import MockUpstream
 HERE = Path(__file__).parent
 REPO = HERE.parents[1]
 _project_numbers = itertools.count(1)
+CONFIGURED_PROJECT = "proj_configured_quota"
 
 
 @dataclass
@@ -41,7 +42,7 @@ class Workers:
     process: subprocess.Popen[bytes]
 
     def cli(self, *args: str) -> Any:
-        done = subprocess.run([sys.executable, "-m", "gateway", *args, "--config",
+        done = subprocess.run([sys.executable, "-m", "gateway", *args, "--json", "--config",
                                str(self.config_path)], cwd=REPO, capture_output=True,
                               timeout=60, check=False)
         if done.returncode != 0:
@@ -50,9 +51,10 @@ class Workers:
 
     def project(self, *, budget: dict[str, Any] | None = None,
                 user_quota: dict[str, Any] | None = None,
-                policy: str = "quota_open") -> tuple[str, str]:
+                policy: str = "quota_open", project_id: str | None = None
+                ) -> tuple[str, str]:
         """A new project with these quotas and a key bound to it: (project id, key)."""
-        project_id = f"proj_q{next(_project_numbers)}_{os.getpid()}"
+        project_id = project_id or f"proj_q{next(_project_numbers)}_{os.getpid()}"
         args = ["projects", "create", project_id, "--account", self.account_id,
                 "--name", project_id, "--policy", policy]
         if budget is not None:
@@ -111,11 +113,14 @@ def start_workers(root: Path, mock_url: str, port: int | None = None) -> Workers
     config_path.write_text(
         f'[server]\nhost = "127.0.0.1"\nport = {port}\n\n'
         f'[database]\npath = "{db_path}"\n\n[policies]\ndirectory = "{policies}"\n\n'
-        f'[quotas]\ndefault_output_tokens = 64\n\n' + _toml_providers(mock_url))
+        f'[quotas]\ndefault_output_tokens = 64\n\n'
+        # A quota set in the configuration for one project (test_configured_project_quota).
+        f'[quotas.projects.{CONFIGURED_PROJECT}]\nbudget = {{requests = {{hour = 2}}}}\n\n'
+        + _toml_providers(mock_url))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     account = json.loads(subprocess.run(
         [sys.executable, "-m", "gateway", "accounts", "create", "quota-e2e", "--plan", "control",
-         "--config", str(config_path)], cwd=REPO, capture_output=True, check=True,
+         "--json", "--config", str(config_path)], cwd=REPO, capture_output=True, check=True,
         timeout=60).stdout)
     with (root / "gateway.log").open("wb") as log:  # the child keeps its own descriptor
         process = subprocess.Popen(

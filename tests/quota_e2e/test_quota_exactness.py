@@ -13,7 +13,7 @@ import trio
 
 from gateway.quota import retry_after_seconds
 
-from .conftest import Workers
+from .conftest import CONFIGURED_PROJECT, Workers
 
 SLOW = {"x-mock-scenario": json.dumps({"mode": "slow", "delay": 0.3})}
 
@@ -193,3 +193,15 @@ def test_usage_command_shows_project_and_top_users(workers: Workers) -> None:
     assert [u["quota_subject"] for u in report["users"]] == ["dave", "erin"]
     assert report["users"][0]["counters"][0]["used"] == 3
     assert report["users"][0]["counters"][0]["limit"] == 10
+
+
+async def test_configured_project_quota_applies_and_the_tightest_wins(workers: Workers) -> None:
+    # The configuration allows 2 requests per hour for this project; its own budget allows 5.
+    project_id, key = workers.project(project_id=CONFIGURED_PROJECT,
+                                      budget={"requests": {"hour": 5}})
+    responses = await burst(workers, key, 4)
+    assert sorted(r.status_code for r in responses) == [200, 200, 429, 429]
+    refused = next(r for r in responses if r.status_code == 429)
+    assert refused.json()["policy"]["reason_code"] == "PROJECT_QUOTA_EXCEEDED"
+    assert refused.headers["x-ratelimit-limit-requests"] == "2"
+    assert workers.settled(project_id)[("project", project_id, "requests")] == 2

@@ -91,9 +91,12 @@ async def test_client_disconnect_mid_stream_gives_the_estimate_back(workers: Wor
                 break  # the client goes away after its first bytes
     await trio.to_thread.run_sync(workers.settled, project_id)
     tokens, requests = tokens_and_requests(workers, project_id)
-    # The upstream was called, so the request counts; the 500+ token estimate does not linger,
-    # and no usage was reported before the client left.
-    assert (tokens, requests) == (0, 1)
+    # The upstream was called, so the request counts. No usage was reported before the client
+    # left: it is charged the input it sent plus at least the output it got, not the 500-token
+    # estimate of the whole answer, and not nothing.
+    sent = -(-len(body["messages"][-1]["content"]) // 4)
+    assert requests == 1
+    assert sent <= tokens < 500
 
 
 async def test_client_disconnect_before_the_answer_releases(workers: Workers) -> None:

@@ -1,0 +1,104 @@
+"""docs/onboarding.md, run as a user runs it: its command blocks, exactly as written, in one
+shell session in a copy of the repository's `policies/`, with the gateway block started in the
+background, and its Python block with the official OpenAI SDK. The printed result must be the one
+the page shows.
+
+Two things differ from a user's terminal, both outside the page's commands: the gateway listens
+on a free port instead of 8080 (tests run side by side), and `python` is this virtualenv's.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGE = ROOT / "docs" / "onboarding.md"
+BLOCK = re.compile(r"(?:<!-- onboarding-test: (?P<mark>\w+)[^>]*-->\n)?"
+                   r"```(?P<lang>\w+)\n(?P<body>.*?)\n```", re.S)
+
+
+def _blocks() -> list[tuple[str | None, str, str]]:
+    return [(m["mark"], m["lang"], m["body"]) for m in BLOCK.finditer(PAGE.read_text())]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_port(port: int, server: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        assert server.poll() is None, "the gateway exited"
+        assert time.monotonic() < deadline, "the gateway did not start"
+        time.sleep(0.1)
+
+
+def test_the_page_has_the_steps_the_issue_asks_for():
+    blocks = _blocks()
+    marks = [mark for mark, _, _ in blocks]
+    assert marks.count("background") == 1 and marks.count("skip") == 1
+    shell = "\n".join(body for mark, lang, body in blocks if lang == "sh" and mark is None)
+    for command in ("policies add", "projects create", "projects link", "keys create"):
+        assert f"python -m gateway {command}" in shell
+    [python] = [body for _, lang, body in blocks if lang == "python"]
+    assert '/policy/v1"' in python and "stream=True" in python
+
+
+def test_the_walk_through_runs_end_to_end(tmp_path):
+    workdir = tmp_path / "clone"
+    workdir.mkdir()
+    shutil.copytree(ROOT / "policies", workdir / "policies")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OPENAI_", "ANTHROPIC_", "GATEWAY_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+
+    blocks = _blocks()
+    [serve] = [body for mark, _, body in blocks if mark == "background"]
+    [expected] = [body for _, lang, body in blocks if lang == "text"]
+    script = ["set -euo pipefail"]
+    for index, (mark, lang, body) in enumerate(blocks):
+        if mark is not None or lang == "text":
+            continue
+        if lang == "sh":
+            script.append(body)
+        elif lang == "python":
+            program = tmp_path / f"block_{index}.py"
+            program.write_text(body.replace("127.0.0.1:8080", f"127.0.0.1:{port}"))
+            script.append(f"python {program}")
+
+    server = subprocess.Popen(["bash", "-c", f"exec {serve} --port {port}"], cwd=workdir,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_for_port(port, server)
+        done = subprocess.run(["bash", "-c", "\n".join(script)], cwd=workdir, env=env,
+                              capture_output=True, text=True, timeout=180)
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        assert server.stderr is not None
+        server.stderr.close()
+    assert done.returncode == 0, done.stderr
+    # The simulation of step 4, then exactly the output the page shows for step 5.
+    assert re.search(r"^effective_decision\s+refuse$", done.stdout, re.M), done.stdout
+    assert re.search(r"^reason_code\s+ASKS_FOR_SECRETS$", done.stdout, re.M)
+    assert done.stdout.endswith(expected + "\n"), done.stdout
+    assert (workdir / "policies" / "no_secrets.pol").read_text() == \
+        (workdir / "no_secrets.pol").read_text()

@@ -1,0 +1,121 @@
+"""SIGTERM during 20 concurrent governed streams of a real server (1 and 2 worker processes).
+
+Half the streams are short (they end within the grace period) and must complete normally; the
+other half would run long after it and must end with their API's own error frame
+(`server_shutting_down`). Meanwhile the server accepts no new connection. The server exits 0,
+and the database holds exactly one event per stream, with the outcome each one had.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from conftest import Server
+
+GRACE = 3.0
+SHORT = {"mode": "slow", "delay": 0.1, "chunks": ["a", "b", "c", "d", "e"]}
+LONG = {"mode": "slow", "delay": 0.3, "chunks": [f"w{n} " for n in range(40)]}
+STREAMS = 20
+
+
+def _request(index: int) -> tuple[str, dict[str, Any], dict[str, Any], bool]:
+    """(path, body, scenario, long?) of stream `index`: chat and messages, short and long."""
+    long = index % 2 == 1
+    if index % 4 < 2:
+        body: dict[str, Any] = {"model": "gpt-x", "stream": True,
+                                "messages": [{"role": "user", "content": f"stream {index}"}]}
+        return "/policy/chat/completions", body, LONG if long else SHORT, long
+    body = {"model": "claude-x", "max_tokens": 64, "stream": True,
+            "messages": [{"role": "user", "content": f"stream {index}"}]}
+    return "/policy/messages", body, LONG if long else SHORT, long
+
+
+def _frames(raw: bytes) -> list[tuple[str | None, str]]:
+    frames = []
+    for block in raw.decode().split("\n\n"):
+        if not block.strip():
+            continue
+        name, data = None, []
+        for line in block.split("\n"):
+            field, _, value = line.partition(": ")
+            if field == "event":
+                name = value
+            elif field == "data":
+                data.append(value)
+        frames.append((name, "\n".join(data)))
+    return frames
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_sigterm_finishes_short_streams_and_cuts_long_ones(make_server: Any,
+                                                                 workers: int) -> None:
+    server: Server = make_server(workers=workers, grace=GRACE)
+    bodies: dict[int, bytes] = {}
+    started = trio.Semaphore(0)  # released once per stream that has its first bytes
+
+    async def stream(index: int, client: httpx.AsyncClient) -> None:
+        path, body, scenario, _ = _request(index)
+        headers = server.headers(**{"x-policy-user": f"user-{index}",
+                                    "x-mock-scenario": json.dumps(scenario)})
+        received = b""
+        async with client.stream("POST", server.url + path, json=body,
+                                 headers=headers) as response:
+            assert response.status_code == 200
+            async for chunk in response.aiter_bytes():
+                if not received:
+                    started.release()
+                received += chunk
+        bodies[index] = received
+
+    limits = httpx.Limits(max_connections=STREAMS + 5)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                for index in range(STREAMS):
+                    nursery.start_soon(stream, index, client)
+                for _ in range(STREAMS):
+                    await started.acquire()
+                signalled_at = time.monotonic()
+                os.killpg(server.process.pid, signal.SIGTERM)
+                await trio.sleep(1.0)
+                # Within the grace period, with streams still running: no new connections.
+                with pytest.raises(httpx.ConnectError):
+                    async with httpx.AsyncClient(timeout=5) as fresh:
+                        await fresh.get(server.url + "/healthz")
+    took = time.monotonic() - signalled_at
+    exit_code = await trio.to_thread.run_sync(server.process.wait, 60)
+    assert exit_code == 0, server.log_path.read_text()[-3000:]
+    assert took >= GRACE - 0.5  # the long streams were given the grace period
+
+    for index in range(STREAMS):
+        path, _, _, long = _request(index)
+        frames = _frames(bodies[index])
+        name, data = frames[-1]
+        if not long:  # finished normally, with the API's own last frame
+            assert (name, data) == (("message_stop", data) if "messages" in path
+                                    else (None, "[DONE]")), frames[-1]
+            continue
+        error = json.loads(data)
+        assert error["error"]["code"] == "server_shutting_down", error
+        assert error["policy"]["project_id"] == "proj_ops"
+        if "messages" in path:
+            assert name == "error" and error["type"] == "error"
+        else:
+            assert name is None and error["error"]["type"] == "server_error"
+        assert len(frames) > 3  # it did stream before being ended
+
+    events = {event["policy_user"]: event for event in server.events()}
+    assert len(server.events()) == STREAMS  # one event per request, none lost
+    for index in range(STREAMS):
+        _, _, _, long = _request(index)
+        event = events[f"user-{index}"]
+        assert (event["outcome"], event["status"]) == (
+            ("shutdown", 503) if long else ("completed", 200)), event
+    assert all(json.loads(line) for line in server.log_lines())
