@@ -66,16 +66,18 @@ async def proxy_api(state: GatewayState, adapter: Adapter, inbound: Inbound, *,
 def _govern_inline(state: GatewayState, adapter: Adapter, body: JSON) -> JSON | Outbound:
     """Always-blocked categories, and an inline `policy` evaluated and enforced for this one
     request (SPEC §5.5, §5.10). Nothing is added to the answer unless it is refused."""
-    inline = state.inline_policies.compile(body["policy"]) if "policy" in body else None
+    # `"policy": null` means no inline policy, as on /policy/* (the field is still stripped).
+    inline = (state.inline_policies.compile(body["policy"])
+              if body.get("policy") is not None else None)
     view = adapter.input_view(body)
     classification = dsl.classify(view.input_text, pii=inline is not None)
     blocked = [c for c in classification.triggered()
                if c in state.config.always_blocked_categories]
     if blocked:
         raise ModerationBlocked(f"The request was blocked for category '{blocked[0]}'.")
+    forward = {k: v for k, v in body.items() if k != "policy"} if "policy" in body else body
     if inline is None:
-        return body
-    forward = {k: v for k, v in body.items() if k != "policy"}
+        return forward
     facts = dsl.RequestFacts(
         surface=adapter.surface, model=str(body.get("model", "")),
         message_count=view.message_count, estimated_input_tokens=view.estimated_input_tokens,

@@ -116,6 +116,15 @@ def test_on_compat_an_inline_rewrite_and_redaction_are_carried_out(governed, moc
         {"role": "user", "content": "Mail me at [REDACTED:EMAIL]"}]
 
 
+@pytest.mark.parametrize("prefix", ["/v1", "/policy"])
+def test_a_null_inline_policy_is_no_policy_and_never_forwarded(governed, mock, prefix):
+    body = body_of("chat", ORDER)
+    response = send(governed, prefix, "chat", {**body, "policy": None})
+    assert response.status_code == 200, response.text
+    assert "policy" not in mock.requests[-1].json
+    assert mock.requests[-1].json["messages"] == body["messages"]
+
+
 @pytest.mark.parametrize("api", ALL_APIS)
 def test_on_compat_a_broken_inline_policy_is_invalid_policy(governed, mock, api):
     response = send(governed, "/v1", api, body_of(api, ORDER, policy=ALLOW_ALL_POL.replace(
