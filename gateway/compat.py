@@ -25,7 +25,7 @@ from gateway.errors import (
 )
 from gateway.governance import encode_body
 from gateway.identity import Caller, credential_from_headers
-from gateway.shutdown import CUT, ShuttingDown, next_frames
+from gateway.shutdown import ShuttingDown, until_cut
 from gateway.state import GatewayState
 from gateway.upstream import Exchange, relayable_response_headers
 from gateway.wire import Inbound, Outbound, OwnedStream
@@ -146,17 +146,9 @@ async def relay(state: GatewayState, adapter: Adapter | None, exchange: Exchange
 async def _relay_frames(adapter: Adapter, exchange: Exchange, upstream_started: float
                         ) -> AsyncIterator[bytes]:
     record = current_record()
-    draining = record.draining if record is not None else None
     try:
-        async with aclosing(exchange.frames(adapter)) as frames:
-            while True:
-                try:
-                    batch = await next_frames(draining, frames)
-                except StopAsyncIteration:
-                    break
-                if batch is CUT:
-                    raise ShuttingDown(
-                        "The gateway is shutting down and ended this stream; retry the request.")
+        async with aclosing(until_cut(exchange.frames(adapter))) as batches:
+            async for batch in batches:
                 yield b"".join(frame.raw for frame, _payload in batch)
     except (UpstreamError, ShuttingDown) as error:
         if record is not None:

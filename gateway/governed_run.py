@@ -33,7 +33,7 @@ from gateway.events import base_event
 from gateway.governance import Governance, combine, encode_body
 from gateway.policy_stream import DEFAULT_REFUSAL, StreamGovernor, WholeBlockMonitor
 from gateway.quota import Reservation
-from gateway.shutdown import CUT, ShuttingDown, next_frames
+from gateway.shutdown import ShuttingDown, until_cut
 from gateway.state import GatewayState
 from gateway.upstream import Exchange, relayable_response_headers
 from gateway.wire import Outbound, OwnedStream
@@ -174,18 +174,9 @@ class GovernedRun:
     async def _stream(self, exchange: Exchange, governor: StreamGovernor,
                       upstream_started: float) -> AsyncIterator[bytes]:
         outcome, status = "completed", 200
-        record = current_record()
-        draining = record.draining if record is not None else None
         try:
-            async with aclosing(exchange.frames(self.adapter)) as frames:
-                while True:
-                    try:
-                        batch = await next_frames(draining, frames)
-                    except StopAsyncIteration:
-                        break
-                    if batch is CUT:
-                        raise ShuttingDown("The gateway is shutting down and ended this stream; "
-                                           "retry the request.")
+            async with aclosing(until_cut(exchange.frames(self.adapter))) as batches:
+                async for batch in batches:
                     out = b"".join(governor.feed(frame, payload) for frame, payload in batch)
                     if out:
                         yield out

@@ -31,7 +31,8 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from functools import partial
 from multiprocessing.connection import wait
 from multiprocessing.synchronize import Event as EventType
@@ -114,6 +115,26 @@ async def next_frames(draining: Draining | None, frames: Any) -> Any:
     if draining is None:
         return await frames.__anext__()
     return await draining.next_or_cut(frames)
+
+
+async def until_cut(frames: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:
+    """The batches of a relayed stream's `frames` (closed at the end), ended by `ShuttingDown`
+    once the grace period after SIGTERM has passed; each surface turns that into its API's
+    error frame."""
+    from gateway.access_log import current_record
+
+    record = current_record()
+    draining = record.draining if record is not None else None
+    async with aclosing(frames):
+        while True:
+            try:
+                batch = await next_frames(draining, frames)
+            except StopAsyncIteration:
+                return
+            if batch is CUT:
+                raise ShuttingDown(
+                    "The gateway is shutting down and ended this stream; retry the request.")
+            yield batch
 
 
 # --- workers ------------------------------------------------------------------------------------

@@ -18,9 +18,10 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import REFUSED_WORD, Server, start_server
 from mock_upstream import MockUpstream
 from prometheus_client.parser import text_string_to_metric_families
+
+from .conftest import REFUSED_WORD, Server, start_server
 
 CHAT = "/policy/chat/completions"
 MESSAGES = "/policy/messages"

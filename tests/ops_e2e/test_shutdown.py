@@ -17,7 +17,8 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from conftest import Server
+
+from .conftest import Server
 
 GRACE = 3.0
 SHORT = {"mode": "slow", "delay": 0.1, "chunks": ["a", "b", "c", "d", "e"]}
