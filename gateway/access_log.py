@@ -13,8 +13,12 @@ than the request id, never a body, so prompt text cannot reach the logs by const
 
 from __future__ import annotations
 
+import atexit
+import copy
 import logging
+import logging.handlers
 import os
+import queue
 import re
 import sys
 from contextvars import ContextVar
@@ -129,15 +133,44 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
+_listener: logging.handlers.QueueListener | None = None
+
+
+class _QueueHandler(logging.handlers.QueueHandler):
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        # The stock `prepare` formats the message and drops the exception here, on the event
+        # loop; the JSON formatter in the listener thread needs neither done for it. Only the
+        # message's arguments are merged now, while they are certain to be unchanged.
+        record = copy.copy(record)
+        record.msg, record.args = record.getMessage(), None
+        return record
+
+
+@atexit.register  # writes what is still queued when the process exits
+def stop_log_thread() -> None:
+    """Stop the thread that writes log lines, once everything queued is written."""
+    global _listener
+    if _listener is not None:
+        _listener.stop()
+        _listener = None
+
+
 def configure_logging(level: str | int = "INFO") -> None:
     """JSON lines on stderr for every logger of the process (gateway, hypercorn, libraries).
     Called by `python -m gateway serve` in each process that serves."""
+    global _listener
+    stop_log_thread()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    # The event loop only queues the record; a thread formats and writes it, so a slow log
+    # pipe never stalls requests (the request path does no I/O besides the upstream call).
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    _listener = logging.handlers.QueueListener(records, handler)
+    _listener.start()
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)
-    root.addHandler(handler)
+    root.addHandler(_QueueHandler(records))
     root.setLevel(level)
     # hypercorn's own loggers must not add their plain-text handlers next to ours.
     for name in ("hypercorn.error", "hypercorn.access"):
