@@ -12,6 +12,7 @@ revisions it records straight into the event store.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -180,6 +181,14 @@ def _database(config: Config) -> sqlite_utils.Database:
     return open_database(config.database_path)
 
 
+def cli_user_id() -> str:
+    """Who a CLI edit is by: the operating-system user, marked as coming from the CLI."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no login name and no passwd entry (some containers)
+        return "cli:unknown"
+
+
 def _record_events(config: Config, changes: Sequence[PolicyRevision]) -> None:
     """Store the `revision` events of the revisions this command recorded."""
     from gateway.event_store import EventStorageError, EventStore
@@ -188,7 +197,7 @@ def _record_events(config: Config, changes: Sequence[PolicyRevision]) -> None:
         return
     store = EventStore(config.database_path)
     try:
-        store.write([revision_event(change) for change in changes])
+        store.write([revision_event(change, cli_user_id()) for change in changes])
     except EventStorageError as exc:  # the change itself is made; say what was not recorded
         print(f"warning: {len(changes)} revision event(s) not stored: {exc}", file=sys.stderr)
     finally:

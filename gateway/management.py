@@ -21,11 +21,12 @@ import sqlite3
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
 import trio
-from quart import Blueprint, Quart, Response, current_app, request
+from quart import Blueprint, Quart, Response, current_app, g, request
 from werkzeug.datastructures import Headers
 
 import dsl
@@ -98,6 +99,11 @@ def _reloader() -> PolicyReloader:
     return reloader
 
 
+def _reload_as_admin() -> PolicyRegistry:
+    """Reload after an API write; its revision events name the admin who made it."""
+    return _reloader().reload(user_id=g.admin_user_id)
+
+
 def _to_quart(out: Outbound) -> Response:
     return Response(out.body, status=out.status, headers=Headers(out.headers))
 
@@ -138,7 +144,8 @@ def admin_route(rule: str, methods: list[str]) -> Callable[[Handler], Handler]:
             # keep-alive connection hypercorn stalls a later request behind an unread body.
             await request.get_data()
             try:
-                authorize_admin(state, request.headers)
+                # Kept for the handler: a policy write's revision event names its admin.
+                g.admin_user_id = authorize_admin(state, request.headers)
                 return await handler(state, **params)
             except GatewayError as exc:
                 return _to_quart(error_response(CHAT, exc))
@@ -220,7 +227,7 @@ def _write_policy(state: Any, source: str, replacing: Any | None) -> dict[str, A
     try:
         target = write_policy_file(state.config.policies_dir, source, state.registry,
                                    replacing=replacing, filename=filename)
-        registry = _reloader().reload()
+        registry = _reload_as_admin()
         loaded = placed_policy(registry, target.stem, target)
     except PolicyFileError as failure:
         raise _invalid_policy(failure.diagnostics) from None
@@ -229,6 +236,13 @@ def _write_policy(state: Any, source: str, replacing: Any | None) -> dict[str, A
     except PolicyConflict as exc:
         raise Conflict(str(exc)) from None
     return {**_policy_summary(loaded, registry), "source": loaded.source}
+
+
+def _delete_policy_file(path: str) -> PolicyRegistry:
+    """Remove the file and reload with no await in between: the directory watcher (same
+    thread) must not see the deletion first and record it without the admin's id."""
+    Path(path).unlink(missing_ok=True)
+    return _reload_as_admin()
 
 
 def _loaded_or_404(state: Any, policy_id: str) -> Any:
@@ -278,8 +292,7 @@ async def update_policy(state: Any, policy_id: str) -> Response:
 @admin_route("/policies/<policy_id>", ["DELETE"])
 async def delete_policy(state: Any, policy_id: str) -> Response:
     loaded = _loaded_or_404(state, policy_id)
-    await trio.Path(loaded.path).unlink(missing_ok=True)
-    registry = _reloader().reload()
+    registry = _delete_policy_file(loaded.path)
     revisions = list_revisions(state.db, policy_id)
     return _json(200, {"policy_id": policy_id, "deleted": registry.get(policy_id) is None,
                        "revision": revisions[-1].revision if revisions else None})

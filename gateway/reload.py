@@ -70,11 +70,13 @@ def revision_event(change: PolicyRevision, user_id: str | None = None) -> dict[s
         config_snapshot=change.source)
 
 
-def emit_revision_events(state: Any, registry: PolicyRegistry) -> None:
+def emit_revision_events(state: Any, registry: PolicyRegistry,
+                         user_id: str | None = None) -> None:
     """One `revision` event per revision `registry`'s load recorded. Whoever records a revision
-    emits its event (the gateway here, the CLI for its own writes), so each is emitted once."""
+    emits its event (the gateway here, the CLI for its own writes), so each is emitted once.
+    `user_id` is who made the change (the admin of an API write); None for a file edit."""
     for change in registry.changes:
-        state.events.emit(revision_event(change))
+        state.events.emit(revision_event(change, user_id))
 
 
 class PolicyIdRefused(ValueError):
@@ -155,8 +157,9 @@ class PolicyReloader:
         #: (the metrics count reloads and failures this way).
         self.listeners: list[Callable[[PolicyRegistry | None], None]] = []
 
-    def reload(self) -> PolicyRegistry:
-        """Load the directory now and put the result in force; returns the new snapshot."""
+    def reload(self, *, user_id: str | None = None) -> PolicyRegistry:
+        """Load the directory now and put the result in force; returns the new snapshot.
+        `user_id` is who changed the directory (the admin of an API write), for the events."""
         try:
             registry = PolicyRegistry.load(self.directory, self.state.db,
                                            previous=self.state.registry)
@@ -168,7 +171,7 @@ class PolicyReloader:
             listener(registry)
         self.state.registry = registry
         self._log_errors(registry)
-        emit_revision_events(self.state, registry)
+        emit_revision_events(self.state, registry, user_id)
         self._fingerprint = directory_fingerprint(self.directory)
         return registry
 

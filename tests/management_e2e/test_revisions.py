@@ -5,6 +5,7 @@ changes nothing."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import subprocess
@@ -153,3 +154,40 @@ def test_a_write_cannot_rename_a_policy_or_take_another_ones_id(managed):
     assert unsafe.status_code == 400
     assert sorted(p.name for p in managed.policies.iterdir()) == ["guard.pol"]
     assert httpx.get(managed.url + "/readyz", timeout=10).status_code == 200
+
+
+def _stored_revision_authors(managed, policy_id: str) -> list[tuple[str, str | None]]:
+    _wait_for(lambda: managed.state.event_writer.held == 0)
+    db = open_database(managed.gateway.db_path)
+    try:
+        rows = db.execute("SELECT edit_type, user_id FROM policy_events WHERE "
+                          "event_type = 'revision' AND policy_id = ? ORDER BY policy_revision",
+                          [policy_id]).fetchall()
+    finally:
+        db.conn.close()
+    return [tuple(row) for row in rows]
+
+
+def test_api_revision_events_name_the_admin_who_made_the_change(managed):
+    admin_jwt = managed.token("alice@example.com", ["admin"])
+    with managed.admin() as admin:
+        created = admin.post("/policies", json={"source": guard_source("kiwi", "fig")})
+        assert created.status_code == 201, created.text
+        updated = admin.put("/policies/fig", json={"source": guard_source("plum", "fig")},
+                            headers={"authorization": f"Bearer {admin_jwt}"})
+        assert updated.status_code == 200, updated.text
+        assert admin.delete("/policies/fig",
+                            headers={"authorization": f"Bearer {admin_jwt}"}).status_code == 200
+    assert _stored_revision_authors(managed, "fig") == [
+        ("create", "admin"), ("update", "alice@example.com"), ("delete", "alice@example.com")]
+
+
+def test_file_edits_have_no_author_and_cli_edits_name_the_os_user(managed, tmp_path):
+    (managed.policies / "date.pol").write_text(guard_source("kiwi", "date"))
+    _wait_for(lambda: len(_revision_events(managed, "date")) == 1)
+    upload = tmp_path / "date.pol"
+    upload.write_text(guard_source("plum", "date"))
+    updated = _cli(managed, "policies", "update", "date", str(upload))
+    assert updated.returncode == 0, updated.stderr
+    assert _stored_revision_authors(managed, "date") == [
+        ("create", None), ("update", f"cli:{getpass.getuser()}")]
