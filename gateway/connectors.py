@@ -6,6 +6,10 @@ database rather than from the request path means a slow or dead destination only
 own progress: requests and other connectors never wait on it, and a restart resumes where the
 last recorded delivery stopped. Delivery is at least once (an event delivered just before a
 crash is delivered again); consumers dedupe on `event_id`.
+
+Every worker process runs every connector task, but a task delivers only while its process holds
+the connector's lease (gateway/leases.py); the others wait to take over, so a destination gets
+each event from one worker at a time.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import logging
 import os
 import random
 import sqlite3
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +33,7 @@ import trio
 from gateway.db import open_database
 from gateway.event_store import row_to_event
 from gateway.events import RateLimitedLog
+from gateway.leases import DEFAULT_LEASE_SECONDS, ConnectorLease, lease_owner_id
 
 log = logging.getLogger("gateway.events")
 
@@ -46,6 +52,8 @@ class ConnectorSettings:
     batch_size: int = 100
     #: Seconds between looks at the database when no writer notification comes (other workers).
     poll_seconds: float = 1.0
+    #: How long a worker's claim on this connector lasts unless renewed (renewed every third).
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
     # jsonl
     path: str = ""
     max_bytes: int = 10 * 1024 * 1024
@@ -218,9 +226,12 @@ class ConnectorTask:
     """Delivers one connector's events forever; `wake()` after new events were written."""
 
     def __init__(self, database_path: str, settings: ConnectorSettings, *,
-                 rand: Callable[[], float] = random.random) -> None:
+                 rand: Callable[[], float] = random.random, owner: str | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.progress = DeliveryLog(database_path, settings)
+        self.lease = ConnectorLease(database_path, settings.name, owner or lease_owner_id(),
+                                    ttl=settings.lease_seconds, clock=clock)
         self.delivered = 0
         self.failures = 0
         self._rand = rand
@@ -242,9 +253,53 @@ class ConnectorTask:
 
     async def _run(self) -> None:
         client = httpx.AsyncClient(trust_env=False) if self.settings.type == "webhook" else None
+        renew_every = self.settings.lease_seconds / 3
         try:
-            after = await trio.to_thread.run_sync(self.progress.delivered_seq)
             while True:
+                if await self._claim():
+                    with trio.CancelScope() as holding:
+                        async with trio.open_nursery() as nursery:
+                            nursery.start_soon(self._keep_lease, holding, renew_every)
+                            await self._deliver(client)
+                    self._log.warning("connector %s: lease lost, another worker delivers",
+                                      self.settings.name)
+                await trio.sleep(renew_every)
+        finally:
+            with trio.CancelScope(shield=True):
+                if client is not None:
+                    await client.aclose()
+                if self.lease.expires_at is not None:
+                    await self._release()
+                self.lease.close()
+                self.progress.close()
+
+    async def _claim(self) -> bool:
+        try:
+            return await trio.to_thread.run_sync(self.lease.claim)
+        except sqlite3.Error as exc:  # keep delivering only while the last claim lasts
+            self.lease.close()
+            self._log.warning("connector %s cannot renew its lease: %s", self.settings.name, exc)
+            return self.lease.held()
+
+    async def _keep_lease(self, holding: trio.CancelScope, renew_every: float) -> None:
+        # Renewing at a third of the lease leaves two tries before it could run out.
+        while True:
+            await trio.sleep(renew_every)
+            if not await self._claim():
+                holding.cancel()
+                return
+
+    async def _release(self) -> None:
+        try:
+            await trio.to_thread.run_sync(self.lease.release)
+        except sqlite3.Error as exc:  # it expires on its own; the takeover just waits for it
+            log.warning("connector %s cannot release its lease: %s", self.settings.name, exc)
+
+    async def _deliver(self, client: httpx.AsyncClient | None) -> None:
+        """Deliver from the stored progress on, forever (until the lease is lost): another
+        worker may have delivered since this one last held the lease."""
+        after = await self._delivered_seq()
+        while True:
                 batch = await self._read(after)
                 if not batch:
                     self._wakeup = trio.Event()
@@ -260,11 +315,18 @@ class ConnectorTask:
                         await self._deliver_webhook(Webhook(self.settings, client), event)
                         after = seq
                         await self._record(after, 1, 0, None)
-        finally:
-            with trio.CancelScope(shield=True):
-                if client is not None:
-                    await client.aclose()
+
+    async def _delivered_seq(self) -> int:
+        attempt = 0
+        while True:
+            try:
+                return await trio.to_thread.run_sync(self.progress.delivered_seq)
+            except sqlite3.Error as exc:
                 self.progress.close()
+                self._log.warning("connector %s cannot read its progress: %s",
+                                  self.settings.name, exc)
+                await trio.sleep(backoff(attempt, 0.1, 5.0, self._rand))
+                attempt += 1
 
     async def _read(self, after: int) -> list[tuple[int, dict[str, Any]]]:
         attempt = 0

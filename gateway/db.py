@@ -147,6 +147,9 @@ def _ensure_event_tables(db: sqlite_utils.Database) -> None:
         {"connector": str, "delivered_seq": int, "delivered": int, "failures": int,
          "last_error": str, "updated_at": str},
         pk="connector", not_null={"connector", "delivered_seq"}, if_not_exists=True)
+    # Which worker process delivers a connector's events, until when (gateway/leases.py).
+    db.conn.execute("CREATE TABLE IF NOT EXISTS connector_leases (connector TEXT PRIMARY KEY, "
+                    "owner TEXT NOT NULL, expires_at REAL NOT NULL)")
 
 
 @contextmanager
