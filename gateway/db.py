@@ -107,6 +107,30 @@ def ensure_schema(db: sqlite_utils.Database) -> None:
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
             (str(SCHEMA_VERSION),),
         )
+        _ensure_identity_version(db)
+
+
+#: The tables the request path keeps a snapshot of (`gateway.identity.IdentityCache`).
+IDENTITY_TABLES = ("accounts", "api_keys", "projects", "project_grants")
+
+
+def _ensure_identity_version(db: sqlite_utils.Database) -> None:
+    # Events and quota counters commit to this file all the time; only a change to these tables
+    # must make the request path reload its snapshot. Triggers count such changes, whichever
+    # process or tool makes them.
+    db.conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('identity_version', '0')")
+    bump = ("UPDATE meta SET value = CAST(value AS INTEGER) + 1 "
+            "WHERE key = 'identity_version'")
+    for table in IDENTITY_TABLES:
+        for change in ("INSERT", "UPDATE", "DELETE"):
+            db.conn.execute(f"CREATE TRIGGER IF NOT EXISTS {table}_{change.lower()}_identity "
+                            f"AFTER {change} ON {table} BEGIN {bump}; END")
+
+
+def identity_version(db: sqlite_utils.Database) -> int:
+    """How many times keys, accounts, projects or grants changed (see `_ensure_identity_version`)."""
+    row = db.conn.execute("SELECT value FROM meta WHERE key = 'identity_version'").fetchone()
+    return int(row[0]) if row else 0
 
 
 #: Columns of `policy_events` holding JSON (lists and objects of SPEC §9.2).

@@ -5,9 +5,10 @@ A keyed hash without salt is right here: keys carry 256 bits of randomness, so t
 to brute-force, and the lookup must be an O(1) dictionary hit on the request path.
 
 The request path never reads the disk in the steady state: `IdentityCache` keeps a snapshot of
-accounts and keys in memory and reloads it only when SQLite's `data_version` says another
-connection (another worker, the CLI) committed a change, so a revocation applies to the very
-next request everywhere.
+accounts, keys, projects and grants in memory and reloads it only when SQLite's `data_version`
+says another connection (another worker, the CLI) committed something and the identity version
+(bumped by triggers on those tables, see `gateway.db`) says it changed them; a revocation thus
+applies to the very next request everywhere, while event and quota writes cost no reload.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 import sqlite_utils
 
-from gateway.db import data_version
+from gateway.db import data_version, identity_version
 from gateway.errors import ApiKeyRevoked, InvalidApiKey
 
 PLANS = ("free", "control", "advanced", "enterprise")
@@ -155,21 +156,29 @@ class IdentityCache:
 
     def __init__(self, db: sqlite_utils.Database) -> None:
         self._db = db
-        self._version: int | None = None
+        self._data_version: int | None = None
+        self._identity_version: int | None = None
         self._keys: dict[str, ApiKey] = {}
         self._accounts: dict[str, Account] = {}
         self._projects: dict[str, Any] = {}
         self._grants: dict[str, frozenset[str]] = {}
 
     def refresh_if_changed(self) -> None:
+        # Two cheap checks, no disk I/O: has anything been committed to the file since (events
+        # and quotas commit all the time), and if so, did keys, accounts, projects or grants
+        # change? Only then is the snapshot read again.
         version = data_version(self._db)
-        if version != self._version:
+        if version == self._data_version:
+            return
+        self._data_version = version
+        identity = identity_version(self._db)
+        if identity != self._identity_version:
             self._load()
-            self._version = version
+            self._identity_version = identity
 
     def invalidate(self) -> None:
         """Force a reload on the next request (after a write on this same connection)."""
-        self._version = None
+        self._data_version = self._identity_version = None
 
     def _load(self) -> None:
         from gateway.projects import load_grants, load_projects

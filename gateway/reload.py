@@ -195,7 +195,9 @@ class PolicyReloader:
         task_status.started()
         while True:
             await trio.sleep(self.interval)
-            fingerprint = directory_fingerprint(self.directory)
+            # Reading and hashing the files is disk I/O: off the event loop, so requests never
+            # wait for it. (The reload itself stays on the loop: it swaps the registry atomically.)
+            fingerprint = await trio.to_thread.run_sync(directory_fingerprint, self.directory)
             if fingerprint is None or fingerprint == self._fingerprint:
                 continue
             try:

@@ -31,6 +31,32 @@ def test_revocation_by_another_connection_applies_on_next_request(db_path):
         cache.authenticate_key(plaintext)
 
 
+def test_event_and_quota_writes_do_not_reload_the_snapshot(db_path, monkeypatch):
+    writer = IdentityStore(open_database(db_path))
+    account = writer.create_account("acme", "free")
+    _key, plaintext = writer.create_key(account.id)
+    cache = IdentityCache(open_database(db_path))
+    cache.authenticate_key(plaintext)
+    loads = []
+    original = cache._load
+    monkeypatch.setattr(cache, "_load", lambda: (loads.append(1), original())[1])
+    other = open_database(db_path)
+    with other.conn:  # what the event writer and the quota store commit all the time
+        other.conn.execute("INSERT INTO quota_reservations VALUES ('r1', 0, 1, '[]')")
+    cache.authenticate_key(plaintext)
+    assert loads == []
+    # A change to any identity table does reload, whoever makes it.
+    for statement in ("UPDATE accounts SET name = 'acme2'",
+                      "UPDATE api_keys SET label = 'laptop'",
+                      "DELETE FROM api_keys WHERE id = 'no such key'"):  # changes nothing
+        with other.conn:
+            other.conn.execute(statement)
+        cache.authenticate_key(plaintext)
+    writer.create_key(account.id)
+    cache.authenticate_key(plaintext)
+    assert loads == [1, 1, 1]
+
+
 def test_unknown_key_and_bad_arguments(db_path):
     store = IdentityStore(open_database(db_path))
     cache = IdentityCache(open_database(db_path))
