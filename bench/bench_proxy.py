@@ -17,6 +17,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 UPSTREAM_PORT, RELAY_PORT, GATEWAY_PORT = 18081, 18082, 18083
-DURATION = os.environ.get("BENCH_DURATION", "6s")
+DURATION = os.environ.get("BENCH_DURATION", "2s")
+#: Rounds per measurement: the targets take turns, round after round, and each figure is the
+#: median over the rounds, so the machine's slow drifts hit every target alike.
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 SERVER_CPU, LOAD_CPU = "0", "1"
 
 CHAT_BODY = json.dumps({
@@ -178,11 +182,17 @@ def main() -> int:
             scripts = {name: _lua(tmp, policy_key if name == "policy" else key, stream)
                        for name in targets}
             for connections in (1, 32):
-                measured = {}
-                for name, (port, prefix) in targets.items():
-                    url = f"http://127.0.0.1:{port}{prefix}/chat/completions"
+                urls = {name: f"http://127.0.0.1:{port}{prefix}/chat/completions"
+                        for name, (port, prefix) in targets.items()}
+                for name, url in urls.items():
                     _wrk(url, scripts[name], connections)  # warm-up run
-                    measured[name] = _wrk(url, scripts[name], connections)
+                rounds: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+                for _ in range(ROUNDS):
+                    for name, url in urls.items():
+                        rounds[name].append(_wrk(url, scripts[name], connections))
+                measured = {name: {key: statistics.median(r[key] for r in results)
+                                   for key in results[0]}
+                            for name, results in rounds.items()}
                 rows.append((stream, connections, measured))
         _report(rows)
     finally:
