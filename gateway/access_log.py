@@ -236,6 +236,9 @@ def configure_logging(level: str | int = "INFO") -> None:
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level)
+    # httpx logs every upstream call at INFO: the access log line already says all of it.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     # hypercorn's own loggers must not add their plain-text handlers next to ours.
     for name in ("hypercorn.error", "hypercorn.access"):
         logging.getLogger(name).handlers.clear()

@@ -15,10 +15,13 @@ from gateway import access_log
 def restored_logging():
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    quiet = {name: logging.getLogger(name).level for name in ("httpx", "httpcore")}
     yield
     access_log.stop_log_thread()
     root.handlers[:] = handlers
     root.setLevel(level)
+    for name, old in quiet.items():
+        logging.getLogger(name).setLevel(old)
 
 
 def test_lines_are_json_with_fields_and_exceptions(restored_logging, capfd):
