@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -254,7 +255,7 @@ def test_concurrent_stores_on_one_file_admit_exactly_n(tmp_path: Path, clock: Cl
     assert admitted.count(True) == 10 and admitted.count(False) == 14
 
 
-async def test_async_admission_runs_in_threads(store: SqliteQuotaStore) -> None:
+async def test_async_admission_is_exact_inline_or_in_threads(store: SqliteQuotaStore) -> None:
     results: list[bool] = []
 
     async def one() -> None:
@@ -271,3 +272,29 @@ async def test_async_admission_runs_in_threads(store: SqliteQuotaStore) -> None:
             nursery.start_soon(one)
     assert results.count(True) == 5
     assert counters(store)[("project", "proj", "requests")] == 5
+
+
+async def test_admission_runs_inline_when_the_lock_is_free_and_waits_in_a_thread_otherwise(
+        store: SqliteQuotaStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    hops: list[str] = []
+    real_run = store._run
+
+    async def counted_run(fn, *args):  # type: ignore[no-untyped-def]
+        if fn.__name__ == "admit_sync":  # settlement always runs in a thread
+            hops.append(fn.__name__)
+        return await real_run(fn, *args)
+
+    monkeypatch.setattr(store, "_run", counted_run)
+    await store.settle(await store.admit(requests(100)), 1, 1)  # first: opens the connection
+    assert hops == ["admit_sync"]
+    await store.admit(requests(100))  # the pool has a connection and the lock is free
+    assert hops == ["admit_sync"]
+    other = sqlite3.connect(store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another worker holds the write lock for a while
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(store.admit, requests(100))
+        await trio.sleep(0.05)
+        assert hops == ["admit_sync", "admit_sync"]  # waiting in a thread, not on the loop
+        other.execute("COMMIT")
+    other.close()
+    assert counters(store)[("project", "proj", "requests")] == 3
