@@ -1,4 +1,4 @@
-"""`python -m bench [proxy|policy]`: run the benchmarks and print their figures."""
+"""`python -m bench [proxy|frames|policy|quota|events]`: run the benchmarks and print their figures."""
 
 from __future__ import annotations
 
