@@ -252,10 +252,15 @@ class GovernedRun:
                       latency=time.perf_counter() - self.started, upstream=self.upstream_seconds)
 
 
-def policy_event(event_type: str, gov: Governance, *, status: int, outcome: str, input_tokens: int,
-           output_tokens: int, latency: float, upstream: float, **extra: Any) -> dict[str, Any]:
-    """An enforcement or simulation event (SPEC §9.2): decision fields, never text."""
+def policy_event(event_type: str, gov: Governance, *, status: int, outcome: str,
+                 input_tokens: int, output_tokens: int, latency: float, upstream: float,
+                 **extra: Any) -> dict[str, Any]:
+    """An enforcement or simulation event (SPEC §9.2): decision fields, never text. The
+    request's `x-request-id` is added (as `request_id`) to find its access log line."""
     d = gov.decision
+    record = current_record()
+    if record is not None:
+        extra.setdefault("request_id", record.request_id)
     return base_event(
         event_type, user_id=gov.user_id, org_id=gov.account_id, policy_id=gov.policy_id,
         policy_name=gov.policy_name, policy_revision=gov.policy_revision,

@@ -63,6 +63,8 @@ def test_each_outcome_leaves_exactly_one_matching_event(make_events_gateway, moc
             assert event[key] == told[key], (name, key)
         assert event["event_type"] == "enforcement" and event["source"] == "policy_gateway"
         uuid.UUID(event["event_id"])
+        # The event names the request the client saw, to find its access log line.
+        assert event["request_id"] == response.headers["x-request-id"], name
 
 
 def test_stream_reset_and_client_disconnect_each_leave_one_event(make_events_gateway, mock):
