@@ -25,7 +25,7 @@ from gateway.errors import (
 )
 from gateway.governance import encode_body
 from gateway.identity import Caller, credential_from_headers
-from gateway.shutdown import ShuttingDown, until_cut
+from gateway.shutdown import ShuttingDown, cut_at_grace_end, until_cut
 from gateway.state import GatewayState
 from gateway.upstream import Exchange, relayable_response_headers
 from gateway.wire import Inbound, Outbound, OwnedStream
@@ -121,14 +121,16 @@ async def relay(state: GatewayState, adapter: Adapter | None, exchange: Exchange
     owned: Exchange | None = exchange
     upstream_started = time.perf_counter()
     try:
-        response = await exchange.start()
+        with cut_at_grace_end():
+            response = await exchange.start()
         headers = relayable_response_headers(response.headers)
         if adapter is not None and exchange.is_event_stream:
             stream = OwnedStream(_relay_frames(adapter, exchange, upstream_started),
                                  exchange.aclose)
             owned = None  # the stream closes it now
             return Outbound(status=response.status_code, headers=headers, stream=stream)
-        body = await exchange.read_body()
+        with cut_at_grace_end():
+            body = await exchange.read_body()
     finally:
         if owned is not None:
             await owned.aclose()

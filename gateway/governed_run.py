@@ -33,7 +33,7 @@ from gateway.events import base_event
 from gateway.governance import Governance, combine, encode_body
 from gateway.policy_stream import DEFAULT_REFUSAL, StreamGovernor, WholeBlockMonitor
 from gateway.quota import Reservation
-from gateway.shutdown import ShuttingDown, until_cut
+from gateway.shutdown import ShuttingDown, cut_at_grace_end, until_cut
 from gateway.state import GatewayState
 from gateway.upstream import Exchange, relayable_response_headers
 from gateway.wire import Outbound, OwnedStream
@@ -113,7 +113,8 @@ class GovernedRun:
         upstream_started = time.perf_counter()
         owned: Exchange | None = exchange
         try:
-            response = await exchange.start()
+            with cut_at_grace_end():
+                response = await exchange.start()
             headers = relayable_response_headers(response.headers)
             headers.extend(self.reservation.headers)
             if exchange.is_event_stream and response.is_success:
@@ -131,7 +132,8 @@ class GovernedRun:
 
                 return Outbound(status=response.status_code, headers=headers, stream=OwnedStream(
                     self._stream(exchange, governor, upstream_started), close))
-            raw = await exchange.read_body()
+            with cut_at_grace_end():
+                raw = await exchange.read_body()
         finally:
             if owned is not None:
                 await owned.aclose()
@@ -292,6 +294,8 @@ def moderation_blocked(state: GatewayState, classification: Any, facts: dsl.Requ
 
 
 def _outcome_of(error: GatewayError) -> str:
+    if isinstance(error, ShuttingDown):
+        return "shutdown"
     if isinstance(error, UpstreamError):
         return "upstream_error"
     if isinstance(error, PolicyRefused | ModerationBlocked):

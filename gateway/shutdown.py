@@ -31,8 +31,8 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from contextlib import aclosing, contextmanager
 from functools import partial
 from multiprocessing.connection import wait
 from multiprocessing.synchronize import Event as EventType
@@ -115,6 +115,30 @@ async def next_frames(draining: Draining | None, frames: Any) -> Any:
     if draining is None:
         return await frames.__anext__()
     return await draining.next_or_cut(frames)
+
+
+@contextmanager
+def cut_at_grace_end() -> Iterator[None]:
+    """Raise `ShuttingDown` if the block is still waiting for the upstream when the grace period
+    after SIGTERM ends: a whole answer that has not come yet gets a 503 instead of a cut
+    connection. Outside a request (no `Draining`), it does nothing."""
+    from gateway.access_log import current_record
+
+    record = current_record()
+    draining: Draining | None = record.draining if record is not None else None
+    if draining is None:
+        yield
+        return
+    scope = trio.CancelScope(deadline=draining.cut_at)
+    draining._reads.add(scope)
+    try:
+        with scope:
+            yield
+    finally:
+        draining._reads.discard(scope)
+    if scope.cancelled_caught:
+        raise ShuttingDown("The gateway is shutting down and could not finish this request in "
+                           "its grace period; retry the request.")
 
 
 async def until_cut(frames: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:

@@ -1,4 +1,5 @@
-"""SIGTERM during 20 concurrent governed streams of a real server (1 and 2 worker processes).
+"""SIGTERM during 20 concurrent governed streams of a real server (1 and 2 worker processes),
+and one request whose whole answer would come long after the grace period (a 503 then).
 
 Half the streams are short (they end within the grace period) and must complete normally; the
 other half would run long after it and must end with their API's own error frame
@@ -75,12 +76,23 @@ async def test_sigterm_finishes_short_streams_and_cuts_long_ones(make_server: An
                 received += chunk
         bodies[index] = received
 
+    whole: list[httpx.Response] = []
+
+    async def slow_whole_answer(client: httpx.AsyncClient) -> None:
+        # Not streamed, and the upstream takes far longer than the grace period.
+        whole.append(await client.post(
+            server.url + "/policy/chat/completions",
+            json={"model": "gpt-x", "messages": [{"role": "user", "content": "whole"}]},
+            headers=server.headers(**{"x-policy-user": "user-whole", "x-mock-scenario":
+                                      json.dumps({"mode": "slow", "delay": 30})})))
+
     limits = httpx.Limits(max_connections=STREAMS + 5)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         with trio.fail_after(60):
             async with trio.open_nursery() as nursery:
                 for index in range(STREAMS):
                     nursery.start_soon(stream, index, client)
+                nursery.start_soon(slow_whole_answer, client)
                 for _ in range(STREAMS):
                     await started.acquire()
                 signalled_at = time.monotonic()
@@ -112,8 +124,15 @@ async def test_sigterm_finishes_short_streams_and_cuts_long_ones(make_server: An
             assert name is None and error["error"]["type"] == "server_error"
         assert len(frames) > 3  # it did stream before being ended
 
+    # The whole answer that could not come within the grace period: a 503, not a cut connection.
+    (answer,) = whole
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"]["code"] == "server_shutting_down"
+    assert answer.json()["policy"]["project_id"] == "proj_ops"
+
     events = {event["policy_user"]: event for event in server.events()}
-    assert len(server.events()) == STREAMS  # one event per request, none lost
+    assert len(server.events()) == STREAMS + 1  # one event per request, none lost
+    assert (events["user-whole"]["outcome"], events["user-whole"]["status"]) == ("shutdown", 503)
     for index in range(STREAMS):
         _, _, _, long = _request(index)
         event = events[f"user-{index}"]
