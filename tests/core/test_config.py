@@ -73,8 +73,13 @@ def test_the_documented_configuration_loads():
     assert config.provider_for(OPENAI, "llama-3").name == "groq"
     assert config.always_blocked_categories == ("self-harm/instructions", "sexual/minors")
     assert config.jwt["audience"] == "policy-gateway"
+    from gateway.connectors import connector_settings
+    from gateway.event_store import EventSettings
     from gateway.quota import QuotaSettings
 
+    events = EventSettings.from_mapping(config.events)
+    assert [c.name for c in connector_settings(events.connectors)] == ["audit-file"]
+    assert config.admin_token is None  # GATEWAY_ADMIN_TOKEN is not in this environment
     quotas = QuotaSettings.from_mapping(config.quotas)
     assert quotas.reservation_ttl_seconds == 960
     assert len(quotas.configured_limits("proj_support_bot")[0]) == 2
