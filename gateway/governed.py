@@ -133,16 +133,11 @@ class PolicySurface:
         loaded, facts = request.loaded, request.facts
         mode, _ = self.state.rollout_preview(loaded, facts.effective_target,
                                              request.quota_subject)
-        gov = Governance(
-            policy_id=loaded.policy_id, policy_revision=loaded.revision,
-            policy_name=loaded.name, data_classification=loaded.policy.classification,
-            project_id=request.project.id, project_label=request.project.name,
-            account_id=caller.account.id, user_id=caller.user_id,
-            policy_target=facts.effective_target, policy_user=request.fields.policy_user,
-            quota_subject=request.quota_subject, surface=adapter.surface, model=facts.model,
-            stream=facts.stream, decision=dsl.Decision(decision="refuse",
-                                                        reason_code=refused.reason_code),
-            enforced=True, rollout_mode=mode, quota=refused.remaining)
+        gov = _governance(adapter, caller, request,
+                          dsl.Decision(decision="refuse", reason_code=refused.reason_code),
+                          enforced=True, mode=mode,
+                          classification=loaded.policy.classification)
+        gov.quota = refused.remaining
         refused.extra.setdefault("policy", gov.policy_object())
         record = current_record()
         if record is not None:
@@ -243,21 +238,29 @@ class PolicySurface:
         decision = governing.evaluate_input(facts, classification)
         for policy in extra:
             decision = combine(decision, policy.evaluate_input(facts, classification))
-        loaded, project = request.loaded, request.project
+        loaded = request.loaded
         if simulated:
             mode, enforced = self.state.rollout_preview(loaded, facts.effective_target,
                                                         request.quota_subject)
         else:
             mode, enforced = self.state.rollout_for(loaded, facts.effective_target,
                                                     request.quota_subject, decision)
-        return Governance(
-            policy_id=loaded.policy_id, policy_revision=loaded.revision,
-            policy_name=loaded.name, data_classification=governing.classification,
-            project_id=project.id, project_label=project.name,
-            account_id=caller.account.id, user_id=caller.user_id,
-            policy_target=facts.effective_target, policy_user=request.fields.policy_user,
-            quota_subject=request.quota_subject, surface=adapter.surface, model=facts.model,
-            stream=facts.stream, decision=decision, enforced=enforced, rollout_mode=mode)
+        return _governance(adapter, caller, request, decision, enforced=enforced, mode=mode,
+                           classification=governing.classification)
+
+
+def _governance(adapter: Adapter, caller: Caller, request: _Request, decision: dsl.Decision, *,
+                enforced: bool, mode: str, classification: str | None) -> Governance:
+    """What every answer and event of `request` says about it, around `decision`."""
+    loaded, project, facts = request.loaded, request.project, request.facts
+    return Governance(
+        policy_id=loaded.policy_id, policy_revision=loaded.revision,
+        policy_name=loaded.name, data_classification=classification,
+        project_id=project.id, project_label=project.name,
+        account_id=caller.account.id, user_id=caller.user_id,
+        policy_target=facts.effective_target, policy_user=request.fields.policy_user,
+        quota_subject=request.quota_subject, surface=adapter.surface, model=facts.model,
+        stream=facts.stream, decision=decision, enforced=enforced, rollout_mode=mode)
 
 
 @dataclass(slots=True)

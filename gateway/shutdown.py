@@ -92,17 +92,23 @@ class Draining:
         log.info("shutting down: %d stream(s) in flight get %.1f s to finish",
                  len(self._reads), grace)
 
-    async def next_or_cut(self, frames: Any) -> Any:
-        """`await frames.__anext__()`, or `CUT` when the grace period ends first. Raises
-        StopAsyncIteration at the end. The cancel lands in the upstream read, never between a
-        frame and its delivery, and the generator it ends is not resumed."""
+    @contextmanager
+    def until_grace_end(self) -> Iterator[trio.CancelScope]:
+        """A cancel scope that ends when the grace period does (never, while serving)."""
         scope = trio.CancelScope(deadline=self.cut_at)
         self._reads.add(scope)
         try:
             with scope:
-                return await frames.__anext__()
+                yield scope
         finally:
             self._reads.discard(scope)
+
+    async def next_or_cut(self, frames: Any) -> Any:
+        """`await frames.__anext__()`, or `CUT` when the grace period ends first. Raises
+        StopAsyncIteration at the end. The cancel lands in the upstream read, never between a
+        frame and its delivery, and the generator it ends is not resumed."""
+        with self.until_grace_end():
+            return await frames.__anext__()
         return CUT
 
 
@@ -129,13 +135,8 @@ def cut_at_grace_end() -> Iterator[None]:
     if draining is None:
         yield
         return
-    scope = trio.CancelScope(deadline=draining.cut_at)
-    draining._reads.add(scope)
-    try:
-        with scope:
-            yield
-    finally:
-        draining._reads.discard(scope)
+    with draining.until_grace_end() as scope:
+        yield
     if scope.cancelled_caught:
         raise ShuttingDown("The gateway is shutting down and could not finish this request in "
                            "its grace period; retry the request.")

@@ -57,8 +57,16 @@ def _frames(raw: bytes) -> list[tuple[str | None, str]]:
 
 @pytest.mark.parametrize("workers", [1, 2])
 async def test_sigterm_finishes_short_streams_and_cuts_long_ones(make_server: Any,
+                                                                 mock_upstream: Any,
                                                                  workers: int) -> None:
     server: Server = make_server(workers=workers, grace=GRACE)
+
+    def whole_requests_upstream() -> int:
+        return sum(1 for r in mock_upstream.requests
+                   if isinstance(r.json, dict) and not r.json.get("stream")
+                   and r.json.get("messages") == [{"role": "user", "content": "whole"}])
+
+    whole_before = whole_requests_upstream()
     bodies: dict[int, bytes] = {}
     started = trio.Semaphore(0)  # released once per stream that has its first bytes
 
@@ -95,6 +103,10 @@ async def test_sigterm_finishes_short_streams_and_cuts_long_ones(make_server: An
                 nursery.start_soon(slow_whole_answer, client)
                 for _ in range(STREAMS):
                     await started.acquire()
+                for _ in range(1000):  # until the whole request is in flight upstream
+                    if whole_requests_upstream() > whole_before:
+                        break
+                    await trio.sleep(0.02)
                 signalled_at = time.monotonic()
                 os.killpg(server.process.pid, signal.SIGTERM)
                 await trio.sleep(1.0)
