@@ -43,10 +43,10 @@ import trio  # noqa: E402
 import trio.lowlevel  # noqa: E402
 
 from gateway.db import open_database  # noqa: E402
-from gateway.event_store import EventSettings, EventStore, EventWriter  # noqa: E402
-from gateway.events import QueueSink, base_event  # noqa: E402
-from gateway.identity import IdentityStore  # noqa: E402
-from gateway.projects import ProjectStore  # noqa: E402
+from gateway.events.sink import QueueSink, base_event  # noqa: E402
+from gateway.events.store import EventSettings, EventStore, EventWriter  # noqa: E402
+from gateway.identity.keys import IdentityStore  # noqa: E402
+from gateway.identity.projects import ProjectStore  # noqa: E402
 
 DESTINATION_SECONDS = 2.0
 BODY = {"model": "gpt-x", "messages": [{"role": "user", "content": "Where is my order?"}]}

@@ -24,9 +24,9 @@ sys.path.insert(0, str(ROOT))
 
 import dsl  # noqa: E402
 from gateway.adapters import CHAT  # noqa: E402
-from gateway.governance import Governance  # noqa: E402
-from gateway.policy_stream import StreamGovernor  # noqa: E402
-from gateway.sse import SSEParser  # noqa: E402
+from gateway.policy.governance import Governance  # noqa: E402
+from gateway.policy.stream import StreamGovernor  # noqa: E402
+from gateway.upstream.sse import SSEParser  # noqa: E402
 
 FRAMES = 200
 ROUNDS = 30

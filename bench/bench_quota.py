@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 import trio  # noqa: E402
 
 from dsl import QuotaLimit  # noqa: E402
-from gateway.quota import QuotaRequest  # noqa: E402
-from gateway.quota_sqlite import SqliteQuotaStore  # noqa: E402
+from gateway.quota.limits import QuotaRequest  # noqa: E402
+from gateway.quota.sqlite import SqliteQuotaStore  # noqa: E402
 
 BIG = 10**12
 LIMITS = dict(project_limits=(QuotaLimit("requests", "daily", BIG),

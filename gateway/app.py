@@ -1,6 +1,6 @@
 """The app factory: `create_app(config)` builds a QuartTrio app with no import-time globals.
 
-The API routes (`/v1/*`, later `/policy/*`) are served by `gateway.fastpath.FastRoutes` in front
+The API routes (`/v1/*`, later `/policy/*`) are served by `gateway.http.routes.FastRoutes` in front
 of quart; quart serves health, errors and management and runs the app lifecycle. Every
 `GatewayError` becomes the adapter's error shape; anything else is logged and answered with a
 clean 500 body, never a traceback.
@@ -17,23 +17,23 @@ from quart_trio import QuartTrio
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
 
-from gateway import compat
 from gateway.adapters import CHAT, COUNT_TOKENS, MESSAGES, RESPONSES, Adapter
+from gateway.admin.history import PATH as HISTORY_PATH
+from gateway.admin.history import HistoryReader
+from gateway.admin.openapi import register as register_openapi
+from gateway.admin.routes import database_identity
+from gateway.admin.routes import register as register_management
 from gateway.config import Config
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound, RequestTooLarge
-from gateway.fastpath import ApiRoute, FastRoutes
-from gateway.governed import PolicySurface
-from gateway.history import PATH as HISTORY_PATH
-from gateway.history import HistoryReader
-from gateway.management import database_identity
-from gateway.management import register as register_management
-from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from gateway.metrics import PATH as METRICS_PATH
-from gateway.metrics import GatewayMetrics
-from gateway.openapi import register as register_openapi
-from gateway.shutdown import Draining
+from gateway.http.draining import Draining
+from gateway.http.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from gateway.http.metrics import PATH as METRICS_PATH
+from gateway.http.metrics import GatewayMetrics
+from gateway.http.routes import ApiRoute, FastRoutes
+from gateway.http.wire import Inbound, Outbound, error_response
 from gateway.state import GatewayState
-from gateway.wire import Inbound, Outbound, error_response
+from gateway.surfaces import v1 as compat
+from gateway.surfaces.policy import PolicySurface
 
 log = logging.getLogger("gateway")
 
@@ -54,7 +54,7 @@ def create_app(config: Config | None = None, *,
     register_openapi(app)
     metrics = GatewayMetrics()
     app.extensions["metrics"] = metrics
-    # Told by the serving worker when shutdown begins (gateway/shutdown.py).
+    # Told by the serving worker when shutdown begins (gateway/http/draining.py).
     draining = app.extensions["draining"] = Draining()
     reloader.listeners.append(metrics.policy_reloaded)
 
@@ -117,7 +117,7 @@ def create_app(config: Config | None = None, *,
                      lambda inbound: policy_passthrough(CHAT, inbound)),
         ]
     api_routes.append(ApiRoute("POST", "/policy/simulate", CHAT, governed.simulate))
-    # The hot API routes bypass quart's per-request machinery (see gateway/fastpath.py).
+    # The hot API routes bypass quart's per-request machinery (see gateway/http/routes.py).
     app.asgi_app = FastRoutes(  # type: ignore[method-assign,assignment]
         app.asgi_app, api_routes, max_body_bytes=config.max_body_bytes,  # type: ignore[arg-type]
         metrics=metrics, draining=draining)

@@ -84,7 +84,7 @@ class Config:
     policies_dir: str = "policies"
     #: Categories refused on every surface, for every project (SPEC §5.5).
     always_blocked_categories: tuple[str, ...] = ("self-harm/instructions", "sexual/minors")
-    #: The raw `[jwt]` section, parsed by `gateway.jwt_auth.JwtSettings.from_mapping`.
+    #: The raw `[jwt]` section, parsed by `gateway.identity.jwt.JwtSettings.from_mapping`.
     jwt: Mapping[str, Any] = field(default_factory=dict)
     #: The management API's admin token (from `[admin] token_env`, default GATEWAY_ADMIN_TOKEN).
     admin_token: str | None = None
@@ -164,7 +164,7 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> Config:
     if max_body <= 0:
         raise ValueError("limits.max_body_bytes must be positive")
     if data.get("jwt"):
-        from gateway.jwt_auth import JwtSettings
+        from gateway.identity.jwt import JwtSettings
 
         JwtSettings.from_mapping(dict(data["jwt"]), env)  # fail fast: ValueError -> ConfigError
     policies = dict(data.get("policies", {}))

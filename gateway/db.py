@@ -110,7 +110,7 @@ def ensure_schema(db: sqlite_utils.Database) -> None:
         _ensure_identity_version(db)
 
 
-#: The tables the request path keeps a snapshot of (`gateway.identity.IdentityCache`).
+#: The tables the request path keeps a snapshot of (`gateway.identity.keys.IdentityCache`).
 IDENTITY_TABLES = ("accounts", "api_keys", "projects", "project_grants")
 
 
@@ -171,7 +171,7 @@ def _ensure_event_tables(db: sqlite_utils.Database) -> None:
         {"connector": str, "delivered_seq": int, "delivered": int, "failures": int,
          "last_error": str, "updated_at": str},
         pk="connector", not_null={"connector", "delivered_seq"}, if_not_exists=True)
-    # Which worker process delivers a connector's events, until when (gateway/leases.py).
+    # Which worker process delivers a connector's events, until when (gateway/events/leases.py).
     db.conn.execute("CREATE TABLE IF NOT EXISTS connector_leases (connector TEXT PRIMARY KEY, "
                     "owner TEXT NOT NULL, expires_at REAL NOT NULL)")
 
@@ -196,7 +196,7 @@ def data_version(db: sqlite_utils.Database) -> int:
 
 
 def _ensure_quota_tables(db: sqlite_utils.Database) -> None:
-    """Quota counters and open reservations (SPEC §8, `gateway.quota_sqlite`)."""
+    """Quota counters and open reservations (SPEC §8, `gateway.quota.sqlite`)."""
     # One row per counter; `used` includes open reservations. `subject_id` is the project id
     # (kind `project`) or the quota subject within `project_id` (kind `user`).
     db.conn.execute(

@@ -153,6 +153,29 @@ class QuotaExceeded(ClientError):
     anthropic_type = "rate_limit_error"
 
 
+class QuotaRefused(QuotaExceeded):
+    """A project or user quota is used up: caused by the caller's volume. Retry after
+    `Retry-After` seconds (the reset of the exhausted window), or ask the operator for more.
+    Built by `gateway.quota.limits.quota_refusal`, which words the message."""
+
+    def __init__(self, message: str, *, headers: Mapping[str, str], reason_code: str,
+                 exhausted: Any, remaining: dict[str, Any] | None) -> None:
+        super().__init__(message, headers=headers)
+        self.reason_code = reason_code
+        #: The exhausted window's usage (`gateway.quota.limits.Usage`).
+        self.exhausted = exhausted
+        #: The `quota` field of the `policy` object.
+        self.remaining = remaining
+
+
+class Conflict(ClientError):
+    """The write collides with what exists (duplicate id, policy id in another file). Caused by
+    the client: pick another id, or update the existing object instead."""
+
+    status = 409
+    code = "conflict"
+
+
 class AuthenticationError(GatewayError):
     """The caller's credential is missing or not valid. The caller must present a valid one."""
 
@@ -185,6 +208,13 @@ class PermissionDenied(GatewayError):
     code = "permission_denied"
     error_type = "permission_error"
     anthropic_type = "permission_error"
+
+
+class AdminRequired(PermissionDenied):
+    """A valid credential that is not an admin's. Caused by the caller: use the `[admin]` token
+    (GATEWAY_ADMIN_TOKEN) or a JWT carrying the admin role."""
+
+    code = "admin_required"
 
 
 class PlanRequired(PermissionDenied):
@@ -230,3 +260,12 @@ class UpstreamTimeout(UpstreamError):
     status = 504
     code = "upstream_timeout"
     anthropic_type = "timeout_error"
+
+class ShuttingDown(GatewayError):
+    """The gateway is shutting down and ended this stream after the grace period. Caused by a
+    deploy or restart, not by the client: retry the request (another instance will serve it)."""
+
+    status = 503
+    code = "server_shutting_down"
+    error_type = "server_error"
+    anthropic_type = "api_error"

@@ -12,17 +12,17 @@ import sqlite_utils
 import trio
 
 from gateway.config import Config, ConfigError
-from gateway.connectors import ConnectorTask, connector_settings
 from gateway.db import open_database
 from gateway.errors import InvalidToken
-from gateway.event_store import EventSettings, EventStore, EventWriter
-from gateway.events import EventSink, QueueSink, base_event
-from gateway.governance import InlinePolicies
-from gateway.identity import Caller, IdentityCache
-from gateway.jwt_auth import JwtSettings, JwtVerifier, looks_like_jwt
-from gateway.quota import QuotaStore
-from gateway.quota_sqlite import SqliteQuotaStore, settings_from_config
-from gateway.upstream import Upstreams
+from gateway.events.connectors import ConnectorTask, connector_settings
+from gateway.events.sink import EventSink, QueueSink, base_event
+from gateway.events.store import EventSettings, EventStore, EventWriter
+from gateway.identity.jwt import JwtSettings, JwtVerifier, looks_like_jwt
+from gateway.identity.keys import Caller, IdentityCache
+from gateway.policy.governance import InlinePolicies
+from gateway.quota.limits import QuotaStore
+from gateway.quota.sqlite import SqliteQuotaStore, settings_from_config
+from gateway.upstream.exchange import Upstreams
 
 log = logging.getLogger("gateway")
 
@@ -70,7 +70,7 @@ class GatewayState:
         self._identities: IdentityCache | None = None
 
     async def open(self) -> None:
-        from gateway.policy_registry import PolicyRegistry
+        from gateway.admin.registry import PolicyRegistry
 
         self._db = open_database(self.config.database_path)
         self._identities = IdentityCache(self._db)
@@ -125,7 +125,7 @@ class GatewayState:
                     ) -> tuple[str, bool]:
         """(rollout_mode, enforced) for this request; emits auto-rollback revision events."""
         if self.rollout is None:
-            from gateway.rollout import RolloutEngine
+            from gateway.policy.rollout import RolloutEngine
 
             self.rollout = RolloutEngine()
         outcome = self.rollout.resolve(
@@ -138,7 +138,7 @@ class GatewayState:
             if change.revision != loaded.revision:
                 # The end of an older revision's rollback (a new one replaced it): the event
                 # describes that revision, so its snapshot is that revision's source. Rare.
-                from gateway.policy_registry import list_revisions
+                from gateway.admin.registry import list_revisions
 
                 old = next((r for r in list_revisions(self.db, change.policy_id)
                             if r.revision == change.revision), None)
@@ -158,7 +158,7 @@ class GatewayState:
         """(rollout_mode, enforced) that a request would get now, without counting toward
         auto-rollback: a simulation (SPEC §10) is not a governed request, and simulating
         refusals must never switch off a policy's enforcement for real traffic."""
-        from gateway.rollout import RolloutEngine, canary_enforces
+        from gateway.policy.rollout import RolloutEngine, canary_enforces
 
         if self.rollout is None:
             self.rollout = RolloutEngine()

@@ -1,6 +1,6 @@
 """A real HTTP/1.1 provider double on 127.0.0.1 for integration tests, with fault modes.
 
-It answers in the exact OpenAI and Anthropic wire formats (it reuses `gateway.echo`) over a real
+It answers in the exact OpenAI and Anthropic wire formats (it reuses `gateway.upstream.echo`) over a real
 socket that it fully controls (trio + h11), so tests can make it misbehave the way real
 providers and networks do: slow streams, connection resets mid-stream, error statuses, broken
 event streams, hangs and early closes.
@@ -18,7 +18,7 @@ Scenario fields (all optional):
   half), ``hang`` (read the request and never answer), ``close_before_headers`` (read the request
   and close the connection without a byte).
 - ``chunks`` (the streamed text pieces), ``text`` (the reply text), ``usage`` (token overrides,
-  see `gateway.echo.Reply.for_request`), ``headers`` (extra response headers).
+  see `gateway.upstream.echo.Reply.for_request`), ``headers`` (extra response headers).
 
 Usage::
 
@@ -42,7 +42,7 @@ import h11
 import trio
 import trio.lowlevel
 
-from gateway import echo
+from gateway.upstream import echo
 
 MODES = frozenset({"normal", "slow", "reset_midstream", "status", "malformed_sse", "hang",
                    "close_before_headers"})

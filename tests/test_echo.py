@@ -14,8 +14,8 @@ import pytest
 from anthropic.types import MessageParam
 from openai.types.chat import ChatCompletionMessageParam
 
-from gateway import echo
-from gateway.echo import EchoTransport, Reply
+from gateway.upstream import echo
+from gateway.upstream.echo import EchoTransport, Reply
 
 PROMPT = "What is the capital of France?"
 EXPECTED_TEXT = "echo: " + PROMPT

@@ -15,7 +15,7 @@ import pytest
 import trio
 from mock_upstream import MALFORMED_FRAME, MockUpstream, Scenario, ScenarioError
 
-from gateway import echo
+from gateway.upstream import echo
 
 MESSAGES: list[Any] = [{"role": "user", "content": "hello there"}]
 CHAT = {"model": "gpt-x", "messages": MESSAGES}

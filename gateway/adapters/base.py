@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import orjson
 
 from gateway.errors import GatewayError, InvalidRequest
-from gateway.sse import Frame, encode_frame
+from gateway.upstream.sse import Frame, encode_frame
 
 JSON = dict[str, Any]
 

@@ -36,7 +36,7 @@ from gateway.adapters.base import (
 )
 from gateway.config import ANTHROPIC
 from gateway.errors import GatewayError, InvalidRequest
-from gateway.sse import Frame
+from gateway.upstream.sse import Frame
 
 
 class Messages(Adapter):

@@ -41,7 +41,7 @@ from gateway.adapters.base import (
 )
 from gateway.config import OPENAI
 from gateway.errors import GatewayError
-from gateway.sse import Frame
+from gateway.upstream.sse import Frame
 
 _TERMINAL_EVENTS = frozenset(
     {"response.completed", "response.failed", "response.incomplete", "error"}

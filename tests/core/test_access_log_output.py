@@ -8,7 +8,7 @@ import os
 import orjson
 import pytest
 
-from gateway import access_log
+from gateway.http import access_log
 
 
 @pytest.fixture

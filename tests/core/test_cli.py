@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway.admin.registry import list_revisions
 from gateway.db import open_database
-from gateway.policy_registry import list_revisions
-from gateway.projects import ProjectStore
+from gateway.identity.projects import ProjectStore
 
 REPO_POLICIES = Path(__file__).resolve().parents[2] / "policies"
 BROKEN = 'policy v1 "broken" {\n  default alow\n}\n'

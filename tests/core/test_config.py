@@ -73,9 +73,9 @@ def test_the_documented_configuration_loads():
     assert config.provider_for(OPENAI, "llama-3").name == "groq"
     assert config.always_blocked_categories == ("self-harm/instructions", "sexual/minors")
     assert config.jwt["audience"] == "policy-gateway"
-    from gateway.connectors import connector_settings
-    from gateway.event_store import EventSettings
-    from gateway.quota import QuotaSettings
+    from gateway.events.connectors import connector_settings
+    from gateway.events.store import EventSettings
+    from gateway.quota.limits import QuotaSettings
 
     events = EventSettings.from_mapping(config.events)
     assert [c.name for c in connector_settings(events.connectors)] == ["audit-file"]

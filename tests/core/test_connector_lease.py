@@ -1,4 +1,4 @@
-"""The connector lease (gateway/leases.py): one holder at a time per connector, taken when free
+"""The connector lease (gateway/events/leases.py): one holder at a time per connector, taken when free
 or expired, renewed by its holder, released on shutdown; time from an injected clock, on a real
 SQLite file shared by two lease objects as two worker processes share it."""
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.leases import ConnectorLease, may_claim
+from gateway.events.leases import ConnectorLease, may_claim
 
 TTL = 15.0
 

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 import trio
 
-from gateway import cli
+from gateway.cli import main as cli
 from gateway.db import open_database
-from gateway.event_store import (
+from gateway.events.sink import EVENT_FIELDS, QueueSink, RateLimitedLog, base_event
+from gateway.events.store import (
     EventSettings,
     EventStorageError,
     EventStore,
@@ -23,7 +24,6 @@ from gateway.event_store import (
     query_history,
     row_to_event,
 )
-from gateway.events import EVENT_FIELDS, QueueSink, RateLimitedLog, base_event
 
 
 def enforcement(**fields: Any) -> dict[str, Any]:
@@ -77,7 +77,7 @@ async def test_a_full_queue_drops_counts_and_never_raises():
 def test_the_drop_log_is_rate_limited(caplog):
     now = [100.0]
     limited = RateLimitedLog(interval=5.0, clock=lambda: now[0])
-    with caplog.at_level(logging.WARNING, logger="gateway.events"):
+    with caplog.at_level(logging.WARNING, logger="gateway.events.sink"):
         results = [limited.warning("dropped %d", i) for i in range(4)]
         now[0] += 5.0
         results.append(limited.warning("dropped %d", 4))

@@ -1,4 +1,4 @@
-"""Per-request governance values (gateway/governance.py): the caller's gateway fields (SPEC §3),
+"""Per-request governance values (gateway/policy/governance.py): the caller's gateway fields (SPEC §3),
 combining a project's and an inline policy's decisions (SPEC §5.10), and the `policy` object
 spliced into JSON (SPEC §7)."""
 
@@ -13,7 +13,7 @@ import pytest
 import dsl
 from dsl.decision import Decision, Obligations, Redactor
 from gateway.errors import InvalidPolicy, InvalidRequest, PolicyIdMismatch
-from gateway.governance import (
+from gateway.policy.governance import (
     GATEWAY_BODY_FIELDS,
     MAX_LABEL_LENGTH,
     Governance,

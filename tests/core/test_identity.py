@@ -2,7 +2,12 @@ import pytest
 
 from gateway.db import open_database
 from gateway.errors import ApiKeyRevoked, InvalidApiKey
-from gateway.identity import IdentityCache, IdentityError, IdentityStore, credential_from_headers
+from gateway.identity.keys import (
+    IdentityCache,
+    IdentityError,
+    IdentityStore,
+    credential_from_headers,
+)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from gateway.errors import InvalidToken
-from gateway.jwt_auth import (
+from gateway.identity.jwt import (
     ALL_PROJECTS,
     JwtSettings,
     JwtSettingsError,

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 import dsl
-from gateway.db import open_database
-from gateway.policy_registry import (
+from gateway.admin.registry import (
     PolicyDirectoryError,
     PolicyFileError,
     PolicyRegistry,
     add_policy_file,
     list_revisions,
 )
+from gateway.db import open_database
 
 REPO_POLICIES = Path(__file__).resolve().parents[2] / "policies"
 

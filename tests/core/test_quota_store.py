@@ -13,8 +13,8 @@ import trio
 
 from dsl import QuotaLimit
 from gateway.db import open_database
-from gateway.quota import QuotaRefused, QuotaRequest, QuotaSettings
-from gateway.quota_sqlite import SqliteQuotaStore, subject_key
+from gateway.quota.limits import QuotaRefused, QuotaRequest, QuotaSettings
+from gateway.quota.sqlite import SqliteQuotaStore, subject_key
 
 
 class Clock:

@@ -9,15 +9,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dsl import QuotaLimit
-from gateway.quota import (
+from gateway.quota.limits import (
     WINDOWS,
     Limit,
-    QuotaRefused,
     QuotaRequest,
     QuotaSettings,
     Usage,
     estimate_tokens,
     first_exhausted,
+    quota_refusal,
     rate_limit_headers,
     remaining_field,
     retry_after_seconds,
@@ -143,11 +143,11 @@ def test_refusal_names_the_exhausted_subject_and_its_reset() -> None:
     usages = [full_user, full_project, _usage("project", "requests", "hour", 9, 1)]
     exhausted = first_exhausted(usages)
     assert exhausted is full_project  # the later reset: waiting less would not help
-    refused = QuotaRefused(exhausted, usages, now)
+    refused = quota_refusal(exhausted, usages, now)
     assert (refused.status, refused.code) == (429, "quota_exceeded")
     assert refused.reason_code == "PROJECT_QUOTA_EXCEEDED"
     assert refused.headers["retry-after"] == str(13 * 3600 + 59 * 60 + 30)
-    assert QuotaRefused(full_user, [full_user], now).reason_code == "USER_QUOTA_EXCEEDED"
+    assert quota_refusal(full_user, [full_user], now).reason_code == "USER_QUOTA_EXCEEDED"
     assert first_exhausted([_usage("user", "requests", "minute", 5, 4)]) is None
 
 

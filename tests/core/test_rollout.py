@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dsl
-from gateway.rollout import RevisionEventRequest, RolloutEngine, RolloutOutcome
+from gateway.policy.rollout import RevisionEventRequest, RolloutEngine, RolloutOutcome
 
 REPO_POLICIES = Path(__file__).resolve().parents[2] / "policies"
 DECISIONS = ("allow", "rewrite", "summary", "escalate", "refuse")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from gateway.sse import Frame, MalformedStream, SSEParser, encode_frame, parse_frame
+from gateway.upstream.sse import Frame, MalformedStream, SSEParser, encode_frame, parse_frame
 
 
 def frames_of(chunks: list[bytes]) -> list[tuple[str | None, str | None]]:

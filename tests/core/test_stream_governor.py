@@ -1,7 +1,7 @@
 """`StreamGovernor`, sans-I/O (SPEC §7.3, §8): upstream frames in, the exact bytes a client gets
 out, for each API.
 
-The upstream frames are the mock provider's (`gateway.echo`, the providers' own wire shapes)
+The upstream frames are the mock provider's (`gateway.upstream.echo`, the providers' own wire shapes)
 with fixed ids. Expected output is written as the upstream payload plus the `policy` object the
 client must see, encoded independently with orjson: byte equality therefore also proves that
 splicing `policy` into a frame gives exactly the JSON a re-encoding would.
@@ -17,12 +17,12 @@ import orjson
 import pytest
 
 import dsl
-from gateway import echo
 from gateway.adapters import CHAT, MESSAGES, RESPONSES
 from gateway.adapters.base import Adapter
-from gateway.governance import Governance
-from gateway.policy_stream import StreamGovernor
-from gateway.sse import Frame, SSEParser
+from gateway.policy.governance import Governance
+from gateway.policy.stream import StreamGovernor
+from gateway.upstream import echo
+from gateway.upstream.sse import Frame, SSEParser
 
 JSON = dict[str, Any]
 POLICY_FILE = Path(__file__).parents[1] / "policy_e2e" / "policies" / "output_guard.pol"

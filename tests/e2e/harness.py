@@ -19,7 +19,7 @@ from servers import ThreadServer
 
 from gateway import Config, create_app
 from gateway.db import open_database
-from gateway.identity import Account, ApiKey, IdentityStore
+from gateway.identity.keys import Account, ApiKey, IdentityStore
 
 #: The provider credentials the gateway holds; clients never see or send them.
 UPSTREAM_OPENAI_KEY = "sk-upstream-openai-0123456789"

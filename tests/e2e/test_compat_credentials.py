@@ -24,7 +24,7 @@ from e2e.support import (
 )
 from mock_upstream import MockUpstream, RecordedRequest
 
-from gateway.upstream import DEFAULT_ANTHROPIC_VERSION
+from gateway.upstream.exchange import DEFAULT_ANTHROPIC_VERSION
 
 
 def assert_no_gateway_key(request: RecordedRequest, gateway_key: str) -> None:

@@ -15,7 +15,7 @@ from e2e.support import (
 )
 from mock_upstream import MockUpstream
 
-from gateway import echo
+from gateway.upstream import echo
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Async generator .* was garbage collected:ResourceWarning")

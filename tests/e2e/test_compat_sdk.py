@@ -23,7 +23,7 @@ from e2e.support import (
 )
 from mock_upstream import MockUpstream
 
-from gateway import echo
+from gateway.upstream import echo
 
 #: The OpenAI SDK leaves its own SSE async generators to the garbage collector after `[DONE]`,
 #: which trio reports as a ResourceWarning. That is the SDK's cleanup, not the gateway's.

@@ -25,7 +25,7 @@ from e2e.support import (
 )
 from mock_upstream import MockUpstream
 
-from gateway import echo
+from gateway.upstream import echo
 
 #: Valid bodies written the way no JSON library would re-serialise them: odd spacing, escaped
 #: and raw non-ASCII, a float written with an exponent, a duplicate key, unknown fields.

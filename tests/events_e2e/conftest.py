@@ -25,7 +25,7 @@ from events_support import ADMIN_TOKEN, ESCALATION_POLICY, PROJECTS, REPO_POLICI
 from mock_upstream import MockUpstream
 
 from gateway.db import open_database
-from gateway.projects import ProjectStore
+from gateway.identity.projects import ProjectStore
 
 
 @pytest.fixture

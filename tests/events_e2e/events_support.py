@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 from e2e.harness import RunningGateway
 
-from gateway.event_store import row_to_event
+from gateway.events.store import row_to_event
 
 HERE = Path(__file__).parent
 REPO_POLICIES = HERE.parents[1] / "policies"

@@ -11,8 +11,8 @@ import httpx
 from events_support import ADMIN_TOKEN, EventsGateway, stored_events, wait_for
 
 from gateway.db import open_database
-from gateway.events import EVENT_FIELDS
-from gateway.projects import ProjectStore
+from gateway.events.sink import EVENT_FIELDS
+from gateway.identity.projects import ProjectStore
 
 ADMIN = "/api/policy-gateway"
 SECRET = "zebra-quartz-4471"  # a prompt word that must never be stored

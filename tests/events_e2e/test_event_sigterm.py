@@ -27,8 +27,8 @@ from events_support import REPO_POLICIES, stored_events
 from mock_upstream import MockUpstream
 
 from gateway.db import open_database
-from gateway.identity import IdentityStore
-from gateway.projects import ProjectStore
+from gateway.identity.keys import IdentityStore
+from gateway.identity.projects import ProjectStore
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENTS = 8

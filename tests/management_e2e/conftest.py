@@ -17,7 +17,7 @@ from e2e.harness import RunningGateway, mock_providers, start_gateway, stop_gate
 from mock_upstream import MockUpstream
 
 from gateway.db import open_database
-from gateway.projects import ProjectStore
+from gateway.identity.projects import ProjectStore
 
 ADMIN_TOKEN = "admin-token-" + "z" * 24
 JWT_SECRET = "management-jwt-secret-" + "y" * 32

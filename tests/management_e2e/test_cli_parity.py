@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gateway.admin.registry import list_revisions
 from gateway.db import open_database
-from gateway.policy_registry import list_revisions
 
 from .conftest import guard_source
 

@@ -27,8 +27,8 @@ import pytest
 from e2e.harness import UPSTREAM_ANTHROPIC_KEY, UPSTREAM_OPENAI_KEY
 
 from gateway.db import open_database
-from gateway.identity import IdentityStore
-from gateway.projects import ProjectStore
+from gateway.identity.keys import IdentityStore
+from gateway.identity.projects import ProjectStore
 
 REPO = Path(__file__).parents[2]
 PROJECT = "proj_ops"

@@ -22,7 +22,7 @@ from e2e.harness import RunningGateway, mock_providers, start_gateway, stop_gate
 from mock_upstream import MockUpstream
 
 from gateway.db import open_database
-from gateway.projects import ProjectStore
+from gateway.identity.projects import ProjectStore
 
 HERE = Path(__file__).parent
 REPO_POLICIES = HERE.parents[1] / "policies"

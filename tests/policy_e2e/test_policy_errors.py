@@ -21,8 +21,8 @@ import pytest
 from e2e.harness import GatewayFactory
 
 from gateway.db import open_database
-from gateway.identity import preview
-from gateway.projects import ProjectStore
+from gateway.identity.keys import preview
+from gateway.identity.projects import ProjectStore
 
 TIMEOUT = 10.0
 REPO_POLICIES = Path(__file__).parents[2] / "policies"

@@ -16,7 +16,7 @@ import openai
 import pytest
 from e2e.harness import UPSTREAM_ANTHROPIC_KEY, UPSTREAM_OPENAI_KEY
 
-from gateway.governance import GATEWAY_BODY_FIELDS
+from gateway.policy.governance import GATEWAY_BODY_FIELDS
 
 TIMEOUT = 10.0
 ORDER = "Where is my order?"
@@ -42,7 +42,7 @@ def post(governed: Any, path: str, body: Any, key: str | None = None,
 
 def key_id(governed: Any, plaintext: str) -> str:
     """The id of a fixture key, found by its preview (the store never keeps the plaintext)."""
-    from gateway.identity import preview
+    from gateway.identity.keys import preview
 
     (record,) = [k for k in governed.gateway.store.list_keys(governed.account_id)
                  if k.key_preview == preview(plaintext)]
@@ -300,7 +300,7 @@ def test_a_jwt_in_x_api_key_is_accepted_too(governed, mock):
 
 def test_a_grant_from_the_management_store_applies_and_its_revocation_too(governed, mock):
     from gateway.db import open_database
-    from gateway.projects import ProjectStore
+    from gateway.identity.projects import ProjectStore
 
     store = ProjectStore(open_database(governed.gateway.db_path))
     token = governed.token("managed-user")

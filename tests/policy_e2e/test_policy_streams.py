@@ -231,7 +231,7 @@ def test_stopped_stream_closes_its_upstream_generators(governed: Any, mock: Any)
         assert events_of(governed, user)  # the gateway finished the stream
         gc.collect()
     leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)
-             and "gateway.upstream" in str(w.message)]
+             and "gateway.upstream.exchange" in str(w.message)]
     assert leaks == []
 
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import trio
 
-from gateway.quota import retry_after_seconds
+from gateway.quota.limits import retry_after_seconds
 
 from .conftest import CONFIGURED_PROJECT, Workers
 
