@@ -17,7 +17,7 @@ from quart_trio import QuartTrio
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
 
-from gateway.adapters import CHAT, COUNT_TOKENS, MESSAGES, RESPONSES, Adapter
+from gateway.adapters import ENDPOINTS, Endpoint, adapter_for
 from gateway.admin.history import PATH as HISTORY_PATH
 from gateway.admin.history import HistoryReader
 from gateway.admin.openapi import register as register_openapi
@@ -40,7 +40,10 @@ log = logging.getLogger("gateway")
 
 
 def create_app(config: Config | None = None, *,
-               echo_transport: httpx.AsyncBaseTransport | None = None) -> QuartTrio:
+               echo_transport: httpx.AsyncBaseTransport | None = None,
+               transport: httpx.AsyncBaseTransport | None = None) -> QuartTrio:
+    """The gateway app. `transport` replaces the network towards providers (an
+    `httpx.MockTransport` in tests), `echo_transport` the built-in echo upstream."""
     config = config or Config.load(None)
     app = QuartTrio("gateway")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
@@ -48,7 +51,7 @@ def create_app(config: Config | None = None, *,
     # this bound only applies to plain responses, which never take longer than the upstream.
     app.config["RESPONSE_TIMEOUT"] = config.timeouts.total + 30
     app.config["BODY_TIMEOUT"] = config.timeouts.idle
-    state = GatewayState(config, echo_transport=echo_transport)
+    state = GatewayState(config, echo_transport=echo_transport, transport=transport)
     app.extensions["gateway"] = state
     reloader = register_management(app, state)
     register_openapi(app)
@@ -83,40 +86,7 @@ def create_app(config: Config | None = None, *,
         history.close()
         await state.aclose()
 
-    def surface(handler: Callable[..., Awaitable[Outbound]], adapter: Adapter
-                ) -> Callable[[Inbound], Awaitable[Outbound]]:
-        return lambda inbound: handler(state, adapter, inbound)
-
-    api_routes = [
-        ApiRoute("POST", "/v1/chat/completions", CHAT, surface(compat.proxy_api, CHAT)),
-        ApiRoute("POST", "/v1/responses", RESPONSES, surface(compat.proxy_api, RESPONSES)),
-        ApiRoute("POST", "/v1/messages", MESSAGES, surface(compat.proxy_api, MESSAGES)),
-        ApiRoute("POST", "/v1/messages/count_tokens", COUNT_TOKENS,
-                 surface(compat.proxy_api, COUNT_TOKENS)),
-        ApiRoute("GET", "/v1/models", CHAT, lambda inbound: compat.proxy_models(state, inbound)),
-    ]
-    governed = PolicySurface(state)
-
-    def policy_surface(adapter: Adapter) -> Callable[[Inbound], Awaitable[Outbound]]:
-        return lambda inbound: governed.handle(adapter, inbound)
-
-    async def policy_passthrough(adapter: Adapter, inbound: Inbound) -> Outbound:
-        governed.require_plan(inbound)
-        if adapter is COUNT_TOKENS:
-            return await compat.proxy_api(state, adapter, inbound, authenticated=True)
-        return await compat.proxy_models(state, inbound, authenticated=True)
-
-    for prefix in ("/policy", "/policy/v1"):
-        api_routes += [
-            ApiRoute("POST", f"{prefix}/chat/completions", CHAT, policy_surface(CHAT)),
-            ApiRoute("POST", f"{prefix}/responses", RESPONSES, policy_surface(RESPONSES)),
-            ApiRoute("POST", f"{prefix}/messages", MESSAGES, policy_surface(MESSAGES)),
-            ApiRoute("POST", f"{prefix}/messages/count_tokens", COUNT_TOKENS,
-                     lambda inbound: policy_passthrough(COUNT_TOKENS, inbound)),
-            ApiRoute("GET", f"{prefix}/models", CHAT,
-                     lambda inbound: policy_passthrough(CHAT, inbound)),
-        ]
-    api_routes.append(ApiRoute("POST", "/policy/simulate", CHAT, governed.simulate))
+    api_routes = _api_routes(state)
     # The hot API routes bypass quart's per-request machinery (see gateway/http/routes.py).
     app.asgi_app = FastRoutes(  # type: ignore[method-assign,assignment]
         app.asgi_app, api_routes, max_body_bytes=config.max_body_bytes,  # type: ignore[arg-type]
@@ -140,8 +110,7 @@ def create_app(config: Config | None = None, *,
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
-        adapter = MESSAGES if request.path.startswith(("/v1/messages", "/policy/messages")) \
-            else CHAT
+        adapter = adapter_for(request.path)
         wrapped: GatewayError
         if error.code == 405:
             wrapped = MethodNotAllowed(f"Method {request.method} is not allowed on {request.path}.")
@@ -152,6 +121,45 @@ def create_app(config: Config | None = None, *,
         return _to_quart(error_response(adapter, wrapped))
 
     return app
+
+
+def _api_routes(state: GatewayState) -> list[ApiRoute]:
+    """The hot API routes, one per endpoint and surface prefix (gateway/adapters ENDPOINTS)."""
+    governed = PolicySurface(state)
+    routes: list[ApiRoute] = []
+    for endpoint in ENDPOINTS:
+        adapter, path = endpoint.adapter, endpoint.path
+        if endpoint.api == "simulate":
+            routes.append(ApiRoute("POST", "/policy" + path, adapter, governed.simulate))
+            continue
+        method = "GET" if endpoint.api == "models" else "POST"
+        routes.append(ApiRoute(method, "/v1" + path, adapter, _compat(state, endpoint)))
+        for prefix in ("/policy", "/policy/v1"):
+            routes.append(ApiRoute(method, prefix + path, adapter,
+                                   _governed(state, governed, endpoint)))
+    return routes
+
+
+def _compat(state: GatewayState, endpoint: Endpoint) -> Callable[[Inbound], Awaitable[Outbound]]:
+    if endpoint.api == "models":
+        return lambda inbound: compat.proxy_models(state, inbound)
+    return lambda inbound: compat.proxy_api(state, endpoint.adapter, inbound)
+
+
+def _governed(state: GatewayState, governed: PolicySurface, endpoint: Endpoint
+              ) -> Callable[[Inbound], Awaitable[Outbound]]:
+    """The governed handler; models and count_tokens pass through for Policy Gateway plans."""
+    if endpoint.api == "models":
+        async def models(inbound: Inbound) -> Outbound:
+            governed.require_plan(inbound)
+            return await compat.proxy_models(state, inbound, authenticated=True)
+        return models
+    if endpoint.api == "count_tokens":
+        async def count_tokens(inbound: Inbound) -> Outbound:
+            governed.require_plan(inbound)
+            return await compat.proxy_api(state, endpoint.adapter, inbound, authenticated=True)
+        return count_tokens
+    return lambda inbound: governed.handle(endpoint.adapter, inbound)
 
 
 def _to_quart(out: Outbound) -> Response:

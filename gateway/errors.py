@@ -269,3 +269,8 @@ class ShuttingDown(GatewayError):
     code = "server_shutting_down"
     error_type = "server_error"
     anthropic_type = "api_error"
+
+
+class InvalidTransition(RuntimeError):
+    """A governed request's lifecycle (gateway/policy/lifecycle.py) got an event its phase does
+    not allow. Never the caller's doing: a bug of ours, to report."""

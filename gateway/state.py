@@ -1,25 +1,30 @@
-"""Everything one worker process holds for its lifetime, opened and closed by the app."""
+"""Everything one worker process holds for its lifetime, opened and closed by the app.
+
+Typed resources only: the logic that uses them lives in the packages that own each concern.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-import random
 from typing import Any
 
 import httpx
 import sqlite_utils
 import trio
 
+from gateway.admin.registry import PolicyRegistry, PolicyRevision, list_revisions
+from gateway.admin.reload import emit_revision_events
 from gateway.config import Config, ConfigError
 from gateway.db import open_database
-from gateway.errors import InvalidToken
 from gateway.events.connectors import ConnectorTask, connector_settings
-from gateway.events.sink import EventSink, QueueSink, base_event
+from gateway.events.sink import EventSink, QueueSink
 from gateway.events.store import EventSettings, EventStore, EventWriter
-from gateway.identity.jwt import JwtSettings, JwtVerifier, looks_like_jwt
+from gateway.identity.credentials import authenticate
+from gateway.identity.jwt import JwtSettings, JwtVerifier
 from gateway.identity.keys import Caller, IdentityCache
 from gateway.policy.governance import InlinePolicies
+from gateway.policy.rollouts import Rollouts
 from gateway.quota.limits import QuotaStore
 from gateway.quota.sqlite import SqliteQuotaStore, settings_from_config
 from gateway.upstream.exchange import Upstreams
@@ -43,9 +48,10 @@ def _connectors(config: Config, settings: EventSettings) -> list[ConnectorTask]:
 
 
 class GatewayState:
-    def __init__(self, config: Config, *, echo_transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(self, config: Config, *, echo_transport: httpx.AsyncBaseTransport | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None):
         self.config = config
-        self.upstreams = Upstreams(config, echo_transport=echo_transport)
+        self.upstreams = Upstreams(config, echo_transport=echo_transport, transport=transport)
         self.inline_policies = InlinePolicies()
         self.quota_settings = settings_from_config(config)
         self.quotas: QuotaStore = SqliteQuotaStore(config.database_path, self.quota_settings,
@@ -62,29 +68,22 @@ class GatewayState:
         self.event_writer.on_written += [c.wake for c in self.connectors]
         self.jwt: JwtVerifier | None = (
             JwtVerifier(JwtSettings.from_mapping(config.jwt, os.environ)) if config.jwt else None)
-        self.registry: Any = None
-        self.rollout: Any = None
+        self.rollouts = Rollouts(lambda event: self.events.emit(event), self._old_revision)
         #: The app's nursery (set while serving): owner of background notifications.
         self.nursery: trio.Nursery | None = None
         self._db: sqlite_utils.Database | None = None
         self._identities: IdentityCache | None = None
+        self._registry: PolicyRegistry | None = None
 
     async def open(self) -> None:
-        from gateway.admin.registry import PolicyRegistry
-
         self._db = open_database(self.config.database_path)
         self._identities = IdentityCache(self._db)
         self._identities.refresh_if_changed()
-        self.registry = PolicyRegistry.load(self.config.policies_dir, self._db)
-        for path, diagnostics in self.registry.errors.items():
+        self._registry = PolicyRegistry.load(self.config.policies_dir, self._db)
+        for path, diagnostics in self._registry.errors.items():
             log.error("policy file %s failed its check: %s", path,
                       "; ".join(d.message for d in diagnostics))
-        for change in self.registry.changes:
-            self.events.emit(base_event(
-                "revision", user_id=None, org_id=None, policy_id=change.policy_id,
-                policy_name=change.name, policy_revision=change.revision,
-                data_classification=change.classification, edit_type=change.edit_type,
-                config_snapshot=change.source))
+        emit_revision_events(self, self._registry)
         await self.upstreams.open()
 
     async def aclose(self) -> None:
@@ -92,6 +91,10 @@ class GatewayState:
         if self._db is not None:
             self._db.conn.close()
             self._db = None
+
+    @property
+    def serving(self) -> bool:
+        return self._registry is not None
 
     @property
     def db(self) -> sqlite_utils.Database:
@@ -107,78 +110,25 @@ class GatewayState:
 
     directory = identities
 
+    @property
+    def registry(self) -> PolicyRegistry:
+        """The policies in force; the reloader swaps in a new registry in one assignment."""
+        if self._registry is None:
+            raise RuntimeError("the gateway is not serving")
+        return self._registry
+
+    @registry.setter
+    def registry(self, registry: PolicyRegistry) -> None:
+        self._registry = registry
+
     def authenticate(self, credential: str) -> Caller:
-        """An API key, or a JWT when the gateway is configured for them (SPEC §2, §3)."""
-        if looks_like_jwt(credential):
-            if self.jwt is None:
-                raise InvalidToken("This gateway does not accept JWTs; use an API key.")
-            user = self.jwt.verify(credential)
-            account = self.identities.account(user.account_id)
-            if account is None:
-                raise InvalidToken(f"The token names an unknown account '{user.account_id}'.")
-            return Caller(account=account, key=None, user_id=user.user_id, jwt=user)
-        return self.identities.authenticate_key(credential)
+        return authenticate(self.identities, self.jwt, credential)
 
-    # --- rollout (SPEC §6) -----------------------------------------------------------------
+    def _old_revision(self, policy_id: str, revision: int) -> PolicyRevision | None:
+        return next((r for r in list_revisions(self.db, policy_id) if r.revision == revision),
+                    None)
 
-    def rollout_for(self, loaded: Any, target: str, subject: str | None, decision: Any
-                    ) -> tuple[str, bool]:
-        """(rollout_mode, enforced) for this request; emits auto-rollback revision events."""
-        if self.rollout is None:
-            from gateway.policy.rollout import RolloutEngine
-
-            self.rollout = RolloutEngine()
-        outcome = self.rollout.resolve(
-            loaded.policy, policy_id=loaded.policy_id, revision=loaded.revision, target=target,
-            quota_subject=subject, decision=decision.decision, now=trio.current_time(),
-            rand=random.random())
-        for change in outcome.events:
-            name, classification, source = loaded.name, loaded.policy.classification, \
-                loaded.source
-            if change.revision != loaded.revision:
-                # The end of an older revision's rollback (a new one replaced it): the event
-                # describes that revision, so its snapshot is that revision's source. Rare.
-                from gateway.admin.registry import list_revisions
-
-                old = next((r for r in list_revisions(self.db, change.policy_id)
-                            if r.revision == change.revision), None)
-                if old is not None:
-                    name, classification, source = old.name, old.classification, old.source
-            self.events.emit(base_event(
-                "revision", user_id=None, org_id=None, policy_id=change.policy_id,
-                policy_name=name, policy_revision=change.revision,
-                data_classification=classification, edit_type=change.edit_type,
-                config_snapshot=source, reason=change.reason,
-                window={"share_pct": change.share_pct, "matching": change.matching,
-                        "total": change.total}))
-        return outcome.rollout_mode, outcome.enforced
-
-    def rollout_preview(self, loaded: Any, target: str, subject: str | None
-                        ) -> tuple[str, bool]:
-        """(rollout_mode, enforced) that a request would get now, without counting toward
-        auto-rollback: a simulation (SPEC §10) is not a governed request, and simulating
-        refusals must never switch off a policy's enforcement for real traffic."""
-        from gateway.policy.rollout import RolloutEngine, canary_enforces
-
-        if self.rollout is None:
-            self.rollout = RolloutEngine()
-        status = self.rollout.status(loaded.policy_id)
-        if (status is not None and status.revision == loaded.revision
-                and status.rollback_until is not None
-                and trio.current_time() < status.rollback_until):
-            return "rollback", False
-        stage = loaded.policy.rollout.stage_for(target)
-        if stage.mode == "shadow":
-            return "shadow", False
-        if stage.mode == "canary":
-            return "canary", canary_enforces(stage.percentage, loaded.policy_id,
-                                             loaded.revision, subject, random.random())
-        return "enforced", True
-
-    def rollout_observe(self, governance: Any) -> None:
-        """Hook for the final (output-stage) decision; the engine counts it at resolve time."""
-
-    # --- escalation (SPEC §5.4) -----------------------------------------------------------------
+    # --- escalation ------------------------------------------------------------------------
 
     def notify_escalation(self, url: str, event: dict[str, Any]) -> None:
         """POST the event to the escalation URL in the background; never blocks the request."""

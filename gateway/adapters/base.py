@@ -97,6 +97,10 @@ class Adapter:
     provider_kind: ClassVar[str]
     #: Path of the endpoint below the provider's base URL.
     upstream_path: ClassVar[str]
+    #: Path of the endpoint below each of the gateway's surface prefixes (`/v1`, `/policy`).
+    path: ClassVar[str]
+    #: The endpoint's label in metrics and access logs.
+    api: ClassVar[str]
 
     def validate(self, body: JSON) -> None:
         """Raise `InvalidRequest` for a body the API would reject for shape or type reasons."""

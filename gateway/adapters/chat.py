@@ -43,6 +43,8 @@ class ChatCompletions(OpenAIErrorShape, Adapter):
     surface = "chat.completions"
     provider_kind = OPENAI
     upstream_path = "/chat/completions"
+    path = "/chat/completions"
+    api = "chat.completions"
 
     def validate(self, body: JSON) -> None:
         check_field(body, "model", str, required=True, non_empty=True)

@@ -43,6 +43,8 @@ class Messages(Adapter):
     surface = "messages"
     provider_kind = ANTHROPIC
     upstream_path = "/v1/messages"
+    path = "/messages"
+    api = "messages"
 
     def validate(self, body: JSON) -> None:
         check_field(body, "model", str, required=True, non_empty=True)
@@ -192,6 +194,8 @@ class CountTokens(Messages):
 
     surface = "messages"
     upstream_path = "/v1/messages/count_tokens"
+    path = "/messages/count_tokens"
+    api = "count_tokens"
 
     def validate(self, body: JSON) -> None:
         check_field(body, "model", str, required=True, non_empty=True)

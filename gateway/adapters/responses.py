@@ -60,6 +60,8 @@ class Responses(OpenAIErrorShape, Adapter):
     surface = "responses"
     provider_kind = OPENAI
     upstream_path = "/responses"
+    path = "/responses"
+    api = "responses"
 
     def validate(self, body: JSON) -> None:
         check_field(body, "model", str, required=True, non_empty=True)

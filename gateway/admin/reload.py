@@ -34,7 +34,7 @@ from gateway.admin.registry import (
     _atomic_write,
     policy_files,
 )
-from gateway.events.sink import base_event
+from gateway.policy.records import revision_event as policy_revision_event
 
 log = logging.getLogger("gateway.admin.reload")
 
@@ -63,11 +63,10 @@ def directory_fingerprint(directory: str | os.PathLike[str]) -> Fingerprint | No
 
 def revision_event(change: PolicyRevision, user_id: str | None = None) -> dict[str, Any]:
     """The `revision` event (SPEC §9.2) of one recorded revision, with the source snapshot."""
-    return base_event(
-        "revision", user_id=user_id, org_id=None, policy_id=change.policy_id,
-        policy_name=change.name, policy_revision=change.revision,
-        data_classification=change.classification, edit_type=change.edit_type,
-        config_snapshot=change.source)
+    return policy_revision_event(
+        policy_id=change.policy_id, revision=change.revision, name=change.name,
+        classification=change.classification, edit_type=change.edit_type,
+        source=change.source, user_id=user_id)
 
 
 def emit_revision_events(state: Any, registry: PolicyRegistry,

@@ -49,7 +49,7 @@ from gateway.errors import (
     InvalidToken,
     NotFound,
 )
-from gateway.http.wire import Inbound, Outbound, error_response
+from gateway.http.wire import Outbound, error_response
 from gateway.identity.jwt import looks_like_jwt
 from gateway.identity.keys import Caller, IdentityError, IdentityStore, credential_from_headers
 from gateway.identity.projects import ProjectError, ProjectStore
@@ -419,17 +419,6 @@ async def revoke_key(state: Any, key_id: str) -> Response:
 
 # --- simulate -------------------------------------------------------------------------------
 
-class _AdminSimulation(PolicySurface):
-    """`PolicySurface.simulate` for a project the admin names, as that project's account."""
-
-    def __init__(self, state: Any, caller: Caller) -> None:
-        super().__init__(state)
-        self._caller = caller
-
-    def require_plan(self, inbound: Inbound) -> Caller:
-        return self._caller
-
-
 @admin_route("/simulate", ["POST"])
 async def simulate(state: Any) -> Response:
     body = await _object_body()
@@ -446,10 +435,8 @@ async def simulate(state: Any) -> Response:
     headers = {k.lower(): v for k, v in request.headers.items()
                if k.lower() not in ("authorization", "x-api-key", "x-policy-project")}
     user_id = authorize_admin(state, request.headers)
-    surface = _AdminSimulation(state, Caller(account=account, key=None, user_id=user_id))
-    out = await surface.simulate(Inbound(method="POST", path=request.path, headers=headers,
-                                         body=orjson.dumps(body)))
-    return _to_quart(out)
+    caller = Caller(account=account, key=None, user_id=user_id)
+    return _to_quart(PolicySurface(state).simulate_as(caller, headers, body))
 
 
 # --- health ---------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from gateway.admin.reload import (
     write_policy_file,
 )
 from gateway.config import Config
-from gateway.identity.projects import ProjectError
+from gateway.identity.projects import ProjectError, ProjectStore
 
 SURFACES = ("chat.completions", "messages", "responses")
 
@@ -382,42 +382,48 @@ def _simulation_body(args: argparse.Namespace) -> dict[str, Any]:
     return body
 
 
-async def _run_simulation(config: Config, body: dict[str, Any]) -> tuple[Any, list[Any]]:
-    """The gateway's own simulate, on a state of this process; returns the answer and the
-    events it emitted (the simulation event, and revisions if this load recorded any)."""
-    import orjson
+def _run_simulation(config: Config, body: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+    """The gateway's own simulation path, on the database: returns the answer and the events
+    it recorded (the simulation event, and revisions if this load recorded any)."""
+    from gateway.admin.registry import list_revisions
+    from gateway.identity.credentials import resolve_project
+    from gateway.identity.keys import Caller, IdentityCache
+    from gateway.policy.governance import GatewayFields, InlinePolicies
+    from gateway.policy.prepared import prepare_request, simulate, simulated_adapter
+    from gateway.policy.rollouts import Rollouts
 
-    from gateway.admin.routes import _AdminSimulation
-    from gateway.events.sink import MemorySink
-    from gateway.http.wire import Inbound
-    from gateway.identity.keys import Caller
-    from gateway.identity.projects import ProjectStore
-    from gateway.state import GatewayState
-
-    state = GatewayState(config)
-    sink = MemorySink()
-    state.events = sink
-    await state.open()
+    db = _database(config)
+    events: list[Any] = []
     try:
-        project = ProjectStore(state.db).get(body["policy_project_id"])
-        account = state.identities.account(project.account_id)
+        registry = _load(config, db)
+        directory = IdentityCache(db)
+        project = ProjectStore(db).get(body["policy_project_id"])
+        account = directory.account(project.account_id)
         if account is None:
             raise ProjectError(f"the account of project {project.id!r} no longer exists")
-        surface = _AdminSimulation(state, Caller(account=account, key=None, user_id="cli"))
-        out = await surface.simulate(Inbound(method="POST", path="/policy/simulate",
-                                             headers={}, body=orjson.dumps(body)))
+        caller = Caller(account=account, key=None, user_id="cli")
+
+        def resolve(fields: GatewayFields) -> Any:
+            found = resolve_project(directory, caller, fields.project_id)
+            return found, registry.get(found.policy_id) if found.policy_id else None
+
+        rollouts = Rollouts(events.append, lambda policy_id, revision: next(
+            (r for r in list_revisions(db, policy_id) if r.revision == revision), None))
+        adapter = simulated_adapter({}, body)
+        request = prepare_request(adapter, {}, body, caller, resolve, InlinePolicies())
+        answer, event = simulate(adapter, caller, request, rollouts.preview,
+                                 config.always_blocked_categories)
+        events.append(event)
     finally:
-        await state.aclose()
-    return out, list(sink.events)
+        db.conn.close()
+    return answer, events
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    import trio
-
     from gateway.events.store import EventStorageError, EventStore
 
     config = Config.load(args.config)
-    out, events = trio.run(_run_simulation, config, _simulation_body(args))
+    answer, events = _run_simulation(config, _simulation_body(args))
     if events:
         store = EventStore(config.database_path)
         try:
@@ -426,9 +432,6 @@ def _simulate(args: argparse.Namespace) -> int:
             print(f"warning: {len(events)} event(s) not stored: {exc}", file=sys.stderr)
         finally:
             store.close()
-    answer = json.loads(out.body)
-    if out.status != 200:
-        raise CommandError(answer.get("error", {}).get("message", out.body.decode()))
     if OUTPUT.json:
         show(answer)
         return 0

@@ -163,7 +163,7 @@ class GatewayMetrics:
 
     def render(self, state: Any) -> bytes:
         self.sync_events(state)
-        if state.registry is not None:
+        if state.serving:
             self.policy_files_failing.set(len(state.registry.errors))
         if multiprocess_enabled():
             registry = CollectorRegistry()

@@ -28,7 +28,7 @@ from typing import Any
 
 import trio
 
-from gateway.adapters import Adapter
+from gateway.adapters import Adapter, endpoint_for
 from gateway.errors import GatewayError, MethodNotAllowed, RequestTooLarge
 from gateway.http.access_log import (
     REQUEST_ID_HEADER,
@@ -189,16 +189,8 @@ def route_labels(path: str) -> tuple[str, str]:
         return "ops", path.lstrip("/")
     if path.startswith("/api/policy-gateway/"):
         return "management", "management"
-    surface = "policy" if path.startswith("/policy/") else "compat" \
-        if path.startswith("/v1/") else "other"
-    if surface == "other":
-        return surface, "unknown"
-    for suffix, api in (("/chat/completions", "chat.completions"), ("/responses", "responses"),
-                        ("/messages/count_tokens", "count_tokens"), ("/messages", "messages"),
-                        ("/models", "models"), ("/simulate", "simulate")):
-        if path.endswith(suffix):
-            return surface, api
-    return surface, "unknown"
+    surface, endpoint = endpoint_for(path)
+    return surface, endpoint.api if endpoint is not None else "unknown"
 
 
 def _client_request_id(scope: dict[str, Any]) -> str | None:

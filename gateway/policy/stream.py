@@ -24,6 +24,7 @@ import dsl
 from gateway.adapters.base import Adapter, dumps
 from gateway.errors import PolicyRefused
 from gateway.policy.governance import Governance
+from gateway.policy.lifecycle import StreamCounts
 from gateway.upstream.sse import Frame, encode_frame
 
 MonitorFactory = Callable[[dsl.Decision], Any]
@@ -98,6 +99,15 @@ class StreamGovernor:
     def finish(self) -> bytes:
         """The upstream stream ended normally: release whatever is still held back."""
         return self._flush() if self._monitor is not None and not self.stopped else b""
+
+    def error_extra(self) -> dict[str, Any]:
+        """An error frame ending the stream carries the `policy` object too."""
+        return {"policy": self.governance.policy_object()}
+
+    def counts(self) -> StreamCounts:
+        """What the stream told us about its usage, for settling the quota."""
+        return StreamCounts(self.input_tokens, self.output_tokens,
+                            usage_reported=self.usage_reported, output_chars=self.output_chars)
 
     # --- internals
 

@@ -60,9 +60,12 @@ def relayable_response_headers(headers: httpx.Headers) -> list[tuple[str, str]]:
 class Upstreams:
     """The pooled clients. Open in `before_serving`, close in `after_serving`."""
 
-    def __init__(self, config: Config, echo_transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(self, config: Config, echo_transport: httpx.AsyncBaseTransport | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None):
         self.config = config
         self._echo_transport = echo_transport
+        #: Replaces the network for tests (`httpx.MockTransport`); None: the real network.
+        self._transport = transport
         self._network: httpx.AsyncClient | None = None
         self._echo: httpx.AsyncClient | None = None
 
@@ -78,7 +81,7 @@ class Upstreams:
         timeout = httpx.Timeout(connect=timeouts.connect, read=timeouts.idle, write=timeouts.idle,
                                 pool=timeouts.connect)
         self._network = httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False,
-                                          follow_redirects=False)
+                                          follow_redirects=False, transport=self._transport)
         transport = self._echo_transport
         if transport is None and any(p.is_echo for p in self.config.providers.values()):
             from gateway.upstream.echo import EchoTransport
