@@ -245,10 +245,6 @@ class Checker:
         if decision == "allow" and default_decision == "allow" and not rule.redactions:
             self.warn(action.decision.pos, f"rule `{rule.name.text}` has no effect",
                       "the default is already allow; add a `redact` or remove the rule")
-        if decision in ("rewrite", "summary") and action.instruction is None:
-            if f"{decision}_instruction" not in self.settings:
-                self.warn(action.decision.pos, f"{decision} without an instruction",
-                          f"add `instruction \"...\"` or a policy-level `{decision}_instruction`")
         if decision == "escalate" and "escalation_path" not in self.settings:
             self.err(action.decision.pos, "escalate needs an escalation path",
                      'declare `escalation_path "https://..."` or an email address')

@@ -24,7 +24,7 @@ _CURRENT_KEYS = {
     "": _TOP | {"classification", "config"},
     "config": {"rules", "deployment"},
     "rules": {"allowlist", "denylist", "flagged_categories", "enforcement_action",
-              "escalation_path", "redact_pii"},
+              "escalation_path", "redact_pii", "rewrite_instruction", "summary_instruction"},
     "deployment": {"enabled", "percentage", "auto_rollback"},
     "auto_rollback": {"enabled", "threshold_pct", "min_requests", "window_minutes",
                       "cooldown_minutes", "rollback_decisions"},
@@ -219,6 +219,8 @@ def _translate_current(t: _Translator, doc: dict[str, Any]) -> None:
     action = (_ACTIONS[action_name] if t.choice(action_name, (
         "rewrite", "block", "summarize", "escalate"), "enforcement_action") else "refuse")
     t.setting("escalation_path", rules.get("escalation_path"), "escalation_path")
+    for key in ("rewrite_instruction", "summary_instruction"):
+        t.setting(key, rules.get(key), f"config.rules.{key}")
     allow = t.strings(rules.get("allowlist"), "allowlist")
     if allow:
         t.term_list("allowlist", "allowlist", allow, "allowlist")
@@ -275,7 +277,9 @@ def _translate_legacy(t: _Translator, doc: dict[str, Any]) -> None:
     if isinstance(mode, str) and mode not in ("refuse", "block", "none"):
         action = _ACTIONS.get(mode, mode)
     if isinstance(replacement.get("message"), str):
-        key = "escalation_message" if action == "escalate" else "refusal_message"
+        # The replacement text of a rewrite or summary is the instruction the model gets.
+        key = {"escalate": "escalation_message", "rewrite": "rewrite_instruction",
+               "summary": "summary_instruction"}.get(action, "refusal_message")
         t.setting(key, replacement["message"], "message")
     allow = t.strings(rules.get("allowlist"), "allowlist")
     if allow:
