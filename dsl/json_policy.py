@@ -190,9 +190,27 @@ def is_legacy(doc: dict[str, Any]) -> bool:
         k in doc for k in ("rules", "org_controls", "rollout", "refusal_replacement"))
 
 
+def is_policy_document(doc: object) -> bool:
+    """Whether parsed JSON looks like a policy document of either shape (not e.g. a request)."""
+    return isinstance(doc, dict) and ("config" in doc or is_legacy(doc))
+
+
+def _not_a_policy(doc: dict[str, Any]) -> bool:
+    """Keys no policy has, none of them a near miss of a policy key (e.g. a request file)."""
+    strangers = [key for key in doc if key not in _TOP]
+    known = sorted(_CURRENT_KEYS[""] | _LEGACY_KEYS[""])
+    return not is_policy_document(doc) and bool(strangers) and not any(
+        difflib.get_close_matches(key, known, n=1) for key in strangers)
+
+
 def translate(doc: dict[str, Any], source: str | None, sink: DiagnosticSink) -> ast.PolicyAst:
     """Translate a JSON policy document; problems go to `sink`, translation goes on."""
     t = _Translator(doc, source, sink)
+    if _not_a_policy(doc):
+        sink.error(1, 1, "not a policy document: it has neither `config` nor `rules`",
+                   "a JSON policy keeps its rules under `config.rules`; a request file for "
+                   "`python -m dsl eval` is passed with --request")
+        return ast.PolicyAst(ast.Name("v1"), ast.Text("policy"), ())
     name = doc.get("name") or doc.get("policy_id") or doc.get("id") or "policy"
     policy_id = doc.get("policy_id") or doc.get("id") or _slug(str(name))
     t.setting("name", str(name), "name")
