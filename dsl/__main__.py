@@ -1,4 +1,4 @@
-"""`python -m dsl check|fmt|test|eval` (SPEC §5.8)."""
+"""`python -m dsl check|fmt|test|eval`: check, format, test and try out policies."""
 
 from __future__ import annotations
 

@@ -242,3 +242,4 @@ class PolicyAst:
     items: tuple[Item, ...]
     comments: tuple[tuple[int, str], ...] = field(default=(), compare=False)
     pos: Pos = NOWHERE
+    recovered: bool = field(default=False, compare=False)  # some statements had syntax errors

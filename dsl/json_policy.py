@@ -1,4 +1,4 @@
-"""JSON policy documents (SPEC §5.9), current and legacy shapes -> the same AST as `.pol`.
+"""JSON policy documents, current and legacy shapes -> the same AST as `.pol`.
 
 Positions point at the JSON key a node came from (when the document was given as text), so
 checker diagnostics on JSON documents still carry a useful line and column.
@@ -60,7 +60,8 @@ class _Translator:
             return True
         pos = self.at(key.rsplit(".", 1)[-1])
         self.sink.error(pos.line, pos.column, f"`{key}` must be {what}",
-                        f"got {type(value).__name__}; see SPEC §5.9 for the document shape")
+                        f"got {type(value).__name__}; see \"JSON policy documents\" in "
+                        "docs/policy-language.md", code="json-wrong-type")
         return False
 
     def known_keys(self, value: dict[str, Any], allowed: Collection[str], where: str) -> None:
@@ -72,14 +73,15 @@ class _Translator:
             hint = (f"did you mean `{close[0]}`?" if close else
                     f"known keys here: {', '.join(sorted(allowed))}")
             self.sink.error(pos.line, pos.column,
-                            f"unknown key `{key}` in {where or 'the policy document'}", hint)
+                            f"unknown key `{key}` in {where or 'the policy document'}", hint,
+                            code="json-unknown-key")
 
     def choice(self, value: Any, allowed: Collection[str], key: str) -> bool:
         if isinstance(value, str) and value in allowed:
             return True
         pos = self.at(key)
         self.sink.error(pos.line, pos.column, f"`{key}` must be one of {', '.join(allowed)}",
-                        f"got {value!r}; see SPEC §5.9")
+                        f"got {value!r}", code="json-bad-choice")
         return False
 
     def strings(self, value: Any, key: str) -> list[str]:
@@ -174,7 +176,8 @@ class _Translator:
                     else re.fullmatch(r"(requests|tokens)()", name)
                 if match is None or not isinstance(number, int | float):
                     self.sink.error(pos.line, pos.column, f"unknown quota `{key}.{name}`",
-                                    'write e.g. {"requests_per_minute": 60, "tokens_per_day": 1e6}')
+                                    'write e.g. {"requests_per_minute": 60, "tokens_per_day": 1e6}',
+                                    code="json-unknown-quota")
                     continue
                 limits.append(ast.QuotaLimitDecl(ast.Name(match.group(1), pos), float(number),
                                                  ast.Name(window or match.group(2), pos), pos))
@@ -209,7 +212,7 @@ def translate(doc: dict[str, Any], source: str | None, sink: DiagnosticSink) -> 
     if _not_a_policy(doc):
         sink.error(1, 1, "not a policy document: it has neither `config` nor `rules`",
                    "a JSON policy keeps its rules under `config.rules`; a request file for "
-                   "`python -m dsl eval` is passed with --request")
+                   "`python -m dsl eval` is passed with --request", code="json-not-a-policy")
         return ast.PolicyAst(ast.Name("v1"), ast.Text("policy"), ())
     name = doc.get("name") or doc.get("policy_id") or doc.get("id") or "policy"
     policy_id = doc.get("policy_id") or doc.get("id") or _slug(str(name))
@@ -262,7 +265,7 @@ def _translate_current(t: _Translator, doc: dict[str, Any]) -> None:
         elif not 0 <= percentage <= 100:
             pos = t.at("percentage")
             t.sink.error(pos.line, pos.column, "`percentage` must be from 0 to 100",
-                         f"got {percentage!r}")
+                         f"got {percentage!r}", code="json-bad-percentage")
         if enabled is False:
             t.stage("shadow", None, "deployment")
         elif percentage < 100:
