@@ -16,7 +16,7 @@ PolicyInput = str | dict[str, Any]
 
 
 def _looks_like_json(text: str) -> bool:
-    return text.lstrip().startswith("{")
+    return text.lstrip().startswith(("{", "["))
 
 
 def load(text_or_doc: PolicyInput, filename: str = "<policy>",
@@ -60,7 +60,7 @@ def check(text_or_doc: PolicyInput, filename: str = "<policy>") -> list[Diagnost
     except RecursionError:
         return [Diagnostic(filename, 1, 1, "error", "policy nested too deeply",
                            "split deeply nested conditions into several rules",
-                           "nested-too-deeply")]
+                           code="nested-too-deeply")]
 
 
 def compile_policy(text_or_doc: PolicyInput, filename: str = "<policy>") -> CompiledPolicy:

@@ -69,7 +69,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     errors = sum(d.severity == "error" for d in everything)
     warnings = len(everything) - errors
     if args.format == "json":
-        print(json.dumps([d.as_dict() for d in everything], ensure_ascii=False, indent=2))
+        print(json.dumps([d.as_dict() | {"code": d.code} for d in everything],
+                         ensure_ascii=False, indent=2))
     else:
         summary = f"checked {_plural(len(files), 'policy')}, {_plural(errors, 'error')}"
         print(summary.replace("policys", "policies")

@@ -21,7 +21,10 @@ class Diagnostic:
     code: str = ""  # stable identifier, see dsl/diagnostic_codes.py
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        """The fields the management API returns (its shape is fixed; `code` is not one)."""
+        found = asdict(self)
+        del found["code"]
+        return found
 
     def render(self, source: str | None = None) -> str:
         """`file:line:col: error: message`, the source line, a caret, then `help: ...`."""

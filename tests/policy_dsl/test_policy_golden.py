@@ -69,6 +69,7 @@ def test_cli_check_json_gives_an_array_of_diagnostics(tmp_path, capsys):
     assert [(o["line"], o["column"], o["severity"]) for o in objects] == [
         (2, 11, "error"), (3, 12, "error")]
     assert objects[1]["hint"] == "did you mean `refuse`?"
+    assert {o["code"] for o in objects} == {"unknown-decision"}
 
 
 def test_cli_check_json_prints_an_empty_array_when_nothing_to_report(capsys):
