@@ -243,3 +243,5 @@ class PolicyAst:
     comments: tuple[tuple[int, str], ...] = field(default=(), compare=False)
     pos: Pos = NOWHERE
     recovered: bool = field(default=False, compare=False)  # some statements had syntax errors
+    # Lists whose declaration had a syntax error: using them is not a second error.
+    lost_lists: frozenset[str] = field(default=frozenset(), compare=False)

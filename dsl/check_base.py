@@ -46,9 +46,9 @@ class CheckerBase:
 
     def check_list_ref(self, name: ast.Name) -> ast.TermList | None:
         found = self.lists.get(name.text)
-        if found is not None:
+        if found is not None or name.text in self.policy.lost_lists:
             self.used_lists.add(name.text)
-            return found
+            return found  # a list lost to a syntax error was reported there
         hint = did_you_mean(name.text, self.lists)
         self.err("unknown-list", name.pos, f"unknown list `{name.text}`", hint)
         # The list the typo meant is not "never used": that would only repeat this error.

@@ -24,7 +24,15 @@ _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Strings, regex literals and comments of one line: comments are cut, the others kept whole.
 _LINE_TOKENS = re.compile(r'"(?:\\.|[^"\\\n])*"|/(?:\\.|[^/\\\n])+/[a-z]*|#[^\n]*')
 _LAST_TOKEN = re.compile(r'("(?:\\.|[^"\\\n])*"|/(?:\\.|[^/\\\n])+/[a-z]*|\w+|\S)\s*$')
+_LIST_DECL = re.compile(r"(?:allowlist|denylist|list)\s+([A-Za-z_][A-Za-z0-9_]*)")
 _ENDS = {"$END", "RBRACE"}  # a statement may stop here: nothing is missing
+# Words that only ever start a statement: a line starting with one is never inside ( ) or [ ],
+# so an unclosed `(` or `[` cannot swallow the statements after it.
+_STATEMENT_WORDS = frozenset({
+    "name", "description", "owner", "classification", "default", "on_error", "escalation_path",
+    "refusal_message", "escalation_message", "rewrite_instruction", "summary_instruction",
+    "allowlist", "denylist", "list", "rule", "rollout", "quota", "when", "then", "redact",
+    "target", "otherwise", "auto_rollback"})
 
 
 def describe_terminal(parser: lark.Lark, name: str) -> str:
@@ -94,7 +102,7 @@ def report(parser: lark.Lark, text: str, sink: DiagnosticSink, error: Unexpected
         what = " or ".join(described) if len(described) <= 3 else (
             "one of " + ", ".join(described))
         sink.error(before[0], before[1], f"missing {what} after `{before[2]}`",
-                   "the statement ends here; complete it on this line", code="missing-token")
+                   "add it at the end of this line", code="missing-token")
         return
     shown = "end of statement" if token.type == "$END" else f"`{token}`"
     sink.error(line, column, f"syntax error: unexpected {shown}",
@@ -108,7 +116,7 @@ def regions(source: str) -> tuple[int, list[tuple[int, int, int]]]:
     shallower) starts or its block closes.  Strings, comments and /regex/ literals are skipped
     so their braces do not count.
     """
-    depth, i, n = 0, 0, len(source)
+    braces, brackets, i, n = 0, 0, 0, len(source)
     header_end = -1
     events: list[tuple[int, int, bool]] = []  # (offset, depth, is_start); closes: depth before
     at_line_start, last_word = True, ""
@@ -121,8 +129,11 @@ def regions(source: str) -> tuple[int, list[tuple[int, int, int]]]:
         if ch in " \t\r":
             i += 1
             continue
-        if at_line_start and depth in (1, 2) and ch not in "}])":
-            events.append((i, depth, True))
+        word = _WORD.match(source, i)
+        if at_line_start and word and word.group() in _STATEMENT_WORDS:
+            brackets = 0
+        if at_line_start and braces + brackets in (1, 2) and ch not in "}])":
+            events.append((i, braces + brackets, True))
         at_line_start = False
         if ch == "#":
             while i < n and source[i] != "\n":
@@ -135,18 +146,22 @@ def regions(source: str) -> tuple[int, list[tuple[int, int, int]]]:
             i += 1
             last_word = ""
             continue
-        word = _WORD.match(source, i)
         if word:
             last_word = word.group()
             i = word.end()
             continue
-        if ch in "{[(":
-            depth += 1
-            if depth == 1 and header_end < 0:
+        if ch == "{":
+            braces += 1
+            if braces == 1 and header_end < 0:
                 header_end = i + 1
+        elif ch in "[(":
+            brackets += 1
         elif ch in "}])":
-            events.append((i, depth, False))
-            depth = max(depth - 1, 0)
+            events.append((i, braces + brackets, False))
+            if ch == "}":
+                braces, brackets = max(braces - 1, 0), 0
+            else:
+                brackets = max(brackets - 1, 0)
         last_word = ""
         i += 1
     found = []
@@ -196,6 +211,7 @@ def recover(parser: lark.Lark, source: str, sink: DiagnosticSink, to_ast: Any,
         report(parser, text, sink, error)
 
     items: list[Any] = []
+    lost_lists: set[str] = set()
     for start, end, depth in statements:
         if depth != 1:
             continue
@@ -204,6 +220,9 @@ def recover(parser: lark.Lark, source: str, sink: DiagnosticSink, to_ast: Any,
             items.append(item)
             continue
         keyword = _WORD.match(source, start)
+        declared = _LIST_DECL.match(source, start)
+        if declared:
+            lost_lists.add(declared.group(1))
         inner_symbol = BLOCK_ITEM_START.get(keyword.group() if keyword else "")
         before = len(sink.items)
         for inner_start, inner_end, inner_depth in statements:
@@ -220,7 +239,8 @@ def recover(parser: lark.Lark, source: str, sink: DiagnosticSink, to_ast: Any,
                    f"{depth_at_end} block(s) not closed; add `}}`", code="unexpected-eof")
     if header is None:
         return None
-    return ast.PolicyAst(header[0], header[1], tuple(items), comments, recovered=True)
+    return ast.PolicyAst(header[0], header[1], tuple(items), comments, recovered=True,
+                         lost_lists=frozenset(lost_lists))
 
 
 def _final_depth(source: str) -> int:

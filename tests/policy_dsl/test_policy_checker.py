@@ -170,7 +170,7 @@ def test_issue_examples_read_well():
         (2, 3, "unknown-keyword", "unknown keyword `defualt`", "did you mean `default`?"),
         (4, 39, "unknown-list", "unknown list `wrods`", "did you mean `words`?"),
         (6, 25, "missing-token", "missing `%` after `25`",
-         "the statement ends here; complete it on this line"),
+         "add it at the end of this line"),
         (8, 17, "ordering-needs-number", "`>` needs a number; `model` is a string",
          "use `==` or `!=`"),
     ]
