@@ -159,3 +159,19 @@ def test_shipped_example_policies_reach_full_rule_coverage(capsys):
     assert main(["test", "--coverage", str(POLICIES)]) == 0
     out = capsys.readouterr().out
     assert "coverage: every rule fired" in out and "not fired" not in out
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ({"txt": "boom", "expect": {"decision": "allow"}}, "unknown key `txt`; did you mean `text`?"),
+    ({"text": "x", "category_scores": {"hat": 0.9}, "expect": {"decision": "allow"}},
+     "unknown category `hat`; did you mean `hate`?"),
+    ({"text": "x", "expect": {"redactions": {"phnoe": 1}}},
+     "unknown PII kind `phnoe`; did you mean `phone`?"),
+])
+def test_cli_test_run_fails_on_a_strictness_error(tmp_path, capsys, case, message):
+    (tmp_path / "p.pol").write_text(POL)
+    (tmp_path / "p.cases.json").write_text(json.dumps({"cases": [{"name": "c", **case}]}))
+    assert main(["test", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL p.pol: c" in out and message in out
+    assert out.strip().splitlines()[-1] == "0 passed, 1 failed"
