@@ -1,4 +1,4 @@
-"""`python -m dsl check|fmt|test|eval` (SPEC §5.8)."""
+"""`python -m dsl check|fmt|test|eval`: check, format, test and try out policies."""
 
 from __future__ import annotations
 
@@ -8,46 +8,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dsl.api import check, compile_policy, load
+from dsl.api import compile_policy, load
+from dsl.cli import UsageError, add_check_arguments, add_test_arguments, policy_files
 from dsl.diagnostics import PolicyError
 from dsl.formatter import format_policy
-from dsl.golden import cases_path, classification_for, facts_from_json, run_cases
-
-
-class UsageError(Exception):
-    """The command line names something that does not exist; the caller fixes the arguments."""
-
-
-def policy_files(paths: Sequence[str], pol_only: bool = False) -> list[Path]:
-    found: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            candidates = sorted(p for p in path.rglob("*") if p.is_file())
-        elif path.is_file():
-            candidates = [path]
-        else:
-            raise UsageError(f"no such file or directory: {raw}")
-        for candidate in candidates:
-            if candidate.name.endswith(".cases.json"):
-                continue
-            if candidate.suffix == ".pol" or (candidate.suffix == ".json" and not pol_only):
-                found.append(candidate)
-    return found
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    invalid = False
-    for path in policy_files(args.paths):
-        source = path.read_text(encoding="utf-8")
-        diagnostics = check(source, filename=str(path))
-        invalid |= any(d.severity == "error" for d in diagnostics)
-        for diagnostic in diagnostics:
-            if args.format == "json":
-                print(json.dumps(diagnostic.as_dict(), ensure_ascii=False))
-            else:
-                print(diagnostic.render(source))
-    return 1 if invalid else 0
+from dsl.golden import classification_for, facts_from_json
 
 
 def cmd_fmt(args: argparse.Namespace) -> int:
@@ -71,33 +36,6 @@ def cmd_fmt(args: argparse.Namespace) -> int:
             path.write_text(formatted, encoding="utf-8")
             print(f"reformatted {path}")
     return status
-
-
-def cmd_test(args: argparse.Namespace) -> int:
-    passed = failed = 0
-    for path in policy_files(args.paths):
-        cases_file = cases_path(path)
-        if not cases_file.exists():
-            continue
-        try:
-            policy = compile_policy(path.read_text(encoding="utf-8"), filename=str(path))
-        except PolicyError as error:
-            print(f"FAIL {path}: does not compile\n{error.render()}")
-            failed += 1
-            continue
-        cases = json.loads(cases_file.read_text(encoding="utf-8")).get("cases", [])
-        for result in run_cases(policy, cases):
-            if result.passed:
-                passed += 1
-                if args.verbose:
-                    print(f"ok   {path.name}: {result.name}")
-            else:
-                failed += 1
-                print(f"FAIL {path.name}: {result.name}")
-                for problem in result.problems:
-                    print(f"     {problem}")
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -148,17 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dsl", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     p_check = commands.add_parser("check", help="check policy files or folders")
-    p_check.add_argument("paths", nargs="+")
-    p_check.add_argument("--format", choices=("text", "json"), default="text")
-    p_check.set_defaults(run=cmd_check)
+    add_check_arguments(p_check)
     p_fmt = commands.add_parser("fmt", help="rewrite .pol files in canonical form")
     p_fmt.add_argument("paths", nargs="+")
     p_fmt.add_argument("--check", action="store_true", help="only report files that would change")
     p_fmt.set_defaults(run=cmd_fmt)
     p_test = commands.add_parser("test", help="run golden cases kept beside the policies")
-    p_test.add_argument("paths", nargs="+")
-    p_test.add_argument("-v", "--verbose", action="store_true")
-    p_test.set_defaults(run=cmd_test)
+    add_test_arguments(p_test)
     p_eval = commands.add_parser("eval", help="decide one request")
     p_eval.add_argument("policy")
     p_eval.add_argument("--request", required=True, help="JSON file of request facts")

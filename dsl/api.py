@@ -16,7 +16,7 @@ PolicyInput = str | dict[str, Any]
 
 
 def _looks_like_json(text: str) -> bool:
-    return text.lstrip().startswith("{")
+    return text.lstrip().startswith(("{", "["))
 
 
 def load(text_or_doc: PolicyInput, filename: str = "<policy>",
@@ -29,7 +29,7 @@ def load(text_or_doc: PolicyInput, filename: str = "<policy>",
         policy = translate(text_or_doc, source, sink)
     elif not isinstance(text_or_doc, str):
         sink.error(1, 1, f"a policy is .pol text or a JSON object, not {type(text_or_doc).__name__}",
-                   "pass the file's text or the parsed JSON document")
+                   "pass the file's text or the parsed JSON document", code="policy-input-type")
         return None, sink.sorted(), ""
     elif _looks_like_json(text_or_doc):
         source = text_or_doc
@@ -37,10 +37,12 @@ def load(text_or_doc: PolicyInput, filename: str = "<policy>",
             doc = json.loads(text_or_doc)
         except json.JSONDecodeError as error:
             sink.error(error.lineno, error.colno, f"invalid JSON: {error.msg}",
-                       "a JSON policy document is one object; check commas and quotes")
+                       "a JSON policy document is one object; check commas and quotes",
+                       code="invalid-json")
             return None, sink.sorted(), source
         if not isinstance(doc, dict):
-            sink.error(1, 1, "a JSON policy document must be an object", "wrap it in { ... }")
+            sink.error(1, 1, "a JSON policy document must be an object", "wrap it in { ... }",
+                       code="json-not-an-object")
             return None, sink.sorted(), source
         policy = translate(doc, source, sink)
     else:
@@ -57,7 +59,8 @@ def check(text_or_doc: PolicyInput, filename: str = "<policy>") -> list[Diagnost
         return load(text_or_doc, filename)[1]
     except RecursionError:
         return [Diagnostic(filename, 1, 1, "error", "policy nested too deeply",
-                           "split deeply nested conditions into several rules")]
+                           "split deeply nested conditions into several rules",
+                           code="nested-too-deeply")]
 
 
 def compile_policy(text_or_doc: PolicyInput, filename: str = "<policy>") -> CompiledPolicy:

@@ -242,3 +242,6 @@ class PolicyAst:
     items: tuple[Item, ...]
     comments: tuple[tuple[int, str], ...] = field(default=(), compare=False)
     pos: Pos = NOWHERE
+    recovered: bool = field(default=False, compare=False)  # some statements had syntax errors
+    # Lists whose declaration had a syntax error: using them is not a second error.
+    lost_lists: frozenset[str] = field(default=frozenset(), compare=False)

@@ -20,6 +20,7 @@ from dsl.decision import (
     RequestFacts,
 )
 from dsl.declarations import Quotas, Rollout, quotas_from_ast, rollout_from_ast
+from dsl.instructions import DEFAULT_INSTRUCTIONS
 from dsl.terms import TermMatcher
 from dsl.vocabulary import CATEGORY_WINDOW, PII_WINDOW, UNBOUNDED_PATTERN_WINDOW
 
@@ -90,8 +91,8 @@ class CompiledPolicy:
         self.default = text("default", "allow") or "allow"
         self.on_error = text("on_error", "refuse") or "refuse"
         self.escalation_path = text("escalation_path")
-        self._texts = {k: text(k) for k in ("refusal_message", "escalation_message",
-                                           "rewrite_instruction", "summary_instruction")}
+        self._texts = {k: text(k, DEFAULT_INSTRUCTIONS.get(k)) for k in (
+            "refusal_message", "escalation_message", "rewrite_instruction", "summary_instruction")}
         self.rollout: Rollout = rollout_from_ast(
             [i for i in policy.items if isinstance(i, ast.RolloutDecl)])
         self.quotas: Quotas = quotas_from_ast(

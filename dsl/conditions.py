@@ -96,7 +96,8 @@ class EvalContext:
     def classification(self, text: str) -> Classification:
         found = self._classes.get(text)
         if found is None:
-            found = self._classes[text] = classify(self.raw(text))
+            pinned = self._classes["input"].pinned if "input" in self._classes else {}
+            found = self._classes[text] = classify(self.raw(text)).with_pinned(pinned)
         return found
 
     def pii_kinds(self, text: str) -> frozenset[str]:

@@ -1,4 +1,4 @@
-"""Diagnostics: what the checker reports, and how it is rendered (SPEC §5.8)."""
+"""Diagnostics: what the checker reports, and how it is rendered."""
 
 from __future__ import annotations
 
@@ -18,9 +18,13 @@ class Diagnostic:
     severity: Severity
     message: str
     hint: str | None = None
+    code: str = ""  # stable identifier, see dsl/diagnostic_codes.py
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        """The fields the management API returns (its shape is fixed; `code` is not one)."""
+        found = asdict(self)
+        del found["code"]
+        return found
 
     def render(self, source: str | None = None) -> str:
         """`file:line:col: error: message`, the source line, a caret, then `help: ...`."""
@@ -81,15 +85,18 @@ class DiagnosticSink:
         self.filename = filename
         self.items: list[Diagnostic] = []
 
-    def error(self, line: int, column: int, message: str, hint: str | None = None) -> None:
-        self.items.append(Diagnostic(self.filename, line, column, "error", message, hint))
+    def error(self, line: int, column: int, message: str, hint: str | None = None, *,
+              code: str) -> None:
+        self.items.append(Diagnostic(self.filename, line, column, "error", message, hint, code))
 
-    def warning(self, line: int, column: int, message: str, hint: str | None = None) -> None:
-        self.items.append(Diagnostic(self.filename, line, column, "warning", message, hint))
+    def warning(self, line: int, column: int, message: str, hint: str | None = None, *,
+                code: str) -> None:
+        self.items.append(Diagnostic(self.filename, line, column, "warning", message, hint, code))
 
     @property
     def has_errors(self) -> bool:
         return any(d.severity == "error" for d in self.items)
 
     def sorted(self) -> list[Diagnostic]:
-        return sorted(self.items, key=lambda d: (d.line, d.column))
+        """In source order, each problem once (two checks may reach the same finding)."""
+        return sorted(dict.fromkeys(self.items), key=lambda d: (d.line, d.column))

@@ -1,4 +1,4 @@
-"""JSON policy documents (SPEC §5.9), current and legacy shapes -> the same AST as `.pol`.
+"""JSON policy documents, current and legacy shapes -> the same AST as `.pol`.
 
 Positions point at the JSON key a node came from (when the document was given as text), so
 checker diagnostics on JSON documents still carry a useful line and column.
@@ -24,7 +24,7 @@ _CURRENT_KEYS = {
     "": _TOP | {"classification", "config"},
     "config": {"rules", "deployment"},
     "rules": {"allowlist", "denylist", "flagged_categories", "enforcement_action",
-              "escalation_path", "redact_pii"},
+              "escalation_path", "redact_pii", "rewrite_instruction", "summary_instruction"},
     "deployment": {"enabled", "percentage", "auto_rollback"},
     "auto_rollback": {"enabled", "threshold_pct", "min_requests", "window_minutes",
                       "cooldown_minutes", "rollback_decisions"},
@@ -60,7 +60,8 @@ class _Translator:
             return True
         pos = self.at(key.rsplit(".", 1)[-1])
         self.sink.error(pos.line, pos.column, f"`{key}` must be {what}",
-                        f"got {type(value).__name__}; see SPEC §5.9 for the document shape")
+                        f"got {type(value).__name__}; see \"JSON policy documents\" in "
+                        "docs/policy-language.md", code="json-wrong-type")
         return False
 
     def known_keys(self, value: dict[str, Any], allowed: Collection[str], where: str) -> None:
@@ -72,14 +73,15 @@ class _Translator:
             hint = (f"did you mean `{close[0]}`?" if close else
                     f"known keys here: {', '.join(sorted(allowed))}")
             self.sink.error(pos.line, pos.column,
-                            f"unknown key `{key}` in {where or 'the policy document'}", hint)
+                            f"unknown key `{key}` in {where or 'the policy document'}", hint,
+                            code="json-unknown-key")
 
     def choice(self, value: Any, allowed: Collection[str], key: str) -> bool:
         if isinstance(value, str) and value in allowed:
             return True
         pos = self.at(key)
         self.sink.error(pos.line, pos.column, f"`{key}` must be one of {', '.join(allowed)}",
-                        f"got {value!r}; see SPEC §5.9")
+                        f"got {value!r}", code="json-bad-choice")
         return False
 
     def strings(self, value: Any, key: str) -> list[str]:
@@ -174,7 +176,8 @@ class _Translator:
                     else re.fullmatch(r"(requests|tokens)()", name)
                 if match is None or not isinstance(number, int | float):
                     self.sink.error(pos.line, pos.column, f"unknown quota `{key}.{name}`",
-                                    'write e.g. {"requests_per_minute": 60, "tokens_per_day": 1e6}')
+                                    'write e.g. {"requests_per_minute": 60, "tokens_per_day": 1e6}',
+                                    code="json-unknown-quota")
                     continue
                 limits.append(ast.QuotaLimitDecl(ast.Name(match.group(1), pos), float(number),
                                                  ast.Name(window or match.group(2), pos), pos))
@@ -190,9 +193,27 @@ def is_legacy(doc: dict[str, Any]) -> bool:
         k in doc for k in ("rules", "org_controls", "rollout", "refusal_replacement"))
 
 
+def is_policy_document(doc: object) -> bool:
+    """Whether parsed JSON looks like a policy document of either shape (not e.g. a request)."""
+    return isinstance(doc, dict) and ("config" in doc or is_legacy(doc))
+
+
+def _not_a_policy(doc: dict[str, Any]) -> bool:
+    """Keys no policy has, none of them a near miss of a policy key (e.g. a request file)."""
+    strangers = [key for key in doc if key not in _TOP]
+    known = sorted(_CURRENT_KEYS[""] | _LEGACY_KEYS[""])
+    return not is_policy_document(doc) and bool(strangers) and not any(
+        difflib.get_close_matches(key, known, n=1) for key in strangers)
+
+
 def translate(doc: dict[str, Any], source: str | None, sink: DiagnosticSink) -> ast.PolicyAst:
     """Translate a JSON policy document; problems go to `sink`, translation goes on."""
     t = _Translator(doc, source, sink)
+    if _not_a_policy(doc):
+        sink.error(1, 1, "not a policy document: it has neither `config` nor `rules`",
+                   "a JSON policy keeps its rules under `config.rules`; a request file for "
+                   "`python -m dsl eval` is passed with --request", code="json-not-a-policy")
+        return ast.PolicyAst(ast.Name("v1"), ast.Text("policy"), ())
     name = doc.get("name") or doc.get("policy_id") or doc.get("id") or "policy"
     policy_id = doc.get("policy_id") or doc.get("id") or _slug(str(name))
     t.setting("name", str(name), "name")
@@ -219,6 +240,8 @@ def _translate_current(t: _Translator, doc: dict[str, Any]) -> None:
     action = (_ACTIONS[action_name] if t.choice(action_name, (
         "rewrite", "block", "summarize", "escalate"), "enforcement_action") else "refuse")
     t.setting("escalation_path", rules.get("escalation_path"), "escalation_path")
+    for key in ("rewrite_instruction", "summary_instruction"):
+        t.setting(key, rules.get(key), f"config.rules.{key}")
     allow = t.strings(rules.get("allowlist"), "allowlist")
     if allow:
         t.term_list("allowlist", "allowlist", allow, "allowlist")
@@ -242,7 +265,7 @@ def _translate_current(t: _Translator, doc: dict[str, Any]) -> None:
         elif not 0 <= percentage <= 100:
             pos = t.at("percentage")
             t.sink.error(pos.line, pos.column, "`percentage` must be from 0 to 100",
-                         f"got {percentage!r}")
+                         f"got {percentage!r}", code="json-bad-percentage")
         if enabled is False:
             t.stage("shadow", None, "deployment")
         elif percentage < 100:
@@ -275,7 +298,9 @@ def _translate_legacy(t: _Translator, doc: dict[str, Any]) -> None:
     if isinstance(mode, str) and mode not in ("refuse", "block", "none"):
         action = _ACTIONS.get(mode, mode)
     if isinstance(replacement.get("message"), str):
-        key = "escalation_message" if action == "escalate" else "refusal_message"
+        # The replacement text of a rewrite or summary is the instruction the model gets.
+        key = {"escalate": "escalation_message", "rewrite": "rewrite_instruction",
+               "summary": "summary_instruction"}.get(action, "refusal_message")
         t.setting(key, replacement["message"], "message")
     allow = t.strings(rules.get("allowlist"), "allowlist")
     if allow:

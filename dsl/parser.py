@@ -1,8 +1,8 @@
-"""`.pol` source -> AST, with syntax-error recovery.
+"""`.pol` source -> AST.
 
 The LALR parser is built once, lazily (never at import time).  A file that does not parse whole is
-re-parsed one statement region at a time so that every bad statement gets its own diagnostic and
-the good ones still reach the semantic checker.
+re-parsed one statement region at a time (dsl/recovery.py) so that every bad statement gets its
+own diagnostic and the good ones still reach the semantic checker.
 """
 
 from __future__ import annotations
@@ -10,20 +10,19 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import lark
 from lark import Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import UnexpectedInput
 
 from dsl import ast
 from dsl.diagnostics import DiagnosticSink
+from dsl.recovery import line_index, recover
 
 GRAMMAR_PATH = Path(__file__).resolve().parent.parent / "grammar" / "policy.lark"
 _START_SYMBOLS = ["start", "header_open", "item", "rule_body", "rollout_body", "quota_body"]
-_BLOCK_ITEM_START = {"rule": "rule_body", "rollout": "rollout_body", "quota": "quota_body"}
 
 
 @functools.cache
@@ -67,7 +66,8 @@ class ToAst(Transformer[Token, Any]):
             value = json.loads(raw)
         except ValueError:
             self.sink.error(token.line or 1, token.column or 1, "invalid escape in string",
-                            "strings use JSON escapes: \\\" \\\\ \\n \\t \\uXXXX")
+                            "strings use JSON escapes: \\\" \\\\ \\n \\t \\uXXXX",
+                            code="invalid-escape")
             value = raw[1:-1]
         return ast.Text(value, _tpos(token))
 
@@ -267,102 +267,6 @@ class ToAst(Transformer[Token, Any]):
         return ast.QuotaLimitDecl(_name(ch[0]), float(ch[1]), _name(ch[2]), _pos(meta))
 
 
-# --- error reporting --------------------------------------------------------------------------
-
-
-def _describe_terminal(name: str) -> str:
-    parser = policy_parser()
-    try:
-        term = parser.get_terminal(name)
-    except KeyError:
-        return name.lower()
-    if isinstance(term.pattern, lark.lexer.PatternStr):
-        return f"`{term.pattern.value}`"
-    return {"NAME": "a name", "STRING": 'a "string"', "NUMBER": "a number",
-            "REGEX": "a /regex/", "COMPARE": "a comparison"}.get(name, name.lower())
-
-
-def _report(sink: DiagnosticSink, error: UnexpectedInput) -> None:
-    line, column = max(error.line, 1), max(error.column, 1)
-    if isinstance(error, UnexpectedToken) and error.token.type == "$END":
-        error = UnexpectedEOF(error.expected)
-        error.line, error.column = line, column
-    if isinstance(error, UnexpectedEOF):
-        sink.error(line, column, "unexpected end of file",
-                   "a `{` is not closed; every block ends with `}`")
-        return
-    if isinstance(error, UnexpectedCharacters):
-        sink.error(line, column, f"unexpected character `{error.char}`",
-                   "strings use double quotes, regexes /slashes/, comments start with `#`")
-        return
-    assert isinstance(error, UnexpectedToken)
-    expected = sorted({_describe_terminal(t) for t in error.expected})
-    shown = ", ".join(expected[:10]) + (", ..." if len(expected) > 10 else "")
-    sink.error(line, column, f"syntax error: unexpected `{error.token}`",
-               f"expected {shown}" if expected else None)
-
-
-# --- statement regions for recovery -----------------------------------------------------------
-
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def _regions(source: str) -> tuple[int, list[tuple[int, int, int]]]:
-    """Split at line starts: (end of header, [(start, end, depth)]) for depth 1 and 2 statements.
-
-    Strings, comments and /regex/ literals are skipped so their braces do not count.
-    """
-    depth, i, n = 0, 0, len(source)
-    header_end = -1
-    starts: list[tuple[int, int]] = []
-    at_line_start, last_word = True, ""
-    while i < n:
-        ch = source[i]
-        if ch == "\n":
-            at_line_start = True
-            i += 1
-            continue
-        if ch in " \t\r":
-            i += 1
-            continue
-        if at_line_start and depth in (1, 2) and ch != "}":
-            starts.append((i, depth))
-        at_line_start = False
-        if ch == "#":
-            while i < n and source[i] != "\n":
-                i += 1
-            continue
-        if ch == '"' or (ch == "/" and last_word == "matches"):
-            i += 1
-            while i < n and source[i] not in (ch, "\n"):
-                i += 2 if source[i] == "\\" else 1
-            i += 1
-            last_word = ""
-            continue
-        word = _WORD.match(source, i)
-        if word:
-            last_word = word.group()
-            i = word.end()
-            continue
-        if ch in "{[(":
-            depth += 1
-            if depth == 1 and header_end < 0:
-                header_end = i + 1
-        elif ch in "}])":
-            depth = max(depth - 1, 0)
-        last_word = ""
-        i += 1
-    regions = []
-    for index, (start, d) in enumerate(starts):
-        end = n
-        for later, later_depth in starts[index + 1:]:
-            if later_depth <= d:
-                end = later
-                break
-        regions.append((start, end, d))
-    return header_end, regions
-
-
 def parse_source(source: str, sink: DiagnosticSink) -> ast.PolicyAst | None:
     """Parse a whole file; on a syntax error fall back to statement-by-statement recovery."""
     parser = policy_parser()
@@ -371,72 +275,11 @@ def parse_source(source: str, sink: DiagnosticSink) -> ast.PolicyAst | None:
         (m.start(), m.group()) for m in re.finditer(r'#[^\n]*|"(?:\\.|[^"\\\n])*"', source)
         if m.group().startswith("#")
     ]
-    line_of = _line_index(source)
+    line_of = line_index(source)
     comment_lines = tuple((line_of(offset), text) for offset, text in comments)
     try:
         tree = parser.parse(source, start="start")
     except UnexpectedInput:
-        return _recover(source, sink, to_ast, comment_lines)
+        return recover(parser, source, sink, to_ast, comment_lines)
     policy: ast.PolicyAst = to_ast.transform(tree)
     return ast.PolicyAst(policy.version, policy.policy_id, policy.items, comment_lines, policy.pos)
-
-
-def _line_index(source: str) -> Callable[[int], int]:
-    import bisect
-
-    newlines = [i for i, ch in enumerate(source) if ch == "\n"]
-    return lambda offset: bisect.bisect_left(newlines, offset) + 1
-
-
-def _recover(source: str, sink: DiagnosticSink, to_ast: ToAst,
-             comments: tuple[tuple[int, str], ...]) -> ast.PolicyAst | None:
-    parser = policy_parser()
-    blank = re.sub(r"[^\n]", " ", source)
-
-    def attempt(start: int, end: int, symbol: str) -> tuple[Any, UnexpectedInput | None]:
-        text = blank[:start] + source[start:end] + blank[end:]
-        try:
-            return to_ast.transform(parser.parse(text, start=symbol)), None
-        except UnexpectedInput as error:
-            return None, error
-
-    header_end, regions = _regions(source)
-    header: tuple[ast.Name, ast.Text] | None = None
-    if header_end < 0:
-        sink.error(1, 1, "missing policy header", 'a policy starts with `policy v1 "my_policy" {`')
-    else:
-        header, error = attempt(0, header_end, "header_open")
-        if error is not None:
-            _report(sink, error)
-    items: list[Any] = []
-    for start, end, depth in regions:
-        if depth != 1:
-            continue
-        item, error = attempt(start, end, "item")
-        if error is None:
-            items.append(item)
-            continue
-        keyword = _WORD.match(source, start)
-        inner_symbol = _BLOCK_ITEM_START.get(keyword.group() if keyword else "")
-        before = len(sink.items)
-        if inner_symbol is not None:
-            for inner_start, inner_end, inner_depth in regions:
-                if inner_depth == 2 and start < inner_start < end:
-                    _, inner_error = attempt(inner_start, inner_end, inner_symbol)
-                    if inner_error is not None:
-                        _report(sink, inner_error)
-        if len(sink.items) == before:
-            _report(sink, error)
-    depth_at_end = _final_depth(source)
-    if depth_at_end > 0 and not any(d.message == "unexpected end of file" for d in sink.items):
-        lines = source.splitlines() or [""]
-        sink.error(len(lines), len(lines[-1]) + 1, "unexpected end of file",
-                   f"{depth_at_end} block(s) not closed; add `}}`")
-    if header is None:
-        return None
-    return ast.PolicyAst(header[0], header[1], tuple(items), comments)
-
-
-def _final_depth(source: str) -> int:
-    stripped = re.sub(r'#[^\n]*|"(?:\\.|[^"\\\n])*"', "", source)
-    return max(stripped.count("{") - stripped.count("}"), 0)

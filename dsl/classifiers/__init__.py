@@ -41,6 +41,15 @@ class Classification:
 
     categories: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     pii: tuple[PiiFinding, ...] = ()
+    #: scores a golden case pins: they override what the classifier finds in every request text
+    pinned: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+
+    def with_pinned(self, scores: Mapping[str, float]) -> Classification:
+        """This classification with `scores` on top, remembered for the other texts."""
+        if not scores:
+            return self
+        return Classification(MappingProxyType({**self.categories, **scores}), self.pii,
+                              MappingProxyType(dict(scores)))
 
     def triggered(self, threshold: float = CATEGORY_THRESHOLD) -> tuple[str, ...]:
         """Categories scored at or above ``threshold``, in the order of ``CATEGORIES``."""

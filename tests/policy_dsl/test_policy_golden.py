@@ -61,14 +61,43 @@ def test_cli_check_exit_codes(tmp_path, capsys):
     assert "help: did you mean `allow`?" in out
 
 
-def test_cli_check_json_gives_one_object_per_diagnostic(tmp_path, capsys):
+def test_cli_check_json_gives_an_array_of_diagnostics(tmp_path, capsys):
     bad = tmp_path / "bad.pol"
     bad.write_text('policy v1 "bad" {\n  default alow\n  on_error refus\n}\n')
     assert main(["check", "--format", "json", str(bad)]) == 1
-    objects = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    objects = json.loads(capsys.readouterr().out)
     assert [(o["line"], o["column"], o["severity"]) for o in objects] == [
         (2, 11, "error"), (3, 12, "error")]
     assert objects[1]["hint"] == "did you mean `refuse`?"
+    assert {o["code"] for o in objects} == {"unknown-decision"}
+
+
+def test_cli_check_json_prints_an_empty_array_when_nothing_to_report(capsys):
+    assert main(["check", "--format", "json", str(POLICIES)]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_cli_check_says_what_it_checked(tmp_path, capsys):
+    assert main(["check", str(POLICIES)]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "checked 5 policies, 0 errors"
+    (tmp_path / "a.pol").write_text('policy v1 "a" {\n  default alow\n  list x = []\n}\n')
+    assert main(["check", str(tmp_path)]) == 1
+    assert capsys.readouterr().out.strip().splitlines()[-1] == (
+        "checked 1 policy, 1 error, 2 warnings")
+
+
+def test_cli_check_skips_non_policy_json_in_a_folder_with_a_note(tmp_path, capsys):
+    (tmp_path / "p.pol").write_text('policy v1 "p" {\n  default allow\n}\n')
+    (tmp_path / "req.json").write_text(json.dumps({"text": "hello", "model": "gpt-4o"}))
+    (tmp_path / "doc.json").write_text(json.dumps({"name": "d", "config": {"rules": {}}}))
+    assert main(["check", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip().splitlines()[-1] == "checked 2 policies, 0 errors"
+    assert f"note: skipped {tmp_path / 'req.json'}: not a policy document" in captured.err
+    assert main(["check", str(tmp_path / "req.json")]) == 1  # named: checked as asked
+    out = capsys.readouterr().out
+    assert "req.json:1:1: error: not a policy document: it has neither `config` nor `rules`" in out
+    assert out.strip().splitlines()[-1] == "checked 1 policy, 1 error"
 
 
 def test_cli_eval_explains_each_rule(tmp_path, capsys):
