@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import httpx
+import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.datastructures import Headers
@@ -61,17 +62,29 @@ def create_app(config: Config | None = None, *,
     draining = app.extensions["draining"] = Draining()
     reloader.listeners.append(metrics.policy_reloaded)
 
+    # The long-running tasks (event writer, reloader, metrics, connectors) run in a scope of
+    # their own that `_close` cancels once the queue is written: quart would otherwise wait
+    # BACKGROUND_TASK_SHUTDOWN_TIMEOUT (5 s) for loops that never end by themselves.
+    background = trio.CancelScope()
+
+    async def run_background(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                             ) -> None:
+        with background:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(state.event_writer.run)
+                await nursery.start(reloader.run)  # policies directory hot reload
+                await nursery.start(metrics.run_sync, state)
+                for connector in state.connectors:  # each its own task: one slow one delays
+                    await nursery.start(connector.run)  # no other
+                task_status.started()
+
     @app.before_serving
     async def _open() -> None:
         await state.open()
         state.nursery = app.nursery
-        await app.nursery.start(state.event_writer.run)
-        await app.nursery.start(reloader.run)  # policies directory hot reload
-        await app.nursery.start(metrics.run_sync, state)
+        await app.nursery.start(run_background)
         # /readyz checks that the file at the path is still the one opened here.
         app.extensions["database_identity"] = database_identity(config.database_path)
-        for connector in state.connectors:  # each its own task: one slow one delays no other
-            await app.nursery.start(connector.run)
         for provider in config.providers.values():
             if provider.is_echo:
                 log.warning("provider %r has no API key: answered by the built-in echo upstream",
@@ -83,6 +96,7 @@ def create_app(config: Config | None = None, *,
         await state.event_writer.drain()
         for connector in state.connectors:
             connector.stop()
+        background.cancel()
         history.close()
         await state.aclose()
 

@@ -9,7 +9,7 @@ from helpers import policy
 from dsl.__main__ import main
 from dsl.golden import run_cases
 from dsl.rollout_outcome import resolve
-from gateway.rollout import RolloutEngine
+from gateway.policy.rollout import RolloutEngine
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 POL = ('policy v1 "p" {\n  list bad = ["boom"]\n'

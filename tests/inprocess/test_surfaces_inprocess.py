@@ -1,0 +1,243 @@
+"""Both surfaces in-process, the upstream an injected `httpx.MockTransport`: the exact ASGI
+message sequence of answers and streams, error endings included, and the one event each
+governed request records. Time-based endings run on trio's MockClock, not on real sleeps."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import trio
+from inprocess.asgi import Client, body_bytes, call, header, serving, shape
+
+from gateway import Config, create_app
+from gateway.db import open_database
+from gateway.identity.keys import IdentityStore
+from gateway.identity.projects import ProjectStore
+
+OUTPUT_GUARD = Path(__file__).parents[1] / "policy_e2e" / "policies" / "output_guard.pol"
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}
+STREAM = {**CHAT, "stream": True}
+
+
+def chunk(text: str) -> bytes:
+    payload = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+               "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+class Frames(httpx.AsyncByteStream):
+    """An upstream body sent in pieces; `then` runs after the last (raise, or hang)."""
+
+    def __init__(self, pieces: list[bytes], then: Callable[[], Any] | None = None) -> None:
+        self.pieces = pieces
+        self.then = then
+        self._generator: Any = None
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        self._generator = self._pieces()
+        return self._generator
+
+    async def _pieces(self) -> AsyncIterator[bytes]:
+        for piece in self.pieces:
+            yield piece
+        if self.then is not None:
+            await self.then()
+
+    async def aclose(self) -> None:  # as a real connection does when the gateway closes it
+        if self._generator is not None:
+            await self._generator.aclose()
+
+
+def sse(pieces: list[bytes], then: Callable[[], Any] | None = None) -> httpx.Response:
+    return httpx.Response(200, headers={"content-type": "text/event-stream"},
+                          stream=Frames(pieces, then))
+
+
+async def reset() -> None:
+    raise httpx.ReadError("connection reset by peer")
+
+
+class Gateway:
+    def __init__(self, app: Any, key: str, state: Any) -> None:
+        self.app, self.key, self.state = app, key, state
+
+    async def post(self, path: str, json: Any, client: Client | None = None) -> list[Any]:
+        return await call(self.app, "POST", path, json=json, client=client,
+                          headers={"authorization": f"Bearer {self.key}"})
+
+    def enforcement_events(self) -> list[dict[str, Any]]:
+        return [e for e in self.state.events.events if e["event_type"] == "enforcement"]
+
+
+@pytest.fixture
+def make_gateway(tmp_path: Path) -> Callable[[Callable[[httpx.Request], Any]], Any]:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    shutil.copy(OUTPUT_GUARD, policies / OUTPUT_GUARD.name)
+    db_path = tmp_path / "gateway.db"
+    db = open_database(db_path)
+    store = IdentityStore(db)
+    account = store.create_account("acme", "control")
+    ProjectStore(db).create(project_id="proj", account_id=account.id, name="Proj",
+                            policy_id="output_guard")
+    _, key = store.create_key(account.id, project_id="proj")
+    db.conn.close()
+    config = Config.from_mapping({
+        "database": {"path": str(db_path)}, "policies": {"directory": str(policies)},
+        "providers": {"openai": {"kind": "openai", "base_url": "http://upstream.test/v1",
+                                 "api_key": "sk-test"}},
+        "timeouts": {"idle": 30, "total": 60},
+    }, env={})
+
+    def make(handler: Callable[[httpx.Request], Any]) -> Gateway:
+        app = create_app(config, transport=httpx.MockTransport(handler))
+        return Gateway(app, key, app.extensions["gateway"])
+
+    return make
+
+
+async def test_v1_stream_is_relayed_frame_by_frame_untouched(make_gateway):
+    frames = [chunk("Hel"), chunk("lo"), DONE]
+    gw = make_gateway(lambda request: sse(frames))
+    async with serving(gw.app):
+        sent = await gw.post("/v1/chat/completions", STREAM)
+    assert shape(sent) == [("start", 200), ("body", True), ("body", True), ("body", True),
+                           ("body", False)]
+    assert [m["body"] for m in sent[1:4]] == frames
+    assert header(sent, "content-type") == "text/event-stream"
+
+
+async def test_v1_stream_reset_mid_way_ends_with_the_apis_error_frame(make_gateway):
+    gw = make_gateway(lambda request: sse([chunk("Hel")], then=reset))
+    async with serving(gw.app):
+        sent = await gw.post("/v1/chat/completions", STREAM)
+    assert shape(sent) == [("start", 200), ("body", True), ("body", True), ("body", False)]
+    error = orjson.loads(sent[2]["body"].removeprefix(b"data: ").strip())
+    assert error["error"]["code"] == "upstream_unavailable"
+    assert "policy" not in error
+
+
+async def test_v1_upstream_unreachable_before_the_first_byte_is_a_502(make_gateway):
+    def unreachable(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused")
+
+    gw = make_gateway(unreachable)
+    async with serving(gw.app):
+        sent = await gw.post("/v1/chat/completions", STREAM)
+    assert shape(sent) == [("start", 502), ("body", False)]
+    assert orjson.loads(body_bytes(sent))["error"]["code"] == "upstream_unavailable"
+
+
+async def test_policy_stream_carries_the_policy_object_and_records_one_event(make_gateway):
+    gw = make_gateway(lambda request: sse([chunk("Hel"), chunk("lo"), DONE]))
+    async with serving(gw.app):
+        sent = await gw.post("/policy/chat/completions", STREAM)
+        events = gw.enforcement_events()
+    kinds = shape(sent)
+    assert kinds[0] == ("start", 200) and kinds[-1] == ("body", False)
+    frames = [f for f in body_bytes(sent).split(b"\n\n") if f.startswith(b"data: {")]
+    assert frames and all(orjson.loads(f[6:])["policy"]["policy_id"] == "output_guard"
+                          for f in frames)
+    assert body_bytes(sent).endswith(DONE)
+    assert [(e["outcome"], e["status"]) for e in events] == [("completed", 200)]
+
+
+async def test_policy_output_rule_stops_the_stream_before_the_violating_text(make_gateway):
+    gw = make_gateway(lambda request: sse(
+        [chunk("Our codename is project "), chunk("nightjar, sorry."), DONE]))
+    async with serving(gw.app):
+        sent = await gw.post("/policy/chat/completions", STREAM)
+        events = gw.enforcement_events()
+    frames = [orjson.loads(f[6:]) for f in body_bytes(sent).split(b"\n\n")
+              if f.startswith(b"data: {")]
+    text = "".join(f["choices"][0]["delta"].get("content", "") for f in frames)
+    assert "nightjar" not in text
+    assert frames[-1]["choices"][0]["finish_reason"] == "content_filter"
+    assert frames[-1]["policy"]["decision"] == "refuse"
+    assert shape(sent)[-1] == ("body", False)
+    assert [(e["outcome"], e["decision"]) for e in events] == [("refused", "refuse")]
+
+
+async def test_policy_stream_reset_ends_with_an_error_frame_and_one_event(make_gateway):
+    gw = make_gateway(lambda request: sse([chunk("Hello there. ")], then=reset))
+    async with serving(gw.app):
+        sent = await gw.post("/policy/chat/completions", STREAM)
+        events = gw.enforcement_events()
+    last_frame = [f for f in body_bytes(sent).split(b"\n\n") if f][-1]
+    error = orjson.loads(last_frame.removeprefix(b"data: "))
+    assert error["error"]["code"] == "upstream_unavailable"
+    assert error["policy"]["policy_id"] == "output_guard"
+    assert [(e["outcome"], e["status"]) for e in events] == [("upstream_error", 502)]
+
+
+async def test_policy_upstream_unreachable_is_a_502_with_policy_and_one_event(make_gateway):
+    def unreachable(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused")
+
+    gw = make_gateway(unreachable)
+    async with serving(gw.app):
+        sent = await gw.post("/policy/chat/completions", CHAT)
+        events = gw.enforcement_events()
+    assert shape(sent) == [("start", 502), ("body", False)]
+    answer = orjson.loads(body_bytes(sent))
+    assert answer["error"]["code"] == "upstream_unavailable"
+    assert answer["policy"]["policy_id"] == "output_guard"
+    assert [(e["outcome"], e["status"]) for e in events] == [("upstream_error", 502)]
+
+
+async def test_policy_idle_upstream_times_out_on_the_mock_clock(make_gateway, autojump_clock):
+    gw = make_gateway(lambda request: sse([chunk("Hel")], then=trio.sleep_forever))
+    async with serving(gw.app):
+        started = trio.current_time()
+        sent = await gw.post("/policy/chat/completions", STREAM)
+        waited = trio.current_time() - started
+        events = gw.enforcement_events()
+    assert 30 <= waited < 31  # the configured idle timeout, on the mock clock
+    assert b"upstream_timeout" in body_bytes(sent)
+    assert shape(sent)[-1] == ("body", False)
+    assert [(e["outcome"], e["status"]) for e in events] == [("upstream_error", 504)]
+
+
+async def test_policy_client_gone_mid_stream_closes_upstream_and_records_once(make_gateway):
+    upstream_closed = trio.Event()
+
+    async def hang() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            upstream_closed.set()
+
+    gw = make_gateway(lambda request: sse([chunk("Hello there. ")], then=hang))
+    client = Client(orjson.dumps(STREAM))
+    async with serving(gw.app):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(gw.post, "/policy/chat/completions", STREAM, client)
+            while len(client.sent) < 2:  # the head and the first frame
+                await trio.sleep(0.001)
+            client.gone.set()
+        with trio.fail_after(5):
+            await upstream_closed.wait()
+        events = gw.enforcement_events()
+    assert shape(client.sent)[:2] == [("start", 200), ("body", True)]
+    assert [(e["outcome"], e["status"]) for e in events] == [("client_disconnected", 499)]
+
+
+async def test_policy_batches_path_answers_in_the_anthropic_shape(make_gateway):
+    gw = make_gateway(lambda request: httpx.Response(500))
+    async with serving(gw.app):
+        for path in ("/policy/v1/messages/batches", "/policy/messages/batches",
+                     "/v1/messages/batches"):
+            sent = await call(gw.app, "GET", path)
+            answer = orjson.loads(body_bytes(sent))
+            assert sent[0]["status"] == 404, path
+            assert answer["type"] == "error" and answer["error"]["type"] == "not_found_error", \
+                path
