@@ -45,6 +45,7 @@ class Client:
         self._sent_body = False
         self.gone = trio.Event()
         self.sent: list[Message] = []
+        self._arrived = trio.Event()
 
     async def receive(self) -> Message:
         if not self._sent_body:
@@ -55,6 +56,13 @@ class Client:
 
     async def send(self, message: Message) -> None:
         self.sent.append(message)
+        self._arrived.set()
+
+    async def wait_for(self, count: int) -> None:
+        """Until the app has sent `count` messages."""
+        while len(self.sent) < count:
+            self._arrived = trio.Event()
+            await self._arrived.wait()
 
 
 def scope(method: str, path: str, headers: dict[str, str]) -> Message:

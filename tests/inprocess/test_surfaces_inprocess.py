@@ -221,8 +221,7 @@ async def test_policy_client_gone_mid_stream_closes_upstream_and_records_once(ma
     async with serving(gw.app):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(gw.post, "/policy/chat/completions", STREAM, client)
-            while len(client.sent) < 2:  # the head and the first frame
-                await trio.sleep(0.001)
+            await client.wait_for(2)  # the head and the first frame
             client.gone.set()
         with trio.fail_after(5):
             await upstream_closed.wait()
