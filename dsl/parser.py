@@ -8,9 +8,9 @@ own diagnostic and the good ones still reach the semantic checker.
 from __future__ import annotations
 
 import functools
+import importlib.resources
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import lark
@@ -21,14 +21,15 @@ from dsl import ast
 from dsl.diagnostics import DiagnosticSink
 from dsl.recovery import line_index, recover
 
-GRAMMAR_PATH = Path(__file__).resolve().parent.parent / "grammar" / "policy.lark"
+#: grammar/policy.lark, installed as package data of `dsl.grammar` (see pyproject.toml).
+GRAMMAR = importlib.resources.files("dsl.grammar").joinpath("policy.lark")
 _START_SYMBOLS = ["start", "header_open", "item", "rule_body", "rollout_body", "quota_body"]
 
 
 @functools.cache
 def policy_parser() -> lark.Lark:
     return lark.Lark(
-        GRAMMAR_PATH.read_text(encoding="utf-8"),
+        GRAMMAR.read_text(encoding="utf-8"),
         parser="lalr",
         lexer="contextual",
         start=_START_SYMBOLS,

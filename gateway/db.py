@@ -10,6 +10,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlite_utils
@@ -212,3 +213,8 @@ def _ensure_quota_tables(db: sqlite_utils.Database) -> None:
         "expires_at REAL NOT NULL, tokens INTEGER NOT NULL, counters TEXT NOT NULL)")
     db.conn.execute("CREATE INDEX IF NOT EXISTS quota_reservations_expiry "
                     "ON quota_reservations (expires_at)")
+
+
+def now_iso() -> str:
+    """Now, as the timestamps the database stores (UTC, to the second)."""
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -26,8 +26,7 @@ from types import MappingProxyType
 import sqlite_utils
 
 import dsl
-from gateway.db import write_transaction
-from gateway.identity.keys import now_iso
+from gateway.db import now_iso, write_transaction
 
 EDIT_TYPES = ("create", "update", "delete")
 

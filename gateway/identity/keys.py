@@ -17,13 +17,13 @@ import hashlib
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import sqlite_utils
 
-from gateway.db import data_version, identity_version
+from gateway.db import data_version, identity_version, now_iso
 from gateway.errors import ApiKeyRevoked, InvalidApiKey
+from gateway.identity.projects import Project, load_grants, load_projects
 
 PLANS = ("free", "control", "advanced", "enterprise")
 #: Plans that include the governed `/policy/*` surface.
@@ -56,10 +56,6 @@ class ApiKey:
     key_preview: str
     revoked: bool
     created_at: str
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def hash_key(plaintext: str) -> str:
@@ -160,7 +156,7 @@ class IdentityCache:
         self._identity_version: int | None = None
         self._keys: dict[str, ApiKey] = {}
         self._accounts: dict[str, Account] = {}
-        self._projects: dict[str, Any] = {}
+        self._projects: dict[str, Project] = {}
         self._grants: dict[str, frozenset[str]] = {}
 
     def refresh_if_changed(self) -> None:
@@ -181,8 +177,6 @@ class IdentityCache:
         self._data_version = self._identity_version = None
 
     def _load(self) -> None:
-        from gateway.identity.projects import load_grants, load_projects
-
         self._accounts = {
             r["id"]: Account(id=r["id"], name=r["name"], plan=r["plan"])
             for r in self._db["accounts"].rows
@@ -195,7 +189,7 @@ class IdentityCache:
         self.refresh_if_changed()
         return self._accounts.get(account_id)
 
-    def project(self, project_id: str) -> Any:
+    def project(self, project_id: str) -> Project | None:
         """The project (`gateway.identity.projects.Project`) from the snapshot, or None."""
         self.refresh_if_changed()
         return self._projects.get(project_id)

@@ -21,8 +21,7 @@ from typing import Any
 import sqlite_utils
 
 from dsl import QuotaLimit
-from gateway.db import write_transaction
-from gateway.identity.keys import now_iso
+from gateway.db import now_iso, write_transaction
 
 PROJECT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{1,63}")
 STATUSES = ("active", "disabled")

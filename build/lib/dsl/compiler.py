@@ -1,0 +1,327 @@
+"""Checked AST -> CompiledPolicy: closures built once; deciding does no parsing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from dsl import ast
+from dsl.checker import leaves, pattern_width, texts_of
+from dsl.classifiers import Classification
+from dsl.conditions import ConditionCompiler, EvalContext, EvaluationError, PatternSet, Test
+from dsl.decision import (
+    CATEGORY_SURFACES,
+    SEVERITY,
+    Decision,
+    Obligations,
+    Redactor,
+    RequestFacts,
+)
+from dsl.declarations import Quotas, Rollout, quotas_from_ast, rollout_from_ast
+from dsl.instructions import DEFAULT_INSTRUCTIONS
+from dsl.terms import TermMatcher
+from dsl.vocabulary import CATEGORY_WINDOW, PII_WINDOW, UNBOUNDED_PATTERN_WINDOW
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    rule_id: str
+    stage: str  # "input" | "output"
+    test: Test
+    decision: str
+    reason: str | None
+    message: str | None
+    instruction: str | None
+    redactor: Redactor | None
+    stream_safe: bool  # may be decided on a window of a stream (no `not` over output tests)
+
+
+@dataclass
+class Outcome:
+    """What one evaluation pass found, before it becomes a Decision."""
+
+    fired: list[tuple[CompiledRule, list[tuple[str, Any]]]] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    allowlist_hits: list[str] = field(default_factory=list)
+    extra_categories: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RuleTrace:
+    rule_id: str
+    fired: bool
+    decision: str
+    tests: tuple[tuple[str, bool | str], ...]
+    error: str | None = None
+
+
+def _stream_safe(condition: ast.Condition, negated: bool = False) -> bool:
+    if isinstance(condition, ast.And | ast.Or):
+        return _stream_safe(condition.left, negated) and _stream_safe(condition.right, negated)
+    if isinstance(condition, ast.Not):
+        return _stream_safe(condition.operand, not negated)
+    if "output" not in texts_of(condition):
+        return True
+    if isinstance(condition, ast.CategoryTest) and condition.op in ("<", "<=", "==", "!="):
+        return False
+    return not negated
+
+
+class CompiledPolicy:
+    def __init__(self, policy: ast.PolicyAst, source: str, explain: bool = False) -> None:
+        from dsl.formatter import format_condition  # the formatter imports nothing of ours back
+
+        self.source = source
+        self._ast = policy
+        self.policy_id = policy.policy_id.value
+        settings = {s.key: s.value for s in policy.items if isinstance(s, ast.Setting)}
+
+        def text(key: str, default: str | None = None) -> str | None:
+            value = settings.get(key)
+            if value is None:
+                return default
+            return value.value if isinstance(value, ast.Text) else value.text
+
+        self.name = text("name", self.policy_id) or self.policy_id
+        self.description = text("description", "") or ""
+        self.owner = text("owner")
+        self.classification = text("classification", "internal") or "internal"
+        self.default = text("default", "allow") or "allow"
+        self.on_error = text("on_error", "refuse") or "refuse"
+        self.escalation_path = text("escalation_path")
+        self._texts = {k: text(k, DEFAULT_INSTRUCTIONS.get(k)) for k in (
+            "refusal_message", "escalation_message", "rewrite_instruction", "summary_instruction")}
+        self.rollout: Rollout = rollout_from_ast(
+            [i for i in policy.items if isinstance(i, ast.RolloutDecl)])
+        self.quotas: Quotas = quotas_from_ast(
+            [i for i in policy.items if isinstance(i, ast.QuotaDecl)])
+
+        lists = [i for i in policy.items if isinstance(i, ast.TermList)]
+        matchers = {tl.name.text: ("allow" if tl.kind == "allowlist" else "deny",
+                                   TermMatcher([t.value for t in tl.terms])) for tl in lists}
+        self._allowlist: tuple[TermMatcher, str, str] | None = None
+        for tl in lists:
+            if tl.kind == "allowlist" and tl.terms:
+                self._allowlist = (matchers[tl.name.text][1],
+                                   tl.text.text if tl.text else "input",
+                                   tl.reason.text if tl.reason else "REFUSE")
+        self._pattern_sets: dict[str, PatternSet] = {}
+        conditions = ConditionCompiler(matchers, self._pattern_sets,
+                                       format_condition if explain else None)
+        self.rules: tuple[CompiledRule, ...] = tuple(
+            self._compile_rule(rule, conditions, matchers)
+            for rule in policy.items if isinstance(rule, ast.Rule))
+        for pattern_set in self._pattern_sets.values():
+            pattern_set.build()
+        self._input_rules = tuple(r for r in self.rules if r.stage == "input")
+        self._output_rules = tuple(r for r in self.rules if r.stage == "output")
+        allowlist_on_output = self._allowlist is not None and self._allowlist[1] == "output"
+        self.has_output_rules = bool(self._output_rules) or allowlist_on_output
+        self.output_window = self._window(policy, matchers) if self.has_output_rules else 0
+        self._explainer: CompiledPolicy | None = self if explain else None
+
+    def _compile_rule(self, rule: ast.Rule, conditions: ConditionCompiler,
+                      matchers: dict[str, tuple[str, TermMatcher]]) -> CompiledRule:
+        condition = rule.conditions[0]
+        action = rule.actions[0] if rule.actions else ast.Action(ast.Name("allow"))
+        redactor = None
+        for redaction in rule.redactions:
+            if isinstance(redaction, ast.RedactPii):
+                kinds = {k.text for k in redaction.kinds}
+                part = Redactor(frozenset() if "any" in kinds else frozenset(kinds))
+            else:
+                names = [n.text for n in redaction.lists] or [
+                    leaf.list_name.text for leaf in leaves(condition)
+                    if isinstance(leaf, ast.ContainsList)]
+                part = Redactor(None, tuple(matchers[n][1] for n in dict.fromkeys(names)))
+            redactor = part if redactor is None else redactor.merged_with(part)
+        return CompiledRule(
+            rule.name.text, "output" if "output" in texts_of(condition) else "input",
+            conditions.compile(condition), action.decision.text,
+            action.reason.text if action.reason else None,
+            action.message.value if action.message else None,
+            action.instruction.value if action.instruction else None,
+            redactor, _stream_safe(condition))
+
+    def _window(self, policy: ast.PolicyAst, matchers: dict[str, tuple[str, TermMatcher]]) -> int:
+        window = 1
+        if self._allowlist is not None and self._allowlist[1] == "output":
+            window = self._allowlist[0].max_length + 1
+        for rule in (r for r in policy.items if isinstance(r, ast.Rule)):
+            if "output" not in texts_of(rule.conditions[0]):
+                continue
+            for leaf in leaves(rule.conditions[0]):
+                if isinstance(leaf, ast.ContainsList) and leaf.text.text == "output":
+                    window = max(window, matchers[leaf.list_name.text][1].max_length + 1)
+                elif isinstance(leaf, ast.ContainsLiteral) and leaf.text.text == "output":
+                    window = max(window, len(leaf.literal.value) + 1)
+                elif isinstance(leaf, ast.MatchesRegex) and leaf.text.text == "output":
+                    width = pattern_width(leaf.pattern)
+                    window = max(window, UNBOUNDED_PATTERN_WINDOW if width is None else width + 1)
+                elif isinstance(leaf, ast.PiiTest) and leaf.text and leaf.text.text == "output":
+                    window = max(window, PII_WINDOW)
+                elif isinstance(leaf, ast.CategoryTest) and leaf.text and leaf.text.text == "output":
+                    window = max(window, CATEGORY_WINDOW)
+            if rule.redactions:
+                window = max(window, PII_WINDOW)
+        return window
+
+    # --- evaluation
+    def run_rules(self, rules: Iterable[CompiledRule], ctx: EvalContext) -> Outcome:
+        outcome = Outcome()
+        for rule in rules:
+            evidence: list[tuple[str, Any]] = []
+            try:
+                fired = rule.test(ctx, evidence)
+            except EvaluationError as error:
+                outcome.errors.append((rule.rule_id, str(error)))
+                continue
+            except Exception as error:  # a rule that cannot be evaluated never silently allows
+                outcome.errors.append((rule.rule_id, f"{type(error).__name__}: {error}"))
+                continue
+            if fired:
+                outcome.fired.append((rule, evidence))
+        return outcome
+
+    def check_allowlist(self, ctx: EvalContext, stage: str, outcome: Outcome) -> None:
+        if self._allowlist is None or (self._allowlist[1] == "output") != (stage == "output"):
+            return
+        matcher, text, reason = self._allowlist
+        hits = ctx.list_hits(matcher, text)
+        outcome.allowlist_hits.extend(hits)
+        if not hits:
+            outcome.fired.append((_ALLOWLIST_RULES[reason], []))
+
+    def evaluate_input(self, facts: RequestFacts, classification: Classification) -> Decision:
+        ctx = EvalContext(facts, classification, self._pattern_sets)
+        outcome = self.run_rules(self._input_rules, ctx)
+        self.check_allowlist(ctx, "input", outcome)
+        if facts.flagged_categories and facts.surface in CATEGORY_SURFACES:
+            from dsl.classifiers import CATEGORY_THRESHOLD
+
+            flagged = sorted(c for c in facts.flagged_categories
+                             if classification.categories.get(c, 0.0) >= CATEGORY_THRESHOLD)
+            if flagged:
+                outcome.fired.append((_FLAGGED_RULE, [("category", c) for c in flagged]))
+        return self.decide(outcome, "input", facts.input_text, None)
+
+    def evaluate_output(self, facts: RequestFacts, output_text: str,
+                        decision: Decision) -> Decision:
+        ctx = EvalContext(facts, None, self._pattern_sets, output=output_text)
+        outcome = self.run_rules(self._output_rules, ctx)
+        self.check_allowlist(ctx, "output", outcome)
+        return self.decide(outcome, "output", output_text, decision)
+
+    def output_monitor(self, facts: RequestFacts, decision: Decision,
+                       enforced: bool = True) -> Any:
+        """Incremental output evaluation; with `enforced` False (shadow), nothing is held back
+        for a refusal and the stream is never stopped: only the decision changes."""
+        from dsl.monitor import OutputMonitor
+
+        return OutputMonitor(self, facts, decision, enforced)
+
+    def output_rules(self, stream_safe_only: bool) -> tuple[CompiledRule, ...]:
+        if not stream_safe_only:
+            return self._output_rules
+        return tuple(r for r in self._output_rules if r.stream_safe)
+
+    def decide(self, outcome: Outcome, stage: str, text: str, base: Decision | None,
+               count_redactions: bool = True) -> Decision:
+        fired = sorted(outcome.fired, key=lambda pair: pair[0].rule_id)
+        # (rule id, decision, reason, message, instruction); "" sorts first: the earlier stage
+        # keeps its reason and message when an output rule only ties with it.
+        votes: list[tuple[str, str, str | None, str | None, str | None]] = [
+            (r.rule_id, r.decision, r.reason, r.message, r.instruction) for r, _ in fired]
+        if outcome.errors:
+            votes.append(("~on_error", self.on_error, None, None, None))
+        if base is not None:
+            votes.append(("", base.decision, base.reason_code, base.obligations.message,
+                          base.obligations.instruction))
+        elif not fired:
+            votes.append(("~default", self.default, None, None, None))
+        winner = max(SEVERITY[v[1]] for v in votes)
+        winners = sorted(v for v in votes if SEVERITY[v[1]] == winner)
+        decision = winners[0][1]
+        reason = next((v[2] for v in winners if v[2]), decision.upper())
+        message = None
+        if decision in ("refuse", "escalate"):
+            policy_text = self._texts["refusal_message" if decision == "refuse"
+                                      else "escalation_message"]
+            message = next((v[3] for v in winners if v[3]), policy_text)
+        instruction = None
+        if decision in ("rewrite", "summary"):
+            wanted = [v for v in sorted(votes) if v[1] == decision] + [
+                v for v in sorted(votes) if v[1] == "rewrite" and decision == "summary"]
+            parts = [v[4] or self._texts[f"{v[1]}_instruction"] for v in wanted]
+            instruction = "\n".join(dict.fromkeys(p for p in parts if p)) or None
+        redactor: Redactor | None = None
+        for rule, _ in fired:
+            if rule.redactor is not None:
+                redactor = rule.redactor if redactor is None else redactor.merged_with(
+                    rule.redactor)
+        spans: dict[str, int] = dict(base.redacted_spans) if base else {}
+        if redactor is not None and count_redactions:
+            for kind, count in redactor.apply(text)[1].items():
+                spans[kind] = spans.get(kind, 0) + count
+        allow_hits = list(base.allowlist_hits) if base else []
+        deny_hits = list(base.denylist_hits) if base else []
+        categories = list(base.triggered_categories) if base else []
+        allow_hits.extend(outcome.allowlist_hits)
+        for _, evidence in fired:
+            for tag, value in evidence:
+                if tag == "category":
+                    categories.append(value)
+                else:
+                    (allow_hits if tag == "allow" else deny_hits).extend(value)
+        errors = [f"rule `{rule_id}`: {message_}" for rule_id, message_ in outcome.errors]
+        if base is not None and base.error:
+            errors.insert(0, base.error)
+        return Decision(
+            decision=decision, reason_code=reason, stage=stage,  # type: ignore[arg-type]
+            fired_rules=tuple(sorted(set(base.fired_rules if base else ()) | {
+                r.rule_id for r, _ in fired})),
+            triggered_categories=tuple(dict.fromkeys(categories)),
+            allowlist_hits=tuple(dict.fromkeys(allow_hits)),
+            denylist_hits=tuple(dict.fromkeys(deny_hits)),
+            redacted_spans=MappingProxyType(spans),
+            error="; ".join(errors) or None,
+            obligations=Obligations(
+                redactor=redactor, instruction=instruction, message=message,
+                escalation_path=self.escalation_path if decision == "escalate" else None),
+        )
+
+    # --- explanation (CLI `eval --explain`)
+    def explain(self, facts: RequestFacts, classification: Classification,
+                output_text: str | None = None) -> tuple[Decision, list[RuleTrace]]:
+        if self._explainer is None:
+            self._explainer = CompiledPolicy(self._ast, self.source, explain=True)
+        explainer = self._explainer
+        traces = []
+        for rule in explainer.rules:
+            ctx = EvalContext(facts, classification, explainer._pattern_sets, output=output_text)
+            ctx.trace = []
+            outcome = explainer.run_rules([rule], ctx)
+            error = outcome.errors[0][1] if outcome.errors else None
+            traces.append(RuleTrace(rule.rule_id, bool(outcome.fired), rule.decision,
+                                    tuple(ctx.trace), error))
+        decision = self.evaluate_input(facts, classification)
+        if output_text is not None:
+            decision = self.evaluate_output(facts, output_text, decision)
+        return decision, traces
+
+
+def _pseudo_rule(rule_id: str, reason: str | None) -> CompiledRule:
+    return CompiledRule(rule_id, "input", lambda ctx, ev: True, "refuse", reason, None, None,
+                        None, True)
+
+
+class _AllowlistRules(dict[str, CompiledRule]):
+    def __missing__(self, reason: str) -> CompiledRule:
+        rule = self[reason] = _pseudo_rule("allowlist", None if reason == "REFUSE" else reason)
+        return rule
+
+
+_ALLOWLIST_RULES = _AllowlistRules()
+_FLAGGED_RULE = _pseudo_rule("flagged_categories", None)

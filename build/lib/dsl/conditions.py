@@ -1,0 +1,240 @@
+"""Conditions -> closures, and the per-evaluation context they read from.
+
+Everything expensive happens once per evaluation and text, whatever the number of rules: one
+normalisation, one automaton scan per (list, text), one RE2 Set scan per text, one classification.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import operator
+import re
+from collections.abc import Callable
+from typing import Any
+
+import re2
+
+from dsl import ast
+from dsl.checker import re2_options, regex_source
+from dsl.classifiers import CATEGORY_THRESHOLD, Classification, classify, find_pii
+from dsl.decision import CATEGORY_SURFACES, RequestFacts
+from dsl.terms import TermMatcher, normalize
+from dsl.vocabulary import FIELDS
+
+Evidence = list[tuple[str, Any]]  # ("allow" | "deny", [terms]) or ("category", name)
+Test = Callable[["EvalContext", Evidence], bool]
+
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+    ">": operator.gt, ">=": operator.ge,
+}
+
+
+class EvaluationError(Exception):
+    """A rule could not be evaluated (e.g. a request field is missing).
+
+    Caused by the request lacking a fact the policy tests; the policy's `on_error` decides, and
+    the message is reported in `Decision.error`.  Nothing to fix in code.
+    """
+
+
+class EvalContext:
+    """Caches for one evaluation; `open_end` says more output may follow (streaming)."""
+
+    __slots__ = ("_classes", "_hits", "_normalized", "_pii", "_regex", "facts", "open_end",
+                 "output", "pattern_sets", "trace")
+
+    def __init__(self, facts: RequestFacts, classification: Classification | None,
+                 pattern_sets: dict[str, PatternSet], output: str | None = None,
+                 open_end: bool = False) -> None:
+        self.facts = facts
+        self.output = output
+        self.open_end = open_end
+        self.pattern_sets = pattern_sets
+        self._classes: dict[str, Classification] = {}
+        if classification is not None:
+            self._classes["input"] = classification
+        self._normalized: dict[str, str] = {}
+        self._hits: dict[tuple[int, str], list[str]] = {}
+        self._regex: dict[str, frozenset[int]] = {}
+        self._pii: dict[str, frozenset[str]] = {}
+        self.trace: list[tuple[str, bool | str]] | None = None
+
+    def raw(self, text: str) -> str:
+        if text == "input":
+            return self.facts.input_text
+        if text == "last_user":
+            return self.facts.last_user_text
+        if text == "system":
+            return self.facts.system_text
+        if self.output is None:
+            raise EvaluationError("the output text is not known at the input stage")
+        return self.output
+
+    def normalized(self, text: str) -> str:
+        # Keyed by content: input and last_user are often the very same string.
+        raw = self.raw(text)
+        found = self._normalized.get(raw)
+        if found is None:
+            found = self._normalized[raw] = normalize(raw)
+        return found
+
+    def list_hits(self, matcher: TermMatcher, text: str) -> list[str]:
+        key = (id(matcher), text)
+        found = self._hits.get(key)
+        if found is None:
+            found = self._hits[key] = matcher.hits(
+                self.normalized(text), open_end=self.open_end and text == "output")
+        return found
+
+    def regex_matches(self, text: str) -> frozenset[int]:
+        found = self._regex.get(text)
+        if found is None:
+            found = self._regex[text] = self.pattern_sets[text].match(self.raw(text))
+        return found
+
+    def classification(self, text: str) -> Classification:
+        found = self._classes.get(text)
+        if found is None:
+            pinned = self._classes["input"].pinned if "input" in self._classes else {}
+            found = self._classes[text] = classify(self.raw(text)).with_pinned(pinned)
+        return found
+
+    def pii_kinds(self, text: str) -> frozenset[str]:
+        found = self._pii.get(text)
+        if found is None:
+            findings = self._classes[text].pii if text in self._classes else find_pii(
+                self.raw(text))
+            found = self._pii[text] = frozenset(f.kind for f in findings)
+        return found
+
+
+class PatternSet:
+    """Every pattern a policy applies to one text, in ONE RE2 Set: one linear scan per text."""
+
+    def __init__(self) -> None:
+        self.sources: list[str] = []
+        self._set: re2.Set | None = None
+
+    def add(self, pattern: str, flags: str) -> int:
+        self.sources.append(regex_source(pattern, flags))
+        return len(self.sources) - 1
+
+    def build(self) -> None:
+        if not self.sources:
+            return
+        compiled = re2.Set.SearchSet(re2_options())
+        for source in self.sources:
+            compiled.Add(source)
+        compiled.Compile()
+        self._set = compiled
+
+    def match(self, text: str) -> frozenset[int]:
+        if self._set is None:
+            return frozenset()
+        return frozenset(self._set.Match(text) or ())
+
+
+class ConditionCompiler:
+    def __init__(self, matchers: dict[str, tuple[str, TermMatcher]],
+                 pattern_sets: dict[str, PatternSet],
+                 describe: Callable[[ast.Condition], str] | None = None) -> None:
+        self.matchers = matchers  # list name -> ("allow" | "deny", matcher)
+        self.pattern_sets = pattern_sets
+        self.describe = describe
+
+    def compile(self, node: ast.Condition) -> Test:
+        if isinstance(node, ast.And):
+            left, right = self.compile(node.left), self.compile(node.right)
+            return lambda ctx, ev: left(ctx, ev) and right(ctx, ev)
+        if isinstance(node, ast.Or):
+            left, right = self.compile(node.left), self.compile(node.right)
+            return lambda ctx, ev: left(ctx, ev) or right(ctx, ev)
+        if isinstance(node, ast.Not):
+            inner = self.compile(node.operand)
+            # Evidence gathered under `not` proves nothing, so it is thrown away.
+            return lambda ctx, ev: not inner(ctx, [])
+        test = self.leaf(node)
+        if self.describe is None:
+            return test
+        text = self.describe(node)
+
+        def traced(ctx: EvalContext, ev: Evidence) -> bool:
+            try:
+                result = test(ctx, ev)
+            except EvaluationError as error:
+                if ctx.trace is not None:
+                    ctx.trace.append((text, f"error: {error}"))
+                raise
+            if ctx.trace is not None:
+                ctx.trace.append((text, result))
+            return result
+        return traced
+
+    def leaf(self, node: ast.Condition) -> Test:
+        if isinstance(node, ast.Always):
+            return lambda ctx, ev: True
+        if isinstance(node, ast.ContainsList):
+            kind, matcher = self.matchers[node.list_name.text]
+            text = node.text.text
+
+            def contains_list(ctx: EvalContext, ev: Evidence) -> bool:
+                hits = ctx.list_hits(matcher, text)
+                if hits:
+                    ev.append((kind, hits))
+                return bool(hits)
+            return contains_list
+        if isinstance(node, ast.ContainsLiteral):
+            literal, text = normalize(node.literal.value), node.text.text
+            return lambda ctx, ev: literal in ctx.normalized(text)
+        if isinstance(node, ast.MatchesRegex):
+            text = node.text.text
+            index = self.pattern_sets.setdefault(text, PatternSet()).add(node.pattern, node.flags)
+            return lambda ctx, ev: index in ctx.regex_matches(text)
+        if isinstance(node, ast.CategoryTest):
+            return self.category(node)
+        if isinstance(node, ast.PiiTest):
+            kind = node.kind.text
+            text = node.text.text if node.text else "input"
+            if kind == "any":
+                return lambda ctx, ev: bool(ctx.pii_kinds(text))
+            return lambda ctx, ev: kind in ctx.pii_kinds(text)
+        return self.field_test(node)
+
+    def category(self, node: ast.CategoryTest) -> Test:
+        name = node.category.value
+        compare = _OPS[node.op or ">="]
+        threshold = node.threshold if node.threshold is not None else CATEGORY_THRESHOLD
+        text = node.text.text if node.text else "input"
+
+        def category(ctx: EvalContext, ev: Evidence) -> bool:
+            if ctx.facts.surface not in CATEGORY_SURFACES:
+                return False  # SPEC §5.5: categories apply to chat completions and messages only
+            score = ctx.classification(text).categories.get(name, 0.0)
+            if compare(score, threshold):
+                ev.append(("category", name))
+                return True
+            return False
+        return category
+
+    def field_test(self, node: ast.Condition) -> Test:
+        field = node.field.text  # type: ignore[union-attr]
+        getter = FIELDS[field][1]
+
+        def value(facts: RequestFacts) -> Any:
+            found = getter(facts)
+            if found is None:
+                raise EvaluationError(f"request field `{field}` is missing")
+            return found
+
+        if isinstance(node, ast.Flag):
+            return lambda ctx, ev: bool(value(ctx.facts))
+        if isinstance(node, ast.MatchesGlob):
+            matcher = re.compile(fnmatch.translate(node.glob.value)).match
+            return lambda ctx, ev: matcher(value(ctx.facts)) is not None
+        if isinstance(node, ast.InValues):
+            allowed = frozenset(node.values)
+            return lambda ctx, ev: value(ctx.facts) in allowed
+        assert isinstance(node, ast.Compare)
+        compare, expected = _OPS[node.op], node.value
+        return lambda ctx, ev: compare(value(ctx.facts), expected)

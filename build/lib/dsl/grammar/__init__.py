@@ -1,0 +1,1 @@
+"""The policy language grammar (`policy.lark`), shipped as package data of `dsl`."""

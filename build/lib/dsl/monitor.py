@@ -1,0 +1,223 @@
+"""Sans-I/O incremental evaluation of output rules over a streamed response.
+
+`feed(delta)` returns the text that is safe to send now and, when it changed, the new Decision.
+Only the trailing `output_window` characters (counted after normalisation: a run of whitespace
+counts once, combining marks not at all) are held back, which is enough for any term, literal or
+bounded pattern split across chunks to be seen whole before any of it is released.  Once an
+enforced refuse/escalate fires, nothing more is released: the violating text never leaves.
+
+Rules that test for the *absence* of something in the output (`not output contains ...`) cannot
+be decided on a window; they are decided by `finish()` over the whole text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import unicodedata
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from dsl.conditions import EvalContext
+from dsl.decision import Decision, RequestFacts
+
+if TYPE_CHECKING:
+    from dsl.compiler import CompiledPolicy, Outcome
+
+STOPPING = ("refuse", "escalate")
+_SPACE_RUN = re.compile(r"\s\s")
+
+
+class OutputMonitor:
+    def __init__(self, policy: CompiledPolicy, facts: RequestFacts, decision: Decision,
+                 enforced: bool = True) -> None:
+        self._policy = policy
+        self._facts = facts
+        self._base = decision
+        self._current = decision
+        self._enforced = enforced
+        self._chunks: list[str] = []
+        self._pending = ""
+        self._before = ""  # last released character: the word boundary left of `_pending`
+        self._stopped = False
+        self._fired: dict[str, tuple[Any, list[tuple[str, Any]]]] = {}
+        self._errors: dict[str, str] = {}
+        self._allowlist_hits: dict[str, None] = {}
+        self._counts: dict[str, int] = {}
+        self._window_rules = policy.output_rules(stream_safe_only=True)
+        self._decided: Decision | None = None
+        self._fresh_counts = False
+        self._counted: tuple[Decision, Decision] | None = None
+
+    @property
+    def stopped(self) -> bool:
+        """True once an enforced refuse/escalate fired: the stream must end now."""
+        return self._stopped
+
+    def feed(self, delta: str) -> tuple[str, Decision | None]:
+        if self._stopped:
+            return "", None
+        self._chunks.append(delta)
+        if not self._policy.has_output_rules:
+            return delta, None
+        self._pending += delta
+        ctx = EvalContext(self._facts, None, self._policy._pattern_sets,
+                          output=self._before + self._pending, open_end=True)
+        self._absorb(self._policy.run_rules(self._window_rules, ctx))
+        decision = self._decision()
+        if self._enforced and decision.decision in STOPPING:
+            released = self._release_before_violation(decision)
+            return released, self._stop(decision)
+        cut = _hold_start(self._pending, self._policy.output_window)
+        return self._release(cut, decision)
+
+    def finish(self) -> tuple[str, Decision | None]:
+        if self._stopped:
+            return "", None
+        if not self._policy.has_output_rules:
+            return "", None
+        ctx = EvalContext(self._facts, None, self._policy._pattern_sets,
+                          output="".join(self._chunks))
+        outcome = self._policy.run_rules(self._policy.output_rules(False), ctx)
+        self._policy.check_allowlist(ctx, "output", outcome)
+        self._absorb(outcome)
+        decision = self._decision()
+        if self._enforced and decision.decision in STOPPING:
+            return "", self._stop(decision)
+        return self._release(len(self._pending), decision, final=True)
+
+    # --- internals
+    def _absorb(self, outcome: Outcome) -> None:
+        # The held-back window overlaps from one feed to the next, so the same evidence is
+        # found again and again: only new evidence makes the decision worth recomputing.
+        for rule, evidence in outcome.fired:
+            previous = self._fired.get(rule.rule_id)
+            known = previous[1] if previous else []
+            fresh = [item for item in evidence if item not in known]
+            if previous is None or fresh:
+                self._fired[rule.rule_id] = (rule, known + fresh)
+                self._decided = None
+        for rule_id, message in outcome.errors:
+            if rule_id not in self._errors:
+                self._errors[rule_id] = message
+                self._decided = None
+        for hit in outcome.allowlist_hits:
+            if hit not in self._allowlist_hits:
+                self._allowlist_hits[hit] = None
+                self._decided = None
+
+    def _decision(self) -> Decision:
+        from dsl.compiler import Outcome
+
+        if self._decided is None:
+            outcome = Outcome(list(self._fired.values()), list(self._errors.items()),
+                              list(self._allowlist_hits))
+            self._decided = self._policy.decide(outcome, "output", "", self._base,
+                                                count_redactions=False)
+        return self._decided
+
+    def _with_counts(self, decision: Decision) -> Decision:
+        if self._counted is not None and self._counted[0] is decision and not self._fresh_counts:
+            return self._counted[1]
+        self._fresh_counts = False
+        counted = self._counts_applied(decision)
+        self._counted = (decision, counted)
+        return counted
+
+    def _counts_applied(self, decision: Decision) -> Decision:
+        spans = dict(self._base.redacted_spans)
+        for kind, count in self._counts.items():
+            spans[kind] = spans.get(kind, 0) + count
+        return dataclasses.replace(decision, redacted_spans=MappingProxyType(spans))
+
+    def _changed(self, decision: Decision, final: bool = False) -> Decision | None:
+        """The decision if it differs from the last one reported.  Mid-stream, the stage alone
+        flipping to "output" is not news; `finish()` reports it (output rules have then run)."""
+        old, new = self._current.summary(), decision.summary()
+        if not final:
+            old.pop("stage")
+            new.pop("stage")
+        if new == old and decision.obligations.message == self._current.obligations.message:
+            return None
+        self._current = decision
+        return decision
+
+    def _release_before_violation(self, decision: Decision) -> str:
+        """The held text that certainly precedes the violation, redacted (SPEC §7.3: hold
+        back at most the window). A chunk may bring safe text and a violation together.
+
+        Prefixes of the pending text are checked in steps; at the first step whose prefix
+        fires a stopping rule, the violation ends after the previous step (a match at the
+        very end of a prefix is not counted, as more text could extend the word), and it is at
+        most one window long, so everything a window before the previous step is safe. Runs
+        once per stream, when it stops.
+        """
+        window = self._policy.output_window
+        pending = self._pending
+        step = max(16, len(pending) // 64)
+        previous = 0
+        for end in range(step, len(pending) + step, step):
+            end = min(end, len(pending))
+            ctx = EvalContext(self._facts, None, self._policy._pattern_sets,
+                              output=self._before + pending[:end], open_end=True)
+            outcome = self._policy.run_rules(self._window_rules, ctx)
+            if any(rule.decision in STOPPING for rule, _ in outcome.fired):
+                break
+            previous = end
+        cut = _hold_start(pending[:previous], window)
+        if cut <= 0:
+            return ""
+        released = pending[:cut]
+        redactor = decision.obligations.redactor
+        if redactor is not None:
+            released, counts = redactor.apply(released)
+            for kind, count in counts.items():
+                self._counts[kind] = self._counts.get(kind, 0) + count
+                self._fresh_counts = True
+        return released
+
+    def _stop(self, decision: Decision) -> Decision | None:
+        self._stopped = True
+        self._pending = ""
+        return self._changed(self._with_counts(decision))
+
+    def _release(self, cut: int, decision: Decision,
+                 final: bool = False) -> tuple[str, Decision | None]:
+        redactor = decision.obligations.redactor
+        if redactor is not None and cut:
+            offset = len(self._before)
+            for start, end in redactor.spans(self._before + self._pending):
+                if start - offset < cut < end - offset:
+                    cut = max(start - offset, 0)  # never cut through a span to be redacted
+        released, self._pending = self._pending[:cut], self._pending[cut:]
+        if released:
+            self._before = released[-1]
+        if redactor is not None and released:
+            released, counts = redactor.apply(released)
+            for kind, count in counts.items():
+                self._counts[kind] = self._counts.get(kind, 0) + count
+                self._fresh_counts = True
+        return released, self._changed(self._with_counts(decision), final)
+
+
+def _hold_start(pending: str, window: int) -> int:
+    """Index in `pending` from which the last `window` normalised characters start."""
+    if window <= 0:
+        return len(pending)
+    tail = pending[-window:]
+    if len(tail) == window and tail.isascii() and _SPACE_RUN.search(
+            pending, max(len(pending) - window - 1, 0)) is None:
+        # Fast path for plain ASCII: no combining marks and no whitespace runs, so each
+        # character is one normalised unit.
+        return len(pending) - window
+    units, index = 0, len(pending)
+    while index > 0 and units < window:
+        index -= 1
+        ch = pending[index]
+        if ch.isspace():
+            while index > 0 and pending[index - 1].isspace():
+                index -= 1
+            units += 1
+        elif not unicodedata.combining(ch):
+            units += 1
+    return index

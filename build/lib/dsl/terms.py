@@ -1,0 +1,132 @@
+"""Term matching (SPEC §5.3): NFKC + casefold, whole words, whitespace-insensitive phrases.
+
+Each term list compiles to ONE Aho-Corasick automaton over the normalised text, so the cost of a
+scan depends on the text, not on the number of terms.  Word boundaries are checked only at the
+ends of raw automaton hits.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+
+import ahocorasick
+
+TERM_PLACEHOLDER = "[REDACTED:TERM]"
+_PLACEHOLDER = re.compile(r"\[redacted:[a-z_]+\]")
+
+
+def normalize(text: str) -> str:
+    """NFKC, case folding, and every run of whitespace collapsed to one space."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def _is_word(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
+
+
+class TermMatcher:
+    """One automaton for one list.  `terms` are kept as written for reporting."""
+
+    __slots__ = ("_automaton", "max_length", "terms")
+
+    def __init__(self, terms: Sequence[str]) -> None:
+        self.terms = tuple(terms)
+        self._automaton: ahocorasick.Automaton | None = None
+        self.max_length = 0
+        automaton = ahocorasick.Automaton()
+        for written in self.terms:
+            key = normalize(written)
+            if not key or automaton.exists(key):
+                continue  # the first spelling of a term is the one reported
+            automaton.add_word(key, (written, len(key), _is_word(key[0]), _is_word(key[-1])))
+            self.max_length = max(self.max_length, len(key))
+        if len(automaton):
+            automaton.make_automaton()
+            self._automaton = automaton
+
+    def spans(self, normalized: str, open_end: bool = False) -> list[tuple[int, int, str]]:
+        """Whole-word hits as (start, end, term as written) in the normalised text.
+
+        `open_end`: more text may follow, so a hit ending a word at the very end is not yet
+        confirmed (the next character could extend the word).
+        """
+        if self._automaton is None:
+            return []
+        found = []
+        size = len(normalized)
+        for last, (written, length, word_start, word_end) in self._automaton.iter(normalized):
+            start, end = last - length + 1, last + 1
+            if word_start and start > 0 and _is_word(normalized[start - 1]):
+                continue
+            if word_end:
+                if end < size:
+                    if _is_word(normalized[end]):
+                        continue
+                elif open_end:
+                    continue
+            found.append((start, end, written))
+        return found
+
+    def hits(self, normalized: str, open_end: bool = False) -> list[str]:
+        """Terms as written, each once, in order of first appearance."""
+        seen: dict[str, None] = {}
+        for _, _, written in self.spans(normalized, open_end):
+            seen.setdefault(written, None)
+        return list(seen)
+
+
+def _normalize_with_origins(text: str) -> tuple[str, list[int]]:
+    """normalize(), character by character, remembering where each output char came from."""
+    out: list[str] = []
+    origins: list[int] = []
+    in_space = True  # drops leading whitespace like str.split() does
+    for index, ch in enumerate(text):
+        if ch.isspace():
+            if not in_space:
+                out.append(" ")
+                origins.append(index)
+            in_space = True
+            continue
+        in_space = False
+        for piece in unicodedata.normalize("NFKC", ch).casefold():
+            out.append(piece)
+            origins.append(index)
+    return "".join(out), origins
+
+
+def term_spans(text: str, matchers: Sequence[TermMatcher]) -> list[tuple[int, int]]:
+    """Spans of the ORIGINAL text covered by whole-word hits of any matcher, merged, in order.
+
+    Hits inside an existing `[REDACTED:...]` placeholder are ignored so redaction is idempotent.
+    """
+    normalized, origins = _normalize_with_origins(text)
+    masked = [(m.start(), m.end()) for m in _PLACEHOLDER.finditer(normalized)]
+    spans: list[tuple[int, int]] = []
+    for matcher in matchers:
+        for start, end, _ in matcher.spans(normalized):
+            if any(s < end and start < e for s, e in masked):
+                continue
+            spans.append((origins[start], origins[end - 1] + 1))
+    spans.sort()
+    merged: list[tuple[int, int]] = []
+    for start, end in spans:
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def redact_terms(text: str, matchers: Sequence[TermMatcher]) -> tuple[str, int]:
+    spans = term_spans(text, matchers)
+    if not spans:
+        return text, 0
+    pieces, cursor = [], 0
+    for start, end in spans:
+        pieces.append(text[cursor:start])
+        pieces.append(TERM_PLACEHOLDER)
+        cursor = end
+    pieces.append(text[cursor:])
+    return "".join(pieces), len(spans)

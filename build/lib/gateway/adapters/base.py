@@ -1,0 +1,329 @@
+"""What every wire API adapter provides. The rest of the gateway is API-neutral and talks to
+the three APIs (chat completions, messages, responses) only through this interface."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import orjson
+
+from gateway.errors import GatewayError, InvalidRequest
+from gateway.upstream.sse import Frame, encode_frame
+
+JSON = dict[str, Any]
+
+
+def decode_json_object(body: bytes) -> JSON:
+    """The request body as a JSON object, or `InvalidRequest` saying what is wrong with it."""
+    if not body.strip():
+        raise InvalidRequest("The request body is empty; expected a JSON object.")
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidRequest(
+            f"The request body must be a JSON object, not {type(value).__name__}."
+        )
+    return value
+
+
+_TYPE_NAMES = {str: "a string", bool: "a boolean", int: "an integer", float: "a number",
+               list: "an array", dict: "an object"}
+
+
+def check_field(body: Mapping[str, Any], name: str, *types: type, required: bool = False,
+                non_empty: bool = False) -> None:
+    """Raise `InvalidRequest` when `body[name]` is missing (if required) or of the wrong type.
+
+    `bool` is not accepted where a number is expected, although Python treats it as an int.
+    """
+    if name not in body or body[name] is None:
+        if required:
+            raise InvalidRequest(f"Missing required parameter: '{name}'.", param=name)
+        return
+    value = body[name]
+    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+    if not ok:
+        expected = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
+        raise InvalidRequest(
+            f"Invalid type for '{name}': expected {expected}, got {type(value).__name__}.",
+            param=name,
+        )
+    if non_empty and not value:
+        raise InvalidRequest(f"'{name}' must not be empty.", param=name)
+
+
+def check_list_of_objects(body: Mapping[str, Any], name: str) -> None:
+    for index, item in enumerate(body[name]):
+        if not isinstance(item, dict):
+            raise InvalidRequest(
+                f"Invalid type for '{name}[{index}]': expected an object, "
+                f"got {type(item).__name__}.",
+                param=f"{name}[{index}]",
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class InputView:
+    """What the policy surface reads from a request body (API-neutral)."""
+
+    #: Every text the API carries (messages, content parts, tool results, system, instructions,
+    #: input), joined with "\n".
+    input_text: str
+    last_user_text: str
+    system_text: str
+    message_count: int
+    has_tools: bool
+    max_output_tokens: int | None
+    estimated_input_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class Adapter:
+    """One wire API. Subclasses live one per module, each holding all of its API's quirks."""
+
+    #: The surface name used as default target and in events: chat.completions|messages|responses.
+    surface: ClassVar[str]
+    #: Which provider kind serves this API: "openai" or "anthropic".
+    provider_kind: ClassVar[str]
+    #: Path of the endpoint below the provider's base URL.
+    upstream_path: ClassVar[str]
+    #: Path of the endpoint below each of the gateway's surface prefixes (`/v1`, `/policy`).
+    path: ClassVar[str]
+    #: The endpoint's label in metrics and access logs.
+    api: ClassVar[str]
+
+    def validate(self, body: JSON) -> None:
+        """Raise `InvalidRequest` for a body the API would reject for shape or type reasons."""
+        raise NotImplementedError
+
+    def is_stream(self, body: Mapping[str, Any]) -> bool:
+        return body.get("stream") is True
+
+    def error_body(self, error: GatewayError) -> JSON:
+        """`error` in this API's own error shape (SPEC §11)."""
+        raise NotImplementedError
+
+    def stream_error_frame(self, error: GatewayError, extra: Mapping[str, Any] | None = None
+                           ) -> bytes:
+        """The frame that ends a stream with `error`, so SDKs raise instead of hanging or
+        silently accepting a cut stream."""
+        raise NotImplementedError
+
+    def is_terminal(self, frame: Frame) -> bool:
+        """Whether `frame` is the API's normal last frame (a stream must end with one)."""
+        raise NotImplementedError
+
+    # --- the governed surface (/policy/*): reading and rewriting requests -------------------
+
+    def input_view(self, body: JSON) -> InputView:
+        raise NotImplementedError
+
+    def map_input_texts(self, body: JSON, fn: Callable[[str], str]) -> JSON:
+        """A copy of `body` with `fn` applied to every input text (for redaction)."""
+        raise NotImplementedError
+
+    def with_instruction(self, body: JSON, instruction: str) -> JSON:
+        """A copy of `body` with `instruction` added as a system instruction in the API's own
+        place (chat: a leading system message; messages: `system`; responses: `instructions`)."""
+        raise NotImplementedError
+
+    def prepare_stream(self, body: JSON) -> tuple[JSON, bool]:
+        """Make a streamed request report usage; returns (body, whether the client asked)."""
+        return body, True
+
+    # --- answers -----------------------------------------------------------------------------
+
+    def holding_reply(self, body: JSON, text: str) -> JSON:
+        """A complete non-streamed response in the API's shape whose output is `text`."""
+        raise NotImplementedError
+
+    def output_text(self, response: JSON) -> str:
+        """The assistant text of a non-streamed response."""
+        raise NotImplementedError
+
+    def response_usage(self, response: JSON) -> Usage | None:
+        raise NotImplementedError
+
+    def map_output_texts(self, response: JSON, fn: Callable[[str], str]) -> JSON:
+        """A copy of a non-streamed response with `fn` applied to every text that
+        `output_text` reads (for output redaction)."""
+        raise NotImplementedError
+
+    # --- streams: one decoded frame at a time ---------------------------------------------------
+
+    def stream_delta(self, event: str | None, payload: JSON) -> str | None:
+        """The output text this frame adds, if it is a text delta."""
+        raise NotImplementedError
+
+    def with_stream_delta(self, event: str | None, payload: JSON, text: str) -> JSON:
+        """A copy of the delta frame `payload` carrying `text` instead."""
+        raise NotImplementedError
+
+    def is_text_end(self, event: str | None, payload: JSON) -> bool:
+        """Whether this frame closes a block of output text (held-back text must go out
+        before it, because "done" frames may repeat the whole text)."""
+        raise NotImplementedError
+
+    def with_released_text(self, event: str | None, payload: JSON, text: str) -> JSON:
+        """A frame that repeats the whole output text (a "done" frame), carrying `text`, the
+        text actually released to the client, instead. Only APIs with such frames override."""
+        return payload
+
+    def stream_usage(self, event: str | None, payload: JSON) -> Usage | None:
+        """Usage reported by this frame (fields it does not report are 0)."""
+        raise NotImplementedError
+
+    def is_usage_only_chunk(self, event: str | None, payload: JSON) -> bool:
+        """A frame that exists only to report usage (chat's `choices: []` chunk)."""
+        return False
+
+    def sequence_number(self, payload: JSON) -> int | None:
+        """The frame's position number, for APIs whose events are numbered (responses)."""
+        return None
+
+    def with_sequence_number(self, payload: JSON, number: int) -> JSON:
+        """A copy of `payload` numbered `number` (only APIs with numbered events override)."""
+        return payload
+
+    def encode_event(self, event: str | None, payload: JSON) -> bytes:
+        """One SSE frame in this API's framing."""
+        return encode_frame(dumps(payload), event=event)
+
+    def output_refusal_frames(self, template: JSON | None, error: GatewayError,
+                              extra: Mapping[str, Any]) -> bytes:
+        """Frames that end a stream when an output rule refuses or escalates (SPEC §7.3),
+        each carrying `extra` (the `policy` object). `template` is the last frame seen, for ids."""
+        raise NotImplementedError
+
+
+class OpenAIErrorShape:
+    """`{"error": {"message", "type", "param", "code"}}`, shared by chat and responses."""
+
+    def error_body(self, error: GatewayError) -> JSON:
+        body: JSON = {
+            "error": {
+                "message": error.message,
+                "type": error.error_type,
+                "param": error.param,
+                "code": error.code,
+            }
+        }
+        body.update(error.extra)
+        return body
+
+
+def dumps(value: Any) -> bytes:
+    return orjson.dumps(value)
+
+
+# --- helpers for the adapters' governed surface ---------------------------------------------------
+
+TextFn = Callable[[str], str]
+
+
+def texts_of(mapper: Callable[[TextFn], object]) -> list[str]:
+    """The texts a text-mapping function visits, in order: `mapper(fn)` must call `fn` on each.
+
+    Reading the texts through the very function that rewrites them (`map_input_texts`) is what
+    makes what a policy sees and what redaction changes the same set, by construction.
+    """
+    seen: list[str] = []
+
+    def record(text: str) -> str:
+        seen.append(text)
+        return text
+
+    mapper(record)
+    return seen
+
+
+def estimate_tokens(texts: Iterable[str]) -> int:
+    """About four characters per token: `ceil(len(text) / 4)` per text, summed. The same
+    estimate the echo upstream reports as usage, so there a reservation equals its settlement."""
+    return sum(-(-len(text) // 4) for text in texts)
+
+
+def make_input_view(*, texts: list[str], last_user_texts: list[str], system_texts: list[str],
+                    message_count: int, has_tools: bool, max_output_tokens: int | None
+                    ) -> InputView:
+    return InputView(
+        input_text="\n".join(texts),
+        last_user_text="\n".join(last_user_texts),
+        system_text="\n".join(system_texts),
+        message_count=message_count,
+        has_tools=has_tools,
+        max_output_tokens=max_output_tokens,
+        estimated_input_tokens=estimate_tokens(texts),
+    )
+
+
+def int_or_none(value: Any) -> int | None:
+    """`value` if it is an integer (a JSON `true` is not), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def usage_from(usage: Any, input_key: str, output_key: str) -> Usage | None:
+    """`Usage` from an upstream usage object; counts that are missing, malformed or negative
+    are 0 (a broken upstream must not be able to corrupt a quota counter)."""
+    if not isinstance(usage, dict):
+        return None
+    return Usage(_count(usage.get(input_key)), _count(usage.get(output_key)))
+
+
+def _count(value: Any) -> int:
+    return max(int_or_none(value) or 0, 0)
+
+
+def non_empty_list(value: Any) -> bool:
+    return isinstance(value, list) and len(value) > 0
+
+
+def dicts(value: Any) -> list[JSON]:
+    """The objects in `value` if it is a list (malformed entries skipped), else none."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def str_or(value: Any, default: str) -> str:
+    return value if isinstance(value, str) else default
+
+
+def event_name(event: str | None, payload: Mapping[str, Any]) -> str | None:
+    """The `event:` name of a frame of an API whose event names repeat the payload's `type`."""
+    if event:
+        return event
+    kind = payload.get("type")
+    return kind if isinstance(kind, str) else None
+
+
+def new_id(prefix: str) -> str:
+    """A fresh id in the providers' style (`chatcmpl-…`, `msg_…`, `resp_…`)."""
+    return prefix + uuid.uuid4().hex[:24]
+
+
+__all__ = [
+    "JSON", "Adapter", "OpenAIErrorShape", "check_field", "check_list_of_objects",
+    "decode_json_object", "dumps", "encode_frame",
+]
+
+
+def map_message_content(message: Any, fn: TextFn, map_part: Callable[[Any, TextFn], Any]) -> Any:
+    """`message` with `fn` applied to its `content`: a string, or a list of parts (chat) or
+    blocks (messages) each mapped by the API's own `map_part`."""
+    if not isinstance(message, dict):
+        return message
+    content = message.get("content")
+    if isinstance(content, str):
+        return {**message, "content": fn(content)}
+    if isinstance(content, list):
+        return {**message, "content": [map_part(part, fn) for part in content]}
+    return message

@@ -1,0 +1,179 @@
+"""`GET /api/policy-gateway/history` (SPEC §9.4): stored policy events, newest first; and the
+same from the command line, `python -m gateway events tail|query`.
+
+Needs the admin credential (SPEC §10): `Authorization: Bearer <admin token>`. Filters:
+`project_id`, `policy_id`, `policy_target`, `policy_user`, `decision`, `event_type`, `since`
+(inclusive) and `until` (exclusive) as RFC 3339 times, `limit` (1..1000, default 100) and
+`cursor` (the `next_cursor` of the previous page). Errors use the OpenAI error shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import json
+import sqlite3
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sqlite_utils
+import trio
+
+from gateway.adapters import CHAT
+from gateway.errors import AdminRequired, InvalidRequest, InvalidToken, PermissionDenied
+from gateway.events.store import (
+    DEFAULT_LIMIT,
+    FILTER_COLUMNS,
+    MAX_LIMIT,
+    HistoryQuery,
+    HistoryQueryError,
+    query_history,
+    row_to_event,
+)
+from gateway.http.wire import Outbound, error_response
+
+PATH = "/api/policy-gateway/history"
+
+
+
+
+def require_admin(admin_token: str | None, authorization: str | None) -> None:
+    """Raise unless `authorization` is `Bearer <admin token>`: 401 without a bearer credential,
+    403 with one that is not the admin's (or when no admin token is configured)."""
+    scheme, _, credential = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        raise InvalidToken("Management endpoints need 'Authorization: Bearer <admin token>'.")
+    if admin_token is None:
+        raise AdminRequired("No admin token is configured on this gateway "
+                            "(set [admin] token or GATEWAY_ADMIN_TOKEN).")
+    if not hmac.compare_digest(credential.strip().encode(), admin_token.encode()):
+        raise AdminRequired("This credential is not an admin credential.")
+
+
+class HistoryReader:
+    """Answers history requests on a read connection of its own, on a worker thread, so a
+    large page never stalls the event loop (reads run beside the writer in WAL mode)."""
+
+    def __init__(self, database_path: str, admin_token: str | None) -> None:
+        self.database_path = database_path
+        self.admin_token = admin_token
+        self._db: sqlite_utils.Database | None = None
+        self._lock = trio.Lock()
+
+    def _query(self, query: HistoryQuery) -> tuple[list[dict[str, Any]], str | None]:
+        if self._db is None:
+            conn = sqlite3.connect(self.database_path, timeout=5.0, isolation_level=None,
+                                   check_same_thread=False)
+            self._db = sqlite_utils.Database(conn)
+        return query_history(self._db, query)
+
+    async def respond(self, authorization: str | None,
+                      params: Mapping[str, Sequence[str]]) -> Outbound:
+        try:
+            require_admin(self.admin_token, authorization)
+            try:
+                query = HistoryQuery.from_params(params)
+            except HistoryQueryError as exc:
+                raise InvalidRequest(str(exc)) from None
+        except (InvalidToken, PermissionDenied, InvalidRequest) as exc:
+            return error_response(CHAT, exc)
+        async with self._lock:  # one connection: queries take turns
+            events, cursor = await trio.to_thread.run_sync(self._query, query)
+        return Outbound.json(200, {"object": "list", "data": events, "next_cursor": cursor,
+                                   "has_more": cursor is not None})
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.conn.close()
+            self._db = None
+
+
+# --- the command line: `python -m gateway events tail|query` --------------------------------
+
+_LINE_FIELDS = ("event_type", "decision", "effective_decision", "status", "outcome",
+                "project_id", "policy_id", "policy_user", "reason_code", "edit_type")
+
+
+def add_event_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    events = commands.add_parser("events", help="read stored policy events").add_subparsers(
+        metavar="ACTION")
+    tail = events.add_parser("tail", parents=[common], help="the newest events, oldest first")
+    tail.add_argument("-n", "--lines", type=int, default=20, metavar="N",
+                      help="how many events to show first (default 20)")
+    tail.add_argument("-f", "--follow", action="store_true",
+                      help="keep printing events as they are written (Ctrl-C stops)")
+    tail.add_argument("--json", action="store_true", help="one JSON event per line")
+    tail.set_defaults(func=_events_tail)
+    query = events.add_parser("query", parents=[common],
+                              help="events matching filters, newest first")
+    for column in FILTER_COLUMNS:
+        query.add_argument("--" + column.replace("_", "-"), dest=column, metavar="VALUE")
+    query.add_argument("--since", metavar="RFC3339", help="from this time (inclusive)")
+    query.add_argument("--until", metavar="RFC3339", help="before this time (exclusive)")
+    query.add_argument("--limit", default=str(DEFAULT_LIMIT), metavar="N",
+                       help=f"at most N events (1..{MAX_LIMIT}, default {DEFAULT_LIMIT})")
+    query.add_argument("--cursor", metavar="CURSOR", help="next_cursor of a previous query")
+    query.add_argument("--json", action="store_true",
+                       help="print {data, next_cursor} as JSON instead of one line per event")
+    query.set_defaults(func=_events_query)
+
+
+def _read_database(config_path: str | None) -> sqlite_utils.Database:
+    from gateway.config import Config
+    from gateway.db import open_database
+
+    return open_database(Config.load(config_path).database_path)
+
+
+def _line(event: Mapping[str, Any]) -> str:
+    fields = " ".join(f"{k}={event[k]}" for k in _LINE_FIELDS if event.get(k) is not None)
+    return f"{event.get('created_at')} {event.get('event_id')} {fields}"
+
+
+def _print_event(event: Mapping[str, Any], as_json: bool) -> None:
+    print(json.dumps(event, sort_keys=True) if as_json else _line(event), flush=True)
+
+
+def _events_tail(args: argparse.Namespace) -> int:
+    db = _read_database(args.config)
+    rows = list(db.query("SELECT * FROM policy_events ORDER BY seq DESC LIMIT ?",
+                         [max(args.lines, 0)]))
+    last = rows[0]["seq"] if rows else _max_seq(db)
+    for row in reversed(rows):
+        _print_event(row_to_event(row), args.json)
+    while args.follow:
+        try:
+            time.sleep(0.5)
+        except KeyboardInterrupt:
+            break
+        for row in db.query("SELECT * FROM policy_events WHERE seq > ? ORDER BY seq", [last]):
+            last = row["seq"]
+            _print_event(row_to_event(row), args.json)
+    return 0
+
+
+def _max_seq(db: sqlite_utils.Database) -> int:
+    row = db.execute("SELECT COALESCE(MAX(seq), 0) FROM policy_events").fetchone()
+    return int(row[0])
+
+
+def _events_query(args: argparse.Namespace) -> int:
+    params = {name: [getattr(args, name)] for name in
+              (*FILTER_COLUMNS, "since", "until", "limit", "cursor")
+              if getattr(args, name) is not None}
+    try:
+        query = HistoryQuery.from_params(params)
+    except HistoryQueryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    events, cursor = query_history(_read_database(args.config), query)
+    if args.json:
+        print(json.dumps({"data": events, "next_cursor": cursor}, indent=2, sort_keys=True))
+    else:
+        for event in events:
+            _print_event(event, False)
+        if cursor is not None:
+            print(f"# more: --cursor {cursor}", file=sys.stderr)
+    return 0

@@ -1,0 +1,256 @@
+"""Per-request governance values of the `/policy/*` surface, free of I/O.
+
+- `read_gateway_fields`: the caller's gateway fields (SPEC §3), headers winning over the body,
+  and the body without them (the upstream never sees a field it does not know).
+- `combine`: the project's and an inline policy's decisions, the more severe winning (SPEC §5.10).
+- `Governance`: everything decided about one request, and the `policy` object (SPEC §7.1) that
+  every response and every SSE frame carries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import orjson
+
+import dsl
+from gateway.errors import InvalidPolicy, InvalidRequest, PolicyIdMismatch
+
+#: Body fields read by the gateway and removed before forwarding.
+GATEWAY_BODY_FIELDS = ("policy_project_id", "policy_target", "policy_user", "policy_user_id",
+                       "policy_id", "policyId", "policy", "flagged_categories")
+#: Categories a request may ask to block for itself (SPEC §5.5).
+REQUEST_FLAGGABLE = frozenset({"harassment", "hate", "illicit", "sexual"})
+MAX_LABEL_LENGTH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayFields:
+    project_id: str | None = None
+    target: str | None = None
+    policy_user: str | None = None
+    expected_policy_id: str | None = None
+    inline_policy: Any = None
+    flagged_categories: frozenset[str] = frozenset()
+
+
+def _label(value: Any, name: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequest(f"Invalid type for '{name}': expected a string.", param=name)
+    value = value.strip()
+    if not value:
+        return None
+    if len(value) > MAX_LABEL_LENGTH or any(ord(ch) < 32 for ch in value):
+        raise InvalidRequest(
+            f"'{name}' must be at most {MAX_LABEL_LENGTH} printable characters.", param=name)
+    return value
+
+
+def _header_text(value: str | None) -> str | None:
+    """A header value as the client meant it: the ASGI server hands us latin-1 text, but clients
+    send non-ASCII labels as UTF-8, and the same label must mean the same in a header and in
+    the body."""
+    if value is None or value.isascii():
+        return value
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value
+
+
+def read_gateway_fields(headers: Mapping[str, str], body: dict[str, Any]
+                        ) -> tuple[GatewayFields, dict[str, Any]]:
+    """The gateway fields of the request and the body to forward (a copy without them)."""
+    forward = {k: v for k, v in body.items() if k not in GATEWAY_BODY_FIELDS}
+
+    def pick(header: str, *aliases: str) -> str | None:
+        # Every given source is checked (a wrong type is a bad request even when the header
+        # wins); a blank header or a null body field counts as not given.
+        values = [_label(_header_text(headers.get(header)), header),
+                  *(_label(body.get(alias), alias) for alias in aliases)]
+        return next((value for value in values if value is not None), None)
+
+    flagged = body.get("flagged_categories")
+    if flagged is None:
+        categories: frozenset[str] = frozenset()
+    elif not isinstance(flagged, list) or not all(isinstance(c, str) for c in flagged):
+        raise InvalidRequest("'flagged_categories' must be a list of category names.",
+                             param="flagged_categories")
+    else:
+        unknown = sorted(set(flagged) - REQUEST_FLAGGABLE)
+        if unknown:
+            raise InvalidRequest(
+                f"'flagged_categories' may name {sorted(REQUEST_FLAGGABLE)}, not {unknown}.",
+                param="flagged_categories")
+        categories = frozenset(flagged)
+    expected = {value for name in ("policy_id", "policyId")
+                if (value := _label(body.get(name), name)) is not None}
+    if len(expected) > 1:
+        raise PolicyIdMismatch("'policy_id' and 'policyId' name different policies.",
+                               param="policy_id")
+    fields = GatewayFields(
+        project_id=pick("x-policy-project", "policy_project_id"),
+        target=pick("x-policy-target", "policy_target"),
+        policy_user=pick("x-policy-user", "policy_user", "policy_user_id"),
+        expected_policy_id=next(iter(expected), None),
+        inline_policy=body.get("policy"),
+        flagged_categories=categories,
+    )
+    return fields, forward
+
+
+def encode_body(body: Mapping[str, Any]) -> bytes:
+    """A request body as JSON again, to forward it. orjson decodes up to 1024 levels of nesting
+    but encodes only 254, so a body nested deeper than that is refused as the caller's error."""
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError as exc:
+        raise InvalidRequest(f"The request body cannot be forwarded: {exc} (JSON nested more "
+                             f"than 254 levels deep).") from None
+
+
+class InlinePolicies:
+    """Compiled inline policies by content hash: a client sending the same inline policy on
+    every request compiles it once. Bounded (LRU), so hostile callers cannot grow it."""
+
+    def __init__(self, capacity: int = 256) -> None:
+        self._cache: OrderedDict[str, dsl.CompiledPolicy] = OrderedDict()
+        self._capacity = capacity
+
+    def compile(self, source: Any) -> dsl.CompiledPolicy:
+        if not isinstance(source, str | dict):
+            raise InvalidPolicy("'policy' must be policy source text or a JSON policy document.",
+                                param="policy")
+        try:
+            raw = source.encode() if isinstance(source, str) else orjson.dumps(
+                source, option=orjson.OPT_SORT_KEYS)
+        except (orjson.JSONEncodeError, UnicodeEncodeError) as exc:
+            # Nesting deeper than orjson encodes (the body itself decoded fine), or a lone
+            # surrogate in the source text.
+            raise InvalidPolicy(f"The inline policy is invalid: {exc}", param="policy") from None
+        key = hashlib.sha256(raw).hexdigest()
+        policy = self._cache.get(key)
+        if policy is not None:
+            self._cache.move_to_end(key)
+            return policy
+        try:
+            policy = dsl.compile_policy(source, filename="<inline policy>")
+        except dsl.PolicyError as exc:
+            text = source if isinstance(source, str) else ""
+            rendered = "\n".join(d.render(text) if text else f"{d.message}" for d in
+                                 exc.diagnostics)
+            raise InvalidPolicy(f"The inline policy is invalid:\n{rendered}",
+                                param="policy") from None
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise InvalidPolicy(f"The inline policy is invalid: {exc}", param="policy") from None
+        self._cache[key] = policy
+        if len(self._cache) > self._capacity:
+            self._cache.popitem(last=False)
+        return policy
+
+
+def _union(*lists: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(item for items in lists for item in items))
+
+
+def combine(primary: dsl.Decision, other: dsl.Decision | None) -> dsl.Decision:
+    """The more severe of two decisions (ties keep `primary`), with hits and redactions of both.
+    A caller's inline policy can therefore only tighten a project's governance."""
+    if other is None:
+        return primary
+    winner = other if other.severity > primary.severity else primary
+    spans = dict(primary.redacted_spans)
+    for kind, count in other.redacted_spans.items():
+        spans[kind] = max(spans.get(kind, 0), count)
+    redactor = primary.obligations.redactor
+    if other.obligations.redactor is not None:
+        redactor = (other.obligations.redactor if redactor is None
+                    else redactor.merged_with(other.obligations.redactor))
+    return dataclasses.replace(
+        winner,
+        fired_rules=_union(primary.fired_rules, other.fired_rules),
+        triggered_categories=_union(primary.triggered_categories, other.triggered_categories),
+        allowlist_hits=_union(primary.allowlist_hits, other.allowlist_hits),
+        denylist_hits=_union(primary.denylist_hits, other.denylist_hits),
+        redacted_spans=MappingProxyType(spans),
+        error=winner.error or primary.error or other.error,
+        obligations=dataclasses.replace(winner.obligations, redactor=redactor),
+    )
+
+
+@dataclass(slots=True)
+class Governance:
+    """What the gateway decided about one request; `decision` changes when output rules fire."""
+
+    policy_id: str
+    policy_revision: int
+    policy_name: str
+    data_classification: str | None
+    project_id: str
+    project_label: str
+    account_id: str
+    user_id: str
+    policy_target: str
+    policy_user: str | None
+    quota_subject: str
+    surface: str
+    model: str
+    stream: bool
+    decision: dsl.Decision
+    enforced: bool
+    rollout_mode: str
+    quota: dict[str, Any] | None = None
+    _encoded: bytes | None = field(default=None, repr=False)
+
+    @property
+    def effective_decision(self) -> str:
+        return self.decision.decision if self.enforced else "allow"
+
+    def update(self, decision: dsl.Decision) -> None:
+        self.decision = decision
+        self._encoded = None
+
+    def policy_object(self) -> dict[str, Any]:
+        d = self.decision
+        return {
+            "policy_id": self.policy_id,
+            "policy_revision": self.policy_revision,
+            "decision": d.decision,
+            "effective_decision": self.effective_decision,
+            "enforced": self.enforced,
+            "rollout_mode": self.rollout_mode,
+            "reason_code": d.reason_code,
+            "triggered_categories": list(d.triggered_categories),
+            "allowlist_hits": list(d.allowlist_hits),
+            "denylist_hits": list(d.denylist_hits),
+            "redacted_spans": dict(d.redacted_spans),
+            "policy_target": self.policy_target,
+            "policy_user": self.policy_user,
+            "project_id": self.project_id,
+            "quota": self.quota,
+            "stage": d.stage,
+        }
+
+    def encoded_policy(self) -> bytes:
+        """The `policy` object as JSON, encoded once per decision (it goes into every frame)."""
+        if self._encoded is None:
+            self._encoded = orjson.dumps(self.policy_object())
+        return self._encoded
+
+    def with_policy(self, data: bytes) -> bytes:
+        """`data` (a JSON object's bytes) with `"policy": {...}` added as its last key, spliced
+        without decoding and re-encoding the frame."""
+        body = data.rstrip()
+        if not body.endswith(b"}"):
+            raise ValueError("not a JSON object")
+        inner = body[:-1].rstrip()
+        separator = b"" if inner.endswith(b"{") else b","
+        return inner + separator + b'"policy":' + self.encoded_policy() + b"}"

@@ -1,0 +1,177 @@
+"""Serving with hypercorn's trio worker, and graceful shutdown on SIGTERM/SIGINT (SPEC §12).
+
+What hypercorn's `worker_serve` does when its `shutdown_trigger` returns: it closes the listening
+sockets (no new connections), closes idle keep-alive connections, lets the connections that are
+serving a request finish, cancels what is left after `graceful_timeout` seconds, then runs the
+ASGI lifespan shutdown (our `after_serving`, which drains the event queue). We build on that:
+
+- each worker's trigger is a signal receiver (SIGTERM, SIGINT) or, with several workers, the
+  parent's shutdown event, whichever comes first; SIGTERM sent to the whole process group (as
+  systemd and `kill -- -PGID` do) and SIGTERM sent to the parent alone both drain every worker;
+- when it fires, `Draining.begin(grace)` (gateway/http/draining.py) gives every stream being relayed until `grace` seconds
+  from now; a stream still running then is ended by its surface with the API's own error frame
+  (`ShuttingDown`, 503) and its event is recorded with outcome `shutdown`;
+- hypercorn's `graceful_timeout` is `grace + CUT_MARGIN`, so the streams cut at `grace` have time
+  to send their last frame before hypercorn cancels anything;
+- the process exits 0 once the lifespan shutdown has drained the event queue.
+
+A second SIGINT/SIGTERM during the drain is not intercepted any more: it ends the process at once.
+
+The parent of several workers is a small supervisor rather than `hypercorn.run.run`, because the
+latter starts hypercorn's own `trio_worker`, whose trigger knows neither signals nor `Draining`.
+It keeps hypercorn's model: shared sockets, spawned processes, one shared shutdown event.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Awaitable, Callable
+from functools import partial
+from multiprocessing.connection import wait
+from multiprocessing.synchronize import Event as EventType
+from typing import Any
+
+import trio
+from hypercorn.app_wrappers import ASGIWrapper
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.config import Sockets
+from hypercorn.trio.run import worker_serve
+from hypercorn.utils import check_multiprocess_shutdown_event
+from quart_trio import QuartTrio
+
+from gateway.config import Config
+from gateway.http.draining import Draining
+
+log = logging.getLogger("gateway.serve")
+
+#: Seconds hypercorn waits after the grace period before cancelling: time for the cut streams
+#: to send their last frame.
+CUT_MARGIN = 5.0
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: The configuration file each worker process loads (set by `python -m gateway serve`).
+CONFIG_ENV = "GATEWAY_CONFIG"
+
+
+def app_from_env() -> QuartTrio:
+    """The ASGI app of one worker (`gateway.serve:app_from_env()`): each worker process builds
+    its own app from the configuration file named in `GATEWAY_CONFIG`, so nothing is shared
+    between processes but the database."""
+    from gateway.app import create_app
+
+    return create_app(Config.load(os.environ.get(CONFIG_ENV) or None))
+
+
+
+async def _shutdown_trigger(draining: Draining | None, grace: float,
+                            shutdown_event: EventType | None) -> None:
+    """Returns (which makes hypercorn stop) on SIGTERM/SIGINT or the parent's shutdown event."""
+    with trio.open_signal_receiver(*SIGNALS) as signals:
+        async with trio.open_nursery() as nursery:
+            async def on_signal() -> None:
+                async for signum in signals:
+                    log.info("received %s", signal.Signals(signum).name)
+                    break
+                nursery.cancel_scope.cancel()
+
+            async def on_parent() -> None:
+                assert shutdown_event is not None
+                await check_multiprocess_shutdown_event(shutdown_event, trio.sleep)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(on_signal)
+            if shutdown_event is not None:
+                nursery.start_soon(on_parent)
+    if draining is not None:
+        draining.begin(grace)
+
+
+def trio_worker(config: HypercornConfig, sockets: Sockets | None = None,
+                shutdown_event: EventType | None = None, *, grace: float = 20.0,
+                log_level: str = "INFO") -> None:
+    """One serving process: hypercorn's `worker_serve` with our shutdown trigger."""
+    from gateway.http.access_log import configure_logging
+
+    configure_logging(log_level)
+    if sockets is not None:
+        for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
+            sock.listen(config.backlog)
+    app = app_from_env()
+    draining: Draining | None = app.extensions.get("draining")
+    trigger: Callable[[], Awaitable[None]] = partial(_shutdown_trigger, draining, grace,
+                                                     shutdown_event)
+    trio.run(partial(worker_serve, ASGIWrapper(app), config, sockets=sockets,
+                     shutdown_trigger=trigger))
+    log.info("worker stopped")
+
+
+def serve(config: HypercornConfig, workers: int, *, grace: float, log_level: str = "INFO"
+          ) -> int:
+    """Serve until SIGTERM/SIGINT; returns the exit status (0 after a graceful shutdown)."""
+    config.graceful_timeout = grace + CUT_MARGIN
+    if workers <= 1:
+        trio_worker(config, grace=grace, log_level=log_level)
+        return 0
+    from gateway.http.access_log import configure_logging
+    from gateway.http.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
+
+    configure_logging(log_level)
+    own_dir = None
+    if not os.environ.get(MULTIPROC_ENV):
+        own_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+        os.environ[MULTIPROC_ENV] = own_dir  # inherited by the spawned workers
+    prepare_multiprocess_dir(os.environ[MULTIPROC_ENV])
+    try:
+        return _supervise(config, workers, grace=grace, log_level=log_level)
+    finally:
+        if own_dir is not None:
+            shutil.rmtree(own_dir, ignore_errors=True)
+
+
+def _supervise(config: HypercornConfig, workers: int, *, grace: float, log_level: str) -> int:
+    from gateway.http.metrics import worker_exited
+
+    sockets = config.create_sockets()
+    ctx = multiprocessing.get_context("spawn")  # as hypercorn: fresh interpreters
+    shutdown_event = ctx.Event()
+    processes = []
+    for _ in range(workers):
+        process = ctx.Process(target=trio_worker, kwargs={
+            "config": config, "sockets": sockets, "shutdown_event": shutdown_event,
+            "grace": grace, "log_level": log_level})
+        process.start()
+        processes.append(process)
+    # Each worker has its own copy of the listening sockets now. Closing ours means that once
+    # the workers close theirs at shutdown, new connections are refused, not queued unserved.
+    for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
+        sock.close()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("received %s: stopping %d workers", signal.Signals(signum).name, workers)
+        shutdown_event.set()
+        for again in SIGNALS:  # a second signal ends the supervisor at once
+            signal.signal(again, signal.SIG_DFL)
+
+    for signum in SIGNALS:
+        signal.signal(signum, on_signal)
+    exit_code = 0
+    running = list(processes)
+    while running:
+        wait([p.sentinel for p in running])
+        for process in [p for p in running if p.exitcode is not None]:
+            running.remove(process)
+            process.join()
+            assert process.pid is not None
+            worker_exited(process.pid)
+            if process.exitcode != 0 or not shutdown_event.is_set():
+                # A worker that dies on its own leaves the service degraded: stop them all and
+                # let the process manager restart the gateway.
+                log.error("worker %s exited with status %s; stopping", process.pid,
+                          process.exitcode)
+                exit_code = exit_code or (process.exitcode or 1)
+                shutdown_event.set()
+    return exit_code

@@ -1,0 +1,240 @@
+"""The one I/O seam towards providers: building upstream requests and running one exchange.
+
+`Upstreams` owns the shared, pooled `httpx.AsyncClient`s (one for the network, one wired to the
+in-process echo upstream) for the app's lifetime. `Exchange` is one call: it maps every httpx
+failure to `UpstreamUnavailable` / `UpstreamTimeout`, applies the idle and total timeouts itself
+(httpx has no total timeout), and always closes the upstream response, also when cancelled, so
+a client disconnect reaches the provider at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import aclosing
+from typing import Any, cast
+
+import httpx
+import orjson
+import trio
+
+from gateway.adapters.base import Adapter
+from gateway.config import ANTHROPIC, Config, Provider, Timeouts
+from gateway.errors import UpstreamTimeout, UpstreamUnavailable
+from gateway.upstream.sse import Frame, MalformedStream, SSEParser
+
+ECHO_ORIGIN = "http://echo.invalid"
+DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
+
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+    "te", "trailer", "trailers", "transfer-encoding", "upgrade",
+})
+#: Never forwarded upstream: transport headers, and the client's *gateway* credential and
+#: gateway-only headers. httpx sets its own Host, Content-Length and Accept-Encoding.
+_DROP_REQUEST = HOP_BY_HOP | {
+    "host", "content-length", "authorization", "x-api-key", "accept-encoding", "cookie",
+    "x-policy-project", "x-policy-target", "x-policy-user", "x-request-id",
+}
+#: Not relayed to the client: transport headers describing the upstream's own encoding of a body
+#: that httpx has already decoded, and headers the server adds itself.
+_DROP_RESPONSE = HOP_BY_HOP | {"content-length", "content-encoding", "date", "server"}
+
+
+def _named_by_connection(values: list[str]) -> set[str]:
+    """Headers the sender declared hop-by-hop by listing them in `Connection` (RFC 9110 7.6.1)."""
+    return {token.strip().lower() for value in values for token in value.split(",")
+            if token.strip()}
+
+
+def forwardable_request_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    drop = _DROP_REQUEST | _named_by_connection([headers.get("connection", "")])
+    return {k: v for k, v in headers.items() if k not in drop}
+
+
+def relayable_response_headers(headers: httpx.Headers) -> list[tuple[str, str]]:
+    drop = _DROP_RESPONSE | _named_by_connection(headers.get_list("connection"))
+    return [(k, v) for k, v in headers.multi_items() if k.lower() not in drop]
+
+
+class Upstreams:
+    """The pooled clients. Open in `before_serving`, close in `after_serving`."""
+
+    def __init__(self, config: Config, echo_transport: httpx.AsyncBaseTransport | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None):
+        self.config = config
+        self._echo_transport = echo_transport
+        #: Replaces the network for tests (`httpx.MockTransport`); None: the real network.
+        self._transport = transport
+        self._network: httpx.AsyncClient | None = None
+        self._echo: httpx.AsyncClient | None = None
+
+    async def open(self) -> None:
+        timeouts = self.config.timeouts
+        limits = httpx.Limits(
+            max_connections=self.config.max_connections,
+            max_keepalive_connections=self.config.max_connections,
+            keepalive_expiry=30.0,
+        )
+        # httpx's read timeout doubles as our idle timeout; the relay also enforces it itself
+        # together with the total deadline.
+        timeout = httpx.Timeout(connect=timeouts.connect, read=timeouts.idle, write=timeouts.idle,
+                                pool=timeouts.connect)
+        self._network = httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False,
+                                          follow_redirects=False, transport=self._transport)
+        transport = self._echo_transport
+        if transport is None and any(p.is_echo for p in self.config.providers.values()):
+            from gateway.upstream.echo import EchoTransport
+
+            transport = EchoTransport()
+        if transport is not None:
+            self._echo = httpx.AsyncClient(transport=transport, timeout=timeout)
+
+    async def aclose(self) -> None:
+        for client in (self._network, self._echo):
+            if client is not None:
+                with trio.CancelScope(shield=True):
+                    await client.aclose()
+
+    def client_for(self, provider: Provider) -> httpx.AsyncClient:
+        client = self._echo if provider.is_echo else self._network
+        if client is None:
+            raise RuntimeError("Upstreams.open() was not called")
+        return client
+
+    def build_request(self, provider: Provider, method: str, path: str,
+                      headers: Mapping[str, str], content: bytes | None = None) -> httpx.Request:
+        """An upstream request carrying the provider's credential in the provider's own way."""
+        out = forwardable_request_headers(headers)
+        if provider.kind == ANTHROPIC:
+            out.setdefault("anthropic-version", DEFAULT_ANTHROPIC_VERSION)
+            if provider.api_key:
+                out["x-api-key"] = provider.api_key
+        elif provider.api_key:
+            out["authorization"] = f"Bearer {provider.api_key}"
+        base = provider.base_url if not provider.is_echo else _echo_base(provider)
+        client = self.client_for(provider)
+        # Header values were decoded as latin-1 from the client's bytes: encoding them the same
+        # way relays them byte for byte (httpx would refuse non-ASCII text otherwise).
+        return client.build_request(method, base + path, content=content,
+                                    headers=httpx.Headers(out, encoding="latin-1"))
+
+
+def _echo_base(provider: Provider) -> str:
+    # Keep the path layout of the real provider so the echo sees the same URLs.
+    return ECHO_ORIGIN if provider.kind == ANTHROPIC else ECHO_ORIGIN + "/v1"
+
+
+class Exchange:
+    """One upstream call, from sending the request to closing the response."""
+
+    def __init__(self, client: httpx.AsyncClient, request: httpx.Request, timeouts: Timeouts):
+        self._client = client
+        self._request = request
+        self._idle = timeouts.idle
+        self._total = timeouts.total
+        self._deadline = math.inf
+        self.response: httpx.Response | None = None
+
+    async def start(self) -> httpx.Response:
+        """Send the request and wait for the response headers."""
+        self._deadline = trio.current_time() + self._total
+        with trio.move_on_at(self._next_deadline()):
+            try:
+                self.response = await self._client.send(self._request, stream=True)
+            except httpx.TimeoutException as exc:
+                if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+                    raise UpstreamUnavailable(f"Could not connect to the upstream: {exc!r}"
+                                              ) from None
+                raise UpstreamTimeout("The upstream did not answer in time.") from None
+            except httpx.RequestError as exc:
+                raise UpstreamUnavailable(f"The upstream is unreachable: {_describe(exc)}"
+                                          ) from None
+            return self.response
+        raise UpstreamTimeout("The upstream did not answer in time.")
+
+    @property
+    def is_event_stream(self) -> bool:
+        assert self.response is not None
+        return self.response.headers.get("content-type", "").startswith("text/event-stream")
+
+    async def read_body(self) -> bytes:
+        chunks = []
+        async with aclosing(_body_chunks(self._response())) as iterator:
+            while (chunk := await self._next_chunk(iterator)) is not None:
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def frames(self, adapter: Adapter) -> AsyncGenerator[list[tuple[Frame, Any]], None]:
+        """Validated frames with their decoded `data` JSON (None for `[DONE]` and comments),
+        in batches: the frames completed by one upstream read, so they go out in one write.
+
+        Raises `UpstreamUnavailable` on a reset, a malformed frame or a stream that ends before
+        the API's terminal frame; `UpstreamTimeout` on the idle or total deadline.
+        """
+        parser = SSEParser()
+        finished = False
+        async with aclosing(_body_chunks(self._response())) as iterator:
+            while (chunk := await self._next_chunk(iterator)) is not None:
+                try:
+                    frames = parser.feed(chunk)
+                except MalformedStream as exc:
+                    raise UpstreamUnavailable(
+                        f"Malformed event stream from the upstream: {exc}") from None
+                if not frames:
+                    continue
+                batch = [(frame, _decode_payload(frame)) for frame in frames]
+                finished = finished or any(adapter.is_terminal(frame) for frame in frames)
+                yield batch
+        if parser.close() or not finished:
+            raise UpstreamUnavailable("The upstream stream ended before it was complete.")
+
+    async def aclose(self) -> None:
+        """Close the upstream response. Shielded: it must run even when we are cancelled."""
+        if self.response is not None:
+            with trio.move_on_after(5) as scope:
+                scope.shield = True
+                await self.response.aclose()
+
+    def _response(self) -> httpx.Response:
+        if self.response is None:
+            raise RuntimeError("Exchange.start() was not called")
+        return self.response
+
+    def _next_deadline(self) -> float:
+        return min(trio.current_time() + self._idle, self._deadline)
+
+    async def _next_chunk(self, iterator: AsyncIterator[bytes]) -> bytes | None:
+        with trio.move_on_at(self._next_deadline()):
+            try:
+                return await iterator.__anext__()
+            except StopAsyncIteration:
+                return None
+            except httpx.TimeoutException:
+                raise UpstreamTimeout("The upstream stopped sending in time.") from None
+            except (httpx.RequestError, httpx.StreamError) as exc:
+                raise UpstreamUnavailable(
+                    f"The upstream connection failed mid-response: {_describe(exc)}"
+                ) from None
+        raise UpstreamTimeout("The upstream stopped sending in time.")
+
+
+def _body_chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    """The decoded body, as the async generator httpx returns (typed as one, for `aclosing`)."""
+    return cast(AsyncGenerator[bytes, None], response.aiter_bytes())
+
+
+def _decode_payload(frame: Frame) -> Any:
+    if frame.data is None or frame.is_done:
+        return None
+    try:
+        payload = orjson.loads(frame.data)
+    except orjson.JSONDecodeError:
+        raise UpstreamUnavailable("The upstream sent an event that is not valid JSON.") from None
+    if not isinstance(payload, dict):
+        raise UpstreamUnavailable("The upstream sent an event that is not a JSON object.")
+    return payload
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
