@@ -184,7 +184,7 @@ class Checker:
                          "use a `matches` pattern for long text")
             elif key in seen:
                 self.warn(term.pos, f"term {term.value!r} repeats {seen[key].value!r}",
-                          "terms match case-insensitively after NFKC; remove the repeat")
+                          "terms match after folding case, width, accents and look-alikes; remove the repeat")
             else:
                 seen[key] = term
 

@@ -20,6 +20,7 @@ from dsl.decision import (
     RequestFacts,
 )
 from dsl.declarations import Quotas, Rollout, quotas_from_ast, rollout_from_ast
+from dsl.fold import term_keys
 from dsl.terms import TermMatcher
 from dsl.vocabulary import CATEGORY_WINDOW, PII_WINDOW, UNBOUNDED_PATTERN_WINDOW
 
@@ -155,7 +156,7 @@ class CompiledPolicy:
                 if isinstance(leaf, ast.ContainsList) and leaf.text.text == "output":
                     window = max(window, matchers[leaf.list_name.text][1].max_length + 1)
                 elif isinstance(leaf, ast.ContainsLiteral) and leaf.text.text == "output":
-                    window = max(window, len(leaf.literal.value) + 1)
+                    window = max(window, max(map(len, term_keys(leaf.literal.value))) + 1)
                 elif isinstance(leaf, ast.MatchesRegex) and leaf.text.text == "output":
                     width = pattern_width(leaf.pattern)
                     window = max(window, UNBOUNDED_PATTERN_WINDOW if width is None else width + 1)

@@ -18,6 +18,7 @@ from dsl import ast
 from dsl.checker import re2_options, regex_source
 from dsl.classifiers import CATEGORY_THRESHOLD, Classification, classify, find_pii
 from dsl.decision import CATEGORY_SURFACES, RequestFacts
+from dsl.fold import term_keys
 from dsl.terms import TermMatcher, normalize
 from dsl.vocabulary import FIELDS
 
@@ -184,8 +185,11 @@ class ConditionCompiler:
                 return bool(hits)
             return contains_list
         if isinstance(node, ast.ContainsLiteral):
-            literal, text = normalize(node.literal.value), node.text.text
-            return lambda ctx, ev: literal in ctx.normalized(text)
+            keys, text = term_keys(node.literal.value), node.text.text
+            if len(keys) == 1:
+                literal = keys[0]
+                return lambda ctx, ev: literal in ctx.normalized(text)
+            return lambda ctx, ev: any(key in ctx.normalized(text) for key in keys)
         if isinstance(node, ast.MatchesRegex):
             text = node.text.text
             index = self.pattern_sets.setdefault(text, PatternSet()).add(node.pattern, node.flags)

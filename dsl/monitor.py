@@ -1,8 +1,8 @@
 """Sans-I/O incremental evaluation of output rules over a streamed response.
 
 `feed(delta)` returns the text that is safe to send now and, when it changed, the new Decision.
-Only the trailing `output_window` characters (counted after normalisation: a run of whitespace
-counts once, combining marks not at all) are held back, which is enough for any term, literal or
+Only the trailing `output_window` characters (counted after folding, dsl/fold.py: a run of
+whitespace counts once, combining marks and invisible characters not at all) are held back, which is enough for any term, literal or
 bounded pattern split across chunks to be seen whole before any of it is released.  Once an
 enforced refuse/escalate fires, nothing more is released: the violating text never leaves.
 
@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import unicodedata
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from dsl.conditions import EvalContext
 from dsl.decision import Decision, RequestFacts
+from dsl.fold import folds_to_nothing
 
 if TYPE_CHECKING:
     from dsl.compiler import CompiledPolicy, Outcome
@@ -218,6 +218,6 @@ def _hold_start(pending: str, window: int) -> int:
             while index > 0 and pending[index - 1].isspace():
                 index -= 1
             units += 1
-        elif not unicodedata.combining(ch):
+        elif not folds_to_nothing(ch):
             units += 1
     return index

@@ -1,4 +1,4 @@
-"""Term matching (SPEC §5.3): NFKC + casefold, whole words, whitespace-insensitive phrases.
+"""Term matching: folded text (dsl/fold.py), whole words, whitespace-insensitive phrases.
 
 Each term list compiles to ONE Aho-Corasick automaton over the normalised text, so the cost of a
 scan depends on the text, not on the number of terms.  Word boundaries are checked only at the
@@ -8,18 +8,19 @@ ends of raw automaton hits.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Sequence
 
 import ahocorasick
+
+from dsl.fold import fold, fold_with_origins, term_keys
 
 TERM_PLACEHOLDER = "[REDACTED:TERM]"
 _PLACEHOLDER = re.compile(r"\[redacted:[a-z_]+\]")
 
 
 def normalize(text: str) -> str:
-    """NFKC, case folding, and every run of whitespace collapsed to one space."""
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+    """The folded text (dsl/fold.py): what every term and literal is compared with."""
+    return fold(text)
 
 
 def _is_word(ch: str) -> bool:
@@ -37,11 +38,11 @@ class TermMatcher:
         self.max_length = 0
         automaton = ahocorasick.Automaton()
         for written in self.terms:
-            key = normalize(written)
-            if not key or automaton.exists(key):
-                continue  # the first spelling of a term is the one reported
-            automaton.add_word(key, (written, len(key), _is_word(key[0]), _is_word(key[-1])))
-            self.max_length = max(self.max_length, len(key))
+            for key in term_keys(written):
+                if automaton.exists(key):
+                    continue  # the first spelling of a term is the one reported
+                automaton.add_word(key, (written, len(key), _is_word(key[0]), _is_word(key[-1])))
+                self.max_length = max(self.max_length, len(key))
         if len(automaton):
             automaton.make_automaton()
             self._automaton = automaton
@@ -77,31 +78,12 @@ class TermMatcher:
         return list(seen)
 
 
-def _normalize_with_origins(text: str) -> tuple[str, list[int]]:
-    """normalize(), character by character, remembering where each output char came from."""
-    out: list[str] = []
-    origins: list[int] = []
-    in_space = True  # drops leading whitespace like str.split() does
-    for index, ch in enumerate(text):
-        if ch.isspace():
-            if not in_space:
-                out.append(" ")
-                origins.append(index)
-            in_space = True
-            continue
-        in_space = False
-        for piece in unicodedata.normalize("NFKC", ch).casefold():
-            out.append(piece)
-            origins.append(index)
-    return "".join(out), origins
-
-
 def term_spans(text: str, matchers: Sequence[TermMatcher]) -> list[tuple[int, int]]:
     """Spans of the ORIGINAL text covered by whole-word hits of any matcher, merged, in order.
 
     Hits inside an existing `[REDACTED:...]` placeholder are ignored so redaction is idempotent.
     """
-    normalized, origins = _normalize_with_origins(text)
+    normalized, origins = fold_with_origins(text)
     masked = [(m.start(), m.end()) for m in _PLACEHOLDER.finditer(normalized)]
     spans: list[tuple[int, int]] = []
     for matcher in matchers:
