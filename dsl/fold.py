@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import re
+import string
 
 import icu
 
@@ -37,6 +38,13 @@ _DEFAULT_IGNORABLE = icu.UProperty.DEFAULT_IGNORABLE_CODE_POINT
 _NO_SCRIPT = frozenset({"Zyyy", "Zinh", "Zzzz"})
 _SAME_WRITING = {"Hira": "Hani", "Kana": "Hani", "Hang": "Hani", "Bopo": "Hani"}
 _TOKEN = re.compile(r"\S+")
+# ASCII letters keep their own spelling, so a non-ASCII letter whose skeleton is an ASCII
+# letter's skeleton must become that letter: a Cyrillic letter drawn as `m` (skeleton `rn`)
+# becomes `m`. Computed from ICU's data at import, never typed here.
+_ASCII_BY_SKELETON = {
+    _NFKC_CF.normalize(_SPOOF.getSkeleton(0, letter)): letter
+    for letter in string.ascii_lowercase
+    if _NFKC_CF.normalize(_SPOOF.getSkeleton(0, letter)) != letter}
 
 
 def _drop_marks(text: str) -> str:
@@ -61,7 +69,7 @@ def skeleton_char(ch: str) -> str:
         if mapped == folded:
             break
         folded = mapped
-    return folded
+    return _ASCII_BY_SKELETON.get(folded, folded)
 
 
 @functools.lru_cache(maxsize=1 << 16)  # bounded: a text may hold any code point

@@ -1,0 +1,58 @@
+"""The fold itself: one result whichever path computes it, offsets into the original text, and
+no cross-script matches on text written in one script."""
+
+from __future__ import annotations
+
+from helpers import decide, policy
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dsl.fold import fold, fold_with_origins, folds_to_nothing, term_keys
+
+CYRILLIC_COP = "\u0441\u043e\u0440"  # a real Russian word drawn like the Latin "cop"
+CYRILLIC_BOMB = "\u0431\u043e\u043c\u0431\u0430"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80))
+def test_fold_and_fold_with_origins_agree_and_origins_point_into_the_text(text):
+    folded, origins = fold_with_origins(text)
+    assert folded == fold(text)
+    assert len(origins) == len(folded)
+    assert origins == sorted(origins)
+    assert all(0 <= index < len(text) for index in origins)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.characters(codec="ascii"), max_size=80))
+def test_ascii_fast_path_equals_the_general_path(text):
+    assert fold(text) == fold(text + "\u200b").strip()
+
+
+def test_a_word_in_one_other_script_keeps_its_letters():
+    assert fold(CYRILLIC_COP) == CYRILLIC_COP
+    compiled = policy('  list bad = ["cop"]\n  rule r { when input contains any of bad then refuse }')
+    assert decide(compiled, f"\u0432\u0435\u0441\u044c {CYRILLIC_COP}").decision == "allow"
+    # ...but one look-alike slipped into a Latin word is read as Latin.
+    assert decide(compiled, "a c\u043ep").decision == "refuse"
+
+
+def test_a_non_latin_term_is_found_with_a_latin_look_alike_slipped_in():
+    assert len(term_keys(CYRILLIC_BOMB)) == 2
+    compiled = policy(f'  list bad = ["{CYRILLIC_BOMB}"]\n'
+                      "  rule r { when input contains any of bad then refuse }")
+    assert decide(compiled, CYRILLIC_BOMB).decision == "refuse"
+    mixed = CYRILLIC_BOMB.replace("\u043e", "o").replace("\u0430", "a")
+    assert decide(compiled, f"\u044d\u0442\u043e {mixed}").decision == "refuse"
+
+
+def test_ascii_letters_are_never_skeleton_mapped():
+    assert fold("burn modern com 0 1 I") == "burn modern com 0 1 i"
+    compiled = policy('  list bad = ["burn"]\n  rule r { when input contains any of bad then refuse }')
+    assert decide(compiled, "you bum").decision == "allow"
+
+
+def test_invisible_characters_and_marks_fold_to_nothing():
+    assert folds_to_nothing("\u200b") and folds_to_nothing("\u0301")
+    assert not folds_to_nothing("a") and not folds_to_nothing("\u00df")
+    assert fold("Stra\u00dfe \ufb01re") == "strasse fire"
