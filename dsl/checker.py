@@ -67,6 +67,20 @@ def texts_of(condition: ast.Condition) -> set[str]:
     return found
 
 
+def stream_safe(condition: ast.Condition, negated: bool = False) -> bool:
+    """May be decided on a window of a streamed answer: no output test under `not`, and no
+    upper bound on an output category score (both need the whole answer)."""
+    if isinstance(condition, ast.And | ast.Or):
+        return stream_safe(condition.left, negated) and stream_safe(condition.right, negated)
+    if isinstance(condition, ast.Not):
+        return stream_safe(condition.operand, not negated)
+    if "output" not in texts_of(condition):
+        return True
+    if isinstance(condition, ast.CategoryTest) and condition.op in ("<", "<=", "==", "!="):
+        return False
+    return not negated
+
+
 class Checker:
     def __init__(self, policy: ast.PolicyAst, sink: DiagnosticSink) -> None:
         self.policy = policy
@@ -224,6 +238,7 @@ class Checker:
             self.check_contradictions(rule, condition)
         for action in rule.actions[:1]:
             self.check_action(rule, action)
+            self.check_stream_stage(rule, action)
         for redaction in rule.redactions:
             self.check_redaction(rule, redaction)
 
@@ -252,6 +267,17 @@ class Checker:
         if decision == "escalate" and "escalation_path" not in self.settings:
             self.err(action.decision.pos, "escalate needs an escalation path",
                      'declare `escalation_path "https://..."` or an email address')
+
+    def check_stream_stage(self, rule: ast.Rule, action: ast.Action) -> None:
+        """A stopping rule that only the whole answer can decide cannot hold a stream back."""
+        condition = rule.conditions[0] if rule.conditions else None
+        if (condition is None or action.decision.text not in ("refuse", "escalate")
+                or "output" not in texts_of(condition) or stream_safe(condition)):
+            return
+        self.warn(condition.pos, f"rule `{rule.name.text}` is decided only when a streamed answer "
+                  "has ended, after its text was sent",
+                  "the stream is then ended with the refusal, but what was sent stays sent; test "
+                  "for presence (`output contains ...`) to stop a stream before the text leaves")
 
     def check_redaction(self, rule: ast.Rule, redaction: ast.Redaction) -> None:
         if isinstance(redaction, ast.RedactPii):

@@ -15,7 +15,7 @@ from typing import Any
 import re2
 
 from dsl import ast
-from dsl.checker import re2_options, regex_source
+from dsl.checker import re2_options, regex_source, texts_of
 from dsl.classifiers import CATEGORY_THRESHOLD, Classification, classify, find_pii
 from dsl.decision import CATEGORY_SURFACES, RequestFacts
 from dsl.fold import term_keys
@@ -23,7 +23,9 @@ from dsl.terms import TermMatcher, normalize
 from dsl.vocabulary import FIELDS
 
 Evidence = list[tuple[str, Any]]  # ("allow" | "deny", [terms]) or ("category", name)
-Test = Callable[["EvalContext", Evidence], bool]
+# True, False, or None when the test needs a text that is not known yet (the output, at the input
+# stage).
+Test = Callable[["EvalContext", Evidence], bool | None]
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
@@ -68,6 +70,8 @@ class EvalContext:
             return self.facts.last_user_text
         if text == "system":
             return self.facts.system_text
+        if text == "tool_arguments":
+            return self.facts.tool_arguments_text
         if self.output is None:
             raise EvaluationError("the output text is not known at the input stage")
         return self.output
@@ -109,6 +113,12 @@ class EvalContext:
         return found
 
 
+def _unknown_before_output(test: Test) -> Test:
+    def on_output(ctx: EvalContext, ev: Evidence) -> bool | None:
+        return None if ctx.output is None else test(ctx, ev)
+    return on_output
+
+
 class PatternSet:
     """Every pattern a policy applies to one text, in ONE RE2 Set: one linear scan per text."""
 
@@ -144,22 +154,56 @@ class ConditionCompiler:
         self.describe = describe
 
     def compile(self, node: ast.Condition) -> Test:
+        """A closure giving True, False or None (unknown: it needs a text not known yet).
+
+        Kleene's three-valued logic: `x or y` is true as soon as one side is, `x and y` false as
+        soon as one side is, and `not` of unknown is unknown. Evidence is kept only from the
+        parts that made the result true.
+        """
         if isinstance(node, ast.And):
             left, right = self.compile(node.left), self.compile(node.right)
-            return lambda ctx, ev: left(ctx, ev) and right(ctx, ev)
+
+            def both(ctx: EvalContext, ev: Evidence) -> bool | None:
+                found: Evidence = []
+                first = left(ctx, found)
+                if first is False:
+                    return False
+                second = right(ctx, found)
+                if second is False:
+                    return False
+                if first and second:
+                    ev.extend(found)
+                    return True
+                return None
+            return both
         if isinstance(node, ast.Or):
             left, right = self.compile(node.left), self.compile(node.right)
-            return lambda ctx, ev: left(ctx, ev) or right(ctx, ev)
+
+            def either(ctx: EvalContext, ev: Evidence) -> bool | None:
+                first = left(ctx, ev)  # a part that is not true adds no evidence
+                if first:
+                    return True
+                second = right(ctx, ev)
+                if second:
+                    return True
+                return None if first is None or second is None else False
+            return either
         if isinstance(node, ast.Not):
             inner = self.compile(node.operand)
-            # Evidence gathered under `not` proves nothing, so it is thrown away.
-            return lambda ctx, ev: not inner(ctx, [])
+
+            def negated(ctx: EvalContext, ev: Evidence) -> bool | None:
+                # Evidence gathered under `not` proves nothing, so it is thrown away.
+                result = inner(ctx, [])
+                return None if result is None else not result
+            return negated
         test = self.leaf(node)
+        if "output" in texts_of(node):
+            test = _unknown_before_output(test)
         if self.describe is None:
             return test
         text = self.describe(node)
 
-        def traced(ctx: EvalContext, ev: Evidence) -> bool:
+        def traced(ctx: EvalContext, ev: Evidence) -> bool | None:
             try:
                 result = test(ctx, ev)
             except EvaluationError as error:
@@ -167,7 +211,7 @@ class ConditionCompiler:
                     ctx.trace.append((text, f"error: {error}"))
                 raise
             if ctx.trace is not None:
-                ctx.trace.append((text, result))
+                ctx.trace.append((text, "unknown" if result is None else result))
             return result
         return traced
 
