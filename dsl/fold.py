@@ -120,8 +120,15 @@ def fold(text: str, force_skeleton: bool = False) -> str:
     """The folded text: every token folded, whitespace runs (and the ends) as one space."""
     if text.isascii():
         return " ".join(text.lower().split())
-    folded = (fold_token(token, force_skeleton)[0] for token in text.split())
-    return " ".join(token for token in folded if token)
+    out = []
+    for token in text.split():
+        if token.isascii():  # most tokens of most texts: skip the cache lookup
+            out.append(token.lower())
+            continue
+        folded = fold_token(token, force_skeleton)[0]
+        if folded:
+            out.append(folded)
+    return " ".join(out)
 
 
 def fold_with_origins(text: str) -> tuple[str, list[int]]:
