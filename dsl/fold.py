@@ -151,6 +151,9 @@ def fold_with_origins(text: str) -> tuple[str, list[int]]:
 def term_keys(term: str) -> tuple[str, ...]:
     """The spellings a term is looked for under: as text would fold it, and as a skeleton (for
     a non-Latin term with a look-alike letter slipped in, which makes its word mixed-script)."""
+    if term.isascii():  # no skeleton applies to ASCII: one spelling
+        key = fold(term)
+        return (key,) if key else ()
     return tuple(dict.fromkeys(key for key in (fold(term), fold(term, force_skeleton=True))
                                if key))
 
