@@ -42,10 +42,12 @@ class EvaluationError(Exception):
 
 
 class EvalContext:
-    """Caches for one evaluation; `open_end` says more output may follow (streaming)."""
+    """Caches for one evaluation; `open_end` says more output may follow (streaming), and
+    `output_context` that the output's first character is released text, there only as the word
+    boundary: a term hit starting on it is a fragment of a word, never a new hit."""
 
     __slots__ = ("_classes", "_hits", "_normalized", "_pii", "_regex", "facts", "open_end",
-                 "output", "pattern_sets", "trace")
+                 "output", "output_context", "pattern_sets", "trace")
 
     def __init__(self, facts: RequestFacts, classification: Classification | None,
                  pattern_sets: dict[str, PatternSet], output: str | None = None,
@@ -53,6 +55,7 @@ class EvalContext:
         self.facts = facts
         self.output = output
         self.open_end = open_end
+        self.output_context = False
         self.pattern_sets = pattern_sets
         self._classes: dict[str, Classification] = {}
         if classification is not None:
@@ -88,8 +91,10 @@ class EvalContext:
         key = (id(matcher), text)
         found = self._hits.get(key)
         if found is None:
+            on_output = text == "output"
             found = self._hits[key] = matcher.hits(
-                self.normalized(text), open_end=self.open_end and text == "output")
+                self.normalized(text), open_end=self.open_end and on_output,
+                min_start=1 if on_output and self.output_context else 0)
         return found
 
     def regex_matches(self, text: str) -> frozenset[int]:

@@ -61,8 +61,7 @@ class OutputMonitor:
         if not self._policy.has_output_rules:
             return delta, None
         self._pending += delta
-        ctx = EvalContext(self._facts, None, self._policy._pattern_sets,
-                          output=self._before + self._pending, open_end=True)
+        ctx = self._window_context(self._pending)
         self._absorb(self._policy.run_rules(self._window_rules, ctx))
         decision = self._decision()
         if self._enforced and decision.decision in STOPPING:
@@ -87,6 +86,13 @@ class OutputMonitor:
         return self._release(len(self._pending), decision, final=True)
 
     # --- internals
+    def _window_context(self, pending: str) -> EvalContext:
+        ctx = EvalContext(self._facts, None, self._policy._pattern_sets,
+                          output=self._before + pending, open_end=True)
+        # The released character before the window is a word boundary, not a place to start.
+        ctx.output_context = bool(self._before) and not self._before.isspace()
+        return ctx
+
     def _absorb(self, outcome: Outcome) -> None:
         # The held-back window overlaps from one feed to the next, so the same evidence is
         # found again and again: only new evidence makes the decision worth recomputing.
@@ -158,8 +164,7 @@ class OutputMonitor:
         previous = 0
         for end in range(step, len(pending) + step, step):
             end = min(end, len(pending))
-            ctx = EvalContext(self._facts, None, self._policy._pattern_sets,
-                              output=self._before + pending[:end], open_end=True)
+            ctx = self._window_context(pending[:end])
             outcome = self._policy.run_rules(self._window_rules, ctx)
             if any(rule.decision in STOPPING for rule, _ in outcome.fired):
                 break
@@ -190,8 +195,7 @@ class OutputMonitor:
                 if start - offset < cut < end - offset:
                     cut = max(start - offset, 0)  # never cut through a span to be redacted
         released, self._pending = self._pending[:cut], self._pending[cut:]
-        if released:
-            self._before = released[-1]
+        self._before = _last_visible(released, self._before)
         if redactor is not None and released:
             released, counts = redactor.apply(released)
             for kind, count in counts.items():
@@ -200,8 +204,17 @@ class OutputMonitor:
         return released, self._changed(self._with_counts(decision), final)
 
 
+def _last_visible(released: str, before: str) -> str:
+    """The character left of what is still held: the last one that folds to something, since an
+    invisible character or a mark is no word boundary."""
+    for ch in reversed(released):
+        if not folds_to_nothing(ch):
+            return ch
+    return before
+
+
 def _hold_start(pending: str, window: int) -> int:
-    """Index in `pending` from which the last `window` normalised characters start."""
+    """Index in `pending` from which the last `window` folded characters start (at least)."""
     if window <= 0:
         return len(pending)
     tail = pending[-window:]
@@ -214,10 +227,15 @@ def _hold_start(pending: str, window: int) -> int:
     while index > 0 and units < window:
         index -= 1
         ch = pending[index]
-        if ch.isspace():
-            while index > 0 and pending[index - 1].isspace():
+        if ch.isspace() or folds_to_nothing(ch):
+            # Whitespace and invisible characters mixed are one space once folded, or nothing
+            # when there is no whitespace among them.
+            spaced = ch.isspace()
+            while index > 0 and (pending[index - 1].isspace()
+                                 or folds_to_nothing(pending[index - 1])):
                 index -= 1
-            units += 1
-        elif not folds_to_nothing(ch):
+                spaced = spaced or pending[index].isspace()
+            units += spaced
+        else:
             units += 1
     return index

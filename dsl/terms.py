@@ -47,11 +47,13 @@ class TermMatcher:
             automaton.make_automaton()
             self._automaton = automaton
 
-    def spans(self, normalized: str, open_end: bool = False) -> list[tuple[int, int, str]]:
+    def spans(self, normalized: str, open_end: bool = False,
+              min_start: int = 0) -> list[tuple[int, int, str]]:
         """Whole-word hits as (start, end, term as written) in the normalised text.
 
         `open_end`: more text may follow, so a hit ending a word at the very end is not yet
-        confirmed (the next character could extend the word).
+        confirmed (the next character could extend the word). `min_start`: hits starting before
+        it are left out (the stream monitor's left context, already released).
         """
         if self._automaton is None:
             return []
@@ -59,6 +61,8 @@ class TermMatcher:
         size = len(normalized)
         for last, (written, length, word_start, word_end) in self._automaton.iter(normalized):
             start, end = last - length + 1, last + 1
+            if start < min_start:
+                continue
             if word_start and start > 0 and _is_word(normalized[start - 1]):
                 continue
             if word_end:
@@ -70,10 +74,10 @@ class TermMatcher:
             found.append((start, end, written))
         return found
 
-    def hits(self, normalized: str, open_end: bool = False) -> list[str]:
+    def hits(self, normalized: str, open_end: bool = False, min_start: int = 0) -> list[str]:
         """Terms as written, each once, in order of first appearance."""
         seen: dict[str, None] = {}
-        for _, _, written in self.spans(normalized, open_end):
+        for _, _, written in self.spans(normalized, open_end, min_start):
             seen.setdefault(written, None)
         return list(seen)
 

@@ -151,3 +151,29 @@ def test_redaction_covers_the_disguised_term_in_the_original_text():
     redactor = decision.obligations.redactor
     assert redactor is not None
     assert redactor.apply(text) == ("a [REDACTED:TERM] here", {"term": 1})
+
+
+def test_invisible_characters_between_the_words_of_a_phrase_do_not_shrink_the_window():
+    # Each space-invisible pair is one space once folded: the monitor must hold back the whole
+    # phrase, however many such pairs stand between its words.
+    gap = " \u200b" * 3 * COMPILED.output_window + " "
+    assert_caught_on_input("pipe bomb", f"pipe{gap}bomb")
+    answer = f"{BEFORE}pipe{gap}bomb and more."
+    for cut in range(1, len(answer), 7):
+        released, decision = stream([answer[:cut], answer[cut:]])
+        assert decision is not None and decision.reason_code == "OUT", cut
+        assert "pipe" not in released, cut
+    chunks = [answer[i:i + 3] for i in range(0, len(answer), 3)]
+    released, decision = stream(chunks)
+    assert decision is not None and decision.reason_code == "OUT"
+    assert "pipe" not in released
+
+
+def test_a_word_ending_in_a_term_is_not_a_hit_wherever_the_release_cuts_it():
+    # "xpipe bomb" is not the term: neither a release cut inside the word "xpipe" nor invisible
+    # characters between x and pipe may make it one, whichever frame they arrive in.
+    for word in ("xpipe", "x\u200b\u200b\u200bpipe"):
+        answer = f"{BEFORE}{word} bomb" + " and more" * 8
+        for cut in range(1, len(answer)):
+            released, _ = stream([answer[:cut], answer[cut:]])
+            assert released == answer, (word, cut)
