@@ -217,11 +217,10 @@ def _hold_start(pending: str, window: int) -> int:
     """Index in `pending` from which the last `window` folded characters start (at least)."""
     if window <= 0:
         return len(pending)
-    tail = pending[-window:]
-    if len(tail) == window and tail.isascii() and _SPACE_RUN.search(
-            pending, max(len(pending) - window - 1, 0)) is None:
-        # Fast path for plain ASCII: no combining marks and no whitespace runs, so each
-        # character is one normalised unit.
+    edge = pending[-window - 1:]  # the window and the character before it
+    if len(pending) >= window and edge.isascii() and _SPACE_RUN.search(edge) is None:
+        # Fast path for plain ASCII: no invisible characters, no marks and no whitespace runs
+        # (also none across the window's left edge), so each character is one folded unit.
         return len(pending) - window
     units, index = 0, len(pending)
     while index > 0 and units < window:
