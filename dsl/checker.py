@@ -13,6 +13,7 @@ from dsl import ast
 from dsl.classifiers import CATEGORIES, PII_KINDS
 from dsl.decision import DECISIONS
 from dsl.diagnostics import DiagnosticSink, did_you_mean
+from dsl.stages import leaves, stream_safe, texts_of
 from dsl.terms import normalize
 from dsl.vocabulary import (
     ESCALATION_PATH,
@@ -45,40 +46,6 @@ def re2_options() -> re2.Options:
 
 def regex_source(pattern: str, flags: str) -> str:
     return f"(?{flags})" + pattern if flags else pattern
-
-
-def leaves(condition: ast.Condition) -> Iterator[ast.Condition]:
-    if isinstance(condition, ast.And | ast.Or):
-        yield from leaves(condition.left)
-        yield from leaves(condition.right)
-    elif isinstance(condition, ast.Not):
-        yield from leaves(condition.operand)
-    else:
-        yield condition
-
-
-def texts_of(condition: ast.Condition) -> set[str]:
-    found = set()
-    for leaf in leaves(condition):
-        if isinstance(leaf, ast.ContainsList | ast.ContainsLiteral | ast.MatchesRegex):
-            found.add(leaf.text.text)
-        elif isinstance(leaf, ast.CategoryTest | ast.PiiTest):
-            found.add(leaf.text.text if leaf.text else "input")
-    return found
-
-
-def stream_safe(condition: ast.Condition, negated: bool = False) -> bool:
-    """May be decided on a window of a streamed answer: no output test under `not`, and no
-    upper bound on an output category score (both need the whole answer)."""
-    if isinstance(condition, ast.And | ast.Or):
-        return stream_safe(condition.left, negated) and stream_safe(condition.right, negated)
-    if isinstance(condition, ast.Not):
-        return stream_safe(condition.operand, not negated)
-    if "output" not in texts_of(condition):
-        return True
-    if isinstance(condition, ast.CategoryTest) and condition.op in ("<", "<=", "==", "!="):
-        return False
-    return not negated
 
 
 class Checker:

@@ -9,7 +9,7 @@ from types import MappingProxyType
 from typing import Any
 
 from dsl import ast
-from dsl.checker import leaves, pattern_width, stream_safe, texts_of
+from dsl.checker import pattern_width
 from dsl.classifiers import Classification
 from dsl.conditions import ConditionCompiler, EvalContext, EvaluationError, PatternSet, Test
 from dsl.decision import (
@@ -22,6 +22,7 @@ from dsl.decision import (
 )
 from dsl.declarations import Quotas, Rollout, quotas_from_ast, rollout_from_ast
 from dsl.fold import term_keys
+from dsl.stages import leaves, stream_safe, texts_of
 from dsl.terms import TermMatcher
 from dsl.vocabulary import CATEGORY_WINDOW, PII_WINDOW, UNBOUNDED_PATTERN_WINDOW
 

@@ -15,10 +15,11 @@ from typing import Any
 import re2
 
 from dsl import ast
-from dsl.checker import re2_options, regex_source, texts_of
+from dsl.checker import re2_options, regex_source
 from dsl.classifiers import CATEGORY_THRESHOLD, Classification, classify, find_pii
 from dsl.decision import CATEGORY_SURFACES, RequestFacts
 from dsl.fold import term_keys
+from dsl.stages import texts_of
 from dsl.terms import TermMatcher, normalize
 from dsl.vocabulary import FIELDS
 

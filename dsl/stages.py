@@ -1,0 +1,42 @@
+"""The shape of a condition as it matters for stages: which texts it reads, and whether a
+streamed answer can decide it on a window. Shared by the checker and the compiler."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from dsl import ast
+
+
+def leaves(condition: ast.Condition) -> Iterator[ast.Condition]:
+    if isinstance(condition, ast.And | ast.Or):
+        yield from leaves(condition.left)
+        yield from leaves(condition.right)
+    elif isinstance(condition, ast.Not):
+        yield from leaves(condition.operand)
+    else:
+        yield condition
+
+
+def texts_of(condition: ast.Condition) -> set[str]:
+    found = set()
+    for leaf in leaves(condition):
+        if isinstance(leaf, ast.ContainsList | ast.ContainsLiteral | ast.MatchesRegex):
+            found.add(leaf.text.text)
+        elif isinstance(leaf, ast.CategoryTest | ast.PiiTest):
+            found.add(leaf.text.text if leaf.text else "input")
+    return found
+
+
+def stream_safe(condition: ast.Condition, negated: bool = False) -> bool:
+    """May be decided on a window of a streamed answer: no output test under `not`, and no
+    upper bound on an output category score (both need the whole answer)."""
+    if isinstance(condition, ast.And | ast.Or):
+        return stream_safe(condition.left, negated) and stream_safe(condition.right, negated)
+    if isinstance(condition, ast.Not):
+        return stream_safe(condition.operand, not negated)
+    if "output" not in texts_of(condition):
+        return True
+    if isinstance(condition, ast.CategoryTest) and condition.op in ("<", "<=", "==", "!="):
+        return False
+    return not negated
