@@ -18,7 +18,7 @@ from dsl import ast
 from dsl.checker import re2_options, regex_source
 from dsl.classifiers import CATEGORY_THRESHOLD, Classification, classify, find_pii
 from dsl.decision import CATEGORY_SURFACES, RequestFacts
-from dsl.fold import term_keys
+from dsl.fold import term_keys, without_invisibles
 from dsl.stages import texts_of
 from dsl.terms import TermMatcher, normalize
 from dsl.vocabulary import FIELDS
@@ -101,7 +101,10 @@ class EvalContext:
     def regex_matches(self, text: str) -> frozenset[int]:
         found = self._regex.get(text)
         if found is None:
-            found = self._regex[text] = self.pattern_sets[text].match(self.raw(text))
+            # Invisible characters removed, nothing else: a zero-width space cannot split a
+            # match, and the pattern keeps its meaning (case and accents as written).
+            found = self._regex[text] = self.pattern_sets[text].match(
+                without_invisibles(self.raw(text)))
         return found
 
     def classification(self, text: str) -> Classification:

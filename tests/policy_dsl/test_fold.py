@@ -3,10 +3,11 @@ no cross-script matches on text written in one script."""
 
 from __future__ import annotations
 
-from helpers import decide, policy
+from helpers import decide, facts, policy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import dsl
 from dsl.fold import fold, fold_with_origins, folds_to_nothing, term_keys
 
 CYRILLIC_COP = "\u0441\u043e\u0440"  # a real Russian word drawn like the Latin "cop"
@@ -56,3 +57,18 @@ def test_invisible_characters_and_marks_fold_to_nothing():
     assert folds_to_nothing("\u200b") and folds_to_nothing("\u0301")
     assert not folds_to_nothing("a") and not folds_to_nothing("\u00df")
     assert fold("Stra\u00dfe \ufb01re") == "strasse fire"
+
+
+def test_an_invisible_character_does_not_split_a_pattern_match():
+    compiled = policy("  rule r { when input matches /build\\s+a\\s+bomb/ then refuse }\n"
+                      "  rule o { when output matches /nightjar/ then refuse reason OUT }")
+    assert decide(compiled, "build a bo\u200bmb").decision == "refuse"
+    assert decide(compiled, "build a b\u00f3mb").decision == "allow"  # accents are the pattern's
+    request = facts("hi")
+    start = compiled.evaluate_input(request, dsl.classify("hi"))
+    assert compiled.evaluate_output(request, "night\u2060jar", start).reason_code == "OUT"
+    monitor = compiled.output_monitor(request, start)
+    released, _ = monitor.feed("the night\u200b")
+    released2, decision2 = monitor.feed("jar flies")
+    assert monitor.stopped and decision2 is not None and decision2.reason_code == "OUT"
+    assert "night" not in released + released2
