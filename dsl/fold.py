@@ -31,6 +31,7 @@ import re2
 
 _NFKC_CF = icu.Normalizer2.getNFKCCasefoldInstance()
 _NFD = icu.Normalizer2.getNFDInstance()
+_NFKC = icu.Normalizer2.getNFKCInstance()
 _SPOOF = icu.SpoofChecker()
 _MARKS = frozenset({icu.UCharCategory.NON_SPACING_MARK, icu.UCharCategory.ENCLOSING_MARK})
 _DEFAULT_IGNORABLE = icu.UProperty.DEFAULT_IGNORABLE_CODE_POINT
@@ -76,15 +77,29 @@ def plain_char(ch: str) -> str:
 
 @functools.lru_cache(maxsize=1 << 16)  # bounded: a text may hold any code point
 def skeleton_char(ch: str) -> str:
-    """plain_char, then the TS #39 skeleton (for non-ASCII), folded again until it is stable."""
-    folded = plain_char(ch)
+    """plain_char, then the TS #39 skeleton (for non-ASCII), folded again until it is stable.
+
+    Case folding first reads a capital by its lower case, as ASCII `I` is read as `i`, not as
+    the `l` it looks like. A glyph that is not a capital is read as it looks: when the skeleton
+    of the glyph as written is an ASCII letter, that letter wins (a lunate sigma looks like `c`,
+    though it folds to the sigma that looks like `o`).
+    """
+    folded = _stable_skeleton(plain_char(ch))
+    if ch == ch.lower() or len(folded) != 1 or not folded.isascii():
+        as_written = _stable_skeleton(_drop_marks(_NFKC.normalize(ch)))
+        if len(as_written) == 1 and as_written.isascii() and as_written.isalpha():
+            folded = as_written
+    return _ASCII_BY_SKELETON.get(folded, folded)
+
+
+def _stable_skeleton(folded: str) -> str:
     for _ in range(4):  # a skeleton may come out in upper case or with marks: fold it again
         mapped = "".join(c if c.isascii() else plain_char(_SPOOF.getSkeleton(0, c))
                          for c in folded)
         if mapped == folded:
             break
         folded = mapped
-    return _ASCII_BY_SKELETON.get(folded, folded)
+    return plain_char(folded) if folded and not folded.islower() else folded
 
 
 @functools.lru_cache(maxsize=1 << 16)  # bounded: a text may hold any code point
