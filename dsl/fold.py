@@ -108,8 +108,14 @@ def _script(ch: str) -> str:
     return _SAME_WRITING.get(name, name)
 
 
+@functools.lru_cache(maxsize=1 << 16)  # bounded: a text may hold any code point
 def _is_word_char(ch: str) -> bool:
-    return ch.isalnum() or not plain_char(ch) or icu.Char.charType(ch) in _MARKS
+    """Letters, digits, marks and invisibles, and the symbols drawn like a letter (the
+    multiplication sign is `x`): inside a word they are a spelling of it, not a break."""
+    if ch.isalnum() or not plain_char(ch) or icu.Char.charType(ch) in _MARKS:
+        return True
+    looks = skeleton_char(ch)
+    return len(looks) == 1 and looks.isascii() and looks.isalpha()
 
 
 def _uses_skeleton(word: str) -> bool:

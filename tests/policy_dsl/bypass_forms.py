@@ -74,12 +74,12 @@ def marks() -> list[str]:
 
 @functools.cache
 def confusables() -> dict[str, list[str]]:
-    """For each ASCII letter, the non-ASCII letters that fold to it only through the skeleton
-    (not through case, width or an accent, which other tricks cover)."""
+    """For each ASCII letter, the non-ASCII letters and letter-like symbols that fold to it only
+    through the skeleton (not through case, width or an accent, which other tricks cover)."""
     found: dict[str, list[str]] = {}
     for code in range(0x80, 0x20000):
         char = chr(code)
-        if not char.isalpha():
+        if char.isspace() or not char.isprintable():
             continue
         target = skeleton_char(char)
         if len(target) == 1 and target.isascii() and target.isalpha() and (

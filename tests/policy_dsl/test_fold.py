@@ -72,3 +72,28 @@ def test_an_invisible_character_does_not_split_a_pattern_match():
     released2, decision2 = monitor.feed("jar flies")
     assert monitor.stopped and decision2 is not None and decision2.reason_code == "OUT"
     assert "night" not in released + released2
+
+
+def test_every_icu_confusable_of_an_ascii_letter_folds_to_it():
+    """Straight from ICU's skeleton, independent of the bypass generator. Two documented
+    readings win over the look: a capital is read by its lower case (a Cyrillic capital I is `i`, as
+    ASCII `I` is), and a compatibility character by its compatibility form (long s is `s`)."""
+    import string
+
+    import icu
+
+    spoof, nfkc = icu.SpoofChecker(), icu.Normalizer2.getNFKCInstance()
+    letters = {spoof.getSkeleton(0, letter): letter for letter in string.ascii_lowercase}
+    missed, checked = [], 0
+    for code in range(0x80, 0x20000):
+        char = chr(code)
+        letter = letters.get(spoof.getSkeleton(0, char))
+        if letter is None:
+            continue
+        checked += 1
+        if char != char.lower() or nfkc.normalize(char) != char:
+            continue
+        if fold(f"{letter}{char}{letter}", force_skeleton=True) != letter * 3:
+            missed.append(char)
+    assert checked > 600
+    assert missed == []
