@@ -118,3 +118,18 @@ def test_explain_never_reports_a_rule_fired_that_the_decision_does_not_count(tex
     assert all((t.stage is None) == (t.note is not None) for t in traces)
     if decision.stage == "input" and decision.decision in ("refuse", "escalate"):
         assert all(t.stage != "output" for t in traces)  # the upstream was never called
+
+
+def test_explain_as_json_gives_each_rule_its_stage(tmp_path, capsys):
+    pol = tmp_path / "mixed.pol"
+    pol.write_text(MIXED.source)
+    request = tmp_path / "req.json"
+    request.write_text(json.dumps({"text": "falcon"}))
+    assert main(["eval", str(pol), "--request", str(request), "--explain", "--format",
+                 "json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    rules = {r["rule"]: r for r in body["rules"]}
+    assert (rules["either"]["stage"], rules["either"]["fired"]) == (None, False)
+    assert rules["both"]["note"].startswith("needs the output")
+    assert (rules["absent"]["stage"], rules["absent"]["note"]) == ("input", None)
+    assert body["decision"] == "allow" and body["stage"] == "input"
