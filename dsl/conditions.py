@@ -122,6 +122,42 @@ class EvalContext:
         return found
 
 
+def _both(left: Test, right: Test) -> Test:
+    def both(ctx: EvalContext, ev: Evidence) -> bool | None:
+        found: Evidence = []
+        first = left(ctx, found)
+        if first is False:
+            return False
+        second = right(ctx, found)
+        if second is False:
+            return False
+        if first and second:
+            ev.extend(found)
+            return True
+        return None
+    return both
+
+
+def _either(left: Test, right: Test) -> Test:
+    def either(ctx: EvalContext, ev: Evidence) -> bool | None:
+        first = left(ctx, ev)  # a part that is not true adds no evidence
+        if first:
+            return True
+        second = right(ctx, ev)
+        if second:
+            return True
+        return None if first is None or second is None else False
+    return either
+
+
+def _negated(inner: Test) -> Test:
+    def negated(ctx: EvalContext, ev: Evidence) -> bool | None:
+        # Evidence gathered under `not` proves nothing, so it is thrown away.
+        result = inner(ctx, [])
+        return None if result is None else not result
+    return negated
+
+
 def _unknown_before_output(test: Test) -> Test:
     def on_output(ctx: EvalContext, ev: Evidence) -> bool | None:
         return None if ctx.output is None else test(ctx, ev)
@@ -170,41 +206,11 @@ class ConditionCompiler:
         parts that made the result true.
         """
         if isinstance(node, ast.And):
-            left, right = self.compile(node.left), self.compile(node.right)
-
-            def both(ctx: EvalContext, ev: Evidence) -> bool | None:
-                found: Evidence = []
-                first = left(ctx, found)
-                if first is False:
-                    return False
-                second = right(ctx, found)
-                if second is False:
-                    return False
-                if first and second:
-                    ev.extend(found)
-                    return True
-                return None
-            return both
+            return _both(self.compile(node.left), self.compile(node.right))
         if isinstance(node, ast.Or):
-            left, right = self.compile(node.left), self.compile(node.right)
-
-            def either(ctx: EvalContext, ev: Evidence) -> bool | None:
-                first = left(ctx, ev)  # a part that is not true adds no evidence
-                if first:
-                    return True
-                second = right(ctx, ev)
-                if second:
-                    return True
-                return None if first is None or second is None else False
-            return either
+            return _either(self.compile(node.left), self.compile(node.right))
         if isinstance(node, ast.Not):
-            inner = self.compile(node.operand)
-
-            def negated(ctx: EvalContext, ev: Evidence) -> bool | None:
-                # Evidence gathered under `not` proves nothing, so it is thrown away.
-                result = inner(ctx, [])
-                return None if result is None else not result
-            return negated
+            return _negated(self.compile(node.operand))
         test = self.leaf(node)
         if "output" in texts_of(node):
             test = _unknown_before_output(test)
