@@ -10,9 +10,11 @@ Per character, from ICU's Unicode data (PyICU), never from a table typed here:
   SpoofChecker): a Cyrillic o (U+043E) in a Latin word becomes a Latin `o`.
 
 Why only Latin or mixed-script words get the skeleton: a word written wholly in one other script
-(real Russian, Greek, Armenian text) keeps its own letters, so the Russian word for litter, written
-with the Cyrillic look-alikes of c, o and p, never matches a term `cop`. A term is indexed under both spellings (`term_keys`), so a Cyrillic term is
-still found when a Latin look-alike letter is slipped into it.
+(real Russian, Greek, Armenian text) keeps its own letters, so the Russian word for litter,
+written with the Cyrillic look-alikes of c, o and p, never matches a term `cop`. A term is
+indexed under both spellings (`term_keys`), so a Cyrillic term is still found when a Latin
+look-alike letter is slipped into it. The scripts one language writes together (Han with kana
+or Hangul) count as one, as in the "highly restrictive" level of TS #39.
 
 Why ASCII is never skeleton-mapped: ASCII-to-ASCII confusables (`m` -> `rn`, `0` -> `O`,
 `1` -> `l`) are visible spellings that collide with real words (`bum`/`burn`, `com`/`corn`).
