@@ -2,9 +2,10 @@
 
 `feed(delta)` returns the text that is safe to send now and, when it changed, the new Decision.
 Only the trailing `output_window` characters (counted after folding, dsl/fold.py: a run of
-whitespace counts once, combining marks and invisible characters not at all) are held back, which is enough for any term, literal or
-bounded pattern split across chunks to be seen whole before any of it is released.  Once an
-enforced refuse/escalate fires, nothing more is released: the violating text never leaves.
+whitespace counts once, combining marks and invisible characters not at all) are held back,
+which is enough for any term, literal or bounded pattern split across chunks to be seen whole
+before any of it is released.  Once an enforced refuse/escalate fires, nothing more is
+released: the violating text never leaves.
 
 Rules that test for the *absence* of something in the output (`not output contains ...`) cannot
 be decided on a window; they are decided by `finish()` over the whole text.
