@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import ahocorasick
 
-from dsl.fold import fold, fold_with_origins, term_keys
+from dsl.fold import fold, fold_with_origins, folds_to_nothing, term_keys
 
 TERM_PLACEHOLDER = "[REDACTED:TERM]"
 _PLACEHOLDER = re.compile(r"\[redacted:[a-z_]+\]")
@@ -82,6 +82,14 @@ class TermMatcher:
         return list(seen)
 
 
+def _past_invisibles(text: str, end: int) -> int:
+    """The end of a hit, moved past the marks and invisible characters that trail its last
+    letter: they belong to it, and a redaction must not leave them dangling."""
+    while end < len(text) and folds_to_nothing(text[end]) and not text[end].isspace():
+        end += 1
+    return end
+
+
 def term_spans(text: str, matchers: Sequence[TermMatcher]) -> list[tuple[int, int]]:
     """Spans of the ORIGINAL text covered by whole-word hits of any matcher, merged, in order.
 
@@ -94,7 +102,7 @@ def term_spans(text: str, matchers: Sequence[TermMatcher]) -> list[tuple[int, in
         for start, end, _ in matcher.spans(normalized):
             if any(s < end and start < e for s, e in masked):
                 continue
-            spans.append((origins[start], origins[end - 1] + 1))
+            spans.append((origins[start], _past_invisibles(text, origins[end - 1] + 1)))
     spans.sort()
     merged: list[tuple[int, int]] = []
     for start, end in spans:

@@ -177,3 +177,18 @@ def test_a_word_ending_in_a_term_is_not_a_hit_wherever_the_release_cuts_it():
         for cut in range(1, len(answer)):
             released, _ = stream([answer[:cut], answer[cut:]])
             assert released == answer, (word, cut)
+
+
+REDACTING = policy("  denylist bad = [" + ", ".join(json.dumps(t) for t in TERMS) + "]\n"
+                   "  rule r { when input contains any of bad then allow redact matched terms }")
+
+
+@SETTINGS
+@given(disguised())
+def test_redaction_replaces_exactly_the_disguised_term_in_the_original_text(case):
+    term, form = case
+    text = f"zzq {form} qqz"
+    decision = decide(REDACTING, text)
+    redactor = decision.obligations.redactor
+    assert redactor is not None and term in decision.denylist_hits, (term, form)
+    assert redactor.apply(text)[0] == "zzq [REDACTED:TERM] qqz", (term, form)
