@@ -315,7 +315,8 @@ class CompiledPolicy:
             if traces[rule.rule_id].stage is not None:
                 continue
             if output_text is None:
-                note = "needs the output (give the response text to decide it)"
+                note = ("needs the output (give the response: `--output-text`, or `output` in "
+                        "the request)")
             elif stopped:
                 note = f"not run: the request was stopped at input ({decision.decision})"
             else:
