@@ -56,6 +56,14 @@ _INVISIBLE_SEARCH = re2.compile(
     "[" + "".join(f"\\x{{{a:x}}}-\\x{{{b:x}}}" for a, b in _invisible_ranges()) + "]")
 _INVISIBLE = re.compile(
     "[" + "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in _invisible_ranges()) + "]+")
+# Python's re tests a class of BMP characters with a bitmap, much faster than with ranges: the
+# usual invisibles (zero-width, soft hyphen, bidi) are all in the BMP; tag characters are not.
+_ASTRAL_INVISIBLE = re2.compile(
+    "[" + "".join(f"\\x{{{a:x}}}-\\x{{{b:x}}}" for a, b in _invisible_ranges() if a > 0xFFFF)
+    + "]")
+_BMP_INVISIBLE = re.compile(
+    "[" + "".join(f"\\u{a:04x}-\\u{b:04x}" for a, b in _invisible_ranges() if b <= 0xFFFF)
+    + "]+")
 # ASCII letters keep their own spelling, so a non-ASCII letter whose skeleton is an ASCII
 # letter's skeleton must become that letter: a Cyrillic letter drawn as `m` (skeleton `rn`)
 # becomes `m`. Computed from ICU's data at import, never typed here.
@@ -201,6 +209,8 @@ def without_invisibles(text: str) -> str:
     `matches /regex/` reads, so a zero-width character cannot split a pattern's match."""
     if text.isascii() or _INVISIBLE_SEARCH.search(text) is None:
         return text
+    if _ASTRAL_INVISIBLE.search(text) is None:
+        return _BMP_INVISIBLE.sub("", text)
     return _INVISIBLE.sub("", text)
 
 

@@ -63,6 +63,7 @@ def test_an_invisible_character_does_not_split_a_pattern_match():
     compiled = policy("  rule r { when input matches /build\\s+a\\s+bomb/ then refuse }\n"
                       "  rule o { when output matches /nightjar/ then refuse reason OUT }")
     assert decide(compiled, "build a bo\u200bmb").decision == "refuse"
+    assert decide(compiled, "build a b\U000e0041o\u00admb").decision == "refuse"  # tag, BMP
     assert decide(compiled, "build a b\u00f3mb").decision == "allow"  # accents are the pattern's
     request = facts("hi")
     start = compiled.evaluate_input(request, dsl.classify("hi"))
