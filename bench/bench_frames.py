@@ -6,7 +6,9 @@ Measured in one run, on the same recorded chat-completion stream:
 - `governed`: the policy surface's work per frame with a policy without output rules (the
   above plus the `policy` object spliced into every frame);
 - `monitored`: the same with a policy that has output rules (the output monitor runs on every
-  text delta and the frame is re-encoded with the released text).
+  text delta and the frame is re-encoded with the released text);
+- `monitored_disguised`: the same on text with an accent and a zero-width space in every delta
+  (the monitor's non-ASCII path: folding and hold-back counting per character).
 """
 
 from __future__ import annotations
@@ -32,13 +34,14 @@ FRAMES = 200
 ROUNDS = 30
 
 
-def _stream() -> bytes:
+def _stream(disguised: bool = False) -> bytes:
     frames = []
     for i in range(FRAMES):
+        content = f"wo\u0301rd{i} and\u200b more " if disguised else f"word{i} and more "
         frames.append(orjson.dumps({
             "id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1700000000,
             "model": "gpt-bench", "system_fingerprint": None,
-            "choices": [{"index": 0, "delta": {"content": f"word{i} and more "},
+            "choices": [{"index": 0, "delta": {"content": content},
                          "logprobs": None, "finish_reason": None}]}))
     return b"".join(b"data: " + f + b"\n\n" for f in frames) + b"data: [DONE]\n\n"
 
@@ -63,6 +66,7 @@ def _time(run) -> float:
 
 def main() -> int:
     raw = _stream()
+    tricky = _stream(disguised=True)
     plain = dsl.compile_policy((ROOT / "policies" / "support_bot.pol").read_text())
     monitored = dsl.compile_policy((ROOT / "policies" / "hard_refuse.pol").read_text())
     facts = dsl.RequestFacts(stream=True)
@@ -73,11 +77,11 @@ def main() -> int:
                 orjson.loads(frame.data)
             _ = frame.raw
 
-    def governed(policy: dsl.CompiledPolicy, with_monitor: bool) -> None:
+    def governed(policy: dsl.CompiledPolicy, with_monitor: bool, stream: bytes = raw) -> None:
         gov = _governance(policy)
         factory = ((lambda d: policy.output_monitor(facts, d, True)) if with_monitor else None)
         governor = StreamGovernor(CHAT, gov, factory)
-        for frame in SSEParser().feed(raw):
+        for frame in SSEParser().feed(stream):
             payload = None if frame.is_done or frame.data is None else orjson.loads(frame.data)
             governor.feed(frame, payload)
         governor.finish()
@@ -86,6 +90,7 @@ def main() -> int:
         "relay_us_per_frame": _time(relay),
         "governed_us_per_frame": _time(lambda: governed(plain, False)),
         "monitored_us_per_frame": _time(lambda: governed(monitored, True)),
+        "monitored_disguised_us_per_frame": _time(lambda: governed(monitored, True, tricky)),
     }
     base = results["relay_us_per_frame"]
     print("| per frame | median | vs relay |")

@@ -41,6 +41,19 @@ def prompt(size: int, seed: int = 1) -> str:
     return " ".join(out)[:size]
 
 
+def disguised(text: str, seed: int = 3) -> str:
+    """The prompt with every fifth word carrying a spelling trick (an accent, a zero-width space,
+    a Cyrillic look-alike or full-width letters): the folding's slow path on every token."""
+    rng = random.Random(seed)
+    tricks = (lambda w: w[0] + "\u0301" + w[1:], lambda w: w[:1] + "\u200b" + w[1:],
+              lambda w: w.replace("o", "\u043e"),
+              lambda w: "".join(chr(ord(c) + 0xFEE0) if c.isalpha() else c for c in w))
+    words = text.split(" ")
+    for index in range(0, len(words), 5):
+        words[index] = rng.choice(tricks)(words[index]) if words[index] else words[index]
+    return " ".join(words)
+
+
 def terms(count: int, seed: int = 2) -> list[str]:
     rng = random.Random(seed)
     found: set[str] = set()
@@ -120,6 +133,11 @@ def main() -> int:
     results["full_4kb_us"] = median_us(lambda: compiled.evaluate_input(
         facts, dsl.classify(text)), repeat)
 
+    tricky = disguised(text)
+    tricky_facts = facts_for(tricky)
+    results["full_4kb_disguised_us"] = median_us(lambda: compiled.evaluate_input(
+        tricky_facts, dsl.classify(tricky)), repeat)
+
     by_size: dict[int, float] = {}
     for kb in (1, 4, 16, 64):
         sized = prompt(kb * 1024, seed=kb)
@@ -144,6 +162,8 @@ def main() -> int:
     print(f"  rules only, 4 KB prompt         {results['rules_only_4kb_us']:9.1f} us (median)")
     print(f"  classify, 4 KB prompt           {results['classify_4kb_us']:9.1f} us (median)")
     print(f"  classify + rules, 4 KB prompt   {results['full_4kb_us']:9.1f} us (median)")
+    print(f"  classify + rules, 4 KB, tricks  {results['full_4kb_disguised_us']:9.1f} us (median; "
+          "every fifth word disguised)")
     print("  rules only vs text size:        " + "  ".join(
         f"{kb} KB {us:.0f} us" for kb, us in by_size.items()))
     print(f"    64 KB / 1 KB = {results['text_64kb_over_1kb']:.1f}x (linear would be 64x)")

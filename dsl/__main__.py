@@ -10,6 +10,7 @@ from pathlib import Path
 
 from dsl.api import compile_policy, load
 from dsl.cli import UsageError, add_check_arguments, add_test_arguments, policy_files
+from dsl.compiler import RuleTrace
 from dsl.diagnostics import PolicyError
 from dsl.formatter import format_policy
 from dsl.golden import classification_for, facts_from_json
@@ -56,7 +57,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                      "instruction": decision.obligations.instruction}
         if args.explain:
             body["rules"] = [{"rule": t.rule_id, "fired": t.fired, "action": t.decision,
-                              "error": t.error, "tests": [[d, r] for d, r in t.tests]}
+                              "stage": t.stage, "note": t.note, "error": t.error,
+                              "tests": [[d, r] for d, r in t.tests]}
                              for t in traces]
         print(json.dumps(body, ensure_ascii=False, indent=2))
         return 0
@@ -72,14 +74,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.explain:
         print("rules:")
         for trace in traces:
-            verdict = "FIRED" if trace.fired else "error" if trace.error else "no"
-            print(f"  {trace.rule_id}: {verdict} (then {trace.decision})")
+            print(f"  {trace.rule_id}: {_verdict(trace)} (then {trace.decision})")
             for description, result in trace.tests:
                 shown = result if isinstance(result, str) else ("true" if result else "false")
                 print(f"    {description}  ->  {shown}")
             if not trace.tests and trace.error:
                 print(f"    error: {trace.error}")
     return 0
+
+
+def _verdict(trace: RuleTrace) -> str:
+    if trace.stage is None:
+        return f"undecided: {trace.note}"
+    if trace.error:
+        return f"error at {trace.stage}"
+    return f"FIRED at {trace.stage}" if trace.fired else f"no, decided at {trace.stage}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

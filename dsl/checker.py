@@ -11,6 +11,7 @@ from dsl import ast
 from dsl.check_conditions import ConditionChecks
 from dsl.check_declarations import DeclarationChecks
 from dsl.diagnostics import DiagnosticSink
+from dsl.stages import stream_safe
 from dsl.terms import normalize
 from dsl.vocabulary import (
     ESCALATION_PATH,
@@ -141,7 +142,8 @@ class Checker(ConditionChecks, DeclarationChecks):
             elif key in seen:
                 self.warn("repeated-term", term.pos, f"term {term.value!r} repeats "
                           f"{seen[key].value!r}",
-                          "terms match case-insensitively after NFKC; remove the repeat")
+                          "terms match after folding case, width, accents and look-alikes; "
+                          "remove the repeat")
             else:
                 seen[key] = term
 
@@ -165,6 +167,7 @@ class Checker(ConditionChecks, DeclarationChecks):
             self.check_contradictions(rule, condition)
         for action in rule.actions[:1]:
             self.check_action(rule, action)
+            self.check_stream_stage(rule, action)
         for redaction in rule.redactions:
             self.check_redaction(rule, redaction)
 
@@ -192,6 +195,18 @@ class Checker(ConditionChecks, DeclarationChecks):
             self.err("escalate-without-path", action.decision.pos,
                      "escalate needs an escalation path",
                      'declare `escalation_path "https://..."` or an email address')
+
+    def check_stream_stage(self, rule: ast.Rule, action: ast.Action) -> None:
+        """A stopping rule that only the whole answer can decide cannot hold a stream back."""
+        condition = rule.conditions[0] if rule.conditions else None
+        if (condition is None or action.decision.text not in ("refuse", "escalate")
+                or "output" not in texts_of(condition) or stream_safe(condition)):
+            return
+        self.warn("decided-after-stream", condition.pos,
+                  f"rule `{rule.name.text}` is decided only when a streamed answer "
+                  "has ended, after its text was sent",
+                  "the stream is then ended with the refusal, but what was sent stays sent; test "
+                  "for presence (`output contains ...`) to stop a stream before the text leaves")
 
     def check_redaction(self, rule: ast.Rule, redaction: ast.Redaction) -> None:
         if isinstance(redaction, ast.RedactPii):

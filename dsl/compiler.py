@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 from dsl import ast
-from dsl.checker import leaves, pattern_width, texts_of
+from dsl.checker import pattern_width
 from dsl.classifiers import Classification
-from dsl.conditions import ConditionCompiler, EvalContext, EvaluationError, PatternSet, Test
+from dsl.conditions import ConditionCompiler, EvalContext, EvaluationError, PatternSet
 from dsl.decision import (
     CATEGORY_SURFACES,
     SEVERITY,
@@ -20,53 +21,26 @@ from dsl.decision import (
     RequestFacts,
 )
 from dsl.declarations import Quotas, Rollout, quotas_from_ast, rollout_from_ast
+from dsl.fold import term_keys
 from dsl.instructions import DEFAULT_INSTRUCTIONS
+from dsl.outcome import CompiledRule, Outcome
+from dsl.stages import leaves, stream_safe, texts_of
 from dsl.terms import TermMatcher
 from dsl.vocabulary import CATEGORY_WINDOW, PII_WINDOW, UNBOUNDED_PATTERN_WINDOW
 
 
 @dataclass(frozen=True)
-class CompiledRule:
-    rule_id: str
-    stage: str  # "input" | "output"
-    test: Test
-    decision: str
-    reason: str | None
-    message: str | None
-    instruction: str | None
-    redactor: Redactor | None
-    stream_safe: bool  # may be decided on a window of a stream (no `not` over output tests)
-
-
-@dataclass
-class Outcome:
-    """What one evaluation pass found, before it becomes a Decision."""
-
-    fired: list[tuple[CompiledRule, list[tuple[str, Any]]]] = field(default_factory=list)
-    errors: list[tuple[str, str]] = field(default_factory=list)
-    allowlist_hits: list[str] = field(default_factory=list)
-    extra_categories: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
 class RuleTrace:
+    """How one rule was decided: `stage` is where ("input" or "output"), None when it was not
+    decided, and `note` then says why."""
+
     rule_id: str
     fired: bool
     decision: str
     tests: tuple[tuple[str, bool | str], ...]
     error: str | None = None
-
-
-def _stream_safe(condition: ast.Condition, negated: bool = False) -> bool:
-    if isinstance(condition, ast.And | ast.Or):
-        return _stream_safe(condition.left, negated) and _stream_safe(condition.right, negated)
-    if isinstance(condition, ast.Not):
-        return _stream_safe(condition.operand, not negated)
-    if "output" not in texts_of(condition):
-        return True
-    if isinstance(condition, ast.CategoryTest) and condition.op in ("<", "<=", "==", "!="):
-        return False
-    return not negated
+    stage: str | None = None
+    note: str | None = None
 
 
 class CompiledPolicy:
@@ -115,7 +89,6 @@ class CompiledPolicy:
             for rule in policy.items if isinstance(rule, ast.Rule))
         for pattern_set in self._pattern_sets.values():
             pattern_set.build()
-        self._input_rules = tuple(r for r in self.rules if r.stage == "input")
         self._output_rules = tuple(r for r in self.rules if r.stage == "output")
         allowlist_on_output = self._allowlist is not None and self._allowlist[1] == "output"
         self.has_output_rules = bool(self._output_rules) or allowlist_on_output
@@ -143,7 +116,7 @@ class CompiledPolicy:
             action.reason.text if action.reason else None,
             action.message.value if action.message else None,
             action.instruction.value if action.instruction else None,
-            redactor, _stream_safe(condition))
+            redactor, stream_safe(condition))
 
     def _window(self, policy: ast.PolicyAst, matchers: dict[str, tuple[str, TermMatcher]]) -> int:
         window = 1
@@ -156,7 +129,7 @@ class CompiledPolicy:
                 if isinstance(leaf, ast.ContainsList) and leaf.text.text == "output":
                     window = max(window, matchers[leaf.list_name.text][1].max_length + 1)
                 elif isinstance(leaf, ast.ContainsLiteral) and leaf.text.text == "output":
-                    window = max(window, len(leaf.literal.value) + 1)
+                    window = max(window, max(map(len, term_keys(leaf.literal.value))) + 1)
                 elif isinstance(leaf, ast.MatchesRegex) and leaf.text.text == "output":
                     width = pattern_width(leaf.pattern)
                     window = max(window, UNBOUNDED_PATTERN_WINDOW if width is None else width + 1)
@@ -176,13 +149,20 @@ class CompiledPolicy:
             try:
                 fired = rule.test(ctx, evidence)
             except EvaluationError as error:
-                outcome.errors.append((rule.rule_id, str(error)))
+                if ctx.output is None and rule.stage == "output":
+                    # Before the output, a missing field may still be short-circuited by an
+                    # output test: the output stage decides, and reports the error if it stays.
+                    outcome.undecided.append(rule.rule_id)
+                else:
+                    outcome.errors.append((rule.rule_id, str(error)))
                 continue
             except Exception as error:  # a rule that cannot be evaluated never silently allows
                 outcome.errors.append((rule.rule_id, f"{type(error).__name__}: {error}"))
                 continue
             if fired:
                 outcome.fired.append((rule, evidence))
+            elif fired is None:
+                outcome.undecided.append(rule.rule_id)
         return outcome
 
     def check_allowlist(self, ctx: EvalContext, stage: str, outcome: Outcome) -> None:
@@ -195,8 +175,11 @@ class CompiledPolicy:
             outcome.fired.append((_ALLOWLIST_RULES[reason], []))
 
     def evaluate_input(self, facts: RequestFacts, classification: Classification) -> Decision:
+        """Every rule is tried before the upstream call; a rule that tests the output is decided
+        here when the input alone settles it (`input contains X or output contains X` with X in
+        the input), and otherwise waits for the output stage."""
         ctx = EvalContext(facts, classification, self._pattern_sets)
-        outcome = self.run_rules(self._input_rules, ctx)
+        outcome = self.run_rules(self.rules, ctx)
         self.check_allowlist(ctx, "input", outcome)
         if facts.flagged_categories and facts.surface in CATEGORY_SURFACES:
             from dsl.classifiers import CATEGORY_THRESHOLD
@@ -295,21 +278,42 @@ class CompiledPolicy:
     # --- explanation (CLI `eval --explain`)
     def explain(self, facts: RequestFacts, classification: Classification,
                 output_text: str | None = None) -> tuple[Decision, list[RuleTrace]]:
+        """The decision, by the same stages the gateway runs, and for each rule the stage that
+        decided it (or why none did). A rule is shown as fired only if the decision counts it."""
         if self._explainer is None:
             self._explainer = CompiledPolicy(self._ast, self.source, explain=True)
         explainer = self._explainer
-        traces = []
+        traces: dict[str, RuleTrace] = {}
         for rule in explainer.rules:
-            ctx = EvalContext(facts, classification, explainer._pattern_sets, output=output_text)
-            ctx.trace = []
-            outcome = explainer.run_rules([rule], ctx)
-            error = outcome.errors[0][1] if outcome.errors else None
-            traces.append(RuleTrace(rule.rule_id, bool(outcome.fired), rule.decision,
-                                    tuple(ctx.trace), error))
-        decision = self.evaluate_input(facts, classification)
-        if output_text is not None:
-            decision = self.evaluate_output(facts, output_text, decision)
-        return decision, traces
+            traces[rule.rule_id] = _trace(explainer, rule, EvalContext(
+                facts, classification, explainer._pattern_sets), "input")
+        decision = explainer.evaluate_input(facts, classification)
+        stopped = decision.decision in ("refuse", "escalate")
+        for rule in explainer.rules:
+            if traces[rule.rule_id].stage is not None:
+                continue
+            if output_text is None:
+                note = ("needs the output (give the response: `--output-text`, or `output` in "
+                        "the request)")
+            elif stopped:
+                note = f"not run: the request was stopped at input ({decision.decision})"
+            else:
+                traces[rule.rule_id] = _trace(explainer, rule, EvalContext(
+                    facts, classification, explainer._pattern_sets, output=output_text), "output")
+                continue
+            traces[rule.rule_id] = dataclasses.replace(traces[rule.rule_id], note=note)
+        if output_text is not None and not stopped:
+            decision = explainer.evaluate_output(facts, output_text, decision)
+        return decision, list(traces.values())
+
+
+def _trace(policy: CompiledPolicy, rule: CompiledRule, ctx: EvalContext, stage: str) -> RuleTrace:
+    ctx.trace = []
+    outcome = policy.run_rules([rule], ctx)
+    error = outcome.errors[0][1] if outcome.errors else None
+    decided = None if outcome.undecided else stage
+    return RuleTrace(rule.rule_id, bool(outcome.fired), rule.decision, tuple(ctx.trace), error,
+                     decided, None)
 
 
 def _pseudo_rule(rule_id: str, reason: str | None) -> CompiledRule:

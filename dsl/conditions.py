@@ -18,11 +18,15 @@ from dsl import ast
 from dsl.checker import re2_options, regex_source
 from dsl.classifiers import CATEGORY_THRESHOLD, Classification, classify, find_pii
 from dsl.decision import CATEGORY_SURFACES, RequestFacts
+from dsl.fold import term_keys, without_invisibles
+from dsl.stages import texts_of
 from dsl.terms import TermMatcher, normalize
 from dsl.vocabulary import FIELDS
 
 Evidence = list[tuple[str, Any]]  # ("allow" | "deny", [terms]) or ("category", name)
-Test = Callable[["EvalContext", Evidence], bool]
+# True, False, or None when the test needs a text that is not known yet (the output, at the input
+# stage).
+Test = Callable[["EvalContext", Evidence], bool | None]
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
@@ -39,10 +43,12 @@ class EvaluationError(Exception):
 
 
 class EvalContext:
-    """Caches for one evaluation; `open_end` says more output may follow (streaming)."""
+    """Caches for one evaluation; `open_end` says more output may follow (streaming), and
+    `output_context` that the output's first character is released text, there only as the word
+    boundary: a term hit starting on it is a fragment of a word, never a new hit."""
 
     __slots__ = ("_classes", "_hits", "_normalized", "_pii", "_regex", "facts", "open_end",
-                 "output", "pattern_sets", "trace")
+                 "output", "output_context", "pattern_sets", "trace")
 
     def __init__(self, facts: RequestFacts, classification: Classification | None,
                  pattern_sets: dict[str, PatternSet], output: str | None = None,
@@ -50,6 +56,7 @@ class EvalContext:
         self.facts = facts
         self.output = output
         self.open_end = open_end
+        self.output_context = False
         self.pattern_sets = pattern_sets
         self._classes: dict[str, Classification] = {}
         if classification is not None:
@@ -67,6 +74,8 @@ class EvalContext:
             return self.facts.last_user_text
         if text == "system":
             return self.facts.system_text
+        if text == "tool_arguments":
+            return self.facts.tool_arguments_text
         if self.output is None:
             raise EvaluationError("the output text is not known at the input stage")
         return self.output
@@ -83,14 +92,19 @@ class EvalContext:
         key = (id(matcher), text)
         found = self._hits.get(key)
         if found is None:
+            on_output = text == "output"
             found = self._hits[key] = matcher.hits(
-                self.normalized(text), open_end=self.open_end and text == "output")
+                self.normalized(text), open_end=self.open_end and on_output,
+                min_start=1 if on_output and self.output_context else 0)
         return found
 
     def regex_matches(self, text: str) -> frozenset[int]:
         found = self._regex.get(text)
         if found is None:
-            found = self._regex[text] = self.pattern_sets[text].match(self.raw(text))
+            # Invisible characters removed, nothing else: a zero-width space cannot split a
+            # match, and the pattern keeps its meaning (case and accents as written).
+            found = self._regex[text] = self.pattern_sets[text].match(
+                without_invisibles(self.raw(text)))
         return found
 
     def classification(self, text: str) -> Classification:
@@ -107,6 +121,48 @@ class EvalContext:
                 self.raw(text))
             found = self._pii[text] = frozenset(f.kind for f in findings)
         return found
+
+
+def _both(left: Test, right: Test) -> Test:
+    def both(ctx: EvalContext, ev: Evidence) -> bool | None:
+        found: Evidence = []
+        first = left(ctx, found)
+        if first is False:
+            return False
+        second = right(ctx, found)
+        if second is False:
+            return False
+        if first and second:
+            ev.extend(found)
+            return True
+        return None
+    return both
+
+
+def _either(left: Test, right: Test) -> Test:
+    def either(ctx: EvalContext, ev: Evidence) -> bool | None:
+        first = left(ctx, ev)  # a part that is not true adds no evidence
+        if first:
+            return True
+        second = right(ctx, ev)
+        if second:
+            return True
+        return None if first is None or second is None else False
+    return either
+
+
+def _negated(inner: Test) -> Test:
+    def negated(ctx: EvalContext, ev: Evidence) -> bool | None:
+        # Evidence gathered under `not` proves nothing, so it is thrown away.
+        result = inner(ctx, [])
+        return None if result is None else not result
+    return negated
+
+
+def _unknown_before_output(test: Test) -> Test:
+    def on_output(ctx: EvalContext, ev: Evidence) -> bool | None:
+        return None if ctx.output is None else test(ctx, ev)
+    return on_output
 
 
 class PatternSet:
@@ -144,22 +200,26 @@ class ConditionCompiler:
         self.describe = describe
 
     def compile(self, node: ast.Condition) -> Test:
+        """A closure giving True, False or None (unknown: it needs a text not known yet).
+
+        Kleene's three-valued logic: `x or y` is true as soon as one side is, `x and y` false as
+        soon as one side is, and `not` of unknown is unknown. Evidence is kept only from the
+        parts that made the result true.
+        """
         if isinstance(node, ast.And):
-            left, right = self.compile(node.left), self.compile(node.right)
-            return lambda ctx, ev: left(ctx, ev) and right(ctx, ev)
+            return _both(self.compile(node.left), self.compile(node.right))
         if isinstance(node, ast.Or):
-            left, right = self.compile(node.left), self.compile(node.right)
-            return lambda ctx, ev: left(ctx, ev) or right(ctx, ev)
+            return _either(self.compile(node.left), self.compile(node.right))
         if isinstance(node, ast.Not):
-            inner = self.compile(node.operand)
-            # Evidence gathered under `not` proves nothing, so it is thrown away.
-            return lambda ctx, ev: not inner(ctx, [])
+            return _negated(self.compile(node.operand))
         test = self.leaf(node)
+        if "output" in texts_of(node):
+            test = _unknown_before_output(test)
         if self.describe is None:
             return test
         text = self.describe(node)
 
-        def traced(ctx: EvalContext, ev: Evidence) -> bool:
+        def traced(ctx: EvalContext, ev: Evidence) -> bool | None:
             try:
                 result = test(ctx, ev)
             except EvaluationError as error:
@@ -167,7 +227,7 @@ class ConditionCompiler:
                     ctx.trace.append((text, f"error: {error}"))
                 raise
             if ctx.trace is not None:
-                ctx.trace.append((text, result))
+                ctx.trace.append((text, "unknown" if result is None else result))
             return result
         return traced
 
@@ -185,8 +245,11 @@ class ConditionCompiler:
                 return bool(hits)
             return contains_list
         if isinstance(node, ast.ContainsLiteral):
-            literal, text = normalize(node.literal.value), node.text.text
-            return lambda ctx, ev: literal in ctx.normalized(text)
+            keys, text = term_keys(node.literal.value), node.text.text
+            if len(keys) == 1:
+                literal = keys[0]
+                return lambda ctx, ev: literal in ctx.normalized(text)
+            return lambda ctx, ev: any(key in ctx.normalized(text) for key in keys)
         if isinstance(node, ast.MatchesRegex):
             text = node.text.text
             index = self.pattern_sets.setdefault(text, PatternSet()).add(node.pattern, node.flags)

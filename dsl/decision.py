@@ -35,6 +35,9 @@ class RequestFacts:
     last_user_text: str = ""
     system_text: str = ""
     flagged_categories: frozenset[str] = frozenset()
+    # The arguments of the tool calls in the request (assistant `tool_calls`, `tool_use.input`,
+    # `function_call` items), joined; also part of `input_text`. The `tool_arguments` text.
+    tool_arguments_text: str = ""
 
     @property
     def effective_target(self) -> str:

@@ -55,6 +55,7 @@ CODES = MappingProxyType({
     "rule-two-thens": "a rule with two `then`",
     "message-not-allowed": "`message` on a decision that shows none",
     "instruction-not-allowed": "`instruction` on a decision that adds none",
+    "decided-after-stream": "a refusing rule a streamed answer can only decide once it was sent",
     "rule-without-effect": "an allow rule that changes nothing",
     "escalate-without-path": "escalate in a policy without an escalation path",
     "redact-matched-without-list": "`redact matched terms` in a rule that tests no list",

@@ -58,6 +58,7 @@ def facts_from_json(request: Mapping[str, Any]) -> RequestFacts:
         last_user_text=last_user,
         system_text=request.get("system_text", system),
         flagged_categories=frozenset(request.get("flagged_categories", ())),
+        tool_arguments_text=request.get("tool_arguments_text", ""),
     )
 
 

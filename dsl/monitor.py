@@ -1,10 +1,11 @@
 """Sans-I/O incremental evaluation of output rules over a streamed response.
 
 `feed(delta)` returns the text that is safe to send now and, when it changed, the new Decision.
-Only the trailing `output_window` characters (counted after normalisation: a run of whitespace
-counts once, combining marks not at all) are held back, which is enough for any term, literal or
-bounded pattern split across chunks to be seen whole before any of it is released.  Once an
-enforced refuse/escalate fires, nothing more is released: the violating text never leaves.
+Only the trailing `output_window` characters (counted after folding, dsl/fold.py: a run of
+whitespace counts once, combining marks and invisible characters not at all) are held back,
+which is enough for any term, literal or bounded pattern split across chunks to be seen whole
+before any of it is released.  Once an enforced refuse/escalate fires, nothing more is
+released: the violating text never leaves.
 
 Rules that test for the *absence* of something in the output (`not output contains ...`) cannot
 be decided on a window; they are decided by `finish()` over the whole text.
@@ -14,15 +15,16 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import unicodedata
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from dsl.conditions import EvalContext
 from dsl.decision import Decision, RequestFacts
+from dsl.fold import folds_to_nothing
+from dsl.outcome import Outcome
 
 if TYPE_CHECKING:
-    from dsl.compiler import CompiledPolicy, Outcome
+    from dsl.compiler import CompiledPolicy
 
 STOPPING = ("refuse", "escalate")
 _SPACE_RUN = re.compile(r"\s\s")
@@ -61,8 +63,7 @@ class OutputMonitor:
         if not self._policy.has_output_rules:
             return delta, None
         self._pending += delta
-        ctx = EvalContext(self._facts, None, self._policy._pattern_sets,
-                          output=self._before + self._pending, open_end=True)
+        ctx = self._window_context(self._pending)
         self._absorb(self._policy.run_rules(self._window_rules, ctx))
         decision = self._decision()
         if self._enforced and decision.decision in STOPPING:
@@ -87,6 +88,13 @@ class OutputMonitor:
         return self._release(len(self._pending), decision, final=True)
 
     # --- internals
+    def _window_context(self, pending: str) -> EvalContext:
+        ctx = EvalContext(self._facts, None, self._policy._pattern_sets,
+                          output=self._before + pending, open_end=True)
+        # The released character before the window is a word boundary, not a place to start.
+        ctx.output_context = bool(self._before) and not self._before.isspace()
+        return ctx
+
     def _absorb(self, outcome: Outcome) -> None:
         # The held-back window overlaps from one feed to the next, so the same evidence is
         # found again and again: only new evidence makes the decision worth recomputing.
@@ -107,8 +115,6 @@ class OutputMonitor:
                 self._decided = None
 
     def _decision(self) -> Decision:
-        from dsl.compiler import Outcome
-
         if self._decided is None:
             outcome = Outcome(list(self._fired.values()), list(self._errors.items()),
                               list(self._allowlist_hits))
@@ -158,8 +164,7 @@ class OutputMonitor:
         previous = 0
         for end in range(step, len(pending) + step, step):
             end = min(end, len(pending))
-            ctx = EvalContext(self._facts, None, self._policy._pattern_sets,
-                              output=self._before + pending[:end], open_end=True)
+            ctx = self._window_context(pending[:end])
             outcome = self._policy.run_rules(self._window_rules, ctx)
             if any(rule.decision in STOPPING for rule, _ in outcome.fired):
                 break
@@ -190,8 +195,7 @@ class OutputMonitor:
                 if start - offset < cut < end - offset:
                     cut = max(start - offset, 0)  # never cut through a span to be redacted
         released, self._pending = self._pending[:cut], self._pending[cut:]
-        if released:
-            self._before = released[-1]
+        self._before = _last_visible(released, self._before)
         if redactor is not None and released:
             released, counts = redactor.apply(released)
             for kind, count in counts.items():
@@ -200,24 +204,37 @@ class OutputMonitor:
         return released, self._changed(self._with_counts(decision), final)
 
 
+def _last_visible(released: str, before: str) -> str:
+    """The character left of what is still held: the last one that folds to something, since an
+    invisible character or a mark is no word boundary."""
+    for ch in reversed(released):
+        if not folds_to_nothing(ch):
+            return ch
+    return before
+
+
 def _hold_start(pending: str, window: int) -> int:
-    """Index in `pending` from which the last `window` normalised characters start."""
+    """Index in `pending` from which the last `window` folded characters start (at least)."""
     if window <= 0:
         return len(pending)
-    tail = pending[-window:]
-    if len(tail) == window and tail.isascii() and _SPACE_RUN.search(
-            pending, max(len(pending) - window - 1, 0)) is None:
-        # Fast path for plain ASCII: no combining marks and no whitespace runs, so each
-        # character is one normalised unit.
+    edge = pending[-window - 1:]  # the window and the character before it
+    if len(pending) >= window and edge.isascii() and _SPACE_RUN.search(edge) is None:
+        # Fast path for plain ASCII: no invisible characters, no marks and no whitespace runs
+        # (also none across the window's left edge), so each character is one folded unit.
         return len(pending) - window
     units, index = 0, len(pending)
     while index > 0 and units < window:
         index -= 1
         ch = pending[index]
-        if ch.isspace():
-            while index > 0 and pending[index - 1].isspace():
+        if ch.isspace() or folds_to_nothing(ch):
+            # Whitespace and invisible characters mixed are one space once folded, or nothing
+            # when there is no whitespace among them.
+            spaced = ch.isspace()
+            while index > 0 and (pending[index - 1].isspace()
+                                 or folds_to_nothing(pending[index - 1])):
                 index -= 1
-            units += 1
-        elif not unicodedata.combining(ch):
+                spaced = spaced or pending[index].isspace()
+            units += spaced
+        else:
             units += 1
     return index

@@ -1,4 +1,4 @@
-"""Term matching (SPEC §5.3): NFKC + casefold, whole words, whitespace-insensitive phrases.
+"""Term matching: folded text (dsl/fold.py), whole words, whitespace-insensitive phrases.
 
 Each term list compiles to ONE Aho-Corasick automaton over the normalised text, so the cost of a
 scan depends on the text, not on the number of terms.  Word boundaries are checked only at the
@@ -8,18 +8,19 @@ ends of raw automaton hits.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Sequence
 
 import ahocorasick
+
+from dsl.fold import fold, fold_with_origins, folds_to_nothing, term_keys
 
 TERM_PLACEHOLDER = "[REDACTED:TERM]"
 _PLACEHOLDER = re.compile(r"\[redacted:[a-z_]+\]")
 
 
 def normalize(text: str) -> str:
-    """NFKC, case folding, and every run of whitespace collapsed to one space."""
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+    """The folded text (dsl/fold.py): what every term and literal is compared with."""
+    return fold(text)
 
 
 def _is_word(ch: str) -> bool:
@@ -37,20 +38,22 @@ class TermMatcher:
         self.max_length = 0
         automaton = ahocorasick.Automaton()
         for written in self.terms:
-            key = normalize(written)
-            if not key or automaton.exists(key):
-                continue  # the first spelling of a term is the one reported
-            automaton.add_word(key, (written, len(key), _is_word(key[0]), _is_word(key[-1])))
-            self.max_length = max(self.max_length, len(key))
+            for key in term_keys(written):
+                if automaton.exists(key):
+                    continue  # the first spelling of a term is the one reported
+                automaton.add_word(key, (written, len(key), _is_word(key[0]), _is_word(key[-1])))
+                self.max_length = max(self.max_length, len(key))
         if len(automaton):
             automaton.make_automaton()
             self._automaton = automaton
 
-    def spans(self, normalized: str, open_end: bool = False) -> list[tuple[int, int, str]]:
+    def spans(self, normalized: str, open_end: bool = False,
+              min_start: int = 0) -> list[tuple[int, int, str]]:
         """Whole-word hits as (start, end, term as written) in the normalised text.
 
         `open_end`: more text may follow, so a hit ending a word at the very end is not yet
-        confirmed (the next character could extend the word).
+        confirmed (the next character could extend the word). `min_start`: hits starting before
+        it are left out (the stream monitor's left context, already released).
         """
         if self._automaton is None:
             return []
@@ -58,6 +61,8 @@ class TermMatcher:
         size = len(normalized)
         for last, (written, length, word_start, word_end) in self._automaton.iter(normalized):
             start, end = last - length + 1, last + 1
+            if start < min_start:
+                continue
             if word_start and start > 0 and _is_word(normalized[start - 1]):
                 continue
             if word_end:
@@ -69,31 +74,20 @@ class TermMatcher:
             found.append((start, end, written))
         return found
 
-    def hits(self, normalized: str, open_end: bool = False) -> list[str]:
+    def hits(self, normalized: str, open_end: bool = False, min_start: int = 0) -> list[str]:
         """Terms as written, each once, in order of first appearance."""
         seen: dict[str, None] = {}
-        for _, _, written in self.spans(normalized, open_end):
+        for _, _, written in self.spans(normalized, open_end, min_start):
             seen.setdefault(written, None)
         return list(seen)
 
 
-def _normalize_with_origins(text: str) -> tuple[str, list[int]]:
-    """normalize(), character by character, remembering where each output char came from."""
-    out: list[str] = []
-    origins: list[int] = []
-    in_space = True  # drops leading whitespace like str.split() does
-    for index, ch in enumerate(text):
-        if ch.isspace():
-            if not in_space:
-                out.append(" ")
-                origins.append(index)
-            in_space = True
-            continue
-        in_space = False
-        for piece in unicodedata.normalize("NFKC", ch).casefold():
-            out.append(piece)
-            origins.append(index)
-    return "".join(out), origins
+def _past_invisibles(text: str, end: int) -> int:
+    """The end of a hit, moved past the marks and invisible characters that trail its last
+    letter: they belong to it, and a redaction must not leave them dangling."""
+    while end < len(text) and folds_to_nothing(text[end]) and not text[end].isspace():
+        end += 1
+    return end
 
 
 def term_spans(text: str, matchers: Sequence[TermMatcher]) -> list[tuple[int, int]]:
@@ -101,14 +95,14 @@ def term_spans(text: str, matchers: Sequence[TermMatcher]) -> list[tuple[int, in
 
     Hits inside an existing `[REDACTED:...]` placeholder are ignored so redaction is idempotent.
     """
-    normalized, origins = _normalize_with_origins(text)
+    normalized, origins = fold_with_origins(text)
     masked = [(m.start(), m.end()) for m in _PLACEHOLDER.finditer(normalized)]
     spans: list[tuple[int, int]] = []
     for matcher in matchers:
         for start, end, _ in matcher.spans(normalized):
             if any(s < end and start < e for s, e in masked):
                 continue
-            spans.append((origins[start], origins[end - 1] + 1))
+            spans.append((origins[start], _past_invisibles(text, origins[end - 1] + 1)))
     spans.sort()
     merged: list[tuple[int, int]] = []
     for start, end in spans:

@@ -9,7 +9,7 @@ from typing import Any
 
 from dsl.decision import RequestFacts
 
-TEXTS = ("input", "last_user", "system", "output")
+TEXTS = ("input", "last_user", "system", "tool_arguments", "output")
 
 # field name -> (type, getter).  A getter returning None means "missing": the rule cannot be
 # evaluated and the policy's on_error applies.

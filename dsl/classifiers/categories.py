@@ -11,7 +11,6 @@ everything ambiguous pass (see docs/classifiers.md).
 from __future__ import annotations
 
 import functools
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -19,6 +18,7 @@ import ahocorasick
 import re2
 
 from dsl.classifiers import lexicon
+from dsl.fold import fold
 
 CATEGORIES: tuple[str, ...] = (
     "harassment",
@@ -64,7 +64,9 @@ def normalize(text: str) -> str:
     "self-harm" and "self harm" one phrase.
     """
     if not text.isascii():
-        text = unicodedata.normalize("NFKC", text).replace("\u2019", "").replace("\u2018", "")
+        # Folded like policy terms (dsl/fold.py), so invisible characters, accents and
+        # look-alike letters do not hide a phrase either.
+        text = fold(text.replace("\u2019", "").replace("\u2018", ""))
     text = text.casefold()
     if "'" in text:
         text = text.replace("'", "")

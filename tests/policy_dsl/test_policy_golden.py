@@ -108,5 +108,5 @@ def test_cli_eval_explains_each_rule(tmp_path, capsys):
                  "--explain"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("decision: refuse  reason_code: JAILBREAK_ATTEMPT")
-    assert "jailbreak_attempt: FIRED (then refuse)" in out
+    assert "jailbreak_attempt: FIRED at input (then refuse)" in out
     assert "max_output_tokens > 8000  ->  error: request field `max_output_tokens` is missing" in out
