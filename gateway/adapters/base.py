@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 import orjson
 
+from gateway.adapters.inventory import TextInventory
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.upstream.sse import Frame, encode_frame
 
@@ -71,8 +72,10 @@ def check_list_of_objects(body: Mapping[str, Any], name: str) -> None:
 class InputView:
     """What the policy surface reads from a request body (API-neutral)."""
 
-    #: Every text the API carries (messages, content parts, tool results, system, instructions,
-    #: input), joined with "\n".
+    #: Every text of the request the model reads (the adapter's `input_inventory`: messages,
+    #: content parts of every kind, names, tool calls and their arguments, tool results, tool
+    #: and schema descriptions, system and instructions, documents, thinking, prediction),
+    #: joined with "\n".
     input_text: str
     last_user_text: str
     system_text: str
@@ -97,6 +100,8 @@ class Adapter:
     provider_kind: ClassVar[str]
     #: Path of the endpoint below the provider's base URL.
     upstream_path: ClassVar[str]
+    #: Which strings of a request are text the model reads (all but a reasoned exclusion list).
+    input_inventory: ClassVar[TextInventory]
 
     def validate(self, body: JSON) -> None:
         """Raise `InvalidRequest` for a body the API would reject for shape or type reasons."""

@@ -1,16 +1,19 @@
 """OpenAI chat completions: `POST /v1/chat/completions`.
 
-Texts a policy reads (SPEC §5.3): the `content` of every message, whatever its role (system,
-developer, user, assistant, tool, legacy function), as a string or as the `text` of its `text`
-parts; image, audio and file parts carry no text. Tool-call arguments are model output and not
-read.
+Texts a policy reads: every string of the request except those on `INPUT.exclusions` (see
+`gateway.adapters.inventory`): the content of every message whatever its role, as a string or
+parts of every kind (text, refusal, file names), names, assistant tool calls and their
+arguments, refusals, tool results, tool and function descriptions and their parameter schemas,
+`response_format.json_schema`, `prediction.content`, and any field the API adds later.
+
+Texts a policy reads in the answer (output): the message content, refusals, and the arguments of
+tool calls (and of the legacy `function_call`), of every choice; on a stream, the same deltas.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from functools import partial
 from typing import Any
 
 from gateway.adapters.base import (
@@ -18,7 +21,6 @@ from gateway.adapters.base import (
     Adapter,
     InputView,
     OpenAIErrorShape,
-    TextFn,
     Usage,
     check_field,
     check_list_of_objects,
@@ -27,16 +29,46 @@ from gateway.adapters.base import (
     encode_frame,
     int_or_none,
     make_input_view,
-    map_message_content,
     new_id,
     non_empty_list,
     str_or,
-    texts_of,
     usage_from,
 )
+from gateway.adapters.inventory import TextInventory
 from gateway.config import OPENAI
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.upstream.sse import Frame
+
+#: Strings of a request the model does not read as text, each with the reason.
+INPUT = TextInventory({
+    "*.type": "enum: the kind of a part or tool",
+    "*.role": "enum: the author of a message",
+    "*.id": "identifier (tool call ids, audio ids)",
+    "*.tool_call_id": "identifier of the tool call a result answers",
+    "*.file_id": "identifier of an uploaded file",
+    "*.detail": "enum: image detail level",
+    "model": "routing: which model answers, not text it reads",
+    "user": "end-user identifier for abuse monitoring, not sent to the model",
+    "safety_identifier": "end-user identifier for abuse monitoring, not sent to the model",
+    "prompt_cache_key": "cache routing key, not sent to the model",
+    "metadata": "stored with the completion, not sent to the model",
+    "stop": "stop sequences end the output; the model does not read them",
+    "service_tier": "enum: processing tier",
+    "reasoning_effort": "enum: reasoning effort",
+    "verbosity": "enum: answer length",
+    "modalities": "enum list: output modalities",
+    "audio.voice": "voice of audio output, not text the model reads",
+    "audio.format": "enum: audio output format",
+    "moderation": "provider moderation settings, not text the model reads",
+    "messages.content.image_url.url": "an image's address or inline base64 bytes",
+    "messages.content.input_audio.data": "base64 audio bytes",
+    "messages.content.input_audio.format": "enum: audio format",
+    "messages.content.file.file_data": "base64 file bytes",
+}, free_form=(
+    "tools.function.parameters", "functions.parameters", "response_format.json_schema.schema",
+    "tool_choice.allowed_tools.tools",
+))
+_MESSAGES = INPUT.node("messages")
 
 
 class ChatCompletions(OpenAIErrorShape, Adapter):
@@ -81,19 +113,22 @@ class ChatCompletions(OpenAIErrorShape, Adapter):
 
     # --- the governed surface
 
+    input_inventory = INPUT
+
     def input_view(self, body: JSON) -> InputView:
         texts: list[str] = []
         system: list[str] = []
         last_user: list[str] = []
         messages = _messages(body)
         for message in messages:
-            own = texts_of(partial(_map_message, message))
+            own = INPUT.texts(message, _MESSAGES)
             texts.extend(own)
             role = message.get("role") if isinstance(message, dict) else None
             if role in ("system", "developer"):
                 system.extend(own)
             elif role == "user":
                 last_user = own
+        texts.extend(INPUT.texts(body, skip_keys=_READ_FIRST))
         return make_input_view(
             texts=texts, last_user_texts=last_user, system_texts=system,
             message_count=len(messages),
@@ -103,9 +138,8 @@ class ChatCompletions(OpenAIErrorShape, Adapter):
         )
 
     def map_input_texts(self, body: JSON, fn: Callable[[str], str]) -> JSON:
-        if not isinstance(body.get("messages"), list):
-            return dict(body)
-        return {**body, "messages": [_map_message(m, fn) for m in body["messages"]]}
+        mapped: JSON = INPUT.map_texts(body, fn)
+        return mapped
 
     def with_instruction(self, body: JSON, instruction: str) -> JSON:
         return {**body, "messages": [{"role": "system", "content": instruction},
@@ -209,14 +243,8 @@ def _messages(body: Mapping[str, Any]) -> list[Any]:
     return messages if isinstance(messages, list) else []
 
 
-def _map_message(message: Any, fn: TextFn) -> Any:
-    return map_message_content(message, fn, _map_part)
-
-
-def _map_part(part: Any, fn: TextFn) -> Any:
-    if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
-        return {**part, "text": fn(part["text"])}
-    return part
+#: Read message by message first (for the selectors), then the rest of the body.
+_READ_FIRST = frozenset({"messages"})
 
 
 def _max_output_tokens(body: Mapping[str, Any]) -> int | None:

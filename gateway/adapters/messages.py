@@ -1,23 +1,24 @@
 """Anthropic messages: `POST /v1/messages` and `POST /v1/messages/count_tokens`.
 
-Texts a policy reads (SPEC §5.3): `system` (a string or `text` blocks) and the content of every
-message: a string, or `text` blocks, `tool_result` blocks (string content or the `text` blocks in
-it), `search_result` blocks (their `text` blocks) and plain-text `document` blocks (a `text`
-source's `data`, or the `text` blocks of a `content` source). Images, tool inputs and thinking
-carry no text a policy reads.
+Texts a policy reads: every string of the request except those on `INPUT.exclusions` (see
+`gateway.adapters.inventory`): `system` in every form, and the content of every message: text,
+`tool_use` inputs (every string in them), tool results, documents (text sources, content
+sources, titles and context), search results, thinking, citations; tool names, descriptions
+and input schemas; and any field the API adds later.
+
+Texts a policy reads in the answer (output): text blocks, the input of `tool_use` blocks (as
+JSON text), and thinking; on a stream, `text_delta`, `input_json_delta` and `thinking_delta`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from functools import partial
 from typing import Any
 
 from gateway.adapters.base import (
     JSON,
     Adapter,
     InputView,
-    TextFn,
     Usage,
     check_field,
     check_list_of_objects,
@@ -27,16 +28,48 @@ from gateway.adapters.base import (
     event_name,
     int_or_none,
     make_input_view,
-    map_message_content,
     new_id,
     non_empty_list,
     str_or,
-    texts_of,
     usage_from,
 )
+from gateway.adapters.inventory import TextInventory
 from gateway.config import ANTHROPIC
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.upstream.sse import Frame
+
+#: Strings of a request the model does not read as text, each with the reason.
+INPUT = TextInventory({
+    "*.type": "enum: the kind of a block or source",
+    "*.role": "enum: the author of a message",
+    "*.id": "identifier of a tool use",
+    "*.tool_use_id": "identifier of the tool use a result answers",
+    "*.tool_id": "identifier of the tool that called",
+    "*.file_id": "identifier of an uploaded file",
+    "*.media_type": "enum: MIME type of a source",
+    "*.signature": "cryptographic signature of a thinking block",
+    "*.data@base64|redacted_thinking": "base64 bytes of an image or PDF, or encrypted thinking",
+    "*.url@url": "the address of an image or document the provider fetches",
+    "*.encrypted_index": "encrypted citation pointer",
+    "*.encrypted_content": "encrypted search result",
+    "*.encrypted_stdout": "encrypted tool output",
+    "model": "routing: which model answers, not text it reads",
+    "metadata": "request metadata (an end-user id), not sent to the model",
+    "stop_sequences": "stop sequences end the output; the model does not read them",
+    "service_tier": "enum: processing tier",
+    "container": "identifier and skill ids of a code execution container",
+    "inference_geo": "enum: where inference runs",
+    "user_profile_id": "identifier of a user profile",
+    "workspace_id": "identifier of a workspace",
+    "diagnostics": "identifiers for provider diagnostics",
+    "mcp_servers": "addresses and credentials of MCP servers",
+}, free_form=(
+    "messages.content.input", "tools.input_schema", "tools.input_examples",
+    "output_config.format.schema", "output_format.schema",
+))
+_MESSAGES = INPUT.node("messages")
+#: `system` is read first (the selectors need it apart), then messages, then the rest.
+_READ_FIRST = frozenset({"system", "messages"})
 
 
 class Messages(Adapter):
@@ -83,16 +116,19 @@ class Messages(Adapter):
 
     # --- the governed surface
 
+    input_inventory = INPUT
+
     def input_view(self, body: JSON) -> InputView:
-        system = texts_of(partial(_map_system, body.get("system")))
+        system = INPUT.texts(body.get("system"), INPUT.node("system"))
         texts = list(system)
         last_user: list[str] = []
         messages = _messages(body)
         for message in messages:
-            own = texts_of(partial(_map_message, message))
+            own = INPUT.texts(message, _MESSAGES)
             texts.extend(own)
             if isinstance(message, dict) and message.get("role") == "user":
                 last_user = own
+        texts.extend(INPUT.texts(body, skip_keys=_READ_FIRST))
         return make_input_view(
             texts=texts, last_user_texts=last_user, system_texts=system,
             message_count=len(messages), has_tools=non_empty_list(body.get("tools")),
@@ -100,11 +136,7 @@ class Messages(Adapter):
         )
 
     def map_input_texts(self, body: JSON, fn: Callable[[str], str]) -> JSON:
-        mapped = dict(body)
-        if "system" in body:
-            mapped["system"] = _map_system(body["system"], fn)
-        if isinstance(body.get("messages"), list):
-            mapped["messages"] = [_map_message(message, fn) for message in body["messages"]]
+        mapped: JSON = INPUT.map_texts(body, fn)
         return mapped
 
     def with_instruction(self, body: JSON, instruction: str) -> JSON:
@@ -206,56 +238,6 @@ class CountTokens(Messages):
 def _messages(body: Mapping[str, Any]) -> list[Any]:
     messages = body.get("messages")
     return messages if isinstance(messages, list) else []
-
-
-def _map_system(system: Any, fn: TextFn) -> Any:
-    if isinstance(system, str):
-        return fn(system)
-    if isinstance(system, list):
-        return [_map_text_block(block, fn) for block in system]
-    return system
-
-
-def _map_message(message: Any, fn: TextFn) -> Any:
-    return map_message_content(message, fn, _map_block)
-
-
-def _map_block(block: Any, fn: TextFn) -> Any:
-    if not isinstance(block, dict):
-        return block
-    kind = block.get("type")
-    if kind == "tool_result":
-        content = block.get("content")
-        if isinstance(content, str):
-            return {**block, "content": fn(content)}
-        return {**block, "content": _map_text_blocks(content, fn)} if "content" in block else block
-    if kind == "search_result" and "content" in block:
-        return {**block, "content": _map_text_blocks(block["content"], fn)}
-    if kind == "document" and isinstance(block.get("source"), dict):
-        source = block["source"]
-        if source.get("type") == "text" and isinstance(source.get("data"), str):
-            return {**block, "source": {**source, "data": fn(source["data"])}}
-        if source.get("type") == "content" and "content" in source:
-            content = source["content"]
-            mapped = fn(content) if isinstance(content, str) else _map_text_blocks(content, fn)
-            return {**block, "source": {**source, "content": mapped}}
-        return block
-    return _map_text_block(block, fn)
-
-
-def _map_text_blocks(blocks: Any, fn: TextFn) -> Any:
-    """Blocks nested in a tool result, search result or document: only their `text` blocks
-    (never deeper, so a hostile nesting cannot recurse without bound)."""
-    if not isinstance(blocks, list):
-        return blocks
-    return [_map_text_block(block, fn) for block in blocks]
-
-
-def _map_text_block(block: Any, fn: TextFn) -> Any:
-    if isinstance(block, dict) and block.get("type") == "text" \
-            and isinstance(block.get("text"), str):
-        return {**block, "text": fn(block["text"])}
-    return block
 
 
 def _text_delta(payload: Mapping[str, Any]) -> JSON | None:

@@ -1,9 +1,14 @@
 """OpenAI responses: `POST /v1/responses`.
 
-Texts a policy reads (SPEC §5.3): `instructions`, and `input` as a string or as items: the
-content of message items (a string, or their `input_text` / `output_text` parts) and the
-`output` of `function_call_output` and `custom_tool_call_output` items (a string, or their
-`input_text` parts). Images, files, tool-call arguments and reasoning carry no text a policy reads.
+Texts a policy reads: every string of the request except those on `INPUT.exclusions` (see
+`gateway.adapters.inventory`): `instructions`, `input` as a string or items of every kind
+(message content and refusals, function and custom tool calls with their arguments and inputs,
+their outputs, reasoning summaries and texts, shell and computer actions), prompt template
+variables, tool names, descriptions and parameter schemas, `text.format` schemas, and any field
+the API adds later.
+
+Texts a policy reads in the answer (output): output text and refusal parts, function call
+arguments, custom tool call inputs and reasoning summaries and texts; on a stream, their deltas.
 
 A refusal of the output ends the stream with `response.failed`. The SDK types only accept the
 codes of OpenAI's own `ResponseError.code` enum, and `policy_refused` is not one of them, so the
@@ -16,7 +21,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from functools import partial
 from typing import Any
 
 from gateway.adapters.base import (
@@ -24,7 +28,6 @@ from gateway.adapters.base import (
     Adapter,
     InputView,
     OpenAIErrorShape,
-    TextFn,
     Usage,
     check_field,
     dicts,
@@ -36,9 +39,9 @@ from gateway.adapters.base import (
     new_id,
     non_empty_list,
     str_or,
-    texts_of,
     usage_from,
 )
+from gateway.adapters.inventory import TextInventory
 from gateway.config import OPENAI
 from gateway.errors import GatewayError
 from gateway.upstream.sse import Frame
@@ -54,6 +57,63 @@ _TEXT_END_EVENTS = frozenset({"response.output_text.done", "response.content_par
 #: The `ResponseError.code` the SDK accepts that is nearest to a policy refusal (see above).
 REFUSAL_ERROR_CODE = "invalid_prompt"
 _SYSTEM_ROLES = ("system", "developer")
+
+
+#: Strings of a request the model does not read as text, each with the reason.
+INPUT = TextInventory({
+    "*.type": "enum: the kind of an item, part or tool",
+    "*.role": "enum: the author of a message",
+    "*.status": "enum: the state of an item",
+    "*.detail": "enum: image detail level",
+    "*.id": "identifier of an item",
+    "*.call_id": "identifier of the tool call an output answers",
+    "*.file_id": "identifier of an uploaded file",
+    "*.file_ids": "identifiers of uploaded files",
+    "*.container_id": "identifier of a container",
+    "*.approval_request_id": "identifier of an approval request",
+    "*.caller_id": "identifier of the tool call that called",
+    "*.skill_id": "identifier of a skill",
+    "*.vector_store_ids": "identifiers of vector stores",
+    "*.tunnel_id": "identifier of a network tunnel",
+    "*.encrypted_content": "encrypted reasoning, opaque to anyone but the provider",
+    "*.file_data": "base64 file bytes",
+    "*.file_url": "the address of a file the provider fetches",
+    "*.image_url": "an image's address or inline base64 bytes",
+    "*.server_url": "the address of an MCP server",
+    "*.authorization": "a credential for an MCP server or connector",
+    "*.headers": "HTTP headers (credentials) for an MCP server",
+    "*.domain_secrets": "credentials a container uses for a domain",
+    "*.model": "routing: which model answers, not text it reads",
+    "*.data@base64": "base64 bytes of a skill bundle",
+    "user": "end-user identifier for abuse monitoring, not sent to the model",
+    "safety_identifier": "end-user identifier for abuse monitoring, not sent to the model",
+    "prompt_cache_key": "cache routing key, not sent to the model",
+    "prompt_cache_retention": "enum: cache retention",
+    "prompt_cache_options": "cache settings and identifiers",
+    "metadata": "stored with the response, not sent to the model",
+    "previous_response_id": "identifier of an earlier response",
+    "conversation": "identifier of a conversation",
+    "background_options": "identifiers for background mode",
+    "context_management": "enum settings for context compaction",
+    "moderation": "provider moderation settings, not text the model reads",
+    "service_tier": "enum: processing tier",
+    "truncation": "enum: truncation strategy",
+    "include": "enum list: extra output to include",
+    "reasoning": "enum settings: reasoning effort, summary mode",
+    "prompt.id": "identifier of a stored prompt template",
+    "prompt.version": "version of a stored prompt template",
+    "text.verbosity": "enum: answer length",
+}, free_form=(
+    "tools.parameters", "tools.tools.parameters", "tools.output_schema",
+    "tools.tools.output_schema", "tools.input_schema", "tools.annotations",
+    "text.format.schema", "input.text.format.schema", "input.tools.parameters",
+    "input.tools.tools.parameters", "input.tools.output_schema", "input.tools.tools.output_schema",
+    "input.tools.input_schema", "input.tools.annotations", "input.error.content",
+    "tool_choice.tools",
+))
+_ITEMS = INPUT.node("input")
+#: `instructions` and `input` are read first (the selectors need them apart), then the rest.
+_READ_FIRST = frozenset({"instructions", "input"})
 
 
 class Responses(OpenAIErrorShape, Adapter):
@@ -94,9 +154,10 @@ class Responses(OpenAIErrorShape, Adapter):
 
     # --- the governed surface
 
+    input_inventory = INPUT
+
     def input_view(self, body: JSON) -> InputView:
-        instructions = body.get("instructions")
-        system = [instructions] if isinstance(instructions, str) else []
+        system = INPUT.texts(body.get("instructions"), INPUT.node("instructions"))
         texts = list(system)
         items = body.get("input")
         last_user: list[str] = []
@@ -108,13 +169,14 @@ class Responses(OpenAIErrorShape, Adapter):
             items = items if isinstance(items, list) else []
             message_count = len(items)
             for item in items:
-                own = texts_of(partial(_map_item, item))
+                own = INPUT.texts(item, _ITEMS)
                 texts.extend(own)
                 role = item.get("role") if isinstance(item, dict) else None
                 if role in _SYSTEM_ROLES:
                     system.extend(own)
                 elif role == "user":
                     last_user = own
+        texts.extend(INPUT.texts(body, skip_keys=_READ_FIRST))
         return make_input_view(
             texts=texts, last_user_texts=last_user, system_texts=system,
             message_count=message_count, has_tools=non_empty_list(body.get("tools")),
@@ -122,14 +184,7 @@ class Responses(OpenAIErrorShape, Adapter):
         )
 
     def map_input_texts(self, body: JSON, fn: Callable[[str], str]) -> JSON:
-        mapped = dict(body)
-        if isinstance(body.get("instructions"), str):
-            mapped["instructions"] = fn(body["instructions"])
-        items = body.get("input")
-        if isinstance(items, str):
-            mapped["input"] = fn(items)
-        elif isinstance(items, list):
-            mapped["input"] = [_map_item(item, fn) for item in items]
+        mapped: JSON = INPUT.map_texts(body, fn)
         return mapped
 
     def with_instruction(self, body: JSON, instruction: str) -> JSON:
@@ -277,32 +332,6 @@ def _response_skeleton(response_id: str, model: str, created_at: int) -> JSON:
         "top_logprobs": 0, "top_p": None, "truncation": "disabled", "usage": None,
         "user": None, "metadata": {},
     }
-
-
-def _map_item(item: Any, fn: TextFn) -> Any:
-    if not isinstance(item, dict):
-        return item
-    kind = item.get("type")
-    if kind in ("function_call_output", "custom_tool_call_output") and "output" in item:
-        return {**item, "output": _map_content(item["output"], fn)}
-    if kind in (None, "message") and "content" in item:
-        return {**item, "content": _map_content(item["content"], fn)}
-    return item
-
-
-def _map_content(content: Any, fn: TextFn) -> Any:
-    if isinstance(content, str):
-        return fn(content)
-    if isinstance(content, list):
-        return [_map_part(part, fn) for part in content]
-    return content
-
-
-def _map_part(part: Any, fn: TextFn) -> Any:
-    if isinstance(part, dict) and part.get("type") in ("input_text", "output_text") \
-            and isinstance(part.get("text"), str):
-        return {**part, "text": fn(part["text"])}
-    return part
 
 
 def _with_single_text(item: JSON, text: str) -> JSON | None:
