@@ -4,7 +4,7 @@ the three APIs (chat completions, messages, responses) only through this interfa
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -86,6 +86,19 @@ class InputView:
 
 
 @dataclass(frozen=True, slots=True)
+class OutputDelta:
+    """A piece of output text in one stream frame."""
+
+    text: str
+    #: Which block of output it belongs to (a text part, a tool call, a thinking block): each
+    #: block is decided on its own, and a frame of another block closes the current one.
+    block: Hashable
+    #: Tool-call arguments: nothing of the block goes out before its verdict (its end), so a
+    #: client never acts on part of a call that a rule then stops.
+    held: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
@@ -162,22 +175,41 @@ class Adapter:
 
     # --- streams: one decoded frame at a time ---------------------------------------------------
 
-    def stream_delta(self, event: str | None, payload: JSON) -> str | None:
-        """The output text this frame adds, if it is a text delta."""
+    def output_delta(self, event: str | None, payload: JSON) -> OutputDelta | None:
+        """The output this frame adds, if it is a delta of text the model writes: answer text,
+        refusals, tool-call arguments, thinking and reasoning."""
         raise NotImplementedError
+
+    def stream_delta(self, event: str | None, payload: JSON) -> str | None:
+        """The output text this frame adds (`output_delta` without its block)."""
+        delta = self.output_delta(event, payload)
+        return delta.text if delta is not None else None
 
     def with_stream_delta(self, event: str | None, payload: JSON, text: str) -> JSON:
         """A copy of the delta frame `payload` carrying `text` instead."""
         raise NotImplementedError
 
+    def held_frame(self, event: str | None, payload: JSON) -> JSON | None:
+        """What goes out in place of a held delta (tool-call arguments) while its block is
+        undecided: None, or the frame without its text when it also carries something the client
+        needs at once (chat's first tool-call chunk names the call)."""
+        return None
+
+    def split_output(self, event: str | None, payload: JSON) -> list[JSON] | None:
+        """One frame per output delta when `payload` carries several (chat chunks can hold text
+        and tool calls together); None when it carries at most one."""
+        return None
+
     def is_text_end(self, event: str | None, payload: JSON) -> bool:
-        """Whether this frame closes a block of output text (held-back text must go out
-        before it, because "done" frames may repeat the whole text)."""
+        """Whether this frame closes a block of output (held-back text must go out before it,
+        because "done" frames may repeat the whole text)."""
         raise NotImplementedError
 
-    def with_released_text(self, event: str | None, payload: JSON, text: str) -> JSON:
-        """A frame that repeats the whole output text (a "done" frame), carrying `text`, the
-        text actually released to the client, instead. Only APIs with such frames override."""
+    def with_released_texts(self, event: str | None, payload: JSON,
+                            released: Mapping[Hashable, str]) -> JSON:
+        """A frame that repeats whole output blocks (a "done" frame), carrying for each block
+        in `released` (block → text) the text actually released to the client (after output
+        redaction) instead. Only APIs with such frames override."""
         return payload
 
     def stream_usage(self, event: str | None, payload: JSON) -> Usage | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from gateway.adapters.base import (
@@ -21,6 +22,8 @@ from gateway.adapters.base import (
     Adapter,
     InputView,
     OpenAIErrorShape,
+    OutputDelta,
+    TextFn,
     Usage,
     check_field,
     check_list_of_objects,
@@ -32,6 +35,7 @@ from gateway.adapters.base import (
     new_id,
     non_empty_list,
     str_or,
+    texts_of,
     usage_from,
 )
 from gateway.adapters.inventory import TextInventory
@@ -172,11 +176,7 @@ class ChatCompletions(OpenAIErrorShape, Adapter):
 
     def output_text(self, response: JSON) -> str:
         # Every choice, not only the first: with `n > 1` the others reach the client too.
-        choices = response.get("choices")
-        texts = [choice["message"]["content"] for choice in dicts(choices)
-                 if isinstance(choice.get("message"), dict)
-                 and isinstance(choice["message"].get("content"), str)]
-        return "\n".join(texts)
+        return "\n".join(texts_of(partial(self.map_output_texts, response)))
 
     def map_output_texts(self, response: JSON, fn: Callable[[str], str]) -> JSON:
         choices = response.get("choices")
@@ -185,8 +185,8 @@ class ChatCompletions(OpenAIErrorShape, Adapter):
         mapped = []
         for choice in choices:
             message = choice.get("message") if isinstance(choice, dict) else None
-            if isinstance(message, dict) and isinstance(message.get("content"), str):
-                choice = {**choice, "message": {**message, "content": fn(message["content"])}}
+            if isinstance(message, dict):
+                choice = {**choice, "message": _map_answer(message, fn)}
             mapped.append(choice)
         return {**response, "choices": mapped}
 
@@ -195,17 +195,60 @@ class ChatCompletions(OpenAIErrorShape, Adapter):
 
     # --- streams
 
-    def stream_delta(self, event: str | None, payload: JSON) -> str | None:
-        delta = _first_delta(payload)
-        content = delta.get("content") if delta is not None else None
-        return content if isinstance(content, str) else None
+    def output_delta(self, event: str | None, payload: JSON) -> OutputDelta | None:
+        choices = payload.get("choices")
+        if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], dict):
+            return None
+        choice = choices[0]
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            return None
+        pieces = _pieces(choice.get("index"), delta)
+        return pieces[0][1] if len(pieces) == 1 else None
 
     def with_stream_delta(self, event: str | None, payload: JSON, text: str) -> JSON:
-        delta = _first_delta(payload)
-        if delta is None:
+        choices = payload.get("choices")
+        if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], dict):
             return dict(payload)
-        first, *rest = payload["choices"]
-        return {**payload, "choices": [{**first, "delta": {**delta, "content": text}}, *rest]}
+        choice = choices[0]
+        delta = choice.get("delta")
+        pieces = _pieces(choice.get("index"), delta) if isinstance(delta, dict) else []
+        if len(pieces) != 1:
+            return dict(payload)
+        assert isinstance(delta, dict)
+        delta = _with_piece(delta, pieces[0][0], text)
+        return {**payload, "choices": [{**choice, "delta": delta}]}
+
+    def held_frame(self, event: str | None, payload: JSON) -> JSON | None:
+        # The first chunk of a tool call names it (id, type, function name): that goes out,
+        # without its arguments, so the client's accumulator sees the calls in order.
+        delta = _first_delta(payload)
+        calls = delta.get("tool_calls") if delta is not None else None
+        call = calls[0] if isinstance(calls, list) and calls else None
+        if isinstance(call, dict) and ("id" in call or "type" in call):
+            return self.with_stream_delta(event, payload, "")
+        return None
+
+    def split_output(self, event: str | None, payload: JSON) -> list[JSON] | None:
+        choices = payload.get("choices")
+        if not isinstance(choices, list):
+            return None
+        parts: list[JSON] = []
+        for choice in choices:
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            pieces = _pieces(choice.get("index"), delta) if isinstance(delta, dict) else []
+            if not pieces:
+                parts.append({**payload, "choices": [choice]})
+                continue
+            assert isinstance(delta, dict)
+            rest = {k: v for k, v in delta.items() if k not in _PIECE_FIELDS}
+            for number, (where, _piece) in enumerate(pieces):
+                only = _only_piece(delta, where)
+                last = number == len(pieces) - 1
+                parts.append({**payload, "choices": [{
+                    **choice, "delta": {**(rest if number == 0 else {}), **only},
+                    "finish_reason": choice.get("finish_reason") if last else None}]})
+        return parts if len(parts) > 1 else None
 
     def is_text_end(self, event: str | None, payload: JSON) -> bool:
         # The chunk with a `finish_reason` closes the text; held-back text goes before it.
@@ -245,6 +288,87 @@ def _messages(body: Mapping[str, Any]) -> list[Any]:
 
 #: Read message by message first (for the selectors), then the rest of the body.
 _READ_FIRST = frozenset({"messages"})
+
+
+#: Delta fields holding text the model writes: the answer, a refusal, and (from providers that
+#: stream it) reasoning.
+_TEXT_FIELDS = ("content", "refusal", "reasoning_content")
+_PIECE_FIELDS = frozenset({*_TEXT_FIELDS, "tool_calls", "function_call"})
+#: Where a piece sits in a delta: a text field's name, or ("tool_calls", position, "function" or
+#: "custom"), or ("function_call",).
+Where = str | tuple[Any, ...]
+
+
+def _pieces(choice_index: Any, delta: JSON) -> list[tuple[Where, OutputDelta]]:
+    """The output texts of one choice's delta, each with its block."""
+    found: list[tuple[Where, OutputDelta]] = []
+    for name in _TEXT_FIELDS:
+        text = delta.get(name)
+        if isinstance(text, str) and (text or name == "content"):
+            found.append((name, OutputDelta(text, (choice_index, name))))
+    calls = delta.get("tool_calls")
+    if isinstance(calls, list):
+        for position, call in enumerate(calls):
+            if not isinstance(call, dict):
+                continue
+            for kind, key in (("function", "arguments"), ("custom", "input")):
+                inner = call.get(kind)
+                if isinstance(inner, dict) and isinstance(inner.get(key), str):
+                    block = (choice_index, "tool", call.get("index", position))
+                    found.append((("tool_calls", position, kind),
+                                  OutputDelta(inner[key], block, held=True)))
+    legacy = delta.get("function_call")
+    if isinstance(legacy, dict) and isinstance(legacy.get("arguments"), str):
+        found.append((("function_call",),
+                      OutputDelta(legacy["arguments"], (choice_index, "function_call"), True)))
+    return found
+
+
+def _with_piece(delta: JSON, where: Where, text: str) -> JSON:
+    if isinstance(where, str):
+        return {**delta, where: text}
+    if where[0] == "function_call":
+        return {**delta, "function_call": {**delta["function_call"], "arguments": text}}
+    _, position, kind = where
+    key = "arguments" if kind == "function" else "input"
+    calls = list(delta["tool_calls"])
+    call = calls[position]
+    calls[position] = {**call, kind: {**call[kind], key: text}}
+    return {**delta, "tool_calls": calls}
+
+
+def _only_piece(delta: JSON, where: Where) -> JSON:
+    """The fields of `delta` that carry the piece at `where`, and nothing of the others."""
+    if isinstance(where, str):
+        return {where: delta[where]}
+    if where[0] == "function_call":
+        return {"function_call": delta["function_call"]}
+    return {"tool_calls": [delta["tool_calls"][where[1]]]}
+
+
+def _map_answer(message: JSON, fn: TextFn) -> JSON:
+    """An answer message with `fn` applied to its content, refusal and tool-call arguments."""
+    mapped = dict(message)
+    for name in _TEXT_FIELDS:
+        if isinstance(message.get(name), str):
+            mapped[name] = fn(message[name])
+    calls = message.get("tool_calls")
+    if isinstance(calls, list):
+        mapped["tool_calls"] = [_map_call(call, fn) for call in calls]
+    legacy = message.get("function_call")
+    if isinstance(legacy, dict) and isinstance(legacy.get("arguments"), str):
+        mapped["function_call"] = {**legacy, "arguments": fn(legacy["arguments"])}
+    return mapped
+
+
+def _map_call(call: Any, fn: TextFn) -> Any:
+    if not isinstance(call, dict):
+        return call
+    for kind, key in (("function", "arguments"), ("custom", "input")):
+        inner = call.get(kind)
+        if isinstance(inner, dict) and isinstance(inner.get(key), str):
+            return {**call, kind: {**inner, key: fn(inner[key])}}
+    return call
 
 
 def _max_output_tokens(body: Mapping[str, Any]) -> int | None:

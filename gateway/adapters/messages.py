@@ -19,6 +19,8 @@ from gateway.adapters.base import (
     JSON,
     Adapter,
     InputView,
+    OutputDelta,
+    TextFn,
     Usage,
     check_field,
     check_list_of_objects,
@@ -68,6 +70,8 @@ INPUT = TextInventory({
     "output_config.format.schema", "output_format.schema",
 ))
 _MESSAGES = INPUT.node("messages")
+#: A tool call's input in an answer: free-form JSON, every string value of it redacted.
+_TOOL_INPUT = TextInventory({})
 #: `system` is read first (the selectors need it apart), then messages, then the rest.
 _READ_FIRST = frozenset({"system", "messages"})
 
@@ -163,33 +167,45 @@ class Messages(Adapter):
         }
 
     def output_text(self, response: JSON) -> str:
-        return "".join(block["text"] for block in dicts(response.get("content"))
-                       if block.get("type") == "text" and isinstance(block.get("text"), str))
+        # Text blocks as one text (Anthropic splits an answer into several around citations);
+        # tool inputs (as JSON text) and thinking each on their own.
+        blocks = dicts(response.get("content"))
+        answer = "".join(block["text"] for block in blocks
+                         if block.get("type") == "text" and isinstance(block.get("text"), str))
+        others = [text for block in blocks if block.get("type") != "text"
+                  for text in _block_output(block)]
+        return "\n".join([answer, *others]) if others else answer
 
     def map_output_texts(self, response: JSON, fn: Callable[[str], str]) -> JSON:
         content = response.get("content")
         if not isinstance(content, list):
             return response
-        return {**response, "content": [
-            {**block, "text": fn(block["text"])}
-            if isinstance(block, dict) and block.get("type") == "text"
-            and isinstance(block.get("text"), str) else block
-            for block in content]}
+        return {**response, "content": [_map_output_block(block, fn) for block in content]}
 
     def response_usage(self, response: JSON) -> Usage | None:
         return usage_from(response.get("usage"), "input_tokens", "output_tokens")
 
     # --- streams
 
-    def stream_delta(self, event: str | None, payload: JSON) -> str | None:
-        delta = _text_delta(payload)
-        return delta["text"] if delta is not None else None
+    def output_delta(self, event: str | None, payload: JSON) -> OutputDelta | None:
+        if payload.get("type") != "content_block_delta":
+            return None
+        delta = payload.get("delta")
+        if not isinstance(delta, dict):
+            return None
+        field = _DELTA_TEXT.get(str(delta.get("type")))
+        text = delta.get(field) if field is not None else None
+        if not isinstance(text, str):
+            return None
+        return OutputDelta(text, payload.get("index"), held=field == "partial_json")
 
     def with_stream_delta(self, event: str | None, payload: JSON, text: str) -> JSON:
-        delta = _text_delta(payload)
-        if delta is None:
+        delta = payload.get("delta")
+        field = _DELTA_TEXT.get(str(delta.get("type"))) if isinstance(delta, dict) else None
+        if field is None or payload.get("type") != "content_block_delta":
             return dict(payload)
-        return {**payload, "delta": {**delta, "text": text}}
+        assert isinstance(delta, dict)
+        return {**payload, "delta": {**delta, field: text}}
 
     def is_text_end(self, event: str | None, payload: JSON) -> bool:
         return payload.get("type") in ("content_block_stop", "message_delta", "message_stop")
@@ -240,11 +256,32 @@ def _messages(body: Mapping[str, Any]) -> list[Any]:
     return messages if isinstance(messages, list) else []
 
 
-def _text_delta(payload: Mapping[str, Any]) -> JSON | None:
-    if payload.get("type") != "content_block_delta":
-        return None
-    delta = payload.get("delta")
-    if isinstance(delta, dict) and delta.get("type") == "text_delta" \
-            and isinstance(delta.get("text"), str):
-        return delta
-    return None
+#: Stream deltas of text the model writes, and the field holding it: answer text, a tool call's
+#: input as JSON text (held until its block ends), thinking.
+_DELTA_TEXT = {"text_delta": "text", "input_json_delta": "partial_json",
+               "thinking_delta": "thinking"}
+#: Answer blocks holding a tool call's input.
+_TOOL_BLOCKS = frozenset({"tool_use", "server_tool_use"})
+
+
+def _block_output(block: JSON) -> list[str]:
+    """The output texts of an answer block other than `text`."""
+    kind = block.get("type")
+    if kind in _TOOL_BLOCKS and "input" in block:
+        return [dumps(block["input"]).decode("utf-8")]
+    if kind == "thinking" and isinstance(block.get("thinking"), str):
+        return [block["thinking"]]
+    return []
+
+
+def _map_output_block(block: Any, fn: TextFn) -> Any:
+    if not isinstance(block, dict):
+        return block
+    kind = block.get("type")
+    if kind == "text" and isinstance(block.get("text"), str):
+        return {**block, "text": fn(block["text"])}
+    if kind == "thinking" and isinstance(block.get("thinking"), str):
+        return {**block, "thinking": fn(block["thinking"])}
+    if kind in _TOOL_BLOCKS and "input" in block:
+        return {**block, "input": _TOOL_INPUT.map_texts(block["input"], fn)}
+    return block

@@ -20,7 +20,8 @@ and `type` (a free string, "the original error type") carries the gateway's code
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
+from functools import partial
 from typing import Any
 
 from gateway.adapters.base import (
@@ -28,9 +29,10 @@ from gateway.adapters.base import (
     Adapter,
     InputView,
     OpenAIErrorShape,
+    OutputDelta,
+    TextFn,
     Usage,
     check_field,
-    dicts,
     dumps,
     encode_frame,
     event_name,
@@ -39,6 +41,7 @@ from gateway.adapters.base import (
     new_id,
     non_empty_list,
     str_or,
+    texts_of,
     usage_from,
 )
 from gateway.adapters.inventory import TextInventory
@@ -52,8 +55,11 @@ _TERMINAL_EVENTS = frozenset(
 #: Lifecycle events whose `response` reports the final usage.
 _USAGE_EVENTS = frozenset({"response.completed", "response.failed", "response.incomplete"})
 #: "Done" events repeat the whole text, so held-back text must be released before the first.
-_TEXT_END_EVENTS = frozenset({"response.output_text.done", "response.content_part.done",
-                              "response.output_item.done"}) | _USAGE_EVENTS
+_TEXT_END_EVENTS = frozenset({
+    "response.output_text.done", "response.refusal.done", "response.content_part.done",
+    "response.function_call_arguments.done", "response.custom_tool_call_input.done",
+    "response.reasoning_summary_text.done", "response.reasoning_summary_part.done",
+    "response.reasoning_text.done", "response.output_item.done"}) | _USAGE_EVENTS
 #: The `ResponseError.code` the SDK accepts that is nearest to a policy refusal (see above).
 REFUSAL_ERROR_CODE = "invalid_prompt"
 _SYSTEM_ROLES = ("system", "developer")
@@ -215,67 +221,57 @@ class Responses(OpenAIErrorShape, Adapter):
         }
 
     def output_text(self, response: JSON) -> str:
-        return "".join(part["text"]
-                       for item in dicts(response.get("output")) if item.get("type") == "message"
-                       for part in dicts(item.get("content"))
-                       if part.get("type") == "output_text" and isinstance(part.get("text"), str))
+        return "\n".join(texts_of(partial(self.map_output_texts, response)))
 
     def map_output_texts(self, response: JSON, fn: Callable[[str], str]) -> JSON:
         output = response.get("output")
         if not isinstance(output, list):
             return response
-        items = []
-        for item in output:
-            if isinstance(item, dict) and item.get("type") == "message" and \
-                    isinstance(item.get("content"), list):
-                item = {**item, "content": [
-                    {**part, "text": fn(part["text"])}
-                    if isinstance(part, dict) and part.get("type") == "output_text"
-                    and isinstance(part.get("text"), str) else part
-                    for part in item["content"]]}
-            items.append(item)
-        return {**response, "output": items}
+        return {**response, "output": [_map_output_item(item, fn) for item in output]}
 
     def response_usage(self, response: JSON) -> Usage | None:
         return usage_from(response.get("usage"), "input_tokens", "output_tokens")
 
     # --- streams
 
-    def stream_delta(self, event: str | None, payload: JSON) -> str | None:
+    def output_delta(self, event: str | None, payload: JSON) -> OutputDelta | None:
+        kind = payload.get("type")
+        slot = _DELTA_EVENTS.get(kind) if isinstance(kind, str) else None
         delta = payload.get("delta")
-        if payload.get("type") == "response.output_text.delta" and isinstance(delta, str):
-            return delta
-        return None
+        if slot is None or not isinstance(delta, str):
+            return None
+        block, sub, held = slot
+        return OutputDelta(delta, (block, payload.get("output_index"), payload.get(sub)), held)
 
     def with_stream_delta(self, event: str | None, payload: JSON, text: str) -> JSON:
-        if self.stream_delta(event, payload) is None:
+        if self.output_delta(event, payload) is None:
             return dict(payload)
         return {**payload, "delta": text}
 
-    def with_released_text(self, event: str | None, payload: JSON, text: str) -> JSON:
-        """`response.output_text.done`, `content_part.done`, `output_item.done` and
-        `response.completed` repeat the whole output; after output redaction they must carry
-        the redacted text. Rewritten when the output is one text part, the shape the Responses
-        API streams for a plain answer (with several parts the per-part split is unknown)."""
+    def with_released_texts(self, event: str | None, payload: JSON,
+                            released: Mapping[Hashable, str]) -> JSON:
+        """"Done" events and the final `response` repeat whole blocks; after output redaction
+        they must carry the text the client actually got."""
         kind = payload.get("type")
-        if kind == "response.output_text.done":
-            return {**payload, "text": text}
-        if kind == "response.content_part.done" and isinstance(payload.get("part"), dict):
+        index = payload.get("output_index")
+        if kind in _DONE_FIELDS:
+            block, sub, field = _DONE_FIELDS[kind]
+            text = released.get((block, index, payload.get(sub)))
+            return {**payload, field: text} if text is not None else payload
+        if kind in ("response.content_part.done", "response.reasoning_summary_part.done") \
+                and isinstance(payload.get("part"), dict):
             part = payload["part"]
-            if part.get("type") == "output_text":
-                return {**payload, "part": {**part, "text": text}}
+            number = payload.get("content_index", payload.get("summary_index"))
+            mapped = _released_part(part, index, number, released)
+            return {**payload, "part": mapped} if mapped is not part else payload
         if kind == "response.output_item.done" and isinstance(payload.get("item"), dict):
-            item = _with_single_text(payload["item"], text)
-            return {**payload, "item": item} if item is not None else payload
-        if kind == "response.completed" and isinstance(payload.get("response"), dict):
-            response = payload["response"]
-            outputs = [o for o in response.get("output") or [] if isinstance(o, dict)
-                       and o.get("type") == "message"]
-            if len(outputs) == 1:
-                item = _with_single_text(outputs[0], text)
-                if item is not None:
-                    output = [item if o is outputs[0] else o for o in response["output"]]
-                    return {**payload, "response": {**response, "output": output}}
+            return {**payload, "item": _released_item(payload["item"], index, released)}
+        response = payload.get("response")
+        if kind in _USAGE_EVENTS and isinstance(response, dict) \
+                and isinstance(response.get("output"), list):
+            output = [_released_item(item, number, released) if isinstance(item, dict) else item
+                      for number, item in enumerate(response["output"])]
+            return {**payload, "response": {**response, "output": output}}
         return payload
 
     def is_text_end(self, event: str | None, payload: JSON) -> bool:
@@ -334,15 +330,76 @@ def _response_skeleton(response_id: str, model: str, created_at: int) -> JSON:
     }
 
 
-def _with_single_text(item: JSON, text: str) -> JSON | None:
-    """`item` (an output message) with its one `output_text` part carrying `text`."""
-    content = item.get("content")
-    if not isinstance(content, list):
-        return None
-    texts = [i for i, part in enumerate(content)
-             if isinstance(part, dict) and part.get("type") == "output_text"]
-    if len(texts) != 1:
-        return None
-    parts = list(content)
-    parts[texts[0]] = {**parts[texts[0]], "text": text}
-    return {**item, "content": parts}
+#: Delta events of text the model writes: (block kind, the field that numbers the block within
+#: its output item, held until the block ends). Tool-call arguments are held.
+_DELTA_EVENTS: dict[str, tuple[str, str, bool]] = {
+    "response.output_text.delta": ("text", "content_index", False),
+    "response.refusal.delta": ("text", "content_index", False),
+    "response.function_call_arguments.delta": ("args", "item_id", True),
+    "response.custom_tool_call_input.delta": ("args", "item_id", True),
+    "response.reasoning_summary_text.delta": ("summary", "summary_index", False),
+    "response.reasoning_text.delta": ("reasoning", "content_index", False),
+}
+#: Events that repeat one whole block: (block kind, numbering field, the field with the text).
+_DONE_FIELDS: dict[str, tuple[str, str, str]] = {
+    "response.output_text.done": ("text", "content_index", "text"),
+    "response.refusal.done": ("text", "content_index", "refusal"),
+    "response.function_call_arguments.done": ("args", "item_id", "arguments"),
+    "response.custom_tool_call_input.done": ("args", "item_id", "input"),
+    "response.reasoning_summary_text.done": ("summary", "summary_index", "text"),
+    "response.reasoning_text.done": ("reasoning", "content_index", "text"),
+}
+#: Output items holding a tool call's arguments, and the field.
+_CALL_FIELDS = {"function_call": "arguments", "custom_tool_call": "input"}
+
+
+def _map_output_item(item: Any, fn: TextFn) -> Any:
+    """An output item with `fn` applied to every text the model wrote in it."""
+    if not isinstance(item, dict):
+        return item
+    kind = item.get("type")
+    if kind in _CALL_FIELDS and isinstance(item.get(_CALL_FIELDS[kind]), str):
+        return {**item, _CALL_FIELDS[kind]: fn(item[_CALL_FIELDS[kind]])}
+    mapped = dict(item)
+    for key in ("content", "summary"):
+        if isinstance(item.get(key), list):
+            mapped[key] = [_map_output_part(part, fn) for part in item[key]]
+    return mapped
+
+
+def _map_output_part(part: Any, fn: TextFn) -> Any:
+    if not isinstance(part, dict):
+        return part
+    field = "refusal" if part.get("type") == "refusal" else "text"
+    if part.get("type") in _OUTPUT_PARTS and isinstance(part.get(field), str):
+        return {**part, field: fn(part[field])}
+    return part
+
+
+_OUTPUT_PARTS = frozenset({"output_text", "refusal", "summary_text", "reasoning_text"})
+
+
+def _released_part(part: JSON, index: Any, sub: Any, released: Mapping[Hashable, str]) -> JSON:
+    kind = part.get("type")
+    block = {"output_text": "text", "refusal": "text", "summary_text": "summary",
+             "reasoning_text": "reasoning"}.get(kind)  # type: ignore[arg-type]
+    text = released.get((block, index, sub)) if block is not None else None
+    if text is None:
+        return part
+    return {**part, "refusal" if kind == "refusal" else "text": text}
+
+
+def _released_item(item: JSON, index: Any, released: Mapping[Hashable, str]) -> JSON:
+    """An output item with the released text of each of its blocks."""
+    kind = item.get("type")
+    if kind in _CALL_FIELDS:
+        text = released.get(("args", index, item.get("id")))
+        return {**item, _CALL_FIELDS[kind]: text} if text is not None else item
+    mapped = dict(item)
+    for key in ("content", "summary"):
+        parts = item.get(key)
+        if isinstance(parts, list):
+            mapped[key] = [_released_part(part, index, sub, released)
+                           if isinstance(part, dict) else part
+                           for sub, part in enumerate(parts)]
+    return mapped

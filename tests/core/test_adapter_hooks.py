@@ -496,7 +496,8 @@ def test_messages_output_text_and_usage() -> None:
                             {"type": "text", "text": "world"}],
                 "usage": {"input_tokens": 20, "output_tokens": 7,
                           "cache_read_input_tokens": 100}}
-    assert MESSAGES.output_text(response) == "Hello world"
+    # Text blocks as one answer; thinking and tool inputs (as JSON text) are output too.
+    assert MESSAGES.output_text(response) == "Hello world\nhmm\n{}"
     assert MESSAGES.response_usage(response) == Usage(20, 7)
     # Malformed counts from a broken upstream count as 0, never negative.
     assert MESSAGES.response_usage({"usage": {"input_tokens": "x", "output_tokens": -5}}) \
@@ -511,7 +512,8 @@ def test_responses_output_text_and_usage() -> None:
         {"type": "function_call", "arguments": "{}"},
         {"type": "message", "content": [{"type": "output_text", "text": "world"}]}],
         "usage": {"input_tokens": 9, "output_tokens": 4, "total_tokens": 13}}
-    assert RESPONSES.output_text(response) == "Hello world"
+    # Everything the model wrote: reasoning summaries, text, refusals, call arguments.
+    assert RESPONSES.output_text(response) == "thinking\nHello \nno\n{}\nworld"
     assert RESPONSES.response_usage(response) == Usage(9, 4)
     assert RESPONSES.response_usage({"usage": None}) is None
 
@@ -568,8 +570,11 @@ ANTHROPIC_EVENTS: list[JSON] = [MESSAGE_START, BLOCK_START, PING, TEXT_DELTA, JS
 
 
 def test_messages_stream_hooks() -> None:
+    # A tool call's input is output too, held until its block ends.
     assert [MESSAGES.stream_delta(e["type"], e) for e in ANTHROPIC_EVENTS] == [
-        None, None, None, "Hel", None, None, None, None]
+        None, None, None, "Hel", '{"a"', None, None, None]
+    assert MESSAGES.output_delta("content_block_delta", JSON_DELTA).held  # type: ignore[union-attr]
+    assert not MESSAGES.output_delta("content_block_delta", TEXT_DELTA).held  # type: ignore[union-attr]
     delta, unchanged = frozen(TEXT_DELTA)
     assert MESSAGES.with_stream_delta("content_block_delta", delta, "H*") == {
         "type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "H*"}}
