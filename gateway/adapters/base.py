@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import orjson
 
@@ -85,9 +85,8 @@ class InputView:
     estimated_input_tokens: int
 
 
-@dataclass(frozen=True, slots=True)
-class OutputDelta:
-    """A piece of output text in one stream frame."""
+class OutputDelta(NamedTuple):
+    """A piece of output text in one stream frame (a tuple: one is made per streamed frame)."""
 
     text: str
     #: Which block of output it belongs to (a text part, a tool call, a thinking block): each

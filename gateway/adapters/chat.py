@@ -203,6 +203,8 @@ class ChatCompletions(OpenAIErrorShape, Adapter):
         delta = choice.get("delta")
         if not isinstance(delta, dict):
             return None
+        if _only_content(delta):  # the common chunk, on the hot path
+            return OutputDelta(delta["content"], (choice.get("index"), "content"))
         pieces = _pieces(choice.get("index"), delta)
         return pieces[0][1] if len(pieces) == 1 else None
 
@@ -212,6 +214,8 @@ class ChatCompletions(OpenAIErrorShape, Adapter):
             return dict(payload)
         choice = choices[0]
         delta = choice.get("delta")
+        if isinstance(delta, dict) and _only_content(delta):
+            return {**payload, "choices": [{**choice, "delta": {**delta, "content": text}}]}
         pieces = _pieces(choice.get("index"), delta) if isinstance(delta, dict) else []
         if len(pieces) != 1:
             return dict(payload)
@@ -297,6 +301,13 @@ _PIECE_FIELDS = frozenset({*_TEXT_FIELDS, "tool_calls", "function_call"})
 #: Where a piece sits in a delta: a text field's name, or ("tool_calls", position, "function" or
 #: "custom"), or ("function_call",).
 Where = str | tuple[Any, ...]
+
+
+def _only_content(delta: JSON) -> bool:
+    """Whether the delta's only output is its `content` text."""
+    return (isinstance(delta.get("content"), str) and delta.get("refusal") is None
+            and delta.get("reasoning_content") is None and delta.get("tool_calls") is None
+            and delta.get("function_call") is None)
 
 
 def _pieces(choice_index: Any, delta: JSON) -> list[tuple[Where, OutputDelta]]:

@@ -139,11 +139,22 @@ class StreamGovernor:
                     ) -> bytes:
         assert self._monitor_factory is not None
         block = self._blocks.get(delta.block)
+        head = b""
         if block is None:
+            if delta.held:
+                # A tool call follows the text it comes after (chat has no frame that closes
+                # text before a call): that text is decided and released first.
+                head = self._close_open(held=False)
+                if self.stopped:
+                    return head
             # In shadow nothing is stopped, so nothing needs holding either.
             block = _Block(self._monitor_factory(self.governance.decision),
                            delta.held and self.governance.enforced)
             self._blocks[delta.block] = block
+        return head + self._feed_block(event, payload, delta, block)
+
+    def _feed_block(self, event: str | None, payload: dict[str, Any], delta: OutputDelta,
+                    block: _Block) -> bytes:
         released, changed = block.monitor.feed(delta.text)
         block.fed.append(delta.text)
         block.released.append(released)
@@ -176,12 +187,18 @@ class StreamGovernor:
         self.governance.update(changed)
 
     def _close_all(self) -> bytes:
+        return self._close_open(held=None)
+
+    def _close_open(self, held: bool | None) -> bytes:
+        """Close the open blocks (only those whose `held` is `held`, unless None)."""
         out = b""
         for key, block in list(self._blocks.items()):
+            if held is not None and block.held != held:
+                continue
             out += self._close(key, block)
+            del self._blocks[key]
             if self.stopped:
                 return out
-        self._blocks.clear()
         return out
 
     def _close(self, key: Hashable, block: _Block) -> bytes:
