@@ -9,16 +9,18 @@ read (the inventory excludes, it does not include) or this test names it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from anthropic.types import message_create_params
-from enforcement.sdk_fields import Field, build, string_fields
 from openai.types.chat import completion_create_params
 from openai.types.responses import response_create_params
 
+from enforcement.sdk_fields import Field, build, string_fields
 from gateway.adapters import CHAT, MESSAGES, RESPONSES
 from gateway.adapters.base import Adapter
+from gateway.errors import InvalidRequest
 
 CANARY = "zqxcanaryzqx"
 
@@ -64,3 +66,47 @@ def test_every_sdk_string_field_is_read_or_excluded_with_a_reason(api: str, fiel
     assert reasons, (f"{api} field {field.path} is neither read by the policy nor on the "
                      f"adapter's exclusion list")
     assert all(reason.strip() for reason in reasons)
+
+
+DOC = Path(__file__).parents[2] / "docs" / "governed-surface.md"
+
+
+@pytest.mark.parametrize("api", list(APIS))
+def test_the_documented_exclusion_lists_are_the_adapters(api: str) -> None:
+    text = DOC.read_text().replace("\\|", "|")
+    inventory = APIS[api][0].input_inventory
+    for pattern, reason in inventory.exclusions.items():
+        assert f"| `{pattern}` | {reason} |" in text, pattern
+    for pattern in inventory.free_form:
+        assert f"`{pattern}`" in text, pattern
+
+
+EXCLUDED_SAMPLES = {
+    "chat": {"model": "m", "user": CANARY, "metadata": {"k": CANARY}, "messages": [
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": CANARY}}]}]},
+    "messages": {"model": "m", "messages": [{"role": "user", "content": [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                     "data": CANARY}},
+        {"type": "thinking", "thinking": "t", "signature": CANARY}]}]},
+    "responses": {"model": "m", "input": [{"type": "reasoning", "id": "r",
+                                           "encrypted_content": CANARY, "summary": []}],
+                  "tools": [{"type": "mcp", "server_label": "s", "authorization": CANARY}]},
+}
+
+
+@pytest.mark.parametrize("api", list(APIS))
+def test_excluded_fields_are_really_left_out(api: str) -> None:
+    """Base64 bytes, signatures and credentials are not policy input (nor redacted)."""
+    adapter = APIS[api][0]
+    body = EXCLUDED_SAMPLES[api]
+    assert CANARY not in adapter.input_view(body).input_text
+    assert adapter.map_input_texts(body, lambda t: t.replace(CANARY, "x")) == body
+
+
+def test_a_body_nested_deeper_than_the_walk_goes_is_refused_not_half_read() -> None:
+    deep: Any = CANARY
+    for _ in range(300):
+        deep = [deep]
+    with pytest.raises(InvalidRequest):
+        CHAT.input_view({"model": "m", "messages": [{"role": "user", "content": "x",
+                                                     "extra": deep}]})
