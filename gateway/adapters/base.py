@@ -10,7 +10,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import orjson
 
-from gateway.adapters.inventory import TextInventory
+from gateway.adapters.inventory import TextInventory, unescaped_json_text
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.upstream.sse import Frame, encode_frame
 
@@ -285,11 +285,19 @@ def estimate_tokens(texts: Iterable[str]) -> int:
     return sum(-(-len(text) // 4) for text in texts)
 
 
+def with_unescaped(texts: list[str]) -> str:
+    """`texts` joined by newlines, followed by the decoded form of any JSON text among them that
+    spells words with escapes (`unescaped_json_text`)."""
+    unescaped = [u for text in texts if (u := unescaped_json_text(text)) is not None]
+    return "\n".join([*texts, *unescaped]) if unescaped else "\n".join(texts)
+
+
 def make_input_view(*, texts: list[str], last_user_texts: list[str], system_texts: list[str],
                     message_count: int, has_tools: bool, max_output_tokens: int | None
                     ) -> InputView:
     return InputView(
-        input_text="\n".join(texts),
+        # JSON texts (tool-call arguments) that spell words with escapes are read decoded too.
+        input_text=with_unescaped(texts),
         last_user_text="\n".join(last_user_texts),
         system_text="\n".join(system_texts),
         message_count=message_count,

@@ -37,6 +37,7 @@ from gateway.adapters.base import (
     str_or,
     texts_of,
     usage_from,
+    with_unescaped,
 )
 from gateway.adapters.inventory import TextInventory
 from gateway.config import OPENAI
@@ -176,7 +177,7 @@ class ChatCompletions(OpenAIErrorShape, Adapter):
 
     def output_text(self, response: JSON) -> str:
         # Every choice, not only the first: with `n > 1` the others reach the client too.
-        return "\n".join(texts_of(partial(self.map_output_texts, response)))
+        return with_unescaped(texts_of(partial(self.map_output_texts, response)))
 
     def map_output_texts(self, response: JSON, fn: Callable[[str], str]) -> JSON:
         choices = response.get("choices")

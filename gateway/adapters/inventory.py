@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from gateway.errors import InvalidRequest
 
 TextFn = Callable[[str], str]
@@ -177,3 +179,27 @@ class TextInventory:
 def _too_deep() -> None:
     raise InvalidRequest(f"The request body nests objects and arrays more than {MAX_DEPTH} "
                          f"levels deep.")
+
+
+def unescaped_json_text(text: str) -> str | None:
+    """The string values of `text` as decoded JSON, joined by newlines, when `text` is JSON that
+    spells some of them with escapes (`\\u0061gent`), so a term cannot hide behind escapes in
+    tool-call arguments; None otherwise (the common case costs one substring search)."""
+    if "\\" not in text:
+        return None
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    strings: list[str] = []
+    _strings_of(value, strings, 0)
+    decoded = "\n".join(strings)
+    return decoded if decoded and decoded not in text else None
+
+
+def _strings_of(value: Any, out: list[str], depth: int) -> None:
+    if isinstance(value, str):
+        out.append(value)
+    elif depth < MAX_DEPTH and isinstance(value, list | dict):
+        for item in value.values() if isinstance(value, dict) else value:
+            _strings_of(item, out, depth + 1)

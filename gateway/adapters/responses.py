@@ -43,6 +43,7 @@ from gateway.adapters.base import (
     str_or,
     texts_of,
     usage_from,
+    with_unescaped,
 )
 from gateway.adapters.inventory import TextInventory
 from gateway.config import OPENAI
@@ -221,7 +222,7 @@ class Responses(OpenAIErrorShape, Adapter):
         }
 
     def output_text(self, response: JSON) -> str:
-        return "\n".join(texts_of(partial(self.map_output_texts, response)))
+        return with_unescaped(texts_of(partial(self.map_output_texts, response)))
 
     def map_output_texts(self, response: JSON, fn: Callable[[str], str]) -> JSON:
         output = response.get("output")

@@ -30,6 +30,7 @@ from typing import Any
 
 import dsl
 from gateway.adapters.base import Adapter, OutputDelta, dumps
+from gateway.adapters.inventory import unescaped_json_text
 from gateway.errors import PolicyRefused
 from gateway.policy.governance import Governance, combine
 from gateway.upstream.sse import Frame, encode_frame
@@ -45,6 +46,8 @@ class _Block:
     monitor: Any
     #: Tool-call arguments: nothing is sent before the block's end (its verdict).
     held: bool
+    #: Tool-call arguments (held when enforced; in shadow only decided).
+    tool: bool
     #: The last delta frame of the block, the shape of the frame that sends what was held.
     template: tuple[str | None, dict[str, Any]] | None = None
     #: Text as the upstream sent it, and as released by the monitor (after redaction).
@@ -149,7 +152,7 @@ class StreamGovernor:
                     return head
             # In shadow nothing is stopped, so nothing needs holding either.
             block = _Block(self._monitor_factory(self.governance.decision),
-                           delta.held and self.governance.enforced)
+                           delta.held and self.governance.enforced, delta.held)
             self._blocks[delta.block] = block
         return head + self._feed_block(event, payload, delta, block)
 
@@ -208,6 +211,8 @@ class StreamGovernor:
         if block.monitor.stopped or (changed is not None and self.governance.enforced
                                      and changed.decision in ("refuse", "escalate")):
             return self._stop()
+        if block.tool and self._escaped_violation(block):
+            return self._stop()
         block.released.append(released)
         sent = "".join(block.released)
         if sent != "".join(block.fed):
@@ -222,6 +227,20 @@ class StreamGovernor:
             self._last_number += 1
             payload = self.adapter.with_sequence_number(payload, self._last_number)
         return self._encode(event, payload)
+
+    def _escaped_violation(self, block: _Block) -> bool:
+        """Whether a tool call's arguments, decoded from JSON, break a rule that their escaped
+        spelling (`\\u0061gent`) hid from the monitor. Checked once, at the call's end."""
+        unescaped = unescaped_json_text("".join(block.fed))
+        if unescaped is None or self._monitor_factory is None:
+            return False
+        probe = self._monitor_factory(self.governance.decision)
+        _, fed_changed = probe.feed(unescaped)
+        _, changed = probe.finish()
+        changed = changed or fed_changed
+        if changed is not None:
+            self._update(changed)
+        return bool(probe.stopped)
 
     def _stop(self) -> bytes:
         self.stopped = True

@@ -110,3 +110,20 @@ def test_a_body_nested_deeper_than_the_walk_goes_is_refused_not_half_read() -> N
     with pytest.raises(InvalidRequest):
         CHAT.input_view({"model": "m", "messages": [{"role": "user", "content": "x",
                                                      "extra": deep}]})
+
+
+def test_json_escapes_in_tool_call_arguments_do_not_hide_a_term() -> None:
+    body = {"model": "m", "messages": [{"role": "assistant", "tool_calls": [
+        {"id": "c", "type": "function",
+         "function": {"name": "f", "arguments": '{"q": "nerve \\u0061gent"}'}}]}]}
+    view = CHAT.input_view(body)
+    assert "nerve agent" in view.input_text
+    # The estimate counts what is sent, not the decoded copy.
+    assert view.estimated_input_tokens == CHAT.input_view(
+        {"model": "m", "messages": [{"role": "assistant", "tool_calls": [
+            {"id": "c", "type": "function",
+             "function": {"name": "f", "arguments": '{"q": "nerve \\u0061gent"}'}}]}]}
+    ).estimated_input_tokens
+    plain = {"model": "m", "input": [{"type": "function_call", "call_id": "c", "name": "f",
+                                      "arguments": '{"q": "nothing escaped"}'}]}
+    assert RESPONSES.input_view(plain).input_text == 'f\n{"q": "nothing escaped"}'

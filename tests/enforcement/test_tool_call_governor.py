@@ -142,3 +142,29 @@ def test_in_shadow_a_tool_call_is_not_held_and_the_decision_still_records_it(
     assert not gov.stopped
     assert "".join(argument_deltas(surface, decoded(out))) == ARGUMENTS
     assert gov.governance.decision.decision == "refuse"  # recorded, not enforced
+
+
+@by_surface
+def test_a_term_spelled_with_json_escapes_in_tool_call_arguments_is_caught(surface: str
+                                                                            ) -> None:
+    """`\\u006e` is `n` to whoever parses the arguments: the policy reads them decoded too."""
+    escaped = '{"query": "Qzxv project \\u006eightjar Qzxv"}'
+    out, gov = client_bytes(surface, [escaped[:15], escaped[15:]])
+    assert gov.stopped and gov.governance.decision.denylist_hits == (TERM,)
+    assert b"Qzxv" not in b"".join(out)
+    shadow_out, shadow = client_bytes(surface, [escaped], enforced=False)
+    assert not shadow.stopped and shadow.governance.decision.decision == "refuse"
+
+
+@by_surface
+def test_whole_answers_read_tool_call_arguments_and_their_escapes(surface: str) -> None:
+    adapter = APIS[surface][0]
+    reply = echo.Reply(chunks=("Fine.",), input_tokens=1, output_tokens=1, key="k",
+                       created=1, tool_calls=(("lookup", ('{"q": "project \\u006eightjar"}',)),))
+    whole = {"chat.completions": echo.chat_completion, "messages": echo.message,
+             "responses": echo.response}[surface]({"model": "m"}, reply)
+    text = adapter.output_text(whole)
+    assert TERM in text and "Fine." in text
+    decision = OUTPUT_GUARD.evaluate_output(dsl.RequestFacts(surface=surface), text,
+                                            dsl.Decision())
+    assert decision.decision == "refuse"
