@@ -152,7 +152,7 @@ def test_a_term_spelled_with_json_escapes_in_tool_call_arguments_is_caught(surfa
     out, gov = client_bytes(surface, [escaped[:15], escaped[15:]])
     assert gov.stopped and gov.governance.decision.denylist_hits == (TERM,)
     assert b"Qzxv" not in b"".join(out)
-    shadow_out, shadow = client_bytes(surface, [escaped], enforced=False)
+    _, shadow = client_bytes(surface, [escaped], enforced=False)
     assert not shadow.stopped and shadow.governance.decision.decision == "refuse"
 
 
