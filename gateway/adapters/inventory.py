@@ -58,6 +58,7 @@ class _Node:
         return None
 
 
+_CONTAINERS = (list, dict)
 #: Deeper than this, a body is refused rather than read partly (or by a recursion error).
 MAX_DEPTH = 200
 
@@ -106,13 +107,52 @@ class TextInventory:
     def texts(self, value: Any, node: _Node | None = None, *, skip_keys: frozenset[str] = frozenset(),
               on_skip: SkipFn | None = None) -> list[str]:
         """Every string of `value` a policy reads, in document order. `skip_keys` are top-level
-        keys of `value` the caller reads itself (in its own order)."""
+        keys of `value` the caller reads itself (in its own order). `on_skip` hears of every
+        string left out, with the reason (for tests and explanations; slower)."""
+        if skip_keys and isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k not in skip_keys}
         out: list[str] = []
-        self._visit(value, node or self._root, out, skip_keys, on_skip, 0)
+        if on_skip is not None:
+            self._explain(value, node or self._root, out, on_skip, 0)
+        elif isinstance(value, str):
+            out.append(value)
+        else:
+            self._collect(value, node or self._root, out, 0)
         return out
 
-    def _visit(self, value: Any, node: _Node, out: list[str], skip_keys: frozenset[str],
-               on_skip: SkipFn | None, depth: int) -> None:
+    def _collect(self, value: Any, node: _Node, out: list[str], depth: int) -> None:
+        """`texts` on the hot path (every governed request): strings are taken where they are
+        found instead of one call each."""
+        if depth > MAX_DEPTH:
+            _too_deep()
+        if isinstance(value, list):
+            for item in value:
+                if isinstance(item, str):
+                    out.append(item)
+                elif isinstance(item, _CONTAINERS):
+                    self._collect(item, node, out, depth + 1)
+            return
+        if not isinstance(value, dict):
+            return
+        if node.free:
+            self._collect(list(value.values()), node, out, depth + 1)
+            return
+        kind = value.get("type")
+        children, anywhere = node.children, self._anywhere
+        for key, item in value.items():
+            if isinstance(item, str):
+                # Most strings sit under keys without any rule: two dict lookups decide.
+                if (key in children or key in anywhere) and \
+                        self._step(node, key, kind)[1] is not None:
+                    continue
+                out.append(item)
+            elif isinstance(item, _CONTAINERS):
+                child, reason = self._step(node, key, kind)
+                if reason is None:
+                    self._collect(item, child, out, depth + 1)
+
+    def _explain(self, value: Any, node: _Node, out: list[str], on_skip: SkipFn,
+                 depth: int) -> None:
         if isinstance(value, str):
             out.append(value)
             return
@@ -120,20 +160,14 @@ class TextInventory:
             _too_deep()
         if isinstance(value, list):
             for item in value:
-                self._visit(item, node, out, frozenset(), on_skip, depth + 1)
+                self._explain(item, node, out, on_skip, depth + 1)
         elif isinstance(value, dict):
-            if node.free:
-                for item in value.values():
-                    self._visit(item, _FREE, out, frozenset(), on_skip, depth + 1)
-                return
             kind = value.get("type")
             for key, item in value.items():
-                if key in skip_keys:
-                    continue
-                child, reason = self._step(node, key, kind)
+                child, reason = (_FREE, None) if node.free else self._step(node, key, kind)
                 if reason is None:
-                    self._visit(item, child, out, frozenset(), on_skip, depth + 1)
-                elif on_skip is not None:
+                    self._explain(item, child, out, on_skip, depth + 1)
+                else:
                     for text in self.texts(item, _FREE):
                         on_skip(text, reason)
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 import pytest
-from enforcement.test_tool_call_governor import governor
 
+from enforcement.test_tool_call_governor import governor
 from gateway.adapters import CHAT
 from gateway.policy.stream import StreamGovernor
 from gateway.upstream.sse import SSEParser
