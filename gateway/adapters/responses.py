@@ -8,7 +8,8 @@ variables, tool names, descriptions and parameter schemas, `text.format` schemas
 the API adds later.
 
 Texts a policy reads in the answer (output): output text and refusal parts, function call
-arguments, custom tool call inputs and reasoning summaries and texts; on a stream, their deltas.
+arguments, custom tool call inputs, MCP call arguments, code interpreter code, and reasoning
+summaries and texts; on a stream, their deltas.
 
 A refusal of the output ends the stream with `response.failed`. The SDK types only accept the
 codes of OpenAI's own `ResponseError.code` enum, and `policy_refused` is not one of them, so the
@@ -59,6 +60,7 @@ _USAGE_EVENTS = frozenset({"response.completed", "response.failed", "response.in
 _TEXT_END_EVENTS = frozenset({
     "response.output_text.done", "response.refusal.done", "response.content_part.done",
     "response.function_call_arguments.done", "response.custom_tool_call_input.done",
+    "response.mcp_call_arguments.done", "response.code_interpreter_call_code.done",
     "response.reasoning_summary_text.done", "response.reasoning_summary_part.done",
     "response.reasoning_text.done", "response.output_item.done"}) | _USAGE_EVENTS
 #: The `ResponseError.code` the SDK accepts that is nearest to a policy refusal (see above).
@@ -338,6 +340,8 @@ _DELTA_EVENTS: dict[str, tuple[str, str, bool]] = {
     "response.refusal.delta": ("text", "content_index", False),
     "response.function_call_arguments.delta": ("args", "item_id", True),
     "response.custom_tool_call_input.delta": ("args", "item_id", True),
+    "response.mcp_call_arguments.delta": ("args", "item_id", True),
+    "response.code_interpreter_call_code.delta": ("args", "item_id", True),
     "response.reasoning_summary_text.delta": ("summary", "summary_index", False),
     "response.reasoning_text.delta": ("reasoning", "content_index", False),
 }
@@ -347,11 +351,14 @@ _DONE_FIELDS: dict[str, tuple[str, str, str]] = {
     "response.refusal.done": ("text", "content_index", "refusal"),
     "response.function_call_arguments.done": ("args", "item_id", "arguments"),
     "response.custom_tool_call_input.done": ("args", "item_id", "input"),
+    "response.mcp_call_arguments.done": ("args", "item_id", "arguments"),
+    "response.code_interpreter_call_code.done": ("args", "item_id", "code"),
     "response.reasoning_summary_text.done": ("summary", "summary_index", "text"),
     "response.reasoning_text.done": ("reasoning", "content_index", "text"),
 }
-#: Output items holding a tool call's arguments, and the field.
-_CALL_FIELDS = {"function_call": "arguments", "custom_tool_call": "input"}
+#: Output items holding a tool call's arguments (or code), and the field.
+_CALL_FIELDS = {"function_call": "arguments", "custom_tool_call": "input",
+                "mcp_call": "arguments", "code_interpreter_call": "code"}
 
 
 def _map_output_item(item: Any, fn: TextFn) -> Any:

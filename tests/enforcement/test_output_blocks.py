@@ -112,3 +112,24 @@ def test_responses_reasoning_and_refusals_are_output(kind: str) -> None:
     out = run(gov, frames, typed=True)
     assert gov.stopped and "nightjar" not in without_policy(out)
     assert b"response.failed" in out
+
+
+@pytest.mark.parametrize(("kind", "field"), [("response.mcp_call_arguments", "arguments"),
+                                             ("response.code_interpreter_call_code", "code")])
+def test_responses_hosted_tool_calls_are_held_output(kind: str, field: str) -> None:
+    where = {"item_id": "mcp_1", "output_index": 0}
+    frames = [
+        {"type": "response.created", "sequence_number": 0,
+         "response": {"id": "resp_1", "object": "response", "status": "in_progress"}},
+        {"type": kind + ".delta", "sequence_number": 1, **where, "delta": "Qzxv project nigh"},
+        {"type": kind + ".delta", "sequence_number": 2, **where, "delta": "tjar"},
+        {"type": kind + ".done", "sequence_number": 3, **where,
+         field: "Qzxv project nightjar"}]
+    gov = governor("responses")
+    out = run(gov, frames, typed=True)
+    assert gov.stopped and b"Qzxv" not in out
+    safe = [{**f, "delta": "Qzxv fine"} if f["type"].endswith(".delta") else f
+            for f in frames[:2]] + [{**frames[3], field: "Qzxv fine"}]
+    gov = governor("responses")
+    out = run(gov, safe, typed=True)
+    assert not gov.stopped and out.count(b"Qzxv fine") == 2  # one delta, then the done event
