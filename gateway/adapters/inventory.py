@@ -44,6 +44,9 @@ class _Node:
     #: (kinds or None for any, reason): the field at this node is excluded.
     excluded: list[tuple[frozenset[str] | None, str]] = field(default_factory=list)
     free: bool = False
+    #: Per key with any rule here: the reason it is left out, None when it is read, or
+    #: `_DEPENDS` when that depends on the object's `type` (filled in by `TextInventory`).
+    decided: dict[str, str | None] = field(default_factory=dict)
 
     def child(self, key: str) -> _Node:
         node = self.children.get(key)
@@ -62,8 +65,8 @@ _CONTAINERS = (list, dict)
 #: Deeper than this, a body is refused rather than read partly (or by a recursion error).
 MAX_DEPTH = 200
 
-_EMPTY = _Node()
 _FREE = _Node(free=True)
+_DEPENDS = "\0depends on type"
 
 
 def _split(pattern: str) -> tuple[list[str], frozenset[str] | None]:
@@ -94,12 +97,34 @@ class TextInventory:
             for key in pattern.split("."):
                 node = node.child(key)
             node.free = True
+        #: Below a key without rules only the `*.` rules apply.
+        self._empty = _Node()
+        self._decide(self._root)
+        self._decide(self._empty)
+
+    def _decide(self, node: _Node) -> None:
+        """Fill in `node.decided` (and its children's), so that the walk decides most keys with
+        one lookup."""
+        for key in {*node.children, *self._anywhere}:
+            child = node.children.get(key)
+            if child is not None and child.free:
+                node.decided[key] = None
+            elif child is not None and any(kinds is not None for kinds, _ in child.excluded):
+                node.decided[key] = _DEPENDS
+            elif child is not None and child.excluded:
+                node.decided[key] = child.excluded[0][1]
+            elif any(kinds is not None for kinds, _ in self._anywhere.get(key, ())):
+                node.decided[key] = _DEPENDS
+            else:
+                node.decided[key] = next((r for _, r in self._anywhere.get(key, ())), None)
+        for child in node.children.values():
+            self._decide(child)
 
     def node(self, *path: str) -> _Node:
         """The rules below `path` (for walking one part of a body, e.g. one message)."""
         node = self._root
         for key in path:
-            node = node.children.get(key) or _EMPTY
+            node = node.children.get(key) or self._empty
         return node
 
     # --- reading --------------------------------------------------------------------------
@@ -138,16 +163,19 @@ class TextInventory:
             self._collect(list(value.values()), node, out, depth + 1)
             return
         kind = value.get("type")
-        children, anywhere = node.children, self._anywhere
+        decided, children, empty = node.decided, node.children, self._empty
         for key, item in value.items():
             if isinstance(item, str):
-                # Most strings sit under keys without any rule: two dict lookups decide.
-                if (key in children or key in anywhere) and \
-                        self._step(node, key, kind)[1] is not None:
-                    continue
-                out.append(item)
+                reason = decided.get(key)
+                if reason is None or (reason is _DEPENDS
+                                      and self._step(node, key, kind)[1] is None):
+                    out.append(item)
             elif isinstance(item, _CONTAINERS):
-                child, reason = self._step(node, key, kind)
+                reason = decided.get(key)
+                if reason is _DEPENDS:
+                    child, reason = self._step(node, key, kind)
+                else:
+                    child = children.get(key) or empty
                 if reason is None:
                     self._collect(item, child, out, depth + 1)
 
@@ -181,8 +209,8 @@ class TextInventory:
         if anywhere is not None:
             for kinds, reason in anywhere:
                 if kinds is None or kind in kinds:
-                    return _EMPTY, reason
-        return child or _EMPTY, None
+                    return self._empty, reason
+        return child or self._empty, None
 
     # --- rewriting ------------------------------------------------------------------------
 
