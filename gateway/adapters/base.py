@@ -337,6 +337,12 @@ def str_or(value: Any, default: str) -> str:
     return value if isinstance(value, str) else default
 
 
+def key_part(value: Any) -> int | str | None:
+    """`value` as part of a block key: an upstream's index or id, which a broken upstream may
+    send as any JSON value (a list is not even hashable)."""
+    return value if isinstance(value, int | str) else None
+
+
 def event_name(event: str | None, payload: Mapping[str, Any]) -> str | None:
     """The `event:` name of a frame of an API whose event names repeat the payload's `type`."""
     if event:

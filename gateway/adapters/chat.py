@@ -31,6 +31,7 @@ from gateway.adapters.base import (
     dumps,
     encode_frame,
     int_or_none,
+    key_part,
     make_input_view,
     new_id,
     non_empty_list,
@@ -205,8 +206,8 @@ class ChatCompletions(OpenAIErrorShape, Adapter):
         if not isinstance(delta, dict):
             return None
         if _only_content(delta):  # the common chunk, on the hot path
-            return OutputDelta(delta["content"], (choice.get("index"), "content"))
-        pieces = _pieces(choice.get("index"), delta)
+            return OutputDelta(delta["content"], (key_part(choice.get("index")), "content"))
+        pieces = _pieces(key_part(choice.get("index")), delta)
         return pieces[0][1] if len(pieces) == 1 else None
 
     def with_stream_delta(self, event: str | None, payload: JSON, text: str) -> JSON:
@@ -217,7 +218,7 @@ class ChatCompletions(OpenAIErrorShape, Adapter):
         delta = choice.get("delta")
         if isinstance(delta, dict) and _only_content(delta):
             return {**payload, "choices": [{**choice, "delta": {**delta, "content": text}}]}
-        pieces = _pieces(choice.get("index"), delta) if isinstance(delta, dict) else []
+        pieces = _pieces(key_part(choice.get("index")), delta) if isinstance(delta, dict) else []
         if len(pieces) != 1:
             return dict(payload)
         assert isinstance(delta, dict)
@@ -241,7 +242,7 @@ class ChatCompletions(OpenAIErrorShape, Adapter):
         parts: list[JSON] = []
         for choice in choices:
             delta = choice.get("delta") if isinstance(choice, dict) else None
-            pieces = _pieces(choice.get("index"), delta) if isinstance(delta, dict) else []
+            pieces = _pieces(key_part(choice.get("index")), delta) if isinstance(delta, dict) else []
             if not pieces:
                 parts.append({**payload, "choices": [choice]})
                 continue
@@ -326,7 +327,7 @@ def _pieces(choice_index: Any, delta: JSON) -> list[tuple[Where, OutputDelta]]:
             for kind, key in (("function", "arguments"), ("custom", "input")):
                 inner = call.get(kind)
                 if isinstance(inner, dict) and isinstance(inner.get(key), str):
-                    block = (choice_index, "tool", call.get("index", position))
+                    block = (choice_index, "tool", key_part(call.get("index", position)))
                     found.append((("tool_calls", position, kind),
                                   OutputDelta(inner[key], block, held=True)))
     legacy = delta.get("function_call")

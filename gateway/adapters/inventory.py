@@ -162,7 +162,7 @@ class TextInventory:
         if node.free:
             self._collect(list(value.values()), node, out, depth + 1)
             return
-        kind = value.get("type")
+        kind = _kind(value)
         decided, children, empty = node.decided, node.children, self._empty
         for key, item in value.items():
             if isinstance(item, str):
@@ -190,7 +190,7 @@ class TextInventory:
             for item in value:
                 self._explain(item, node, out, on_skip, depth + 1)
         elif isinstance(value, dict):
-            kind = value.get("type")
+            kind = _kind(value)
             for key, item in value.items():
                 child, reason = (_FREE, None) if node.free else self._step(node, key, kind)
                 if reason is None:
@@ -230,12 +230,18 @@ class TextInventory:
             return value
         if node.free:
             return {key: self._map(item, _FREE, fn, depth + 1) for key, item in value.items()}
-        kind = value.get("type")
+        kind = _kind(value)
         mapped = {}
         for key, item in value.items():
             child, reason = self._step(node, key, kind)
             mapped[key] = item if reason is not None else self._map(item, child, fn, depth + 1)
         return mapped
+
+
+def _kind(value: dict[str, Any]) -> str | None:
+    """The object's `type`, when it is a string (a client may send any JSON value there)."""
+    kind = value.get("type")
+    return kind if isinstance(kind, str) else None
 
 
 def _too_deep() -> None:

@@ -29,6 +29,7 @@ from gateway.adapters.base import (
     encode_frame,
     event_name,
     int_or_none,
+    key_part,
     make_input_view,
     new_id,
     non_empty_list,
@@ -197,7 +198,7 @@ class Messages(Adapter):
         text = delta.get(field) if field is not None else None
         if not isinstance(text, str):
             return None
-        return OutputDelta(text, payload.get("index"), held=field == "partial_json")
+        return OutputDelta(text, key_part(payload.get("index")), held=field == "partial_json")
 
     def with_stream_delta(self, event: str | None, payload: JSON, text: str) -> JSON:
         delta = payload.get("delta")
@@ -266,7 +267,7 @@ _TOOL_BLOCKS = frozenset({"tool_use", "server_tool_use"})
 
 def _block_output(block: JSON) -> list[str]:
     """The output texts of an answer block other than `text`."""
-    kind = block.get("type")
+    kind = str(block.get("type"))
     if kind in _TOOL_BLOCKS and "input" in block:
         return [dumps(block["input"]).decode("utf-8")]
     if kind == "thinking" and isinstance(block.get("thinking"), str):
@@ -277,7 +278,7 @@ def _block_output(block: JSON) -> list[str]:
 def _map_output_block(block: Any, fn: TextFn) -> Any:
     if not isinstance(block, dict):
         return block
-    kind = block.get("type")
+    kind = str(block.get("type"))
     if kind == "text" and isinstance(block.get("text"), str):
         return {**block, "text": fn(block["text"])}
     if kind == "thinking" and isinstance(block.get("thinking"), str):

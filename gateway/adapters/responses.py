@@ -38,6 +38,7 @@ from gateway.adapters.base import (
     encode_frame,
     event_name,
     int_or_none,
+    key_part,
     make_input_view,
     new_id,
     non_empty_list,
@@ -244,7 +245,8 @@ class Responses(OpenAIErrorShape, Adapter):
         if slot is None or not isinstance(delta, str):
             return None
         block, sub, held = slot
-        return OutputDelta(delta, (block, payload.get("output_index"), payload.get(sub)), held)
+        return OutputDelta(delta, (block, key_part(payload.get("output_index")),
+                                   key_part(payload.get(sub))), held)
 
     def with_stream_delta(self, event: str | None, payload: JSON, text: str) -> JSON:
         if self.output_delta(event, payload) is None:
@@ -255,16 +257,16 @@ class Responses(OpenAIErrorShape, Adapter):
                             released: Mapping[Hashable, str]) -> JSON:
         """"Done" events and the final `response` repeat whole blocks; after output redaction
         they must carry the text the client actually got."""
-        kind = payload.get("type")
-        index = payload.get("output_index")
+        kind = str(payload.get("type"))
+        index = key_part(payload.get("output_index"))
         if kind in _DONE_FIELDS:
             block, sub, field = _DONE_FIELDS[kind]
-            text = released.get((block, index, payload.get(sub)))
+            text = released.get((block, index, key_part(payload.get(sub))))
             return {**payload, field: text} if text is not None else payload
         if kind in ("response.content_part.done", "response.reasoning_summary_part.done") \
                 and isinstance(payload.get("part"), dict):
             part = payload["part"]
-            number = payload.get("content_index", payload.get("summary_index"))
+            number = key_part(payload.get("content_index", payload.get("summary_index")))
             mapped = _released_part(part, index, number, released)
             return {**payload, "part": mapped} if mapped is not part else payload
         if kind == "response.output_item.done" and isinstance(payload.get("item"), dict):
@@ -278,12 +280,12 @@ class Responses(OpenAIErrorShape, Adapter):
         return payload
 
     def is_text_end(self, event: str | None, payload: JSON) -> bool:
-        return payload.get("type") in _TEXT_END_EVENTS
+        return str(payload.get("type")) in _TEXT_END_EVENTS
 
     def stream_usage(self, event: str | None, payload: JSON) -> Usage | None:
         # Also a failed or incomplete response reports the tokens it used.
         response = payload.get("response")
-        if payload.get("type") in _USAGE_EVENTS and isinstance(response, dict):
+        if str(payload.get("type")) in _USAGE_EVENTS and isinstance(response, dict):
             return usage_from(response.get("usage"), "input_tokens", "output_tokens")
         return None
 
@@ -365,7 +367,7 @@ def _map_output_item(item: Any, fn: TextFn) -> Any:
     """An output item with `fn` applied to every text the model wrote in it."""
     if not isinstance(item, dict):
         return item
-    kind = item.get("type")
+    kind = str(item.get("type"))
     if kind in _CALL_FIELDS and isinstance(item.get(_CALL_FIELDS[kind]), str):
         return {**item, _CALL_FIELDS[kind]: fn(item[_CALL_FIELDS[kind]])}
     mapped = dict(item)
@@ -379,7 +381,7 @@ def _map_output_part(part: Any, fn: TextFn) -> Any:
     if not isinstance(part, dict):
         return part
     field = "refusal" if part.get("type") == "refusal" else "text"
-    if part.get("type") in _OUTPUT_PARTS and isinstance(part.get(field), str):
+    if str(part.get("type")) in _OUTPUT_PARTS and isinstance(part.get(field), str):
         return {**part, field: fn(part[field])}
     return part
 
@@ -390,7 +392,7 @@ _OUTPUT_PARTS = frozenset({"output_text", "refusal", "summary_text", "reasoning_
 def _released_part(part: JSON, index: Any, sub: Any, released: Mapping[Hashable, str]) -> JSON:
     kind = part.get("type")
     block = {"output_text": "text", "refusal": "text", "summary_text": "summary",
-             "reasoning_text": "reasoning"}.get(kind)  # type: ignore[arg-type]
+             "reasoning_text": "reasoning"}.get(str(kind))
     text = released.get((block, index, sub)) if block is not None else None
     if text is None:
         return part
@@ -399,9 +401,9 @@ def _released_part(part: JSON, index: Any, sub: Any, released: Mapping[Hashable,
 
 def _released_item(item: JSON, index: Any, released: Mapping[Hashable, str]) -> JSON:
     """An output item with the released text of each of its blocks."""
-    kind = item.get("type")
+    kind = str(item.get("type"))
     if kind in _CALL_FIELDS:
-        text = released.get(("args", index, item.get("id")))
+        text = released.get(("args", index, key_part(item.get("id"))))
         return {**item, _CALL_FIELDS[kind]: text} if text is not None else item
     mapped = dict(item)
     for key in ("content", "summary"):

@@ -124,3 +124,27 @@ def test_json_escapes_in_tool_call_arguments_do_not_hide_a_term() -> None:
     plain = {"model": "m", "input": [{"type": "function_call", "call_id": "c", "name": "f",
                                       "arguments": '{"q": "nothing escaped"}'}]}
     assert RESPONSES.input_view(plain).input_text == 'f\n{"q": "nothing escaped"}'
+
+
+def with_types(value: Any, wrong: Any) -> Any:
+    """`value` with every `type` replaced by `wrong`."""
+    if isinstance(value, dict):
+        return {k: wrong if k == "type" else with_types(v, wrong) for k, v in value.items()}
+    if isinstance(value, list):
+        return [with_types(v, wrong) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("api", list(APIS))
+def test_a_type_of_the_wrong_type_does_not_crash_the_walk(api: str) -> None:
+    """A client may send any JSON value as `type` (a list is not even hashable)."""
+    adapter = APIS[api][0]
+    for field_api, field in FIELDS:
+        if field_api != api:
+            continue
+        for wrong in ([1], {"k": 1}, None, 3):
+            body = with_types(planted(field), wrong)
+            view = adapter.input_view(body)
+            mapped = adapter.map_input_texts(body, str.upper)
+            # With no `type` to go by, conditional exclusions do not apply: more is read.
+            assert (CANARY in view.input_text) == (CANARY.upper() in repr(mapped))
