@@ -10,8 +10,8 @@ from typing import Any
 
 import orjson
 import pytest
-from enforcement.test_tool_call_governor import governor
 
+from enforcement.test_tool_call_governor import governor
 from gateway.upstream import echo
 from gateway.upstream.sse import Frame, encode_frame
 from tests.core.test_stream_governor import APIS
@@ -61,18 +61,23 @@ def stream_payloads(surface: str) -> list[tuple[str | None, JSON]]:
 def test_a_stream_with_any_field_of_the_wrong_type_is_read_without_a_crash(surface: str
                                                                            ) -> None:
     payloads = stream_payloads(surface)
-    for number, (event, payload) in enumerate(payloads):
+    for number, (_event, payload) in enumerate(payloads):
         for path in mutations(payload):
             for wrong in WRONG:
                 gov = governor(surface)
+                out = b""
                 for other, (other_event, other_payload) in enumerate(payloads):
                     sent = replaced(other_payload, path, wrong) if other == number \
                         else other_payload
                     data = orjson.dumps(sent)
                     frame = Frame(raw=encode_frame(data, other_event), event=other_event,
                                   data=data.decode())
-                    gov.feed(frame, sent)
-                gov.finish()
+                    out += gov.feed(frame, sent)
+                out += gov.finish()
+                # Whole frames, each a JSON object with the `policy` object.
+                frames = [f for f in out.split(b"\n\n") if f]
+                assert frames and out.endswith(b"\n\n")
+                assert all(b'"policy":' in f for f in frames if b"[DONE]" not in f)
 
 
 @pytest.mark.parametrize("surface", list(APIS))
@@ -84,6 +89,11 @@ def test_a_whole_answer_with_any_field_of_the_wrong_type_is_read_without_a_crash
     for path in mutations(whole):
         for wrong in WRONG:
             answer = replaced(whole, path, wrong)
-            adapter.output_text(answer)
-            adapter.map_output_texts(answer, str.upper)
+            text = adapter.output_text(answer)
+            mapped = adapter.map_output_texts(answer, str.upper)
+            # Redaction reaches what the policy read (of a tool input, the values, not the
+            # property names).
+            assert adapter.output_text(mapped).upper() == text.upper()
+            assert text.replace('"q"', "").upper() in adapter.output_text(mapped).replace(
+                '"q"', "")
             adapter.response_usage(answer)
