@@ -94,6 +94,4 @@ def test_a_whole_answer_with_any_field_of_the_wrong_type_is_read_without_a_crash
             # Redaction reaches what the policy read (of a tool input, the values, not the
             # property names).
             assert adapter.output_text(mapped).upper() == text.upper()
-            assert text.replace('"q"', "").upper() in adapter.output_text(mapped).replace(
-                '"q"', "")
             adapter.response_usage(answer)
