@@ -117,3 +117,32 @@ def _walk(tp: Any, path: str, steps: tuple[tuple[Any, str | None], ...],
             args = get_args(member)
             if args:
                 _walk(args[1], path + "{}", (*steps, (dict, None)), found, depth + 1, seen)
+
+
+def sdk_params() -> dict[str, Any]:
+    """The request parameter TypedDict of each API, from the installed SDKs."""
+    from anthropic.types import message_create_params
+    from openai.types.chat import completion_create_params
+    from openai.types.responses import response_create_params
+
+    return {"chat": completion_create_params.CompletionCreateParamsBase,
+            "messages": message_create_params.MessageCreateParamsBase,
+            "responses": response_create_params.ResponseCreateParamsBase}
+
+
+def reviewed_listing() -> str:
+    """The listing kept in `sdk_fields.txt`: the SDK versions, then one `api path` per line."""
+    import importlib.metadata
+
+    versions = " ".join(f"{name}=={importlib.metadata.version(name)}"
+                        for name in ("openai", "anthropic"))
+    lines = ["# The string fields of the SDKs' request types the input inventories were reviewed",
+             f"# against: {versions}. Regenerate after a review with:",
+             "#   python -m tests.enforcement.sdk_fields > tests/enforcement/sdk_fields.txt"]
+    lines += [f"{api} {field.path}" for api, params in sdk_params().items()
+              for field in string_fields(params)]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(reviewed_listing(), end="")
