@@ -204,6 +204,11 @@ class Adapter:
         because "done" frames may repeat the whole text)."""
         raise NotImplementedError
 
+    def ends_block(self, event: str | None, payload: JSON, block: Hashable) -> bool:
+        """Whether `block` is among those a text-end frame (`is_text_end`) closes: all of them,
+        unless the API streams blocks side by side (chat's choices)."""
+        return True
+
     def with_released_texts(self, event: str | None, payload: JSON,
                             released: Mapping[Hashable, str]) -> JSON:
         """A frame that repeats whole output blocks (a "done" frame), carrying for each block

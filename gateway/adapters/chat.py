@@ -13,7 +13,7 @@ tool calls (and of the legacy `function_call`), of every choice; on a stream, th
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from functools import partial
 from typing import Any
 
@@ -260,6 +260,12 @@ class ChatCompletions(OpenAIErrorShape, Adapter):
         # The chunk with a `finish_reason` closes the text; held-back text goes before it.
         return any(choice.get("finish_reason") is not None
                    for choice in dicts(payload.get("choices")))
+
+    def ends_block(self, event: str | None, payload: JSON, block: Hashable) -> bool:
+        # With `n > 1` choices stream interleaved: one finishing closes only its own blocks.
+        finished = {key_part(choice.get("index")) for choice in dicts(payload.get("choices"))
+                    if choice.get("finish_reason") is not None}
+        return isinstance(block, tuple) and block[0] in finished
 
     def stream_usage(self, event: str | None, payload: JSON) -> Usage | None:
         return usage_from(payload.get("usage"), "prompt_tokens", "completion_tokens")

@@ -125,11 +125,12 @@ class StreamGovernor:
             if self._monitor_factory is not None:
                 return self._feed_delta(event, payload, delta)
         out = b""
-        if self._blocks and (adapter.is_text_end(event, payload)
-                             or (frame is not None and adapter.is_terminal(frame))):
+        if self._blocks and frame is not None and adapter.is_terminal(frame):
             out = self._close_all()
-            if self.stopped:
-                return out
+        elif self._blocks and adapter.is_text_end(event, payload):
+            out = self._close_open(ending=(event, payload))
+        if self.stopped:
+            return out
         outgoing = payload
         if self._redacted:
             outgoing = adapter.with_released_texts(event, payload, self._redacted)
@@ -190,13 +191,17 @@ class StreamGovernor:
         self.governance.update(changed)
 
     def _close_all(self) -> bytes:
-        return self._close_open(held=None)
+        return self._close_open()
 
-    def _close_open(self, held: bool | None) -> bytes:
-        """Close the open blocks (only those whose `held` is `held`, unless None)."""
+    def _close_open(self, held: bool | None = None,
+                    ending: tuple[str | None, dict[str, Any]] | None = None) -> bytes:
+        """Close the open blocks: only those whose `held` is `held` (unless None), and only
+        those the text-end frame `ending` ends (unless None)."""
         out = b""
         for key, block in list(self._blocks.items()):
             if held is not None and block.held != held:
+                continue
+            if ending is not None and not self.adapter.ends_block(*ending, key):
                 continue
             out += self._close(key, block)
             del self._blocks[key]

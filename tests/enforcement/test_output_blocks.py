@@ -133,3 +133,15 @@ def test_responses_hosted_tool_calls_are_held_output(kind: str, field: str) -> N
     gov = governor("responses")
     out = run(gov, safe, typed=True)
     assert not gov.stopped and out.count(b"Qzxv fine") == 2  # one delta, then the done event
+
+
+def test_one_chat_choice_finishing_does_not_cut_the_others_window() -> None:
+    frames = [chunk({"index": 1, "delta": {"content": "The code is project night"}}),
+              chunk({"index": 0, "delta": {"content": "Hello."}}),
+              chunk({"index": 0, "delta": {}, "finish_reason": "stop"}),
+              chunk({"index": 1, "delta": {"content": "jar, keep it."}}),
+              chunk({"index": 1, "delta": {}, "finish_reason": "stop"})]
+    gov = governor("chat.completions")
+    out = run(gov, frames, typed=False, done=True)
+    assert gov.stopped
+    assert "night" not in without_policy(out) and "Hello." in without_policy(out)
