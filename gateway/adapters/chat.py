@@ -206,7 +206,9 @@ class ChatCompletions(OpenAIErrorShape, Adapter):
         if not isinstance(delta, dict):
             return None
         if _only_content(delta):  # the common chunk, on the hot path
-            return OutputDelta(delta["content"], (key_part(choice.get("index")), "content"))
+            index = choice.get("index")
+            block = _FIRST_TEXT if index == 0 else (key_part(index), "content")
+            return OutputDelta(delta["content"], block)
         pieces = _pieces(key_part(choice.get("index")), delta)
         return pieces[0][1] if len(pieces) == 1 else None
 
@@ -311,8 +313,14 @@ _PIECE_FIELDS = frozenset({*_TEXT_FIELDS, "tool_calls", "function_call"})
 Where = str | tuple[Any, ...]
 
 
+#: The block of the first choice's text (most chunks carry it).
+_FIRST_TEXT = (0, "content")
+
+
 def _only_content(delta: JSON) -> bool:
     """Whether the delta's only output is its `content` text."""
+    if len(delta) == 1:
+        return isinstance(delta.get("content"), str)
     return (isinstance(delta.get("content"), str) and delta.get("refusal") is None
             and delta.get("reasoning_content") is None and delta.get("tool_calls") is None
             and delta.get("function_call") is None)
