@@ -18,7 +18,9 @@ Scenario fields (all optional):
   half), ``hang`` (read the request and never answer), ``close_before_headers`` (read the request
   and close the connection without a byte).
 - ``chunks`` (the streamed text pieces), ``text`` (the reply text), ``usage`` (token overrides,
-  see `gateway.upstream.echo.Reply.for_request`), ``headers`` (extra response headers).
+  see `gateway.upstream.echo.Reply.for_request`), ``headers`` (extra response headers),
+  ``tool_calls`` (calls the answer makes after its text: ``{"name", "arguments"}``, the
+  arguments as the list of chunks they stream in).
 
 Usage::
 
@@ -67,6 +69,7 @@ class Scenario:
     text: str | None = None
     usage: Mapping[str, int] | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
 
     @classmethod
     def from_json(cls, raw: str) -> Scenario:
@@ -81,6 +84,8 @@ class Scenario:
             raise ScenarioError(f"unknown scenario fields: {sorted(unknown)}")
         if "chunks" in value:
             value["chunks"] = tuple(value["chunks"])
+        if "tool_calls" in value:
+            value["tool_calls"] = tuple(value["tool_calls"])
         if "retry_after" in value:
             value["retry_after"] = str(value["retry_after"])
         scenario = cls(**value)
@@ -105,7 +110,7 @@ class Scenario:
 
     def reply_for(self, api: echo.Api, body: echo.JSON) -> echo.Reply:
         return echo.Reply.for_request(api, body, text=self.text, chunks=self.chunks,
-                                      usage=self.usage)
+                                      usage=self.usage, tool_calls=self.tool_calls)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,12 +4,13 @@ the three APIs (chat completions, messages, responses) only through this interfa
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import orjson
 
+from gateway.adapters.inventory import TextInventory, unescaped_json_text
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.upstream.sse import Frame, encode_frame
 
@@ -71,8 +72,10 @@ def check_list_of_objects(body: Mapping[str, Any], name: str) -> None:
 class InputView:
     """What the policy surface reads from a request body (API-neutral)."""
 
-    #: Every text the API carries (messages, content parts, tool results, system, instructions,
-    #: input), joined with "\n".
+    #: Every text of the request the model reads (the adapter's `input_inventory`: messages,
+    #: content parts of every kind, names, tool calls and their arguments, tool results, tool
+    #: and schema descriptions, system and instructions, documents, thinking, prediction),
+    #: joined with "\n".
     input_text: str
     last_user_text: str
     system_text: str
@@ -80,6 +83,20 @@ class InputView:
     has_tools: bool
     max_output_tokens: int | None
     estimated_input_tokens: int
+    #: The arguments of the tool calls the request carries (also part of `input_text`).
+    tool_arguments_text: str = ""
+
+
+class OutputDelta(NamedTuple):
+    """A piece of output text in one stream frame (a tuple: one is made per streamed frame)."""
+
+    text: str
+    #: Which block of output it belongs to (a text part, a tool call, a thinking block): each
+    #: block is decided on its own, and a frame of another block closes the current one.
+    block: Hashable
+    #: Tool-call arguments: nothing of the block goes out before its verdict (its end), so a
+    #: client never acts on part of a call that a rule then stops.
+    held: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +118,8 @@ class Adapter:
     path: ClassVar[str]
     #: The endpoint's label in metrics and access logs.
     api: ClassVar[str]
+    #: Which strings of a request are text the model reads (all but a reasoned exclusion list).
+    input_inventory: ClassVar[TextInventory]
 
     def validate(self, body: JSON) -> None:
         """Raise `InvalidRequest` for a body the API would reject for shape or type reasons."""
@@ -161,22 +180,46 @@ class Adapter:
 
     # --- streams: one decoded frame at a time ---------------------------------------------------
 
-    def stream_delta(self, event: str | None, payload: JSON) -> str | None:
-        """The output text this frame adds, if it is a text delta."""
+    def output_delta(self, event: str | None, payload: JSON) -> OutputDelta | None:
+        """The output this frame adds, if it is a delta of text the model writes: answer text,
+        refusals, tool-call arguments, thinking and reasoning."""
         raise NotImplementedError
+
+    def stream_delta(self, event: str | None, payload: JSON) -> str | None:
+        """The output text this frame adds (`output_delta` without its block)."""
+        delta = self.output_delta(event, payload)
+        return delta.text if delta is not None else None
 
     def with_stream_delta(self, event: str | None, payload: JSON, text: str) -> JSON:
         """A copy of the delta frame `payload` carrying `text` instead."""
         raise NotImplementedError
 
+    def held_frame(self, event: str | None, payload: JSON) -> JSON | None:
+        """What goes out in place of a held delta (tool-call arguments) while its block is
+        undecided: None, or the frame without its text when it also carries something the client
+        needs at once (chat's first tool-call chunk names the call)."""
+        return None
+
+    def split_output(self, event: str | None, payload: JSON) -> list[JSON] | None:
+        """One frame per output delta when `payload` carries several (chat chunks can hold text
+        and tool calls together); None when it carries at most one."""
+        return None
+
     def is_text_end(self, event: str | None, payload: JSON) -> bool:
-        """Whether this frame closes a block of output text (held-back text must go out
-        before it, because "done" frames may repeat the whole text)."""
+        """Whether this frame closes a block of output (held-back text must go out before it,
+        because "done" frames may repeat the whole text)."""
         raise NotImplementedError
 
-    def with_released_text(self, event: str | None, payload: JSON, text: str) -> JSON:
-        """A frame that repeats the whole output text (a "done" frame), carrying `text`, the
-        text actually released to the client, instead. Only APIs with such frames override."""
+    def ends_block(self, event: str | None, payload: JSON, block: Hashable) -> bool:
+        """Whether `block` is among those a text-end frame (`is_text_end`) closes: all of them,
+        unless the API streams blocks side by side (chat's choices)."""
+        return True
+
+    def with_released_texts(self, event: str | None, payload: JSON,
+                            released: Mapping[Hashable, str]) -> JSON:
+        """A frame that repeats whole output blocks (a "done" frame), carrying for each block
+        in `released` (block → text) the text actually released to the client (after output
+        redaction) instead. Only APIs with such frames override."""
         return payload
 
     def stream_usage(self, event: str | None, payload: JSON) -> Usage | None:
@@ -253,11 +296,43 @@ def estimate_tokens(texts: Iterable[str]) -> int:
     return sum(-(-len(text) // 4) for text in texts)
 
 
+def with_unescaped(texts: list[str]) -> str:
+    """`texts` joined by newlines, followed by the decoded form of any JSON text among them that
+    spells words with escapes (`unescaped_json_text`)."""
+    unescaped = [u for text in texts if (u := unescaped_json_text(text)) is not None]
+    return "\n".join([*texts, *unescaped]) if unescaped else "\n".join(texts)
+
+
+def tool_arguments_texts(node: Any) -> list[str]:
+    """The arguments of every tool call in `node` (a request's messages or input items): chat's
+    `tool_calls[].function.arguments`, Anthropic `tool_use` blocks' `input` (as JSON), and
+    Responses `function_call` items' `arguments`."""
+    found: list[str] = []
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(reversed(item))
+        elif isinstance(item, dict):
+            kind = item.get("type")
+            function = item.get("function")
+            if kind == "tool_use" and "input" in item:
+                found.append(dumps(item["input"]).decode())
+            elif kind == "function_call" and isinstance(item.get("arguments"), str):
+                found.append(item["arguments"])
+            elif isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                found.append(function["arguments"])
+            stack.extend(v for v in reversed(item.values()) if isinstance(v, list | dict))
+    return found
+
+
 def make_input_view(*, texts: list[str], last_user_texts: list[str], system_texts: list[str],
-                    message_count: int, has_tools: bool, max_output_tokens: int | None
-                    ) -> InputView:
+                    message_count: int, has_tools: bool, max_output_tokens: int | None,
+                    tool_arguments: list[str] | None = None) -> InputView:
     return InputView(
-        input_text="\n".join(texts),
+        tool_arguments_text=with_unescaped(tool_arguments or []),
+        # JSON texts (tool-call arguments) that spell words with escapes are read decoded too.
+        input_text=with_unescaped(texts),
         last_user_text="\n".join(last_user_texts),
         system_text="\n".join(system_texts),
         message_count=message_count,
@@ -295,6 +370,12 @@ def dicts(value: Any) -> list[JSON]:
 
 def str_or(value: Any, default: str) -> str:
     return value if isinstance(value, str) else default
+
+
+def key_part(value: Any) -> int | str | None:
+    """`value` as part of a block key: an upstream's index or id, which a broken upstream may
+    send as any JSON value (a list is not even hashable)."""
+    return value if isinstance(value, int | str) else None
 
 
 def event_name(event: str | None, payload: Mapping[str, Any]) -> str | None:

@@ -1,15 +1,19 @@
 """OpenAI chat completions: `POST /v1/chat/completions`.
 
-Texts a policy reads (SPEC §5.3): the `content` of every message, whatever its role (system,
-developer, user, assistant, tool, legacy function), as a string or as the `text` of its `text`
-parts; image, audio and file parts carry no text. Tool-call arguments are model output and not
-read.
+Texts a policy reads: every string of the request except those on `INPUT.exclusions` (see
+`gateway.adapters.inventory`): the content of every message whatever its role, as a string or
+parts of every kind (text, refusal, file names), names, assistant tool calls and their
+arguments, refusals, tool results, tool and function descriptions and their parameter schemas,
+`response_format.json_schema`, `prediction.content`, and any field the API adds later.
+
+Texts a policy reads in the answer (output): the message content, refusals, and the arguments of
+tool calls (and of the legacy `function_call`), of every choice; on a stream, the same deltas.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from functools import partial
 from typing import Any
 
@@ -18,6 +22,7 @@ from gateway.adapters.base import (
     Adapter,
     InputView,
     OpenAIErrorShape,
+    OutputDelta,
     TextFn,
     Usage,
     check_field,
@@ -26,17 +31,51 @@ from gateway.adapters.base import (
     dumps,
     encode_frame,
     int_or_none,
+    key_part,
     make_input_view,
-    map_message_content,
     new_id,
     non_empty_list,
     str_or,
     texts_of,
+    tool_arguments_texts,
     usage_from,
+    with_unescaped,
 )
+from gateway.adapters.inventory import TextInventory
 from gateway.config import OPENAI
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.upstream.sse import Frame
+
+#: Strings of a request the model does not read as text, each with the reason.
+INPUT = TextInventory({
+    "*.type": "enum: the kind of a part or tool",
+    "*.role": "enum: the author of a message",
+    "*.id": "identifier (tool call ids, audio ids)",
+    "*.tool_call_id": "identifier of the tool call a result answers",
+    "*.file_id": "identifier of an uploaded file",
+    "*.detail": "enum: image detail level",
+    "model": "routing: which model answers, not text it reads",
+    "user": "end-user identifier for abuse monitoring, not sent to the model",
+    "safety_identifier": "end-user identifier for abuse monitoring, not sent to the model",
+    "prompt_cache_key": "cache routing key, not sent to the model",
+    "metadata": "stored with the completion, not sent to the model",
+    "stop": "stop sequences end the output; the model does not read them",
+    "service_tier": "enum: processing tier",
+    "reasoning_effort": "enum: reasoning effort",
+    "verbosity": "enum: answer length",
+    "modalities": "enum list: output modalities",
+    "audio.voice": "voice of audio output, not text the model reads",
+    "audio.format": "enum: audio output format",
+    "moderation": "provider moderation settings, not text the model reads",
+    "messages.content.image_url.url": "an image's address or inline base64 bytes",
+    "messages.content.input_audio.data": "base64 audio bytes",
+    "messages.content.input_audio.format": "enum: audio format",
+    "messages.content.file.file_data": "base64 file bytes",
+}, free_form=(
+    "tools.function.parameters", "functions.parameters", "response_format.json_schema.schema",
+    "tool_choice.allowed_tools.tools",
+))
+_MESSAGES = INPUT.node("messages")
 
 
 class ChatCompletions(OpenAIErrorShape, Adapter):
@@ -83,21 +122,25 @@ class ChatCompletions(OpenAIErrorShape, Adapter):
 
     # --- the governed surface
 
+    input_inventory = INPUT
+
     def input_view(self, body: JSON) -> InputView:
         texts: list[str] = []
         system: list[str] = []
         last_user: list[str] = []
         messages = _messages(body)
         for message in messages:
-            own = texts_of(partial(_map_message, message))
+            own = INPUT.texts(message, _MESSAGES)
             texts.extend(own)
             role = message.get("role") if isinstance(message, dict) else None
             if role in ("system", "developer"):
                 system.extend(own)
             elif role == "user":
                 last_user = own
+        texts.extend(INPUT.texts(body, skip_keys=_READ_FIRST))
         return make_input_view(
             texts=texts, last_user_texts=last_user, system_texts=system,
+            tool_arguments=tool_arguments_texts(body.get("messages")),
             message_count=len(messages),
             # `functions` is the deprecated spelling of `tools`; it still gives the model tools.
             has_tools=non_empty_list(body.get("tools")) or non_empty_list(body.get("functions")),
@@ -105,9 +148,8 @@ class ChatCompletions(OpenAIErrorShape, Adapter):
         )
 
     def map_input_texts(self, body: JSON, fn: Callable[[str], str]) -> JSON:
-        if not isinstance(body.get("messages"), list):
-            return dict(body)
-        return {**body, "messages": [_map_message(m, fn) for m in body["messages"]]}
+        mapped: JSON = INPUT.map_texts(body, fn)
+        return mapped
 
     def with_instruction(self, body: JSON, instruction: str) -> JSON:
         return {**body, "messages": [{"role": "system", "content": instruction},
@@ -140,11 +182,7 @@ class ChatCompletions(OpenAIErrorShape, Adapter):
 
     def output_text(self, response: JSON) -> str:
         # Every choice, not only the first: with `n > 1` the others reach the client too.
-        choices = response.get("choices")
-        texts = [choice["message"]["content"] for choice in dicts(choices)
-                 if isinstance(choice.get("message"), dict)
-                 and isinstance(choice["message"].get("content"), str)]
-        return "\n".join(texts)
+        return with_unescaped(texts_of(partial(self.map_output_texts, response)))
 
     def map_output_texts(self, response: JSON, fn: Callable[[str], str]) -> JSON:
         choices = response.get("choices")
@@ -153,8 +191,8 @@ class ChatCompletions(OpenAIErrorShape, Adapter):
         mapped = []
         for choice in choices:
             message = choice.get("message") if isinstance(choice, dict) else None
-            if isinstance(message, dict) and isinstance(message.get("content"), str):
-                choice = {**choice, "message": {**message, "content": fn(message["content"])}}
+            if isinstance(message, dict):
+                choice = {**choice, "message": _map_answer(message, fn)}
             mapped.append(choice)
         return {**response, "choices": mapped}
 
@@ -163,22 +201,77 @@ class ChatCompletions(OpenAIErrorShape, Adapter):
 
     # --- streams
 
-    def stream_delta(self, event: str | None, payload: JSON) -> str | None:
-        delta = _first_delta(payload)
-        content = delta.get("content") if delta is not None else None
-        return content if isinstance(content, str) else None
+    def output_delta(self, event: str | None, payload: JSON) -> OutputDelta | None:
+        choices = payload.get("choices")
+        if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], dict):
+            return None
+        choice = choices[0]
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            return None
+        if _only_content(delta):  # the common chunk, on the hot path
+            index = choice.get("index")
+            block = _FIRST_TEXT if index == 0 else (key_part(index), "content")
+            return OutputDelta(delta["content"], block)
+        pieces = _pieces(key_part(choice.get("index")), delta)
+        return pieces[0][1] if len(pieces) == 1 else None
 
     def with_stream_delta(self, event: str | None, payload: JSON, text: str) -> JSON:
-        delta = _first_delta(payload)
-        if delta is None:
+        choices = payload.get("choices")
+        if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], dict):
             return dict(payload)
-        first, *rest = payload["choices"]
-        return {**payload, "choices": [{**first, "delta": {**delta, "content": text}}, *rest]}
+        choice = choices[0]
+        delta = choice.get("delta")
+        if isinstance(delta, dict) and _only_content(delta):
+            return {**payload, "choices": [{**choice, "delta": {**delta, "content": text}}]}
+        pieces = _pieces(key_part(choice.get("index")), delta) if isinstance(delta, dict) else []
+        if len(pieces) != 1:
+            return dict(payload)
+        assert isinstance(delta, dict)
+        delta = _with_piece(delta, pieces[0][0], text)
+        return {**payload, "choices": [{**choice, "delta": delta}]}
+
+    def held_frame(self, event: str | None, payload: JSON) -> JSON | None:
+        # The first chunk of a tool call names it (id, type, function name): that goes out,
+        # without its arguments, so the client's accumulator sees the calls in order.
+        delta = _first_delta(payload)
+        calls = delta.get("tool_calls") if delta is not None else None
+        call = calls[0] if isinstance(calls, list) and calls else None
+        if isinstance(call, dict) and ("id" in call or "type" in call):
+            return self.with_stream_delta(event, payload, "")
+        return None
+
+    def split_output(self, event: str | None, payload: JSON) -> list[JSON] | None:
+        choices = payload.get("choices")
+        if not isinstance(choices, list):
+            return None
+        parts: list[JSON] = []
+        for choice in choices:
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            pieces = _pieces(key_part(choice.get("index")), delta) if isinstance(delta, dict) else []
+            if not pieces:
+                parts.append({**payload, "choices": [choice]})
+                continue
+            assert isinstance(delta, dict)
+            rest = {k: v for k, v in delta.items() if k not in _PIECE_FIELDS}
+            for number, (where, _piece) in enumerate(pieces):
+                only = _only_piece(delta, where)
+                last = number == len(pieces) - 1
+                parts.append({**payload, "choices": [{
+                    **choice, "delta": {**(rest if number == 0 else {}), **only},
+                    "finish_reason": choice.get("finish_reason") if last else None}]})
+        return parts if len(parts) > 1 else None
 
     def is_text_end(self, event: str | None, payload: JSON) -> bool:
         # The chunk with a `finish_reason` closes the text; held-back text goes before it.
         return any(choice.get("finish_reason") is not None
                    for choice in dicts(payload.get("choices")))
+
+    def ends_block(self, event: str | None, payload: JSON, block: Hashable) -> bool:
+        # With `n > 1` choices stream interleaved: one finishing closes only its own blocks.
+        finished = {key_part(choice.get("index")) for choice in dicts(payload.get("choices"))
+                    if choice.get("finish_reason") is not None}
+        return isinstance(block, tuple) and block[0] in finished
 
     def stream_usage(self, event: str | None, payload: JSON) -> Usage | None:
         return usage_from(payload.get("usage"), "prompt_tokens", "completion_tokens")
@@ -211,14 +304,102 @@ def _messages(body: Mapping[str, Any]) -> list[Any]:
     return messages if isinstance(messages, list) else []
 
 
-def _map_message(message: Any, fn: TextFn) -> Any:
-    return map_message_content(message, fn, _map_part)
+#: Read message by message first (for the selectors), then the rest of the body.
+_READ_FIRST = frozenset({"messages"})
 
 
-def _map_part(part: Any, fn: TextFn) -> Any:
-    if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
-        return {**part, "text": fn(part["text"])}
-    return part
+#: Delta fields holding text the model writes: the answer, a refusal, and (from providers that
+#: stream it) reasoning.
+_TEXT_FIELDS = ("content", "refusal", "reasoning_content")
+_PIECE_FIELDS = frozenset({*_TEXT_FIELDS, "tool_calls", "function_call"})
+#: Where a piece sits in a delta: a text field's name, or ("tool_calls", position, "function" or
+#: "custom"), or ("function_call",).
+Where = str | tuple[Any, ...]
+
+
+#: The block of the first choice's text (most chunks carry it).
+_FIRST_TEXT = (0, "content")
+
+
+def _only_content(delta: JSON) -> bool:
+    """Whether the delta's only output is its `content` text."""
+    if len(delta) == 1:
+        return isinstance(delta.get("content"), str)
+    return (isinstance(delta.get("content"), str) and delta.get("refusal") is None
+            and delta.get("reasoning_content") is None and delta.get("tool_calls") is None
+            and delta.get("function_call") is None)
+
+
+def _pieces(choice_index: Any, delta: JSON) -> list[tuple[Where, OutputDelta]]:
+    """The output texts of one choice's delta, each with its block."""
+    found: list[tuple[Where, OutputDelta]] = []
+    for name in _TEXT_FIELDS:
+        text = delta.get(name)
+        if isinstance(text, str) and (text or name == "content"):
+            found.append((name, OutputDelta(text, (choice_index, name))))
+    calls = delta.get("tool_calls")
+    if isinstance(calls, list):
+        for position, call in enumerate(calls):
+            if not isinstance(call, dict):
+                continue
+            for kind, key in (("function", "arguments"), ("custom", "input")):
+                inner = call.get(kind)
+                if isinstance(inner, dict) and isinstance(inner.get(key), str):
+                    block = (choice_index, "tool", key_part(call.get("index", position)))
+                    found.append((("tool_calls", position, kind),
+                                  OutputDelta(inner[key], block, held=True)))
+    legacy = delta.get("function_call")
+    if isinstance(legacy, dict) and isinstance(legacy.get("arguments"), str):
+        found.append((("function_call",),
+                      OutputDelta(legacy["arguments"], (choice_index, "function_call"), True)))
+    return found
+
+
+def _with_piece(delta: JSON, where: Where, text: str) -> JSON:
+    if isinstance(where, str):
+        return {**delta, where: text}
+    if where[0] == "function_call":
+        return {**delta, "function_call": {**delta["function_call"], "arguments": text}}
+    _, position, kind = where
+    key = "arguments" if kind == "function" else "input"
+    calls = list(delta["tool_calls"])
+    call = calls[position]
+    calls[position] = {**call, kind: {**call[kind], key: text}}
+    return {**delta, "tool_calls": calls}
+
+
+def _only_piece(delta: JSON, where: Where) -> JSON:
+    """The fields of `delta` that carry the piece at `where`, and nothing of the others."""
+    if isinstance(where, str):
+        return {where: delta[where]}
+    if where[0] == "function_call":
+        return {"function_call": delta["function_call"]}
+    return {"tool_calls": [delta["tool_calls"][where[1]]]}
+
+
+def _map_answer(message: JSON, fn: TextFn) -> JSON:
+    """An answer message with `fn` applied to its content, refusal and tool-call arguments."""
+    mapped = dict(message)
+    for name in _TEXT_FIELDS:
+        if isinstance(message.get(name), str):
+            mapped[name] = fn(message[name])
+    calls = message.get("tool_calls")
+    if isinstance(calls, list):
+        mapped["tool_calls"] = [_map_call(call, fn) for call in calls]
+    legacy = message.get("function_call")
+    if isinstance(legacy, dict) and isinstance(legacy.get("arguments"), str):
+        mapped["function_call"] = {**legacy, "arguments": fn(legacy["arguments"])}
+    return mapped
+
+
+def _map_call(call: Any, fn: TextFn) -> Any:
+    if not isinstance(call, dict):
+        return call
+    for kind, key in (("function", "arguments"), ("custom", "input")):
+        inner = call.get(kind)
+        if isinstance(inner, dict) and isinstance(inner.get(key), str):
+            return {**call, kind: {**inner, key: fn(inner[key])}}
+    return call
 
 
 def _max_output_tokens(body: Mapping[str, Any]) -> int | None:

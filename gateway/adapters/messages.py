@@ -1,22 +1,25 @@
 """Anthropic messages: `POST /v1/messages` and `POST /v1/messages/count_tokens`.
 
-Texts a policy reads (SPEC §5.3): `system` (a string or `text` blocks) and the content of every
-message: a string, or `text` blocks, `tool_result` blocks (string content or the `text` blocks in
-it), `search_result` blocks (their `text` blocks) and plain-text `document` blocks (a `text`
-source's `data`, or the `text` blocks of a `content` source). Images, tool inputs and thinking
-carry no text a policy reads.
+Texts a policy reads: every string of the request except those on `INPUT.exclusions` (see
+`gateway.adapters.inventory`): `system` in every form, and the content of every message: text,
+`tool_use` inputs (every string in them), tool results, documents (text sources, content
+sources, titles and context), search results, thinking, citations; tool names, descriptions
+and input schemas; and any field the API adds later.
+
+Texts a policy reads in the answer (output): text blocks, the input of `tool_use` blocks (as
+JSON text), and thinking; on a stream, `text_delta`, `input_json_delta` and `thinking_delta`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from functools import partial
 from typing import Any
 
 from gateway.adapters.base import (
     JSON,
     Adapter,
     InputView,
+    OutputDelta,
     TextFn,
     Usage,
     check_field,
@@ -26,17 +29,53 @@ from gateway.adapters.base import (
     encode_frame,
     event_name,
     int_or_none,
+    key_part,
     make_input_view,
-    map_message_content,
     new_id,
     non_empty_list,
     str_or,
-    texts_of,
+    tool_arguments_texts,
     usage_from,
 )
+from gateway.adapters.inventory import TextInventory
 from gateway.config import ANTHROPIC
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.upstream.sse import Frame
+
+#: Strings of a request the model does not read as text, each with the reason.
+INPUT = TextInventory({
+    "*.type": "enum: the kind of a block or source",
+    "*.role": "enum: the author of a message",
+    "*.id": "identifier of a tool use",
+    "*.tool_use_id": "identifier of the tool use a result answers",
+    "*.tool_id": "identifier of the tool that called",
+    "*.file_id": "identifier of an uploaded file",
+    "*.media_type": "enum: MIME type of a source",
+    "*.signature": "cryptographic signature of a thinking block",
+    "*.data@base64|redacted_thinking": "base64 bytes of an image or PDF, or encrypted thinking",
+    "*.url@url": "the address of an image or document the provider fetches",
+    "*.encrypted_index": "encrypted citation pointer",
+    "*.encrypted_content": "encrypted search result",
+    "*.encrypted_stdout": "encrypted tool output",
+    "model": "routing: which model answers, not text it reads",
+    "metadata": "request metadata (an end-user id), not sent to the model",
+    "stop_sequences": "stop sequences end the output; the model does not read them",
+    "service_tier": "enum: processing tier",
+    "container": "identifier and skill ids of a code execution container",
+    "inference_geo": "enum: where inference runs",
+    "user_profile_id": "identifier of a user profile",
+    "workspace_id": "identifier of a workspace",
+    "diagnostics": "identifiers for provider diagnostics",
+    "mcp_servers": "addresses and credentials of MCP servers",
+}, free_form=(
+    "messages.content.input", "tools.input_schema", "tools.input_examples",
+    "output_config.format.schema", "output_format.schema",
+))
+_MESSAGES = INPUT.node("messages")
+#: A tool call's input in an answer: free-form JSON, every string value of it redacted.
+_TOOL_INPUT = TextInventory({})
+#: `system` is read first (the selectors need it apart), then messages, then the rest.
+_READ_FIRST = frozenset({"system", "messages"})
 
 
 class Messages(Adapter):
@@ -85,28 +124,28 @@ class Messages(Adapter):
 
     # --- the governed surface
 
+    input_inventory = INPUT
+
     def input_view(self, body: JSON) -> InputView:
-        system = texts_of(partial(_map_system, body.get("system")))
+        system = INPUT.texts(body.get("system"), INPUT.node("system"))
         texts = list(system)
         last_user: list[str] = []
         messages = _messages(body)
         for message in messages:
-            own = texts_of(partial(_map_message, message))
+            own = INPUT.texts(message, _MESSAGES)
             texts.extend(own)
             if isinstance(message, dict) and message.get("role") == "user":
                 last_user = own
+        texts.extend(INPUT.texts(body, skip_keys=_READ_FIRST))
         return make_input_view(
             texts=texts, last_user_texts=last_user, system_texts=system,
+            tool_arguments=tool_arguments_texts(body.get("messages")),
             message_count=len(messages), has_tools=non_empty_list(body.get("tools")),
             max_output_tokens=int_or_none(body.get("max_tokens")),
         )
 
     def map_input_texts(self, body: JSON, fn: Callable[[str], str]) -> JSON:
-        mapped = dict(body)
-        if "system" in body:
-            mapped["system"] = _map_system(body["system"], fn)
-        if isinstance(body.get("messages"), list):
-            mapped["messages"] = [_map_message(message, fn) for message in body["messages"]]
+        mapped: JSON = INPUT.map_texts(body, fn)
         return mapped
 
     def with_instruction(self, body: JSON, instruction: str) -> JSON:
@@ -133,33 +172,45 @@ class Messages(Adapter):
         }
 
     def output_text(self, response: JSON) -> str:
-        return "".join(block["text"] for block in dicts(response.get("content"))
-                       if block.get("type") == "text" and isinstance(block.get("text"), str))
+        # Text blocks as one text (Anthropic splits an answer into several around citations);
+        # tool inputs (as JSON text) and thinking each on their own.
+        blocks = dicts(response.get("content"))
+        answer = "".join(block["text"] for block in blocks
+                         if block.get("type") == "text" and isinstance(block.get("text"), str))
+        others = [text for block in blocks if block.get("type") != "text"
+                  for text in _block_output(block)]
+        return "\n".join([answer, *others]) if others else answer
 
     def map_output_texts(self, response: JSON, fn: Callable[[str], str]) -> JSON:
         content = response.get("content")
         if not isinstance(content, list):
             return response
-        return {**response, "content": [
-            {**block, "text": fn(block["text"])}
-            if isinstance(block, dict) and block.get("type") == "text"
-            and isinstance(block.get("text"), str) else block
-            for block in content]}
+        return {**response, "content": [_map_output_block(block, fn) for block in content]}
 
     def response_usage(self, response: JSON) -> Usage | None:
         return usage_from(response.get("usage"), "input_tokens", "output_tokens")
 
     # --- streams
 
-    def stream_delta(self, event: str | None, payload: JSON) -> str | None:
-        delta = _text_delta(payload)
-        return delta["text"] if delta is not None else None
+    def output_delta(self, event: str | None, payload: JSON) -> OutputDelta | None:
+        if payload.get("type") != "content_block_delta":
+            return None
+        delta = payload.get("delta")
+        if not isinstance(delta, dict):
+            return None
+        field = _DELTA_TEXT.get(str(delta.get("type")))
+        text = delta.get(field) if field is not None else None
+        if not isinstance(text, str):
+            return None
+        return OutputDelta(text, key_part(payload.get("index")), held=field == "partial_json")
 
     def with_stream_delta(self, event: str | None, payload: JSON, text: str) -> JSON:
-        delta = _text_delta(payload)
-        if delta is None:
+        delta = payload.get("delta")
+        field = _DELTA_TEXT.get(str(delta.get("type"))) if isinstance(delta, dict) else None
+        if field is None or payload.get("type") != "content_block_delta":
             return dict(payload)
-        return {**payload, "delta": {**delta, "text": text}}
+        assert isinstance(delta, dict)
+        return {**payload, "delta": {**delta, field: text}}
 
     def is_text_end(self, event: str | None, payload: JSON) -> bool:
         return payload.get("type") in ("content_block_stop", "message_delta", "message_stop")
@@ -212,61 +263,32 @@ def _messages(body: Mapping[str, Any]) -> list[Any]:
     return messages if isinstance(messages, list) else []
 
 
-def _map_system(system: Any, fn: TextFn) -> Any:
-    if isinstance(system, str):
-        return fn(system)
-    if isinstance(system, list):
-        return [_map_text_block(block, fn) for block in system]
-    return system
+#: Stream deltas of text the model writes, and the field holding it: answer text, a tool call's
+#: input as JSON text (held until its block ends), thinking.
+_DELTA_TEXT = {"text_delta": "text", "input_json_delta": "partial_json",
+               "thinking_delta": "thinking"}
+#: Answer blocks holding a tool call's input.
+_TOOL_BLOCKS = frozenset({"tool_use", "server_tool_use"})
 
 
-def _map_message(message: Any, fn: TextFn) -> Any:
-    return map_message_content(message, fn, _map_block)
+def _block_output(block: JSON) -> list[str]:
+    """The output texts of an answer block other than `text`."""
+    kind = str(block.get("type"))
+    if kind in _TOOL_BLOCKS and "input" in block:
+        return [dumps(block["input"]).decode("utf-8")]
+    if kind == "thinking" and isinstance(block.get("thinking"), str):
+        return [block["thinking"]]
+    return []
 
 
-def _map_block(block: Any, fn: TextFn) -> Any:
+def _map_output_block(block: Any, fn: TextFn) -> Any:
     if not isinstance(block, dict):
         return block
-    kind = block.get("type")
-    if kind == "tool_result":
-        content = block.get("content")
-        if isinstance(content, str):
-            return {**block, "content": fn(content)}
-        return {**block, "content": _map_text_blocks(content, fn)} if "content" in block else block
-    if kind == "search_result" and "content" in block:
-        return {**block, "content": _map_text_blocks(block["content"], fn)}
-    if kind == "document" and isinstance(block.get("source"), dict):
-        source = block["source"]
-        if source.get("type") == "text" and isinstance(source.get("data"), str):
-            return {**block, "source": {**source, "data": fn(source["data"])}}
-        if source.get("type") == "content" and "content" in source:
-            content = source["content"]
-            mapped = fn(content) if isinstance(content, str) else _map_text_blocks(content, fn)
-            return {**block, "source": {**source, "content": mapped}}
-        return block
-    return _map_text_block(block, fn)
-
-
-def _map_text_blocks(blocks: Any, fn: TextFn) -> Any:
-    """Blocks nested in a tool result, search result or document: only their `text` blocks
-    (never deeper, so a hostile nesting cannot recurse without bound)."""
-    if not isinstance(blocks, list):
-        return blocks
-    return [_map_text_block(block, fn) for block in blocks]
-
-
-def _map_text_block(block: Any, fn: TextFn) -> Any:
-    if isinstance(block, dict) and block.get("type") == "text" \
-            and isinstance(block.get("text"), str):
+    kind = str(block.get("type"))
+    if kind == "text" and isinstance(block.get("text"), str):
         return {**block, "text": fn(block["text"])}
+    if kind == "thinking" and isinstance(block.get("thinking"), str):
+        return {**block, "thinking": fn(block["thinking"])}
+    if kind in _TOOL_BLOCKS and "input" in block:
+        return {**block, "input": _TOOL_INPUT.map_texts(block["input"], fn)}
     return block
-
-
-def _text_delta(payload: Mapping[str, Any]) -> JSON | None:
-    if payload.get("type") != "content_block_delta":
-        return None
-    delta = payload.get("delta")
-    if isinstance(delta, dict) and delta.get("type") == "text_delta" \
-            and isinstance(delta.get("text"), str):
-        return delta
-    return None

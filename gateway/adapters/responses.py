@@ -1,9 +1,15 @@
 """OpenAI responses: `POST /v1/responses`.
 
-Texts a policy reads (SPEC §5.3): `instructions`, and `input` as a string or as items: the
-content of message items (a string, or their `input_text` / `output_text` parts) and the
-`output` of `function_call_output` and `custom_tool_call_output` items (a string, or their
-`input_text` parts). Images, files, tool-call arguments and reasoning carry no text a policy reads.
+Texts a policy reads: every string of the request except those on `INPUT.exclusions` (see
+`gateway.adapters.inventory`): `instructions`, `input` as a string or items of every kind
+(message content and refusals, function and custom tool calls with their arguments and inputs,
+their outputs, reasoning summaries and texts, shell and computer actions), prompt template
+variables, tool names, descriptions and parameter schemas, `text.format` schemas, and any field
+the API adds later.
+
+Texts a policy reads in the answer (output): output text and refusal parts, function call
+arguments, custom tool call inputs, MCP call arguments, code interpreter code, and reasoning
+summaries and texts; on a stream, their deltas.
 
 A refusal of the output ends the stream with `response.failed`. The SDK types only accept the
 codes of OpenAI's own `ResponseError.code` enum, and `policy_refused` is not one of them, so the
@@ -15,7 +21,7 @@ and `type` (a free string, "the original error type") carries the gateway's code
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from functools import partial
 from typing import Any
 
@@ -24,21 +30,25 @@ from gateway.adapters.base import (
     Adapter,
     InputView,
     OpenAIErrorShape,
+    OutputDelta,
     TextFn,
     Usage,
     check_field,
-    dicts,
     dumps,
     encode_frame,
     event_name,
     int_or_none,
+    key_part,
     make_input_view,
     new_id,
     non_empty_list,
     str_or,
     texts_of,
+    tool_arguments_texts,
     usage_from,
+    with_unescaped,
 )
+from gateway.adapters.inventory import TextInventory
 from gateway.config import OPENAI
 from gateway.errors import GatewayError
 from gateway.upstream.sse import Frame
@@ -49,11 +59,72 @@ _TERMINAL_EVENTS = frozenset(
 #: Lifecycle events whose `response` reports the final usage.
 _USAGE_EVENTS = frozenset({"response.completed", "response.failed", "response.incomplete"})
 #: "Done" events repeat the whole text, so held-back text must be released before the first.
-_TEXT_END_EVENTS = frozenset({"response.output_text.done", "response.content_part.done",
-                              "response.output_item.done"}) | _USAGE_EVENTS
+_TEXT_END_EVENTS = frozenset({
+    "response.output_text.done", "response.refusal.done", "response.content_part.done",
+    "response.function_call_arguments.done", "response.custom_tool_call_input.done",
+    "response.mcp_call_arguments.done", "response.code_interpreter_call_code.done",
+    "response.reasoning_summary_text.done", "response.reasoning_summary_part.done",
+    "response.reasoning_text.done", "response.output_item.done"}) | _USAGE_EVENTS
 #: The `ResponseError.code` the SDK accepts that is nearest to a policy refusal (see above).
 REFUSAL_ERROR_CODE = "invalid_prompt"
 _SYSTEM_ROLES = ("system", "developer")
+
+
+#: Strings of a request the model does not read as text, each with the reason.
+INPUT = TextInventory({
+    "*.type": "enum: the kind of an item, part or tool",
+    "*.role": "enum: the author of a message",
+    "*.status": "enum: the state of an item",
+    "*.detail": "enum: image detail level",
+    "*.id": "identifier of an item",
+    "*.call_id": "identifier of the tool call an output answers",
+    "*.file_id": "identifier of an uploaded file",
+    "*.file_ids": "identifiers of uploaded files",
+    "*.container_id": "identifier of a container",
+    "*.approval_request_id": "identifier of an approval request",
+    "*.caller_id": "identifier of the tool call that called",
+    "*.skill_id": "identifier of a skill",
+    "*.vector_store_ids": "identifiers of vector stores",
+    "*.tunnel_id": "identifier of a network tunnel",
+    "*.encrypted_content": "encrypted reasoning, opaque to anyone but the provider",
+    "*.file_data": "base64 file bytes",
+    "*.file_url": "the address of a file the provider fetches",
+    "*.image_url": "an image's address or inline base64 bytes",
+    "*.server_url": "the address of an MCP server",
+    "*.authorization": "a credential for an MCP server or connector",
+    "*.headers": "HTTP headers (credentials) for an MCP server",
+    "*.domain_secrets": "credentials a container uses for a domain",
+    "*.model": "routing: which model answers, not text it reads",
+    "*.data@base64": "base64 bytes of a skill bundle",
+    "user": "end-user identifier for abuse monitoring, not sent to the model",
+    "safety_identifier": "end-user identifier for abuse monitoring, not sent to the model",
+    "prompt_cache_key": "cache routing key, not sent to the model",
+    "prompt_cache_retention": "enum: cache retention",
+    "prompt_cache_options": "cache settings and identifiers",
+    "metadata": "stored with the response, not sent to the model",
+    "previous_response_id": "identifier of an earlier response",
+    "conversation": "identifier of a conversation",
+    "background_options": "identifiers for background mode",
+    "context_management": "enum settings for context compaction",
+    "moderation": "provider moderation settings, not text the model reads",
+    "service_tier": "enum: processing tier",
+    "truncation": "enum: truncation strategy",
+    "include": "enum list: extra output to include",
+    "reasoning": "enum settings: reasoning effort, summary mode",
+    "prompt.id": "identifier of a stored prompt template",
+    "prompt.version": "version of a stored prompt template",
+    "text.verbosity": "enum: answer length",
+}, free_form=(
+    "tools.parameters", "tools.tools.parameters", "tools.output_schema",
+    "tools.tools.output_schema", "tools.input_schema", "tools.annotations",
+    "text.format.schema", "input.text.format.schema", "input.tools.parameters",
+    "input.tools.tools.parameters", "input.tools.output_schema", "input.tools.tools.output_schema",
+    "input.tools.input_schema", "input.tools.annotations", "input.error.content",
+    "tool_choice.tools",
+))
+_ITEMS = INPUT.node("input")
+#: `instructions` and `input` are read first (the selectors need them apart), then the rest.
+_READ_FIRST = frozenset({"instructions", "input"})
 
 
 class Responses(OpenAIErrorShape, Adapter):
@@ -96,9 +167,10 @@ class Responses(OpenAIErrorShape, Adapter):
 
     # --- the governed surface
 
+    input_inventory = INPUT
+
     def input_view(self, body: JSON) -> InputView:
-        instructions = body.get("instructions")
-        system = [instructions] if isinstance(instructions, str) else []
+        system = INPUT.texts(body.get("instructions"), INPUT.node("instructions"))
         texts = list(system)
         items = body.get("input")
         last_user: list[str] = []
@@ -110,28 +182,23 @@ class Responses(OpenAIErrorShape, Adapter):
             items = items if isinstance(items, list) else []
             message_count = len(items)
             for item in items:
-                own = texts_of(partial(_map_item, item))
+                own = INPUT.texts(item, _ITEMS)
                 texts.extend(own)
                 role = item.get("role") if isinstance(item, dict) else None
                 if role in _SYSTEM_ROLES:
                     system.extend(own)
                 elif role == "user":
                     last_user = own
+        texts.extend(INPUT.texts(body, skip_keys=_READ_FIRST))
         return make_input_view(
             texts=texts, last_user_texts=last_user, system_texts=system,
+            tool_arguments=tool_arguments_texts(body.get("input")),
             message_count=message_count, has_tools=non_empty_list(body.get("tools")),
             max_output_tokens=int_or_none(body.get("max_output_tokens")),
         )
 
     def map_input_texts(self, body: JSON, fn: Callable[[str], str]) -> JSON:
-        mapped = dict(body)
-        if isinstance(body.get("instructions"), str):
-            mapped["instructions"] = fn(body["instructions"])
-        items = body.get("input")
-        if isinstance(items, str):
-            mapped["input"] = fn(items)
-        elif isinstance(items, list):
-            mapped["input"] = [_map_item(item, fn) for item in items]
+        mapped: JSON = INPUT.map_texts(body, fn)
         return mapped
 
     def with_instruction(self, body: JSON, instruction: str) -> JSON:
@@ -162,76 +229,67 @@ class Responses(OpenAIErrorShape, Adapter):
         }
 
     def output_text(self, response: JSON) -> str:
-        return "".join(part["text"]
-                       for item in dicts(response.get("output")) if item.get("type") == "message"
-                       for part in dicts(item.get("content"))
-                       if part.get("type") == "output_text" and isinstance(part.get("text"), str))
+        return with_unescaped(texts_of(partial(self.map_output_texts, response)))
 
     def map_output_texts(self, response: JSON, fn: Callable[[str], str]) -> JSON:
         output = response.get("output")
         if not isinstance(output, list):
             return response
-        items = []
-        for item in output:
-            if isinstance(item, dict) and item.get("type") == "message" and \
-                    isinstance(item.get("content"), list):
-                item = {**item, "content": [
-                    {**part, "text": fn(part["text"])}
-                    if isinstance(part, dict) and part.get("type") == "output_text"
-                    and isinstance(part.get("text"), str) else part
-                    for part in item["content"]]}
-            items.append(item)
-        return {**response, "output": items}
+        return {**response, "output": [_map_output_item(item, fn) for item in output]}
 
     def response_usage(self, response: JSON) -> Usage | None:
         return usage_from(response.get("usage"), "input_tokens", "output_tokens")
 
     # --- streams
 
-    def stream_delta(self, event: str | None, payload: JSON) -> str | None:
+    def output_delta(self, event: str | None, payload: JSON) -> OutputDelta | None:
+        kind = payload.get("type")
+        slot = _DELTA_EVENTS.get(kind) if isinstance(kind, str) else None
         delta = payload.get("delta")
-        if payload.get("type") == "response.output_text.delta" and isinstance(delta, str):
-            return delta
-        return None
+        if slot is None or not isinstance(delta, str):
+            return None
+        block, sub, held = slot
+        return OutputDelta(delta, (block, key_part(payload.get("output_index")),
+                                   key_part(payload.get(sub))), held)
 
     def with_stream_delta(self, event: str | None, payload: JSON, text: str) -> JSON:
-        if self.stream_delta(event, payload) is None:
+        if self.output_delta(event, payload) is None:
             return dict(payload)
         return {**payload, "delta": text}
 
-    def with_released_text(self, event: str | None, payload: JSON, text: str) -> JSON:
-        """`response.output_text.done`, `content_part.done`, `output_item.done` and
-        `response.completed` repeat the whole output; after output redaction they must carry
-        the redacted text. Rewritten when the output is one text part, the shape the Responses
-        API streams for a plain answer (with several parts the per-part split is unknown)."""
-        kind = payload.get("type")
-        if kind == "response.output_text.done":
-            return {**payload, "text": text}
-        if kind == "response.content_part.done" and isinstance(payload.get("part"), dict):
+    def with_released_texts(self, event: str | None, payload: JSON,
+                            released: Mapping[Hashable, str]) -> JSON:
+        """"Done" events and the final `response` repeat whole blocks; after output redaction
+        they must carry the text the client actually got."""
+        kind = str(payload.get("type"))
+        index = key_part(payload.get("output_index"))
+        if kind in _DONE_FIELDS:
+            block, sub, field = _DONE_FIELDS[kind]
+            text = released.get((block, index, key_part(payload.get(sub))))
+            return {**payload, field: text} if text is not None else payload
+        if kind in ("response.content_part.done", "response.reasoning_summary_part.done") \
+                and isinstance(payload.get("part"), dict):
             part = payload["part"]
-            if part.get("type") == "output_text":
-                return {**payload, "part": {**part, "text": text}}
+            number = key_part(payload.get("content_index", payload.get("summary_index")))
+            mapped = _released_part(part, index, number, released)
+            return {**payload, "part": mapped} if mapped is not part else payload
         if kind == "response.output_item.done" and isinstance(payload.get("item"), dict):
-            item = _with_single_text(payload["item"], text)
-            return {**payload, "item": item} if item is not None else payload
-        if kind == "response.completed" and isinstance(payload.get("response"), dict):
-            response = payload["response"]
-            outputs = [o for o in response.get("output") or [] if isinstance(o, dict)
-                       and o.get("type") == "message"]
-            if len(outputs) == 1:
-                item = _with_single_text(outputs[0], text)
-                if item is not None:
-                    output = [item if o is outputs[0] else o for o in response["output"]]
-                    return {**payload, "response": {**response, "output": output}}
+            return {**payload, "item": _released_item(payload["item"], index, released)}
+        response = payload.get("response")
+        if kind in _USAGE_EVENTS and isinstance(response, dict) \
+                and isinstance(response.get("output"), list):
+            output = [_released_item(item, number, released) if isinstance(item, dict) else item
+                      for number, item in enumerate(response["output"])]
+            return {**payload, "response": {**response, "output": output}}
         return payload
 
     def is_text_end(self, event: str | None, payload: JSON) -> bool:
-        return payload.get("type") in _TEXT_END_EVENTS
+        return str(payload.get("type")) in _TEXT_END_EVENTS
 
     def stream_usage(self, event: str | None, payload: JSON) -> Usage | None:
         # Also a failed or incomplete response reports the tokens it used.
         response = payload.get("response")
-        if payload.get("type") in _USAGE_EVENTS and isinstance(response, dict):
+        if str(payload.get("type")) in _USAGE_EVENTS and isinstance(response, dict):
             return usage_from(response.get("usage"), "input_tokens", "output_tokens")
         return None
 
@@ -281,41 +339,81 @@ def _response_skeleton(response_id: str, model: str, created_at: int) -> JSON:
     }
 
 
-def _map_item(item: Any, fn: TextFn) -> Any:
+#: Delta events of text the model writes: (block kind, the field that numbers the block within
+#: its output item, held until the block ends). Tool-call arguments are held.
+_DELTA_EVENTS: dict[str, tuple[str, str, bool]] = {
+    "response.output_text.delta": ("text", "content_index", False),
+    "response.refusal.delta": ("text", "content_index", False),
+    "response.function_call_arguments.delta": ("args", "item_id", True),
+    "response.custom_tool_call_input.delta": ("args", "item_id", True),
+    "response.mcp_call_arguments.delta": ("args", "item_id", True),
+    "response.code_interpreter_call_code.delta": ("args", "item_id", True),
+    "response.reasoning_summary_text.delta": ("summary", "summary_index", False),
+    "response.reasoning_text.delta": ("reasoning", "content_index", False),
+}
+#: Events that repeat one whole block: (block kind, numbering field, the field with the text).
+_DONE_FIELDS: dict[str, tuple[str, str, str]] = {
+    "response.output_text.done": ("text", "content_index", "text"),
+    "response.refusal.done": ("text", "content_index", "refusal"),
+    "response.function_call_arguments.done": ("args", "item_id", "arguments"),
+    "response.custom_tool_call_input.done": ("args", "item_id", "input"),
+    "response.mcp_call_arguments.done": ("args", "item_id", "arguments"),
+    "response.code_interpreter_call_code.done": ("args", "item_id", "code"),
+    "response.reasoning_summary_text.done": ("summary", "summary_index", "text"),
+    "response.reasoning_text.done": ("reasoning", "content_index", "text"),
+}
+#: Output items holding a tool call's arguments (or code), and the field.
+_CALL_FIELDS = {"function_call": "arguments", "custom_tool_call": "input",
+                "mcp_call": "arguments", "code_interpreter_call": "code"}
+
+
+def _map_output_item(item: Any, fn: TextFn) -> Any:
+    """An output item with `fn` applied to every text the model wrote in it."""
     if not isinstance(item, dict):
         return item
-    kind = item.get("type")
-    if kind in ("function_call_output", "custom_tool_call_output") and "output" in item:
-        return {**item, "output": _map_content(item["output"], fn)}
-    if kind in (None, "message") and "content" in item:
-        return {**item, "content": _map_content(item["content"], fn)}
-    return item
+    kind = str(item.get("type"))
+    if kind in _CALL_FIELDS and isinstance(item.get(_CALL_FIELDS[kind]), str):
+        return {**item, _CALL_FIELDS[kind]: fn(item[_CALL_FIELDS[kind]])}
+    mapped = dict(item)
+    for key in ("content", "summary"):
+        if isinstance(item.get(key), list):
+            mapped[key] = [_map_output_part(part, fn) for part in item[key]]
+    return mapped
 
 
-def _map_content(content: Any, fn: TextFn) -> Any:
-    if isinstance(content, str):
-        return fn(content)
-    if isinstance(content, list):
-        return [_map_part(part, fn) for part in content]
-    return content
-
-
-def _map_part(part: Any, fn: TextFn) -> Any:
-    if isinstance(part, dict) and part.get("type") in ("input_text", "output_text") \
-            and isinstance(part.get("text"), str):
-        return {**part, "text": fn(part["text"])}
+def _map_output_part(part: Any, fn: TextFn) -> Any:
+    if not isinstance(part, dict):
+        return part
+    field = "refusal" if part.get("type") == "refusal" else "text"
+    if str(part.get("type")) in _OUTPUT_PARTS and isinstance(part.get(field), str):
+        return {**part, field: fn(part[field])}
     return part
 
 
-def _with_single_text(item: JSON, text: str) -> JSON | None:
-    """`item` (an output message) with its one `output_text` part carrying `text`."""
-    content = item.get("content")
-    if not isinstance(content, list):
-        return None
-    texts = [i for i, part in enumerate(content)
-             if isinstance(part, dict) and part.get("type") == "output_text"]
-    if len(texts) != 1:
-        return None
-    parts = list(content)
-    parts[texts[0]] = {**parts[texts[0]], "text": text}
-    return {**item, "content": parts}
+_OUTPUT_PARTS = frozenset({"output_text", "refusal", "summary_text", "reasoning_text"})
+
+
+def _released_part(part: JSON, index: Any, sub: Any, released: Mapping[Hashable, str]) -> JSON:
+    kind = part.get("type")
+    block = {"output_text": "text", "refusal": "text", "summary_text": "summary",
+             "reasoning_text": "reasoning"}.get(str(kind))
+    text = released.get((block, index, sub)) if block is not None else None
+    if text is None:
+        return part
+    return {**part, "refusal" if kind == "refusal" else "text": text}
+
+
+def _released_item(item: JSON, index: Any, released: Mapping[Hashable, str]) -> JSON:
+    """An output item with the released text of each of its blocks."""
+    kind = str(item.get("type"))
+    if kind in _CALL_FIELDS:
+        text = released.get(("args", index, key_part(item.get("id"))))
+        return {**item, _CALL_FIELDS[kind]: text} if text is not None else item
+    mapped = dict(item)
+    for key in ("content", "summary"):
+        parts = item.get(key)
+        if isinstance(parts, list):
+            mapped[key] = [_released_part(part, index, sub, released)
+                           if isinstance(part, dict) else part
+                           for sub, part in enumerate(parts)]
+    return mapped

@@ -31,6 +31,7 @@ def request_facts(adapter: Adapter, body: JSON, *, target: str | None = None,
         max_output_tokens=view.max_output_tokens, has_tools=view.has_tools,
         stream=adapter.is_stream(body), input_text=view.input_text,
         last_user_text=view.last_user_text, system_text=view.system_text,
+        tool_arguments_text=view.tool_arguments_text,
         flagged_categories=flagged_categories)
 
 

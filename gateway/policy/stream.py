@@ -3,32 +3,57 @@
 For each frame the `StreamGovernor`:
 - adds the `policy` object to the frame's JSON (spliced in, not re-encoded); `[DONE]`, `event:`
   lines and comments stay as they are;
-- feeds text deltas to the policy's output monitor, which holds back only the window a rule needs
-  and releases the rest; the frame carries what was released;
-- before the frame that closes a text block (whose "done" frames may repeat the whole text), it
-  finishes the monitor and sends what was held back in a delta frame of the same shape;
+- feeds every delta of text the model writes (answer text, refusals, tool-call arguments,
+  thinking and reasoning) to an output monitor per block, which holds back only the window a
+  rule needs and releases the rest; the frame carries what was released;
+- holds tool-call arguments whole: none of a call's arguments reaches the client before the
+  verdict on the whole call at its block's end, so an agent never acts on part of a call that a
+  rule then stops (frames that only carry arguments are withheld, and the arguments go out in one
+  delta frame of the same shape at the end);
+- before the frame that closes a block (whose "done" frames may repeat the whole text), it
+  finishes the monitor and sends what was held back in a delta frame of the same shape; a delta
+  of another block does not close the current one (chat streams choices interleaved);
 - when an enforced output rule refuses or escalates, ends the stream with the API's own
   termination frames: the violating text never reaches the client;
 - collects the usage the upstream reports and, when the client did not ask for usage, drops the
   usage-only chunk the gateway asked for;
-- keeps numbered events (responses' `sequence_number`) unique and in order: every frame after
-  one the gateway inserted moves up by one, and a termination frame follows the last number.
+- keeps numbered events (responses' `sequence_number`) contiguous and in order: every frame after
+  one the gateway inserted moves up by one, after one it withheld down by one, and a termination
+  frame follows the last number.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
 from typing import Any
 
 import dsl
-from gateway.adapters.base import Adapter, dumps
+from gateway.adapters.base import Adapter, OutputDelta, dumps
+from gateway.adapters.inventory import unescaped_json_text
 from gateway.errors import PolicyRefused
-from gateway.policy.governance import Governance
+from gateway.policy.governance import Governance, combine
 from gateway.policy.lifecycle import StreamCounts
 from gateway.upstream.sse import Frame, encode_frame
 
 MonitorFactory = Callable[[dsl.Decision], Any]
 DEFAULT_REFUSAL = "The response was stopped by policy."
+
+
+@dataclass(slots=True)
+class _Block:
+    """One block of output being decided: a text part, a tool call, a thinking block."""
+
+    monitor: Any
+    #: Tool-call arguments: nothing is sent before the block's end (its verdict).
+    held: bool
+    #: Tool-call arguments (held when enforced; in shadow only decided).
+    tool: bool
+    #: The last delta frame of the block, the shape of the frame that sends what was held.
+    template: tuple[str | None, dict[str, Any]] | None = None
+    #: Text as the upstream sent it, and as released by the monitor (after redaction).
+    fed: list[str] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)
 
 
 class StreamGovernor:
@@ -38,16 +63,17 @@ class StreamGovernor:
         self.governance = governance
         self._monitor_factory = monitor_factory
         self._client_asked_usage = client_asked_usage
-        self._monitor: Any = None
-        self._template: tuple[str | None, dict[str, Any]] | None = None
+        #: Open blocks by the adapter's block key (usually one at a time).
+        self._blocks: dict[Hashable, _Block] = {}
         #: The stream's first frame (chat's first chunk, `message_start`, `response.created`):
         #: it carries the ids a termination frame must repeat.
         self._first_payload: dict[str, Any] | None = None
-        #: Output text as the upstream sent it, and as the client got it (after redaction).
-        self._fed: list[str] = []
-        self._released: list[str] = []
-        #: Frames the gateway inserted so far, and the last sequence number the client got.
-        self._inserted = 0
+        #: Closed blocks whose released text differs from the upstream's (redacted): "done"
+        #: frames repeating them must carry what the client got.
+        self._redacted: dict[Hashable, str] = {}
+        #: Frames the gateway inserted minus frames it withheld, and the last sequence number
+        #: the client got.
+        self._shift = 0
         self._last_number: int | None = None
         self.input_tokens = 0
         self.output_tokens = 0
@@ -62,7 +88,7 @@ class StreamGovernor:
         if self.stopped:
             return b""
         if payload is None:  # `[DONE]` or a comment frame
-            out = self._flush() if frame.is_done and self._monitor is not None else b""
+            out = self._close_all() if frame.is_done and self._blocks else b""
             return out if self.stopped else out + frame.raw
         adapter, event = self.adapter, frame.event
         if self._first_payload is None:
@@ -74,31 +100,21 @@ class StreamGovernor:
             self.output_tokens = max(self.output_tokens, usage.output_tokens)
             if not self._client_asked_usage and adapter.is_usage_only_chunk(event, payload):
                 return b""
-        delta = adapter.stream_delta(event, payload)
-        if delta is not None:
-            self.output_chars += len(delta)
-        if delta is not None and self._monitor_factory is not None:
-            return self._feed_delta(event, payload, delta)
-        out = b""
-        if self._monitor is not None and (adapter.is_text_end(event, payload)
-                                          or adapter.is_terminal(frame)):
-            out = self._flush()
-            if self.stopped:
+        delta = adapter.output_delta(event, payload)
+        if delta is None and self._monitor_factory is not None:
+            parts = adapter.split_output(event, payload)
+            if parts is not None:  # several deltas in one frame: each decided in its block
+                out = b""
+                for part in parts:
+                    out += self._route(event, part, None, adapter.output_delta(event, part))
+                    if self.stopped:
+                        break
                 return out
-        outgoing = payload
-        if self._fed:
-            released = "".join(self._released)
-            if released != "".join(self._fed):
-                # The client got redacted text: frames that repeat the whole output must too.
-                outgoing = adapter.with_released_text(event, payload, released)
-        outgoing = self._renumbered(outgoing)
-        if outgoing is not payload:
-            return out + self._encode(event, outgoing)
-        return out + self._with_policy(frame)
+        return self._route(event, payload, frame, delta)
 
     def finish(self) -> bytes:
         """The upstream stream ended normally: release whatever is still held back."""
-        return self._flush() if self._monitor is not None and not self.stopped else b""
+        return self._close_all() if self._blocks and not self.stopped else b""
 
     def error_extra(self) -> dict[str, Any]:
         """An error frame ending the stream carries the `policy` object too."""
@@ -111,45 +127,135 @@ class StreamGovernor:
 
     # --- internals
 
-    def _feed_delta(self, event: str | None, payload: dict[str, Any], delta: str) -> bytes:
+    def _route(self, event: str | None, payload: dict[str, Any], frame: Frame | None,
+               delta: OutputDelta | None) -> bytes:
+        adapter = self.adapter
+        if delta is not None:
+            self.output_chars += len(delta.text)
+            if self._monitor_factory is not None:
+                return self._feed_delta(event, payload, delta)
+        out = b""
+        if self._blocks and frame is not None and adapter.is_terminal(frame):
+            out = self._close_all()
+        elif self._blocks and adapter.is_text_end(event, payload):
+            out = self._close_open(ending=(event, payload))
+        if self.stopped:
+            return out
+        outgoing = payload
+        if self._redacted:
+            outgoing = adapter.with_released_texts(event, payload, self._redacted)
+        outgoing = self._renumbered(outgoing)
+        if outgoing is not payload or frame is None:
+            return out + self._encode(event, outgoing)
+        return out + self._with_policy(frame)
+
+    def _feed_delta(self, event: str | None, payload: dict[str, Any], delta: OutputDelta
+                    ) -> bytes:
         assert self._monitor_factory is not None
-        if self._monitor is None:
-            self._monitor = self._monitor_factory(self.governance.decision)
-        released, changed = self._monitor.feed(delta)
-        self._fed.append(delta)
-        self._released.append(released)
+        block = self._blocks.get(delta.block)
+        head = b""
+        if block is None:
+            if delta.held:
+                # A tool call follows the text it comes after (chat has no frame that closes
+                # text before a call): that text is decided and released first.
+                head = self._close_open(held=False)
+                if self.stopped:
+                    return head
+            # In shadow nothing is stopped, so nothing needs holding either.
+            block = _Block(self._monitor_factory(self.governance.decision),
+                           delta.held and self.governance.enforced, delta.held)
+            self._blocks[delta.block] = block
+        return head + self._feed_block(event, payload, delta, block)
+
+    def _feed_block(self, event: str | None, payload: dict[str, Any], delta: OutputDelta,
+                    block: _Block) -> bytes:
+        released, changed = block.monitor.feed(delta.text)
+        block.fed.append(delta.text)
+        block.released.append(released)
+        block.template = (event, payload)
         if changed is not None:
-            self.governance.update(changed)
-        self._template = (event, payload)
-        if self._monitor.stopped:
-            # Text that certainly precedes the violation still goes out, then the stop.
+            self._update(changed)
+        if block.monitor.stopped:
+            # Text that certainly precedes the violation still goes out, then the stop; of a
+            # tool call, nothing.
             head = b""
-            if released:
+            if released and not block.held:
                 head = self._encode(event, self._renumbered(
                     self.adapter.with_stream_delta(event, payload, released)))
             return head + self._stop()
-        if released != delta:
+        if block.held:
+            placeholder = self.adapter.held_frame(event, payload)
+            if placeholder is None:
+                if self.adapter.sequence_number(payload) is not None:
+                    self._shift -= 1
+                return b""
+            return self._encode(event, self._renumbered(placeholder))
+        if released != delta.text:
             payload = self.adapter.with_stream_delta(event, payload, released)
         return self._encode(event, self._renumbered(payload))
 
-    def _flush(self) -> bytes:
-        released, changed = self._monitor.finish()
-        self._monitor = None
+    def _update(self, changed: dsl.Decision) -> None:
+        # With several blocks open, each monitor knows only its own evidence: keep the others'.
+        if len(self._blocks) > 1:
+            changed = combine(changed, self.governance.decision)
+        self.governance.update(changed)
+
+    def _close_all(self) -> bytes:
+        return self._close_open()
+
+    def _close_open(self, held: bool | None = None,
+                    ending: tuple[str | None, dict[str, Any]] | None = None) -> bytes:
+        """Close the open blocks: only those whose `held` is `held` (unless None), and only
+        those the text-end frame `ending` ends (unless None)."""
+        out = b""
+        for key, block in list(self._blocks.items()):
+            if held is not None and block.held != held:
+                continue
+            if ending is not None and not self.adapter.ends_block(*ending, key):
+                continue
+            out += self._close(key, block)
+            del self._blocks[key]
+            if self.stopped:
+                return out
+        return out
+
+    def _close(self, key: Hashable, block: _Block) -> bytes:
+        released, changed = block.monitor.finish()
         if changed is not None:
-            self.governance.update(changed)
-        if changed is not None and self.governance.enforced and \
-                changed.decision in ("refuse", "escalate"):
+            self._update(changed)
+        if block.monitor.stopped or (changed is not None and self.governance.enforced
+                                     and changed.decision in ("refuse", "escalate")):
             return self._stop()
-        self._released.append(released)
-        if not released or self._template is None:
+        if block.tool and self._escaped_violation(block):
+            return self._stop()
+        block.released.append(released)
+        sent = "".join(block.released)
+        if sent != "".join(block.fed):
+            self._redacted[key] = sent
+        text = sent if block.held else released
+        if not text or block.template is None:
             return b""
-        event, template = self._template
-        payload = self.adapter.with_stream_delta(event, template, released)
+        event, template = block.template
+        payload = self.adapter.with_stream_delta(event, template, text)
         if self._last_number is not None:
-            self._inserted += 1
+            self._shift += 1
             self._last_number += 1
             payload = self.adapter.with_sequence_number(payload, self._last_number)
         return self._encode(event, payload)
+
+    def _escaped_violation(self, block: _Block) -> bool:
+        """Whether a tool call's arguments, decoded from JSON, break a rule that their escaped
+        spelling (`\\u0061gent`) hid from the monitor. Checked once, at the call's end."""
+        unescaped = unescaped_json_text("".join(block.fed))
+        if unescaped is None or self._monitor_factory is None:
+            return False
+        probe = self._monitor_factory(self.governance.decision)
+        _, fed_changed = probe.feed(unescaped)
+        _, changed = probe.finish()
+        changed = changed or fed_changed
+        if changed is not None:
+            self._update(changed)
+        return bool(probe.stopped)
 
     def _stop(self) -> bytes:
         self.stopped = True
@@ -163,12 +269,13 @@ class StreamGovernor:
             template, error, {"policy": self.governance.policy_object()})
 
     def _renumbered(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """`payload` numbered after the frames the gateway inserted (itself when unchanged)."""
+        """`payload` numbered after the frames the gateway inserted or withheld (itself when
+        unchanged)."""
         number = self.adapter.sequence_number(payload)
         if number is None:
             return payload
-        self._last_number = number + self._inserted
-        if not self._inserted:
+        self._last_number = number + self._shift
+        if not self._shift:
             return payload
         return self.adapter.with_sequence_number(payload, self._last_number)
 
@@ -201,8 +308,6 @@ class WholeBlockMonitor:
         return "", None
 
     def finish(self) -> tuple[str, dsl.Decision | None]:
-        from gateway.policy.governance import combine
-
         text = "".join(self._chunks)
         decision = self._decision
         for policy in self._policies:

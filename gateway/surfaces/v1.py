@@ -1,9 +1,10 @@
 """The compat surface, `/v1/*` (SPEC §1): a transparent proxy for any valid key.
 
 The body is validated (so the caller gets a clear 400 instead of an upstream's guess) but it is
-forwarded as the exact bytes the client sent. Nothing is injected into the answer, ever. An
-inline `policy` is decided on the same path as `/policy` (gateway/policy/decide.py), and only a
-refusal or an escalation changes the answer.
+forwarded as the exact bytes the client sent, unless it carries gateway fields: those are removed
+(the upstream never sees a field it does not know) and the rest re-encoded. Nothing is injected
+into the answer, ever. An inline `policy` is decided on the same path as `/policy`
+(gateway/policy/decide.py), and only a refusal or an escalation changes the answer.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from gateway.policy.decide import (
     moderation_blocked,
     request_facts,
 )
-from gateway.policy.governance import encode_body
+from gateway.policy.governance import GATEWAY_BODY_FIELDS, encode_body
 from gateway.state import GatewayState
 from gateway.upstream.exchange import Exchange, relayable_response_headers
 from gateway.upstream.relay import PassThrough, StreamEnd, open_answer, read_answer, stream_answer
@@ -49,12 +50,16 @@ async def proxy_api(state: GatewayState, adapter: Adapter, inbound: Inbound, *,
     body = decode_json_object(inbound.body)
     adapter.validate(body)
     content = inbound.body
+    forward = body
+    if any(name in body for name in GATEWAY_BODY_FIELDS):
+        forward = {k: v for k, v in body.items() if k not in GATEWAY_BODY_FIELDS}
     if "policy" in body or state.config.always_blocked_categories:
-        governed_body = _govern_inline(state, adapter, body)
+        governed_body = _govern_inline(state, adapter, body, forward)
         if isinstance(governed_body, Outbound):
             return governed_body
-        if governed_body is not body:
-            content = encode_body(governed_body)
+        forward = governed_body
+    if forward is not body:
+        content = encode_body(forward)
     provider = state.config.provider_for(adapter.provider_kind, body.get("model"))
     request = state.upstreams.build_request(
         provider, "POST", adapter.upstream_path + _query_suffix(inbound), inbound.headers, content
@@ -63,13 +68,13 @@ async def proxy_api(state: GatewayState, adapter: Adapter, inbound: Inbound, *,
                                          state.config.timeouts))
 
 
-def _govern_inline(state: GatewayState, adapter: Adapter, body: JSON) -> JSON | Outbound:
+def _govern_inline(state: GatewayState, adapter: Adapter, body: JSON, forward: JSON
+                   ) -> JSON | Outbound:
     """Always-blocked categories, and an inline `policy` evaluated and enforced for this one
     request (SPEC §5.5, §5.10). Nothing is added to the answer unless it is refused."""
     # `"policy": null` means no inline policy, as on /policy/* (the field is still stripped).
     inline = (state.inline_policies.compile(body["policy"])
               if body.get("policy") is not None else None)
-    forward = {k: v for k, v in body.items() if k != "policy"} if "policy" in body else body
     facts = request_facts(adapter, forward)
     classification = dsl.classify(facts.input_text, pii=inline is not None)
     blocked = moderation_blocked(state.config.always_blocked_categories, classification, facts)

@@ -125,6 +125,8 @@ class Reply:
     #: Hex digits shared by every id of this answer (`chatcmpl-…`, `msg_…`, `resp_…`).
     key: str
     created: int
+    #: Tool calls the answer makes after its text: (name, arguments as streamed chunks).
+    tool_calls: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def text(self) -> str:
@@ -144,11 +146,13 @@ class Reply:
         chunks: Sequence[str] | None = None,
         usage: Mapping[str, int] | None = None,
         created: int | None = None,
+        tool_calls: Sequence[Mapping[str, Any]] = (),
     ) -> Reply:
         """The reply to `body`: explicit `chunks`, else `text`, else the echo of the last user text.
 
         `usage` overrides the estimates; it takes `input_tokens`/`output_tokens` or the chat
-        names `prompt_tokens`/`completion_tokens`.
+        names `prompt_tokens`/`completion_tokens`. `tool_calls` are `{"name", "arguments"}`
+        objects, the arguments a list of the chunks they stream in (JSON text once joined).
         """
         if chunks is None:
             if text is None:
@@ -160,8 +164,12 @@ class Reply:
         n_in = usage.get("input_tokens", usage.get("prompt_tokens", input_tokens(api, body)))
         n_out = usage.get("output_tokens",
                           usage.get("completion_tokens", estimate_tokens(reply_text)))
+        calls = tuple((str(call["name"]), tuple(call["arguments"])) for call in tool_calls)
         return cls(chunks=chunks, input_tokens=n_in, output_tokens=n_out, key=uuid.uuid4().hex[:24],
-                   created=int(time.time()) if created is None else created)
+                   created=int(time.time()) if created is None else created, tool_calls=calls)
+
+    def call_id(self, number: int) -> str:
+        return f"call_{self.key[:16]}{number}"
 
 
 def sse(payload: JSON, event: str | None = None) -> bytes:
@@ -192,14 +200,23 @@ def chat_completion(body: Mapping[str, Any], reply: Reply) -> JSON:
         "choices": [{
             "index": 0,
             "message": {"role": "assistant", "content": reply.text, "refusal": None,
-                        "annotations": []},
+                        "annotations": [], **_chat_tool_calls(reply)},
             "logprobs": None,
-            "finish_reason": "stop",
+            "finish_reason": "tool_calls" if reply.tool_calls else "stop",
         }],
         "usage": _chat_usage(reply),
         "service_tier": "default",
         "system_fingerprint": None,
     }
+
+
+def _chat_tool_calls(reply: Reply) -> JSON:
+    if not reply.tool_calls:
+        return {}
+    return {"tool_calls": [
+        {"id": reply.call_id(number), "type": "function",
+         "function": {"name": name, "arguments": "".join(arguments)}}
+        for number, (name, arguments) in enumerate(reply.tool_calls)]}
 
 
 def wants_stream_usage(body: Mapping[str, Any]) -> bool:
@@ -225,7 +242,13 @@ def chat_completion_frames(body: Mapping[str, Any], reply: Reply) -> Iterator[by
     yield chunk({"role": "assistant", "content": "", "refusal": None})
     for text in reply.chunks:
         yield chunk({"content": text})
-    yield chunk({}, "stop")
+    for number, (name, arguments) in enumerate(reply.tool_calls):
+        yield chunk({"tool_calls": [{"index": number, "id": reply.call_id(number),
+                                     "type": "function",
+                                     "function": {"name": name, "arguments": ""}}]})
+        for piece in arguments:
+            yield chunk({"tool_calls": [{"index": number, "function": {"arguments": piece}}]})
+    yield chunk({}, "tool_calls" if reply.tool_calls else "stop")
     if include_usage:
         yield sse({**base, "choices": [], "usage": _chat_usage(reply)})
     yield b"data: [DONE]\n\n"
@@ -245,11 +268,22 @@ def message(body: Mapping[str, Any], reply: Reply) -> JSON:
         "type": "message",
         "role": "assistant",
         "model": body.get("model"),
-        "content": [{"type": "text", "text": reply.text}],
-        "stop_reason": "end_turn",
+        "content": [{"type": "text", "text": reply.text}, *(
+            {"type": "tool_use", "id": reply.call_id(number), "name": name,
+             "input": _arguments_object(arguments)}
+            for number, (name, arguments) in enumerate(reply.tool_calls))],
+        "stop_reason": "tool_use" if reply.tool_calls else "end_turn",
         "stop_sequence": None,
         "usage": _message_usage(reply.input_tokens, reply.output_tokens),
     }
+
+
+def _arguments_object(arguments: Sequence[str]) -> Any:
+    """A tool call's streamed arguments as the JSON value they spell ({} if they do not)."""
+    try:
+        return orjson.loads("".join(arguments))
+    except orjson.JSONDecodeError:
+        return {}
 
 
 def message_frames(body: Mapping[str, Any], reply: Reply) -> Iterator[bytes]:
@@ -267,8 +301,18 @@ def message_frames(body: Mapping[str, Any], reply: Reply) -> Iterator[bytes]:
         yield sse({"type": "content_block_delta", "index": 0,
                    "delta": {"type": "text_delta", "text": text}}, "content_block_delta")
     yield sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
+    for number, (name, arguments) in enumerate(reply.tool_calls, start=1):
+        yield sse({"type": "content_block_start", "index": number, "content_block": {
+            "type": "tool_use", "id": reply.call_id(number), "name": name, "input": {}}},
+            "content_block_start")
+        for piece in arguments:
+            yield sse({"type": "content_block_delta", "index": number,
+                       "delta": {"type": "input_json_delta", "partial_json": piece}},
+                      "content_block_delta")
+        yield sse({"type": "content_block_stop", "index": number}, "content_block_stop")
+    stop_reason = "tool_use" if reply.tool_calls else "end_turn"
     yield sse({"type": "message_delta",
-               "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+               "delta": {"stop_reason": stop_reason, "stop_sequence": None},
                "usage": {"output_tokens": reply.output_tokens}}, "message_delta")
     yield sse({"type": "message_stop"}, "message_stop")
 
@@ -288,6 +332,30 @@ def _output_message(reply: Reply, status: str, content: list[JSON]) -> JSON:
             "content": content}
 
 
+def _function_call(reply: Reply, number: int, status: str, arguments: str) -> JSON:
+    name = reply.tool_calls[number][0]
+    return {"id": f"fc_{reply.key}{number}", "type": "function_call", "status": status,
+            "call_id": reply.call_id(number), "name": name, "arguments": arguments}
+
+
+def _function_calls(reply: Reply) -> list[JSON]:
+    return [_function_call(reply, number, "completed", "".join(arguments))
+            for number, (_name, arguments) in enumerate(reply.tool_calls)]
+
+
+def _function_call_events(reply: Reply) -> Iterator[JSON]:
+    for number, (_name, arguments) in enumerate(reply.tool_calls):
+        where = {"item_id": f"fc_{reply.key}{number}", "output_index": number + 1}
+        yield {"type": "response.output_item.added", "output_index": number + 1,
+               "item": _function_call(reply, number, "in_progress", "")}
+        for piece in arguments:
+            yield {"type": "response.function_call_arguments.delta", **where, "delta": piece}
+        yield {"type": "response.function_call_arguments.done", **where,
+               "arguments": "".join(arguments)}
+        yield {"type": "response.output_item.done", "output_index": number + 1,
+               "item": _function_call(reply, number, "completed", "".join(arguments))}
+
+
 def response(body: Mapping[str, Any], reply: Reply, *, status: str = "completed") -> JSON:
     """The `response` object; with `status="in_progress"` as sent before any output."""
     done = status == "completed"
@@ -305,7 +373,8 @@ def response(body: Mapping[str, Any], reply: Reply, *, status: str = "completed"
         "max_output_tokens": body.get("max_output_tokens"),
         "max_tool_calls": None,
         "model": body.get("model"),
-        "output": [_output_message(reply, "completed", [_output_text(reply.text)])] if done else [],
+        "output": [_output_message(reply, "completed", [_output_text(reply.text)]),
+                   *_function_calls(reply)] if done else [],
         "parallel_tool_calls": True,
         "previous_response_id": body.get("previous_response_id"),
         "reasoning": {"effort": None, "summary": None},
@@ -347,6 +416,7 @@ def response_frames(body: Mapping[str, Any], reply: Reply) -> Iterator[bytes]:
         {"type": "response.content_part.done", **where, "part": _output_text(reply.text)},
         {"type": "response.output_item.done", "output_index": 0,
          "item": _output_message(reply, "completed", [_output_text(reply.text)])},
+        *_function_call_events(reply),
         {"type": "response.completed", "response": response(body, reply)},
     ]
     for number, event in enumerate(events):

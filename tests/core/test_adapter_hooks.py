@@ -101,14 +101,17 @@ def frozen(body: JSON) -> tuple[JSON, Callable[[], None]]:
 def test_chat_input_view() -> None:
     body, unchanged = frozen(CHAT_BODY)
     assert CHAT.input_view(body) == InputView(
-        input_text="Be terse.\nNo slang.\nLook:\nwhat is it?\nsunny\nthanks",
+        # Messages first (tool calls and their arguments included), then the rest of the body
+        # (the tool's name).
+        input_text=("Be terse.\nNo slang.\nLook:\nwhat is it?\nweather\n{\"city\": \"Oslo\"}"
+                    "\nsunny\nthanks\nweather"),
         last_user_text="thanks",
         system_text="Be terse.\nNo slang.",
         message_count=6,
         has_tools=True,
         max_output_tokens=50,
-        # ceil(len/4) per text: 9→3, 9→3, 5→2, 11→3, 5→2, 6→2.
-        estimated_input_tokens=15,
+        # ceil(len/4) per text: 9→3, 9→3, 5→2, 11→3, 7→2, 16→4, 5→2, 6→2, 7→2.
+        estimated_input_tokens=23,
     )
     unchanged()
 
@@ -119,9 +122,10 @@ def test_chat_input_view_edge_cases() -> None:
                                      {"type": "text", "text": "second"}]},
         {"role": "assistant", "content": "answer"}, "not a message", {"role": "user"}]}
     view = CHAT.input_view(body)
-    # A later user message without content still is the last user message.
+    # A later user message without content still is the last user message; a malformed
+    # message that is a bare string is read too (the model would get it if anything did).
     assert (view.input_text, view.last_user_text, view.message_count) == (
-        "first\nsecond\nanswer", "", 4)
+        "first\nsecond\nanswer\nnot a message\nf", "", 4)
     assert view.max_output_tokens == 7 and view.has_tools is True
     assert CHAT.input_view({"messages": [], "max_tokens": True, "tools": []}) == InputView(
         "", "", "", 0, False, None, 0)
@@ -130,13 +134,14 @@ def test_chat_input_view_edge_cases() -> None:
 def test_messages_input_view() -> None:
     body, unchanged = frozen(MESSAGES_BODY)
     assert MESSAGES.input_view(body) == InputView(
-        input_text="Be kind.\nWeather?\nChecking.\nRain\nUmbrella?",
+        # The tool use's name and input are read; the image's base64 bytes are not.
+        input_text="Be kind.\nWeather?\nChecking.\nweather\nParis\nRain\nUmbrella?",
         last_user_text="Rain\nUmbrella?",
         system_text="Be kind.",
         message_count=3,
         has_tools=False,
         max_output_tokens=256,
-        estimated_input_tokens=2 + 2 + 3 + 1 + 3,
+        estimated_input_tokens=2 + 2 + 3 + 2 + 2 + 1 + 3,
     )
     unchanged()
 
@@ -153,20 +158,24 @@ def test_messages_input_view_string_system_and_other_carriers_of_text() -> None:
                 {"type": "search_result", "source": "s", "title": "t", "content": [
                     {"type": "text", "text": "found"}]}]}]}
     view = MESSAGES.input_view(body)
-    assert view.input_text == "Sys.\nplain result\ndoc body\ndoc part\nfound"
+    # The search result's source and title are read, the PDF's base64 bytes are not, and the
+    # tool's name comes last (it is outside the messages).
+    assert view.input_text == "Sys.\nplain result\ndoc body\ndoc part\ns\nt\nfound\nt"
     assert (view.system_text, view.has_tools) == ("Sys.", True)
 
 
 def test_responses_input_view() -> None:
     body, unchanged = frozen(RESPONSES_BODY)
     assert RESPONSES.input_view(body) == InputView(
-        input_text="Answer briefly.\nUse metric units.\nHow far?\nLet me check.\n465 km\nIn miles?",
+        # The function call's name and arguments are read; the image address is not.
+        input_text=("Answer briefly.\nUse metric units.\nHow far?\nLet me check.\ndistance\n"
+                    "{\"to\": \"Lyon\"}\n465 km\nIn miles?"),
         last_user_text="In miles?",
         system_text="Answer briefly.\nUse metric units.",
         message_count=6,
         has_tools=False,
         max_output_tokens=64,
-        estimated_input_tokens=4 + 5 + 2 + 4 + 2 + 3,
+        estimated_input_tokens=4 + 5 + 2 + 4 + 2 + 4 + 2 + 3,
     )
     unchanged()
 
@@ -196,10 +205,14 @@ def test_chat_map_input_texts() -> None:
             {"type": "text", "text": "<Look:>"},
             {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
             {"type": "text", "text": "<what is it?>"}]},
-        CHAT_BODY["messages"][3],
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function",
+             "function": {"name": "<weather>", "arguments": "<{\"city\": \"Oslo\"}>"}}]},
         {"role": "tool", "tool_call_id": "c1", "content": "<sunny>"},
         {"role": "user", "content": "<thanks>"},
     ]
+    expected["tools"] = [{"type": "function", "function": {"name": "<weather>",
+                                                            "parameters": {}}}]
     assert mapped == expected
     unchanged()
 
@@ -216,7 +229,8 @@ def test_messages_map_input_texts() -> None:
             {"role": "user", "content": "<Weather?>"},
             {"role": "assistant", "content": [
                 {"type": "text", "text": "<Checking.>"},
-                {"type": "tool_use", "id": "t1", "name": "weather", "input": {"city": "Paris"}}]},
+                {"type": "tool_use", "id": "t1", "name": "<weather>",
+                 "input": {"city": "<Paris>"}}]},
             {"role": "user", "content": [
                 {"type": "tool_result", "tool_use_id": "t1", "content": [
                     {"type": "text", "text": "<Rain>"}, image]},
@@ -242,7 +256,8 @@ def test_responses_map_input_texts() -> None:
                 {"type": "input_text", "text": "<How far?>"},
                 {"type": "input_image", "image_url": "https://example.com/map.png"}]},
             {"role": "assistant", "content": "<Let me check.>"},
-            RESPONSES_BODY["input"][3],
+            {"type": "function_call", "call_id": "c1", "name": "<distance>",
+             "arguments": "<{\"to\": \"Lyon\"}>"},
             {"type": "function_call_output", "call_id": "c1", "output": "<465 km>"},
             {"role": "user", "content": "<In miles?>"},
         ],
@@ -273,6 +288,11 @@ def changed_leaves(before: Any, after: Any) -> list[tuple[str, str]]:
     return []
 
 
+def lines(texts: list[str]) -> list[str]:
+    """The lines of `texts` joined as the view joins them, sorted."""
+    return sorted("\n".join(texts).split("\n"))
+
+
 def assert_view_and_map_agree(adapter: Adapter, body: JSON) -> None:
     body, unchanged = frozen(body)
     visited: list[str] = []
@@ -283,13 +303,15 @@ def assert_view_and_map_agree(adapter: Adapter, body: JSON) -> None:
 
     mapped = adapter.map_input_texts(body, mark)
     unchanged()
-    # Every text the view counts is mapped, in the view's order...
-    assert "\n".join(visited) == adapter.input_view(body).input_text
+    # Every text the view counts is mapped (the view reads the parts the selectors need first,
+    # so its order may differ from the document's)...
+    assert lines(visited) == sorted(adapter.input_view(body).input_text.split("\n"))
     # ...and nothing else changed: the only differing leaves are exactly the visited texts
     # (in document order, which for a body whose `system` comes last is not the view's order).
     assert sorted(changed_leaves(body, mapped)) == sorted((t, MARK + t) for t in visited)
     # The view of the mapped body is the mapped view.
-    assert adapter.input_view(mapped).input_text == "\n".join(MARK + t for t in visited)
+    assert sorted(adapter.input_view(mapped).input_text.split("\n")) == lines(
+        [MARK + t for t in visited])
 
 
 @pytest.mark.parametrize(("adapter", "body"), [(CHAT, CHAT_BODY), (MESSAGES, MESSAGES_BODY),
@@ -474,7 +496,8 @@ def test_messages_output_text_and_usage() -> None:
                             {"type": "text", "text": "world"}],
                 "usage": {"input_tokens": 20, "output_tokens": 7,
                           "cache_read_input_tokens": 100}}
-    assert MESSAGES.output_text(response) == "Hello world"
+    # Text blocks as one answer; thinking and tool inputs (as JSON text) are output too.
+    assert MESSAGES.output_text(response) == "Hello world\nhmm\n{}"
     assert MESSAGES.response_usage(response) == Usage(20, 7)
     # Malformed counts from a broken upstream count as 0, never negative.
     assert MESSAGES.response_usage({"usage": {"input_tokens": "x", "output_tokens": -5}}) \
@@ -489,7 +512,8 @@ def test_responses_output_text_and_usage() -> None:
         {"type": "function_call", "arguments": "{}"},
         {"type": "message", "content": [{"type": "output_text", "text": "world"}]}],
         "usage": {"input_tokens": 9, "output_tokens": 4, "total_tokens": 13}}
-    assert RESPONSES.output_text(response) == "Hello world"
+    # Everything the model wrote: reasoning summaries, text, refusals, call arguments.
+    assert RESPONSES.output_text(response) == "thinking\nHello \nno\n{}\nworld"
     assert RESPONSES.response_usage(response) == Usage(9, 4)
     assert RESPONSES.response_usage({"usage": None}) is None
 
@@ -546,8 +570,11 @@ ANTHROPIC_EVENTS: list[JSON] = [MESSAGE_START, BLOCK_START, PING, TEXT_DELTA, JS
 
 
 def test_messages_stream_hooks() -> None:
+    # A tool call's input is output too, held until its block ends.
     assert [MESSAGES.stream_delta(e["type"], e) for e in ANTHROPIC_EVENTS] == [
-        None, None, None, "Hel", None, None, None, None]
+        None, None, None, "Hel", '{"a"', None, None, None]
+    assert MESSAGES.output_delta("content_block_delta", JSON_DELTA).held  # type: ignore[union-attr]
+    assert not MESSAGES.output_delta("content_block_delta", TEXT_DELTA).held  # type: ignore[union-attr]
     delta, unchanged = frozen(TEXT_DELTA)
     assert MESSAGES.with_stream_delta("content_block_delta", delta, "H*") == {
         "type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "H*"}}
