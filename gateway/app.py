@@ -9,7 +9,9 @@ clean 500 body, never a traceback.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 from quart import Response, request
@@ -24,6 +26,7 @@ from gateway.admin.openapi import register as register_openapi
 from gateway.admin.routes import database_identity
 from gateway.admin.routes import register as register_management
 from gateway.config import Config
+from gateway.datadir import prepare_policies_dir
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound, RequestTooLarge
 from gateway.http.draining import Draining
 from gateway.http.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -48,6 +51,7 @@ def create_app(config: Config | None = None, *,
     # this bound only applies to plain responses, which never take longer than the upstream.
     app.config["RESPONSE_TIMEOUT"] = config.timeouts.total + 30
     app.config["BODY_TIMEOUT"] = config.timeouts.idle
+    prepare_policies_dir(config)  # the default one starts with the example policies
     state = GatewayState(config, echo_transport=echo_transport)
     app.extensions["gateway"] = state
     reloader = register_management(app, state)
@@ -69,10 +73,7 @@ def create_app(config: Config | None = None, *,
         app.extensions["database_identity"] = database_identity(config.database_path)
         for connector in state.connectors:  # each its own task: one slow one delays no other
             await app.nursery.start(connector.run)
-        for provider in config.providers.values():
-            if provider.is_echo:
-                log.warning("provider %r has no API key: answered by the built-in echo upstream",
-                            provider.name)
+        log_startup(config, state.registry)
 
     @app.after_serving
     async def _close() -> None:
@@ -152,6 +153,22 @@ def create_app(config: Config | None = None, *,
         return _to_quart(error_response(adapter, wrapped))
 
     return app
+
+
+def log_startup(config: Config, registry: Any) -> None:
+    """One line each: the database, the policies in force, and every provider with its routes."""
+    log.info("database %s", os.path.abspath(config.database_path))
+    loaded = sorted(f"{p.policy_id}@{p.revision}" for p in registry.policies.values())
+    log.info("policies from %s: %s%s", os.path.abspath(config.policies_dir),
+             ", ".join(loaded) or "none",
+             f"; {len(registry.errors)} file(s) failing their check" if registry.errors else "")
+    for provider in config.providers.values():
+        routes = [r.model for r in config.routes if r.provider == provider.name]
+        default = [kind for kind, name in config.default_provider.items() if name == provider.name]
+        upstream = ("the built-in echo upstream (no API key)" if provider.is_echo
+                    else provider.base_url)
+        log.info("provider %s (%s) -> %s; routes: %s", provider.name, provider.kind, upstream,
+                 ", ".join(routes + [f"default for {kind}" for kind in default]) or "none")
 
 
 def _to_quart(out: Outbound) -> Response:

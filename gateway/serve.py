@@ -62,8 +62,12 @@ def app_from_env() -> QuartTrio:
     its own app from the configuration file named in `GATEWAY_CONFIG`, so nothing is shared
     between processes but the database."""
     from gateway.app import create_app
+    from gateway.datadir import read_admin_token
 
-    return create_app(Config.load(os.environ.get(CONFIG_ENV) or None))
+    config = Config.load(os.environ.get(CONFIG_ENV) or None)
+    if not config.admin_token:  # the one `python -m gateway serve` generated before starting us
+        config = config.with_overrides(admin_token=read_admin_token(config))
+    return create_app(config)
 
 
 
@@ -97,6 +101,8 @@ def trio_worker(config: HypercornConfig, sockets: Sockets | None = None,
     from gateway.http.access_log import configure_logging
 
     configure_logging(log_level)
+    if sockets is None:  # the only worker: say where it listens
+        log.info("listening on %s", ", ".join(f"http://{bind}" for bind in config.bind))
     if sockets is not None:
         for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
             sock.listen(config.backlog)
@@ -120,6 +126,8 @@ def serve(config: HypercornConfig, workers: int, *, grace: float, log_level: str
     from gateway.http.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 
     configure_logging(log_level)
+    log.info("listening on %s with %d workers",
+             ", ".join(f"http://{bind}" for bind in config.bind), workers)
     own_dir = None
     if not os.environ.get(MULTIPROC_ENV):
         own_dir = tempfile.mkdtemp(prefix="gateway-metrics-")

@@ -44,6 +44,7 @@ from gateway.errors import (
     AdminRequired,
     Conflict,
     GatewayError,
+    InvalidApiKey,
     InvalidPolicy,
     InvalidRequest,
     InvalidToken,
@@ -101,13 +102,22 @@ def _json(status: int, value: object) -> Response:
     return _to_quart(Outbound.json(status, value))
 
 
+NO_ADMIN_TOKEN = ("No admin token is configured on this gateway: set [admin] token_env (default "
+                  "GATEWAY_ADMIN_TOKEN), or let `python -m gateway serve` generate one "
+                  "(`python -m gateway admin-token` prints it).")
+WRONG_ADMIN_TOKEN = ("The credential given is not this gateway's admin token (nor an API key); "
+                     "`python -m gateway admin-token` prints the admin token.")
+
+
 def authorize_admin(state: Any, headers: Any) -> str:
     """The admin's user id (`admin` for the token, the JWT `sub` otherwise); raises 401 without
     a valid credential and 403 for a valid one that is not an admin's."""
     credential = credential_from_headers(headers)
-    if credential is None:
-        raise InvalidToken("Management endpoints need 'Authorization: Bearer <admin token>'.")
     token = state.config.admin_token
+    if credential is None:
+        raise InvalidToken(NO_ADMIN_TOKEN if not token else
+                           "Management endpoints need 'Authorization: Bearer <admin token>' "
+                           "(`python -m gateway admin-token` prints it).")
     if token and hmac.compare_digest(credential.encode(), token.encode()):
         return "admin"
     if looks_like_jwt(credential) and state.jwt is not None:
@@ -115,7 +125,10 @@ def authorize_admin(state: Any, headers: Any) -> str:
         if caller.jwt is not None and caller.jwt.is_admin:
             return str(caller.user_id)
         raise AdminRequired("This token's user does not have the admin role.")
-    state.authenticate(credential)  # 401 for an unknown or revoked key
+    try:
+        state.authenticate(credential)  # 401 for an unknown or revoked key
+    except InvalidApiKey:
+        raise InvalidApiKey(NO_ADMIN_TOKEN if not token else WRONG_ADMIN_TOKEN) from None
     raise AdminRequired("API keys cannot use the management API; use the admin token.")
 
 

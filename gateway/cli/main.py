@@ -1,7 +1,8 @@
 """`python -m gateway ...`: serve, and manage accounts, keys, projects and policies.
 
-Output is JSON on stdout for scripts; errors are one line on stderr with exit status 1 (policy
-check failures print the diagnostics in the compiler format instead); usage errors exit 2.
+Output is text on stdout (`--json` for JSON, `-q` for only ids); errors are one line on stderr
+with exit status 1 (policy check failures print the diagnostics in the compiler format
+instead); usage errors exit 2.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from gateway.cli.manage import (
     configure_output,
     show,
 )
+from gateway.cli.setup_commands import add_setup_commands, admin_token_for_serving
 from gateway.config import Config, ConfigError
 from gateway.errors import GatewayError
 from gateway.identity.keys import PLANS, IdentityError, IdentityStore
@@ -62,7 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--config", metavar="PATH",
                         default=os.environ.get("GATEWAY_CONFIG") or None,
                         help="TOML configuration file (default: built-in defaults)")
-    parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {package_version()}")
     commands = parser.add_subparsers(metavar="COMMAND")
 
     serve = commands.add_parser("serve", parents=[common], help="run the gateway")
@@ -98,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     add_policy_commands(commands, common)
     add_simulate_command(commands, common)
     add_event_commands(commands, common)
+    add_setup_commands(commands, common)
     usage = commands.add_parser("usage", parents=[common],
                                 help="current quota counters of a project and its top users")
     usage.add_argument("project_id", metavar="PROJECT")
@@ -106,6 +112,15 @@ def _parser() -> argparse.ArgumentParser:
     usage.set_defaults(func=_usage)
     add_output_options(parser)
     return parser
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("policy-gateway")
+    except PackageNotFoundError:  # run from a source tree that was not installed
+        return "unknown"
 
 
 def _add_project_commands(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -213,6 +228,9 @@ def _quota_option(text: str | None, flag: str) -> object:
 
 
 def _known_policies(config: Config, db: sqlite_utils.Database) -> frozenset[str]:
+    from gateway.datadir import prepare_policies_dir
+
+    prepare_policies_dir(config)
     return frozenset(PolicyRegistry.load(config.policies_dir, db).policies)
 
 
@@ -326,7 +344,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     from gateway.serve import CONFIG_ENV, serve
 
-    config = Config.load(args.config)  # fail fast on a bad file, before any worker starts
+    # Fail fast on a bad file, before any worker starts; the workers read the same token.
+    config = admin_token_for_serving(Config.load(args.config))
     if args.config:
         os.environ[CONFIG_ENV] = os.path.abspath(args.config)
     workers = args.workers if args.workers is not None else config.workers
