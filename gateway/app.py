@@ -23,7 +23,7 @@ from gateway.adapters import CHAT, COUNT_TOKENS, MESSAGES, RESPONSES, Adapter
 from gateway.admin.history import PATH as HISTORY_PATH
 from gateway.admin.history import HistoryReader
 from gateway.admin.openapi import register as register_openapi
-from gateway.admin.routes import database_identity
+from gateway.admin.readiness import database_identity
 from gateway.admin.routes import register as register_management
 from gateway.config import Config
 from gateway.datadir import prepare_policies_dir

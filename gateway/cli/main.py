@@ -345,7 +345,7 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.serve import CONFIG_ENV, serve
 
     # Fail fast on a bad file, before any worker starts; the workers read the same token.
-    config = admin_token_for_serving(Config.load(args.config))
+    config, notices = admin_token_for_serving(Config.load(args.config))
     if args.config:
         os.environ[CONFIG_ENV] = os.path.abspath(args.config)
     workers = args.workers if args.workers is not None else config.workers
@@ -365,4 +365,4 @@ def _serve(args: argparse.Namespace) -> int:
     hyper.keep_alive_timeout = 75
     # One worker serves in this process; more are spawned processes sharing the socket. Both
     # shut down gracefully on SIGTERM/SIGINT (gateway/http/draining.py).
-    return serve(hyper, workers, grace=grace, log_level=config.log_level)
+    return serve(hyper, workers, grace=grace, log_level=config.log_level, notices=notices)

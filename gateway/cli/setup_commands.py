@@ -61,14 +61,15 @@ def _admin_token(args: argparse.Namespace) -> int:
     return 0
 
 
-def admin_token_for_serving(config: Config) -> Config:
+def admin_token_for_serving(config: Config) -> tuple[Config, list[str]]:
     """`config` with its admin token: the configured one, else the generated one (made now on
-    the first start, and announced once on stderr)."""
+    the first start), and the notice that announces a new one once."""
     if config.admin_token:
-        return config
+        return config, []
     token, created = ensure_admin_token(config)
+    notices = []
     if created:
-        print(f"Generated the management API's admin token (shown once): {token}\n"
-              f"It is kept in {admin_token_path(config)} (owner-only); "
-              "`python -m gateway admin-token` prints it again.", file=sys.stderr, flush=True)
-    return config.with_overrides(admin_token=token)
+        notices.append(f"generated the management API's admin token (shown once): {token}; "
+                       f"it is kept in {admin_token_path(config)} (owner-only), and "
+                       "`python -m gateway admin-token` prints it again")
+    return config.with_overrides(admin_token=token), notices
