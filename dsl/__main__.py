@@ -1,4 +1,4 @@
-"""`python -m dsl check|fmt|test|eval` (SPEC §5.8)."""
+"""`python -m dsl check|fmt|test|eval`."""
 
 from __future__ import annotations
 
@@ -31,9 +31,23 @@ def policy_files(paths: Sequence[str], pol_only: bool = False) -> list[Path]:
         for candidate in candidates:
             if candidate.name.endswith(".cases.json"):
                 continue
+            if path.is_dir() and candidate.suffix == ".json" and not _policy_document(candidate):
+                print(f"note: skipped {candidate}: a JSON file that is not a policy document "
+                      "(no `config` or `rules`)", file=sys.stderr)
+                continue
             if candidate.suffix == ".pol" or (candidate.suffix == ".json" and not pol_only):
                 found.append(candidate)
     return found
+
+
+def _policy_document(path: Path) -> bool:
+    """Whether a `.json` file found in a directory is meant as a policy (request facts for
+    `eval` may sit beside the policies). Unreadable or invalid JSON counts: check reports it."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True
+    return isinstance(document, dict) and bool({"config", "rules"} & document.keys())
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -144,8 +158,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("policy-gateway")
+    except PackageNotFoundError:  # a source tree that was not installed
+        return "unknown"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dsl", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     p_check = commands.add_parser("check", help="check policy files or folders")
     p_check.add_argument("paths", nargs="+")

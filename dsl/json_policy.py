@@ -60,7 +60,7 @@ class _Translator:
             return True
         pos = self.at(key.rsplit(".", 1)[-1])
         self.sink.error(pos.line, pos.column, f"`{key}` must be {what}",
-                        f"got {type(value).__name__}; see SPEC §5.9 for the document shape")
+                        f"got {type(value).__name__}; docs/policy-language.md shows the document shape")
         return False
 
     def known_keys(self, value: dict[str, Any], allowed: Collection[str], where: str) -> None:
@@ -79,7 +79,7 @@ class _Translator:
             return True
         pos = self.at(key)
         self.sink.error(pos.line, pos.column, f"`{key}` must be one of {', '.join(allowed)}",
-                        f"got {value!r}; see SPEC §5.9")
+                        f"got {value!r}")
         return False
 
     def strings(self, value: Any, key: str) -> list[str]:

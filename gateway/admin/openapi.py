@@ -42,7 +42,7 @@ _SCHEMAS: dict[str, Any] = {
     "PolicyWrite": {"oneOf": [
         {"type": "object", "required": ["source"], "properties": {
             "source": {"type": "string", "description": "the text of a .pol policy"}}},
-        {"type": "object", "description": "a JSON policy document (SPEC §5.9)"}]},
+        {"type": "object", "description": "a JSON policy document (docs/policy-language.md, JSON policies)"}]},
     "Revision": {"type": "object", "required": ["policy_id", "revision", "edit_type"],
                  "properties": {"policy_id": {"type": "string"}, "revision": {"type": "integer"},
                                 "edit_type": {"enum": ["create", "update", "delete"]},
@@ -205,7 +205,7 @@ def _management_paths() -> dict[str, Any]:
                     "surface": {"enum": ["chat.completions", "messages", "responses"]}}},
                 errors=("400", "401", "403", "404", "409"))},
         f"{PREFIX}/history": {
-            "get": _op("Stored policy events, newest first (SPEC §9.4)", {
+            "get": _op("Stored policy events, newest first", {
                 "type": "object", "required": ["data"], "properties": {
                     "data": {"type": "array"}, "next_cursor": {"type": ["string", "null"]},
                     "has_more": {"type": "boolean"}}},
