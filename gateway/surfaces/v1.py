@@ -28,6 +28,7 @@ from gateway.http.wire import Inbound, Outbound, OwnedStream
 from gateway.identity.keys import Caller, credential_from_headers
 from gateway.policy.governance import encode_body
 from gateway.state import GatewayState
+from gateway.surfaces.models import with_routed_models
 from gateway.upstream.exchange import Exchange, relayable_response_headers
 
 
@@ -107,7 +108,8 @@ async def proxy_models(state: GatewayState, inbound: Inbound, *,
     request = state.upstreams.build_request(provider, "GET", "/models" + _query_suffix(inbound),
                                             inbound.headers)
     exchange = Exchange(state.upstreams.client_for(provider), request, state.config.timeouts)
-    return await relay(state, None, exchange)
+    listed = await relay(state, None, exchange)
+    return await with_routed_models(state, inbound, listed)  # gateway/surfaces/models.py
 
 
 def _query_suffix(inbound: Inbound) -> str:
