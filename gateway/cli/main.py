@@ -84,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     create = accounts.add_parser("create", parents=[common], help="create an account")
     create.add_argument("name")
     create.add_argument("--plan", required=True, choices=PLANS)
+    create.add_argument("--allow-duplicate-name", action="store_true",
+                        help="create it even if an account of this name exists")
     create.set_defaults(func=_accounts_create)
 
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(metavar="ACTION")
@@ -191,7 +193,14 @@ def _store(args: argparse.Namespace) -> IdentityStore:
 
 
 def _accounts_create(args: argparse.Namespace) -> int:
-    _print(asdict(_store(args).create_account(args.name, args.plan)))
+    store = _store(args)
+    same_name = [row[0] for row in store.db.execute(
+        "SELECT id FROM accounts WHERE name = ? ORDER BY id", [args.name])]
+    if same_name and not args.allow_duplicate_name:
+        raise CommandError(f"an account named {args.name!r} exists already "
+                           f"({', '.join(same_name)}): use it, or pass --allow-duplicate-name "
+                           "to create another one")
+    _print(asdict(store.create_account(args.name, args.plan)))
     return 0
 
 
