@@ -58,6 +58,8 @@ def test_every_gateway_help_text_stands_on_its_own():
     assert {"serve", "check-config", "config-schema", "admin-token", "events query"} <= set(helps)
     for command, text in helps.items():
         assert _offending(text) == [], command
+    # It used to say the output was JSON; it is text unless --json (or -q) is given.
+    assert "Output is text on stdout (`--json` for JSON" in helps[""]
 
 
 def _dsl_help(*args: str) -> str:
