@@ -131,7 +131,7 @@ class ConnectorSection(Section):
     project_id: str | None = None
     batch_size: PositiveInt = 100
     poll_seconds: PositiveSeconds = 1.0
-    lease_seconds: PositiveSeconds = 30.0
+    lease_seconds: PositiveSeconds = 15.0
     path: str = Field("", description="jsonl: the file written")
     max_bytes: PositiveInt = 10 * 1024 * 1024
     backups: NonNegativeInt = 5

@@ -158,3 +158,27 @@ def test_config_schema_is_the_json_schema_of_the_file():
     server = schema["$defs"]["ServerSection"]
     assert server["additionalProperties"] is False
     assert server["properties"]["port"]["type"] == "integer"
+
+
+def test_the_schema_defaults_are_the_ones_the_code_uses():
+    """The JSON Schema shows defaults to editors: they must be the parsers' own."""
+    from gateway.config.schema import ConnectorSection, EventsSection
+    from gateway.events.connectors import ConnectorSettings
+    from gateway.events.store import EventSettings
+
+    parsed = ConnectorSettings.from_mapping({"name": "a", "type": "jsonl", "path": "x"})
+    for name, info in ConnectorSection.model_fields.items():
+        if not info.is_required() and name != "path":
+            assert info.get_default(call_default_factory=True) == getattr(parsed, name), name
+    events = EventSettings()
+    for name, info in EventsSection.model_fields.items():
+        default = info.get_default(call_default_factory=True)
+        assert default == getattr(events, name) or (name == "connectors" and default == []), name
+    from gateway.config.schema import QuotasSection
+    from gateway.quota.limits import QuotaSettings
+
+    assert QuotasSection().default_output_tokens == QuotaSettings().default_output_tokens
+    assert QuotasSection().threads == QuotaSettings().threads
+    config = Config.load(None, env={})
+    assert (config.port, config.workers, config.timeouts.idle, config.max_body_bytes) == (
+        8080, 1, 120.0, 10 * 1024 * 1024)
