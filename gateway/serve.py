@@ -104,7 +104,7 @@ def trio_worker(config: HypercornConfig, sockets: Sockets | None = None,
     if sockets is None:  # the only worker: say where it listens
         log.info("listening on %s", ", ".join(f"http://{bind}" for bind in config.bind))
         for notice in notices:
-            log.warning("%s", notice)
+            log.info("%s", notice)
     if sockets is not None:
         for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
             sock.listen(config.backlog)
@@ -132,7 +132,7 @@ def serve(config: HypercornConfig, workers: int, *, grace: float, log_level: str
     log.info("listening on %s with %d workers",
              ", ".join(f"http://{bind}" for bind in config.bind), workers)
     for notice in notices:
-        log.warning("%s", notice)
+        log.info("%s", notice)
     own_dir = None
     if not os.environ.get(MULTIPROC_ENV):
         own_dir = tempfile.mkdtemp(prefix="gateway-metrics-")

@@ -67,9 +67,12 @@ def admin_token_for_serving(config: Config) -> tuple[Config, list[str]]:
     if config.admin_token:
         return config, []
     token, created = ensure_admin_token(config)
-    notices = []
+    where = admin_token_path(config)
     if created:
-        notices.append(f"generated the management API's admin token (shown once): {token}; "
-                       f"it is kept in {admin_token_path(config)} (owner-only), and "
-                       "`python -m gateway admin-token` prints it again")
-    return config.with_overrides(admin_token=token), notices
+        notice = (f"generated the management API's admin token (shown once): {token}; it is "
+                  f"kept in {where} (owner-only), and `python -m gateway admin-token` prints it "
+                  "again")
+    else:
+        notice = (f"the management API's admin token is the one generated in {where}; "
+                  "`python -m gateway admin-token` prints it")
+    return config.with_overrides(admin_token=token), [notice]

@@ -84,7 +84,9 @@ def test_the_generated_admin_token_is_announced_once_and_kept_across_restarts(ma
     again = _restart(server, workers=2)
     try:
         assert token_file.read_text().strip() == token
-        assert not any(token in m for m in _messages(again))  # shown once, on the first start
+        messages = _messages(again)
+        assert not any(token in m for m in messages)  # shown once, on the first start
+        assert any(f"admin token is the one generated in {token_file}" in m for m in messages)
         with httpx.Client(base_url=again.url, timeout=10,
                           headers={"authorization": f"Bearer {token}"}) as http:
             # Several requests: every worker knows the token.
