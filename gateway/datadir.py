@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from gateway.config import Config
+from gateway.config import Config, ConfigError
 
 log = logging.getLogger("gateway.datadir")
 
@@ -58,6 +58,14 @@ def admin_token_path(config: Config) -> Path:
     return config.data_dir / ADMIN_TOKEN_FILE
 
 
+def readable_by_others(path: Path) -> bool:
+    """Whether the token file's permissions were widened since it was made (owner-only)."""
+    try:
+        return bool(path.stat().st_mode & 0o077)
+    except OSError:
+        return False
+
+
 def read_admin_token(config: Config) -> str | None:
     """The generated admin token, or None when none was generated yet."""
     try:
@@ -78,8 +86,9 @@ def ensure_admin_token(config: Config) -> tuple[str, bool]:
     token = "gwadmin_" + secrets.token_urlsafe(32)
     try:
         handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another worker made it first
-        return read_admin_token(config) or token, False
+    except FileExistsError:  # there, but empty: never guess, and never overwrite it silently
+        raise ConfigError(f"the admin token file {path} is empty: delete it, and the next "
+                          "start generates a new token") from None
     with os.fdopen(handle, "w", encoding="utf-8") as out:
         out.write(token + "\n")
     return token, True

@@ -10,7 +10,12 @@ from typing import Any
 
 from gateway.config import Config
 from gateway.config.schema import json_schema
-from gateway.datadir import admin_token_path, ensure_admin_token, read_admin_token
+from gateway.datadir import (
+    admin_token_path,
+    ensure_admin_token,
+    read_admin_token,
+    readable_by_others,
+)
 
 
 def add_setup_commands(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -75,4 +80,8 @@ def admin_token_for_serving(config: Config) -> tuple[Config, list[str]]:
     else:
         notice = (f"the management API's admin token is the one generated in {where}; "
                   "`python -m gateway admin-token` prints it")
-    return config.with_overrides(admin_token=token), [notice]
+    notices = [notice]
+    if readable_by_others(where):
+        notices.append(f"{where} is readable by other users: `chmod 600 {where}`, or set "
+                       "[admin] token_env for production")
+    return config.with_overrides(admin_token=token), notices

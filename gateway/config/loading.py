@@ -112,7 +112,7 @@ def _path(loc: tuple[int | str, ...]) -> str:
 
 
 def _describe(error: Any) -> str:
-    loc = tuple(part for part in error["loc"] if not _is_union_tag(part))
+    loc = _user_loc(error["loc"])
     where = _path(loc) or "the file"
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -125,12 +125,35 @@ def _describe(error: Any) -> str:
     if kind == "missing":
         return f"{where}: required"
     got = error.get("input")
-    return f"{where}: {error['msg']} (got {type(got).__name__} {got!r})"
+    shown = repr(got)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"{where}: {error['msg']} (got {type(got).__name__} {shown})"
 
 
-def _is_union_tag(part: int | str) -> bool:
-    # pydantic names the union member it tried (`list[str]`, `literal['*']`, `function-...`).
-    return isinstance(part, str) and any(c in part for c in "[]()'-")
+def _user_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """`loc` as the file spells it: without the names pydantic gives the members of a union it
+    tried (`jwt.issuer.list[str]`). Table keys, which users choose, are always kept."""
+    kept: list[int | str] = []
+    annotation: Any = ConfigFile
+    member_tag_next = False
+    for part in loc:
+        if member_tag_next:
+            member_tag_next = False
+            annotation = None  # inside a union member: no union below in this schema
+            continue
+        kept.append(part)
+        child = _child_annotation(annotation, part) if annotation is not None else None
+        member_tag_next = _is_union(child)
+        annotation = _member_model(child)
+    return tuple(kept)
+
+
+def _is_union(annotation: Any) -> bool:
+    """A union of several types (not just an optional one): pydantic tags its errors."""
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return False
+    return len([a for a in typing.get_args(annotation) if a is not type(None)]) > 1
 
 
 def _known_keys(loc: tuple[int | str, ...]) -> list[str]:

@@ -56,6 +56,9 @@ UNKNOWN_KEYS = [
     ("[quotas.projects.proj_a]\nbudjet = {}\n",
      "quotas.projects.proj_a.budjet: unknown key; did you mean 'quotas.projects.proj_a.budget'?"),
     ("[timeout]\nidle = 3\n", "timeout: unknown section; did you mean 'timeouts'?"),
+    # Names the user chose stay in the path, whatever characters they hold.
+    ("[providers.my-groq]\nkind = 'openai'\nbase_ur = 'x'\n",
+     "providers.my-groq.base_ur: unknown key; did you mean 'providers.my-groq.base_url'?"),
 ]
 
 
@@ -92,6 +95,15 @@ def test_every_section_has_an_unknown_key_case():
     ("[events]\nbatch_size = true\n",
      "events.batch_size: Input should be a valid integer (got bool True)"),
     ("routes = 'x'\n", "routes: Input should be a valid list (got str 'x')"),
+    ("[jwt]\nsecret_env = 'S'\nissuer = 3\n",
+     "jwt.issuer: Input should be a valid string (got int 3)"),
+    ("[jwt]\nsecret_env = 'S'\nissuer = 3\n",
+     "jwt.issuer: Input should be a valid list (got int 3)"),
+    ("[jwt.grants]\nalice = 7\n", "jwt.grants.alice: Input should be a valid list (got int 7)"),
+    ("[jwt.grants]\n'ops-bot' = ['p', 3]\n",
+     "jwt.grants.ops-bot[1]: Input should be a valid string (got int 3)"),
+    ("[server]\nhost = [" + ", ".join(["'x'"] * 40) + "]\n",
+     "server.host: Input should be a valid string (got list ['x', 'x', 'x', 'x', 'x', "),
 ])
 def test_a_wrong_type_names_the_key_and_the_type_expected(text: str, message: str):
     with pytest.raises(ConfigError) as refused:

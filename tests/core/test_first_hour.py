@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main as cli
-from gateway.config import Config
+from gateway.cli.setup_commands import admin_token_for_serving
+from gateway.config import Config, ConfigError
 from gateway.datadir import EXAMPLES_DIR, ensure_admin_token, prepare_policies_dir
 
 
@@ -89,3 +90,19 @@ def test_the_gateway_has_a_version(argv, capsys):
         cli.main(argv)
     assert done.value.code == 0
     assert capsys.readouterr().out.startswith("python -m gateway ")
+
+
+def test_an_empty_admin_token_file_is_an_error_not_a_new_secret(tmp_path: Path):
+    config = Config.load(_config(tmp_path), env={})
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "admin-token").write_text("")
+    with pytest.raises(ConfigError, match="admin-token is empty: delete it"):
+        ensure_admin_token(config)
+
+
+def test_serving_warns_when_the_token_file_was_opened_up(tmp_path: Path):
+    config = Config.load(_config(tmp_path), env={})
+    ensure_admin_token(config)
+    (tmp_path / "data" / "admin-token").chmod(0o644)
+    served, notices = admin_token_for_serving(config)
+    assert served.admin_token and any("readable by other users" in n for n in notices)
