@@ -1,12 +1,12 @@
 """`GET /readyz`: whether this gateway can serve, for load balancers and orchestrators.
 
 503 only when it cannot: the database cannot be opened and read at its path, the policies are
-not loaded, a policy that a project links to has no good revision in force (its file is broken
-since it was first written, or gone), or the gateway is shutting down. A policy file that fails
-its check while its last good revision stays in force, or that no project links to, does not
-take the gateway out of service: it stays ready with a `degraded` note (and the
-`gateway_degraded` metric), because removing every replica behind a load balancer for one bad
-file would turn a typo into an outage.
+not loaded, a policy that a project links to has a broken file and no good revision in force
+(a bad deploy), or the gateway is shutting down. Everything else that is wrong stays ready with
+a `degraded` note (and the `gateway_degraded` metric): a policy file that fails its check while
+its last good revision stays in force, or that no project links to, and a linked policy that
+has no file at all (that project gets `400 policy_not_linked` on every replica alike). Removing
+every replica behind a load balancer for one bad file would turn a typo into an outage.
 
 Without the admin credential the answer says only ready or not and the reason codes; paths,
 diagnostics and database errors are for admins (`Authorization: Bearer <admin token>`).
@@ -18,6 +18,7 @@ import os
 import sqlite3
 import urllib.parse
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -37,6 +38,7 @@ POLICIES_NOT_LOADED = "policies_not_loaded"
 LINKED_POLICY_UNAVAILABLE = "linked_policy_unavailable"
 SHUTTING_DOWN = "shutting_down"
 POLICY_FILE_FAILING = "policy_file_failing"
+LINKED_POLICY_MISSING = "linked_policy_missing"
 
 
 @dataclass
@@ -96,14 +98,27 @@ async def assess(state: Any) -> Readiness:
                 linked = set()
                 readiness.database = f"unavailable: {exc}"
                 readiness.reasons.append(DATABASE_UNAVAILABLE)
-            readiness.unavailable_policies = sorted(p for p in linked if registry.get(p) is None)
-            if readiness.unavailable_policies:
-                readiness.reasons.append(LINKED_POLICY_UNAVAILABLE)
+            _check_linked(readiness, registry, linked)
     draining = current_app.extensions.get("draining")
     readiness.shutting_down = draining is not None and draining.draining
     if readiness.shutting_down:
         readiness.reasons.append(SHUTTING_DOWN)
     return readiness
+
+
+def _check_linked(readiness: Readiness, registry: Any, linked: set[str]) -> None:
+    """A linked policy whose file is broken and that has no revision in force makes the
+    gateway not ready (a broken deploy). A linked policy without any file (deleted, or never
+    added) is a configuration mistake of one project: a `degraded` note, as its requests get
+    `400 policy_not_linked` on every replica alike."""
+    # Policy files are named after their policy id (`policies add` and the API write them so).
+    broken_ids = {Path(path).stem for path in registry.errors}
+    missing = sorted(p for p in linked if registry.get(p) is None)
+    readiness.unavailable_policies = missing
+    if any(policy_id in broken_ids for policy_id in missing):
+        readiness.reasons.append(LINKED_POLICY_UNAVAILABLE)
+    if any(policy_id not in broken_ids for policy_id in missing):
+        readiness.notes.append(LINKED_POLICY_MISSING)
 
 
 def _policy_errors(registry: Any) -> list[dict[str, Any]]:

@@ -85,3 +85,17 @@ def test_a_wrong_credential_on_readyz_gets_the_public_answer(managed):
     for headers in ({"authorization": "Bearer wrong"}, {"authorization": f"Bearer {managed.key}"}):
         response = httpx.get(managed.url + "/readyz", timeout=10, headers=headers)
         assert (response.status_code, response.json()) == (200, {"status": "ready"})
+
+
+def test_a_linked_policy_without_any_file_is_a_degraded_note(managed):
+    db = open_database(managed.gateway.db_path)
+    try:
+        ProjectStore(db).create("proj_orphan", account_id=managed.gateway.account.id,
+                                name="Orphan", policy_id="never_added")
+    finally:
+        db.conn.close()
+    _until(lambda: "degraded" in _readyz(managed).json())
+    response = _readyz(managed)
+    assert (response.status_code, response.json()) == (
+        200, {"status": "ready", "degraded": ["linked_policy_missing"]})
+    assert _readyz(managed, admin=True).json()["unavailable_policies"] == ["never_added"]
