@@ -44,6 +44,11 @@ def test_readiness_flips_while_the_database_is_unavailable(gateway_factory: Gate
         assert body["status"] == "not_ready" and body["reasons"] == ["database_unavailable"]
         assert body["database"].startswith("unavailable")
         assert body["policy_errors"] == [] and body["shutting_down"] is False
+        # An API key is no admin credential: the public answer, never a 500.
+        with_key = httpx.get(gateway.url + "/readyz", timeout=10,
+                             headers={"authorization": f"Bearer {gateway.key}"})
+        assert (with_key.status_code, with_key.json()) == (
+            503, {"status": "not_ready", "reasons": ["database_unavailable"]})
         assert httpx.get(gateway.url + "/healthz", timeout=10).status_code == 200
     finally:
         # Some component (not /readyz: its probe opens with mode=rw, which creates nothing) may
