@@ -25,6 +25,12 @@ log = logging.getLogger("gateway.datadir")
 #: The example policies shipped with the source tree (absent from an installed wheel).
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "policies"
 ADMIN_TOKEN_FILE = "admin-token"
+#: The two 401 messages of the management API: no token at all, or not the token.
+NO_ADMIN_TOKEN = ("No admin token is configured on this gateway: set [admin] token_env (default "
+                  "GATEWAY_ADMIN_TOKEN), or let `python -m gateway serve` generate one "
+                  "(`python -m gateway admin-token` prints it).")
+WRONG_ADMIN_TOKEN = ("The credential given is not this gateway's admin token (nor an API key); "
+                     "`python -m gateway admin-token` prints the admin token.")
 
 
 def prepare_policies_dir(config: Config) -> Path:

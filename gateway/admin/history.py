@@ -43,7 +43,7 @@ def require_admin(admin_token: str | None, authorization: str | None) -> None:
     """Raise unless `authorization` is `Bearer <admin token>`: 401 without a bearer credential,
     403 with one that is not the admin's (or when no admin token is configured)."""
     scheme, _, credential = (authorization or "").strip().partition(" ")
-    from gateway.admin.routes import NO_ADMIN_TOKEN
+    from gateway.datadir import NO_ADMIN_TOKEN
 
     if admin_token is None:
         if scheme.lower() != "bearer" or not credential.strip():

@@ -37,6 +37,7 @@ from gateway.admin.reload import (
     registry_problems,
     write_policy_file,
 )
+from gateway.datadir import NO_ADMIN_TOKEN, WRONG_ADMIN_TOKEN
 from gateway.errors import (
     AdminRequired,
     Conflict,
@@ -96,13 +97,6 @@ def _to_quart(out: Outbound) -> Response:
 
 def _json(status: int, value: object) -> Response:
     return _to_quart(Outbound.json(status, value))
-
-
-NO_ADMIN_TOKEN = ("No admin token is configured on this gateway: set [admin] token_env (default "
-                  "GATEWAY_ADMIN_TOKEN), or let `python -m gateway serve` generate one "
-                  "(`python -m gateway admin-token` prints it).")
-WRONG_ADMIN_TOKEN = ("The credential given is not this gateway's admin token (nor an API key); "
-                     "`python -m gateway admin-token` prints the admin token.")
 
 
 def authorize_admin(state: Any, headers: Any) -> str:

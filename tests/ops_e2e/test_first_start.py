@@ -15,7 +15,7 @@ import time
 import httpx
 from e2e.harness import GatewayFactory
 
-from gateway.admin.routes import NO_ADMIN_TOKEN, WRONG_ADMIN_TOKEN
+from gateway.datadir import NO_ADMIN_TOKEN, WRONG_ADMIN_TOKEN
 
 from .conftest import REPO, Server
 
@@ -46,7 +46,15 @@ def _restart(server: Server, workers: int) -> Server:
 
 
 def _messages(server: Server) -> list[str]:
-    return [json.loads(line)["message"] for line in server.log_lines()]
+    """The log's messages once the start-up lines are written (a background thread writes the
+    log, so they may land just after the gateway answers)."""
+    deadline = time.monotonic() + 10
+    while True:
+        messages = [json.loads(line)["message"] for line in server.log_lines()]
+        if any(m.startswith("provider anthropic") for m in messages):
+            return messages
+        assert time.monotonic() < deadline, messages
+        time.sleep(0.05)
 
 
 def _admin_token_command(server: Server) -> str:
