@@ -54,32 +54,43 @@ def override_variables() -> dict[str, tuple[str, str]]:
     return names
 
 
-def apply_environment(data: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
-    """`data` with the environment's overrides applied (see the module docstring)."""
+def apply_environment(data: Mapping[str, Any], env: Mapping[str, str]
+                      ) -> tuple[dict[str, Any], dict[str, str]]:
+    """`data` with the environment's overrides applied (see the module docstring), and the
+    variable each overridden key came from (`server.port` -> `GATEWAY_SERVER_PORT`)."""
     merged = {name: dict(value) if isinstance(value, Mapping) else value
               for name, value in data.items()}
     variables = override_variables()
-    for old, new in ALIASES.items():
-        if old in env and new not in env:
-            env = {**env, new: env[old]}
+    origins: dict[str, str] = {}
     for variable, (section, key) in variables.items():
-        if variable not in env:
+        given = next((name for name in (variable, *_aliases_of(variable)) if name in env), None)
+        if given is None:
             continue
+        origins[f"{section}.{key}"] = given
         table = merged.setdefault(section, {})
         if not isinstance(table, dict):
             continue  # the schema check reports the section itself
         annotation = SECTIONS[section].model_fields[key].annotation
-        table[key] = _env_value(env[variable], text=annotation in (str, str | None))
-    return merged
+        table[key] = _env_value(env[given], text=annotation in (str, str | None))
+    return merged, origins
 
 
-def validate(data: Mapping[str, Any]) -> Section:
-    """The checked file; ConfigError listing every problem with its key's full path."""
+def validate(data: Mapping[str, Any], origins: Mapping[str, str] | None = None) -> Section:
+    """The checked file; ConfigError listing every problem with its key's full path (and the
+    variable it came from, for a key the environment set)."""
     try:
         return ConfigFile.model_validate(data)
     except ValidationError as exc:
-        problems = [_describe(error) for error in exc.errors()]
+        problems = []
+        for error in exc.errors():
+            problem = _describe(error)
+            variable = (origins or {}).get(_path(_user_loc(error["loc"])))
+            problems.append(f"{problem} (set by {variable})" if variable else problem)
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None
+
+
+def _aliases_of(variable: str) -> list[str]:
+    return [old for old, new in ALIASES.items() if new == variable]
 
 
 def _env_value(raw: str, *, text: bool) -> Any:

@@ -104,8 +104,8 @@ class Config:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Config:
         env = os.environ if env is None else env
-        merged = apply_environment(data, env)
-        checked = validate(merged)
+        merged, origins = apply_environment(data, env)
+        checked = validate(merged, origins)
         try:
             return _build(checked, merged, env)
         except (TypeError, ValueError, KeyError) as exc:

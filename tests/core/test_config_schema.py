@@ -131,8 +131,11 @@ def test_the_environment_follows_one_rule():
     assert _load("", {"GATEWAY_DATABASE": "old.db",
                       "GATEWAY_DATABASE_PATH": "new.db"}).database_path == "new.db"
     assert _load("", {"GATEWAY_POLICIES": "pols"}).policies_dir == "pols"
-    with pytest.raises(ConfigError, match=r"server\.port: Input should be a valid integer"):
+    with pytest.raises(ConfigError) as refused:
         _load("", {"GATEWAY_SERVER_PORT": "eighty"})
+    assert str(refused.value).splitlines()[1] == (
+        "  server.port: Input should be a valid integer (got str 'eighty') "
+        "(set by GATEWAY_SERVER_PORT)")
     names = override_variables()
     assert {section for section, _ in names.values()} == set(OVERRIDABLE)
     assert "GATEWAY_EVENTS_CONNECTORS" not in names and "GATEWAY_QUOTAS_PROJECTS" not in names
