@@ -10,6 +10,7 @@ import ast
 import contextlib
 import inspect
 import io
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,6 +61,15 @@ def test_every_gateway_help_text_stands_on_its_own():
         assert _offending(text) == [], command
     # It used to say the output was JSON; it is text unless --json (or -q) is given.
     assert "Output is text on stdout (`--json` for JSON" in helps[""]
+
+
+def test_the_configuration_schema_and_the_openapi_document_stand_on_their_own():
+    """Both are shown to users (editors show the schema's descriptions, /openapi.json its)."""
+    from gateway.admin.openapi import build_document
+    from gateway.config.schema import json_schema
+
+    assert _offending(json.dumps(json_schema(), indent=1)) == []
+    assert _offending(json.dumps(build_document(), indent=1)) == []
 
 
 def _dsl_help(*args: str) -> str:

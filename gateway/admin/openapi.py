@@ -238,12 +238,18 @@ def _api_paths() -> dict[str, Any]:
 def _health_paths() -> dict[str, Any]:
     status = {"type": "object", "required": ["status"],
               "properties": {"status": {"type": "string"}}}
-    ready = _op("Ready: database open, every policy file passes its check", status,
+    codes = {"type": "array", "items": {"type": "string"}}
+    readiness = {"type": "object", "required": ["status"], "properties": {
+        "status": {"enum": ["ready", "not_ready"]}, "reasons": codes, "degraded": codes,
+        # With the admin credential only:
+        "database": {"type": "string"}, "shutting_down": {"type": "boolean"},
+        "unavailable_policies": codes,
+        "policy_errors": {"type": "array", "items": {"type": "object"}}}}
+    ready = _op("Ready to serve (reason codes; details with the admin credential)", readiness,
                 admin=False, errors=())
-    ready["responses"]["503"] = {"description": "not ready", "content": {JSON: {"schema": {
-        "type": "object", "required": ["status", "policy_errors"], "properties": {
-            "status": {"const": "not_ready"}, "database": {"type": "string"},
-            "policy_errors": {"type": "array", "items": _ref("FileProblem")}}}}}}
+    ready["responses"]["503"] = {"description": "not ready: the database is unusable, a "
+                                 "linked policy has nothing in force, or shutting down",
+                                 "content": {JSON: {"schema": readiness}}}
     return {
         "/healthz": {"get": _op("Alive", status, admin=False, errors=())},
         "/readyz": {"get": ready},
