@@ -117,7 +117,7 @@ def test_the_walk_through_runs_end_to_end_and_changes_no_tracked_file(tmp_path):
     # shows for step 6.
     assert re.search(r"^effective_decision\s+refuse$", done.stdout, re.M), done.stdout
     assert re.search(r"^reason_code\s+ASKS_FOR_SECRETS$", done.stdout, re.M)
-    assert "management API: ok" in done.stdout
+    assert "\nno_secrets revision 1\n" in done.stdout
     assert done.stdout.endswith(expected + "\n"), done.stdout
     served = workdir / "data" / "policies"
     assert (served / "no_secrets.pol").read_text() == \
