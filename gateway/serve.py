@@ -65,7 +65,8 @@ def app_from_env() -> QuartTrio:
     from gateway.datadir import read_admin_token
 
     config = Config.load(os.environ.get(CONFIG_ENV) or None)
-    if not config.admin_token:  # the one `python -m gateway serve` generated before starting us
+    if not config.admin_token and config.generate_admin_token:
+        # The one `python -m gateway serve` generated before starting this worker.
         config = config.with_overrides(admin_token=read_admin_token(config))
     return create_app(config)
 

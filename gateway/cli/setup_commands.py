@@ -71,6 +71,9 @@ def admin_token_for_serving(config: Config) -> tuple[Config, list[str]]:
     the first start), and the notice that announces a new one once."""
     if config.admin_token:
         return config, []
+    if not config.generate_admin_token:
+        return config, ["no admin token: [admin] generate_token is false, so only JWT users "
+                        "with the admin role can use the management API"]
     token, created = ensure_admin_token(config)
     where = admin_token_path(config)
     if created:

@@ -93,6 +93,9 @@ class RouteSection(Section):
 class AdminSection(Section):
     token: str | None = Field(None, description="the admin token (better: token_env)")
     token_env: str = Field("GATEWAY_ADMIN_TOKEN", description="the variable holding it")
+    generate_token: bool = Field(
+        True, description="without a token, `serve` generates one into the data directory; "
+        "false: no admin token at all (admins then need a JWT with the admin role)")
 
 
 class JwtKeyFields(Section):

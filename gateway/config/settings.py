@@ -90,6 +90,9 @@ class Config:
     jwt: Mapping[str, Any] = field(default_factory=dict)
     #: The management API's admin token (from `[admin] token_env`, default GATEWAY_ADMIN_TOKEN).
     admin_token: str | None = None
+    #: Whether `serve` generates an admin token when none is configured (`[admin]
+    #: generate_token`; gateway/datadir.py).
+    generate_admin_token: bool = True
     #: Raw sections owned by later components: `[quotas]`, `[events]`.
     quotas: Mapping[str, Any] = field(default_factory=dict)
     events: Mapping[str, Any] = field(default_factory=dict)
@@ -162,6 +165,7 @@ def _build(checked: Any, data: Mapping[str, Any], env: Mapping[str, str]) -> Con
     directory = checked.policies.directory
     return Config(
         admin_token=admin.token or env.get(admin.token_env) or None,
+        generate_admin_token=admin.generate_token,
         quotas=dict(data.get("quotas", {})),
         events=dict(data.get("events", {})),
         policies_dir=directory or str(_data_dir(database_path) / "policies"),

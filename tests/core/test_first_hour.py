@@ -106,3 +106,10 @@ def test_serving_warns_when_the_token_file_was_opened_up(tmp_path: Path):
     (tmp_path / "data" / "admin-token").chmod(0o644)
     served, notices = admin_token_for_serving(config)
     assert served.admin_token and any("readable by other users" in n for n in notices)
+
+
+def test_generating_an_admin_token_can_be_turned_off(tmp_path: Path):
+    config = Config.load(_config(tmp_path, "[admin]\ngenerate_token = false\n"), env={})
+    served, notices = admin_token_for_serving(config)
+    assert served.admin_token is None and "generate_token is false" in notices[0]
+    assert not (tmp_path / "data" / "admin-token").exists()
