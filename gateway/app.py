@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -166,9 +167,17 @@ def log_startup(config: Config, registry: Any) -> None:
         routes = [r.model for r in config.routes if r.provider == provider.name]
         default = [kind for kind, name in config.default_provider.items() if name == provider.name]
         upstream = ("the built-in echo upstream (no API key)" if provider.is_echo
-                    else provider.base_url)
+                    else _without_userinfo(provider.base_url))
         log.info("provider %s (%s) -> %s; routes: %s", provider.name, provider.kind, upstream,
                  ", ".join(routes + [f"default for {kind}" for kind in default]) or "none")
+
+
+def _without_userinfo(url: str) -> str:
+    """`url` fit for a log line: credentials written into it (`https://user:pass@host`) hidden."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
 def _to_quart(out: Outbound) -> Response:

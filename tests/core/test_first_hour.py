@@ -113,3 +113,11 @@ def test_generating_an_admin_token_can_be_turned_off(tmp_path: Path):
     served, notices = admin_token_for_serving(config)
     assert served.admin_token is None and "generate_token is false" in notices[0]
     assert not (tmp_path / "data" / "admin-token").exists()
+
+
+def test_the_start_up_log_hides_credentials_in_provider_urls():
+    from gateway.app import _without_userinfo
+
+    assert _without_userinfo("https://user:secret@llm.example.com/v1") == \
+        "https://***@llm.example.com/v1"
+    assert _without_userinfo("https://api.openai.com/v1") == "https://api.openai.com/v1"
