@@ -1,4 +1,4 @@
-"""Policy events benchmark (SPEC §9.3, issue 6).
+"""Policy events benchmark.
 
     .venv/bin/python bench/bench_events.py [--json out.json] [--quick] [--no-http]
 

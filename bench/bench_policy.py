@@ -1,4 +1,4 @@
-"""Policy evaluation benchmark (SPEC §5.11).
+"""Policy evaluation benchmark.
 
     .venv/bin/python bench/bench_policy.py [--json out.json] [--quick]
 

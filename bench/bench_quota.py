@@ -1,4 +1,4 @@
-"""Quota benchmark (SPEC §8, issue 5).
+"""Quota benchmark.
 
     .venv/bin/python bench/bench_quota.py [--json out.json] [--quick]
 

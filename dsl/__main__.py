@@ -89,10 +89,18 @@ def _verdict(trace: RuleTrace) -> str:
     if trace.error:
         return f"error at {trace.stage}"
     return f"FIRED at {trace.stage}" if trace.fired else f"no, decided at {trace.stage}"
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("policy-gateway")
+    except PackageNotFoundError:  # a source tree that was not installed
+        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dsl", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     p_check = commands.add_parser("check", help="check policy files or folders")
     add_check_arguments(p_check)

@@ -9,7 +9,10 @@ clean 500 body, never a traceback.
 from __future__ import annotations
 
 import logging
+import os
+import urllib.parse
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 import trio
@@ -22,9 +25,10 @@ from gateway.adapters import ENDPOINTS, Endpoint, adapter_for
 from gateway.admin.history import PATH as HISTORY_PATH
 from gateway.admin.history import HistoryReader
 from gateway.admin.openapi import register as register_openapi
-from gateway.admin.routes import database_identity
+from gateway.admin.readiness import database_identity
 from gateway.admin.routes import register as register_management
 from gateway.config import Config
+from gateway.datadir import prepare_policies_dir
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound, RequestTooLarge
 from gateway.http.draining import Draining
 from gateway.http.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -52,6 +56,7 @@ def create_app(config: Config | None = None, *,
     # this bound only applies to plain responses, which never take longer than the upstream.
     app.config["RESPONSE_TIMEOUT"] = config.timeouts.total + 30
     app.config["BODY_TIMEOUT"] = config.timeouts.idle
+    prepare_policies_dir(config)  # the default one starts with the example policies
     state = GatewayState(config, echo_transport=echo_transport, transport=transport)
     app.extensions["gateway"] = state
     reloader = register_management(app, state)
@@ -85,10 +90,7 @@ def create_app(config: Config | None = None, *,
         await app.nursery.start(run_background)
         # /readyz checks that the file at the path is still the one opened here.
         app.extensions["database_identity"] = database_identity(config.database_path)
-        for provider in config.providers.values():
-            if provider.is_echo:
-                log.warning("provider %r has no API key: answered by the built-in echo upstream",
-                            provider.name)
+        log_startup(config, state.registry)
 
     @app.after_serving
     async def _close() -> None:
@@ -174,6 +176,28 @@ def _governed(state: GatewayState, governed: PolicySurface, endpoint: Endpoint
             return await compat.proxy_api(state, endpoint.adapter, inbound, authenticated=True)
         return count_tokens
     return lambda inbound: governed.handle(endpoint.adapter, inbound)
+def log_startup(config: Config, registry: Any) -> None:
+    """One line each: the database, the policies in force, and every provider with its routes."""
+    log.info("database %s", os.path.abspath(config.database_path))
+    loaded = sorted(f"{p.policy_id}@{p.revision}" for p in registry.policies.values())
+    log.info("policies from %s: %s%s", os.path.abspath(config.policies_dir),
+             ", ".join(loaded) or "none",
+             f"; {len(registry.errors)} file(s) failing their check" if registry.errors else "")
+    for provider in config.providers.values():
+        routes = [r.model for r in config.routes if r.provider == provider.name]
+        default = [kind for kind, name in config.default_provider.items() if name == provider.name]
+        upstream = ("the built-in echo upstream (no API key)" if provider.is_echo
+                    else _without_userinfo(provider.base_url))
+        log.info("provider %s (%s) -> %s; routes: %s", provider.name, provider.kind, upstream,
+                 ", ".join(routes + [f"default for {kind}" for kind in default]) or "none")
+
+
+def _without_userinfo(url: str) -> str:
+    """`url` fit for a log line: credentials written into it (`https://user:pass@host`) hidden."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
 def _to_quart(out: Outbound) -> Response:

@@ -167,6 +167,9 @@ def _ensure_event_tables(db: sqlite_utils.Database) -> None:
     for column in ("project_id", "policy_id", "policy_target", "policy_user", "decision",
                    "event_type", "created_at"):
         events.create_index([column, "seq"], if_not_exists=True)
+    # `events query --request-id` / `?request_id=`: the id is kept in `extra`.
+    db.conn.execute("CREATE INDEX IF NOT EXISTS idx_policy_events_request_id ON policy_events "
+                    "(json_extract(extra, '$.request_id'))")
     # A connector's delivery progress: the highest seq it delivered (SPEC §9.3).
     db.table("event_deliveries").create(
         {"connector": str, "delivered_seq": int, "delivered": int, "failures": int,

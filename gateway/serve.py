@@ -30,7 +30,7 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from multiprocessing.connection import wait
 from multiprocessing.synchronize import Event as EventType
@@ -62,8 +62,13 @@ def app_from_env() -> QuartTrio:
     its own app from the configuration file named in `GATEWAY_CONFIG`, so nothing is shared
     between processes but the database."""
     from gateway.app import create_app
+    from gateway.datadir import read_admin_token
 
-    return create_app(Config.load(os.environ.get(CONFIG_ENV) or None))
+    config = Config.load(os.environ.get(CONFIG_ENV) or None)
+    if not config.admin_token and config.generate_admin_token:
+        # The one `python -m gateway serve` generated before starting this worker.
+        config = config.with_overrides(admin_token=read_admin_token(config))
+    return create_app(config)
 
 
 
@@ -92,11 +97,15 @@ async def _shutdown_trigger(draining: Draining | None, grace: float,
 
 def trio_worker(config: HypercornConfig, sockets: Sockets | None = None,
                 shutdown_event: EventType | None = None, *, grace: float = 20.0,
-                log_level: str = "INFO") -> None:
+                log_level: str = "INFO", notices: Sequence[str] = ()) -> None:
     """One serving process: hypercorn's `worker_serve` with our shutdown trigger."""
     from gateway.http.access_log import configure_logging
 
     configure_logging(log_level)
+    if sockets is None:  # the only worker: say where it listens
+        log.info("listening on %s", ", ".join(f"http://{bind}" for bind in config.bind))
+        for notice in notices:
+            log.info("%s", notice)
     if sockets is not None:
         for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
             sock.listen(config.backlog)
@@ -109,17 +118,22 @@ def trio_worker(config: HypercornConfig, sockets: Sockets | None = None,
     log.info("worker stopped")
 
 
-def serve(config: HypercornConfig, workers: int, *, grace: float, log_level: str = "INFO"
-          ) -> int:
-    """Serve until SIGTERM/SIGINT; returns the exit status (0 after a graceful shutdown)."""
+def serve(config: HypercornConfig, workers: int, *, grace: float, log_level: str = "INFO",
+          notices: Sequence[str] = ()) -> int:
+    """Serve until SIGTERM/SIGINT; returns the exit status (0 after a graceful shutdown).
+    `notices` are logged once at start-up (e.g. the admin token generated for this start)."""
     config.graceful_timeout = grace + CUT_MARGIN
     if workers <= 1:
-        trio_worker(config, grace=grace, log_level=log_level)
+        trio_worker(config, grace=grace, log_level=log_level, notices=notices)
         return 0
     from gateway.http.access_log import configure_logging
     from gateway.http.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 
     configure_logging(log_level)
+    log.info("listening on %s with %d workers",
+             ", ".join(f"http://{bind}" for bind in config.bind), workers)
+    for notice in notices:
+        log.info("%s", notice)
     own_dir = None
     if not os.environ.get(MULTIPROC_ENV):
         own_dir = tempfile.mkdtemp(prefix="gateway-metrics-")

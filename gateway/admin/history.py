@@ -43,11 +43,15 @@ def require_admin(admin_token: str | None, authorization: str | None) -> None:
     """Raise unless `authorization` is `Bearer <admin token>`: 401 without a bearer credential,
     403 with one that is not the admin's (or when no admin token is configured)."""
     scheme, _, credential = (authorization or "").strip().partition(" ")
-    if scheme.lower() != "bearer" or not credential.strip():
-        raise InvalidToken("Management endpoints need 'Authorization: Bearer <admin token>'.")
+    from gateway.datadir import NO_ADMIN_TOKEN
+
     if admin_token is None:
-        raise AdminRequired("No admin token is configured on this gateway "
-                            "(set [admin] token or GATEWAY_ADMIN_TOKEN).")
+        if scheme.lower() != "bearer" or not credential.strip():
+            raise InvalidToken(NO_ADMIN_TOKEN)
+        raise AdminRequired(NO_ADMIN_TOKEN)
+    if scheme.lower() != "bearer" or not credential.strip():
+        raise InvalidToken("Management endpoints need 'Authorization: Bearer <admin token>' "
+                           "(`python -m gateway admin-token` prints it).")
     if not hmac.compare_digest(credential.strip().encode(), admin_token.encode()):
         raise AdminRequired("This credential is not an admin credential.")
 

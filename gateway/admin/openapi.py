@@ -42,7 +42,7 @@ _SCHEMAS: dict[str, Any] = {
     "PolicyWrite": {"oneOf": [
         {"type": "object", "required": ["source"], "properties": {
             "source": {"type": "string", "description": "the text of a .pol policy"}}},
-        {"type": "object", "description": "a JSON policy document (SPEC §5.9)"}]},
+        {"type": "object", "description": "a JSON policy document (docs/policy-language.md, JSON policies)"}]},
     "Revision": {"type": "object", "required": ["policy_id", "revision", "edit_type"],
                  "properties": {"policy_id": {"type": "string"}, "revision": {"type": "integer"},
                                 "edit_type": {"enum": ["create", "update", "delete"]},
@@ -205,7 +205,7 @@ def _management_paths() -> dict[str, Any]:
                     "surface": {"enum": ["chat.completions", "messages", "responses"]}}},
                 errors=("400", "401", "403", "404", "409"))},
         f"{PREFIX}/history": {
-            "get": _op("Stored policy events, newest first (SPEC §9.4)", {
+            "get": _op("Stored policy events, newest first", {
                 "type": "object", "required": ["data"], "properties": {
                     "data": {"type": "array"}, "next_cursor": {"type": ["string", "null"]},
                     "has_more": {"type": "boolean"}}},
@@ -238,12 +238,18 @@ def _api_paths() -> dict[str, Any]:
 def _health_paths() -> dict[str, Any]:
     status = {"type": "object", "required": ["status"],
               "properties": {"status": {"type": "string"}}}
-    ready = _op("Ready: database open, every policy file passes its check", status,
+    codes = {"type": "array", "items": {"type": "string"}}
+    readiness = {"type": "object", "required": ["status"], "properties": {
+        "status": {"enum": ["ready", "not_ready"]}, "reasons": codes, "degraded": codes,
+        # With the admin credential only:
+        "database": {"type": "string"}, "shutting_down": {"type": "boolean"},
+        "unavailable_policies": codes,
+        "policy_errors": {"type": "array", "items": {"type": "object"}}}}
+    ready = _op("Ready to serve (reason codes; details with the admin credential)", readiness,
                 admin=False, errors=())
-    ready["responses"]["503"] = {"description": "not ready", "content": {JSON: {"schema": {
-        "type": "object", "required": ["status", "policy_errors"], "properties": {
-            "status": {"const": "not_ready"}, "database": {"type": "string"},
-            "policy_errors": {"type": "array", "items": _ref("FileProblem")}}}}}}
+    ready["responses"]["503"] = {"description": "not ready: the database is unusable, a "
+                                 "linked policy has nothing in force, or shutting down",
+                                 "content": {JSON: {"schema": readiness}}}
     return {
         "/healthz": {"get": _op("Alive", status, admin=False, errors=())},
         "/readyz": {"get": ready},

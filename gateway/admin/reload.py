@@ -185,8 +185,15 @@ class PolicyReloader:
                 log.error("policy file %s failed its check (%s): %s", path,
                           f"revision {kept[0].revision} of {kept[0].policy_id!r} stays in force"
                           if kept else "not loaded", text)
-        for path in self._reported.keys() - current.keys():
-            log.info("policy file %s passes its check again", path)
+        for path in sorted(self._reported.keys() - current.keys()):
+            fixed = [p for p in registry.policies.values() if p.path == path]
+            if fixed:
+                log.info("policy file %s passes its check again: revision %d of %r in force",
+                         path, fixed[0].revision, fixed[0].policy_id)
+            elif not os.path.exists(path):
+                log.info("policy file %s, which failed its check, was removed", path)
+            else:  # e.g. renamed to a name the directory does not load
+                log.info("policy file %s is no longer loaded", path)
         self._reported = current
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

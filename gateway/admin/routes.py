@@ -1,4 +1,4 @@
-"""The management API under `/api/policy-gateway/` (SPEC §10), plus `GET /readyz`.
+"""The management API under `/api/policy-gateway/` (SPEC §10).
 
 Every endpoint needs the admin credential: `Authorization: Bearer <admin token>` (the configured
 `[admin]` token, compared in constant time) or a JWT whose user has the admin role. JSON in and
@@ -16,21 +16,18 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
-import os
-import sqlite3
-import urllib.parse
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
-import trio
 from quart import Blueprint, Quart, Response, current_app, g, request
 from werkzeug.datastructures import Headers
 
 import dsl
 from gateway.adapters import CHAT
+from gateway.admin.readiness import health
 from gateway.admin.registry import PolicyFileError, PolicyRegistry, list_revisions
 from gateway.admin.reload import (
     PolicyConflict,
@@ -40,10 +37,12 @@ from gateway.admin.reload import (
     registry_problems,
     write_policy_file,
 )
+from gateway.datadir import NO_ADMIN_TOKEN, WRONG_ADMIN_TOKEN
 from gateway.errors import (
     AdminRequired,
     Conflict,
     GatewayError,
+    InvalidApiKey,
     InvalidPolicy,
     InvalidRequest,
     InvalidToken,
@@ -60,7 +59,6 @@ log = logging.getLogger("gateway.admin.routes")
 PREFIX = "/api/policy-gateway"
 
 blueprint = Blueprint("management", __name__, url_prefix=PREFIX)
-health = Blueprint("health", __name__)
 
 
 
@@ -73,7 +71,7 @@ def register(app: Quart, state: Any) -> PolicyReloader:
     reloader = PolicyReloader(state)
     app.extensions["policy_reloader"] = reloader
     app.register_blueprint(blueprint)
-    app.register_blueprint(health)
+    app.register_blueprint(health)  # /readyz (gateway/admin/readiness.py)
     return reloader
 
 
@@ -105,9 +103,11 @@ def authorize_admin(state: Any, headers: Any) -> str:
     """The admin's user id (`admin` for the token, the JWT `sub` otherwise); raises 401 without
     a valid credential and 403 for a valid one that is not an admin's."""
     credential = credential_from_headers(headers)
-    if credential is None:
-        raise InvalidToken("Management endpoints need 'Authorization: Bearer <admin token>'.")
     token = state.config.admin_token
+    if credential is None:
+        raise InvalidToken(NO_ADMIN_TOKEN if not token else
+                           "Management endpoints need 'Authorization: Bearer <admin token>' "
+                           "(`python -m gateway admin-token` prints it).")
     if token and hmac.compare_digest(credential.encode(), token.encode()):
         return "admin"
     if looks_like_jwt(credential) and state.jwt is not None:
@@ -115,7 +115,10 @@ def authorize_admin(state: Any, headers: Any) -> str:
         if caller.jwt is not None and caller.jwt.is_admin:
             return str(caller.user_id)
         raise AdminRequired("This token's user does not have the admin role.")
-    state.authenticate(credential)  # 401 for an unknown or revoked key
+    try:
+        state.authenticate(credential)  # 401 for an unknown or revoked key
+    except InvalidApiKey:
+        raise InvalidApiKey(NO_ADMIN_TOKEN if not token else WRONG_ADMIN_TOKEN) from None
     raise AdminRequired("API keys cannot use the management API; use the admin token.")
 
 
@@ -437,71 +440,3 @@ async def simulate(state: Any) -> Response:
     user_id = authorize_admin(state, request.headers)
     caller = Caller(account=account, key=None, user_id=user_id)
     return _to_quart(PolicySurface(state).simulate_as(caller, headers, body))
-
-
-# --- health ---------------------------------------------------------------------------------
-
-@health.get("/readyz")
-async def readyz() -> Response:
-    """200 when the database can be opened and read at its configured path, every policy file
-    passes its check and the gateway is not shutting down; otherwise 503 with the reasons.
-
-    The database is probed with a fresh connection each time (the serving connection would keep
-    answering from its open file descriptor after the file or its directory went away)."""
-    state = _state()
-    problems = registry_problems(state.registry)
-    database = "ok"
-    try:
-        state.db.execute("SELECT 1").fetchone()
-    except Exception as exc:  # closed or unusable: not ready, whatever the reason
-        database = f"unavailable: {exc}"
-    if database == "ok":
-        with trio.move_on_after(READY_PROBE_TIMEOUT) as probe:
-            database = await trio.to_thread.run_sync(
-                _probe_database, state.config.database_path,
-                current_app.extensions.get("database_identity"), abandon_on_cancel=True)
-        if probe.cancelled_caught:
-            database = f"unavailable: no answer within {READY_PROBE_TIMEOUT:g} s"
-    draining = current_app.extensions.get("draining")
-    shutting_down = draining is not None and draining.draining
-    if problems or database != "ok" or shutting_down:
-        reasons = [f"database {database}"] if database != "ok" else []
-        reasons += [f"policy file {p['path']} failed its check" if p["path"] else p["message"]
-                    for p in problems]
-        if shutting_down:
-            reasons.append("shutting down")
-        return _json(503, {"status": "not_ready", "database": database,
-                           "policy_errors": problems, "shutting_down": shutting_down,
-                           "reasons": reasons})
-    return _json(200, {"status": "ready", "database": "ok"})
-
-
-READY_PROBE_TIMEOUT = 2.0
-
-
-def database_identity(path: str) -> tuple[int, int] | None:
-    """(device, inode) of the database file, recorded when the app opens it."""
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return stat.st_dev, stat.st_ino
-
-
-def _probe_database(path: str, identity: tuple[int, int] | None) -> str:
-    """"ok", or why the database file the gateway opened cannot be opened and read for writing
-    at `path` (a file created there since, e.g. after the directory was moved, is not it)."""
-    if path == ":memory:":
-        return "ok"
-    if identity is not None and database_identity(path) != identity:
-        return f"unavailable: {path} is missing or is not the file the gateway opened"
-    try:
-        uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=rw"
-        conn = sqlite3.connect(uri, uri=True, timeout=1.0)
-        try:
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        finally:
-            conn.close()
-    except (sqlite3.Error, OSError) as exc:
-        return f"unavailable: {exc}"
-    return "ok"

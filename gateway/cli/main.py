@@ -1,7 +1,8 @@
 """`python -m gateway ...`: serve, and manage accounts, keys, projects and policies.
 
-Output is JSON on stdout for scripts; errors are one line on stderr with exit status 1 (policy
-check failures print the diagnostics in the compiler format instead); usage errors exit 2.
+Output is text on stdout (`--json` for JSON, `-q` for only ids); errors are one line on stderr
+with exit status 1 (policy check failures print the diagnostics in the compiler format
+instead); usage errors exit 2.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from gateway.cli.manage import (
     configure_output,
     show,
 )
+from gateway.cli.setup_commands import add_setup_commands, admin_token_for_serving
 from gateway.config import Config, ConfigError
 from gateway.errors import GatewayError
 from gateway.identity.keys import PLANS, IdentityError, IdentityStore
@@ -62,7 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--config", metavar="PATH",
                         default=os.environ.get("GATEWAY_CONFIG") or None,
                         help="TOML configuration file (default: built-in defaults)")
-    parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {package_version()}")
     commands = parser.add_subparsers(metavar="COMMAND")
 
     serve = commands.add_parser("serve", parents=[common], help="run the gateway")
@@ -79,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     create = accounts.add_parser("create", parents=[common], help="create an account")
     create.add_argument("name")
     create.add_argument("--plan", required=True, choices=PLANS)
+    create.add_argument("--allow-duplicate-name", action="store_true",
+                        help="create it even if an account of this name exists")
     create.set_defaults(func=_accounts_create)
 
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(metavar="ACTION")
@@ -98,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     add_policy_commands(commands, common)
     add_simulate_command(commands, common)
     add_event_commands(commands, common)
+    add_setup_commands(commands, common)
     usage = commands.add_parser("usage", parents=[common],
                                 help="current quota counters of a project and its top users")
     usage.add_argument("project_id", metavar="PROJECT")
@@ -106,6 +114,15 @@ def _parser() -> argparse.ArgumentParser:
     usage.set_defaults(func=_usage)
     add_output_options(parser)
     return parser
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("policy-gateway")
+    except PackageNotFoundError:  # run from a source tree that was not installed
+        return "unknown"
 
 
 def _add_project_commands(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -176,7 +193,14 @@ def _store(args: argparse.Namespace) -> IdentityStore:
 
 
 def _accounts_create(args: argparse.Namespace) -> int:
-    _print(asdict(_store(args).create_account(args.name, args.plan)))
+    store = _store(args)
+    same_name = [row[0] for row in store.db.execute(
+        "SELECT id FROM accounts WHERE name = ? ORDER BY id", [args.name])]
+    if same_name and not args.allow_duplicate_name:
+        raise CommandError(f"an account named {args.name!r} exists already "
+                           f"({', '.join(same_name)}): use it, or pass --allow-duplicate-name "
+                           "to create another one")
+    _print(asdict(store.create_account(args.name, args.plan)))
     return 0
 
 
@@ -213,6 +237,9 @@ def _quota_option(text: str | None, flag: str) -> object:
 
 
 def _known_policies(config: Config, db: sqlite_utils.Database) -> frozenset[str]:
+    from gateway.datadir import prepare_policies_dir
+
+    prepare_policies_dir(config)
     return frozenset(PolicyRegistry.load(config.policies_dir, db).policies)
 
 
@@ -326,7 +353,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     from gateway.serve import CONFIG_ENV, serve
 
-    config = Config.load(args.config)  # fail fast on a bad file, before any worker starts
+    # Fail fast on a bad file, before any worker starts; the workers read the same token.
+    config, notices = admin_token_for_serving(Config.load(args.config))
     if args.config:
         os.environ[CONFIG_ENV] = os.path.abspath(args.config)
     workers = args.workers if args.workers is not None else config.workers
@@ -346,4 +374,4 @@ def _serve(args: argparse.Namespace) -> int:
     hyper.keep_alive_timeout = 75
     # One worker serves in this process; more are spawned processes sharing the socket. Both
     # shut down gracefully on SIGTERM/SIGINT (gateway/http/draining.py).
-    return serve(hyper, workers, grace=grace, log_level=config.log_level)
+    return serve(hyper, workers, grace=grace, log_level=config.log_level, notices=notices)

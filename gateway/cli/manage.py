@@ -38,6 +38,7 @@ from gateway.admin.reload import (
     write_policy_file,
 )
 from gateway.config import Config
+from gateway.datadir import prepare_policies_dir
 from gateway.identity.projects import ProjectError, ProjectStore
 
 SURFACES = ("chat.completions", "messages", "responses")
@@ -206,6 +207,7 @@ def _record_events(config: Config, changes: Sequence[PolicyRevision]) -> None:
 
 def _load(config: Config, db: sqlite_utils.Database,
           previous: PolicyRegistry | None = None) -> PolicyRegistry:
+    prepare_policies_dir(config)
     registry = PolicyRegistry.load(config.policies_dir, db, previous=previous)
     _record_events(config, registry.changes)
     return registry
@@ -251,9 +253,21 @@ def _place(config: Config, db: sqlite_utils.Database, file: str, policy_id: str 
     try:
         target = write_policy_file(config.policies_dir, source, registry, replacing=replacing,
                                    filename=file)
-        return placed_policy(_load(config, db, registry), compiled.policy_id, target)
+        placed = placed_policy(_load(config, db, registry), compiled.policy_id, target)
     except (PolicyIdRefused, PolicyConflict) as exc:
         raise CommandError(str(exc)) from None
+    _copy_cases(Path(file), target)
+    return placed
+
+
+def _copy_cases(source: Path, target: Path) -> None:
+    """The golden cases beside the policy's file (`x.pol` -> `x.cases.json`) go with it, so
+    that `python -m dsl test` of the policies directory runs them."""
+    from dsl.golden import cases_path
+
+    cases, placed_cases = cases_path(source), cases_path(target)
+    if cases.is_file() and cases.resolve() != placed_cases.resolve():
+        placed_cases.write_bytes(cases.read_bytes())
 
 
 def _policies_add(args: argparse.Namespace) -> int:

@@ -275,7 +275,9 @@ class HistoryQueryError(ValueError):
 
 
 FILTER_COLUMNS = ("project_id", "policy_id", "policy_target", "policy_user", "decision",
-                  "event_type")
+                  "event_type", "request_id")
+#: Filters on a field kept in `extra` rather than in a column of its own (indexed in db.py).
+_FILTER_EXPRESSIONS = {"request_id": "json_extract(extra, '$.request_id')"}
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 
@@ -352,7 +354,7 @@ def query_history(db: sqlite_utils.Database, query: HistoryQuery
     where: list[str] = []
     args: list[Any] = []
     for column, value in query.filters.items():
-        where.append(f"{column} = ?")
+        where.append(f"{_FILTER_EXPRESSIONS.get(column, column)} = ?")
         args.append(value)
     if query.since is not None:
         where.append("created_at >= ?")

@@ -84,6 +84,10 @@ class GatewayMetrics:
         self.policy_files_failing = Gauge(
             "gateway_policy_files_failing", "Policy files that fail their check now (their "
             "last good revision stays in force).", multiprocess_mode="livemax", registry=r)
+        self.degraded = Gauge(
+            "gateway_degraded", "1 while the gateway is ready but degraded: a policy file fails "
+            "its check (see /readyz with the admin token).", multiprocess_mode="livemax",
+            registry=r)
         self.event_queue_depth = Gauge(
             "gateway_event_queue_depth", "Policy events accepted and not yet written.",
             multiprocess_mode="livesum", registry=r)
@@ -136,6 +140,7 @@ class GatewayMetrics:
             return
         self.policy_reloads.labels("success").inc()
         self.policy_files_failing.set(len(registry.errors))
+        self.degraded.set(1 if registry.errors else 0)
 
     # --- events --------------------------------------------------------------------------
 
@@ -165,6 +170,7 @@ class GatewayMetrics:
         self.sync_events(state)
         if state.serving:
             self.policy_files_failing.set(len(state.registry.errors))
+            self.degraded.set(1 if state.registry.errors else 0)
         if multiprocess_enabled():
             registry = CollectorRegistry()
             prometheus_multiprocess.MultiProcessCollector(registry)

@@ -28,6 +28,7 @@ from gateway.policy.decide import (
 )
 from gateway.policy.governance import GATEWAY_BODY_FIELDS, encode_body
 from gateway.state import GatewayState
+from gateway.surfaces.models import with_routed_models
 from gateway.upstream.exchange import Exchange, relayable_response_headers
 from gateway.upstream.relay import PassThrough, StreamEnd, open_answer, read_answer, stream_answer
 
@@ -100,7 +101,8 @@ async def proxy_models(state: GatewayState, inbound: Inbound, *,
     request = state.upstreams.build_request(provider, "GET", "/models" + _query_suffix(inbound),
                                             inbound.headers)
     exchange = Exchange(state.upstreams.client_for(provider), request, state.config.timeouts)
-    return await relay(None, exchange)
+    listed = await relay(None, exchange)
+    return await with_routed_models(state, inbound, listed)  # gateway/surfaces/models.py
 
 
 def _query_suffix(inbound: Inbound) -> str:

@@ -159,7 +159,7 @@ def test_bad_input_exits_1_and_changes_nothing(shared, args, message):
     assert message in result.stderr
     assert result.stdout == ""
     assert [p.as_dict() for p in shared.projects().list()] == before
-    assert sorted(p.name for p in shared.policies.iterdir()) == ["support_bot.pol"]
+    assert sorted(p.name for p in shared.policies.iterdir()) == ["support_bot.cases.json", "support_bot.pol"]
 
 
 @pytest.mark.parametrize("args", [

@@ -45,10 +45,10 @@ provider = "groq"
 
 
 @pytest.mark.parametrize("text, fragment", [
-    ("[nonsense]\n", "unknown section"),
-    ("[timeouts]\nidle = -1\n", "positive"),
-    ("[timeouts]\nbogus = 1\n", "invalid configuration"),
-    ("[providers.x]\nkind = 'grpc'\n", "kind must be"),
+    ("[nonsense]\n", "nonsense: unknown section"),
+    ("[timeouts]\nidle = -1\n", "timeouts.idle: Input should be greater than 0"),
+    ("[timeouts]\nidel = 1\n", "timeouts.idel: unknown key; did you mean 'timeouts.idle'"),
+    ("[providers.x]\nkind = 'grpc'\n", "providers.x.kind: Input should be 'openai' or"),
     ("[[routes]]\nmodel = 'a'\nprovider = 'nobody'\n", "unknown provider"),
     ("not toml = = =", "cannot read"),
 ])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 from typing import Any
 
 import pytest
@@ -248,3 +249,21 @@ def test_events_query_and_tail_read_the_database(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and kept["event_id"] in lines[0]
     assert cli.main(["events", "query", "--config", str(config), "--limit", "0"]) == 2
+
+
+def test_events_query_finds_the_event_of_one_request(tmp_path, capsys):
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[database]\npath = "{tmp_path / "cli.db"}"\n')
+    store = EventStore(tmp_path / "cli.db")
+    wanted = {**enforcement(), "request_id": "req-42"}
+    store.write([{**enforcement(), "request_id": "req-41"}, wanted, enforcement()])
+    store.close()
+    assert cli.main(["events", "query", "--config", str(config), "--request-id", "req-42",
+                     "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [(e["event_id"], e["request_id"]) for e in out["data"]] == [
+        (wanted["event_id"], "req-42")]
+    with sqlite3.connect(tmp_path / "cli.db") as conn:
+        plan = conn.execute("EXPLAIN QUERY PLAN SELECT seq FROM policy_events "
+                            "WHERE json_extract(extra, '$.request_id') = 'req-42'").fetchall()
+    assert "idx_policy_events_request_id" in str(plan)  # a lookup, not a scan of every event

@@ -135,7 +135,7 @@ def test_subjectless_canary_follows_rand(subject: str | None, rand: float, enfor
 
 @pytest.fixture(scope="module")
 def staged() -> dsl.CompiledPolicy:
-    path = REPO_POLICIES / "staged_rollout.pol"
+    path = REPO_POLICIES / "jailbreak_filter.pol"
     return dsl.compile_policy(path.read_text(), filename=str(path))
 
 

@@ -56,6 +56,11 @@ def test_filters_select_exactly_the_matching_events(gw):
         expected = [e["event_id"] for e in reversed(everything) if e.get(name) == value]
         assert got == expected, name
         assert got or name == "policy_target", f"the fixture should produce {name}={value}"
+    one = gw.chat(ORDER, user="carol")
+    request_id = one.headers["x-request-id"]
+    assert wait_for(lambda: gw.history(request_id=request_id).json()["data"] != [])
+    [event] = gw.history(request_id=request_id).json()["data"]
+    assert (event["request_id"], event["policy_user"]) == (request_id, "carol")
     combined = gw.history(policy_user="alice-0", decision="allow").json()["data"]
     assert len(combined) == 3 and all(e["policy_user"] == "alice-0" for e in combined)
 

@@ -57,14 +57,30 @@ def test_the_page_has_the_steps_the_issue_asks_for():
     assert '/policy/v1"' in python and "stream=True" in python
 
 
-def test_the_walk_through_runs_end_to_end(tmp_path):
+def _copy_of_the_repository(target: Path) -> None:
+    """The repository as a user's clone has it: the files git knows (this tree's versions,
+    changes included), committed, so that `git status` shows what the walk-through changed."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=ROOT, capture_output=True, check=True).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    git = ["git", "-c", "user.name=onboarding", "-c", "user.email=onboarding@example.com"]
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "clone"]):
+        subprocess.run([*git, *command], cwd=target, check=True, capture_output=True)
+
+
+def test_the_walk_through_runs_end_to_end_and_changes_no_tracked_file(tmp_path):
     workdir = tmp_path / "clone"
     workdir.mkdir()
-    shutil.copytree(ROOT / "policies", workdir / "policies")
+    _copy_of_the_repository(workdir)
     port = _free_port()
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OPENAI_", "ANTHROPIC_", "GATEWAY_"))}
+           if not k.startswith(("OPENAI_", "ANTHROPIC_", "GATEWAY_", "PYTHONPATH"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = str(workdir)  # the copy's code, not this tree's
 
     blocks = _blocks()
     [serve] = [body for mark, _, body in blocks if mark == "background"]
@@ -73,32 +89,51 @@ def test_the_walk_through_runs_end_to_end(tmp_path):
     for index, (mark, lang, body) in enumerate(blocks):
         if mark is not None or lang == "text":
             continue
+        body = body.replace("127.0.0.1:8080", f"127.0.0.1:{port}")
         if lang == "sh":
             script.append(body)
         elif lang == "python":
             program = tmp_path / f"block_{index}.py"
-            program.write_text(body.replace("127.0.0.1:8080", f"127.0.0.1:{port}"))
+            program.write_text(body)
             script.append(f"python {program}")
 
-    server = subprocess.Popen(["bash", "-c", f"exec {serve} --port {port}"], cwd=workdir,
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        _wait_for_port(port, server)
-        done = subprocess.run(["bash", "-c", "\n".join(script)], cwd=workdir, env=env,
-                              capture_output=True, text=True, timeout=180)
-    finally:
-        server.send_signal(signal.SIGINT)
+    server_log = tmp_path / "gateway.log"
+    with server_log.open("wb") as log_file:
+        server = subprocess.Popen(["bash", "-c", f"exec {serve} --port {port}"], cwd=workdir,
+                                  env=env, stdout=subprocess.DEVNULL, stderr=log_file)
         try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        assert server.stderr is not None
-        server.stderr.close()
-    assert done.returncode == 0, done.stderr
-    # The simulation of step 4, then exactly the output the page shows for step 5.
+            _wait_for_port(port, server)
+            done = subprocess.run(["bash", "-c", "\n".join(script)], cwd=workdir, env=env,
+                                  capture_output=True, text=True, timeout=180)
+        finally:
+            server.send_signal(signal.SIGINT)
+            try:
+                server.wait(15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+    assert done.returncode == 0, done.stdout + done.stderr
+    # The simulation of step 4, the management API of step 5, then exactly the output the page
+    # shows for step 6.
     assert re.search(r"^effective_decision\s+refuse$", done.stdout, re.M), done.stdout
     assert re.search(r"^reason_code\s+ASKS_FOR_SECRETS$", done.stdout, re.M)
+    assert "\nno_secrets revision 1\n" in done.stdout
     assert done.stdout.endswith(expected + "\n"), done.stdout
-    assert (workdir / "policies" / "no_secrets.pol").read_text() == \
-        (workdir / "no_secrets.pol").read_text()
+    served = workdir / "data" / "policies"
+    assert (served / "no_secrets.pol").read_text() == \
+        (workdir / "my-policies" / "no_secrets.pol").read_text()
+    assert (served / "no_secrets.cases.json").is_file()
+    assert (served / "support_bot.pol").is_file()  # seeded with the examples on first start
+    # The token was announced once, and is the one in the data directory, for its owner only.
+    token_file = workdir / "data" / "admin-token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    assert token_file.read_text().strip() in server_log.read_text()
+
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=workdir, capture_output=True,
+                            text=True, check=True)
+    assert status.stdout == "", status.stdout
+    # The language's own test suite, as `./dev test -q tests/policy_dsl` runs it in the clone.
+    suite = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                            "tests/policy_dsl"], cwd=workdir, env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert suite.returncode == 0, suite.stdout[-3000:] + suite.stderr[-2000:]

@@ -10,7 +10,7 @@ import time
 
 import httpx
 
-from .conftest import guard_source
+from .conftest import ADMIN_TOKEN, guard_source
 
 BROKEN = 'policy v1 "guard" {\n  default alow\n}\n'
 
@@ -44,17 +44,23 @@ def test_editing_a_policy_file_changes_decisions_within_a_second(managed):
 
 def test_a_broken_edit_keeps_the_last_good_revision_and_marks_readyz_until_reverted(managed):
     ready = httpx.get(managed.url + "/readyz", timeout=10)
-    assert (ready.status_code, ready.json()["status"]) == (200, "ready")
+    assert (ready.status_code, ready.json()) == (200, {"status": "ready"})
     path = managed.policies / "guard.pol"
     good = path.read_text()
 
     path.write_text(BROKEN)
-    took = _seconds_until(lambda: httpx.get(managed.url + "/readyz").status_code == 503)
+    took = _seconds_until(lambda: "degraded" in httpx.get(managed.url + "/readyz").json())
     assert took < 1.0, f"/readyz took {took:.2f}s to report the broken file"
-    body = httpx.get(managed.url + "/readyz", timeout=10).json()
-    assert body["status"] == "not_ready"
+    # Still ready: the last good revision serves. Anyone sees the note, admins the details.
+    public = httpx.get(managed.url + "/readyz", timeout=10)
+    assert (public.status_code, public.json()) == (
+        200, {"status": "ready", "degraded": ["policy_file_failing"]})
+    body = httpx.get(managed.url + "/readyz", timeout=10,
+                     headers={"authorization": f"Bearer {ADMIN_TOKEN}"}).json()
+    assert body["status"] == "ready"
     [problem] = body["policy_errors"]
     assert problem["path"] == str(path)
+    assert problem["in_force"] == {"policy_id": "guard", "revision": 1}
     first = problem["diagnostics"][0]
     assert (first["line"], first["column"], first["severity"]) == (2, 11, "error")
     assert "alow" in first["message"]
@@ -68,7 +74,7 @@ def test_a_broken_edit_keeps_the_last_good_revision_and_marks_readyz_until_rever
         ("guard", 1, True)]
 
     path.write_text(good)
-    took = _seconds_until(lambda: httpx.get(managed.url + "/readyz").status_code == 200)
+    took = _seconds_until(lambda: httpx.get(managed.url + "/readyz").json() == {"status": "ready"})
     assert took < 1.0, f"/readyz took {took:.2f}s to recover"
     assert _refused(managed.chat("pineapple once more"))
     # Same content as revision 1: the broken spell recorded nothing (no delete, no update).

@@ -1,18 +1,21 @@
-"""Gateway configuration: one TOML file plus environment variables for secrets (SPEC §12).
+"""The gateway's configuration as the code reads it: the frozen `Config` (SPEC §12).
 
 Everything has a default, so `Config.load(None)` runs out of the box: SQLite under `./data`,
-the example policies, and the built-in echo upstream for any provider without an API key.
+the example policies served from `./data/policies`, and the built-in echo upstream for any
+provider without an API key. The file is read and checked by `gateway.config.loading` against
+the schema of `gateway.config.schema`.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from gateway.config.loading import ConfigError, apply_environment, read_toml, validate
 
 OPENAI = "openai"
 ANTHROPIC = "anthropic"
@@ -20,10 +23,6 @@ PROVIDER_KINDS = (OPENAI, ANTHROPIC)
 
 _DEFAULT_BASE_URLS = {OPENAI: "https://api.openai.com/v1", ANTHROPIC: "https://api.anthropic.com"}
 _ENV_PREFIX = {OPENAI: "OPENAI", ANTHROPIC: "ANTHROPIC"}
-
-
-class ConfigError(Exception):
-    """The configuration file or environment is invalid. Caused by the operator: fix the file."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +80,19 @@ class Config:
     #: Upstream connection pool size per worker.
     max_connections: int = 512
     #: Directory of `.pol` / `.json` policies; the one source of truth for policies.
-    policies_dir: str = "policies"
+    policies_dir: str = "data/policies"
+    #: True when `policies_dir` is the default one, which is seeded with the example policies
+    #: when it does not exist yet (gateway/datadir.py).
+    seed_policies: bool = True
     #: Categories refused on every surface, for every project (SPEC §5.5).
     always_blocked_categories: tuple[str, ...] = ("self-harm/instructions", "sexual/minors")
     #: The raw `[jwt]` section, parsed by `gateway.identity.jwt.JwtSettings.from_mapping`.
     jwt: Mapping[str, Any] = field(default_factory=dict)
     #: The management API's admin token (from `[admin] token_env`, default GATEWAY_ADMIN_TOKEN).
     admin_token: str | None = None
+    #: Whether `serve` generates an admin token when none is configured (`[admin]
+    #: generate_token`; gateway/datadir.py).
+    generate_admin_token: bool = True
     #: Raw sections owned by later components: `[quotas]`, `[events]`.
     quotas: Mapping[str, Any] = field(default_factory=dict)
     events: Mapping[str, Any] = field(default_factory=dict)
@@ -95,23 +100,24 @@ class Config:
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
              ) -> Config:
-        """Read `path` (TOML) if given, then fill provider secrets from `env`."""
-        env = os.environ if env is None else env
-        data: dict[str, Any] = {}
-        if path is not None:
-            try:
-                data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-            except (OSError, tomllib.TOMLDecodeError) as exc:
-                raise ConfigError(f"cannot read configuration {path}: {exc}") from exc
-        return cls.from_mapping(data, env)
+        """Read `path` (TOML) if given, apply the environment's overrides and check it all
+        against the schema (gateway/config/schema.py); ConfigError names every problem."""
+        return cls.from_mapping(read_toml(path) if path is not None else {}, env)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Config:
         env = os.environ if env is None else env
+        merged, origins = apply_environment(data, env)
+        checked = validate(merged, origins)
         try:
-            return _build(data, env)
+            return _build(checked, merged, env)
         except (TypeError, ValueError, KeyError) as exc:
             raise ConfigError(f"invalid configuration: {exc}") from exc
+
+    @property
+    def data_dir(self) -> Path:
+        """The directory of the database: served policies and the generated admin token."""
+        return _data_dir(self.database_path)
 
     def with_overrides(self, **changes: Any) -> Config:
         return replace(self, **changes)
@@ -126,23 +132,12 @@ class Config:
         return self.providers[self.default_provider[kind]]
 
 
-def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> Config:
-    known = {"server", "database", "limits", "timeouts", "providers", "routes", "policies",
-             "moderation", "jwt", "admin", "quotas", "events"}
-    unknown = set(data) - known
-    if unknown:
-        raise ValueError(f"unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
-    server = dict(data.get("server", {}))
-    database = dict(data.get("database", {}))
-    limits = dict(data.get("limits", {}))
-    timeouts = Timeouts(**{k: float(v) for k, v in dict(data.get("timeouts", {})).items()})
-    for attr in ("connect", "idle", "total"):
-        if getattr(timeouts, attr) <= 0:
-            raise ValueError(f"timeouts.{attr} must be positive")
-
+def _build(checked: Any, data: Mapping[str, Any], env: Mapping[str, str]) -> Config:
+    """The `Config` of a file that passed the schema check (`checked`; `data` is the same file
+    as a mapping, for the sections other modules parse)."""
     providers: dict[str, Provider] = {}
-    for name, spec in dict(data.get("providers", {})).items():
-        providers[name] = _provider(name, dict(spec), env)
+    for name, spec in checked.providers.items():
+        providers[name] = _provider(name, spec.model_dump(exclude_none=True), env)
     # Each kind gets a provider even without configuration, named after the kind, so that the
     # environment variables users already have (OPENAI_API_KEY, ...) work with no file at all.
     for kind in PROVIDER_KINDS:
@@ -154,47 +149,57 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> Config:
         defaults[kind] = kind if kind in named else named[0]
 
     routes = []
-    for spec in data.get("routes", []):
-        route = Route(model=str(spec["model"]), provider=str(spec["provider"]))
-        if route.provider not in providers:
-            raise ValueError(f"route for {route.model!r} names unknown provider {route.provider!r}")
-        routes.append(route)
+    for index, spec in enumerate(checked.routes):
+        if spec.provider not in providers:
+            raise ValueError(f"routes[{index}].provider: route for {spec.model!r} names unknown "
+                             f"provider {spec.provider!r}; declared: {sorted(providers)}")
+        routes.append(Route(model=spec.model, provider=spec.provider))
 
-    max_body = int(limits.get("max_body_bytes", 10 * 1024 * 1024))
-    if max_body <= 0:
-        raise ValueError("limits.max_body_bytes must be positive")
     if data.get("jwt"):
         from gateway.identity.jwt import JwtSettings
 
         JwtSettings.from_mapping(dict(data["jwt"]), env)  # fail fast: ValueError -> ConfigError
-    policies = dict(data.get("policies", {}))
-    moderation = dict(data.get("moderation", {}))
-    blocked = moderation.get("always_blocked", ["self-harm/instructions", "sexual/minors"])
-    if not isinstance(blocked, list) or not all(isinstance(c, str) for c in blocked):
-        raise ValueError("moderation.always_blocked must be a list of category names")
-    admin = dict(data.get("admin", {}))
-    admin_token = admin.get("token") or env.get(str(admin.get("token_env",
-                                                               "GATEWAY_ADMIN_TOKEN"))) or None
+    _check_sections(data, checked)
+    server, admin = checked.server, checked.admin
+    database_path = checked.database.path
+    directory = checked.policies.directory
     return Config(
-        admin_token=admin_token,
+        admin_token=admin.token or env.get(admin.token_env) or None,
+        generate_admin_token=admin.generate_token,
         quotas=dict(data.get("quotas", {})),
         events=dict(data.get("events", {})),
-        policies_dir=str(policies.get("directory", env.get("GATEWAY_POLICIES", "policies"))),
-        always_blocked_categories=tuple(blocked),
-        jwt=dict(data.get("jwt", {})),
-        database_path=str(database.get("path", env.get("GATEWAY_DATABASE", "data/gateway.db"))),
-        max_body_bytes=max_body,
-        timeouts=timeouts,
+        policies_dir=directory or str(_data_dir(database_path) / "policies"),
+        seed_policies=directory is None,
+        always_blocked_categories=tuple(checked.moderation.always_blocked),
+        jwt=dict(data.get("jwt") or {}),
+        database_path=database_path,
+        max_body_bytes=checked.limits.max_body_bytes,
+        timeouts=Timeouts(**checked.timeouts.model_dump()),
         providers=providers,
         routes=tuple(routes),
         default_provider=defaults,
-        host=str(server.get("host", "127.0.0.1")),
-        port=int(server.get("port", 8080)),
-        workers=int(server.get("workers", 1)),
-        shutdown_grace=_non_negative(server.get("shutdown_grace", 20.0), "server.shutdown_grace"),
-        log_level=_log_level(server.get("log_level", "INFO")),
-        max_connections=int(limits.get("max_upstream_connections", 512)),
+        host=server.host,
+        port=server.port,
+        workers=server.workers,
+        shutdown_grace=float(server.shutdown_grace),
+        log_level=server.log_level,
+        max_connections=checked.limits.max_upstream_connections,
     )
+
+
+def _data_dir(database_path: str) -> Path:
+    return Path("data") if database_path == ":memory:" else Path(database_path).parent
+
+
+def _check_sections(data: Mapping[str, Any], checked: Any) -> None:
+    """The checks of the sections other modules parse that the schema cannot express."""
+    from gateway.events.connectors import connector_settings
+    from gateway.events.store import EventSettings
+    from gateway.quota.limits import QuotaSettings
+
+    connector_settings(EventSettings.from_mapping(dict(data.get("events", {}))).connectors)
+    QuotaSettings.from_mapping(dict(data.get("quotas", {})),
+                               total_timeout=checked.timeouts.total)
 
 
 def _provider(name: str, spec: dict[str, Any], env: Mapping[str, str]) -> Provider:
@@ -209,18 +214,3 @@ def _provider(name: str, spec: dict[str, Any], env: Mapping[str, str]) -> Provid
     base_url = spec.get("base_url") or (env.get(url_env) if url_env else None)
     base_url = str(base_url or _DEFAULT_BASE_URLS[kind]).rstrip("/")
     return Provider(name=name, kind=kind, base_url=base_url, api_key=api_key)
-
-
-def _non_negative(value: Any, name: str) -> float:
-    number = float(value)
-    if not number >= 0:  # also refuses NaN
-        raise ValueError(f"{name} must be a number of seconds, at least 0")
-    return number
-
-
-def _log_level(value: Any) -> str:
-    level = str(value).upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        raise ValueError(f"server.log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL, "
-                         f"not {value!r}")
-    return level

@@ -1,0 +1,16 @@
+"""The configuration: `Config` (settings.py), read from one TOML file and the environment
+(loading.py) and checked against the schema (schema.py)."""
+
+from gateway.config.loading import ConfigError
+from gateway.config.settings import (
+    ANTHROPIC,
+    OPENAI,
+    PROVIDER_KINDS,
+    Config,
+    Provider,
+    Route,
+    Timeouts,
+)
+
+__all__ = ["ANTHROPIC", "OPENAI", "PROVIDER_KINDS", "Config", "ConfigError", "Provider", "Route",
+           "Timeouts"]

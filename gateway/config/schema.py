@@ -1,0 +1,228 @@
+"""The configuration file's schema: one pydantic model per TOML section.
+
+Every model forbids unknown keys and is strict (a string is not a number, a number is not a
+string), so a typo or a wrong type fails `check-config` and start-up with the key's full path,
+instead of silently keeping a default. The JSON Schema printed by `python -m gateway
+config-schema` is generated from these models.
+
+Adding a section: write a `Section` subclass here and add it to `SECTIONS`. That is all the file
+needs to accept and check it; `gateway/config/settings.py` turns the checked sections into the
+`Config` the rest of the code reads (add a field there if code needs the section), and
+docs/configuration.md shows the section (its test loads every block it shows).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveSeconds = Annotated[float, Field(gt=0)]
+NonNegativeSeconds = Annotated[float, Field(ge=0)]
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class Section(BaseModel):
+    """A table of the configuration file: unknown keys are errors, types are checked strictly,
+    and NaN or infinity are not numbers of seconds."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+
+class ServerSection(Section):
+    host: str = Field("127.0.0.1", description="interface to bind (--host overrides)")
+    port: int = Field(8080, ge=0, le=65535, description="port to bind (--port overrides)")
+    workers: PositiveInt = Field(1, description="worker processes sharing the database")
+    shutdown_grace: NonNegativeSeconds = Field(
+        20.0, description="seconds in-flight requests get after SIGTERM/SIGINT")
+    log_level: LogLevel = Field("INFO", description="level of the JSON log lines on stderr")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class DatabaseSection(Section):
+    path: str = Field("data/gateway.db", description="the SQLite file; its directory is the "
+                      "data directory (served policies, the generated admin token)")
+
+
+class PoliciesSection(Section):
+    directory: str | None = Field(
+        None, description="the served .pol / .json policies (default: `policies` in the data "
+        "directory, seeded with the example policies on first use)")
+
+
+class LimitsSection(Section):
+    max_body_bytes: PositiveInt = Field(10 * 1024 * 1024,
+                                        description="larger bodies get 413 request_too_large")
+    max_upstream_connections: PositiveInt = Field(
+        512, description="pooled upstream connections per worker")
+
+
+class TimeoutsSection(Section):
+    connect: PositiveSeconds = Field(10.0, description="connecting to the upstream")
+    idle: PositiveSeconds = Field(
+        120.0, description="waiting for response headers or the next stream frame")
+    total: PositiveSeconds = Field(900.0, description="one whole upstream exchange")
+
+
+class ModerationSection(Section):
+    always_blocked: list[str] = Field(
+        ["self-harm/instructions", "sexual/minors"],
+        description="categories refused on every surface, for every project")
+
+
+class ProviderSection(Section):
+    kind: Literal["openai", "anthropic"] | None = Field(
+        None, description="the wire APIs it serves (default: the provider's name)")
+    base_url: str | None = None
+    api_key: str | None = Field(None, description="better: api_key_env")
+    api_key_env: str | None = Field(None, description="the variable holding its key")
+
+
+class RouteSection(Section):
+    model: str = Field(description="model name, exact or a glob such as llama-*")
+    provider: str = Field(description="a provider declared under [providers]")
+
+
+class AdminSection(Section):
+    token: str | None = Field(None, description="the admin token (better: token_env)")
+    token_env: str = Field("GATEWAY_ADMIN_TOKEN", description="the variable holding it")
+    generate_token: bool = Field(
+        True, description="without a token, `serve` generates one into the data directory; "
+        "false: no admin token at all (admins then need a JWT with the admin role)")
+
+
+class JwtKeyFields(Section):
+    """One verification key: `secret*` for HS256, `public_key*` for RS256 / ES256."""
+
+    kid: str | None = None
+    algorithm: Literal["HS256", "RS256", "ES256"] | None = None
+    secret: str | None = None
+    secret_file: str | None = None
+    secret_env: str | None = None
+    public_key: str | None = None
+    public_key_file: str | None = None
+    public_key_env: str | None = None
+
+
+class JwtSection(JwtKeyFields):
+    """[jwt]: one key's fields directly, or several in [[jwt.keys]]."""
+
+    keys: list[JwtKeyFields] | None = None
+    issuer: str | list[str] | None = None
+    audience: str | list[str] | None = None
+    leeway: NonNegativeSeconds = 0.0
+    require_exp: bool = True
+    account_claim: str = "org_id"
+    default_account: str | None = None
+    projects_claim: str = "projects"
+    admin_claim: str = "roles"
+    admin_role: str = "admin"
+    grants: dict[str, list[str] | Literal["*"]] = Field(
+        default_factory=dict, description="user id (`sub`) -> project ids, or \"*\"")
+
+
+class ConnectorSection(Section):
+    name: str
+    type: Literal["jsonl", "webhook"]
+    project_id: str | None = None
+    batch_size: PositiveInt = 100
+    poll_seconds: PositiveSeconds = 1.0
+    lease_seconds: PositiveSeconds = 15.0
+    path: str = Field("", description="jsonl: the file written")
+    max_bytes: PositiveInt = 10 * 1024 * 1024
+    backups: NonNegativeInt = 5
+    url: str = Field("", description="webhook: where batches are POSTed")
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: PositiveSeconds = 5.0
+    retry_initial: PositiveSeconds = 0.5
+    retry_max: PositiveSeconds = 60.0
+
+
+class EventsSection(Section):
+    queue_capacity: PositiveInt = 10_000
+    batch_size: PositiveInt = 500
+    batch_seconds: PositiveSeconds = 0.05
+    busy_timeout: PositiveSeconds = 1.0
+    retry_initial: PositiveSeconds = 0.05
+    retry_max: PositiveSeconds = 2.0
+    drain_timeout: NonNegativeSeconds = 10.0
+    recent: NonNegativeInt = 10_000
+    connectors: list[ConnectorSection] = Field(default_factory=list)
+
+
+class QuotaWindows(Section):
+    """Limits per window; 0 means unlimited."""
+
+    minute: NonNegativeInt | None = None
+    hour: NonNegativeInt | None = None
+    daily: NonNegativeInt | None = None
+    weekly: NonNegativeInt | None = None
+    monthly: NonNegativeInt | None = None
+
+
+class QuotaSpec(Section):
+    requests: QuotaWindows | None = None
+    tokens: QuotaWindows | None = None
+
+
+class ProjectQuotas(Section):
+    budget: QuotaSpec | None = None
+    user_quota: QuotaSpec | None = None
+
+
+class QuotasSection(Section):
+    default_output_tokens: NonNegativeInt = 1024
+    reservation_ttl_seconds: PositiveSeconds | None = Field(
+        None, description="default: timeouts.total + 60")
+    threads: PositiveInt = 1
+    budget: QuotaSpec | None = None
+    user_quota: QuotaSpec | None = None
+    projects: dict[str, ProjectQuotas] = Field(default_factory=dict)
+
+
+#: Every section of the file: the one place a new section is added.
+SECTIONS: dict[str, Any] = {
+    "server": ServerSection,
+    "database": DatabaseSection,
+    "policies": PoliciesSection,
+    "limits": LimitsSection,
+    "timeouts": TimeoutsSection,
+    "moderation": ModerationSection,
+    "providers": dict[str, ProviderSection],
+    "routes": list[RouteSection],
+    "admin": AdminSection,
+    "jwt": JwtSection | None,
+    "events": EventsSection,
+    "quotas": QuotasSection,
+}
+
+
+def _default(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return Field(default_factory=annotation)
+    origin = getattr(annotation, "__origin__", None)
+    if origin is dict:
+        return Field(default_factory=dict)
+    if origin is list:
+        return Field(default_factory=list)
+    return None
+
+
+ConfigFile: type[Section] = create_model(  # type: ignore[call-overload]
+    "ConfigFile", __base__=Section,
+    **{name: (annotation, _default(annotation)) for name, annotation in SECTIONS.items()})
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the configuration file (for editors completing the TOML)."""
+    schema = ConfigFile.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Policy gateway configuration"
+    return schema
