@@ -13,6 +13,7 @@ import openai
 import pytest
 from anthropic.types import MessageParam
 from openai.types.chat import ChatCompletionMessageParam
+from sdk_streams import SDK_STREAM_GENERATORS
 
 from gateway.upstream import echo
 from gateway.upstream.echo import EchoTransport, Reply
@@ -204,9 +205,8 @@ async def test_chat_completion_parsed_by_sdk() -> None:
 
 
 #: The OpenAI SDK stops reading at `[DONE]` and leaves its own async generators to the garbage
-#: collector, which trio reports as a ResourceWarning. That is the SDK's cleanup, not ours.
-sdk_leaves_generators_open = pytest.mark.filterwarnings(
-    "ignore:Async generator .* was garbage collected:ResourceWarning")
+#: collector (tests/sdk_streams.py names them).
+sdk_leaves_generators_open = SDK_STREAM_GENERATORS
 
 
 @sdk_leaves_generators_open

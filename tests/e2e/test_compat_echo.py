@@ -3,7 +3,6 @@ three APIs, and the SDKs parse every answer, streamed or not."""
 
 from __future__ import annotations
 
-import pytest
 from e2e.harness import RunningGateway
 from e2e.support import (
     CHAT_MESSAGES,
@@ -14,11 +13,11 @@ from e2e.support import (
     openai_client,
 )
 from mock_upstream import MockUpstream
+from sdk_streams import SDK_STREAM_GENERATORS
 
 from gateway.upstream import echo
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Async generator .* was garbage collected:ResourceWarning")
+pytestmark = SDK_STREAM_GENERATORS
 
 EXPECTED_TEXT = "echo: " + PROMPT
 PROMPT_TOKENS = echo.estimate_tokens(PROMPT)

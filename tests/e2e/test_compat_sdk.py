@@ -22,13 +22,13 @@ from e2e.support import (
     scenario,
 )
 from mock_upstream import MockUpstream
+from sdk_streams import SDK_STREAM_GENERATORS
 
 from gateway.upstream import echo
 
 #: The OpenAI SDK leaves its own SSE async generators to the garbage collector after `[DONE]`,
 #: which trio reports as a ResourceWarning. That is the SDK's cleanup, not the gateway's.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Async generator .* was garbage collected:ResourceWarning")
+pytestmark = SDK_STREAM_GENERATORS
 
 TEXT = "The Seine flows through Paris."
 CHUNKS = ["The Se", "ine flo", "ws through ", "Paris."]

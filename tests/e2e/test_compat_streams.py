@@ -34,11 +34,11 @@ from e2e.support import (
 )
 from mock_upstream import MockUpstream
 from quart_trio import QuartTrio
+from sdk_streams import SDK_STREAM_GENERATORS
 
 from gateway.upstream import echo
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Async generator .* was garbage collected:ResourceWarning")
+pytestmark = SDK_STREAM_GENERATORS
 
 
 def is_terminal(path: str, event: str | None, data: str) -> bool:

@@ -14,11 +14,11 @@ import httpx
 import openai
 import pytest
 from e2e.support import SDK_TIMEOUT, sse_events
+from sdk_streams import SDK_STREAM_GENERATORS
 
 #: The OpenAI SDK leaves its own SSE async generators to the garbage collector after `[DONE]`,
 #: which trio reports as a ResourceWarning. That is the SDK's cleanup, not the gateway's.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Async generator .* was garbage collected:ResourceWarning")
+pytestmark = SDK_STREAM_GENERATORS
 
 PROJECT = "proj_support"
 POLICY_ID = "support_bot"
