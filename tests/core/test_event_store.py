@@ -144,21 +144,21 @@ async def test_the_writer_keeps_the_batch_across_failures_and_recovers():
     assert (store.attempts, writer.failures, store.batches) == (5, 4, [["a"]])
 
 
-async def test_drain_writes_what_the_task_still_held():
+async def test_drain_writes_what_the_task_still_held(autojump_clock):
     store = FlakyStore()
     writer = writer_with(store, batch_seconds=60, batch_size=100)
     async with trio.open_nursery() as nursery:
         await nursery.start(writer.run)
         for i in range(5):
             writer.sink.emit({"event_id": str(i)})
-        await trio.sleep(0.05)  # the task holds them, waiting for its batch window
+        await trio.sleep(30)  # the task holds them, waiting for its 60 s batch window (mock clock)
         assert store.batches == []
         await writer.drain()
     assert store.batches == [["0", "1", "2", "3", "4"]]
     assert writer.lost == 0
 
 
-async def test_drain_gives_up_after_its_timeout_and_counts_the_loss():
+async def test_drain_gives_up_after_its_timeout_and_counts_the_loss(autojump_clock):
     store = FlakyStore(failures=10**6)
     writer = writer_with(store, drain_timeout=0.1)
     async with trio.open_nursery() as nursery:
