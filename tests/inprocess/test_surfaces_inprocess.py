@@ -13,6 +13,7 @@ import httpx
 import orjson
 import pytest
 import trio
+import trio.testing
 from inprocess.asgi import Client, body_bytes, call, header, serving, shape
 
 from gateway import Config, create_app
@@ -194,16 +195,22 @@ async def test_policy_upstream_unreachable_is_a_502_with_policy_and_one_event(ma
     assert [(e["outcome"], e["status"]) for e in events] == [("upstream_error", 502)]
 
 
-async def test_policy_idle_upstream_times_out_on_the_mock_clock(make_gateway, autojump_clock):
+async def test_policy_idle_upstream_times_out_on_the_mock_clock(make_gateway, mock_clock):
+    # The clock moves only when the test says so: the gateway's own threads (database writes)
+    # run in real time, and nothing but the test advances trio's time.
     gw = make_gateway(lambda request: sse([chunk("Hel")], then=trio.sleep_forever))
+    client = Client(orjson.dumps(STREAM))
     async with serving(gw.app):
-        started = trio.current_time()
-        sent = await gw.post("/policy/chat/completions", STREAM)
-        waited = trio.current_time() - started
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(gw.post, "/policy/chat/completions", STREAM, client)
+            await client.wait_for(2)  # the head and the first frame
+            mock_clock.jump(29.9)
+            await trio.testing.wait_all_tasks_blocked()
+            assert shape(client.sent)[-1] == ("body", True)  # 29.9 s of silence: still open
+            mock_clock.jump(0.2)  # past the configured idle timeout of 30 s
         events = gw.enforcement_events()
-    assert 30 <= waited < 31  # the configured idle timeout, on the mock clock
-    assert b"upstream_timeout" in body_bytes(sent)
-    assert shape(sent)[-1] == ("body", False)
+    assert b"upstream_timeout" in body_bytes(client.sent)
+    assert shape(client.sent)[-1] == ("body", False)
     assert [(e["outcome"], e["status"]) for e in events] == [("upstream_error", 504)]
 
 
