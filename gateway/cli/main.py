@@ -23,15 +23,10 @@ from gateway.admin.registry import (
     PolicyFileError,
     PolicyRegistry,
 )
-from gateway.cli.manage import (
-    CommandError,
-    add_output_options,
-    add_policy_commands,
-    add_simulate_command,
-    configure_output,
-    show,
-)
+from gateway.cli.output import CommandError, add_output_options, configure_output, show
+from gateway.cli.policies import add_policy_commands
 from gateway.cli.setup_commands import add_setup_commands, admin_token_for_serving
+from gateway.cli.simulate import add_simulate_command
 from gateway.config import Config, ConfigError
 from gateway.errors import GatewayError
 from gateway.identity.keys import PLANS, IdentityError, IdentityStore
@@ -183,7 +178,7 @@ def _add_quota_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _print(value: Any) -> None:
-    show(value)  # text by default; `--json` and `-q` (see gateway.cli.manage)
+    show(value)  # text by default; `--json` and `-q` (see gateway.cli.output)
 
 
 def _store(args: argparse.Namespace) -> IdentityStore:
