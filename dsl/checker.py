@@ -139,7 +139,7 @@ class Checker:
         elif setting.key == "escalation_path" and isinstance(value, ast.Text):
             if not ESCALATION_PATH.match(value.value):
                 self.err(value.pos, f"invalid escalation path {value.value!r}",
-                         'use an https:// URL, "mailto:team@example.com" or an email address')
+                         'name a configured escalation target ("oncall"), or give an e-mail address')
         elif isinstance(value, ast.Text) and not value.value.strip():
             self.err(value.pos, f"`{setting.key}` is empty", "write the text between the quotes")
 

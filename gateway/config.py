@@ -59,6 +59,8 @@ class Timeouts:
     idle: float = 120.0
     #: Longest time one upstream exchange may take, stream included.
     total: float = 900.0
+    #: Longest time a client may take to send a whole request body (then 408).
+    request_body: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,14 @@ class Config:
     log_level: str = "INFO"
     #: Upstream connection pool size per worker.
     max_connections: int = 512
+    #: Requests one worker serves at once; beyond, 503 server_busy at once (body unread).
+    max_concurrent_requests: int = 1000
+    #: Hypercorn's read timeout: a connection that sends nothing for this long is closed. It
+    #: must outlast the longest stream (a client sends nothing while it reads one), so it is
+    #: `timeouts.total` + 60 s unless set, and a value below `timeouts.total` is refused.
+    read_timeout: float | None = None
+    #: Request headers forwarded upstream besides each API's own allowlist (lower case).
+    forward_headers: tuple[str, ...] = ()
     #: Directory of `.pol` / `.json` policies; the one source of truth for policies.
     policies_dir: str = "policies"
     #: Categories refused on every surface, for every project (SPEC §5.5).
@@ -91,6 +101,10 @@ class Config:
     #: Raw sections owned by later components: `[quotas]`, `[events]`.
     quotas: Mapping[str, Any] = field(default_factory=dict)
     events: Mapping[str, Any] = field(default_factory=dict)
+    #: The raw `[escalation]` section (gateway.policy.escalation.EscalationSettings).
+    escalation: Mapping[str, Any] = field(default_factory=dict)
+    #: The `inline_*` keys of `[policies]` (gateway.policy.inline.InlineBudget).
+    inline_policy: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
@@ -116,6 +130,11 @@ class Config:
     def with_overrides(self, **changes: Any) -> Config:
         return replace(self, **changes)
 
+    @property
+    def server_read_timeout(self) -> float:
+        """Hypercorn's `read_timeout` (see `read_timeout`)."""
+        return self.read_timeout if self.read_timeout is not None else self.timeouts.total + 60
+
     def provider_for(self, kind: str, model: str | None) -> Provider:
         """The provider that serves `model` on an API of `kind` (openai or anthropic)."""
         if model:
@@ -128,7 +147,7 @@ class Config:
 
 def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> Config:
     known = {"server", "database", "limits", "timeouts", "providers", "routes", "policies",
-             "moderation", "jwt", "admin", "quotas", "events"}
+             "moderation", "jwt", "admin", "quotas", "events", "escalation", "upstream"}
     unknown = set(data) - known
     if unknown:
         raise ValueError(f"unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -136,7 +155,7 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> Config:
     database = dict(data.get("database", {}))
     limits = dict(data.get("limits", {}))
     timeouts = Timeouts(**{k: float(v) for k, v in dict(data.get("timeouts", {})).items()})
-    for attr in ("connect", "idle", "total"):
+    for attr in ("connect", "idle", "total", "request_body"):
         if getattr(timeouts, attr) <= 0:
             raise ValueError(f"timeouts.{attr} must be positive")
 
@@ -168,6 +187,23 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> Config:
 
         JwtSettings.from_mapping(dict(data["jwt"]), env)  # fail fast: ValueError -> ConfigError
     policies = dict(data.get("policies", {}))
+    inline_policy = {k: v for k, v in policies.items() if k.startswith("inline_")}
+    unknown_policies = set(policies) - set(inline_policy) - {"directory"}
+    if unknown_policies:
+        raise ValueError(f"unknown [policies] key(s) {sorted(unknown_policies)}")
+    from gateway.policy.escalation import EscalationSettings
+    from gateway.policy.inline import InlineBudget
+
+    InlineBudget.from_mapping(inline_policy)  # fail fast: ValueError -> ConfigError
+    escalation = dict(data.get("escalation", {}))
+    EscalationSettings.from_mapping(escalation, env)
+    upstream = dict(data.get("upstream", {}))
+    if set(upstream) - {"forward_headers"}:
+        raise ValueError(f"unknown [upstream] key(s) {sorted(set(upstream) - {'forward_headers'})}")
+    forward_headers = upstream.get("forward_headers", [])
+    if not isinstance(forward_headers, list) or not all(
+            isinstance(h, str) and h for h in forward_headers):
+        raise ValueError("upstream.forward_headers must be a list of header names")
     moderation = dict(data.get("moderation", {}))
     blocked = moderation.get("always_blocked", ["self-harm/instructions", "sexual/minors"])
     if not isinstance(blocked, list) or not all(isinstance(c, str) for c in blocked):
@@ -194,6 +230,12 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> Config:
         shutdown_grace=_non_negative(server.get("shutdown_grace", 20.0), "server.shutdown_grace"),
         log_level=_log_level(server.get("log_level", "INFO")),
         max_connections=int(limits.get("max_upstream_connections", 512)),
+        max_concurrent_requests=_positive_int(limits.get("max_concurrent_requests", 1000),
+                                              "limits.max_concurrent_requests"),
+        read_timeout=_read_timeout(server.get("read_timeout"), timeouts),
+        forward_headers=tuple(h.lower() for h in forward_headers),
+        escalation=escalation,
+        inline_policy=inline_policy,
     )
 
 
@@ -215,6 +257,24 @@ def _non_negative(value: Any, name: str) -> float:
     number = float(value)
     if not number >= 0:  # also refuses NaN
         raise ValueError(f"{name} must be a number of seconds, at least 0")
+    return number
+
+
+def _read_timeout(value: Any, timeouts: Timeouts) -> float | None:
+    if value is None:
+        return None
+    seconds = float(value)
+    if not seconds > timeouts.total:
+        raise ValueError(f"server.read_timeout ({seconds:g} s) must be longer than "
+                         f"timeouts.total ({timeouts.total:g} s): a client reading a stream "
+                         "sends nothing, and hypercorn would close its connection")
+    return seconds
+
+
+def _positive_int(value: Any, name: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"{name} must be at least 1")
     return number
 
 

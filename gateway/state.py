@@ -19,7 +19,8 @@ from gateway.events.sink import EventSink, QueueSink, base_event
 from gateway.events.store import EventSettings, EventStore, EventWriter
 from gateway.identity.jwt import JwtSettings, JwtVerifier, looks_like_jwt
 from gateway.identity.keys import Caller, IdentityCache
-from gateway.policy.governance import InlinePolicies
+from gateway.policy.escalation import EscalationSettings
+from gateway.policy.inline import InlineBudget, InlinePolicies
 from gateway.quota.limits import QuotaStore
 from gateway.quota.sqlite import SqliteQuotaStore, settings_from_config
 from gateway.upstream.exchange import Upstreams
@@ -34,10 +35,12 @@ def _event_settings(config: Config) -> EventSettings:
         raise ConfigError(f"invalid [events] configuration: {exc}") from exc
 
 
-def _connectors(config: Config, settings: EventSettings) -> list[ConnectorTask]:
+def _connectors(config: Config, settings: EventSettings, escalation: EscalationSettings
+                ) -> list[ConnectorTask]:
+    # Escalation notices are webhook connectors too: retries, backoff, progress in the DB.
+    entries = [*settings.connectors, *escalation.connector_entries()]
     try:
-        return [ConnectorTask(config.database_path, s)
-                for s in connector_settings(settings.connectors)]
+        return [ConnectorTask(config.database_path, s) for s in connector_settings(entries)]
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid [[events.connectors]]: {exc}") from exc
 
@@ -46,7 +49,10 @@ class GatewayState:
     def __init__(self, config: Config, *, echo_transport: httpx.AsyncBaseTransport | None = None):
         self.config = config
         self.upstreams = Upstreams(config, echo_transport=echo_transport)
-        self.inline_policies = InlinePolicies()
+        #: Where escalation notices may go: `[escalation]` (gateway/policy/escalation.py).
+        self.escalation = EscalationSettings.from_mapping(config.escalation, os.environ)
+        self.inline_policies = InlinePolicies(InlineBudget.from_mapping(config.inline_policy),
+                                              self.escalation)
         self.quota_settings = settings_from_config(config)
         self.quotas: QuotaStore = SqliteQuotaStore(config.database_path, self.quota_settings,
                                                    background=lambda: self.nursery)
@@ -58,13 +64,13 @@ class GatewayState:
             self.event_sink,
             EventStore(config.database_path, busy_timeout=self.event_settings.busy_timeout),
             self.event_settings)
-        self.connectors = _connectors(config, self.event_settings)
+        self.connectors = _connectors(config, self.event_settings, self.escalation)
         self.event_writer.on_written += [c.wake for c in self.connectors]
         self.jwt: JwtVerifier | None = (
             JwtVerifier(JwtSettings.from_mapping(config.jwt, os.environ)) if config.jwt else None)
         self.registry: Any = None
         self.rollout: Any = None
-        #: The app's nursery (set while serving): owner of background notifications.
+        #: The app's nursery (set while serving).
         self.nursery: trio.Nursery | None = None
         self._db: sqlite_utils.Database | None = None
         self._identities: IdentityCache | None = None
@@ -75,7 +81,8 @@ class GatewayState:
         self._db = open_database(self.config.database_path)
         self._identities = IdentityCache(self._db)
         self._identities.refresh_if_changed()
-        self.registry = PolicyRegistry.load(self.config.policies_dir, self._db)
+        self.registry = PolicyRegistry.load(self.config.policies_dir, self._db,
+                                            escalation=self.escalation)
         for path, diagnostics in self.registry.errors.items():
             log.error("policy file %s failed its check: %s", path,
                       "; ".join(d.message for d in diagnostics))
@@ -177,23 +184,3 @@ class GatewayState:
 
     def rollout_observe(self, governance: Any) -> None:
         """Hook for the final (output-stage) decision; the engine counts it at resolve time."""
-
-    # --- escalation (SPEC §5.4) -----------------------------------------------------------------
-
-    def notify_escalation(self, url: str, event: dict[str, Any]) -> None:
-        """POST the event to the escalation URL in the background; never blocks the request."""
-        if self.nursery is None:
-            log.warning("escalation to %s not sent: the gateway is not serving", url)
-            return
-        self.nursery.start_soon(self._post_escalation, url, event)
-
-    async def _post_escalation(self, url: str, event: dict[str, Any]) -> None:
-        try:
-            with trio.move_on_after(10):
-                async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
-                    response = await client.post(url, json=event)
-                    if response.status_code >= 400:
-                        log.warning("escalation POST to %s answered %s", url,
-                                    response.status_code)
-        except httpx.HTTPError as exc:
-            log.warning("escalation POST to %s failed: %r", url, exc)

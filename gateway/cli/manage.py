@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,8 +38,10 @@ from gateway.admin.reload import (
     revision_event,
     write_policy_file,
 )
+from gateway.cli.text import escape_controls
 from gateway.config import Config
 from gateway.identity.projects import ProjectError
+from gateway.policy.escalation import EscalationSettings
 
 SURFACES = ("chat.completions", "messages", "responses")
 
@@ -113,7 +116,7 @@ def _cell(value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, (dict, list)):
         return json.dumps(value, sort_keys=True) if value else "-"
-    return str(value)
+    return escape_controls(str(value))  # labels come from callers: never raw on a terminal
 
 
 def render(value: Any, *, columns: Sequence[str] | None = None) -> str:
@@ -133,7 +136,8 @@ def render(value: Any, *, columns: Sequence[str] | None = None) -> str:
     if isinstance(value, Mapping):
         fields = {k: v for k, v in value.items()
                   if not (isinstance(v, str) and "\n" in v)}
-        blocks = [f"{k}:\n{v.rstrip()}" for k, v in value.items()
+        blocks = [f"{k}:\n{escape_controls(v.rstrip(), keep_newlines=True)}"
+                  for k, v in value.items()
                   if isinstance(v, str) and "\n" in v]
         width = max((len(k) for k in fields), default=0)
         lines = [f"{k.ljust(width)}  {_cell(v)}" for k, v in fields.items()]
@@ -204,9 +208,15 @@ def _record_events(config: Config, changes: Sequence[PolicyRevision]) -> None:
         store.close()
 
 
+def escalation_settings(config: Config) -> EscalationSettings:
+    """The `[escalation]` targets policies are checked against, as the server checks them."""
+    return EscalationSettings.from_mapping(config.escalation, os.environ)
+
+
 def _load(config: Config, db: sqlite_utils.Database,
           previous: PolicyRegistry | None = None) -> PolicyRegistry:
-    registry = PolicyRegistry.load(config.policies_dir, db, previous=previous)
+    registry = PolicyRegistry.load(config.policies_dir, db, previous=previous,
+                                   escalation=escalation_settings(config))
     _record_events(config, registry.changes)
     return registry
 
@@ -250,7 +260,7 @@ def _place(config: Config, db: sqlite_utils.Database, file: str, policy_id: str 
         replacing = _loaded(registry, policy_id)
     try:
         target = write_policy_file(config.policies_dir, source, registry, replacing=replacing,
-                                   filename=file)
+                                   filename=file, escalation=escalation_settings(config))
         return placed_policy(_load(config, db, registry), compiled.policy_id, target)
     except (PolicyIdRefused, PolicyConflict) as exc:
         raise CommandError(str(exc)) from None
@@ -387,7 +397,7 @@ async def _run_simulation(config: Config, body: dict[str, Any]) -> tuple[Any, li
     events it emitted (the simulation event, and revisions if this load recorded any)."""
     import orjson
 
-    from gateway.admin.routes import _AdminSimulation
+    from gateway.admin.simulate import AdminSimulation
     from gateway.events.sink import MemorySink
     from gateway.http.wire import Inbound
     from gateway.identity.keys import Caller
@@ -403,7 +413,7 @@ async def _run_simulation(config: Config, body: dict[str, Any]) -> tuple[Any, li
         account = state.identities.account(project.account_id)
         if account is None:
             raise ProjectError(f"the account of project {project.id!r} no longer exists")
-        surface = _AdminSimulation(state, Caller(account=account, key=None, user_id="cli"))
+        surface = AdminSimulation(state, Caller(account=account, key=None, user_id="cli"))
         out = await surface.simulate(Inbound(method="POST", path="/policy/simulate",
                                              headers={}, body=orjson.dumps(body)))
     finally:

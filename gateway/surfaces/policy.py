@@ -38,6 +38,7 @@ from gateway.policy.governance import (
     Governance,
     combine,
     encode_body,
+    escalation_paths,
     read_gateway_fields,
 )
 from gateway.quota.limits import (
@@ -98,7 +99,7 @@ class PolicySurface:
     async def handle(self, adapter: Adapter, inbound: Inbound) -> Outbound:
         started = time.perf_counter()
         caller = self.require_plan(inbound)
-        request = self._prepare(adapter, inbound, caller)
+        request = await self._prepare(adapter, inbound, caller)
         quotas, settings = request.loaded.policy.quotas, self.state.quota_settings
         configured_project, configured_user = settings.configured_limits(request.project.id)
         try:
@@ -163,7 +164,7 @@ class PolicySurface:
         if adapter is None:
             raise InvalidRequest(f"'surface' must be one of {sorted(SIMULATED_SURFACES)}.",
                                  param="surface")
-        request = self._prepare(adapter, Inbound(
+        request = await self._prepare(adapter, Inbound(
             method=inbound.method, path=inbound.path, headers=inbound.headers,
             body=encode_body(body)), caller)
         gov = self._decide(adapter, caller, request, simulated=True)
@@ -187,12 +188,14 @@ class PolicySurface:
             "obligations": {
                 "instruction": decision.obligations.instruction,
                 "message": decision.obligations.message,
-                "escalation_path": decision.obligations.escalation_path,
+                # A target's name or an address, never a URL (docs/security.md).
+                "escalation_path": self.state.escalation.shown(
+                    decision.obligations.escalation_path),
                 "redacts": decision.obligations.redactor is not None,
             },
         })
 
-    def _prepare(self, adapter: Adapter, inbound: Inbound, caller: Caller) -> _Request:
+    async def _prepare(self, adapter: Adapter, inbound: Inbound, caller: Caller) -> _Request:
         """Body, gateway fields, project, policies and facts: everything before quota."""
         body = decode_json_object(inbound.body)
         fields, forward = read_gateway_fields(inbound.headers, body)
@@ -207,7 +210,7 @@ class PolicySurface:
             raise PolicyIdMismatch(
                 f"Project '{project.id}' is governed by policy '{loaded.policy_id}', not "
                 f"'{fields.expected_policy_id}'.", param="policy_id")
-        inline = (self.state.inline_policies.compile(fields.inline_policy)
+        inline = (await self.state.inline_policies.compile(fields.inline_policy)
                   if fields.inline_policy is not None else None)
         governing, extra = loaded.policy, inline
         if inline is not None and project.allow_inline_policy:
@@ -226,7 +229,9 @@ class PolicySurface:
             fields=fields, forward=forward, encoded=encode_body(forward), project=project,
             loaded=loaded,
             policies=[p for p in (governing, extra) if p is not None], facts=facts,
-            quota_subject=fields.policy_user or caller.user_id,
+            # A JWT names its own subject: X-Policy-User cannot spend another user's quota.
+            quota_subject=(caller.jwt.subject or caller.user_id if caller.jwt is not None
+                           else fields.policy_user or caller.user_id),
             estimated_tokens=view.estimated_input_tokens + (view.max_output_tokens or 0),
             classification=None)
 
@@ -234,10 +239,12 @@ class PolicySurface:
                 simulated: bool = False) -> Governance:
         facts = request.facts
         request.classification = classification = dsl.classify(facts.input_text)
-        governing, *extra = request.policies
-        decision = governing.evaluate_input(facts, classification)
-        for policy in extra:
-            decision = combine(decision, policy.evaluate_input(facts, classification))
+        governing = request.policies[0]
+        decisions = [policy.evaluate_input(facts, classification)
+                     for policy in request.policies]
+        decision = decisions[0]
+        for other in decisions[1:]:
+            decision = combine(decision, other)
         loaded = request.loaded
         if simulated:
             mode, enforced = self.state.rollout_preview(loaded, facts.effective_target,
@@ -245,8 +252,10 @@ class PolicySurface:
         else:
             mode, enforced = self.state.rollout_for(loaded, facts.effective_target,
                                                     request.quota_subject, decision)
-        return _governance(adapter, caller, request, decision, enforced=enforced, mode=mode,
-                           classification=governing.classification)
+        gov = _governance(adapter, caller, request, decision, enforced=enforced, mode=mode,
+                          classification=governing.classification)
+        gov.escalations = escalation_paths(decisions)
+        return gov
 
 
 def _governance(adapter: Adapter, caller: Caller, request: _Request, decision: dsl.Decision, *,

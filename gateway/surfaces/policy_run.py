@@ -32,7 +32,7 @@ from gateway.events.sink import base_event
 from gateway.http.access_log import current_record
 from gateway.http.draining import ShuttingDown, cut_at_grace_end, until_cut
 from gateway.http.wire import Outbound, OwnedStream
-from gateway.policy.governance import Governance, combine, encode_body
+from gateway.policy.governance import Governance, combine, encode_body, escalation_paths
 from gateway.policy.stream import DEFAULT_REFUSAL, StreamGovernor, WholeBlockMonitor
 from gateway.quota.limits import Reservation
 from gateway.state import GatewayState
@@ -160,8 +160,11 @@ class GovernedRun:
         if any(p.has_output_rules for p in policies):
             text = adapter.output_text(payload)
             decision = gov.decision
-            for policy in policies:
-                decision = combine(decision, policy.evaluate_output(facts, text, decision))
+            outputs = [policy.evaluate_output(facts, text, decision) for policy in policies]
+            for output in outputs:
+                decision = combine(decision, output)
+            gov.escalations = tuple(dict.fromkeys((*gov.escalations,
+                                                   *escalation_paths(outputs))))
             gov.update(dataclasses.replace(decision, stage="output"))
             if gov.effective_decision in ("refuse", "escalate"):
                 # The output never reaches the client; the tokens were used all the same.
@@ -222,15 +225,11 @@ class GovernedRun:
         reply = self.adapter.holding_reply(forward, decision.obligations.message
                                            or DEFAULT_HOLDING_REPLY)
         reply["policy"] = self.gov.policy_object()
-        event = self._event(200, "escalated")
-        path = decision.obligations.escalation_path
-        if path and path.startswith(("http://", "https://")):
-            self.state.notify_escalation(path, event)  # the very event that is recorded
-        await self._finish(200, "escalated", release=True, event=event)
+        # The event names the escalation targets; their connectors deliver it (at least once).
+        await self._finish(200, "escalated", release=True)
         return Outbound.json(200, reply, list(self.reservation.headers))
 
-    async def _finish(self, status: int, outcome: str, *, release: bool,
-                      event: dict[str, Any] | None = None) -> None:
+    async def _finish(self, status: int, outcome: str, *, release: bool) -> None:
         if self.recorded:
             return
         self.recorded = True
@@ -240,7 +239,7 @@ class GovernedRun:
             await self.state.quotas.settle(self.reservation, self.input_tokens,
                                            self.output_tokens)
         self.state.rollout_observe(self.gov)
-        self.state.events.emit(event if event is not None else self._event(status, outcome))
+        self.state.events.emit(self._event(status, outcome))
         record = current_record()
         if record is not None:
             record.project_id, record.decision = self.gov.project_id, self.gov.effective_decision
@@ -263,6 +262,8 @@ def policy_event(event_type: str, gov: Governance, *, status: int, outcome: str,
     record = current_record()
     if record is not None:
         extra.setdefault("request_id", record.request_id)
+    if event_type == "enforcement" and gov.enforced and gov.escalations:
+        extra["escalation_targets"] = list(gov.escalations)  # delivered by their connectors
     return base_event(
         event_type, user_id=gov.user_id, org_id=gov.account_id, policy_id=gov.policy_id,
         policy_name=gov.policy_name, policy_revision=gov.policy_revision,

@@ -50,7 +50,10 @@ async def proxy_api(state: GatewayState, adapter: Adapter, inbound: Inbound, *,
     adapter.validate(body)
     content = inbound.body
     if "policy" in body or state.config.always_blocked_categories:
-        governed_body = _govern_inline(state, adapter, body)
+        # Compiled off the event loop, within the inline budget (gateway/policy/inline.py).
+        inline = (await state.inline_policies.compile(body["policy"], surface="v1")
+                  if body.get("policy") is not None else None)
+        governed_body = _govern_inline(state, adapter, body, inline)
         if isinstance(governed_body, Outbound):
             return governed_body
         if governed_body is not body:
@@ -63,12 +66,11 @@ async def proxy_api(state: GatewayState, adapter: Adapter, inbound: Inbound, *,
                                                  state.config.timeouts))
 
 
-def _govern_inline(state: GatewayState, adapter: Adapter, body: JSON) -> JSON | Outbound:
+def _govern_inline(state: GatewayState, adapter: Adapter, body: JSON,
+                   inline: dsl.CompiledPolicy | None) -> JSON | Outbound:
     """Always-blocked categories, and an inline `policy` evaluated and enforced for this one
     request (SPEC §5.5, §5.10). Nothing is added to the answer unless it is refused."""
     # `"policy": null` means no inline policy, as on /policy/* (the field is still stripped).
-    inline = (state.inline_policies.compile(body["policy"])
-              if body.get("policy") is not None else None)
     view = adapter.input_view(body)
     classification = dsl.classify(view.input_text, pii=inline is not None)
     blocked = [c for c in classification.triggered()
