@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 import sqlite_utils
-from quart_trio import QuartTrio
 from mock_upstream import SCENARIO_HEADER
+from quart_trio import QuartTrio
 from servers import ThreadServer
 
 from gateway import Config, create_app
