@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import unicodedata
 
-#: Shown as `\\uXXXX` besides the Cc controls: bidi controls and line/paragraph separators.
-_FORMAT_HAZARDS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
-                            "\u2066\u2067\u2068\u2069\u2028\u2029")
+from gateway.labels import BIDI_AND_SEPARATORS
 
 
 def escape_controls(text: str, *, keep_newlines: bool = False) -> str:
@@ -22,7 +20,7 @@ def escape_controls(text: str, *, keep_newlines: bool = False) -> str:
     for ch in text:
         if keep_newlines and ch in "\n\t":
             out.append(ch)
-        elif unicodedata.category(ch) == "Cc" or ch in _FORMAT_HAZARDS:
+        elif unicodedata.category(ch) == "Cc" or ch in BIDI_AND_SEPARATORS:
             code = ord(ch)
             out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
         else:

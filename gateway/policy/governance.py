@@ -20,6 +20,7 @@ import orjson
 
 import dsl
 from gateway.errors import InvalidRequest, PolicyIdMismatch
+from gateway.labels import unsafe_character
 
 #: Body fields read by the gateway and removed before forwarding.
 GATEWAY_BODY_FIELDS = ("policy_project_id", "policy_target", "policy_user", "policy_user_id",
@@ -27,17 +28,6 @@ GATEWAY_BODY_FIELDS = ("policy_project_id", "policy_target", "policy_user", "pol
 #: Categories a request may ask to block for itself (SPEC §5.5).
 REQUEST_FLAGGABLE = frozenset({"harassment", "hate", "illicit", "sexual"})
 MAX_LABEL_LENGTH = 256
-#: Refused in labels: they are stored, shown in history and printed by operators' terminals,
-#: where bidi overrides reorder text and line separators forge lines (C0/C1 controls too).
-_BIDI_AND_SEPARATORS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
-                                 "\u2066\u2067\u2068\u2069\u2028\u2029")
-
-
-def _unsafe_character(value: str) -> str | None:
-    for ch in value:
-        if ord(ch) < 0x20 or 0x7f <= ord(ch) <= 0x9f or ch in _BIDI_AND_SEPARATORS:
-            return ch
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +51,7 @@ def _label(value: Any, name: str) -> str | None:
     if len(value) > MAX_LABEL_LENGTH:
         raise InvalidRequest(
             f"'{name}' must be at most {MAX_LABEL_LENGTH} printable characters.", param=name)
-    unsafe = _unsafe_character(value)
+    unsafe = unsafe_character(value)
     if unsafe is not None:
         raise InvalidRequest(
             f"'{name}' may not contain control, bidirectional-override or line-separator "

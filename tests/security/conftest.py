@@ -158,7 +158,9 @@ def _make_secure(gateway_factory: GatewayFactory, tmp_path: Path,
                                             **config.pop("policies", {})},
                                "admin": {"token": ADMIN_TOKEN},
                                "jwt": {"algorithm": "HS256", "secret": JWT_SECRET,
-                                       "super_admin_role": SUPER_ADMIN_ROLE},
+                                       "super_admin_role": SUPER_ADMIN_ROLE,
+                                       "subject_claim": config.pop("jwt_subject_claim",
+                                                                   "sub")},
                                **config}, plan="control")
     db = open_database(running.db_path)
     try:
