@@ -42,6 +42,10 @@ class InlineBudget:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> InlineBudget:
+        known = {f"inline_{name}" for name in cls.__dataclass_fields__}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown [policies] key(s) {unknown}; known: {sorted(known)}")
         values: dict[str, Any] = {}
         for name in ("max_bytes", "max_lines", "max_rules", "max_terms", "max_patterns",
                      "compile_threads"):
