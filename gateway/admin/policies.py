@@ -34,7 +34,7 @@ from gateway.admin.reload import (
     write_policy_file,
 )
 from gateway.errors import Conflict, GatewayError, InvalidPolicy, InvalidRequest, NotFound
-from gateway.policy.escalation import escalation_problem
+from gateway.policy.escalation import escalation_diagnostic
 
 
 def _reloader() -> PolicyReloader:
@@ -149,11 +149,10 @@ async def validate_policy(state: Any) -> Response:
     except (ValueError, TypeError, RecursionError) as exc:
         raise InvalidRequest(f"The policy cannot be checked: {exc}") from None
     diagnostics = [d.as_dict() for d in dsl.check(source, "<validate>")]
-    problem = escalation_problem(policy, state.escalation)
-    if problem is not None:
-        diagnostics.append({"severity": "error", "line": 1, "column": 1, "message": problem})
+    problem = escalation_diagnostic(policy, state.escalation, source, "<validate>")
+    if problem is not None:  # checked as the gateway would load it
         return json_response(200, {"valid": False, "policy_id": None,
-                                   "diagnostics": diagnostics})
+                                   "diagnostics": [*diagnostics, problem.as_dict()]})
     return json_response(200, {"valid": True, "policy_id": policy.policy_id,
                                "diagnostics": diagnostics})
 

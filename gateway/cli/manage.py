@@ -41,7 +41,7 @@ from gateway.admin.reload import (
 from gateway.cli.text import escape_controls
 from gateway.config import Config
 from gateway.identity.projects import ProjectError
-from gateway.policy.escalation import EscalationSettings
+from gateway.policy.escalation import EscalationSettings, escalation_diagnostic
 
 SURFACES = ("chat.completions", "messages", "responses")
 
@@ -335,8 +335,14 @@ def _policies_revisions(args: argparse.Namespace) -> int:
 def _policies_validate(args: argparse.Namespace) -> int:
     source = _read_source(args.file)
     try:
-        policy_id: str | None = dsl.compile_policy(source, filename=args.file).policy_id
+        compiled = dsl.compile_policy(source, filename=args.file)
+        policy_id: str | None = compiled.policy_id
         diagnostics = dsl.check(source, args.file)
+        # As the gateway loads it: its escalation path must be a configured destination.
+        problem = escalation_diagnostic(
+            compiled, escalation_settings(Config.load(args.config)), source, args.file)
+        if problem is not None:
+            policy_id, diagnostics = None, [*diagnostics, problem]
     except dsl.PolicyError as failure:
         policy_id, diagnostics = None, failure.diagnostics
     valid = policy_id is not None
