@@ -183,9 +183,9 @@ class FastRoutes:
         size = 0
         deadline = trio.current_time() + self._body_timeout
         while True:
-            with trio.move_on_at(deadline):
+            with trio.move_on_at(deadline) as waiting:
                 message = await receive()
-            if trio.current_time() >= deadline:
+            if waiting.cancelled_caught:
                 raise RequestTimeout(f"The request body did not arrive within "
                                      f"{self._body_timeout:g} seconds.")
             if message["type"] == "http.disconnect":
