@@ -40,8 +40,6 @@ from gateway.http.wire import Outbound, error_response
 PATH = "/api/policy-gateway/history"
 
 
-
-
 class HistoryReader:
     """Answers history requests on a read connection of its own, on a worker thread, so a
     large page never stalls the event loop (reads run beside the writer in WAL mode)."""

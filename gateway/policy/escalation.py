@@ -20,6 +20,7 @@ backoff, at least once, progress in the database: gateway/events/connectors.py).
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,8 @@ import dsl
 #: Connector names of escalation targets start with this (progress rows, leases, logs).
 CONNECTOR_PREFIX = "escalation:"
 _DELIVERY_KEYS = {"timeout", "retry_initial", "retry_max"}
+#: What a policy's `escalation_path` can spell as a target name (dsl/vocabulary.py).
+TARGET_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 
 
 class EscalationConfigError(ValueError):
@@ -60,9 +63,10 @@ class EscalationSettings:
             if not isinstance(spec, Mapping) or set(spec) - {"url", "headers_env"}:
                 raise EscalationConfigError(f"escalation target {name!r}: give 'url' and "
                                             "optionally 'headers_env'")
-            if is_url(name) or "@" in name:
+            if not TARGET_NAME.fullmatch(name):
                 raise EscalationConfigError(f"escalation target name {name!r} must be a "
-                                            "plain name, not a URL or address")
+                                            "plain name (a letter, then letters, digits, "
+                                            "'_', '.' or '-'), not a URL or address")
             targets[name] = EscalationTarget(name, _url(spec.get("url"), name),
                                              _headers(name, spec.get("headers_env", {}), env))
         urls = data.get("allowed_urls", [])
