@@ -3,11 +3,11 @@ served by hypercorn on 127.0.0.1 and checks that it now holds.
 
 - `capture`: a listener that records every request it gets (the SSRF target of finding 1, and
   the escalation webhook when notices are meant to arrive).
-Finding 9 (`/readyz` details without credentials) is covered with the readiness rework of
-issue 16, in tests/ops_e2e.
-
 - `secure`: a gateway with two `control` accounts (A and B), one project each linked to a
   policy of its own directory, keys for both, an admin token and HS256 JWTs.
+
+Finding 9 (`/readyz` details without credentials) is covered with the readiness rework of
+issue 16, in tests/ops_e2e.
 """
 
 from __future__ import annotations
