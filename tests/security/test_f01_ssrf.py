@@ -104,3 +104,27 @@ def test_an_allowlisted_url_is_delivered_and_never_echoed(make_secure, capture):
     assert secure.chat("speak to a human").status_code == 200
     [notice] = capture.wait_for(1)
     assert notice.path == "/listed"
+
+
+def test_the_cli_checks_escalation_paths_as_the_server_does(secure, capture, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    config = tmp_path / "cli.toml"
+    config.write_text(f'[database]\npath = "{secure.gateway.db_path}"\n\n'
+                      f'[policies]\ndirectory = "{secure.policies}"\n\n'
+                      f'[escalation.targets.oncall]\nurl = "{capture.url}/oncall"\n')
+    upload = tmp_path / "guard.pol"
+    upload.write_text(GUARD.replace('escalation_path "oncall"',
+                                    f'escalation_path "{capture.url}/internal"'))
+    for command in (("policies", "validate"), ("policies", "add")):
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway", *command, str(upload), "--config", str(config)],
+            capture_output=True, text=True, timeout=60, cwd=repo,
+            env={**os.environ, "PYTHONPATH": str(repo)})
+        assert result.returncode != 0, command
+        assert "not listed in [escalation] allowed_urls" in result.stdout + result.stderr
+    assert (secure.policies / "guard.pol").read_text() == GUARD
