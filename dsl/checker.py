@@ -95,7 +95,8 @@ class Checker(ConditionChecks, DeclarationChecks):
             if not ESCALATION_PATH.match(value.value):
                 self.err("invalid-escalation-path", value.pos,
                          f"invalid escalation path {value.value!r}",
-                         'use an https:// URL, "mailto:team@example.com" or an email address')
+                         'name a configured escalation target ("oncall"), or give an e-mail '
+                         'address')
         elif isinstance(value, ast.Text) and not value.value.strip():
             self.err("empty-setting", value.pos, f"`{setting.key}` is empty",
                      "write the text between the quotes")

@@ -36,7 +36,10 @@ QUOTA_WINDOWS = {"minute": "minute", "hour": "hour", "day": "daily", "week": "we
 
 REASON_CODE = re.compile(r"^[A-Z][A-Z0-9]*(_[A-Z0-9]+)*$")
 POLICY_ID = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,127}$")
-ESCALATION_PATH = re.compile(r"^(https?://\S+|mailto:\S+@\S+|[^@\s]+@[^@\s]+\.[^@\s]+)$")
+#: A URL, an e-mail address, or the name of an escalation target the gateway's operator
+#: configured (the gateway checks names and URLs against its configuration when it loads).
+ESCALATION_PATH = re.compile(r"^(https?://\S+|mailto:\S+@\S+|[^@\s]+@[^@\s]+\.[^@\s]+"
+                             r"|[A-Za-z][A-Za-z0-9_.-]{0,63})$")
 
 MAX_TERMS_PER_LIST = 100_000
 MAX_TERM_LENGTH = 200

@@ -22,6 +22,7 @@ from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
 
 from gateway.adapters import ENDPOINTS, Endpoint, adapter_for
+from gateway.admin.common import internal_error
 from gateway.admin.history import PATH as HISTORY_PATH
 from gateway.admin.history import HistoryReader
 from gateway.admin.openapi import register as register_openapi
@@ -29,7 +30,14 @@ from gateway.admin.readiness import database_identity
 from gateway.admin.routes import register as register_management
 from gateway.config import Config
 from gateway.datadir import prepare_policies_dir
-from gateway.errors import GatewayError, MethodNotAllowed, NotFound, RequestTooLarge
+from gateway.errors import (
+    GatewayError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    RequestTimeout,
+    RequestTooLarge,
+)
 from gateway.http.draining import Draining
 from gateway.http.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.http.metrics import PATH as METRICS_PATH
@@ -55,7 +63,8 @@ def create_app(config: Config | None = None, *,
     # Streams set `response.timeout = None` and enforce our own idle/total timeouts instead;
     # this bound only applies to plain responses, which never take longer than the upstream.
     app.config["RESPONSE_TIMEOUT"] = config.timeouts.total + 30
-    app.config["BODY_TIMEOUT"] = config.timeouts.idle
+    # Management bodies get the same whole-body deadline as the API routes (FastRoutes).
+    app.config["BODY_TIMEOUT"] = config.timeouts.request_body
     prepare_policies_dir(config)  # the default one starts with the example policies
     state = GatewayState(config, echo_transport=echo_transport, transport=transport)
     app.extensions["gateway"] = state
@@ -106,14 +115,15 @@ def create_app(config: Config | None = None, *,
     # The hot API routes bypass quart's per-request machinery (see gateway/http/routes.py).
     app.asgi_app = FastRoutes(  # type: ignore[method-assign,assignment]
         app.asgi_app, api_routes, max_body_bytes=config.max_body_bytes,  # type: ignore[arg-type]
-        metrics=metrics, draining=draining)
+        metrics=metrics, draining=draining, body_timeout=config.timeouts.request_body,
+        max_concurrent=config.max_concurrent_requests)
 
-    history = HistoryReader(config.database_path, config.admin_token)
+    history = HistoryReader(config.database_path, state)
 
     @app.get(HISTORY_PATH)
     async def policy_history() -> Response:
         params = {name: request.args.getlist(name) for name in request.args}
-        return _to_quart(await history.respond(request.headers.get("authorization"), params))
+        return _to_quart(await history.respond(request.headers, params))
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -132,8 +142,14 @@ def create_app(config: Config | None = None, *,
             wrapped = MethodNotAllowed(f"Method {request.method} is not allowed on {request.path}.")
         elif error.code == 413:
             wrapped = RequestTooLarge("The request body is larger than the configured limit.")
-        else:
+        elif error.code == 404:
             wrapped = NotFound(f"Unknown path {request.method} {request.path}.")
+        elif error.code == 408:
+            wrapped = RequestTimeout("The request body was not received in time.")
+        elif error.code is not None and 400 <= error.code < 500:
+            wrapped = InvalidRequest(f"The request is invalid: {error.description}")
+        else:  # 500 and anything unexpected: a bug of ours, never a 404
+            wrapped = internal_error(f"{request.method} {request.path}")
         return _to_quart(error_response(adapter, wrapped))
 
     return app

@@ -164,8 +164,9 @@ def _ensure_event_tables(db: sqlite_utils.Database) -> None:
                     f"(seq INTEGER PRIMARY KEY AUTOINCREMENT, {columns})")
     events = db.table("policy_events")
     # Each history filter narrows by one column and pages by seq: (column, seq) serves both.
+    # org_id: an account's admin reads its own account's history (gateway/admin/auth.py).
     for column in ("project_id", "policy_id", "policy_target", "policy_user", "decision",
-                   "event_type", "created_at"):
+                   "event_type", "created_at", "org_id"):
         events.create_index([column, "seq"], if_not_exists=True)
     # `events query --request-id` / `?request_id=`: the id is kept in `extra`.
     db.conn.execute("CREATE INDEX IF NOT EXISTS idx_policy_events_request_id ON policy_events "

@@ -12,9 +12,11 @@ Exception hierarchy::
     │   ├── NotFound                  404 not_found
     │   ├── ProjectNotFound           404 project_not_found
     │   ├── MethodNotAllowed          405 method_not_allowed
+    │   ├── RequestTimeout            408 request_timeout
     │   ├── PolicyIdMismatch          409 policy_id_mismatch
     │   ├── RequestTooLarge           413 request_too_large
     │   └── QuotaExceeded             429 quota_exceeded
+    ├── ServerBusy                    503 server_busy
     ├── AuthenticationError           401: who is calling is unknown
     │   ├── InvalidApiKey             401 invalid_api_key
     │   ├── ApiKeyRevoked             401 api_key_revoked
@@ -124,6 +126,15 @@ class MethodNotAllowed(ClientError):
 
     status = 405
     code = "method_not_allowed"
+
+
+class RequestTimeout(ClientError):
+    """The request body did not arrive within `[timeouts] request_body` seconds. Caused by the
+    client or its network (a body trickling in): send the body at once, or retry."""
+
+    status = 408
+    code = "request_timeout"
+    anthropic_type = "timeout_error"
 
 
 class PolicyIdMismatch(ClientError):
@@ -274,3 +285,11 @@ class ShuttingDown(GatewayError):
 class InvalidTransition(RuntimeError):
     """A governed request's lifecycle (gateway/policy/lifecycle.py) got an event its phase does
     not allow. Never the caller's doing: a bug of ours, to report."""
+class ServerBusy(GatewayError):
+    """This worker already serves `[limits] max_concurrent_requests` requests. Caused by load
+    (or by clients holding requests open), not by this request: retry after `Retry-After`."""
+
+    status = 503
+    code = "server_busy"
+    error_type = "server_error"
+    anthropic_type = "overloaded_error"

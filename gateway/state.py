@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
 
 import httpx
 import sqlite_utils
@@ -23,7 +22,8 @@ from gateway.events.store import EventSettings, EventStore, EventWriter
 from gateway.identity.credentials import authenticate
 from gateway.identity.jwt import JwtSettings, JwtVerifier
 from gateway.identity.keys import Caller, IdentityCache
-from gateway.policy.governance import InlinePolicies
+from gateway.policy.escalation import EscalationSettings
+from gateway.policy.inline import InlineBudget, InlinePolicies
 from gateway.policy.rollouts import Rollouts
 from gateway.quota.limits import QuotaStore
 from gateway.quota.sqlite import SqliteQuotaStore, settings_from_config
@@ -39,10 +39,12 @@ def _event_settings(config: Config) -> EventSettings:
         raise ConfigError(f"invalid [events] configuration: {exc}") from exc
 
 
-def _connectors(config: Config, settings: EventSettings) -> list[ConnectorTask]:
+def _connectors(config: Config, settings: EventSettings, escalation: EscalationSettings
+                ) -> list[ConnectorTask]:
+    # Escalation notices are webhook connectors too: retries, backoff, progress in the DB.
+    entries = [*settings.connectors, *escalation.connector_entries()]
     try:
-        return [ConnectorTask(config.database_path, s)
-                for s in connector_settings(settings.connectors)]
+        return [ConnectorTask(config.database_path, s) for s in connector_settings(entries)]
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid [[events.connectors]]: {exc}") from exc
 
@@ -52,7 +54,10 @@ class GatewayState:
                  transport: httpx.AsyncBaseTransport | None = None):
         self.config = config
         self.upstreams = Upstreams(config, echo_transport=echo_transport, transport=transport)
-        self.inline_policies = InlinePolicies()
+        #: Where escalation notices may go: `[escalation]` (gateway/policy/escalation.py).
+        self.escalation = EscalationSettings.from_mapping(config.escalation, os.environ)
+        self.inline_policies = InlinePolicies(InlineBudget.from_mapping(config.inline_policy),
+                                              self.escalation)
         self.quota_settings = settings_from_config(config)
         self.quotas: QuotaStore = SqliteQuotaStore(config.database_path, self.quota_settings,
                                                    background=lambda: self.nursery)
@@ -64,12 +69,12 @@ class GatewayState:
             self.event_sink,
             EventStore(config.database_path, busy_timeout=self.event_settings.busy_timeout),
             self.event_settings)
-        self.connectors = _connectors(config, self.event_settings)
+        self.connectors = _connectors(config, self.event_settings, self.escalation)
         self.event_writer.on_written += [c.wake for c in self.connectors]
         self.jwt: JwtVerifier | None = (
             JwtVerifier(JwtSettings.from_mapping(config.jwt, os.environ)) if config.jwt else None)
         self.rollouts = Rollouts(lambda event: self.events.emit(event), self._old_revision)
-        #: The app's nursery (set while serving): owner of background notifications.
+        #: The app's nursery (set while serving).
         self.nursery: trio.Nursery | None = None
         self._db: sqlite_utils.Database | None = None
         self._identities: IdentityCache | None = None
@@ -79,7 +84,8 @@ class GatewayState:
         self._db = open_database(self.config.database_path)
         self._identities = IdentityCache(self._db)
         self._identities.refresh_if_changed()
-        self._registry = PolicyRegistry.load(self.config.policies_dir, self._db)
+        self._registry = PolicyRegistry.load(self.config.policies_dir, self._db,
+                                             escalation=self.escalation)
         for path, diagnostics in self._registry.errors.items():
             log.error("policy file %s failed its check: %s", path,
                       "; ".join(d.message for d in diagnostics))
@@ -128,22 +134,3 @@ class GatewayState:
         return next((r for r in list_revisions(self.db, policy_id) if r.revision == revision),
                     None)
 
-    # --- escalation ------------------------------------------------------------------------
-
-    def notify_escalation(self, url: str, event: dict[str, Any]) -> None:
-        """POST the event to the escalation URL in the background; never blocks the request."""
-        if self.nursery is None:
-            log.warning("escalation to %s not sent: the gateway is not serving", url)
-            return
-        self.nursery.start_soon(self._post_escalation, url, event)
-
-    async def _post_escalation(self, url: str, event: dict[str, Any]) -> None:
-        try:
-            with trio.move_on_after(10):
-                async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
-                    response = await client.post(url, json=event)
-                    if response.status_code >= 400:
-                        log.warning("escalation POST to %s answered %s", url,
-                                    response.status_code)
-        except httpx.HTTPError as exc:
-            log.warning("escalation POST to %s failed: %r", url, exc)

@@ -49,6 +49,8 @@ from gateway.upstream import echo
 MODES = frozenset({"normal", "slow", "reset_midstream", "status", "malformed_sse", "hang",
                    "close_before_headers"})
 SCENARIO_HEADER = "x-mock-scenario"
+#: POSTs here (or below) are answered 200 and recorded: a webhook receiver for tests.
+WEBHOOK_PATH = "/escalations"
 MALFORMED_FRAME = b"data: {this is not json\n\n"
 _RETRY_STATUSES = frozenset({429, 503, 529})
 
@@ -357,6 +359,10 @@ class MockUpstream:
             stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             await stream.aclose()
 
+        if request.path == WEBHOOK_PATH or request.path.startswith(WEBHOOK_PATH + "/"):
+            # A webhook receiver (escalation notices, event connectors): accepted, recorded.
+            await send(*_json_events(200, {"received": True}))
+            return True
         try:
             scenario = _scenario_for(request)
         except ScenarioError as exc:

@@ -1,7 +1,8 @@
 """`GET /api/policy-gateway/history` (SPEC §9.4): stored policy events, newest first; and the
 same from the command line, `python -m gateway events tail|query`.
 
-Needs the admin credential (SPEC §10): `Authorization: Bearer <admin token>`. Filters:
+Needs an admin credential, checked by the one admin check of the management API
+(gateway/admin/auth.py): an account's admin sees only its account's events. Filters:
 `project_id`, `policy_id`, `policy_target`, `policy_user`, `decision`, `event_type`, `since`
 (inclusive) and `until` (exclusive) as RFC 3339 times, `limit` (1..1000, default 100) and
 `cursor` (the `next_cursor` of the previous page). Errors use the OpenAI error shape.
@@ -10,7 +11,7 @@ Needs the admin credential (SPEC §10): `Authorization: Bearer <admin token>`. F
 from __future__ import annotations
 
 import argparse
-import hmac
+import dataclasses
 import json
 import sqlite3
 import sys
@@ -22,7 +23,9 @@ import sqlite_utils
 import trio
 
 from gateway.adapters import CHAT
-from gateway.errors import AdminRequired, InvalidRequest, InvalidToken, PermissionDenied
+from gateway.admin.auth import authorize_admin
+from gateway.cli.text import escape_controls
+from gateway.errors import GatewayError, InvalidRequest
 from gateway.events.store import (
     DEFAULT_LIMIT,
     FILTER_COLUMNS,
@@ -37,32 +40,13 @@ from gateway.http.wire import Outbound, error_response
 PATH = "/api/policy-gateway/history"
 
 
-
-
-def require_admin(admin_token: str | None, authorization: str | None) -> None:
-    """Raise unless `authorization` is `Bearer <admin token>`: 401 without a bearer credential,
-    403 with one that is not the admin's (or when no admin token is configured)."""
-    scheme, _, credential = (authorization or "").strip().partition(" ")
-    from gateway.datadir import NO_ADMIN_TOKEN
-
-    if admin_token is None:
-        if scheme.lower() != "bearer" or not credential.strip():
-            raise InvalidToken(NO_ADMIN_TOKEN)
-        raise AdminRequired(NO_ADMIN_TOKEN)
-    if scheme.lower() != "bearer" or not credential.strip():
-        raise InvalidToken("Management endpoints need 'Authorization: Bearer <admin token>' "
-                           "(`python -m gateway admin-token` prints it).")
-    if not hmac.compare_digest(credential.strip().encode(), admin_token.encode()):
-        raise AdminRequired("This credential is not an admin credential.")
-
-
 class HistoryReader:
     """Answers history requests on a read connection of its own, on a worker thread, so a
     large page never stalls the event loop (reads run beside the writer in WAL mode)."""
 
-    def __init__(self, database_path: str, admin_token: str | None) -> None:
+    def __init__(self, database_path: str, state: Any) -> None:
         self.database_path = database_path
-        self.admin_token = admin_token
+        self.state = state
         self._db: sqlite_utils.Database | None = None
         self._lock = trio.Lock()
 
@@ -73,16 +57,18 @@ class HistoryReader:
             self._db = sqlite_utils.Database(conn)
         return query_history(self._db, query)
 
-    async def respond(self, authorization: str | None,
-                      params: Mapping[str, Sequence[str]]) -> Outbound:
+    async def respond(self, headers: Any, params: Mapping[str, Sequence[str]]) -> Outbound:
         try:
-            require_admin(self.admin_token, authorization)
+            admin = authorize_admin(self.state, headers)
             try:
                 query = HistoryQuery.from_params(params)
             except HistoryQueryError as exc:
                 raise InvalidRequest(str(exc)) from None
-        except (InvalidToken, PermissionDenied, InvalidRequest) as exc:
+        except GatewayError as exc:
             return error_response(CHAT, exc)
+        if not admin.is_global:  # an account's admin: that account's events only
+            query = dataclasses.replace(query, filters={**query.filters,
+                                                        "org_id": str(admin.account_id)})
         async with self._lock:  # one connection: queries take turns
             events, cursor = await trio.to_thread.run_sync(self._query, query)
         return Outbound.json(200, {"object": "list", "data": events, "next_cursor": cursor,
@@ -132,11 +118,13 @@ def _read_database(config_path: str | None) -> sqlite_utils.Database:
 
 
 def _line(event: Mapping[str, Any]) -> str:
-    fields = " ".join(f"{k}={event[k]}" for k in _LINE_FIELDS if event.get(k) is not None)
+    fields = " ".join(f"{k}={escape_controls(str(event[k]))}" for k in _LINE_FIELDS
+                      if event.get(k) is not None)
     return f"{event.get('created_at')} {event.get('event_id')} {fields}"
 
 
 def _print_event(event: Mapping[str, Any], as_json: bool) -> None:
+    # json.dumps escapes every non-ASCII character, controls and bidi overrides included.
     print(json.dumps(event, sort_keys=True) if as_json else _line(event), flush=True)
 
 

@@ -100,7 +100,10 @@ def _op(summary: str, ok: dict[str, Any], *, status: str = "200", body: Any = No
         params: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     responses: dict[str, Any] = {status: {"description": "OK",
                                           "content": {JSON: {"schema": ok}}}}
-    for code in errors:
+    # Every management route may also answer: a body too slow (408), a bug of ours logged with
+    # the request id (500), the worker at its request cap (503).
+    extra = (("408",) if body is not None else ()) + ("500", "503") if admin else ()
+    for code in (*errors, *extra):
         responses[code] = {"description": "error", "content": {JSON: {"schema": _ref("Error")}}}
     operation: dict[str, Any] = {"summary": summary, "responses": responses}
     if admin:

@@ -26,7 +26,9 @@ import orjson
 import trio
 from quart import Blueprint, Response, current_app, request
 
+from gateway.admin.auth import authorize_admin
 from gateway.admin.reload import registry_problems
+from gateway.errors import GatewayError
 
 log = logging.getLogger("gateway.admin.readiness")
 health = Blueprint("health", __name__)
@@ -141,9 +143,6 @@ def _linked_policy_ids(state: Any) -> set[str]:
 def _is_admin(state: Any) -> bool:
     if not request.headers.get("authorization") and not request.headers.get("x-api-key"):
         return False
-    from gateway.admin.routes import authorize_admin
-    from gateway.errors import GatewayError
-
     try:
         authorize_admin(state, request.headers)
     except GatewayError:

@@ -27,6 +27,7 @@ import sqlite_utils
 
 import dsl
 from gateway.db import now_iso, write_transaction
+from gateway.policy.escalation import EscalationSettings, escalation_diagnostic
 
 EDIT_TYPES = ("create", "update", "delete")
 
@@ -97,8 +98,10 @@ class PolicyRegistry:
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], db: sqlite_utils.Database,
-             previous: PolicyRegistry | None = None) -> PolicyRegistry:
-        """Compile every policy file of `directory` and record new revisions.
+             previous: PolicyRegistry | None = None, *,
+             escalation: EscalationSettings | None = None) -> PolicyRegistry:
+        """Compile every policy file of `directory` and record new revisions. A policy whose
+        escalation path is not configured in `escalation` fails its check like a typo.
 
         With `previous` (the snapshot in force), a file that now fails its check keeps its last
         good policy loaded, as long as no other file took over that policy id.
@@ -107,7 +110,7 @@ class PolicyRegistry:
         errors: dict[str, list[dsl.Diagnostic]] = {}
         for path in policy_files(directory):
             try:
-                item = _compile_file(path)
+                item = _compile_file(path, escalation)
             except PolicyFileError as failure:
                 errors[str(path)] = failure.diagnostics
                 continue
@@ -159,17 +162,18 @@ def policy_files(directory: str | os.PathLike[str]) -> list[Path]:
 
 
 def add_policy_file(src_path: str | os.PathLike[str], directory: str | os.PathLike[str],
-                    db: sqlite_utils.Database) -> LoadedPolicy:
+                    db: sqlite_utils.Database, *,
+                    escalation: EscalationSettings | None = None) -> LoadedPolicy:
     """Check `src_path`, then place it in `directory` as `<policy_id>.pol` (or `.json`) with an
     atomic replace and record its revision. Raises PolicyFileError when the check fails or when
     another file of the directory already defines the same policy id. To find such a file it
     loads the directory first, which records any revisions the other files are due."""
-    item = _compile_file(Path(src_path))
+    item = _compile_file(Path(src_path), escalation)
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
     suffix = ".json" if item.source.lstrip().startswith("{") else ".pol"
     target = folder / f"{item.policy_id}{suffix}"
-    current = PolicyRegistry.load(folder, db).get(item.policy_id)
+    current = PolicyRegistry.load(folder, db, escalation=escalation).get(item.policy_id)
     if current is not None and Path(current.path).name != target.name:
         raise PolicyFileError([_duplicate_diagnostic(item, current.path,
                                                      hint=f"edit {current.path} instead")],
@@ -210,7 +214,7 @@ class _Compiled:
                             sha256=self.sha256)
 
 
-def _compile_file(path: Path) -> _Compiled:
+def _compile_file(path: Path, escalation: EscalationSettings | None) -> _Compiled:
     try:
         source = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -221,6 +225,9 @@ def _compile_file(path: Path) -> _Compiled:
         policy = dsl.compile_policy(source, filename=str(path))
     except dsl.PolicyError as failure:
         raise PolicyFileError(failure.diagnostics, source) from failure
+    problem = escalation_diagnostic(policy, escalation, source, str(path))
+    if problem is not None:
+        raise PolicyFileError([problem], source)
     return _Compiled(policy, source, str(path), hashlib.sha256(source.encode()).hexdigest())
 
 

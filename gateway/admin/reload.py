@@ -34,6 +34,7 @@ from gateway.admin.registry import (
     _atomic_write,
     policy_files,
 )
+from gateway.policy.escalation import EscalationSettings, escalation_diagnostic
 from gateway.policy.records import revision_event as policy_revision_event
 
 log = logging.getLogger("gateway.admin.reload")
@@ -89,8 +90,8 @@ class PolicyConflict(ValueError):
 
 
 def write_policy_file(directory: str | os.PathLike[str], source: str, registry: PolicyRegistry,
-                      *, replacing: LoadedPolicy | None = None, filename: str = "<policy>"
-                      ) -> Path:
+                      *, replacing: LoadedPolicy | None = None, filename: str = "<policy>",
+                      escalation: EscalationSettings | None = None) -> Path:
     """Check `source` and, only if it passes, write it atomically as `<policy_id>.pol` (or
     `.json` for a JSON document) in `directory`; returns the path written. `registry` is the
     snapshot in force; `replacing` the policy an update replaces (None for a create).
@@ -103,6 +104,9 @@ def write_policy_file(directory: str | os.PathLike[str], source: str, registry: 
         policy = dsl.compile_policy(source, filename=filename)
     except dsl.PolicyError as failure:
         raise PolicyFileError(failure.diagnostics, source) from None
+    problem = escalation_diagnostic(policy, escalation, source, filename)
+    if problem is not None:
+        raise PolicyFileError([problem], source)
     if not SAFE_POLICY_ID.fullmatch(policy.policy_id):
         raise PolicyIdRefused(f"policy id {policy.policy_id!r} cannot be a file name: use "
                               "letters, digits, '_', '-' or '.', starting with a letter or digit")
@@ -161,7 +165,8 @@ class PolicyReloader:
         `user_id` is who changed the directory (the admin of an API write), for the events."""
         try:
             registry = PolicyRegistry.load(self.directory, self.state.db,
-                                           previous=self.state.registry)
+                                           previous=self.state.registry,
+                                           escalation=self.state.escalation)
         except Exception:
             for listener in self.listeners:
                 listener(None)

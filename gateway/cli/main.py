@@ -232,10 +232,12 @@ def _quota_option(text: str | None, flag: str) -> object:
 
 
 def _known_policies(config: Config, db: sqlite_utils.Database) -> frozenset[str]:
+    from gateway.cli.policies import escalation_settings
     from gateway.datadir import prepare_policies_dir
 
     prepare_policies_dir(config)
-    return frozenset(PolicyRegistry.load(config.policies_dir, db).policies)
+    return frozenset(PolicyRegistry.load(config.policies_dir, db,
+                                         escalation=escalation_settings(config)).policies)
 
 
 def _projects_create(args: argparse.Namespace) -> int:
@@ -367,6 +369,8 @@ def _serve(args: argparse.Namespace) -> int:
     hyper.accesslog = None
     hyper.errorlog = logging.getLogger("hypercorn.error")
     hyper.keep_alive_timeout = 75
+    # A connection sending nothing for this long is closed (longer than any stream).
+    hyper.read_timeout = config.server_read_timeout  # type: ignore[assignment]
     # One worker serves in this process; more are spawned processes sharing the socket. Both
     # shut down gracefully on SIGTERM/SIGINT (gateway/http/draining.py).
     return serve(hyper, workers, grace=grace, log_level=config.log_level, notices=notices)

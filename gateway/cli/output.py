@@ -9,6 +9,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.cli.text import escape_controls
+
 
 class CommandError(ValueError):
     """A management command cannot do what it was asked (unknown policy, conflicting file,
@@ -80,7 +82,7 @@ def _cell(value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, (dict, list)):
         return json.dumps(value, sort_keys=True) if value else "-"
-    return str(value)
+    return escape_controls(str(value))  # labels come from callers: never raw on a terminal
 
 
 def render(value: Any, *, columns: Sequence[str] | None = None) -> str:
@@ -100,7 +102,8 @@ def render(value: Any, *, columns: Sequence[str] | None = None) -> str:
     if isinstance(value, Mapping):
         fields = {k: v for k, v in value.items()
                   if not (isinstance(v, str) and "\n" in v)}
-        blocks = [f"{k}:\n{v.rstrip()}" for k, v in value.items()
+        blocks = [f"{k}:\n{escape_controls(v.rstrip(), keep_newlines=True)}"
+                  for k, v in value.items()
                   if isinstance(v, str) and "\n" in v]
         width = max((len(k) for k in fields), default=0)
         lines = [f"{k.ljust(width)}  {_cell(v)}" for k, v in fields.items()]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +37,7 @@ from gateway.admin.reload import (
 from gateway.cli.output import OUTPUT, CommandError, render, show
 from gateway.config import Config
 from gateway.datadir import prepare_policies_dir
+from gateway.policy.escalation import EscalationSettings, escalation_diagnostic
 
 # --- policies ---------------------------------------------------------------------------------
 
@@ -100,10 +102,16 @@ def _record_events(config: Config, changes: Sequence[PolicyRevision]) -> None:
         store.close()
 
 
+def escalation_settings(config: Config) -> EscalationSettings:
+    """The `[escalation]` targets policies are checked against, as the server checks them."""
+    return EscalationSettings.from_mapping(config.escalation, os.environ)
+
+
 def load_registry(config: Config, db: sqlite_utils.Database,
-          previous: PolicyRegistry | None = None) -> PolicyRegistry:
+                  previous: PolicyRegistry | None = None) -> PolicyRegistry:
     prepare_policies_dir(config)
-    registry = PolicyRegistry.load(config.policies_dir, db, previous=previous)
+    registry = PolicyRegistry.load(config.policies_dir, db, previous=previous,
+                                   escalation=escalation_settings(config))
     _record_events(config, registry.changes)
     return registry
 
@@ -147,7 +155,7 @@ def _place(config: Config, db: sqlite_utils.Database, file: str, policy_id: str 
         replacing = _loaded(registry, policy_id)
     try:
         target = write_policy_file(config.policies_dir, source, registry, replacing=replacing,
-                                   filename=file)
+                                   filename=file, escalation=escalation_settings(config))
         placed = placed_policy(load_registry(config, db, registry), compiled.policy_id, target)
     except (PolicyIdRefused, PolicyConflict) as exc:
         raise CommandError(str(exc)) from None
@@ -234,8 +242,14 @@ def _policies_revisions(args: argparse.Namespace) -> int:
 def _policies_validate(args: argparse.Namespace) -> int:
     source = _read_source(args.file)
     try:
-        policy_id: str | None = dsl.compile_policy(source, filename=args.file).policy_id
+        compiled = dsl.compile_policy(source, filename=args.file)
+        policy_id: str | None = compiled.policy_id
         diagnostics = dsl.check(source, args.file)
+        # As the gateway loads it: its escalation path must be a configured destination.
+        problem = escalation_diagnostic(
+            compiled, escalation_settings(Config.load(args.config)), source, args.file)
+        if problem is not None:
+            policy_id, diagnostics = None, [*diagnostics, problem]
     except dsl.PolicyError as failure:
         policy_id, diagnostics = None, failure.diagnostics
     valid = policy_id is not None

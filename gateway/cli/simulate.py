@@ -9,11 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import trio
+
 from gateway.admin.registry import (
     list_revisions,
 )
 from gateway.cli.output import OUTPUT, CommandError, render, show
-from gateway.cli.policies import database, load_registry
+from gateway.cli.policies import database, escalation_settings, load_registry
 from gateway.config import Config
 from gateway.identity.projects import ProjectError, ProjectStore
 from gateway.policy.prepared import SIMULATED_SURFACES
@@ -65,7 +67,8 @@ def _run_simulation(config: Config, body: dict[str, Any]) -> tuple[dict[str, Any
     it recorded (the simulation event, and revisions if this load recorded any)."""
     from gateway.identity.credentials import resolve_project
     from gateway.identity.keys import Caller, IdentityCache
-    from gateway.policy.governance import GatewayFields, InlinePolicies
+    from gateway.policy.governance import GatewayFields
+    from gateway.policy.inline import InlineBudget, InlinePolicies
     from gateway.policy.prepared import prepare_request, simulate, simulated_adapter
     from gateway.policy.rollouts import Rollouts
 
@@ -86,10 +89,13 @@ def _run_simulation(config: Config, body: dict[str, Any]) -> tuple[dict[str, Any
 
         rollouts = Rollouts(events.append, lambda policy_id, revision: next(
             (r for r in list_revisions(db, policy_id) if r.revision == revision), None))
+        escalation = escalation_settings(config)
+        inline = InlinePolicies(InlineBudget.from_mapping(config.inline_policy), escalation)
         adapter = simulated_adapter({}, body)
-        request = prepare_request(adapter, {}, body, caller, resolve, InlinePolicies())
+        # An inline policy in the body compiles as the server compiles it (on a thread).
+        request = trio.run(prepare_request, adapter, {}, body, caller, resolve, inline.compile)
         answer, event = simulate(adapter, caller, request, rollouts.preview,
-                                 config.always_blocked_categories)
+                                 config.always_blocked_categories, escalation.shown)
         events.append(event)
     finally:
         db.conn.close()

@@ -39,6 +39,9 @@ class ServerSection(Section):
     shutdown_grace: NonNegativeSeconds = Field(
         20.0, description="seconds in-flight requests get after SIGTERM/SIGINT")
     log_level: LogLevel = Field("INFO", description="level of the JSON log lines on stderr")
+    read_timeout: PositiveSeconds | None = Field(
+        None, description="hypercorn's read timeout: a connection silent this long is closed; "
+        "must outlast the longest stream (default: timeouts.total + 60)")
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -55,6 +58,16 @@ class PoliciesSection(Section):
     directory: str | None = Field(
         None, description="the served .pol / .json policies (default: `policies` in the data "
         "directory, seeded with the example policies on first use)")
+    inline_max_bytes: PositiveInt | None = Field(None, description="an inline policy's source")
+    inline_max_lines: PositiveInt | None = Field(None, description=".pol lines, before parsing")
+    inline_max_rules: PositiveInt | None = Field(None, description="rules, after parsing")
+    inline_max_terms: PositiveInt | None = Field(None, description="list terms")
+    inline_max_patterns: PositiveInt | None = Field(None, description="regular expressions")
+    inline_compile_seconds: PositiveSeconds | None = Field(
+        None, description="compile budget, on a worker thread")
+    inline_compile_threads: PositiveInt | None = Field(
+        None, description="inline compiles running at once per worker")
+    inline_on_v1: bool | None = Field(None, description="false: /v1 refuses inline policies")
 
 
 class LimitsSection(Section):
@@ -62,6 +75,8 @@ class LimitsSection(Section):
                                         description="larger bodies get 413 request_too_large")
     max_upstream_connections: PositiveInt = Field(
         512, description="pooled upstream connections per worker")
+    max_concurrent_requests: PositiveInt = Field(
+        1000, description="requests one worker serves at once; beyond, 503 server_busy")
 
 
 class TimeoutsSection(Section):
@@ -69,6 +84,8 @@ class TimeoutsSection(Section):
     idle: PositiveSeconds = Field(
         120.0, description="waiting for response headers or the next stream frame")
     total: PositiveSeconds = Field(900.0, description="one whole upstream exchange")
+    request_body: PositiveSeconds = Field(
+        30.0, description="a client sending its whole request body (then 408)")
 
 
 class ModerationSection(Section):
@@ -124,6 +141,10 @@ class JwtSection(JwtKeyFields):
     projects_claim: str = "projects"
     admin_claim: str = "roles"
     admin_role: str = "admin"
+    super_admin_role: str | None = Field(
+        None, description="a role whose admins manage every account, like the admin token")
+    subject_claim: str = Field("sub", description="the claim a JWT caller's quotas are kept "
+                               "under (X-Policy-User cannot change it)")
     grants: dict[str, list[str] | Literal["*"]] = Field(
         default_factory=dict, description="user id (`sub`) -> project ids, or \"*\"")
 
@@ -187,6 +208,27 @@ class QuotasSection(Section):
     projects: dict[str, ProjectQuotas] = Field(default_factory=dict)
 
 
+class EscalationTargetSection(Section):
+    url: str = Field(description="where the target's notices are POSTed (http or https)")
+    headers_env: dict[str, str] = Field(
+        default_factory=dict, description="header name -> variable holding its value")
+
+
+class EscalationSection(Section):
+    """Where escalation notices may go: named targets policies refer to, and listed URLs."""
+
+    targets: dict[str, EscalationTargetSection] = Field(default_factory=dict)
+    allowed_urls: list[str] = Field(default_factory=list)
+    timeout: PositiveSeconds | None = Field(None, description="one delivery attempt")
+    retry_initial: PositiveSeconds | None = Field(None, description="first retry delay")
+    retry_max: PositiveSeconds | None = Field(None, description="longest retry delay")
+
+
+class UpstreamSection(Section):
+    forward_headers: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, description="request headers forwarded besides each API's own")
+
+
 #: Every section of the file: the one place a new section is added.
 SECTIONS: dict[str, Any] = {
     "server": ServerSection,
@@ -201,6 +243,8 @@ SECTIONS: dict[str, Any] = {
     "jwt": JwtSection | None,
     "events": EventsSection,
     "quotas": QuotasSection,
+    "escalation": EscalationSection,
+    "upstream": UpstreamSection,
 }
 
 

@@ -58,6 +58,8 @@ class Timeouts:
     idle: float = 120.0
     #: Longest time one upstream exchange may take, stream included.
     total: float = 900.0
+    #: Longest time a client may take to send a whole request body (then 408).
+    request_body: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,23 @@ class Config:
     #: Raw sections owned by later components: `[quotas]`, `[events]`.
     quotas: Mapping[str, Any] = field(default_factory=dict)
     events: Mapping[str, Any] = field(default_factory=dict)
+    #: Requests one worker serves at once; beyond, 503 server_busy at once (body unread).
+    max_concurrent_requests: int = 1000
+    #: Hypercorn's read timeout: a connection that sends nothing for this long is closed. It
+    #: must outlast the longest stream (a client sends nothing while it reads one), so it is
+    #: `timeouts.total` + 60 s unless set, and a value below `timeouts.total` is refused.
+    read_timeout: float | None = None
+    #: Request headers forwarded upstream besides each API's own allowlist (lower case).
+    forward_headers: tuple[str, ...] = ()
+    #: The raw `[escalation]` section (gateway.policy.escalation.EscalationSettings).
+    escalation: Mapping[str, Any] = field(default_factory=dict)
+    #: The `inline_*` keys of `[policies]` (gateway.policy.inline.InlineBudget).
+    inline_policy: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def server_read_timeout(self) -> float:
+        """Hypercorn's `read_timeout` (see `read_timeout`)."""
+        return self.read_timeout if self.read_timeout is not None else self.timeouts.total + 60
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
@@ -159,8 +178,12 @@ def _build(checked: Any, data: Mapping[str, Any], env: Mapping[str, str]) -> Con
         from gateway.identity.jwt import JwtSettings
 
         JwtSettings.from_mapping(dict(data["jwt"]), env)  # fail fast: ValueError -> ConfigError
-    _check_sections(data, checked)
+    _check_sections(data, checked, env)
     server, admin = checked.server, checked.admin
+    if server.read_timeout is not None and not server.read_timeout > checked.timeouts.total:
+        raise ValueError(f"server.read_timeout ({server.read_timeout:g} s) must be longer than "
+                         f"timeouts.total ({checked.timeouts.total:g} s): a client reading a "
+                         "stream sends nothing, and hypercorn would close its connection")
     database_path = checked.database.path
     directory = checked.policies.directory
     return Config(
@@ -184,6 +207,12 @@ def _build(checked: Any, data: Mapping[str, Any], env: Mapping[str, str]) -> Con
         shutdown_grace=float(server.shutdown_grace),
         log_level=server.log_level,
         max_connections=checked.limits.max_upstream_connections,
+        max_concurrent_requests=checked.limits.max_concurrent_requests,
+        read_timeout=server.read_timeout,
+        forward_headers=tuple(h.lower() for h in checked.upstream.forward_headers),
+        escalation=dict(data.get("escalation", {})),
+        inline_policy={k: v for k, v in dict(data.get("policies", {})).items()
+                       if k.startswith("inline_")},
     )
 
 
@@ -191,11 +220,17 @@ def _data_dir(database_path: str) -> Path:
     return Path("data") if database_path == ":memory:" else Path(database_path).parent
 
 
-def _check_sections(data: Mapping[str, Any], checked: Any) -> None:
+def _check_sections(data: Mapping[str, Any], checked: Any, env: Mapping[str, str]) -> None:
     """The checks of the sections other modules parse that the schema cannot express."""
     from gateway.events.connectors import connector_settings
     from gateway.events.store import EventSettings
+    from gateway.policy.escalation import EscalationSettings
+    from gateway.policy.inline import InlineBudget
     from gateway.quota.limits import QuotaSettings
+
+    InlineBudget.from_mapping({k: v for k, v in dict(data.get("policies", {})).items()
+                               if k.startswith("inline_")})
+    EscalationSettings.from_mapping(dict(data.get("escalation", {})), env)
 
     connector_settings(EventSettings.from_mapping(dict(data.get("events", {}))).connectors)
     QuotaSettings.from_mapping(dict(data.get("quotas", {})),

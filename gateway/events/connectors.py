@@ -64,6 +64,8 @@ class ConnectorSettings:
     timeout: float = 5.0
     retry_initial: float = 0.5
     retry_max: float = 60.0
+    #: An escalation target's connector: only enforcement events escalated to this target.
+    escalation_target: str | None = None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> ConnectorSettings:
@@ -104,6 +106,9 @@ class DeliveryLog:
         self.database_path = database_path
         self.settings = settings
         self._db: sqlite_utils.Database | None = None
+        #: The newest seq a filtered `pending` looked past: with no match up to there, the
+        #: progress moves on, so a rarely matching connector does not rescan the table.
+        self.scanned = 0
 
     @property
     def db(self) -> sqlite_utils.Database:
@@ -118,11 +123,17 @@ class DeliveryLog:
         return int(row[0]) if row else 0
 
     def pending(self, after: int) -> list[tuple[int, dict[str, Any]]]:
+        row = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM policy_events").fetchone()
+        self.scanned = int(row[0])
         sql = "SELECT * FROM policy_events WHERE seq > ?"
         args: list[Any] = [after]
         if self.settings.project_id is not None:
             sql += " AND project_id = ?"
             args.append(self.settings.project_id)
+        if self.settings.escalation_target is not None:
+            sql += (" AND event_type = 'enforcement' AND EXISTS (SELECT 1 FROM json_each("
+                    "json_extract(extra, '$.escalation_targets')) WHERE value = ?)")
+            args.append(self.settings.escalation_target)
         sql += " ORDER BY seq LIMIT ?"
         args.append(self.settings.batch_size)
         return [(row["seq"], row_to_event(row)) for row in self.db.query(sql, args)]
@@ -301,6 +312,9 @@ class ConnectorTask:
         after = await self._delivered_seq()
         while True:
                 batch = await self._read(after)
+                if not batch and self.progress.scanned > after:
+                    after = self.progress.scanned  # nothing of ours up to there
+                    await self._record(after, 0, 0, None)
                 if not batch:
                     self._wakeup = trio.Event()
                     with trio.move_on_after(self.settings.poll_seconds):

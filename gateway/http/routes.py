@@ -8,10 +8,15 @@ dispatched here, straight to the framework-neutral surfaces; quart keeps serving
 else (health, errors, management) and owns the app lifecycle (lifespan, `before_serving`).
 
 What quart would have done for us and this layer does itself:
-- read the body with the configured size limit (413 in the API's shape);
+- read the body with the configured size limit (413 in the API's shape) and within the
+  whole-body deadline `[timeouts] request_body` (408: a body trickling in holds no worker);
 - cancel the handler when the client disconnects (a watcher task on `receive`, as quart-trio
   does), which closes the upstream exchange at once;
 - stream the body with no response timeout: the relay applies its own idle and total timeouts.
+
+It also caps the requests one worker serves at once (`[limits] max_concurrent_requests`):
+beyond it a request is answered 503 `server_busy` at once, before its body is read, so slow
+clients cannot pile up without bound (probes and scrapes are exempt).
 
 It is also where every HTTP request (API routes and the quart ones) gets its `x-request-id`,
 its `RequestRecord`, its access log line and its request metrics (gateway.http.access_log,
@@ -28,8 +33,14 @@ from typing import Any
 
 import trio
 
-from gateway.adapters import Adapter, endpoint_for
-from gateway.errors import GatewayError, MethodNotAllowed, RequestTooLarge
+from gateway.adapters import CHAT, Adapter, endpoint_for
+from gateway.errors import (
+    GatewayError,
+    MethodNotAllowed,
+    RequestTimeout,
+    RequestTooLarge,
+    ServerBusy,
+)
 from gateway.http.access_log import (
     REQUEST_ID_HEADER,
     RequestRecord,
@@ -63,7 +74,8 @@ class FastRoutes:
     """ASGI middleware: API routes here, everything else to `fallback` (the quart app)."""
 
     def __init__(self, fallback: ASGIApp, routes: list[ApiRoute], *, max_body_bytes: int,
-                 metrics: Any = None, draining: Any = None):
+                 metrics: Any = None, draining: Any = None, body_timeout: float = 30.0,
+                 max_concurrent: int = 1000):
         self._fallback = fallback
         self._routes: dict[str, dict[str, ApiRoute]] = {}
         self._labels: dict[str, tuple[str, str]] = {}
@@ -74,6 +86,10 @@ class FastRoutes:
         #: `gateway.http.metrics.GatewayMetrics` and `gateway.http.draining.Draining` of the app, if any.
         self._metrics = metrics
         self._draining = draining
+        self._body_timeout = body_timeout
+        self._max_concurrent = max_concurrent
+        #: Requests in progress on this worker (probes and scrapes not counted).
+        self.active = 0
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -87,11 +103,24 @@ class FastRoutes:
             path=path, surface=surface, api=api, started=time.perf_counter(),
             draining=self._draining)
         token = bind(record)
+        counted = surface != "ops"
         try:
-            if by_method is None:
-                await self._fallback(scope, receive, _sending_request_id(send, record))
-            else:
-                await self._api(by_method, scope, receive, send, record)
+            if counted and self.active >= self._max_concurrent:
+                adapter = next(iter(by_method.values())).adapter if by_method else CHAT
+                await _send(error_response(adapter, ServerBusy(
+                    "The gateway is serving as many requests as it is configured for; retry "
+                    "shortly.", headers={"retry-after": "1"})), send, record)
+                return
+            if counted:
+                self.active += 1
+            try:
+                if by_method is None:
+                    await self._fallback(scope, receive, _sending_request_id(send, record))
+                else:
+                    await self._api(by_method, scope, receive, send, record)
+            finally:
+                if counted:
+                    self.active -= 1
         finally:
             unbind(token)
             self._done(record)
@@ -152,8 +181,13 @@ class FastRoutes:
             raise self._too_large()
         chunks: list[bytes] = []
         size = 0
+        deadline = trio.current_time() + self._body_timeout
         while True:
-            message = await receive()
+            with trio.move_on_at(deadline) as waiting:
+                message = await receive()
+            if waiting.cancelled_caught:
+                raise RequestTimeout(f"The request body did not arrive within "
+                                     f"{self._body_timeout:g} seconds.")
             if message["type"] == "http.disconnect":
                 raise _ClientGone
             chunk = message.get("body", b"")

@@ -24,6 +24,7 @@ import sqlite_utils
 from gateway.db import data_version, identity_version, now_iso
 from gateway.errors import ApiKeyRevoked, InvalidApiKey
 from gateway.identity.projects import Project, load_grants, load_projects
+from gateway.labels import label_problem
 
 PLANS = ("free", "control", "advanced", "enterprise")
 #: Plans that include the governed `/policy/*` surface.
@@ -107,6 +108,16 @@ class IdentityStore:
     ) -> tuple[ApiKey, str]:
         """Create a key and return it with its plaintext, which is never stored or shown again."""
         self.get_account(account_id)
+        problem = label_problem(label, "a key label")
+        if problem is not None:
+            raise IdentityError(problem)
+        if project_id is not None:
+            # The API and the CLI alike: a key never binds to another account's project.
+            row = self.db.execute("SELECT account_id FROM projects WHERE id = ?",
+                                  [project_id]).fetchone()
+            if row is None or row[0] != account_id:
+                raise IdentityError(f"project {project_id!r} does not exist in account "
+                                    f"{account_id!r}")
         plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
         row = {
             "id": f"key_{secrets.token_hex(8)}",

@@ -22,6 +22,7 @@ import sqlite_utils
 
 from dsl import QuotaLimit
 from gateway.db import now_iso, write_transaction
+from gateway.labels import label_problem
 
 PROJECT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{1,63}")
 STATUSES = ("active", "disabled")
@@ -132,6 +133,9 @@ def _check_id(project_id: str) -> None:
 def _check_name(name: object) -> str:
     if not isinstance(name, str) or not name.strip():
         raise ProjectError("project name must be a non-empty string")
+    problem = label_problem(name, "project name")
+    if problem is not None:
+        raise ProjectError(problem)
     return name
 
 

@@ -35,22 +35,37 @@ def request_facts(adapter: Adapter, body: JSON, *, target: str | None = None,
         flagged_categories=flagged_categories)
 
 
+def input_decisions(policies: Iterable[dsl.CompiledPolicy], facts: dsl.RequestFacts,
+                    classification: Any) -> list[dsl.Decision]:
+    """Each policy's own input decision, the governing policy's first."""
+    return [policy.evaluate_input(facts, classification) for policy in policies]
+
+
+def combined(decisions: list[dsl.Decision], base: dsl.Decision | None = None) -> dsl.Decision:
+    """The most severe of `decisions` (ties keep the earlier), with the hits and redactions of
+    all: a caller's inline policy can only tighten a project's governance."""
+    decision, rest = (base, decisions) if base is not None else (decisions[0], decisions[1:])
+    for other in rest:
+        decision = combine(decision, other)
+    return decision
+
+
 def decide_input(policies: Iterable[dsl.CompiledPolicy], facts: dsl.RequestFacts,
                  classification: Any) -> dsl.Decision:
     """The input decision of the governing policy, tightened by any further policy."""
-    governing, *extra = policies
-    decision = governing.evaluate_input(facts, classification)
-    for policy in extra:
-        decision = combine(decision, policy.evaluate_input(facts, classification))
-    return decision
+    return combined(input_decisions(policies, facts, classification))
+
+
+def output_decisions(policies: Iterable[dsl.CompiledPolicy], facts: dsl.RequestFacts, text: str,
+                     decision: dsl.Decision) -> list[dsl.Decision]:
+    """Each policy's decision once its output rules read the whole output `text`."""
+    return [policy.evaluate_output(facts, text, decision) for policy in policies]
 
 
 def decide_output(policies: Iterable[dsl.CompiledPolicy], facts: dsl.RequestFacts, text: str,
                   decision: dsl.Decision) -> dsl.Decision:
     """`decision` after every policy's output rules read the whole output `text`."""
-    for policy in policies:
-        decision = combine(decision, policy.evaluate_output(facts, text, decision))
-    return decision
+    return combined(output_decisions(policies, facts, text, decision), base=decision)
 
 
 def moderation_blocked(always_blocked: Collection[str], classification: Any,

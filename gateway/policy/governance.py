@@ -2,7 +2,8 @@
 
 - `read_gateway_fields`: the caller's gateway fields (SPEC §3), headers winning over the body,
   and the body without them (the upstream never sees a field it does not know).
-- `combine`: the project's and an inline policy's decisions, the more severe winning (SPEC §5.10).
+- `combine`: the project's and an inline policy's decisions, the more severe winning (SPEC §5.10);
+  `escalation_paths`: the escalation notices of every one of them, kept whoever wins.
 - `Governance`: everything decided about one request, and the `policy` object (SPEC §7.1) that
   every response and every SSE frame carries.
 """
@@ -10,8 +11,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -20,7 +19,8 @@ from typing import Any
 import orjson
 
 import dsl
-from gateway.errors import InvalidPolicy, InvalidRequest, PolicyIdMismatch
+from gateway.errors import InvalidRequest, PolicyIdMismatch
+from gateway.labels import unsafe_character
 
 #: Body fields read by the gateway and removed before forwarding.
 GATEWAY_BODY_FIELDS = ("policy_project_id", "policy_target", "policy_user", "policy_user_id",
@@ -48,9 +48,14 @@ def _label(value: Any, name: str) -> str | None:
     value = value.strip()
     if not value:
         return None
-    if len(value) > MAX_LABEL_LENGTH or any(ord(ch) < 32 for ch in value):
+    if len(value) > MAX_LABEL_LENGTH:
         raise InvalidRequest(
             f"'{name}' must be at most {MAX_LABEL_LENGTH} printable characters.", param=name)
+    unsafe = unsafe_character(value)
+    if unsafe is not None:
+        raise InvalidRequest(
+            f"'{name}' may not contain control, bidirectional-override or line-separator "
+            f"characters (found U+{ord(unsafe):04X}).", param=name)
     return value
 
 
@@ -117,48 +122,15 @@ def encode_body(body: Mapping[str, Any]) -> bytes:
                              f"than 254 levels deep).") from None
 
 
-class InlinePolicies:
-    """Compiled inline policies by content hash: a client sending the same inline policy on
-    every request compiles it once. Bounded (LRU), so hostile callers cannot grow it."""
-
-    def __init__(self, capacity: int = 256) -> None:
-        self._cache: OrderedDict[str, dsl.CompiledPolicy] = OrderedDict()
-        self._capacity = capacity
-
-    def compile(self, source: Any) -> dsl.CompiledPolicy:
-        if not isinstance(source, str | dict):
-            raise InvalidPolicy("'policy' must be policy source text or a JSON policy document.",
-                                param="policy")
-        try:
-            raw = source.encode() if isinstance(source, str) else orjson.dumps(
-                source, option=orjson.OPT_SORT_KEYS)
-        except (orjson.JSONEncodeError, UnicodeEncodeError) as exc:
-            # Nesting deeper than orjson encodes (the body itself decoded fine), or a lone
-            # surrogate in the source text.
-            raise InvalidPolicy(f"The inline policy is invalid: {exc}", param="policy") from None
-        key = hashlib.sha256(raw).hexdigest()
-        policy = self._cache.get(key)
-        if policy is not None:
-            self._cache.move_to_end(key)
-            return policy
-        try:
-            policy = dsl.compile_policy(source, filename="<inline policy>")
-        except dsl.PolicyError as exc:
-            text = source if isinstance(source, str) else ""
-            rendered = "\n".join(d.render(text) if text else f"{d.message}" for d in
-                                 exc.diagnostics)
-            raise InvalidPolicy(f"The inline policy is invalid:\n{rendered}",
-                                param="policy") from None
-        except (ValueError, TypeError, RecursionError) as exc:
-            raise InvalidPolicy(f"The inline policy is invalid: {exc}", param="policy") from None
-        self._cache[key] = policy
-        if len(self._cache) > self._capacity:
-            self._cache.popitem(last=False)
-        return policy
-
-
 def _union(*lists: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(item for items in lists for item in items))
+
+
+def escalation_paths(decisions: list[dsl.Decision]) -> tuple[str, ...]:
+    """The escalation path of every decision that escalated, whichever decision won: a
+    caller's inline refusal must not cancel the project policy's escalation notice."""
+    return tuple(dict.fromkeys(d.obligations.escalation_path for d in decisions
+                               if d.decision == "escalate" and d.obligations.escalation_path))
 
 
 def combine(primary: dsl.Decision, other: dsl.Decision | None) -> dsl.Decision:
@@ -208,6 +180,8 @@ class Governance:
     enforced: bool
     rollout_mode: str
     quota: dict[str, Any] | None = None
+    #: Escalation paths of every policy that escalated (notified when enforced).
+    escalations: tuple[str, ...] = ()
     _encoded: bytes | None = field(default=None, repr=False)
 
     @property

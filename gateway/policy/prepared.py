@@ -7,7 +7,7 @@ database, and both then prepare, decide and simulate through this one path.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,16 +17,31 @@ from gateway.adapters.base import JSON, Adapter
 from gateway.errors import InvalidRequest, PolicyIdMismatch, PolicyNotLinked
 from gateway.identity.keys import Caller
 from gateway.identity.projects import Project
-from gateway.policy.decide import decide_input, moderation_blocked, refusal, request_facts
-from gateway.policy.governance import GatewayFields, Governance, encode_body, read_gateway_fields
+from gateway.policy.decide import (
+    combined,
+    input_decisions,
+    moderation_blocked,
+    refusal,
+    request_facts,
+)
+from gateway.policy.governance import (
+    GatewayFields,
+    Governance,
+    encode_body,
+    escalation_paths,
+    read_gateway_fields,
+)
 from gateway.policy.records import policy_event
 
 if TYPE_CHECKING:
     from gateway.admin.registry import LoadedPolicy
-    from gateway.policy.governance import InlinePolicies
 
 #: Finds the project a request names (checking the caller may use it) and the policy in force.
 Resolve = Callable[[GatewayFields], "tuple[Project, LoadedPolicy | None]"]
+#: Compiles an inline policy (off the event loop, within its budget).
+CompileInline = Callable[[Any], Awaitable[dsl.CompiledPolicy]]
+#: How an escalation path is shown to a caller: a target's name, never a URL.
+ShowEscalation = Callable[[str | None], str | None]
 #: (rollout_mode, enforced) for a policy, target, quota subject and (for counting) decision.
 RolloutOf = Callable[["LoadedPolicy", str, str, dsl.Decision], tuple[str, bool]]
 
@@ -49,9 +64,12 @@ class PreparedRequest:
     classification: Any = None
 
 
-def prepare_request(adapter: Adapter, headers: Mapping[str, str], body: JSON, caller: Caller,
-                    resolve: Resolve, inline_policies: InlinePolicies) -> PreparedRequest:
-    """Gateway fields, project, policies and facts: everything before the quota."""
+async def prepare_request(adapter: Adapter, headers: Mapping[str, str], body: JSON,
+                          caller: Caller, resolve: Resolve, compile_inline: CompileInline
+                          ) -> PreparedRequest:
+    """Gateway fields, project, policies and facts: everything before the quota. The only
+    await is an inline policy's compilation, which runs off the event loop within its budget
+    (gateway/policy/inline.py), after the project was resolved."""
     fields, forward = read_gateway_fields(headers, body)
     adapter.validate(forward)
     project, loaded = resolve(fields)
@@ -61,7 +79,7 @@ def prepare_request(adapter: Adapter, headers: Mapping[str, str], body: JSON, ca
         raise PolicyIdMismatch(
             f"Project '{project.id}' is governed by policy '{loaded.policy_id}', not "
             f"'{fields.expected_policy_id}'.", param="policy_id")
-    inline = (inline_policies.compile(fields.inline_policy)
+    inline = (await compile_inline(fields.inline_policy)
               if fields.inline_policy is not None else None)
     governing, extra = loaded.policy, inline
     if inline is not None and project.allow_inline_policy:
@@ -72,7 +90,9 @@ def prepare_request(adapter: Adapter, headers: Mapping[str, str], body: JSON, ca
     return PreparedRequest(
         fields=fields, forward=forward, encoded=encode_body(forward), project=project,
         loaded=loaded, policies=[p for p in (governing, extra) if p is not None], facts=facts,
-        quota_subject=fields.policy_user or caller.user_id)
+        # A JWT names its own subject: X-Policy-User cannot spend another user's quota.
+        quota_subject=(caller.jwt.subject or caller.user_id if caller.jwt is not None
+                       else fields.policy_user or caller.user_id))
 
 
 def decide(adapter: Adapter, caller: Caller, request: PreparedRequest, rollout: RolloutOf
@@ -80,11 +100,15 @@ def decide(adapter: Adapter, caller: Caller, request: PreparedRequest, rollout: 
     """Classify the input and decide it; `rollout` says whether the decision is enforced."""
     facts = request.facts
     request.classification = classification = dsl.classify(facts.input_text)
-    decision = decide_input(request.policies, facts, classification)
+    decisions = input_decisions(request.policies, facts, classification)
+    decision = combined(decisions)
     mode, enforced = rollout(request.loaded, facts.effective_target, request.quota_subject,
                              decision)
-    return governance_for(adapter, caller, request, decision, enforced=enforced, mode=mode,
-                          classification=request.policies[0].classification)
+    gov = governance_for(adapter, caller, request, decision, enforced=enforced, mode=mode,
+                         classification=request.policies[0].classification)
+    # Every policy that escalated is notified, whichever decision won.
+    gov.escalations = escalation_paths(decisions)
+    return gov
 
 
 def governance_for(adapter: Adapter, caller: Caller, request: PreparedRequest,
@@ -116,7 +140,7 @@ def simulated_adapter(headers: Mapping[str, str], body: JSON) -> Adapter:
 
 
 def simulate(adapter: Adapter, caller: Caller, request: PreparedRequest, preview: RolloutOf,
-             always_blocked: Collection[str]) -> tuple[JSON, JSON]:
+             always_blocked: Collection[str], shown: ShowEscalation) -> tuple[JSON, JSON]:
     """The decision for a request, without the upstream: (the answer, its simulation event).
     `preview` must not count toward auto-rollback: a simulation is not a governed request."""
     gov = decide(adapter, caller, request, preview)
@@ -139,7 +163,8 @@ def simulate(adapter: Adapter, caller: Caller, request: PreparedRequest, preview
         "obligations": {
             "instruction": decision.obligations.instruction,
             "message": decision.obligations.message,
-            "escalation_path": decision.obligations.escalation_path,
+            # A target's name or an address, never a URL (docs/security.md).
+            "escalation_path": shown(decision.obligations.escalation_path),
             "redacts": decision.obligations.redactor is not None,
         },
     }

@@ -74,8 +74,8 @@ class PolicySurface:
     async def handle(self, adapter: Adapter, inbound: Inbound) -> Outbound:
         started = time.perf_counter()
         caller = self.require_plan(inbound)
-        request = self._prepare(adapter, inbound.headers, decode_json_object(inbound.body),
-                                caller)
+        request = await self._prepare(adapter, inbound.headers,
+                                      decode_json_object(inbound.body), caller)
         lifecycle = RequestLifecycle(request.facts.estimated_input_tokens)
         quotas, settings = request.loaded.policy.quotas, self.state.quota_settings
         configured_project, configured_user = settings.configured_limits(request.project.id)
@@ -137,24 +137,26 @@ class PolicySurface:
         `messages` or `responses`), with the same gateway headers and fields as a real call.
         """
         caller = self.require_plan(inbound)
-        return self.simulate_as(caller, inbound.headers, decode_json_object(inbound.body))
+        return await self.simulate_as(caller, inbound.headers, decode_json_object(inbound.body))
 
-    def simulate_as(self, caller: Caller, headers: Mapping[str, str], body: JSON) -> Outbound:
+    async def simulate_as(self, caller: Caller, headers: Mapping[str, str], body: JSON
+                          ) -> Outbound:
         """A simulation as `caller` (the caller itself, or the project's account for an admin)."""
         adapter = simulated_adapter(headers, body)
-        request = self._prepare(adapter, headers, body, caller)
+        request = await self._prepare(adapter, headers, body, caller)
         answer, event = simulate(adapter, caller, request, self.state.rollouts.preview,
-                                 self.state.config.always_blocked_categories)
+                                 self.state.config.always_blocked_categories,
+                                 self.state.escalation.shown)
         self.state.events.emit(event)
         return Outbound.json(200, answer)
 
-    def _prepare(self, adapter: Adapter, headers: Mapping[str, str], body: JSON,
-                 caller: Caller) -> PreparedRequest:
+    async def _prepare(self, adapter: Adapter, headers: Mapping[str, str], body: JSON,
+                       caller: Caller) -> PreparedRequest:
         def resolve(fields: GatewayFields) -> tuple[Project, LoadedPolicy | None]:
             project = self.resolve_project(caller, fields)
             if project.policy_id is None:
                 raise PolicyNotLinked("Project is not linked to a policy")
             return project, self.state.registry.get(project.policy_id)
 
-        return prepare_request(adapter, headers, body, caller, resolve,
-                               self.state.inline_policies)
+        return await prepare_request(adapter, headers, body, caller, resolve,
+                                     self.state.inline_policies.compile)

@@ -31,12 +31,13 @@ from gateway.http.access_log import current_record
 from gateway.http.wire import Outbound
 from gateway.policy.decide import (
     apply_input_obligations,
-    decide_output,
+    combined,
     moderation_blocked,
+    output_decisions,
     output_monitor_factory,
     refusal,
 )
-from gateway.policy.governance import Governance, encode_body
+from gateway.policy.governance import Governance, encode_body, escalation_paths
 from gateway.policy.lifecycle import Effect, Release, RequestLifecycle, Settle
 from gateway.policy.records import policy_event
 from gateway.policy.stream import DEFAULT_REFUSAL, StreamGovernor
@@ -153,7 +154,11 @@ class GovernedRun:
         if usage is not None:
             self.input_tokens, self.output_tokens = usage.input_tokens, usage.output_tokens
         if any(p.has_output_rules for p in policies):
-            decision = decide_output(policies, facts, adapter.output_text(payload), gov.decision)
+            outputs = output_decisions(policies, facts, adapter.output_text(payload),
+                                       gov.decision)
+            decision = combined(outputs, base=gov.decision)
+            gov.escalations = tuple(dict.fromkeys((*gov.escalations,
+                                                   *escalation_paths(outputs))))
             gov.update(dataclasses.replace(decision, stage="output"))
             if gov.effective_decision in ("refuse", "escalate"):
                 # The output never reaches the client; the tokens were used all the same.
@@ -172,10 +177,8 @@ class GovernedRun:
         reply = self.adapter.holding_reply(forward, decision.obligations.message
                                            or DEFAULT_HOLDING_REPLY)
         reply["policy"] = self.gov.policy_object()
-        event = await self._end(200, "escalated")
-        path = decision.obligations.escalation_path
-        if event is not None and path and path.startswith(("http://", "https://")):
-            self.state.notify_escalation(path, event)  # the very event that is recorded
+        # The event names the escalation targets; their connectors deliver it (at least once).
+        await self._end(200, "escalated")
         return Outbound.json(200, reply, list(self.reservation.headers))
 
     async def _end(self, status: int, outcome: str) -> dict[str, Any] | None:

@@ -55,7 +55,10 @@ async def proxy_api(state: GatewayState, adapter: Adapter, inbound: Inbound, *,
     if any(name in body for name in GATEWAY_BODY_FIELDS):
         forward = {k: v for k, v in body.items() if k not in GATEWAY_BODY_FIELDS}
     if "policy" in body or state.config.always_blocked_categories:
-        governed_body = _govern_inline(state, adapter, body, forward)
+        # Compiled off the event loop, within the inline budget (gateway/policy/inline.py).
+        inline = (await state.inline_policies.compile(body["policy"], surface="v1")
+                  if body.get("policy") is not None else None)
+        governed_body = _govern_inline(state, adapter, forward, inline)
         if isinstance(governed_body, Outbound):
             return governed_body
         forward = governed_body
@@ -69,13 +72,11 @@ async def proxy_api(state: GatewayState, adapter: Adapter, inbound: Inbound, *,
                                          state.config.timeouts))
 
 
-def _govern_inline(state: GatewayState, adapter: Adapter, body: JSON, forward: JSON
-                   ) -> JSON | Outbound:
+def _govern_inline(state: GatewayState, adapter: Adapter, forward: JSON,
+                   inline: dsl.CompiledPolicy | None) -> JSON | Outbound:
     """Always-blocked categories, and an inline `policy` evaluated and enforced for this one
-    request (SPEC §5.5, §5.10). Nothing is added to the answer unless it is refused."""
-    # `"policy": null` means no inline policy, as on /policy/* (the field is still stripped).
-    inline = (state.inline_policies.compile(body["policy"])
-              if body.get("policy") is not None else None)
+    request (SPEC §5.5, §5.10). Nothing is added to the answer unless it is refused. `forward`
+    is the body without the gateway's fields."""
     facts = request_facts(adapter, forward)
     classification = dsl.classify(facts.input_text, pii=inline is not None)
     blocked = moderation_blocked(state.config.always_blocked_categories, classification, facts)

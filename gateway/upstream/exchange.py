@@ -19,7 +19,7 @@ import orjson
 import trio
 
 from gateway.adapters.base import Adapter
-from gateway.config import ANTHROPIC, Config, Provider, Timeouts
+from gateway.config import ANTHROPIC, OPENAI, Config, Provider, Timeouts
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.upstream.sse import Frame, MalformedStream, SSEParser
 
@@ -30,11 +30,17 @@ HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
     "te", "trailer", "trailers", "transfer-encoding", "upgrade",
 })
-#: Never forwarded upstream: transport headers, and the client's *gateway* credential and
-#: gateway-only headers. httpx sets its own Host, Content-Length and Accept-Encoding.
-_DROP_REQUEST = HOP_BY_HOP | {
-    "host", "content-length", "authorization", "x-api-key", "accept-encoding", "cookie",
-    "x-policy-project", "x-policy-target", "x-policy-user", "x-request-id",
+#: The request headers forwarded upstream, by provider kind: the ones each provider's API
+#: defines for its clients. Anything else a client sends stays here, so a client cannot choose
+#: the provider context the gateway's own key acts in (`openai-organization`,
+#: `openai-project`), spoof its origin (`x-forwarded-for`) or pass gateway-only headers on.
+#: httpx sets its own Host, Content-Length and Accept-Encoding; the credential is the
+#: gateway's. More can be allowed with `[upstream] forward_headers` (docs/configuration.md).
+FORWARDED_REQUEST_HEADERS: Mapping[str, frozenset[str]] = {
+    OPENAI: frozenset({"content-type", "accept", "user-agent", "idempotency-key",
+                       "openai-beta"}),
+    ANTHROPIC: frozenset({"content-type", "accept", "user-agent", "idempotency-key",
+                          "anthropic-version", "anthropic-beta"}),
 }
 #: Not relayed to the client: transport headers describing the upstream's own encoding of a body
 #: that httpx has already decoded, and headers the server adds itself.
@@ -47,9 +53,13 @@ def _named_by_connection(values: list[str]) -> set[str]:
             if token.strip()}
 
 
-def forwardable_request_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    drop = _DROP_REQUEST | _named_by_connection([headers.get("connection", "")])
-    return {k: v for k, v in headers.items() if k not in drop}
+def forwardable_request_headers(headers: Mapping[str, str], kind: str,
+                                extra: frozenset[str] = frozenset()) -> dict[str, str]:
+    """The client's headers a provider of `kind` gets: its API's allowlist plus `extra`,
+    never a hop-by-hop header (nor one the client's `Connection` names)."""
+    allowed = (FORWARDED_REQUEST_HEADERS[kind] | extra) - HOP_BY_HOP - _named_by_connection(
+        [headers.get("connection", "")])
+    return {k: v for k, v in headers.items() if k in allowed}
 
 
 def relayable_response_headers(headers: httpx.Headers) -> list[tuple[str, str]]:
@@ -66,6 +76,9 @@ class Upstreams:
         self._echo_transport = echo_transport
         #: Replaces the network for tests (`httpx.MockTransport`); None: the real network.
         self._transport = transport
+        # Credentials and hop-by-hop headers can never be allowed by configuration.
+        self._extra_headers = frozenset(config.forward_headers) - HOP_BY_HOP - {
+            "authorization", "x-api-key", "host", "content-length", "cookie"}
         self._network: httpx.AsyncClient | None = None
         self._echo: httpx.AsyncClient | None = None
 
@@ -105,7 +118,7 @@ class Upstreams:
     def build_request(self, provider: Provider, method: str, path: str,
                       headers: Mapping[str, str], content: bytes | None = None) -> httpx.Request:
         """An upstream request carrying the provider's credential in the provider's own way."""
-        out = forwardable_request_headers(headers)
+        out = forwardable_request_headers(headers, provider.kind, self._extra_headers)
         if provider.kind == ANTHROPIC:
             out.setdefault("anthropic-version", DEFAULT_ANTHROPIC_VERSION)
             if provider.api_key:

@@ -51,6 +51,19 @@ provider = "groq"
     ("[providers.x]\nkind = 'grpc'\n", "providers.x.kind: Input should be 'openai' or"),
     ("[[routes]]\nmodel = 'a'\nprovider = 'nobody'\n", "unknown provider"),
     ("not toml = = =", "cannot read"),
+    ("[server]\nread_timeout = 60\n", "must be longer than timeouts.total"),
+    ("[timeouts]\nrequest_body = 0\n", "positive"),
+    ("[limits]\nmax_concurrent_requests = 0\n", "at least 1"),
+    ("[policies]\ninline_max_bytes = 0\n", "inline_max_bytes must be at least 1"),
+    ("[policies]\ninline_on_v1 = 'no'\n", "true or false"),
+    ("[policies]\ninline_budget = 1\n", "unknown \\[policies\\] key"),
+    ("[upstream]\nforward_headers = 'x-a'\n", "list of header names"),
+    ("[escalation]\nallowed_urls = ['ftp://x']\n", "http\\(s\\) URL"),
+    ("[escalation.targets.'https://x']\nurl = 'https://x'\n", "plain name"),
+    ("[escalation.targets.ops]\nurl = 'https://x'\nheaders_env = {a = 'NOPE'}\n",
+     "NOPE .* is not set"),
+    ("[jwt]\nalgorithm = 'HS256'\nsecret = '" + "s" * 32 + "'\nsubject_claim = ''\n",
+     "subject_claim"),
 ])
 def test_bad_configuration_is_a_clear_error(tmp_path, text, fragment):
     path = tmp_path / "bad.toml"
@@ -68,7 +81,8 @@ def test_the_documented_configuration_loads():
     block = re.search(r"```toml\n(.*?)```", doc, re.S).group(1)
     config = Config.from_mapping(
         __import__("tomllib").loads(block),
-        env={"GROQ_API_KEY": "g", "GATEWAY_JWT_SECRET": "s" * 32},
+        env={"GROQ_API_KEY": "g", "GATEWAY_JWT_SECRET": "s" * 32,
+             "ONCALL_WEBHOOK_AUTH": "Bearer hook"},
     )
     assert config.provider_for(OPENAI, "llama-3").name == "groq"
     assert config.always_blocked_categories == ("self-harm/instructions", "sexual/minors")
@@ -82,4 +96,14 @@ def test_the_documented_configuration_loads():
     assert config.admin_token is None  # GATEWAY_ADMIN_TOKEN is not in this environment
     quotas = QuotaSettings.from_mapping(config.quotas)
     assert quotas.reservation_ttl_seconds == 960
+    from gateway.policy.escalation import EscalationSettings
+    from gateway.policy.inline import InlineBudget
+
+    escalation = EscalationSettings.from_mapping(config.escalation,
+                                                 {"ONCALL_WEBHOOK_AUTH": "Bearer hook"})
+    assert escalation.targets["oncall"].headers == {"authorization": "Bearer hook"}
+    assert escalation.shown("https://hooks.example.com/policy/escalations") == "listed-url"
+    assert InlineBudget.from_mapping(config.inline_policy).max_bytes == 65536
+    assert (config.timeouts.request_body, config.max_concurrent_requests) == (30, 1000)
+    assert config.server_read_timeout == 960
     assert len(quotas.configured_limits("proj_support_bot")[0]) == 2

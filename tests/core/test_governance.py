@@ -1,5 +1,5 @@
 """Per-request governance values (gateway/policy/governance.py): the caller's gateway fields (SPEC §3),
-combining a project's and an inline policy's decisions (SPEC §5.10), and the `policy` object
+combining a project's and an inline policy's decisions (SPEC §5.10) and label hygiene, and the `policy` object
 spliced into JSON (SPEC §7)."""
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ import pytest
 
 import dsl
 from dsl.decision import Decision, Obligations, Redactor
-from gateway.errors import InvalidPolicy, InvalidRequest, PolicyIdMismatch
+from gateway.errors import InvalidRequest, PolicyIdMismatch
 from gateway.policy.governance import (
     GATEWAY_BODY_FIELDS,
     MAX_LABEL_LENGTH,
     Governance,
-    InlinePolicies,
     combine,
     read_gateway_fields,
 )
@@ -158,55 +157,11 @@ def test_bad_flagged_categories_are_invalid_request(value: Any) -> None:
     assert caught.value.param == "flagged_categories"
 
 
-# --- InlinePolicies -------------------------------------------------------------------------------
-
 INLINE = """policy v1 "inline" {
   default allow
   denylist fruit = ["banana"]
   rule fruit { when input contains any of fruit then refuse reason FRUIT }
 }"""
-
-
-def test_an_inline_policy_is_compiled_once_per_content() -> None:
-    cache = InlinePolicies(capacity=2)
-    first = cache.compile(INLINE)
-    assert cache.compile(INLINE) is first
-    doc = {"name": "d", "config": {"rules": {"denylist": ["kiwi"]}}}
-    assert cache.compile(doc) is cache.compile(dict(reversed(list(doc.items()))))
-
-
-def test_the_inline_cache_is_bounded() -> None:
-    cache = InlinePolicies(capacity=2)
-    first = cache.compile(INLINE)
-    cache.compile(INLINE.replace("banana", "kiwi"))
-    cache.compile(INLINE.replace("banana", "plum"))
-    assert cache.compile(INLINE) is not first
-
-
-@pytest.mark.parametrize("source", [5, None, ["policy"], True])
-def test_an_inline_policy_of_the_wrong_type_is_invalid_policy(source: Any) -> None:
-    with pytest.raises(InvalidPolicy) as caught:
-        InlinePolicies().compile(source)
-    assert caught.value.param == "policy"
-
-
-@pytest.mark.parametrize("source", [
-    orjson.loads(b'{"a":' * 300 + b"1" + b"}" * 300),
-    orjson.loads(b'{"name": "x", "config": ' + b"[" * 900 + b"]" * 900 + b"}"),
-    "\ud800",
-])
-def test_an_inline_policy_too_deep_to_encode_or_with_a_lone_surrogate_is_invalid_policy(
-        source: Any) -> None:
-    with pytest.raises(InvalidPolicy):
-        InlinePolicies().compile(source)
-
-
-def test_an_inline_policy_that_fails_its_check_reports_the_diagnostics() -> None:
-    with pytest.raises(InvalidPolicy) as caught:
-        InlinePolicies().compile(INLINE.replace("default allow", "default allw"))
-    assert "unknown decision `allw`" in caught.value.message
-    assert "did you mean `allow`?" in caught.value.message
-    assert "<inline policy>:2:" in caught.value.message
 
 
 # --- combine ------------------------------------------------------------------------------------
@@ -345,3 +300,33 @@ def test_the_effective_decision_is_allow_when_not_enforced() -> None:
     policy = gov.policy_object()
     assert (policy["decision"], policy["effective_decision"], policy["enforced"]) == (
         "refuse", "allow", False)
+
+
+def test_escalation_notices_of_every_policy_that_escalated_are_kept() -> None:
+    from gateway.policy.governance import escalation_paths
+
+    project = decision("escalate", obligations=Obligations(escalation_path="oncall"))
+    inline = decision("refuse")
+    assert combine(project, inline).decision == "refuse"
+    assert escalation_paths([project, inline]) == ("oncall",)
+    other = decision("escalate", obligations=Obligations(escalation_path="ops@example.com"))
+    assert escalation_paths([project, other, project]) == ("oncall", "ops@example.com")
+
+
+@pytest.mark.parametrize("character", ["\x1b", "\x07", "\x85", "\x9b", "\u202e",
+                                       "\u2066", "\u200f", "\u2028", "\u2029", "\x7f"])
+@pytest.mark.parametrize(("header", "field"), [("x-policy-user", "policy_user"),
+                                               ("x-policy-target", "policy_target")])
+def test_labels_refuse_controls_bidi_and_separators(character: str, header: str,
+                                                   field: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        read_gateway_fields({header: f"alice{character}admin"}, dict(BODY))
+    assert caught.value.param == header and header in caught.value.message
+    with pytest.raises(InvalidRequest) as caught:
+        read_gateway_fields({}, {**BODY, field: f"alice{character}admin"})
+    assert caught.value.param == field
+
+
+def test_labels_keep_ordinary_unicode() -> None:
+    fields, _ = read_gateway_fields({}, {**BODY, "policy_user": "Zoë 山田 ‍👩‍💻"})
+    assert fields.policy_user == "Zoë 山田 ‍👩‍💻"

@@ -404,3 +404,29 @@ def test_looks_like_jwt_for_tokens(credential):
 ])
 def test_looks_like_jwt_rejects_other_credentials(credential):
     assert not looks_like_jwt(credential)
+
+
+# --- roles and the quota subject (issue 15) ---------------------------------------------------
+
+
+def test_the_super_admin_role_and_the_subject_claim() -> None:
+    settings = JwtSettings.from_mapping({"algorithm": "HS256", "secret": SECRET,
+                                         "super_admin_role": "operator",
+                                         "subject_claim": "employee.id"}, {})
+    verifier = JwtVerifier(settings)
+    claims = {"sub": "u1", "org_id": "acct_1", "exp": int(time.time()) + 60,
+              "employee": {"id": "e-7"}}
+    admin = verifier.verify(jwt.encode({**claims, "roles": ["admin"]}, SECRET, "HS256"))
+    assert (admin.is_admin, admin.is_super_admin, admin.subject) == (True, False, "e-7")
+    operator = verifier.verify(jwt.encode({**claims, "roles": "operator"}, SECRET, "HS256"))
+    assert (operator.is_admin, operator.is_super_admin) == (False, True)
+    with pytest.raises(InvalidToken, match=r"employee\.id"):
+        verifier.verify(jwt.encode({"sub": "u2", "org_id": "acct_1",
+                                    "exp": int(time.time()) + 60}, SECRET, "HS256"))
+
+
+def test_without_a_super_admin_role_no_token_crosses_accounts() -> None:
+    verifier = JwtVerifier(JwtSettings.from_mapping({"algorithm": "HS256", "secret": SECRET}, {}))
+    user = verifier.verify(jwt.encode({"sub": "u1", "org_id": "a", "roles": ["admin", "None"],
+                                       "exp": int(time.time()) + 60}, SECRET, "HS256"))
+    assert (user.is_admin, user.is_super_admin, user.subject) == (True, False, "u1")

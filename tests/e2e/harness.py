@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import sqlite_utils
+from mock_upstream import SCENARIO_HEADER
 from quart_trio import QuartTrio
 from servers import ThreadServer
 
@@ -75,7 +76,10 @@ def start_gateway(directory: Path, config: Mapping[str, Any], *, plan: str = "fr
     """Start a gateway from `config` (the TOML mapping; `database.path` is set here) with an
     account of `plan` and one key. Call `stop_gateway` when done."""
     db_path = directory / "gateway.db"
-    mapping = {**config, "database": {"path": str(db_path)}}
+    # The mock upstream's per-request scenario header is not one a provider API defines: it
+    # passes through the documented `[upstream] forward_headers` knob, as any extra would.
+    mapping = {"upstream": {"forward_headers": [SCENARIO_HEADER]}, **config,
+               "database": {"path": str(db_path)}}
     parsed = Config.from_mapping(mapping, env={})
     store = IdentityStore(open_database(db_path))
     account = store.create_account("e2e", plan)

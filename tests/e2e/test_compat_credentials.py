@@ -111,12 +111,12 @@ def test_hop_by_hop_headers_stay_on_their_hop(gateway: RunningGateway,
                     "x-upstream-hop": "for the gateway only", "x-upstream-custom": "kept"}
     response = httpx.post(
         gateway.url + CHAT_PATH, json=VALID_BODIES[CHAT_PATH],
-        headers={"authorization": f"Bearer {gateway.key}", "x-end-to-end": "kept",
+        headers={"authorization": f"Bearer {gateway.key}", "openai-beta": "kept",
                  **request_hop, **scenario(headers=response_hop)},
         timeout=SDK_TIMEOUT)
     assert response.status_code == 200, response.text
     [request] = mock.requests
-    assert request.headers["x-end-to-end"] == "kept"
+    assert request.headers["openai-beta"] == "kept"  # an end-to-end header of the API
     # httpx may open its own keep-alive connection to the upstream; the client's value must not
     # be what travels.
     assert request.headers.get("connection", "") in ("", "keep-alive")

@@ -38,12 +38,15 @@ def make_events_gateway(gateway_factory: GatewayFactory, mock_upstream: MockUpst
         shutil.copytree(REPO_POLICIES, policies)
         (policies / "escalation.pol").write_text(ESCALATION_POLICY.read_text().replace(
             "ESCALATION_URL", mock_upstream.url + "/escalations"))
+        escalation = {"allowed_urls": [mock_upstream.url + "/escalations"]}
         running = gateway_factory({"policies": {"directory": str(policies)},
+                                   "escalation": escalation,
                                    "admin": {"token": ADMIN_TOKEN}, **config}, plan="control")
         projects = ProjectStore(open_database(running.db_path))
         made = EventsGateway(gateway=running, config={
             "policies": {"directory": str(policies)}, "admin": {"token": ADMIN_TOKEN},
-            "providers": mock_providers(mock_upstream.url), **config})
+            "escalation": escalation, "providers": mock_providers(mock_upstream.url),
+            **config})
         for project_id, policy_id in PROJECTS.items():
             projects.create(project_id=project_id, account_id=running.account.id,
                             name=project_id.removeprefix("proj_").title(), policy_id=policy_id)

@@ -80,6 +80,7 @@ def write_config(root: Path, mock_url: str, port: int, hook_url: str) -> tuple[P
         'poll_seconds = 0.2\n\n'
         f'[[events.connectors]]\nname = "audit"\ntype = "jsonl"\npath = "{jsonl}"\n'
         'poll_seconds = 0.2\n\n'
+        '[upstream]\nforward_headers = ["x-mock-scenario"]\n\n'
         f'[providers.openai]\nkind = "openai"\nbase_url = "{mock_url}/v1"\n'
         f'api_key = "{UPSTREAM_OPENAI_KEY}"\n\n'
         f'[providers.anthropic]\nkind = "anthropic"\nbase_url = "{mock_url}"\n'

@@ -50,6 +50,7 @@ def write_config(root: Path, mock_url: str, port: int) -> tuple[Path, Path]:
         f'[server]\nhost = "127.0.0.1"\nport = {port}\nshutdown_grace = 3\n\n'
         f'[database]\npath = "{db_path}"\n\n[policies]\ndirectory = "{policies}"\n\n'
         '[events]\nbatch_seconds = 30\nbatch_size = 100000\n\n'
+        '[upstream]\nforward_headers = ["x-mock-scenario"]\n\n'
         f'[providers.openai]\nkind = "openai"\nbase_url = "{mock_url}/v1"\n'
         f'api_key = "{UPSTREAM_OPENAI_KEY}"\n\n'
         f'[providers.anthropic]\nkind = "anthropic"\nbase_url = "{mock_url}"\n'

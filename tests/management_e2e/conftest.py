@@ -22,6 +22,8 @@ from gateway.identity.projects import ProjectStore
 ADMIN_TOKEN = "admin-token-" + "z" * 24
 JWT_SECRET = "management-jwt-secret-" + "y" * 32
 PREFIX = "/api/policy-gateway"
+#: The role that makes a JWT admin of every account (policies are shared by all of them).
+SUPER_ADMIN_ROLE = "operator"
 
 
 def guard_source(word: str, policy_id: str = "guard") -> str:
@@ -83,7 +85,8 @@ def managed(mock_upstream: MockUpstream, tmp_path: Path) -> Iterator[Managed]:
     config = {"providers": mock_providers(mock_upstream.url),
               "policies": {"directory": str(policies)},
               "admin": {"token": ADMIN_TOKEN},
-              "jwt": {"algorithm": "HS256", "secret": JWT_SECRET}}
+              "jwt": {"algorithm": "HS256", "secret": JWT_SECRET,
+                      "super_admin_role": SUPER_ADMIN_ROLE}}
     running = start_gateway(tmp_path, config, plan="control")
     db = open_database(running.db_path)
     ProjectStore(db).create("proj_guarded", account_id=running.account.id, name="Guarded",

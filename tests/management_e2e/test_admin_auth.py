@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from .conftest import ADMIN_TOKEN, PREFIX, guard_source
+from .conftest import ADMIN_TOKEN, PREFIX, SUPER_ADMIN_ROLE, guard_source
 
 #: (method, path, JSON body) for every management endpoint, with valid arguments.
 ENDPOINTS = [
@@ -64,7 +64,9 @@ def test_every_endpoint_refuses_non_admin_credentials_and_changes_nothing(manage
 
 @pytest.mark.parametrize("credential", ["token", "jwt"])
 def test_every_endpoint_accepts_the_admin_token_and_an_admin_jwt(managed, credential):
-    secret = ADMIN_TOKEN if credential == "token" else managed.token("boss", ["admin"])
+    # Policies are shared by every account: writing them needs an admin of every account.
+    secret = ADMIN_TOKEN if credential == "token" else managed.token(
+        "boss", ["admin", SUPER_ADMIN_ROLE])
     for method, path, body in ENDPOINTS:
         response = _request(managed, method, path, body, {"authorization": f"Bearer {secret}"})
         assert response.status_code in (200, 201), (method, path, response.text)

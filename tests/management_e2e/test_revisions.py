@@ -17,7 +17,7 @@ import pytest
 
 from gateway.db import open_database
 
-from .conftest import guard_source
+from .conftest import SUPER_ADMIN_ROLE, guard_source
 
 
 def _wait_for(condition, limit: float = 5.0) -> None:
@@ -169,7 +169,7 @@ def _stored_revision_authors(managed, policy_id: str) -> list[tuple[str, str | N
 
 
 def test_api_revision_events_name_the_admin_who_made_the_change(managed):
-    admin_jwt = managed.token("alice@example.com", ["admin"])
+    admin_jwt = managed.token("alice@example.com", ["admin", SUPER_ADMIN_ROLE])
     with managed.admin() as admin:
         created = admin.post("/policies", json={"source": guard_source("kiwi", "fig")})
         assert created.status_code == 201, created.text

@@ -109,6 +109,7 @@ def start_server(root: Path, mock_url: str, *, workers: int = 1, grace: float = 
     config_path.write_text(
         f'[server]\nhost = "127.0.0.1"\nport = {port}\nshutdown_grace = {grace}\n\n'
         f'[database]\npath = "{db_path}"\n\n[policies]\ndirectory = "{policies}"\n\n'
+        '[upstream]\nforward_headers = ["x-mock-scenario"]\n\n'
         f'[providers.openai]\nkind = "openai"\nbase_url = "{mock_url}/v1"\n'
         f'api_key = "{UPSTREAM_OPENAI_KEY}"\n\n'
         f'[providers.anthropic]\nkind = "anthropic"\nbase_url = "{mock_url}"\n'

@@ -95,6 +95,8 @@ def governed(mock_upstream: MockUpstream, tmp_path_factory: pytest.TempPathFacto
     config = {
         "providers": mock_providers(mock_upstream.url),
         "policies": {"directory": str(policies)},
+        # The escalation policy's URL is listed: notices go to it through its connector.
+        "escalation": {"allowed_urls": [escalation_url], "retry_initial": 0.05},
         "jwt": {"algorithm": "HS256", "secret": JWT_SECRET, "audience": JWT_AUDIENCE,
                 "grants": {"granted-user": ["proj_support"]}},
     }

@@ -131,10 +131,10 @@ header_values = st.one_of(
     st.sampled_from([b"proj_support", b"proj_pii", b"proj_other_account", b"proj_disabled",
                      b"a\tb", b"\xc2\x85next-line", b"\xff\xfe", "日本語".encode()]),
 )
-#: The gateway's own headers (never forwarded) and one that is forwarded upstream as sent.
+#: The gateway's own headers (never forwarded) and one an API defines, forwarded as sent.
 policy_headers = st.dictionaries(
     st.sampled_from([b"x-policy-project", b"x-policy-target", b"x-policy-user",
-                     b"x-client-note"]),
+                     b"idempotency-key"]),
     header_values, max_size=3)
 #: Mostly credentials that reach evaluation, so the fuzz gets past authentication.
 CREDENTIALS = ["support"] * 3 + ["pii"] * 3 + ["unbound", "jwt", "free", "none", "garbage"]
@@ -239,9 +239,9 @@ def test_a_non_ascii_forwarded_header_is_relayed_as_sent(governed: Any, http: ht
                                                          mock: Any, path: str) -> None:
     response = http.post(path, json=valid_body("chat", "Where is my order?"), headers=[
         (b"authorization", f"Bearer {governed.keys['proj_support']}".encode()),
-        (b"x-client-note", "café".encode())])
+        (b"idempotency-key", "café".encode())])
     assert response.status_code == 200, response.text
-    assert mock.requests[-1].headers["x-client-note"].encode("latin-1") == "café".encode()
+    assert mock.requests[-1].headers["idempotency-key"].encode("latin-1") == "café".encode()
 
 
 @st.composite

@@ -276,7 +276,9 @@ def test_a_jwt_user_granted_by_the_configuration_uses_the_project(governed, mock
     assert response.status_code == 200, response.text
     assert response.json()["policy"]["policy_user"] == "end-user-9"
     event = governed.events()[-1]
-    assert (event["user_id"], event["quota_subject"]) == ("granted-user", "end-user-9")
+    # The label is the caller's; the quota subject is the token's own (`[jwt] subject_claim`).
+    assert (event["user_id"], event["quota_subject"], event["policy_user"]) == (
+        "granted-user", "granted-user", "end-user-9")
     assert mock.requests[-1].headers["authorization"] == f"Bearer {UPSTREAM_OPENAI_KEY}"
 
 

@@ -96,7 +96,8 @@ def _free_port() -> int:
 
 
 def _toml_providers(mock_url: str) -> str:
-    return (f'[providers.openai]\nkind = "openai"\nbase_url = "{mock_url}/v1"\n'
+    return ('[upstream]\nforward_headers = ["x-mock-scenario"]\n\n'
+            f'[providers.openai]\nkind = "openai"\nbase_url = "{mock_url}/v1"\n'
             f'api_key = "{UPSTREAM_OPENAI_KEY}"\n\n'
             f'[providers.anthropic]\nkind = "anthropic"\nbase_url = "{mock_url}"\n'
             f'api_key = "{UPSTREAM_ANTHROPIC_KEY}"\n')

@@ -1,1 +1,0 @@
-"""The policy language grammar (`policy.lark`), shipped as package data of `dsl`."""

@@ -1,5 +1,0 @@
-import sys
-
-from gateway.cli.main import main
-
-sys.exit(main())

@@ -1,0 +1,201 @@
+"""The trust-boundary suite (issue 15): each test replays one attack against a real gateway
+served by hypercorn on 127.0.0.1 and checks that it now holds.
+
+- `capture`: a listener that records every request it gets (the SSRF target of finding 1, and
+  the escalation webhook when notices are meant to arrive).
+- `secure`: a gateway with two `control` accounts (A and B), one project each linked to a
+  policy of its own directory, keys for both, an admin token and HS256 JWTs.
+
+Finding 9 (`/readyz` details without credentials) is covered with the readiness rework of
+issue 16, in tests/ops_e2e.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from e2e.harness import GatewayFactory, RunningGateway
+from servers import ThreadServer
+
+from gateway.db import open_database
+from gateway.identity.keys import IdentityStore
+from gateway.identity.projects import ProjectStore
+
+ADMIN_TOKEN = "security-admin-" + "t" * 24
+JWT_SECRET = "security-jwt-secret-" + "s" * 32
+SUPER_ADMIN_ROLE = "operator"
+PREFIX = "/api/policy-gateway"
+
+GUARD = '''policy v1 "guard" {
+  name "Guard"
+  default allow
+  escalation_path "oncall"
+  denylist banned = ["pineapple"]
+  rule banned_words {
+    when input contains any of banned
+    then refuse reason BANNED
+  }
+  rule wants_human {
+    when last_user contains "speak to a human"
+    then escalate reason HUMAN_REQUESTED
+  }
+}
+'''
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Capture:
+    """Everything the listener received, in order."""
+
+    server: ThreadServer
+    received: list[Recorded] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def wait_for(self, count: int = 1, timeout: float = 5.0) -> list[Recorded]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.received) >= count:
+                    return list(self.received)
+            time.sleep(0.02)
+        return list(self.received)
+
+
+@pytest.fixture
+def capture() -> Iterator[Capture]:
+    holder: dict[str, Capture] = {}
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                kind = message["type"].removeprefix("lifespan.")
+                await send({"type": f"lifespan.{kind}.complete"})
+                if kind == "shutdown":
+                    return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        with holder["capture"].lock:
+            holder["capture"].received.append(Recorded(
+                scope["method"], scope["path"],
+                {k.decode(): v.decode("latin-1") for k, v in scope["headers"]}, body))
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b'{"ok": true}'})
+
+    server = ThreadServer(lambda: app)
+    holder["capture"] = Capture(server=server)
+    with server:
+        yield holder["capture"]
+
+
+@dataclass
+class Secure:
+    gateway: RunningGateway
+    policies: Path
+    account_a: str
+    account_b: str
+    project_a: str = "proj_a"
+    project_b: str = "proj_b"
+    keys: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return self.gateway.url
+
+    @property
+    def state(self) -> Any:
+        return self.gateway.app.extensions["gateway"]
+
+    def token(self, sub: str, account: str, roles: list[str] | None = None,
+              **claims: Any) -> str:
+        payload = {"sub": sub, "org_id": account, "exp": int(time.time() + 300),
+                   "projects": "*", **claims}
+        if roles is not None:
+            payload["roles"] = roles
+        return jwt.encode(payload, JWT_SECRET, algorithm="HS256")
+
+    def admin(self, credential: str = ADMIN_TOKEN) -> httpx.Client:
+        return httpx.Client(base_url=self.url + PREFIX, timeout=10,
+                            headers={"authorization": f"Bearer {credential}"})
+
+    def chat(self, text: str, *, key: str | None = None, path: str = "/policy/v1",
+             headers: dict[str, str] | None = None, **fields: Any) -> httpx.Response:
+        return httpx.post(self.url + path + "/chat/completions", timeout=15,
+                          headers={"authorization": f"Bearer {key or self.keys['a']}",
+                                   **(headers or {})},
+                          json={"model": "gpt-4o-mini", **fields,
+                                "messages": [{"role": "user", "content": text}]})
+
+
+def _make_secure(gateway_factory: GatewayFactory, tmp_path: Path,
+                 config: dict[str, Any]) -> Secure:
+    policies = tmp_path / "secure-policies"
+    policies.mkdir(exist_ok=True)
+    (policies / "guard.pol").write_text(GUARD)
+    running = gateway_factory({"policies": {"directory": str(policies),
+                                            **config.pop("policies", {})},
+                               "admin": {"token": ADMIN_TOKEN},
+                               "jwt": {"algorithm": "HS256", "secret": JWT_SECRET,
+                                       "super_admin_role": SUPER_ADMIN_ROLE,
+                                       "subject_claim": config.pop("jwt_subject_claim",
+                                                                   "sub")},
+                               **config}, plan="control")
+    db = open_database(running.db_path)
+    try:
+        account_b = IdentityStore(db).create_account("tenant-b", "control")
+        projects = ProjectStore(db)
+        projects.create("proj_a", account_id=running.account.id, name="A", policy_id="guard",
+                        allow_inline_policy=False, known_policies={"guard"})
+        projects.create("proj_b", account_id=account_b.id, name="B", policy_id="guard",
+                        known_policies={"guard"})
+    finally:
+        db.conn.close()
+    secure = Secure(gateway=running, policies=policies, account_a=running.account.id,
+                    account_b=account_b.id)
+    secure.keys["a"] = running.store.create_key(running.account.id, project_id="proj_a")[1]
+    secure.keys["b"] = running.store.create_key(account_b.id, project_id="proj_b")[1]
+    return secure
+
+
+@pytest.fixture
+def make_secure(gateway_factory: GatewayFactory, tmp_path: Path,
+                capture: Capture) -> Callable[..., Secure]:
+    """`make(**sections)`: a secure gateway whose `oncall` escalation target is `capture`."""
+
+    def make(**config: Any) -> Secure:
+        escalation = {"targets": {"oncall": {"url": capture.url + "/oncall"}},
+                      "retry_initial": 0.05, **config.pop("escalation", {})}
+        return _make_secure(gateway_factory, tmp_path, {"escalation": escalation, **config})
+
+    return make
+
+
+@pytest.fixture
+def secure(make_secure: Callable[..., Secure]) -> Secure:
+    return make_secure()
+
