@@ -27,6 +27,7 @@ from gateway.admin.history import PATH as HISTORY_PATH
 from gateway.admin.history import HistoryReader
 from gateway.admin.openapi import register as register_openapi
 from gateway.admin.readiness import database_identity
+from gateway.admin.reload import PolicyReloader
 from gateway.admin.routes import register as register_management
 from gateway.config import Config
 from gateway.datadir import prepare_policies_dir
@@ -75,7 +76,22 @@ def create_app(config: Config | None = None, *,
     # Told by the serving worker when shutdown begins (gateway/http/draining.py).
     draining = app.extensions["draining"] = Draining()
     reloader.listeners.append(metrics.policy_reloaded)
+    history = HistoryReader(config.database_path, state)
+    _serve_lifespan(app, state, reloader, metrics, history)
+    _register_quart_routes(app, state, metrics, history)
+    # The hot API routes bypass quart's per-request machinery (see gateway/http/routes.py).
+    app.asgi_app = FastRoutes(  # type: ignore[method-assign,assignment]
+        app.asgi_app, _api_routes(state),  # type: ignore[arg-type]
+        max_body_bytes=config.max_body_bytes,
+        metrics=metrics, draining=draining, body_timeout=config.timeouts.request_body,
+        max_concurrent=config.max_concurrent_requests)
+    return app
 
+
+def _serve_lifespan(app: QuartTrio, state: GatewayState, reloader: PolicyReloader,
+                    metrics: GatewayMetrics, history: HistoryReader) -> None:
+    """Open the state and start the background tasks before serving; write what is queued and
+    close everything after."""
     # The long-running tasks (event writer, reloader, metrics, connectors) run in a scope of
     # their own that `_close` cancels once the queue is written: quart would otherwise wait
     # BACKGROUND_TASK_SHUTDOWN_TIMEOUT (5 s) for loops that never end by themselves.
@@ -98,8 +114,8 @@ def create_app(config: Config | None = None, *,
         state.nursery = app.nursery
         await app.nursery.start(run_background)
         # /readyz checks that the file at the path is still the one opened here.
-        app.extensions["database_identity"] = database_identity(config.database_path)
-        log_startup(config, state.registry)
+        app.extensions["database_identity"] = database_identity(state.config.database_path)
+        log_startup(state.config, state.registry)
 
     @app.after_serving
     async def _close() -> None:
@@ -111,14 +127,10 @@ def create_app(config: Config | None = None, *,
         history.close()
         await state.aclose()
 
-    api_routes = _api_routes(state)
-    # The hot API routes bypass quart's per-request machinery (see gateway/http/routes.py).
-    app.asgi_app = FastRoutes(  # type: ignore[method-assign,assignment]
-        app.asgi_app, api_routes, max_body_bytes=config.max_body_bytes,  # type: ignore[arg-type]
-        metrics=metrics, draining=draining, body_timeout=config.timeouts.request_body,
-        max_concurrent=config.max_concurrent_requests)
 
-    history = HistoryReader(config.database_path, state)
+def _register_quart_routes(app: QuartTrio, state: GatewayState, metrics: GatewayMetrics,
+                           history: HistoryReader) -> None:
+    """History, health, metrics, and the error shape of everything quart answers itself."""
 
     @app.get(HISTORY_PATH)
     async def policy_history() -> Response:
@@ -136,23 +148,22 @@ def create_app(config: Config | None = None, *,
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
-        adapter = adapter_for(request.path)
-        wrapped: GatewayError
-        if error.code == 405:
-            wrapped = MethodNotAllowed(f"Method {request.method} is not allowed on {request.path}.")
-        elif error.code == 413:
-            wrapped = RequestTooLarge("The request body is larger than the configured limit.")
-        elif error.code == 404:
-            wrapped = NotFound(f"Unknown path {request.method} {request.path}.")
-        elif error.code == 408:
-            wrapped = RequestTimeout("The request body was not received in time.")
-        elif error.code is not None and 400 <= error.code < 500:
-            wrapped = InvalidRequest(f"The request is invalid: {error.description}")
-        else:  # 500 and anything unexpected: a bug of ours, never a 404
-            wrapped = internal_error(f"{request.method} {request.path}")
-        return _to_quart(error_response(adapter, wrapped))
+        return _to_quart(error_response(adapter_for(request.path), _wrapped(error)))
 
-    return app
+
+def _wrapped(error: HTTPException) -> GatewayError:
+    """A werkzeug error as ours: its status kept, a bug of ours a 500, never a 404."""
+    if error.code == 405:
+        return MethodNotAllowed(f"Method {request.method} is not allowed on {request.path}.")
+    if error.code == 413:
+        return RequestTooLarge("The request body is larger than the configured limit.")
+    if error.code == 404:
+        return NotFound(f"Unknown path {request.method} {request.path}.")
+    if error.code == 408:
+        return RequestTimeout("The request body was not received in time.")
+    if error.code is not None and 400 <= error.code < 500:
+        return InvalidRequest(f"The request is invalid: {error.description}")
+    return internal_error(f"{request.method} {request.path}")
 
 
 def _api_routes(state: GatewayState) -> list[ApiRoute]:

@@ -134,9 +134,11 @@ def _api(summary: str, method: str = "post") -> dict[str, Any]:
 
 
 def _management_paths() -> dict[str, Any]:
-    policy_id, project_id, key_id = (_path_param("policy_id"), _path_param("project_id"),
-                                     _path_param("key_id"))
-    policy_write = _ref("PolicyWrite")
+    return {**_policy_paths(), **_project_paths(), **_key_paths(), **_other_paths()}
+
+
+def _policy_paths() -> dict[str, Any]:
+    policy_id, policy_write = _path_param("policy_id"), _ref("PolicyWrite")
     return {
         f"{PREFIX}/policies": {
             "get": _op("List loaded policies and files that fail their check", {
@@ -167,6 +169,12 @@ def _management_paths() -> dict[str, Any]:
         f"{PREFIX}/policies/{{policy_id}}/revisions": {
             "get": _op("List a policy's revisions, oldest first", _list_of("Revision"),
                        params=[policy_id], errors=("401", "403", "404"))},
+    }
+
+
+def _project_paths() -> dict[str, Any]:
+    project_id = _path_param("project_id")
+    return {
         f"{PREFIX}/projects": {
             "get": _op("List projects", _list_of("Project"),
                        params=[_query("account_id", {"type": "string"})]),
@@ -188,6 +196,12 @@ def _management_paths() -> dict[str, Any]:
                 params=[project_id, _query("top", {"type": "integer", "minimum": 1,
                                                    "maximum": 1000})],
                 errors=("400", "401", "403", "404"))},
+    }
+
+
+def _key_paths() -> dict[str, Any]:
+    key_id = _path_param("key_id")
+    return {
         f"{PREFIX}/keys": {
             "get": _op("List keys (previews only)", _list_of("Key"),
                        params=[_query("account_id", {"type": "string"}),
@@ -199,6 +213,11 @@ def _management_paths() -> dict[str, Any]:
         f"{PREFIX}/keys/{{key_id}}/revoke": {
             "post": _op("Revoke a key (takes effect on the next request)", _ref("Key"),
                         params=[key_id], errors=("401", "403", "404"))},
+    }
+
+
+def _other_paths() -> dict[str, Any]:
+    return {
         f"{PREFIX}/simulate": {
             "post": _op("The decision for a request body, without the upstream", {
                 "type": "object", "required": ["object", "policy"], "properties": {
