@@ -18,7 +18,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from gateway.config import Config, ConfigError
+from gateway.config import Config
+from gateway.errors import ConfigError
 
 log = logging.getLogger("gateway.datadir")
 

@@ -1,6 +1,8 @@
-"""Errors the gateway answers with, each mapped to a status and a wire `code` (SPEC §11).
+"""Every error of the gateway, in one place. Who causes each one and what to do is in its
+docstring; HTTP errors carry their status and wire `code`.
 
-Exception hierarchy::
+Errors that become an HTTP answer (each adapter, gateway/adapters, renders them in its API's
+own error shape)::
 
     GatewayError                      every error that becomes an HTTP answer
     ├── ClientError                   the caller sent something we cannot serve
@@ -10,35 +12,62 @@ Exception hierarchy::
     │   ├── ProjectRequired           400 project_required
     │   ├── PolicyNotLinked           400 policy_not_linked
     │   ├── NotFound                  404 not_found
-    │   ├── ProjectNotFound           404 project_not_found
+    │   │   └── ProjectNotFound       404 project_not_found
     │   ├── MethodNotAllowed          405 method_not_allowed
     │   ├── RequestTimeout            408 request_timeout
     │   ├── PolicyIdMismatch          409 policy_id_mismatch
+    │   ├── Conflict                  409 conflict
     │   ├── RequestTooLarge           413 request_too_large
     │   └── QuotaExceeded             429 quota_exceeded
-    ├── ServerBusy                    503 server_busy
+    │       └── QuotaRefused          429 quota_exceeded, with the exhausted window
     ├── AuthenticationError           401: who is calling is unknown
     │   ├── InvalidApiKey             401 invalid_api_key
     │   ├── ApiKeyRevoked             401 api_key_revoked
     │   └── InvalidToken              401 invalid_token
     ├── PermissionDenied              403: the caller is known but may not do this
+    │   ├── AdminRequired             403 admin_required
     │   ├── PlanRequired              403 policy_gateway_plan_required
     │   ├── ProjectForbidden          403 project_forbidden
     │   ├── ProjectDisabled           403 project_disabled
     │   └── PolicyRefused             403 policy_refused
-    └── UpstreamError                 the provider failed us
-        ├── UpstreamUnavailable       502 upstream_unavailable
-        └── UpstreamTimeout           504 upstream_timeout
+    ├── UpstreamError                 the provider failed us
+    │   ├── UpstreamUnavailable       502 upstream_unavailable
+    │   └── UpstreamTimeout           504 upstream_timeout
+    ├── ServerBusy                    503 server_busy: this worker is at its request cap
+    └── ShuttingDown                  503 server_shutting_down: the grace period ended
 
-Each adapter (gateway/adapters) renders these in its API's own error shape. Anything that is not a
-`GatewayError` and escapes a handler is a bug of ours; the app still answers it with a clean 500
-body, never a traceback.
+Errors that never become an HTTP answer: configuration, management and delivery problems,
+reported to the operator or the CLI user, and our own bugs::
+
+    ConfigError                       the configuration file or environment (operator)
+    ValueError
+    ├── JwtSettingsError              [jwt] (operator)
+    ├── EscalationConfigError         [escalation] (operator)
+    ├── ConnectorConfigError          [[events.connectors]] (operator)
+    ├── PolicyDirectoryError          [policies] directory (operator)
+    ├── PolicyFileError               a policy that fails its check (policy author)
+    ├── PolicyIdRefused               a policy write with an unusable id (policy author)
+    ├── PolicyConflict                a policy write that collides with the directory
+    ├── ProjectError                  project and grant management arguments
+    ├── IdentityError                 account and key management arguments
+    ├── HistoryQueryError             a malformed history filter (caller)
+    └── CommandError                  a CLI command that cannot do what it was asked
+    MalformedStream                   an upstream event stream that is not one (upstream)
+    WebhookError                      a connector destination that refused (destination)
+    EventStorageError                 the events database cannot be written (environment)
+    InvalidTransition                 a request lifecycle event out of order (our bug)
+
+Anything else that escapes a handler is a bug of ours too; the app answers it with a clean 500
+in the API's shape, never a traceback.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import dsl
 
 
 class GatewayError(Exception):
@@ -281,6 +310,97 @@ class ShuttingDown(GatewayError):
     error_type = "server_error"
     anthropic_type = "api_error"
 
+
+
+
+# --- errors that never become an HTTP answer -------------------------------------------------
+
+class JwtSettingsError(ValueError):
+    """The `[jwt]` configuration is invalid (unknown algorithm, missing secret, unreadable key
+    file, weak key, ...). Caused by the operator; `field` names the setting to fix."""
+
+    def __init__(self, field_name: str, problem: str) -> None:
+        super().__init__(f"{field_name}: {problem}")
+        self.field = field_name
+
+
+class ProjectError(ValueError):
+    """A management operation on projects or grants was given bad arguments (unknown account or
+    project, duplicate or malformed id, malformed quota, unknown policy). Caused by the operator
+    or the management API client; the message says what to fix."""
+
+
+class IdentityError(ValueError):
+    """A management operation on accounts or keys was given bad arguments (unknown plan,
+    unknown account, unknown key). Caused by the operator; the message says which."""
+
+
+class MalformedStream(Exception):
+    """The upstream sent bytes that are not a valid event stream. Caused by the upstream."""
+
+
+class PolicyFileError(ValueError):
+    """A policy file failed its check (or could not be read or placed). Caused by the policy's
+    author: fix every diagnostic in `.diagnostics` (`python -m dsl check FILE` shows them too)."""
+
+    def __init__(self, diagnostics: Sequence[dsl.Diagnostic], source: str | None = None) -> None:
+        self.diagnostics = list(diagnostics)
+        self.source = source
+        first = next((d for d in self.diagnostics if d.severity == "error"), None)
+        super().__init__(f"{first.file}:{first.line}:{first.column}: {first.message}"
+                         if first else "the policy failed its check")
+
+    def render(self) -> str:
+        """The diagnostics in the compiler format of `python -m dsl check`."""
+        return "\n".join(d.render(self.source) for d in self.diagnostics)
+
+
+class PolicyDirectoryError(ValueError):
+    """The configured policies directory does not exist or is not a directory. Caused by the
+    operator: fix `[policies] directory` in the configuration (or GATEWAY_POLICIES)."""
+
+
+class PolicyIdRefused(ValueError):
+    """A policy write names an id that cannot be used (not a safe file name, or not the id of
+    the policy being updated). Caused by the policy's author: change the id in the source."""
+
+
+class PolicyConflict(ValueError):
+    """A policy write collides with the directory (the id exists already, or another file
+    claims it). Caused by the client: update the existing policy, or pick another id."""
+
+
+class ConfigError(Exception):
+    """The configuration file or environment is invalid. Caused by the operator: fix the file."""
+
+
+class EscalationConfigError(ValueError):
+    """The `[escalation]` section is invalid. Caused by the operator: fix the named entry."""
+
+
+class ConnectorConfigError(ValueError):
+    """An `[[events.connectors]]` entry is invalid. Caused by the operator: fix the entry named
+    in the message."""
+
+
+class WebhookError(Exception):
+    """The webhook destination refused or did not answer. Caused by the destination; the
+    connector retries with backoff until it accepts."""
+
+
+class EventStorageError(Exception):
+    """The events database could not be written (locked, full, removed, unwritable). Caused by
+    the environment; the writer retries, and the operator should check disk and file."""
+
+
+class HistoryQueryError(ValueError):
+    """A history filter, limit or cursor is malformed. Caused by the caller: fix the parameter
+    named in the message."""
+
+
+class CommandError(ValueError):
+    """A management command cannot do what it was asked (unknown policy, conflicting file,
+    unreadable request body). Caused by the user of the CLI; the message says what to fix."""
 
 class InvalidTransition(RuntimeError):
     """A governed request's lifecycle (gateway/policy/lifecycle.py) got an event its phase does

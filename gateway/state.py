@@ -14,8 +14,9 @@ import trio
 
 from gateway.admin.registry import PolicyRegistry, PolicyRevision, list_revisions
 from gateway.admin.reload import emit_revision_events
-from gateway.config import Config, ConfigError
+from gateway.config import Config
 from gateway.db import open_database
+from gateway.errors import ConfigError
 from gateway.events.connectors import ConnectorTask, connector_settings
 from gateway.events.sink import EventSink, QueueSink
 from gateway.events.store import EventSettings, EventStore, EventWriter

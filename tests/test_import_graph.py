@@ -111,3 +111,23 @@ def test_function_level_imports_count():
     source = "def f():\n    from gateway.state import GatewayState\n"
     known = {"gateway.state": Path("x")}
     assert _imported(ast.parse(source), known) == {"gateway.state"}
+
+
+def test_every_error_class_lives_in_errors_and_is_drawn_in_its_docstring():
+    """Errors in one module: no error class elsewhere in the gateway (private signals apart,
+    and the echo upstream's own), and the hierarchy drawn in gateway/errors.py names each."""
+    errors = ROOT / "gateway" / "errors.py"
+    tree = ast.parse(errors.read_text(encoding="utf-8"))
+    doc = ast.get_docstring(tree) or ""
+    defined = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
+    assert [name for name in defined if name not in doc] == []
+    elsewhere = []
+    for path in (ROOT / "gateway").rglob("*.py"):
+        if path == errors or "echo" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.ClassDef) and not node.name.startswith("_")
+                    and any(isinstance(b, ast.Name) and b.id.endswith(("Error", "Exception"))
+                            for b in node.bases)):
+                elsewhere.append(f"{path.relative_to(ROOT)}:{node.name}")
+    assert elsewhere == []

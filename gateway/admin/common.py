@@ -19,11 +19,9 @@ from werkzeug.datastructures import Headers
 
 from gateway.adapters import CHAT
 from gateway.admin.auth import Admin, authorize_admin
-from gateway.errors import GatewayError, InvalidRequest
+from gateway.errors import GatewayError, IdentityError, InvalidRequest, ProjectError
 from gateway.http.access_log import current_record
 from gateway.http.wire import Outbound, error_response
-from gateway.identity.keys import IdentityError
-from gateway.identity.projects import ProjectError
 
 log = logging.getLogger("gateway.admin")
 

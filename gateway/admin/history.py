@@ -25,13 +25,12 @@ import trio
 from gateway.adapters import CHAT
 from gateway.admin.auth import authorize_admin
 from gateway.cli.text import escape_controls
-from gateway.errors import GatewayError, InvalidRequest
+from gateway.errors import GatewayError, HistoryQueryError, InvalidRequest
 from gateway.events.store import (
     DEFAULT_LIMIT,
     FILTER_COLUMNS,
     MAX_LIMIT,
     HistoryQuery,
-    HistoryQueryError,
     query_history,
     row_to_event,
 )

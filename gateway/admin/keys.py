@@ -19,8 +19,8 @@ from gateway.admin.common import (
     string_field,
 )
 from gateway.admin.projects import project_or_404
-from gateway.errors import InvalidRequest, NotFound
-from gateway.identity.keys import IdentityError, IdentityStore
+from gateway.errors import IdentityError, InvalidRequest, NotFound
+from gateway.identity.keys import IdentityStore
 
 
 def _key_dict(key: Any) -> dict[str, Any]:

@@ -24,16 +24,18 @@ from gateway.admin.common import (
     decode_body,
     json_response,
 )
-from gateway.admin.registry import PolicyFileError, PolicyRegistry, list_revisions
-from gateway.admin.reload import (
+from gateway.admin.registry import PolicyRegistry, list_revisions
+from gateway.admin.reload import PolicyReloader, placed_policy, registry_problems, write_policy_file
+from gateway.errors import (
+    Conflict,
+    GatewayError,
+    InvalidPolicy,
+    InvalidRequest,
+    NotFound,
     PolicyConflict,
+    PolicyFileError,
     PolicyIdRefused,
-    PolicyReloader,
-    placed_policy,
-    registry_problems,
-    write_policy_file,
 )
-from gateway.errors import Conflict, GatewayError, InvalidPolicy, InvalidRequest, NotFound
 from gateway.policy.escalation import escalation_diagnostic
 
 

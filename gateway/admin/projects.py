@@ -19,8 +19,8 @@ from gateway.admin.common import (
     refuse_unknown_fields,
     string_field,
 )
-from gateway.errors import Conflict, InvalidRequest, NotFound
-from gateway.identity.projects import UPDATABLE, ProjectError, ProjectStore
+from gateway.errors import Conflict, InvalidRequest, NotFound, ProjectError
+from gateway.identity.projects import UPDATABLE, ProjectStore
 
 CREATE_FIELDS = ("id", "account_id", "name", "status", "policy_id", "budget", "user_quota",
                  "allow_inline_policy")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import astuple, dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -27,30 +27,14 @@ import sqlite_utils
 
 import dsl
 from gateway.db import now_iso, write_transaction
+from gateway.errors import PolicyDirectoryError, PolicyFileError
 from gateway.policy.escalation import EscalationSettings, escalation_diagnostic
 
 EDIT_TYPES = ("create", "update", "delete")
 
 
-class PolicyFileError(ValueError):
-    """A policy file failed its check (or could not be read or placed). Caused by the policy's
-    author: fix every diagnostic in `.diagnostics` (`python -m dsl check FILE` shows them too)."""
-
-    def __init__(self, diagnostics: Sequence[dsl.Diagnostic], source: str | None = None) -> None:
-        self.diagnostics = list(diagnostics)
-        self.source = source
-        first = next((d for d in self.diagnostics if d.severity == "error"), None)
-        super().__init__(f"{first.file}:{first.line}:{first.column}: {first.message}"
-                         if first else "the policy failed its check")
-
-    def render(self) -> str:
-        """The diagnostics in the compiler format of `python -m dsl check`."""
-        return "\n".join(d.render(self.source) for d in self.diagnostics)
 
 
-class PolicyDirectoryError(ValueError):
-    """The configured policies directory does not exist or is not a directory. Caused by the
-    operator: fix `[policies] directory` in the configuration (or GATEWAY_POLICIES)."""
 
 
 @dataclass(frozen=True)

@@ -27,13 +27,12 @@ import trio
 import dsl
 from gateway.admin.registry import (
     LoadedPolicy,
-    PolicyDirectoryError,
-    PolicyFileError,
     PolicyRegistry,
     PolicyRevision,
     _atomic_write,
     policy_files,
 )
+from gateway.errors import PolicyConflict, PolicyDirectoryError, PolicyFileError, PolicyIdRefused
 from gateway.policy.escalation import EscalationSettings, escalation_diagnostic
 from gateway.policy.records import revision_event as policy_revision_event
 
@@ -79,14 +78,8 @@ def emit_revision_events(state: Any, registry: PolicyRegistry,
         state.events.emit(revision_event(change, user_id))
 
 
-class PolicyIdRefused(ValueError):
-    """A policy write names an id that cannot be used (not a safe file name, or not the id of
-    the policy being updated). Caused by the policy's author: change the id in the source."""
 
 
-class PolicyConflict(ValueError):
-    """A policy write collides with the directory (the id exists already, or another file
-    claims it). Caused by the client: update the existing policy, or pick another id."""
 
 
 def write_policy_file(directory: str | os.PathLike[str], source: str, registry: PolicyRegistry,

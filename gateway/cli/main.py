@@ -18,19 +18,23 @@ from typing import Any
 import sqlite_utils
 
 from gateway.admin.history import add_event_commands
-from gateway.admin.registry import (
-    PolicyDirectoryError,
-    PolicyFileError,
-    PolicyRegistry,
-)
-from gateway.cli.output import CommandError, add_output_options, configure_output, show
+from gateway.admin.registry import PolicyRegistry
+from gateway.cli.output import add_output_options, configure_output, show
 from gateway.cli.policies import add_policy_commands
 from gateway.cli.setup_commands import add_setup_commands, admin_token_for_serving
 from gateway.cli.simulate import add_simulate_command
-from gateway.config import Config, ConfigError
-from gateway.errors import GatewayError
-from gateway.identity.keys import PLANS, IdentityError, IdentityStore
-from gateway.identity.projects import STATUSES, ProjectError, ProjectStore
+from gateway.config import Config
+from gateway.errors import (
+    CommandError,
+    ConfigError,
+    GatewayError,
+    IdentityError,
+    PolicyDirectoryError,
+    PolicyFileError,
+    ProjectError,
+)
+from gateway.identity.keys import PLANS, IdentityStore
+from gateway.identity.projects import STATUSES, ProjectStore
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,12 +11,6 @@ from typing import Any
 
 from gateway.cli.text import escape_controls
 
-
-class CommandError(ValueError):
-    """A management command cannot do what it was asked (unknown policy, conflicting file,
-    unreadable request body). Caused by the user of the CLI; the message says what to fix."""
-
-
 # --- output -----------------------------------------------------------------------------------
 
 @dataclass

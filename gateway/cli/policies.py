@@ -20,23 +20,12 @@ from typing import Any
 import sqlite_utils
 
 import dsl
-from gateway.admin.registry import (
-    LoadedPolicy,
-    PolicyFileError,
-    PolicyRegistry,
-    PolicyRevision,
-    list_revisions,
-)
-from gateway.admin.reload import (
-    PolicyConflict,
-    PolicyIdRefused,
-    placed_policy,
-    revision_event,
-    write_policy_file,
-)
-from gateway.cli.output import OUTPUT, CommandError, render, show
+from gateway.admin.registry import LoadedPolicy, PolicyRegistry, PolicyRevision, list_revisions
+from gateway.admin.reload import placed_policy, revision_event, write_policy_file
+from gateway.cli.output import OUTPUT, render, show
 from gateway.config import Config
 from gateway.datadir import prepare_policies_dir
+from gateway.errors import CommandError, PolicyConflict, PolicyFileError, PolicyIdRefused
 from gateway.policy.escalation import EscalationSettings, escalation_diagnostic
 
 # --- policies ---------------------------------------------------------------------------------
@@ -89,7 +78,8 @@ def cli_user_id() -> str:
 
 def _record_events(config: Config, changes: Sequence[PolicyRevision]) -> None:
     """Store the `revision` events of the revisions this command recorded."""
-    from gateway.events.store import EventStorageError, EventStore
+    from gateway.errors import EventStorageError
+    from gateway.events.store import EventStore
 
     if not changes:
         return

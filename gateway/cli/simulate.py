@@ -14,10 +14,11 @@ import trio
 from gateway.admin.registry import (
     list_revisions,
 )
-from gateway.cli.output import OUTPUT, CommandError, render, show
+from gateway.cli.output import OUTPUT, render, show
 from gateway.cli.policies import database, escalation_settings, load_registry
 from gateway.config import Config
-from gateway.identity.projects import ProjectError, ProjectStore
+from gateway.errors import CommandError, ProjectError
+from gateway.identity.projects import ProjectStore
 from gateway.policy.prepared import SIMULATED_SURFACES
 
 # --- simulate ---------------------------------------------------------------------------------
@@ -103,7 +104,8 @@ def _run_simulation(config: Config, body: dict[str, Any]) -> tuple[dict[str, Any
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from gateway.events.store import EventStorageError, EventStore
+    from gateway.errors import EventStorageError
+    from gateway.events.store import EventStore
 
     config = Config.load(args.config)
     answer, events = _run_simulation(config, _simulation_body(args))

@@ -1,7 +1,6 @@
 """The configuration: `Config` (settings.py), read from one TOML file and the environment
 (loading.py) and checked against the schema (schema.py)."""
 
-from gateway.config.loading import ConfigError
 from gateway.config.settings import (
     ANTHROPIC,
     OPENAI,
@@ -11,6 +10,7 @@ from gateway.config.settings import (
     Route,
     Timeouts,
 )
+from gateway.errors import ConfigError
 
 __all__ = ["ANTHROPIC", "OPENAI", "PROVIDER_KINDS", "Config", "ConfigError", "Provider", "Route",
            "Timeouts"]

@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from gateway.config.schema import SECTIONS, ConfigFile, Section
+from gateway.errors import ConfigError
 
 #: Sections whose single-value keys `GATEWAY_<SECTION>_<KEY>` overrides.
 OVERRIDABLE = ("server", "database", "policies", "limits", "timeouts", "moderation", "events",
@@ -32,8 +33,6 @@ ALIASES = {"GATEWAY_DATABASE": "GATEWAY_DATABASE_PATH",
            "GATEWAY_POLICIES": "GATEWAY_POLICIES_DIRECTORY"}
 
 
-class ConfigError(Exception):
-    """The configuration file or environment is invalid. Caused by the operator: fix the file."""
 
 
 def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:

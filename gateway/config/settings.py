@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from gateway.config.loading import ConfigError, apply_environment, read_toml, validate
+from gateway.config.loading import apply_environment, read_toml, validate
+from gateway.errors import ConfigError
 
 OPENAI = "openai"
 ANTHROPIC = "anthropic"

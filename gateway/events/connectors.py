@@ -31,6 +31,7 @@ import sqlite_utils
 import trio
 
 from gateway.db import open_database
+from gateway.errors import ConnectorConfigError, WebhookError
 from gateway.events.leases import DEFAULT_LEASE_SECONDS, ConnectorLease, lease_owner_id
 from gateway.events.sink import RateLimitedLog
 from gateway.events.store import row_to_event
@@ -38,9 +39,6 @@ from gateway.events.store import row_to_event
 log = logging.getLogger("gateway.events.sink")
 
 
-class ConnectorConfigError(ValueError):
-    """An `[[events.connectors]]` entry is invalid. Caused by the operator: fix the entry named
-    in the message."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,9 +199,6 @@ class JsonLinesFile:
                 os.replace(newer, older)
 
 
-class WebhookError(Exception):
-    """The webhook destination refused or did not answer. Caused by the destination; the
-    connector retries with backoff until it accepts."""
 
 
 class Webhook:

@@ -30,6 +30,7 @@ from gateway.db import (
     open_database,
     write_transaction,
 )
+from gateway.errors import EventStorageError, HistoryQueryError
 from gateway.events.sink import COMMON_FIELDS, EVENT_FIELDS, QueueSink, RateLimitedLog
 
 log = logging.getLogger("gateway.events.sink")
@@ -116,9 +117,6 @@ def row_to_event(row: Mapping[str, Any]) -> dict[str, Any]:
 # --- storage --------------------------------------------------------------------------------
 
 
-class EventStorageError(Exception):
-    """The events database could not be written (locked, full, removed, unwritable). Caused by
-    the environment; the writer retries, and the operator should check disk and file."""
 
 
 class EventStore:
@@ -269,9 +267,6 @@ class EventWriter:
 # --- history --------------------------------------------------------------------------------
 
 
-class HistoryQueryError(ValueError):
-    """A history filter, limit or cursor is malformed. Caused by the caller: fix the parameter
-    named in the message."""
 
 
 FILTER_COLUMNS = ("project_id", "policy_id", "policy_target", "policy_user", "decision",

@@ -69,13 +69,12 @@ from typing import Any
 
 import jwt
 
-from gateway.errors import InvalidToken
+from gateway.errors import InvalidToken, JwtSettingsError
 from gateway.identity.jwt_settings import (
     ALGORITHMS,
     ALL_PROJECTS,
     AllProjects,
     JwtSettings,
-    JwtSettingsError,
     ProjectGrants,
     VerificationKey,
     _grant_value,

@@ -17,6 +17,8 @@ import jwt
 from cryptography import x509
 from jwt.algorithms import get_default_algorithms
 
+from gateway.errors import JwtSettingsError
+
 ALGORITHMS = ("HS256", "RS256", "ES256")
 _MIN_HMAC_SECRET_BYTES = 32  # RFC 7518 §3.2: at least the hash output size
 
@@ -36,13 +38,6 @@ _SETTINGS_FIELDS = frozenset(
 )
 
 
-class JwtSettingsError(ValueError):
-    """The `[jwt]` configuration is invalid (unknown algorithm, missing secret, unreadable key
-    file, weak key, ...). Caused by the operator; `field` names the setting to fix."""
-
-    def __init__(self, field_name: str, problem: str) -> None:
-        super().__init__(f"{field_name}: {problem}")
-        self.field = field_name
 
 
 class AllProjects(enum.Enum):

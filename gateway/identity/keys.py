@@ -22,7 +22,7 @@ from typing import Any
 import sqlite_utils
 
 from gateway.db import data_version, identity_version, now_iso
-from gateway.errors import ApiKeyRevoked, InvalidApiKey
+from gateway.errors import ApiKeyRevoked, IdentityError, InvalidApiKey
 from gateway.identity.projects import Project, load_grants, load_projects
 from gateway.labels import label_problem
 
@@ -32,9 +32,6 @@ POLICY_GATEWAY_PLANS = frozenset({"control", "advanced", "enterprise"})
 KEY_PREFIX = "ak_"
 
 
-class IdentityError(ValueError):
-    """A management operation on accounts or keys was given bad arguments (unknown plan,
-    unknown account, unknown key). Caused by the operator; the message says which."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ import sqlite_utils
 
 from dsl import QuotaLimit
 from gateway.db import now_iso, write_transaction
+from gateway.errors import ProjectError
 from gateway.labels import label_problem
 
 PROJECT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{1,63}")
@@ -34,10 +35,6 @@ UPDATABLE = frozenset({"name", "status", "policy_id", "budget", "user_quota",
 Quota = dict[str, dict[str, int]]
 
 
-class ProjectError(ValueError):
-    """A management operation on projects or grants was given bad arguments (unknown account or
-    project, duplicate or malformed id, malformed quota, unknown policy). Caused by the operator
-    or the management API client; the message says what to fix."""
 
 
 @dataclass(frozen=True)

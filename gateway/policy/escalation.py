@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dsl
+from gateway.errors import EscalationConfigError
 
 #: Connector names of escalation targets start with this (progress rows, leases, logs).
 CONNECTOR_PREFIX = "escalation:"
@@ -34,8 +35,6 @@ _DELIVERY_KEYS = {"timeout", "retry_initial", "retry_max"}
 TARGET_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 
 
-class EscalationConfigError(ValueError):
-    """The `[escalation]` section is invalid. Caused by the operator: fix the named entry."""
 
 
 @dataclass(frozen=True, slots=True)

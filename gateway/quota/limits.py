@@ -261,7 +261,8 @@ class QuotaSettings:
 
 def _configured_quota(value: object, what: str) -> tuple[QuotaLimit, ...]:
     """A quota written like a project's (`{requests = {daily = 1000}}`) as limits."""
-    from gateway.identity.projects import ProjectError, quota_limits, validate_quota
+    from gateway.errors import ProjectError
+    from gateway.identity.projects import quota_limits, validate_quota
 
     try:
         return quota_limits(validate_quota(value, what))

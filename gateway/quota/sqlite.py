@@ -287,7 +287,7 @@ class SqliteQuotaStore:
 
 def settings_from_config(config: Any) -> QuotaSettings:
     """The `[quotas]` section of `config`, or `ConfigError` naming what is wrong."""
-    from gateway.config import ConfigError
+    from gateway.errors import ConfigError
 
     try:
         return QuotaSettings.from_mapping(config.quotas, total_timeout=config.timeouts.total)

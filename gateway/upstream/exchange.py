@@ -20,8 +20,8 @@ import trio
 
 from gateway.adapters.base import Adapter
 from gateway.config import ANTHROPIC, OPENAI, Config, Provider, Timeouts
-from gateway.errors import UpstreamTimeout, UpstreamUnavailable
-from gateway.upstream.sse import Frame, MalformedStream, SSEParser
+from gateway.errors import MalformedStream, UpstreamTimeout, UpstreamUnavailable
+from gateway.upstream.sse import Frame, SSEParser
 
 ECHO_ORIGIN = "http://echo.invalid"
 DEFAULT_ANTHROPIC_VERSION = "2023-06-01"

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.errors import MalformedStream
+
 #: A frame larger than this without a terminating blank line is treated as a broken stream.
 DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024
 
 
-class MalformedStream(Exception):
-    """The upstream sent bytes that are not a valid event stream. Caused by the upstream."""
 
 
 @dataclass(frozen=True, slots=True)

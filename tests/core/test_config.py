@@ -1,6 +1,7 @@
 import pytest
 
-from gateway.config import ANTHROPIC, OPENAI, Config, ConfigError
+from gateway.config import ANTHROPIC, OPENAI, Config
+from gateway.errors import ConfigError
 
 
 def test_defaults_run_with_no_file_and_no_keys():

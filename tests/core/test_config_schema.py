@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import Config, ConfigError
+from gateway.config import Config
 from gateway.config.loading import OVERRIDABLE, override_variables
 from gateway.config.schema import SECTIONS
+from gateway.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = {"GROQ_API_KEY": "g", "GATEWAY_JWT_SECRET": "s" * 32}

@@ -7,12 +7,8 @@ import pytest
 
 import dsl
 from gateway.cli.text import escape_controls
-from gateway.policy.escalation import (
-    EscalationConfigError,
-    EscalationSettings,
-    escalation_diagnostic,
-    escalation_problem,
-)
+from gateway.errors import EscalationConfigError
+from gateway.policy.escalation import EscalationSettings, escalation_diagnostic, escalation_problem
 
 SETTINGS = EscalationSettings.from_mapping(
     {"allowed_urls": ["https://hooks.example.com/listed"], "retry_max": 5,

@@ -11,8 +11,9 @@ import pytest
 
 from gateway.cli import main as cli
 from gateway.cli.setup_commands import admin_token_for_serving
-from gateway.config import Config, ConfigError
+from gateway.config import Config
 from gateway.datadir import EXAMPLES_DIR, ensure_admin_token, prepare_policies_dir
+from gateway.errors import ConfigError
 
 
 def _config(tmp_path: Path, extra: str = "") -> Path:

@@ -1,13 +1,8 @@
 import pytest
 
 from gateway.db import open_database
-from gateway.errors import ApiKeyRevoked, InvalidApiKey
-from gateway.identity.keys import (
-    IdentityCache,
-    IdentityError,
-    IdentityStore,
-    credential_from_headers,
-)
+from gateway.errors import ApiKeyRevoked, IdentityError, InvalidApiKey
+from gateway.identity.keys import IdentityCache, IdentityStore, credential_from_headers
 
 
 @pytest.fixture

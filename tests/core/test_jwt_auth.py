@@ -18,14 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from gateway.errors import InvalidToken
-from gateway.identity.jwt import (
-    ALL_PROJECTS,
-    JwtSettings,
-    JwtSettingsError,
-    JwtVerifier,
-    looks_like_jwt,
-)
+from gateway.errors import InvalidToken, JwtSettingsError
+from gateway.identity.jwt import ALL_PROJECTS, JwtSettings, JwtVerifier, looks_like_jwt
 
 SECRET = secrets.token_urlsafe(40)
 OTHER_SECRET = secrets.token_urlsafe(40)

@@ -10,14 +10,9 @@ from pathlib import Path
 import pytest
 
 import dsl
-from gateway.admin.registry import (
-    PolicyDirectoryError,
-    PolicyFileError,
-    PolicyRegistry,
-    add_policy_file,
-    list_revisions,
-)
+from gateway.admin.registry import PolicyRegistry, add_policy_file, list_revisions
 from gateway.db import open_database
+from gateway.errors import PolicyDirectoryError, PolicyFileError
 
 REPO_POLICIES = Path(__file__).resolve().parents[2] / "policies"
 

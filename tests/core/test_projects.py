@@ -4,8 +4,9 @@ import pytest
 
 from dsl import QuotaLimit
 from gateway.db import data_version, open_database
+from gateway.errors import ProjectError
 from gateway.identity.keys import IdentityStore
-from gateway.identity.projects import ProjectError, ProjectStore, load_grants, load_projects
+from gateway.identity.projects import ProjectStore, load_grants, load_projects
 
 
 @pytest.fixture

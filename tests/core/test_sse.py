@@ -2,7 +2,8 @@
 
 import pytest
 
-from gateway.upstream.sse import Frame, MalformedStream, SSEParser, encode_frame, parse_frame
+from gateway.errors import MalformedStream
+from gateway.upstream.sse import Frame, SSEParser, encode_frame, parse_frame
 
 
 def frames_of(chunks: list[bytes]) -> list[tuple[str | None, str | None]]:
