@@ -191,9 +191,12 @@ class ChatCompletions(OpenAIErrorShape, Adapter):
 
     def output_refusal_frames(self, template: JSON | None, error: GatewayError,
                               extra: Mapping[str, Any]) -> bytes:
-        # A last chunk that says the content was filtered, then the normal end: SDKs finish the
-        # stream cleanly and the client sees `finish_reason == "content_filter"`. The chunk
-        # keeps the stream's id, model and created, as every chunk of one completion does.
+        # A last chunk that says the content was filtered (SPEC §7.3), then the refusal itself
+        # as OpenAI's own mid-stream error frame, then the normal end. A client reading chunks
+        # sees `finish_reason == "content_filter"`; the SDKs then raise on the error frame
+        # (`code: policy_refused`), as they do for the refusal of a request, so a refused
+        # answer cannot pass for a finished one. The chunk keeps the stream's id, model and
+        # created, as every chunk of one completion does.
         template = template or {}
         chunk: JSON = {
             "id": str_or(template.get("id"), new_id("chatcmpl-")),
@@ -203,7 +206,8 @@ class ChatCompletions(OpenAIErrorShape, Adapter):
             "choices": [{"index": 0, "delta": {}, "finish_reason": "content_filter"}],
         }
         chunk.update(extra)
-        return encode_frame(dumps(chunk)) + encode_frame(b"[DONE]")
+        return (encode_frame(dumps(chunk)) + self.stream_error_frame(error, extra)
+                + encode_frame(b"[DONE]"))
 
 
 def _messages(body: Mapping[str, Any]) -> list[Any]:

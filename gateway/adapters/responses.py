@@ -5,11 +5,11 @@ content of message items (a string, or their `input_text` / `output_text` parts)
 `output` of `function_call_output` and `custom_tool_call_output` items (a string, or their
 `input_text` parts). Images, files, tool-call arguments and reasoning carry no text a policy reads.
 
-A refusal of the output ends the stream with `response.failed`. The SDK types only accept the
-codes of OpenAI's own `ResponseError.code` enum, and `policy_refused` is not one of them, so the
-failed response's `error` is `{"code": "invalid_prompt", "type": "policy_refused", "message":
-...}`: `invalid_prompt` is the code OpenAI itself uses for content its usage policies stop,
-and `type` (a free string, "the original error type") carries the gateway's code.
+A refusal of the output ends the stream with the API's `error` event, in the same shape as
+every other stream error (`stream_error_frame`): `code: policy_refused`, and a nested `error`
+the SDK raises on. Not `response.failed`: its `error.code` must be one of OpenAI's own
+`ResponseError.code` values (strict clients reject any other), so it could not say
+`policy_refused`, and the SDK yields it as an ordinary event instead of raising.
 """
 
 from __future__ import annotations
@@ -51,8 +51,6 @@ _USAGE_EVENTS = frozenset({"response.completed", "response.failed", "response.in
 #: "Done" events repeat the whole text, so held-back text must be released before the first.
 _TEXT_END_EVENTS = frozenset({"response.output_text.done", "response.content_part.done",
                               "response.output_item.done"}) | _USAGE_EVENTS
-#: The `ResponseError.code` the SDK accepts that is nearest to a policy refusal (see above).
-REFUSAL_ERROR_CODE = "invalid_prompt"
 _SYSTEM_ROLES = ("system", "developer")
 
 
@@ -246,24 +244,10 @@ class Responses(OpenAIErrorShape, Adapter):
 
     def output_refusal_frames(self, template: JSON | None, error: GatewayError,
                               extra: Mapping[str, Any]) -> bytes:
-        """`response.failed`. The SDK's stream helper checks that every lifecycle event names
-        the stream's response id, so the failed response is the template's `response` (pass a
-        `response.created` frame) when it has one; a text delta frame does not carry that id,
-        and then the id is new."""
-        template = template or {}
-        seen = template.get("response")
-        base = (dict(seen) if isinstance(seen, dict)
-                else _response_skeleton(new_id("resp_"), "", int(time.time())))
-        number = int_or_none(template.get("sequence_number"))
-        event: JSON = {
-            "type": "response.failed",
-            "sequence_number": number + 1 if number is not None else 0,
-            "response": {**base, "status": "failed", "error": {
-                "code": REFUSAL_ERROR_CODE, "type": error.code, "message": error.message,
-                "param": error.param}},
-        }
-        event.update(extra)
-        return encode_frame(dumps(event), event="response.failed")
+        """The `error` event, numbered after the last frame the client got (`template`)."""
+        number = int_or_none((template or {}).get("sequence_number"))
+        numbered = {"sequence_number": number + 1} if number is not None else {}
+        return self.stream_error_frame(error, {**extra, **numbered})
 
 
 def _response_skeleton(response_id: str, model: str, created_at: int) -> JSON:
