@@ -30,6 +30,7 @@ from gateway.adapters.base import (
     map_message_content,
     new_id,
     non_empty_list,
+    policy_of,
     str_or,
     texts_of,
     usage_from,
@@ -72,10 +73,12 @@ class ChatCompletions(OpenAIErrorShape, Adapter):
     def stream_error_frame(self, error: GatewayError, extra: Mapping[str, Any] | None = None
                            ) -> bytes:
         # OpenAI itself reports mid-stream failures as a data frame holding `error`; the SDK
-        # raises APIError on it.
+        # raises APIError on it, whose `body` is that `error` object only: the `policy` object
+        # is repeated inside it so that code catching the exception can read it.
         body = self.error_body(error)
         if extra:
             body.update(extra)
+            body["error"].update(policy_of(extra))
         return encode_frame(dumps(body))
 
     def is_terminal(self, frame: Frame) -> bool:

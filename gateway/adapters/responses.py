@@ -35,6 +35,7 @@ from gateway.adapters.base import (
     make_input_view,
     new_id,
     non_empty_list,
+    policy_of,
     str_or,
     texts_of,
     usage_from,
@@ -76,6 +77,7 @@ class Responses(OpenAIErrorShape, Adapter):
         # The nested `error` repeats the fields in the chat completions shape: the openai SDK
         # only raises on an event holding `error` and silently yields the spec's flat event
         # (openai/openai-python#2487), which would let a failed stream pass for a finished one.
+        # The SDK's exception holds only that nested `error`, so it repeats `policy` too.
         body: JSON = {
             "type": "error",
             "code": error.code,
@@ -83,7 +85,7 @@ class Responses(OpenAIErrorShape, Adapter):
             "param": error.param,
             "sequence_number": 0,
             "error": {"type": error.error_type, "code": error.code, "message": error.message,
-                      "param": error.param},
+                      "param": error.param, **policy_of(extra or {})},
         }
         if extra:
             body.update(extra)

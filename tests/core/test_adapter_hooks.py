@@ -622,7 +622,8 @@ def test_chat_refusal_frames() -> None:
         "id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 7, "model": "g",
         "choices": [{"index": 0, "delta": {}, "finish_reason": "content_filter"}],
         "policy": {"decision": "refuse", "stage": "output"}}
-    assert json.loads(frames[1][1]) == {"error": {**REFUSAL_ERROR, "param": None}, **POLICY}
+    assert json.loads(frames[1][1]) == {"error": {**REFUSAL_ERROR, "param": None, **POLICY},
+                                        **POLICY}
     unchanged()
     chunk = ChatCompletionChunk.model_validate(json.loads(frames[0][1]))
     assert chunk.choices[0].finish_reason == "content_filter"
@@ -645,7 +646,7 @@ def test_responses_refusal_frame_is_numbered_after_the_last_frame() -> None:
     assert [(event, json.loads(data)) for event, data in frames] == [("error", {
         "type": "error", "code": "policy_refused", "param": None, "sequence_number": 1,
         "message": "The response was stopped by policy.",
-        "error": {**REFUSAL_ERROR, "param": None},
+        "error": {**REFUSAL_ERROR, "param": None, **POLICY},
         "policy": {"decision": "refuse", "stage": "output"}})]
     unchanged()
 
@@ -686,6 +687,7 @@ def test_openai_sdk_raises_after_the_content_filter_chunk_of_a_refused_chat_stre
     assert chunks[-1].id == "chatcmpl-1"
     assert chunks[-1].to_dict()["policy"] == POLICY["policy"]
     assert (caught.value.code, caught.value.type) == ("policy_refused", "permission_error")
+    assert isinstance(caught.value.body, dict) and caught.value.body["policy"] == POLICY["policy"]
 
 
 def test_anthropic_sdk_raises_on_the_refusal_event() -> None:

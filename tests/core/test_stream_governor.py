@@ -176,7 +176,7 @@ def termination(surface: str, first: JSON, last_number: int | None) -> bytes:
                  "model": "m",
                  "choices": [{"index": 0, "delta": {}, "finish_reason": "content_filter"}]}
         error = {"message": REFUSAL_MESSAGE, "type": "permission_error", "param": None,
-                 "code": "policy_refused"}
+                 "code": "policy_refused", "policy": refused(surface)}
         return frame(chunk, refused(surface)) + frame({"error": error}, refused(surface)) + DONE
     if surface == "messages":
         return frame({"type": "error", "error": {
@@ -186,7 +186,8 @@ def termination(surface: str, first: JSON, last_number: int | None) -> bytes:
     return frame({"type": "error", "code": "policy_refused", "message": REFUSAL_MESSAGE,
                   "param": None, "sequence_number": last_number + 1,
                   "error": {"type": "permission_error", "code": "policy_refused",
-                            "message": REFUSAL_MESSAGE, "param": None}}, refused(surface))
+                            "message": REFUSAL_MESSAGE, "param": None,
+                            "policy": refused(surface)}}, refused(surface))
 
 
 #: Frames each API streams before its first text delta (chat: the role chunk).
