@@ -40,7 +40,7 @@ APIS: dict[str, tuple[str, Callable[[str], dict[str, Any]]]] = {
 }
 ALL_APIS = sorted(APIS)
 OPENAI_ERROR_KEYS = {"message", "type", "param", "code"}
-ANTHROPIC_ERROR_KEYS = {"type", "message", "code"}
+ANTHROPIC_ERROR_KEYS = {"type", "message", "code", "details"}
 
 
 def body_of(api: str, text: str = ORDER, **extra: Any) -> dict[str, Any]:
