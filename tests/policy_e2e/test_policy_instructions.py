@@ -153,3 +153,17 @@ def test_simulate_shows_the_instruction_that_would_be_added(governed: Any, mock:
         assert (result["policy"]["decision"], result["upstream_called"]) == (case.decision, True)
         assert result["obligations"]["instruction"] == case.instruction
     assert mock.requests == []
+
+
+def test_admin_simulate_shows_the_instruction_too(governed: Any, mock: Any) -> None:
+    case = CASES["json-default-rewrite"]
+    _, body, _ = variants(case.prompt)["responses+instructions"]
+    admin = governed.token("ins-admin", roles=["admin"])
+    response = httpx.post(governed.url + "/api/policy-gateway/simulate",
+                          json={**body, "surface": "responses", "project_id": case.project},
+                          headers={"authorization": "Bearer " + admin}, timeout=SDK_TIMEOUT)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert (result["policy"]["decision"], result["obligations"]["instruction"]) == (
+        "rewrite", DEFAULT_REWRITE_INSTRUCTION)
+    assert mock.requests == []
