@@ -222,3 +222,42 @@ def test_a_refusal_tells_every_client_not_to_retry(governed: Any, mock: Any) -> 
         with pytest.raises(openai.PermissionDeniedError) as caught:
             response.create(model="gpt-x", messages=[{"role": "user", "content": OFF_TOPIC}])
     assert caught.value.response.headers["x-should-retry"] == "false"
+
+
+def helper_chat(governed: Any, refusal: Refusal, user: str) -> None:
+    with openai.OpenAI(base_url=governed.url + "/policy/v1", api_key=governed.keys[
+            refusal.project], timeout=SDK_TIMEOUT) as client, client.chat.completions.stream(
+            model="gpt-x", messages=[{"role": "user", "content": refusal.prompt}],
+            extra_headers=headers(user, refusal)) as stream:
+        list(stream)
+
+
+def helper_responses(governed: Any, refusal: Refusal, user: str) -> None:
+    with openai.OpenAI(base_url=governed.url + "/policy/v1", api_key=governed.keys[
+            refusal.project], timeout=SDK_TIMEOUT) as client, client.responses.stream(
+            model="gpt-x", input=refusal.prompt, extra_headers=headers(user, refusal)) as stream:
+        list(stream)
+
+
+def helper_messages(governed: Any, refusal: Refusal, user: str) -> None:
+    with anthropic.Anthropic(base_url=governed.url + "/policy", api_key=governed.keys[
+            refusal.project], timeout=SDK_TIMEOUT) as client, client.messages.stream(
+            model="claude-x", max_tokens=64, messages=[{"role": "user", "content": refusal.prompt}],
+            extra_headers=headers(user, refusal)) as stream:
+        list(stream)
+
+
+HELPERS = {"chat.completions": helper_chat, "responses": helper_responses,
+           "messages": helper_messages}
+
+
+@pytest.mark.parametrize("surface", list(HELPERS))
+@by_refusal
+def test_the_sdks_stream_helpers_raise_the_same_class_once(governed: Any, mock: Any,
+                                                           surface: str,
+                                                           refusal: Refusal) -> None:
+    user = new_user()
+    with pytest.raises((openai.APIError, anthropic.APIError)) as caught:
+        HELPERS[surface](governed, refusal, user)
+    check_raised(caught.value, surface, True, refusal)
+    check_not_retried(governed, mock, user, refusal)
