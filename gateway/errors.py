@@ -276,9 +276,21 @@ class ProjectDisabled(PermissionDenied):
 
 
 class PolicyRefused(PermissionDenied):
-    """The policy refused the request or its output. Caused by content; see the `policy` object."""
+    """The policy refused the request or its output. Caused by content; see the `policy` object.
+
+    One shape on every API, streamed or not: `code` `policy_refused`, type `permission_error`
+    (the type the Anthropic SDK and litellm map to a non-retryable 403; the OpenAI SDKs map by
+    status). `x-should-retry: false` tells both official SDKs, whatever their retry policy,
+    that the same request would be refused again.
+    """
 
     code = "policy_refused"
+
+    def __init__(self, message: str, *, param: str | None = None,
+                 headers: Mapping[str, str] | None = None,
+                 extra: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message, param=param, headers={"x-should-retry": "false",
+                                                        **(headers or {})}, extra=extra)
 
 
 class UpstreamError(GatewayError):

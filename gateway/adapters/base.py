@@ -265,6 +265,12 @@ class OpenAIErrorShape:
         return body
 
 
+def policy_of(extra: Mapping[str, Any]) -> JSON:
+    """`{"policy": ...}` from the keys added beside an error, or nothing: for error objects the
+    OpenAI SDKs hand to client code without their envelope."""
+    return {"policy": extra["policy"]} if "policy" in extra else {}
+
+
 def dumps(value: Any) -> bytes:
     return orjson.dumps(value)
 

@@ -35,6 +35,7 @@ from gateway.adapters.base import (
     make_input_view,
     new_id,
     non_empty_list,
+    policy_of,
     str_or,
     texts_of,
     tool_arguments_texts,
@@ -111,10 +112,12 @@ class ChatCompletions(OpenAIErrorShape, Adapter):
     def stream_error_frame(self, error: GatewayError, extra: Mapping[str, Any] | None = None
                            ) -> bytes:
         # OpenAI itself reports mid-stream failures as a data frame holding `error`; the SDK
-        # raises APIError on it.
+        # raises APIError on it, whose `body` is that `error` object only: the `policy` object
+        # is repeated inside it so that code catching the exception can read it.
         body = self.error_body(error)
         if extra:
             body.update(extra)
+            body["error"].update(policy_of(extra))
         return encode_frame(dumps(body))
 
     def is_terminal(self, frame: Frame) -> bool:
@@ -284,9 +287,12 @@ class ChatCompletions(OpenAIErrorShape, Adapter):
 
     def output_refusal_frames(self, template: JSON | None, error: GatewayError,
                               extra: Mapping[str, Any]) -> bytes:
-        # A last chunk that says the content was filtered, then the normal end: SDKs finish the
-        # stream cleanly and the client sees `finish_reason == "content_filter"`. The chunk
-        # keeps the stream's id, model and created, as every chunk of one completion does.
+        # A last chunk that says the content was filtered (SPEC §7.3), then the refusal itself
+        # as OpenAI's own mid-stream error frame, then the normal end. A client reading chunks
+        # sees `finish_reason == "content_filter"`; the SDKs then raise on the error frame
+        # (`code: policy_refused`), as they do for the refusal of a request, so a refused
+        # answer cannot pass for a finished one. The chunk keeps the stream's id, model and
+        # created, as every chunk of one completion does.
         template = template or {}
         chunk: JSON = {
             "id": str_or(template.get("id"), new_id("chatcmpl-")),
@@ -296,7 +302,8 @@ class ChatCompletions(OpenAIErrorShape, Adapter):
             "choices": [{"index": 0, "delta": {}, "finish_reason": "content_filter"}],
         }
         chunk.update(extra)
-        return encode_frame(dumps(chunk)) + encode_frame(b"[DONE]")
+        return (encode_frame(dumps(chunk)) + self.stream_error_frame(error, extra)
+                + encode_frame(b"[DONE]"))
 
 
 def _messages(body: Mapping[str, Any]) -> list[Any]:

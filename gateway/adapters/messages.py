@@ -105,9 +105,12 @@ class Messages(Adapter):
         check_field(body, "tools", list)
 
     def error_body(self, error: GatewayError) -> JSON:
+        # `details.error_code` is where the Anthropic SDKs read a stable cause from
+        # (`APIStatusError.error_code`); `code` repeats it in the gateway's own place (SPEC §11).
         body: JSON = {
             "type": "error",
-            "error": {"type": error.anthropic_type, "message": error.message, "code": error.code},
+            "error": {"type": error.anthropic_type, "message": error.message, "code": error.code,
+                      "details": {"error_code": error.code}},
         }
         body.update(error.extra)
         return body
@@ -232,12 +235,10 @@ class Messages(Adapter):
 
     def output_refusal_frames(self, template: JSON | None, error: GatewayError,
                               extra: Mapping[str, Any]) -> bytes:
-        # Anthropic's own mid-stream error event; the SDK raises on it (SPEC §7.3).
-        body: JSON = {"type": "error",
-                      "error": {"type": "policy_refused", "message": error.message,
-                                "code": error.code}}
-        body.update(extra)
-        return encode_frame(dumps(body), event="error")
+        # Anthropic's own mid-stream error event, in the same shape as the refusal of a
+        # request: the SDK raises on it (SPEC §7.3), and its `permission_error` type is not one
+        # a client retries or falls back on (an unknown type reads as a server error).
+        return self.stream_error_frame(error, extra)
 
 
 class CountTokens(Messages):

@@ -11,11 +11,11 @@ Texts a policy reads in the answer (output): output text and refusal parts, func
 arguments, custom tool call inputs, MCP call arguments, code interpreter code, and reasoning
 summaries and texts; on a stream, their deltas.
 
-A refusal of the output ends the stream with `response.failed`. The SDK types only accept the
-codes of OpenAI's own `ResponseError.code` enum, and `policy_refused` is not one of them, so the
-failed response's `error` is `{"code": "invalid_prompt", "type": "policy_refused", "message":
-...}`: `invalid_prompt` is the code OpenAI itself uses for content its usage policies stop,
-and `type` (a free string, "the original error type") carries the gateway's code.
+A refusal of the output ends the stream with the API's `error` event, in the same shape as
+every other stream error (`stream_error_frame`): `code: policy_refused`, and a nested `error`
+the SDK raises on. Not `response.failed`: its `error.code` must be one of OpenAI's own
+`ResponseError.code` values (strict clients reject any other), so it could not say
+`policy_refused`, and the SDK yields it as an ordinary event instead of raising.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from gateway.adapters.base import (
     make_input_view,
     new_id,
     non_empty_list,
+    policy_of,
     str_or,
     texts_of,
     tool_arguments_texts,
@@ -65,8 +66,6 @@ _TEXT_END_EVENTS = frozenset({
     "response.mcp_call_arguments.done", "response.code_interpreter_call_code.done",
     "response.reasoning_summary_text.done", "response.reasoning_summary_part.done",
     "response.reasoning_text.done", "response.output_item.done"}) | _USAGE_EVENTS
-#: The `ResponseError.code` the SDK accepts that is nearest to a policy refusal (see above).
-REFUSAL_ERROR_CODE = "invalid_prompt"
 _SYSTEM_ROLES = ("system", "developer")
 
 
@@ -149,6 +148,7 @@ class Responses(OpenAIErrorShape, Adapter):
         # The nested `error` repeats the fields in the chat completions shape: the openai SDK
         # only raises on an event holding `error` and silently yields the spec's flat event
         # (openai/openai-python#2487), which would let a failed stream pass for a finished one.
+        # The SDK's exception holds only that nested `error`, so it repeats `policy` too.
         body: JSON = {
             "type": "error",
             "code": error.code,
@@ -156,7 +156,7 @@ class Responses(OpenAIErrorShape, Adapter):
             "param": error.param,
             "sequence_number": 0,
             "error": {"type": error.error_type, "code": error.code, "message": error.message,
-                      "param": error.param},
+                      "param": error.param, **policy_of(extra or {})},
         }
         if extra:
             body.update(extra)
@@ -304,24 +304,10 @@ class Responses(OpenAIErrorShape, Adapter):
 
     def output_refusal_frames(self, template: JSON | None, error: GatewayError,
                               extra: Mapping[str, Any]) -> bytes:
-        """`response.failed`. The SDK's stream helper checks that every lifecycle event names
-        the stream's response id, so the failed response is the template's `response` (pass a
-        `response.created` frame) when it has one; a text delta frame does not carry that id,
-        and then the id is new."""
-        template = template or {}
-        seen = template.get("response")
-        base = (dict(seen) if isinstance(seen, dict)
-                else _response_skeleton(new_id("resp_"), "", int(time.time())))
-        number = int_or_none(template.get("sequence_number"))
-        event: JSON = {
-            "type": "response.failed",
-            "sequence_number": number + 1 if number is not None else 0,
-            "response": {**base, "status": "failed", "error": {
-                "code": REFUSAL_ERROR_CODE, "type": error.code, "message": error.message,
-                "param": error.param}},
-        }
-        event.update(extra)
-        return encode_frame(dumps(event), event="response.failed")
+        """The `error` event, numbered after the last frame the client got (`template`)."""
+        number = int_or_none((template or {}).get("sequence_number"))
+        numbered = {"sequence_number": number + 1} if number is not None else {}
+        return self.stream_error_frame(error, {**extra, **numbered})
 
 
 def _response_skeleton(response_id: str, model: str, created_at: int) -> JSON:

@@ -129,5 +129,9 @@ def _simulate(args: argparse.Namespace) -> int:
         "rollout_mode", "reason_code", "triggered_categories", "denylist_hits",
         "allowlist_hits")}
     summary.update(fired_rules=answer["fired_rules"], upstream_called=answer["upstream_called"])
+    # What a rewrite or summary adds to the request as a system instruction (when enforced:
+    # `effective_decision` above says whether it would be).
+    if answer["obligations"]["instruction"]:
+        summary["instruction"] = answer["obligations"]["instruction"]
     print(render(summary))
     return 0

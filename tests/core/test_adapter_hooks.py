@@ -18,7 +18,7 @@ from anthropic.types import Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
-from openai.types.responses import Response, ResponseFailedEvent
+from openai.types.responses import Response, ResponseErrorEvent
 
 from gateway.adapters import CHAT, MESSAGES, RESPONSES
 from gateway.adapters.base import Adapter, InputView, Usage
@@ -635,14 +635,22 @@ def sse_payloads(raw: bytes) -> list[tuple[str | None, str]]:
     return frames
 
 
+#: The refusal's error object, the same on every API (only the envelope differs).
+REFUSAL_ERROR = {"type": "permission_error", "code": "policy_refused",
+                 "message": "The response was stopped by policy."}
+
+
 def test_chat_refusal_frames() -> None:
     template, unchanged = frozen(CHAT_TEXT)
     frames = sse_payloads(CHAT.output_refusal_frames(template, REFUSED, POLICY))
-    assert frames[1] == (None, "[DONE]") and len(frames) == 2
+    assert [event for event, _ in frames] == [None, None, None]
+    assert frames[2] == (None, "[DONE]")
     assert json.loads(frames[0][1]) == {
         "id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 7, "model": "g",
         "choices": [{"index": 0, "delta": {}, "finish_reason": "content_filter"}],
         "policy": {"decision": "refuse", "stage": "output"}}
+    assert json.loads(frames[1][1]) == {"error": {**REFUSAL_ERROR, "param": None, **POLICY},
+                                        **POLICY}
     unchanged()
     chunk = ChatCompletionChunk.model_validate(json.loads(frames[0][1]))
     assert chunk.choices[0].finish_reason == "content_filter"
@@ -655,32 +663,27 @@ def test_messages_refusal_frames() -> None:
     frames = sse_payloads(MESSAGES.output_refusal_frames(TEXT_DELTA, REFUSED, POLICY))
     assert [(event, json.loads(data)) for event, data in frames] == [("error", {
         "type": "error",
-        "error": {"type": "policy_refused", "message": "The response was stopped by policy.",
-                  "code": "policy_refused"},
+        "error": {**REFUSAL_ERROR, "details": {"error_code": "policy_refused"}},
         "policy": {"decision": "refuse", "stage": "output"}})]
 
 
-def test_responses_refusal_frames_keep_the_stream_response() -> None:
+def test_responses_refusal_frame_is_numbered_after_the_last_frame() -> None:
     template, unchanged = frozen(RESPONSE_CREATED)
     frames = sse_payloads(RESPONSES.output_refusal_frames(template, REFUSED, POLICY))
-    assert [(event, json.loads(data)) for event, data in frames] == [("response.failed", {
-        "type": "response.failed",
-        "sequence_number": 1,
-        "response": {"id": "resp_abc", "status": "failed", "usage": None, "error": {
-            "code": "invalid_prompt", "type": "policy_refused",
-            "message": "The response was stopped by policy.", "param": None}},
+    assert [(event, json.loads(data)) for event, data in frames] == [("error", {
+        "type": "error", "code": "policy_refused", "param": None, "sequence_number": 1,
+        "message": "The response was stopped by policy.",
+        "error": {**REFUSAL_ERROR, "param": None, **POLICY},
         "policy": {"decision": "refuse", "stage": "output"}})]
     unchanged()
 
 
-def test_responses_refusal_frame_without_a_response_to_copy_validates() -> None:
+def test_responses_refusal_frame_validates_as_the_sdks_error_event() -> None:
     frames = sse_payloads(RESPONSES.output_refusal_frames(OUTPUT_DELTA, REFUSED, POLICY))
-    event = ResponseFailedEvent.model_validate(json.loads(frames[0][1]))
-    assert event.sequence_number == 5 and event.response.status == "failed"
-    assert event.response.error is not None
-    assert (event.response.error.code, event.response.error.type) == (
-        "invalid_prompt", "policy_refused")
-    assert re.fullmatch("resp_[0-9a-f]{24}", event.response.id)
+    event = ResponseErrorEvent.model_validate(json.loads(frames[0][1]))
+    assert (event.code, event.sequence_number) == ("policy_refused", 5)
+    unnumbered = sse_payloads(RESPONSES.output_refusal_frames(None, REFUSED, POLICY))
+    assert json.loads(unnumbered[0][1])["sequence_number"] == 0
 
 
 # --- refusal frames through the SDKs' own stream readers ----------------------------------------
@@ -697,16 +700,21 @@ def serving(body: bytes) -> httpx2.Client:
     return httpx2.Client(transport=httpx2.MockTransport(handler))
 
 
-def test_openai_sdk_ends_a_refused_chat_stream_with_content_filter() -> None:
+def test_openai_sdk_raises_after_the_content_filter_chunk_of_a_refused_chat_stream() -> None:
     stream = sse(CHAT_ROLE) + sse(CHAT_TEXT) + CHAT.output_refusal_frames(CHAT_TEXT, REFUSED,
                                                                           POLICY)
     client = openai.OpenAI(base_url="http://up.invalid/v1", api_key="k", max_retries=0,
                            http_client=serving(stream), _strict_response_validation=True)
-    chunks = list(client.chat.completions.create(model="g", messages=[], stream=True))
+    chunks = []
+    with pytest.raises(openai.APIError) as caught:
+        for chunk in client.chat.completions.create(model="g", messages=[], stream=True):
+            chunks.append(chunk)
     assert [(c.choices[0].delta.content, c.choices[0].finish_reason) for c in chunks] == [
         ("", None), ("Hel", None), (None, "content_filter")]
     assert chunks[-1].id == "chatcmpl-1"
     assert chunks[-1].to_dict()["policy"] == POLICY["policy"]
+    assert (caught.value.code, caught.value.type) == ("policy_refused", "permission_error")
+    assert isinstance(caught.value.body, dict) and caught.value.body["policy"] == POLICY["policy"]
 
 
 def test_anthropic_sdk_raises_on_the_refusal_event() -> None:
@@ -720,8 +728,8 @@ def test_anthropic_sdk_raises_on_the_refusal_event() -> None:
         for event in client.messages.create(model="c", max_tokens=5, messages=[], stream=True):
             seen.append(event.type)
     assert seen == ["message_start", "content_block_start", "content_block_delta"]
+    assert (caught.value.error_code, caught.value.type) == ("policy_refused", "permission_error")
     assert isinstance(caught.value.body, dict)
-    assert caught.value.body["error"]["type"] == "policy_refused"
     assert caught.value.body["policy"] == POLICY["policy"]
 
 
@@ -747,20 +755,19 @@ def responses_stream_until_refusal() -> bytes:
     ])
 
 
-def test_openai_sdk_reads_the_refused_responses_stream() -> None:
+def test_openai_sdk_raises_on_the_refused_responses_stream() -> None:
     client = openai.OpenAI(base_url="http://up.invalid/v1", api_key="k", max_retries=0,
                            http_client=serving(responses_stream_until_refusal()),
                            _strict_response_validation=True)
-    events = list(client.responses.create(model="g", input="q", stream=True))
-    assert [e.type for e in events] == [
-        "response.created", "response.output_item.added", "response.content_part.added",
-        "response.output_text.delta", "response.failed"]
-    failed = events[-1]
-    assert failed.type == "response.failed"
-    assert failed.response.id == events[0].response.id  # type: ignore[union-attr]
-    assert failed.response.error is not None and failed.response.error.type == "policy_refused"
-    # The stream helper accepts the failed event (same response id) and reports no completion.
-    with client.responses.stream(model="g", input="q") as helper:
-        assert [e.type for e in helper][-1] == "response.failed"
-        with pytest.raises(RuntimeError, match=r"response\.completed"):
-            helper.get_final_response()
+    events = []
+    with pytest.raises(openai.APIError) as caught:
+        for event in client.responses.create(model="g", input="q", stream=True):
+            events.append(event.type)
+    assert events == ["response.created", "response.output_item.added",
+                      "response.content_part.added", "response.output_text.delta"]
+    assert (caught.value.code, caught.value.type) == ("policy_refused", "permission_error")
+    # The stream helper raises the same error.
+    with pytest.raises(openai.APIError) as helper_caught:
+        with client.responses.stream(model="g", input="q") as helper:
+            list(helper)
+    assert helper_caught.value.code == "policy_refused"

@@ -169,23 +169,25 @@ REFUSED_CHUNKS = [PREFIX + "The code is project night", "jar, ok", " more"]
 
 
 def termination(surface: str, first: JSON, last_number: int | None) -> bytes:
-    """The frames that end a refused stream (SPEC §7.3), written out per API."""
+    """The frames that end a refused stream (SPEC §7.3), written out per API: the same error
+    object (`policy_refused`, `permission_error`) in each API's own envelope."""
     if surface == "chat.completions":
         chunk = {"id": "chatcmpl-k1", "object": "chat.completion.chunk", "created": CREATED,
                  "model": "m",
                  "choices": [{"index": 0, "delta": {}, "finish_reason": "content_filter"}]}
-        return frame(chunk, refused(surface)) + DONE
+        error = {"message": REFUSAL_MESSAGE, "type": "permission_error", "param": None,
+                 "code": "policy_refused", "policy": refused(surface)}
+        return frame(chunk, refused(surface)) + frame({"error": error}, refused(surface)) + DONE
     if surface == "messages":
-        error = {"type": "error", "error": {"type": "policy_refused",
-                                            "message": REFUSAL_MESSAGE,
-                                            "code": "policy_refused"}}
-        return frame(error, refused(surface))
+        return frame({"type": "error", "error": {
+            "type": "permission_error", "message": REFUSAL_MESSAGE, "code": "policy_refused",
+            "details": {"error_code": "policy_refused"}}}, refused(surface))
     assert last_number is not None
-    failed = {"type": "response.failed", "sequence_number": last_number + 1, "response": {
-        **first["response"], "status": "failed",
-        "error": {"code": "invalid_prompt", "type": "policy_refused",
-                  "message": REFUSAL_MESSAGE, "param": None}}}
-    return frame(failed, refused(surface))
+    return frame({"type": "error", "code": "policy_refused", "message": REFUSAL_MESSAGE,
+                  "param": None, "sequence_number": last_number + 1,
+                  "error": {"type": "permission_error", "code": "policy_refused",
+                            "message": REFUSAL_MESSAGE, "param": None,
+                            "policy": refused(surface)}}, refused(surface))
 
 
 #: Frames each API streams before its first text delta (chat: the role chunk).

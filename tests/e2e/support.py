@@ -84,12 +84,12 @@ class BodyRecorder:
 def error_of(path: str, body: Any) -> dict[str, Any]:
     """The `error` object of a gateway error body, after checking the API's envelope (SPEC §11):
     OpenAI `{"error": {message, type, param, code}}`; Anthropic
-    `{"type": "error", "error": {type, message, code}}`."""
+    `{"type": "error", "error": {type, message, code, details: {error_code}}}`."""
     assert isinstance(body, dict), body
     error = body["error"]
     if is_anthropic_path(path):
         assert body["type"] == "error", body
-        assert set(error) == {"type", "message", "code"}, body
+        assert set(error) == {"type", "message", "code", "details"}, body
     else:
         assert set(error) == {"message", "type", "param", "code"}, body
     assert isinstance(error["message"], str) and error["message"], body

@@ -76,7 +76,7 @@ def error_frame(path: str, events: list[tuple[str | None, str]]) -> dict[str, An
     elif path == MESSAGES_PATH:
         assert event == "error" and payload["type"] == "error"
         error = payload["error"]
-        assert set(error) == {"type", "message", "code"}
+        assert set(error) == {"type", "message", "code", "details"}
     else:
         assert event == "error" and payload["type"] == "error"
         # The spec's flat error event, plus the nested `error` the openai SDK raises on.

@@ -160,10 +160,14 @@ async def test_policy_output_rule_stops_the_stream_before_the_violating_text(mak
         events = gw.enforcement_events()
     frames = [orjson.loads(f[6:]) for f in body_bytes(sent).split(b"\n\n")
               if f.startswith(b"data: {")]
-    text = "".join(f["choices"][0]["delta"].get("content", "") for f in frames)
+    *chunks, refusal = frames
+    text = "".join(f["choices"][0]["delta"].get("content", "") for f in chunks)
     assert "nightjar" not in text
-    assert frames[-1]["choices"][0]["finish_reason"] == "content_filter"
-    assert frames[-1]["policy"]["decision"] == "refuse"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "content_filter"
+    assert (refusal["error"]["code"], refusal["error"]["type"]) == (
+        "policy_refused", "permission_error")
+    assert chunks[-1]["policy"]["decision"] == refusal["policy"]["decision"] == "refuse"
+    assert body_bytes(sent).endswith(DONE)
     assert shape(sent)[-1] == ("body", False)
     assert [(e["outcome"], e["decision"]) for e in events] == [("refused", "refuse")]
 

@@ -78,3 +78,32 @@ def test_policy_commands_and_simulate(tmp_path):
     assert kinds.count("revision") == 3 and kinds.count("simulation") == 3
     missing = run("simulate", "proj_a", "--text", "x")
     assert missing.returncode == 1 and "policy_not_linked" in missing.stderr
+
+
+SUMMARY_POLICY = '''policy v1 "gist" {
+  name "Gist"
+  default allow
+  rule gist {
+    when input contains "tides"
+    then summary reason GIST
+  }
+}
+'''
+
+
+def test_simulate_shows_the_instruction_a_summary_adds(tmp_path):
+    from dsl.instructions import DEFAULT_SUMMARY_INSTRUCTION
+
+    run = _workspace(tmp_path)
+    source = tmp_path / "gist.pol"
+    source.write_text(SUMMARY_POLICY)
+    assert run("policies", "add", str(source)).returncode == 0
+    account = run("accounts", "create", "acme", "--plan", "control", "-q").stdout.strip()
+    assert run("projects", "create", "proj_g", "--account", account, "--name", "G",
+               "--policy", "gist", "-q").returncode == 0
+    text = run("simulate", "proj_g", "--text", "Explain tides", "--surface", "messages").stdout
+    assert f"instruction           {DEFAULT_SUMMARY_INSTRUCTION}" in text.splitlines()
+    as_json = json.loads(run("simulate", "proj_g", "--text", "Explain tides", "--json").stdout)
+    assert as_json["obligations"]["instruction"] == DEFAULT_SUMMARY_INSTRUCTION
+    allowed = run("simulate", "proj_g", "--text", "Explain the moon").stdout
+    assert "effective_decision    allow" in allowed and "instruction" not in allowed

@@ -1,7 +1,8 @@
 """Fixtures for the governed surface: one gateway with projects, policies, keys and JWT users.
 
 `governed` (session) serves the repository's example policies plus the test policies in
-`tests/policy_e2e/policies/` (output rules enforced and in shadow, escalation), with both
+`tests/policy_e2e/policies/` (output rules enforced and in shadow, escalation, rewrite and
+summary with default and own instructions, as `.pol` and as JSON documents), with both
 providers at the shared mock upstream. It has a `control` account owning one project per
 policy, keys bound to each project, an unbound key, a `free` account's key, a second account
 with its own project, and HS256 JWT users.
@@ -42,6 +43,9 @@ PROJECTS: dict[str, str | None] = {
     "proj_unlinked": None,
     "proj_disabled": "support_bot",
     "proj_inline": "support_bot",
+    "proj_instructed": "instructed",
+    "proj_json_rewrite": "json_rewrite",
+    "proj_json_summary": "json_summary",
 }
 
 
@@ -89,7 +93,7 @@ def governed(mock_upstream: MockUpstream, tmp_path_factory: pytest.TempPathFacto
     for path in REPO_POLICIES.glob("*.pol"):
         shutil.copy(path, policies / path.name)
     escalation_url = mock_upstream.url + "/escalations"
-    for path in (HERE / "policies").glob("*.pol"):
+    for path in (*(HERE / "policies").glob("*.pol"), *(HERE / "policies").glob("*.json")):
         text = path.read_text().replace("ESCALATION_URL", escalation_url)
         (policies / path.name).write_text(text)
     config = {

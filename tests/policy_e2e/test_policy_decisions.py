@@ -59,7 +59,7 @@ class Api:
         error = body["error"]
         if self.surface == "messages":
             assert body["type"] == "error"
-            assert set(error) == {"type", "message", "code"}
+            assert set(error) == {"type", "message", "code", "details"}
         else:
             assert set(error) == {"message", "type", "param", "code"}
         return dict(error)

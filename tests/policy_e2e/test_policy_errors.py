@@ -40,7 +40,7 @@ APIS: dict[str, tuple[str, Callable[[str], dict[str, Any]]]] = {
 }
 ALL_APIS = sorted(APIS)
 OPENAI_ERROR_KEYS = {"message", "type", "param", "code"}
-ANTHROPIC_ERROR_KEYS = {"type", "message", "code"}
+ANTHROPIC_ERROR_KEYS = {"type", "message", "code", "details"}
 
 
 def body_of(api: str, text: str = ORDER, **extra: Any) -> dict[str, Any]:
@@ -502,7 +502,8 @@ def test_the_sdks_raise_their_own_exceptions_with_the_gateway_code(governed, moc
             {"role": "user", "content": ORDER}])
     assert unknown.value.body == {"type": "error", "error": {
         "type": "authentication_error", "message": "Incorrect API key provided.",
-        "code": "invalid_api_key"}}
+        "code": "invalid_api_key", "details": {"error_code": "invalid_api_key"}}}
+    assert unknown.value.error_code == "invalid_api_key"
     with anthropic.Anthropic(base_url=governed.url + "/policy",
                              api_key=governed.keys["proj_pii"], max_retries=0,
                              timeout=TIMEOUT) as claude, \

@@ -167,7 +167,7 @@ def check_error(api: str, response: httpx.Response) -> None:
     code = error.get("code")
     event(f"{response.status_code} {code}")
     if code in GATEWAY_CODES:
-        keys = {"type", "message", "code"} if api == "messages" else {
+        keys = {"type", "message", "code", "details"} if api == "messages" else {
             "message", "type", "param", "code"}
         assert set(error) == keys, body
         assert ("policy" in body) == (code not in BEFORE_EVALUATION), body

@@ -69,7 +69,7 @@ def error_code(api: str, response: httpx.Response) -> str:
     body = response.json()
     if api == "messages":
         assert body["type"] == "error", body
-        assert set(body["error"]) == {"type", "message", "code"}
+        assert set(body["error"]) == {"type", "message", "code", "details"}
     else:
         assert set(body["error"]) == {"message", "type", "param", "code"}
     return str(body["error"]["code"])

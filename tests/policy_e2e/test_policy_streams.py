@@ -83,7 +83,7 @@ class Streamed:
     def __init__(self, events: list[Any], deltas: list[str], error: Any = None) -> None:
         self.events = events
         self.text = "".join(deltas)
-        #: The SDK's exception when the stream ended with an error event (messages).
+        #: The SDK's exception when the stream ended with an error event.
         self.error = error
 
     @property
@@ -92,19 +92,33 @@ class Streamed:
 
 
 def stream_chat(governed: Any, project: str, user: str, chunks: list[str]) -> Streamed:
+    events: list[Any] = []
+    error = None
     with openai_sdk(governed, project) as client:
-        events = list(client.chat.completions.create(
-            model="gpt-x", messages=[{"role": "user", "content": PROMPT}], stream=True,
-            extra_headers=headers(user, chunks=chunks, usage=USAGE)))
-    return Streamed(events, [c.choices[0].delta.content or "" for c in events if c.choices])
+        try:
+            for event in client.chat.completions.create(
+                    model="gpt-x", messages=[{"role": "user", "content": PROMPT}], stream=True,
+                    extra_headers=headers(user, chunks=chunks, usage=USAGE)):
+                events.append(event)
+        except openai.APIError as exc:
+            error = exc
+    return Streamed(events, [c.choices[0].delta.content or "" for c in events if c.choices],
+                    error)
 
 
 def stream_responses(governed: Any, project: str, user: str, chunks: list[str]) -> Streamed:
+    events: list[Any] = []
+    error = None
     with openai_sdk(governed, project) as client:
-        events = list(client.responses.create(
-            model="gpt-x", input=PROMPT, stream=True,
-            extra_headers=headers(user, chunks=chunks, usage=USAGE)))
-    return Streamed(events, [e.delta for e in events if e.type == "response.output_text.delta"])
+        try:
+            for event in client.responses.create(
+                    model="gpt-x", input=PROMPT, stream=True,
+                    extra_headers=headers(user, chunks=chunks, usage=USAGE)):
+                events.append(event)
+        except openai.APIError as exc:
+            error = exc
+    return Streamed(events, [e.delta for e in events if e.type == "response.output_text.delta"],
+                    error)
 
 
 def stream_messages(governed: Any, project: str, user: str, chunks: list[str]) -> Streamed:
@@ -136,28 +150,29 @@ def check_refusal_policy(policy: dict[str, Any], surface: str) -> None:
 
 
 def check_stopped(streamed: Streamed, surface: str) -> dict[str, Any]:
-    """The stream ended with the API's own termination, parsed by the SDK; its `policy`."""
+    """The stream ended with the API's own termination, on which the SDK raised the refusal
+    (`policy_refused`, `permission_error`, as for a refused request); its `policy`."""
+    error = streamed.error
+    assert error is not None, "the SDK did not raise on the refusal"
+    if surface == "messages":
+        assert isinstance(error, anthropic.APIStatusError)
+        assert (error.error_code, error.type) == ("policy_refused", "permission_error")
+        assert [e.type for e in streamed.events].count("message_stop") == 0
+        policy = error.body["policy"]  # type: ignore[index]
+    else:
+        assert isinstance(error, openai.APIError)
+        assert (error.code, error.type) == ("policy_refused", "permission_error")
+        policy = error.body["policy"]  # type: ignore[index]
     if surface == "chat.completions":
         last = streamed.events[-1]
         assert last.choices[0].finish_reason == "content_filter"
         assert [c.choices[0].finish_reason for c in streamed.events[:-1]] == [None] * (
             len(streamed.events) - 1)
-        policy = policy_of(last)
-    elif surface == "messages":
-        assert streamed.error is not None, "the SDK did not raise on the error event"
-        body = streamed.error.body
-        assert body["type"] == "error" and body["error"]["type"] == "policy_refused"
-        assert [e.type for e in streamed.events].count("message_stop") == 0
-        policy = body["policy"]
-    else:
-        last = streamed.events[-1]
-        assert last.type == "response.failed"
-        assert last.response.status == "failed" and last.response.error is not None
-        assert last.response.id == streamed.events[0].response.id
+        assert policy_of(last) == policy
+    if surface == "responses":
         numbers = [e.sequence_number for e in streamed.events]
         assert numbers == sorted(set(numbers)), numbers
-        assert "response.completed" not in [e.type for e in streamed.events]
-        policy = policy_of(last)
+        assert not {"response.completed", "response.failed"} & {e.type for e in streamed.events}
     check_refusal_policy(policy, surface)
     return policy
 
@@ -218,7 +233,7 @@ def test_text_a_window_before_a_term_in_the_same_chunk_is_delivered(governed: An
 def test_frames_before_the_stop_carry_the_input_policy(governed: Any, mock: Any,
                                                        surface: str) -> None:
     streamed = STREAMERS[surface](governed, "proj_output", new_user(), SPLITS["3-chunks"])
-    before = streamed.policies if surface == "messages" else streamed.policies[:-1]
+    before = streamed.policies[:-1] if surface == "chat.completions" else streamed.policies
     assert before, "no frame reached the client before the stop"
     assert {(p["decision"], p["project_id"]) for p in before} == {("allow", "proj_output")}
 
