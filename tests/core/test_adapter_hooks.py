@@ -112,6 +112,8 @@ def test_chat_input_view() -> None:
         max_output_tokens=50,
         # ceil(len/4) per text: 9→3, 9→3, 5→2, 11→3, 7→2, 16→4, 5→2, 6→2, 7→2.
         estimated_input_tokens=23,
+        # The assistant's tool call, as the client sent its arguments.
+        tool_arguments_text='{"city": "Oslo"}',
     )
     unchanged()
 
@@ -142,6 +144,8 @@ def test_messages_input_view() -> None:
         has_tools=False,
         max_output_tokens=256,
         estimated_input_tokens=2 + 2 + 3 + 2 + 2 + 1 + 3,
+        # The tool use's input, as JSON.
+        tool_arguments_text='{"city":"Paris"}',
     )
     unchanged()
 
@@ -176,6 +180,8 @@ def test_responses_input_view() -> None:
         has_tools=False,
         max_output_tokens=64,
         estimated_input_tokens=4 + 5 + 2 + 4 + 2 + 4 + 2 + 3,
+        # The function call's arguments, as sent.
+        tool_arguments_text='{"to": "Lyon"}',
     )
     unchanged()
 
