@@ -88,9 +88,11 @@ class Config:
     jwt: Mapping[str, Any] = field(default_factory=dict)
     #: The management API's admin token (from `[admin] token_env`, default GATEWAY_ADMIN_TOKEN).
     admin_token: str | None = None
-    #: Raw sections owned by later components: `[quotas]`, `[events]`.
+    #: Raw sections owned by later components: `[quotas]`, `[events]`, `[redis]` (parsed by
+    #: `gateway.redis_link.RedisSettings.from_mapping`).
     quotas: Mapping[str, Any] = field(default_factory=dict)
     events: Mapping[str, Any] = field(default_factory=dict)
+    redis: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
@@ -128,7 +130,7 @@ class Config:
 
 def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> Config:
     known = {"server", "database", "limits", "timeouts", "providers", "routes", "policies",
-             "moderation", "jwt", "admin", "quotas", "events"}
+             "moderation", "jwt", "admin", "quotas", "events", "redis"}
     unknown = set(data) - known
     if unknown:
         raise ValueError(f"unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -179,6 +181,7 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> Config:
         admin_token=admin_token,
         quotas=dict(data.get("quotas", {})),
         events=dict(data.get("events", {})),
+        redis=dict(data.get("redis", {})),
         policies_dir=str(policies.get("directory", env.get("GATEWAY_POLICIES", "policies"))),
         always_blocked_categories=tuple(blocked),
         jwt=dict(data.get("jwt", {})),

@@ -24,9 +24,13 @@ Exception hierarchy::
     │   ├── ProjectForbidden          403 project_forbidden
     │   ├── ProjectDisabled           403 project_disabled
     │   └── PolicyRefused             403 policy_refused
-    └── UpstreamError                 the provider failed us
-        ├── UpstreamUnavailable       502 upstream_unavailable
-        └── UpstreamTimeout           504 upstream_timeout
+    ├── UpstreamError                 the provider failed us
+    │   ├── UpstreamUnavailable       502 upstream_unavailable
+    │   └── UpstreamTimeout           504 upstream_timeout
+    ├── ShuttingDown                  503 server_shutting_down
+    └── QuotaUnavailable              503 quota_unavailable (Redis down, failing closed)
+
+    SharedStateUnavailable            not an answer: Redis did not answer; callers map it
 
 Each adapter (gateway/adapters) renders these in its API's own error shape. Anything that is not a
 `GatewayError` and escapes a handler is a bug of ours; the app still answers it with a clean 500
@@ -269,3 +273,23 @@ class ShuttingDown(GatewayError):
     code = "server_shutting_down"
     error_type = "server_error"
     anthropic_type = "api_error"
+
+
+class QuotaUnavailable(GatewayError):
+    """The shared quota store (Redis) did not answer and `[quotas] on_store_error = "closed"`:
+    the gateway cannot tell whether a quota is used up, so it admits nothing rather than too
+    much. Caused by the deployment, not the client: retry after `Retry-After` seconds."""
+
+    status = 503
+    code = "quota_unavailable"
+    error_type = "server_error"
+    anthropic_type = "api_error"
+    #: The `policy` object's reason code and its `quota` field (none: nothing was counted).
+    reason_code = "QUOTA_UNAVAILABLE"
+    remaining: dict[str, Any] | None = None
+
+
+class SharedStateUnavailable(Exception):
+    """Not an answer: Redis, which holds the state shared by replicas, did not answer a call.
+    Each caller turns it into its documented behaviour (`QuotaUnavailable`, fail open, local
+    rollout state, no connector delivery)."""
