@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -21,7 +22,9 @@ from gateway.identity.jwt import JwtSettings, JwtVerifier, looks_like_jwt
 from gateway.identity.keys import Caller, IdentityCache
 from gateway.policy.governance import InlinePolicies
 from gateway.quota.limits import QuotaStore
-from gateway.quota.sqlite import SqliteQuotaStore, settings_from_config
+from gateway.quota.redis import quota_store_for
+from gateway.quota.sqlite import settings_from_config
+from gateway.redis_link import RedisLink, redis_settings
 from gateway.upstream.exchange import Upstreams
 
 log = logging.getLogger("gateway")
@@ -48,8 +51,15 @@ class GatewayState:
         self.upstreams = Upstreams(config, echo_transport=echo_transport)
         self.inline_policies = InlinePolicies()
         self.quota_settings = settings_from_config(config)
-        self.quotas: QuotaStore = SqliteQuotaStore(config.database_path, self.quota_settings,
-                                                   background=lambda: self.nursery)
+        redis = redis_settings(config)
+        #: The state shared by replicas (docs/scale-out.md), when `[redis]` is configured.
+        self.redis: RedisLink | None = RedisLink(redis) if redis is not None else None
+        self.quotas: QuotaStore = quota_store_for(config, self.quota_settings, self.redis,
+                                                  background=lambda: self.nursery)
+        #: Extra `/readyz` checks: name -> probe answering "ok" or "unavailable: why".
+        self.readiness_checks: dict[str, Callable[[], Awaitable[str]]] = {}
+        if self.redis is not None:
+            self.readiness_checks["redis"] = self.redis.ping
         self.event_settings = _event_settings(config)
         self.event_sink = QueueSink(self.event_settings.queue_capacity,
                                     recent=self.event_settings.recent)
@@ -86,9 +96,17 @@ class GatewayState:
                 data_classification=change.classification, edit_type=change.edit_type,
                 config_snapshot=change.source))
         await self.upstreams.open()
+        if self.redis is not None:
+            answer = await self.redis.ping()
+            if answer != "ok":
+                log.error("Redis at %s does not answer at start (%s): /readyz reports not ready "
+                          "until it does, and it is used as soon as it answers",
+                          self.redis.settings.where, answer)
 
     async def aclose(self) -> None:
         await self.upstreams.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
         if self._db is not None:
             self._db.conn.close()
             self._db = None

@@ -39,10 +39,13 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int | None = None, *,
+                 appendonly: bool = False) -> None:
         self.binary = require_redis_server()
         self.directory = directory
         self.port = port or free_port()
+        #: Persist every write to the append-only file before answering (survives SIGKILL).
+        self.appendonly = appendonly
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -54,8 +57,9 @@ class RedisServer:
         log = (self.directory / "redis.log").open("ab")
         self.process = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory), "--maxmemory-policy",
-             "noeviction", "--protected-mode", "yes"],
+             "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always",
+             "--dir", str(self.directory), "--maxmemory-policy", "noeviction",
+             "--protected-mode", "yes"],
             stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + 10

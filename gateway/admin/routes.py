@@ -477,8 +477,10 @@ async def readyz() -> Response:
             database = f"unavailable: no answer within {READY_PROBE_TIMEOUT:g} s"
     draining = current_app.extensions.get("draining")
     shutting_down = draining is not None and draining.draining
-    if problems or database != "ok" or shutting_down:
+    dependencies = await _readiness_checks(state)
+    if problems or database != "ok" or shutting_down or dependencies:
         reasons = [f"database {database}"] if database != "ok" else []
+        reasons += [f"{name} {answer}" for name, answer in dependencies.items()]
         reasons += [f"policy file {p['path']} failed its check" if p["path"] else p["message"]
                     for p in problems]
         if shutting_down:
@@ -490,6 +492,19 @@ async def readyz() -> Response:
 
 
 READY_PROBE_TIMEOUT = 2.0
+
+
+async def _readiness_checks(state: Any) -> dict[str, str]:
+    """The failing extra checks of `state.readiness_checks` (Redis, when configured): name ->
+    "unavailable: why". Each gets READY_PROBE_TIMEOUT."""
+    failing = {}
+    for name, check in getattr(state, "readiness_checks", {}).items():
+        answer = f"unavailable: no answer within {READY_PROBE_TIMEOUT:g} s"
+        with trio.move_on_after(READY_PROBE_TIMEOUT):
+            answer = await check()
+        if answer != "ok":
+            failing[name] = answer
+    return failing
 
 
 def database_identity(path: str) -> tuple[int, int] | None:

@@ -28,6 +28,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import trio
@@ -275,3 +276,17 @@ class LocalBound:
         self._used[key] = used
         while len(self._used) > self.MAX_COUNTERS:
             del self._used[next(iter(self._used))]
+
+
+def quota_store_for(config: Any, settings: QuotaSettings, link: RedisLink | None, *,
+                    background: Callable[[], trio.Nursery | None]) -> Any:
+    """The store `[quotas] store` names: SQLite (the default) or Redis (needs `[redis]`)."""
+    from gateway.config import ConfigError
+    from gateway.quota.sqlite import SqliteQuotaStore
+
+    if settings.store == "redis":
+        if link is None:
+            raise ConfigError('invalid configuration: [quotas] store = "redis" needs a [redis] '
+                              'section with its url')
+        return RedisQuotaStore(link, settings, background=background)
+    return SqliteQuotaStore(config.database_path, settings, background=background)

@@ -29,6 +29,7 @@ from gateway.errors import (
     ProjectForbidden,
     ProjectNotFound,
     ProjectRequired,
+    QuotaUnavailable,
 )
 from gateway.http.access_log import current_record
 from gateway.http.wire import Inbound, Outbound
@@ -111,7 +112,7 @@ class PolicySurface:
                                 *configured_project),
                 user_limits=(*request.project.user_quota_limits, *quotas.user,
                              *configured_user)))
-        except QuotaRefused as refused:
+        except (QuotaRefused, QuotaUnavailable) as refused:
             self._refuse_for_quota(adapter, caller, request, refused, started)
             raise
         try:
@@ -127,9 +128,10 @@ class PolicySurface:
                              request.policies)
 
     def _refuse_for_quota(self, adapter: Adapter, caller: Caller, request: _Request,
-                          refused: QuotaRefused, started: float) -> None:
-        """The 429's `policy` object and its event. Quotas ignore rollout (always enforced),
-        and the policy is not evaluated: the request goes nowhere."""
+                          refused: QuotaRefused | QuotaUnavailable, started: float) -> None:
+        """The 429's (or, quota store down and failing closed, the 503's) `policy` object and
+        its event. Quotas ignore rollout (always enforced), and the policy is not evaluated:
+        the request goes nowhere."""
         loaded, facts = request.loaded, request.facts
         mode, _ = self.state.rollout_preview(loaded, facts.effective_target,
                                              request.quota_subject)
@@ -142,9 +144,11 @@ class PolicySurface:
         record = current_record()
         if record is not None:
             record.project_id, record.decision = request.project.id, "refuse"
-            record.quota_refusal = refused.reason_code
+            if isinstance(refused, QuotaRefused):  # a 429; the 503 has its own metric
+                record.quota_refusal = refused.reason_code
         self.state.events.emit(policy_event(
-            "enforcement", gov, status=refused.status, outcome="quota_exceeded",
+            "enforcement", gov, status=refused.status,
+            outcome="quota_exceeded" if isinstance(refused, QuotaRefused) else "quota_unavailable",
             input_tokens=0, output_tokens=0, latency=time.perf_counter() - started,
             upstream=0.0))
 

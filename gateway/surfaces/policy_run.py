@@ -249,9 +249,13 @@ class GovernedRun:
                 record.upstream_seconds = self.upstream_seconds
 
     def _event(self, status: int, outcome: str) -> dict[str, Any]:
+        # Admitted while the quota store was down (fail open): the event says so.
+        unenforced = ({"quota_unenforced": self.reservation.unenforced}
+                      if self.reservation.unenforced else {})
         return policy_event("enforcement", self.gov, status=status, outcome=outcome,
                       input_tokens=self.input_tokens, output_tokens=self.output_tokens,
-                      latency=time.perf_counter() - self.started, upstream=self.upstream_seconds)
+                      latency=time.perf_counter() - self.started, upstream=self.upstream_seconds,
+                      **unenforced)
 
 
 def policy_event(event_type: str, gov: Governance, *, status: int, outcome: str,
