@@ -62,7 +62,7 @@ _estimate: list[int] = []
 async def token_estimate(replicas: Replicas) -> int:
     """Tokens the gateway reserves for `chat()`: its input estimate plus max_tokens."""
     if not _estimate:
-        project_id, key = replicas.project(budget={"tokens": {"daily": 1_000_000}})
+        _, key = replicas.project(budget={"tokens": {"daily": 1_000_000}})
         [answer] = await burst(replicas.urls[:1], key, 1, headers=scenario())
         _estimate.append(1_000_000 - int(answer.headers["x-ratelimit-remaining-tokens"]))
     return _estimate[0]
@@ -104,7 +104,7 @@ async def test_every_replica_reads_one_counter(redis_up: Replicas, mock: MockUps
     """Requests one after another, each to the next replica: the remaining count goes down by
     one each time, whichever replica answers."""
     replicas = redis_up
-    project_id, key = replicas.project(budget={"requests": {"daily": 6}})
+    _, key = replicas.project(budget={"requests": {"daily": 6}})
     remaining = []
     async with httpx.AsyncClient(timeout=30) as client:
         for url in replicas.urls * 2:
@@ -126,9 +126,8 @@ async def test_redis_killed_mid_load_fails_closed_then_counting_resumes(
             in_flight.extend(await burst(replicas.urls, key, 9, headers=scenario(slow=1.0)))
 
         nursery.start_soon(slow_wave)
-        with trio.fail_after(10):
-            while len(mock.requests) < 9:  # all 9 admitted and at the upstream
-                await trio.sleep(0.02)
+        # all 9 admitted and at the upstream
+        assert await trio.to_thread.run_sync(mock.wait_for_requests, 9, 10.0)
         replicas.redis.stop()  # SIGKILL while they are in flight
         refused.extend(await burst(replicas.urls, key, 9, headers=scenario()))
     assert [r.status_code for r in in_flight] == [200] * 9
@@ -143,11 +142,8 @@ async def test_redis_killed_mid_load_fails_closed_then_counting_resumes(
             assert ready.status_code == 503 and "redis" in " ".join(ready.json()["reasons"])
 
     replicas.redis.start()  # the append-only file gives back the 9 counted requests
-    async with httpx.AsyncClient(timeout=10) as client:
-        for url in replicas.urls:
-            with trio.fail_after(10):
-                while (await client.get(f"{url}/readyz")).status_code != 200:
-                    await trio.sleep(0.05)
+    for url in replicas.urls:
+        await until_ready(url)
     after = await burst(replicas.urls, key, 30, headers=scenario())
     assert sorted(r.status_code for r in after) == [200] * 21 + [429] * 9
     events = wait_for_events(replicas, project_id, 48)
@@ -155,3 +151,12 @@ async def test_redis_killed_mid_load_fails_closed_then_counting_resumes(
     assert outcomes == sorted(["completed"] * 30 + ["quota_unavailable"] * 9
                               + ["quota_exceeded"] * 9)
     assert all(e["status"] == 503 for e in events if e["outcome"] == "quota_unavailable")
+
+
+async def until_ready(url: str) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        with trio.fail_after(10):
+            for _ in itertools.count():
+                if (await client.get(f"{url}/readyz")).status_code == 200:
+                    return
+                await trio.sleep(0.05)
