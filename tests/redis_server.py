@@ -76,7 +76,7 @@ class RedisServer:
     def ping(self) -> bool:
         try:
             return self.command("PING") == "PONG"
-        except OSError:
+        except (OSError, RuntimeError):  # refused, or LOADING the append-only file
             return False
 
     def command(self, *words: str) -> Any:
@@ -85,7 +85,8 @@ class RedisServer:
             f"${len(w.encode())}\r\n{w}\r\n" for w in words)
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
             sock.sendall(payload.encode())
-            return _read_reply(sock.makefile("rb"))
+            with sock.makefile("rb") as stream:
+                return _read_reply(stream)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
