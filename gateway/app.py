@@ -69,6 +69,8 @@ def create_app(config: Config | None = None, *,
         app.extensions["database_identity"] = database_identity(config.database_path)
         for connector in state.connectors:  # each its own task: one slow one delays no other
             await app.nursery.start(connector.run)
+        for task in state.shared_state_tasks():  # rollout windows summed in Redis
+            await app.nursery.start(task)
         for provider in config.providers.values():
             if provider.is_echo:
                 log.warning("provider %r has no API key: answered by the built-in echo upstream",

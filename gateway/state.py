@@ -73,7 +73,12 @@ class GatewayState:
         self.jwt: JwtVerifier | None = (
             JwtVerifier(JwtSettings.from_mapping(config.jwt, os.environ)) if config.jwt else None)
         self.registry: Any = None
-        self.rollout: Any = None
+        from gateway.policy.rollout import RolloutEngine
+        from gateway.policy.rollout_state import RedisRolloutState
+
+        #: Auto-rollback windows summed across replicas in Redis when it is configured.
+        self.rollout: Any = RolloutEngine(
+            RedisRolloutState(self.redis) if self.redis is not None else None)
         #: The app's nursery (set while serving): owner of background notifications.
         self.nursery: trio.Nursery | None = None
         self._db: sqlite_utils.Database | None = None
@@ -110,6 +115,10 @@ class GatewayState:
         if self._db is not None:
             self._db.conn.close()
             self._db = None
+
+    def shared_state_tasks(self) -> list[Callable[..., Awaitable[None]]]:
+        """Background tasks that keep state shared with other replicas (run by the app)."""
+        return [self.rollout.state.run] if self.rollout.state.shared else []
 
     @property
     def db(self) -> sqlite_utils.Database:

@@ -103,12 +103,13 @@ def _toml_providers(mock_url: str) -> str:
 
 
 def start_workers(root: Path, mock_url: str, port: int | None = None, *,
-                  extra_config: str = "", processes: int = 2) -> Workers:
+                  extra_config: str = "", processes: int = 2,
+                  extra_policies: tuple[Path, ...] = ()) -> Workers:
     """A gateway serving from `root`; `extra_config` is TOML added to its configuration (it
     may set keys of `[quotas]`, which comes last but one)."""
     policies = root / "policies"
     policies.mkdir(parents=True)
-    for path in (HERE / "policies").glob("*.pol"):
+    for path in (*(HERE / "policies").glob("*.pol"), *extra_policies):
         shutil.copy(path, policies / path.name)
     db_path = root / "gateway.db"
     config_path = root / "gateway.toml"

@@ -20,6 +20,7 @@ from mock_upstream import MockUpstream
 from quota_e2e.conftest import Workers, start_workers, stop_workers
 from redis_server import RedisServer
 
+HERE = Path(__file__).parent
 IDENTITY_TABLES = ("accounts", "api_keys", "projects", "project_grants")
 
 
@@ -93,9 +94,10 @@ def start_replicas(root: Path, mock_url: str, redis: RedisServer, count: int,
     members: list[Workers] = []
     try:
         for index in range(count):
-            members.append(start_workers(root / f"replica{index}", mock_url,
-                                         extra_config=redis_config(redis, on_store_error),
-                                         processes=1))
+            members.append(start_workers(
+                root / f"replica{index}", mock_url, processes=1,
+                extra_config=redis_config(redis, on_store_error),
+                extra_policies=tuple((HERE / "policies").glob("*.pol"))))
     except BaseException:
         for member in members:
             stop_workers(member)
