@@ -3,10 +3,10 @@ replicas hold them, trip one rollback together that neither would trip alone."""
 
 from __future__ import annotations
 
-import dsl
 from quota_stores import redis_link
 from redis_server import RedisServer
 
+import dsl
 from gateway.policy.rollout import RolloutEngine
 from gateway.policy.rollout_state import RedisRolloutState
 
