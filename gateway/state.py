@@ -37,9 +37,10 @@ def _event_settings(config: Config) -> EventSettings:
         raise ConfigError(f"invalid [events] configuration: {exc}") from exc
 
 
-def _connectors(config: Config, settings: EventSettings) -> list[ConnectorTask]:
+def _connectors(config: Config, settings: EventSettings, redis: RedisLink | None
+                ) -> list[ConnectorTask]:
     try:
-        return [ConnectorTask(config.database_path, s)
+        return [ConnectorTask(config.database_path, s, redis=redis)
                 for s in connector_settings(settings.connectors)]
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid [[events.connectors]]: {exc}") from exc
@@ -68,7 +69,7 @@ class GatewayState:
             self.event_sink,
             EventStore(config.database_path, busy_timeout=self.event_settings.busy_timeout),
             self.event_settings)
-        self.connectors = _connectors(config, self.event_settings)
+        self.connectors = _connectors(config, self.event_settings, self.redis)
         self.event_writer.on_written += [c.wake for c in self.connectors]
         self.jwt: JwtVerifier | None = (
             JwtVerifier(JwtSettings.from_mapping(config.jwt, os.environ)) if config.jwt else None)
