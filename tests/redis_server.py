@@ -40,12 +40,14 @@ def free_port() -> int:
 
 class RedisServer:
     def __init__(self, directory: Path, port: int | None = None, *,
-                 appendonly: bool = False) -> None:
+                 appendonly: bool = False, fsync: str = "always") -> None:
         self.binary = require_redis_server()
         self.directory = directory
         self.port = port or free_port()
         #: Persist every write to the append-only file before answering (survives SIGKILL).
         self.appendonly = appendonly
+        #: `always` (tests: a SIGKILL loses nothing) or `everysec` (production's usual).
+        self.fsync = fsync
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -57,7 +59,7 @@ class RedisServer:
         log = (self.directory / "redis.log").open("ab")
         self.process = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always",
+             "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.fsync,
              "--dir", str(self.directory), "--maxmemory-policy", "noeviction",
              "--protected-mode", "yes"],
             stdout=log, stderr=subprocess.STDOUT)
