@@ -82,4 +82,9 @@ def test_the_documented_configuration_loads():
     assert config.admin_token is None  # GATEWAY_ADMIN_TOKEN is not in this environment
     quotas = QuotaSettings.from_mapping(config.quotas)
     assert quotas.reservation_ttl_seconds == 960
+    assert (quotas.store, quotas.on_store_error) == ("sqlite", "closed")
+    from gateway.redis_link import RedisSettings
+
+    redis = RedisSettings.from_mapping(config.redis, {})
+    assert (redis.host, redis.port, redis.key_prefix) == ("127.0.0.1", 6379, "gw:")
     assert len(quotas.configured_limits("proj_support_bot")[0]) == 2
