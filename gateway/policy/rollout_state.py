@@ -140,7 +140,10 @@ class RedisRolloutState:
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:
-            await self.sync()
+            try:
+                await self.sync()
+            except Exception:  # a bug of ours must not end the worker: rollout stays local
+                log.exception("shared rollout state: sync failed")
             await trio.sleep(SYNC_SECONDS)
 
     async def sync(self) -> None:
