@@ -226,8 +226,12 @@ class RolloutEngine:
         if state is None:
             return None
         window = state.window
+        rollback_until = state.rollback_until
+        if rollback_until is None:  # a rollback tripped by other replicas, not yet followed here
+            shared = self.state.rollback(policy_id, state.revision, float("-inf"))
+            rollback_until = shared.until if shared is not None else None
         return RolloutStatus(
-            revision=state.revision, rollback_until=state.rollback_until,
+            revision=state.revision, rollback_until=rollback_until,
             matching=window.matching if window else 0, total=window.total if window else 0,
             buckets=len(window) if window else 0)
 

@@ -54,6 +54,8 @@ async def test_a_spike_split_over_two_replicas_trips_one_rollback(redis: RedisSe
         await state.sync()
     for state in states:  # the second sync of the first one learns the rollback too
         await state.sync()
+    # Both see it before their next request (a simulation's preview reads `status`).
+    assert all(engine.status("spiky").rollback_until for engine in engines)  # type: ignore[union-attr]
     after = [resolve(engine, "allow") for engine in engines]
     assert [o.rollout_mode for o in after] == ["rollback", "rollback"]  # type: ignore[attr-defined]
     announced = [e for o in after for e in o.events]  # type: ignore[attr-defined]
