@@ -47,7 +47,7 @@ from gateway.quota.limits import (
     window_reset,
     window_start,
 )
-from gateway.quota.redis_scripts import ADMIT, EXPIRE, FINISH
+from gateway.quota.redis_scripts import ADMIT, EXPIRE, FINISH, USAGE
 from gateway.redis_link import RedisLink
 
 log = logging.getLogger("gateway.quota.limits")
@@ -195,6 +195,27 @@ class RedisQuotaStore:
         return int(await self.link.call(lambda client: client.invoke_script(
             self._expire_script, keys=[self._index(tag)], args=args)))
 
+    async def usage_report(self, project_id: str, now: datetime, *,
+                           budget: Any = None, user_quota: Any = None, top: int = 10
+                           ) -> dict[str, Any]:
+        """`gateway.quota.sqlite.usage_report` from the counters in Redis (subjects as stored:
+        ids that are not plain appear as `h.<digest>`)."""
+        from glide import Script
+
+        from gateway.quota.sqlite import report_from_counters
+
+        tag = "{" + key_part(project_id) + "}"
+        counters = self.link.key(tag, "c", "")
+        reply = await self.link.call(lambda client: client.invoke_script(
+            Script(USAGE), keys=[self._index(tag)], args=[_glob_escape(counters) + "*"]))
+        rows = []
+        for raw_key, used in zip(reply[1::2], reply[2::2], strict=True):
+            kind, subject, unit, window, start = _text(raw_key)[len(counters):].split(":")
+            rows.append((kind, subject, unit, window, int(start), int(used)))
+        return report_from_counters(rows, project_id, now, budget=budget,
+                                    user_quota=user_quota, top=top,
+                                    open_reservations=int(reply[0]))
+
     # --- Redis down ----------------------------------------------------------------------------
 
     def _store_error(self, request: QuotaRequest, limits: list[Limit], held: RedisHeld,
@@ -235,6 +256,15 @@ class RedisQuotaStore:
         """A reservation's record outlives its expiry until its counters go, so that the
         project's next admission can still give it back."""
         return max(expiry for _, _, expiry in held.counters) + 60_000
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _glob_escape(text: str) -> str:
+    """`text` matched literally by a SCAN pattern (braces and dots are not special)."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
 def _ms(moment: datetime) -> int:

@@ -132,3 +132,20 @@ end
 redis.call('SET', KEYS[3], '1', 'PX', ARGV[5])
 return 1
 """
+
+#: KEYS: 1 the project's reservation index. ARGV: 1 the match pattern of its counters. Returns
+#: {open reservations, key, value, key, value...}. SCAN runs on the node of the project's slot,
+#: which holds every key of the project.
+USAGE = """
+local out = {redis.call('ZCARD', KEYS[1])}
+local cursor = '0'
+repeat
+  local page = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'COUNT', 1000)
+  cursor = page[1]
+  for _, key in ipairs(page[2]) do
+    out[#out + 1] = key
+    out[#out + 1] = redis.call('GET', key) or '0'
+  end
+until cursor == '0'
+return out
+"""

@@ -207,3 +207,21 @@ def test_a_window_rolls_over_in_redis_too(redis: RedisServer) -> None:
         trio.run(admit)
     now[0] += timedelta(minutes=1)
     trio.run(admit)
+
+
+async def test_usage_report_reads_the_current_windows_in_redis(redis: RedisServer) -> None:
+    store = make(redis)
+    for subject, tokens in (("alice", 10), ("alice", 10), ("bob", 10), ("x" * 300, 5)):
+        await store.admit(QuotaRequest("proj", subject, tokens, project_limits=(
+            QuotaLimit("requests", "daily", 100),), user_limits=(
+            QuotaLimit("tokens", "hour", 1000),)))
+    await store.admit(QuotaRequest("other", "alice", 10, project_limits=(
+        QuotaLimit("requests", "daily", 100),)))
+    report = await store.usage_report("proj", NOW, budget={"requests": {"daily": 100}},
+                                      user_quota={"tokens": {"hour": 1000}}, top=2)
+    assert report["project"] == [{"unit": "requests", "window": "daily", "used": 4,
+                                  "limit": 100, "reset_at": "2024-02-29T00:00:00Z"}]
+    assert [u["quota_subject"] for u in report["users"]] == ["alice", "bob"]
+    assert report["users"][0]["counters"][0]["used"] == 20
+    assert report["open_reservations"] == 4
+    await store.link.aclose()

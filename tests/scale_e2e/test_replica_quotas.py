@@ -104,7 +104,7 @@ async def test_every_replica_reads_one_counter(redis_up: Replicas, mock: MockUps
     """Requests one after another, each to the next replica: the remaining count goes down by
     one each time, whichever replica answers."""
     replicas = redis_up
-    _, key = replicas.project(budget={"requests": {"daily": 6}})
+    project_id, key = replicas.project(budget={"requests": {"daily": 6}})
     remaining = []
     async with httpx.AsyncClient(timeout=30) as client:
         for url in replicas.urls * 2:
@@ -113,6 +113,9 @@ async def test_every_replica_reads_one_counter(redis_up: Replicas, mock: MockUps
                                                 **scenario()})
             remaining.append(int(answer.headers["x-ratelimit-remaining-requests"]))
     assert remaining == [5, 4, 3, 2, 1, 0]
+    replicas.settled(project_id)
+    report = replicas.members[2].cli("usage", project_id)  # the CLI reads Redis too
+    assert [(c["unit"], c["used"]) for c in report["project"]] == [("requests", 6)]
 
 
 async def test_redis_killed_mid_load_fails_closed_then_counting_resumes(
