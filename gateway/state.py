@@ -21,6 +21,8 @@ from gateway.events.store import EventSettings, EventStore, EventWriter
 from gateway.identity.jwt import JwtSettings, JwtVerifier, looks_like_jwt
 from gateway.identity.keys import Caller, IdentityCache
 from gateway.policy.governance import InlinePolicies
+from gateway.policy.rollout import RolloutEngine
+from gateway.policy.rollout_state import RedisRolloutState
 from gateway.quota.limits import QuotaStore
 from gateway.quota.redis import quota_store_for
 from gateway.quota.sqlite import settings_from_config
@@ -74,9 +76,6 @@ class GatewayState:
         self.jwt: JwtVerifier | None = (
             JwtVerifier(JwtSettings.from_mapping(config.jwt, os.environ)) if config.jwt else None)
         self.registry: Any = None
-        from gateway.policy.rollout import RolloutEngine
-        from gateway.policy.rollout_state import RedisRolloutState
-
         #: Auto-rollback windows summed across replicas in Redis when it is configured.
         self.rollout: Any = RolloutEngine(
             RedisRolloutState(self.redis) if self.redis is not None else None)
