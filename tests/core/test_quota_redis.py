@@ -225,3 +225,18 @@ async def test_usage_report_reads_the_current_windows_in_redis(redis: RedisServe
     assert report["users"][0]["counters"][0]["used"] == 20
     assert report["open_reservations"] == 4
     await store.link.aclose()
+
+
+async def test_a_full_redis_refuses_writes_and_the_store_fails_closed(redis: RedisServer) -> None:
+    """With `noeviction`, a Redis at its memory limit refuses writes instead of dropping
+    counters: the store reports it unavailable, nothing is admitted unknowingly."""
+    store = make(redis)
+    await store.admit(request())
+    assert redis.command("CONFIG", "SET", "maxmemory", "1") == "OK"
+    try:
+        with pytest.raises(QuotaUnavailable):
+            await store.admit(request())
+    finally:
+        assert redis.command("CONFIG", "SET", "maxmemory", "0") == "OK"
+    await store.admit(request())
+    await store.link.aclose()
