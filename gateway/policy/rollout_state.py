@@ -158,7 +158,8 @@ class RedisRolloutState:
     async def _sync_one(self, policy_id: str, revision: int, tracked: _Tracked,
                         pending: dict[int, list[int]]) -> None:
         auto, width = tracked.auto, tracked.bucket_seconds
-        base = self.link.key("ro", _part(policy_id), str(revision))
+        # One hash tag for both keys: one Cluster slot for the script.
+        base = self.link.key("ro", "{" + _part(policy_id) + ":" + str(revision) + "}")
         args = [str(int(self.clock() * 1000)), repr(width),
                 str(max(1, int(-(-auto.window_minutes * 60 // width)))), str(auto.min_requests),
                 repr(float(auto.threshold_pct)), str(int(auto.cooldown_minutes * 60_000)),
