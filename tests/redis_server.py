@@ -61,7 +61,7 @@ class RedisServer:
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.fsync,
              "--dir", str(self.directory), "--maxmemory-policy", "noeviction",
-             "--protected-mode", "yes"],
+             "--protected-mode", "yes", *self.arguments()],
             stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + 10
@@ -74,6 +74,10 @@ class RedisServer:
             time.sleep(0.02)
         self.stop()
         raise RuntimeError("redis-server did not answer PING within 10 s")
+
+    def arguments(self) -> list[str]:
+        """More redis-server arguments (a subclass's)."""
+        return []
 
     def ping(self) -> bool:
         try:
