@@ -106,6 +106,8 @@ def _serve_lifespan(app: QuartTrio, state: GatewayState, reloader: PolicyReloade
                 await nursery.start(metrics.run_sync, state)
                 for connector in state.connectors:  # each its own task: one slow one delays
                     await nursery.start(connector.run)  # no other
+                for task in state.shared_state_tasks():  # rollout windows summed in Redis
+                    await nursery.start(task)
                 task_status.started()
 
     @app.before_serving

@@ -34,7 +34,9 @@ own error shape)::
     │   ├── UpstreamUnavailable       502 upstream_unavailable
     │   └── UpstreamTimeout           504 upstream_timeout
     ├── ServerBusy                    503 server_busy: this worker is at its request cap
-    └── ShuttingDown                  503 server_shutting_down: the grace period ended
+    ├── ShuttingDown                  503 server_shutting_down: the grace period ended
+    └── QuotaUnavailable              503 quota_unavailable: the shared quota store (Redis)
+                                          did not answer and quotas fail closed
 
 Errors that never become an HTTP answer: configuration, management and delivery problems,
 reported to the operator or the CLI user, and our own bugs::
@@ -55,6 +57,7 @@ reported to the operator or the CLI user, and our own bugs::
     MalformedStream                   an upstream event stream that is not one (upstream)
     WebhookError                      a connector destination that refused (destination)
     EventStorageError                 the events database cannot be written (environment)
+    SharedStateUnavailable            Redis did not answer; each caller maps it (deployment)
     InvalidTransition                 a request lifecycle event out of order (our bug)
 
 Anything else that escapes a handler is a bug of ours too; the app answers it with a clean 500
@@ -323,6 +326,28 @@ class ShuttingDown(GatewayError):
     anthropic_type = "api_error"
 
 
+class ServerBusy(GatewayError):
+    """This worker already serves `[limits] max_concurrent_requests` requests. Caused by load
+    (or by clients holding requests open), not by this request: retry after `Retry-After`."""
+
+    status = 503
+    code = "server_busy"
+    error_type = "server_error"
+    anthropic_type = "overloaded_error"
+
+
+class QuotaUnavailable(GatewayError):
+    """The shared quota store (Redis) did not answer and `[quotas] on_store_error = "closed"`:
+    the gateway cannot tell whether a quota is used up, so it admits nothing rather than too
+    much. Caused by the deployment, not the client: retry after `Retry-After` seconds."""
+
+    status = 503
+    code = "quota_unavailable"
+    error_type = "server_error"
+    anthropic_type = "api_error"
+    #: The `policy` object's reason code and its `quota` field (none: nothing was counted).
+    reason_code = "QUOTA_UNAVAILABLE"
+    remaining: dict[str, Any] | None = None
 
 
 # --- errors that never become an HTTP answer -------------------------------------------------
@@ -417,11 +442,9 @@ class CommandError(ValueError):
 class InvalidTransition(RuntimeError):
     """A governed request's lifecycle (gateway/policy/lifecycle.py) got an event its phase does
     not allow. Never the caller's doing: a bug of ours, to report."""
-class ServerBusy(GatewayError):
-    """This worker already serves `[limits] max_concurrent_requests` requests. Caused by load
-    (or by clients holding requests open), not by this request: retry after `Retry-After`."""
 
-    status = 503
-    code = "server_busy"
-    error_type = "server_error"
-    anthropic_type = "overloaded_error"
+
+class SharedStateUnavailable(Exception):
+    """Not an answer: Redis, which holds the state shared by replicas, did not answer a call.
+    Each caller turns it into its documented behaviour (`QuotaUnavailable`, fail open, local
+    rollout state, no connector delivery)."""

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 import sqlite_utils
@@ -25,9 +27,13 @@ from gateway.identity.jwt import JwtSettings, JwtVerifier
 from gateway.identity.keys import Caller, IdentityCache
 from gateway.policy.escalation import EscalationSettings
 from gateway.policy.inline import InlineBudget, InlinePolicies
+from gateway.policy.rollout import RolloutEngine
+from gateway.policy.rollout_state import RedisRolloutState
 from gateway.policy.rollouts import Rollouts
 from gateway.quota.limits import QuotaStore
-from gateway.quota.sqlite import SqliteQuotaStore, settings_from_config
+from gateway.quota.redis import quota_store_for
+from gateway.quota.sqlite import settings_from_config
+from gateway.redis_link import RedisLink, redis_settings
 from gateway.upstream.exchange import Upstreams
 
 log = logging.getLogger("gateway")
@@ -40,12 +46,13 @@ def _event_settings(config: Config) -> EventSettings:
         raise ConfigError(f"invalid [events] configuration: {exc}") from exc
 
 
-def _connectors(config: Config, settings: EventSettings, escalation: EscalationSettings
-                ) -> list[ConnectorTask]:
+def _connectors(config: Config, settings: EventSettings, escalation: EscalationSettings,
+                redis: RedisLink | None) -> list[ConnectorTask]:
     # Escalation notices are webhook connectors too: retries, backoff, progress in the DB.
     entries = [*settings.connectors, *escalation.connector_entries()]
     try:
-        return [ConnectorTask(config.database_path, s) for s in connector_settings(entries)]
+        return [ConnectorTask(config.database_path, s, redis=redis)
+                for s in connector_settings(entries)]
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid [[events.connectors]]: {exc}") from exc
 
@@ -60,8 +67,15 @@ class GatewayState:
         self.inline_policies = InlinePolicies(InlineBudget.from_mapping(config.inline_policy),
                                               self.escalation)
         self.quota_settings = settings_from_config(config)
-        self.quotas: QuotaStore = SqliteQuotaStore(config.database_path, self.quota_settings,
-                                                   background=lambda: self.nursery)
+        redis = redis_settings(config)
+        #: The state shared by replicas (docs/scale-out.md), when `[redis]` is configured.
+        self.redis: RedisLink | None = RedisLink(redis) if redis is not None else None
+        self.quotas: QuotaStore = quota_store_for(config, self.quota_settings, self.redis,
+                                                  background=lambda: self.nursery)
+        #: Extra `/readyz` checks: name -> probe answering "ok" or "unavailable: why".
+        self.readiness_checks: dict[str, Callable[[], Awaitable[str]]] = {}
+        if self.redis is not None:
+            self.readiness_checks["redis"] = self.redis.ping
         self.event_settings = _event_settings(config)
         self.event_sink = QueueSink(self.event_settings.queue_capacity,
                                     recent=self.event_settings.recent)
@@ -70,11 +84,14 @@ class GatewayState:
             self.event_sink,
             EventStore(config.database_path, busy_timeout=self.event_settings.busy_timeout),
             self.event_settings)
-        self.connectors = _connectors(config, self.event_settings, self.escalation)
+        self.connectors = _connectors(config, self.event_settings, self.escalation, self.redis)
         self.event_writer.on_written += [c.wake for c in self.connectors]
         self.jwt: JwtVerifier | None = (
             JwtVerifier(JwtSettings.from_mapping(config.jwt, os.environ)) if config.jwt else None)
-        self.rollouts = Rollouts(lambda event: self.events.emit(event), self._old_revision)
+        #: Auto-rollback windows summed across replicas in Redis when it is configured.
+        self.rollouts = Rollouts(
+            lambda event: self.events.emit(event), self._old_revision,
+            RolloutEngine(RedisRolloutState(self.redis) if self.redis is not None else None))
         #: The app's nursery (set while serving).
         self.nursery: trio.Nursery | None = None
         self._db: sqlite_utils.Database | None = None
@@ -92,12 +109,25 @@ class GatewayState:
                       "; ".join(d.message for d in diagnostics))
         emit_revision_events(self, self._registry)
         await self.upstreams.open()
+        if self.redis is not None:
+            answer = await self.redis.ping()
+            if answer != "ok":
+                log.error("Redis at %s does not answer at start (%s): /readyz reports not ready "
+                          "until it does, and it is used as soon as it answers",
+                          self.redis.settings.where, answer)
 
     async def aclose(self) -> None:
         await self.upstreams.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
         if self._db is not None:
             self._db.conn.close()
             self._db = None
+
+    def shared_state_tasks(self) -> list[Callable[..., Awaitable[None]]]:
+        """Background tasks that keep state shared with other replicas (run by the app)."""
+        state: Any = self.rollouts.engine.state
+        return [state.run] if state.shared else []
 
     @property
     def serving(self) -> bool:

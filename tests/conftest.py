@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from e2e.harness import GatewayFactory, RunningGateway, mock_providers, start_gateway, stop_gateway
 from mock_upstream import MockUpstream
+from redis_server import RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -66,3 +67,20 @@ def gateway_factory(mock_upstream: MockUpstream, tmp_path: Path) -> Iterator[Gat
     yield make
     for running in started:
         stop_gateway(running)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the run, started on first use."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis(redis_server: RedisServer) -> RedisServer:
+    """The shared redis-server, emptied, and started again if a test killed it."""
+    if not redis_server.ping():
+        redis_server.start()
+    assert redis_server.command("FLUSHALL") == "OK"
+    return redis_server

@@ -95,6 +95,12 @@ async def project_usage(state: Any, project_id: str) -> Response:
     top_text = request.args.get("top", "10")
     if not top_text.isdigit() or not 1 <= int(top_text) <= 1000:
         raise InvalidRequest("'top' must be an integer from 1 to 1000.", param="top")
-    report = usage_report(state.db.conn, project.id, datetime.now(UTC), budget=project.budget,
-                          user_quota=project.user_quota, top=int(top_text))
+    if hasattr(state.quotas, "usage_report"):  # the Redis store: counters of every replica
+        report = await state.quotas.usage_report(
+            project.id, datetime.now(UTC), budget=project.budget,
+            user_quota=project.user_quota, top=int(top_text))
+    else:
+        report = usage_report(state.db.conn, project.id, datetime.now(UTC),
+                              budget=project.budget, user_quota=project.user_quota,
+                              top=int(top_text))
     return json_response(200, report)

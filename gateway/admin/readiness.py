@@ -53,6 +53,8 @@ class Readiness:
     #: Policy ids linked to a project with no revision in force.
     unavailable_policies: list[str] = field(default_factory=list)
     shutting_down: bool = False
+    #: Shared dependencies (Redis) that do not answer: name -> why.
+    dependencies: dict[str, str] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -71,7 +73,7 @@ class Readiness:
     def for_admin(self) -> dict[str, Any]:
         return {**self.public(), "database": self.database, "policy_errors": self.policy_errors,
                 "unavailable_policies": self.unavailable_policies,
-                "shutting_down": self.shutting_down}
+                "dependencies": self.dependencies, "shutting_down": self.shutting_down}
 
 
 @health.get("/readyz")
@@ -88,7 +90,7 @@ async def assess(state: Any) -> Readiness:
     readiness = Readiness(database=await _database_status(state))
     if readiness.database != "ok":
         readiness.reasons.append(DATABASE_UNAVAILABLE)
-    registry = state.registry
+    registry = state.registry if state.serving else None
     if registry is None:
         readiness.reasons.append(POLICIES_NOT_LOADED)
     else:
@@ -103,11 +105,24 @@ async def assess(state: Any) -> Readiness:
                 readiness.database = f"unavailable: {exc}"
                 readiness.reasons.append(DATABASE_UNAVAILABLE)
             _check_linked(readiness, registry, linked)
+    await _check_dependencies(readiness, state)
     draining = current_app.extensions.get("draining")
     readiness.shutting_down = draining is not None and draining.draining
     if readiness.shutting_down:
         readiness.reasons.append(SHUTTING_DOWN)
     return readiness
+
+
+async def _check_dependencies(readiness: Readiness, state: Any) -> None:
+    """The shared state's probes (`state.readiness_checks`: Redis, when configured), each
+    within READY_PROBE_TIMEOUT; a failing one is the reason `<name>_unavailable`."""
+    for name, check in state.readiness_checks.items():
+        answer = f"unavailable: no answer within {READY_PROBE_TIMEOUT:g} s"
+        with trio.move_on_after(READY_PROBE_TIMEOUT):
+            answer = await check()
+        if answer != "ok":
+            readiness.dependencies[name] = answer
+            readiness.reasons.append(f"{name}_unavailable")
 
 
 def _check_linked(readiness: Readiness, registry: Any, linked: set[str]) -> None:

@@ -32,6 +32,7 @@ from gateway.errors import (
     PolicyDirectoryError,
     PolicyFileError,
     ProjectError,
+    SharedStateUnavailable,
 )
 from gateway.identity.keys import PLANS, IdentityStore
 from gateway.identity.projects import STATUSES, ProjectStore
@@ -50,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc.render(), file=sys.stderr)
         return 1
     except (ConfigError, IdentityError, ProjectError, PolicyDirectoryError,
-            CommandError) as exc:
+            CommandError, SharedStateUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except GatewayError as exc:  # from `simulate`: the API's own refusal, e.g. not linked
@@ -322,15 +323,45 @@ def _projects_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _redis_usage(config: Config, project: Any, top: int) -> dict[str, Any] | None:
+    """The usage report from Redis when `[quotas] store = "redis"`, else None."""
+    from datetime import UTC, datetime
+
+    import trio
+
+    from gateway.quota.redis import RedisQuotaStore
+    from gateway.quota.sqlite import settings_from_config
+    from gateway.redis_link import RedisLink, redis_settings
+
+    settings = settings_from_config(config)
+    redis = redis_settings(config)
+    if settings.store != "redis" or redis is None:
+        return None
+
+    async def read() -> dict[str, Any]:
+        store = RedisQuotaStore(RedisLink(redis), settings)
+        try:
+            return await store.usage_report(project.id, datetime.now(UTC),
+                                            budget=project.budget,
+                                            user_quota=project.user_quota, top=top)
+        finally:
+            await store.link.aclose()
+
+    return trio.run(read)
+
+
 def _usage(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from gateway.quota.sqlite import usage_report
 
-    db = _database(Config.load(args.config))
+    config = Config.load(args.config)
+    db = _database(config)
     project = ProjectStore(db).get(args.project_id)
-    report = usage_report(db.conn, project.id, datetime.now(UTC), budget=project.budget,
-                          user_quota=project.user_quota, top=args.top)
+    report = _redis_usage(config, project, args.top)  # with the Redis store: every replica's
+    if report is None:
+        report = usage_report(db.conn, project.id, datetime.now(UTC), budget=project.budget,
+                              user_quota=project.user_quota, top=args.top)
     if args.json:
         _print(report)
         return 0

@@ -206,6 +206,11 @@ class QuotasSection(Section):
     budget: QuotaSpec | None = None
     user_quota: QuotaSpec | None = None
     projects: dict[str, ProjectQuotas] = Field(default_factory=dict)
+    store: Literal["sqlite", "redis"] = Field(
+        "sqlite", description="where counters live: the SQLite file, or Redis (needs [redis])")
+    on_store_error: Literal["closed", "open"] = Field(
+        "closed", description="Redis store down: refuse (503 quota_unavailable) or admit "
+        "within a per-replica bound")
 
 
 class EscalationTargetSection(Section):
@@ -222,6 +227,18 @@ class EscalationSection(Section):
     timeout: PositiveSeconds | None = Field(None, description="one delivery attempt")
     retry_initial: PositiveSeconds | None = Field(None, description="first retry delay")
     retry_max: PositiveSeconds | None = Field(None, description="longest retry delay")
+
+
+class RedisSection(Section):
+    """The state shared by replicas (docs/scale-out.md)."""
+
+    url: str = Field(description="redis://host:port/db or rediss://host:port/db (TLS)")
+    username: str | None = Field(None, description="the Redis ACL user")
+    password_env: str | None = Field(None, description="the variable holding the password")
+    key_prefix: str = Field("gw:", description="put before every key")
+    cluster: bool = Field(False, description="a Redis Cluster (the url is one seed node)")
+    request_timeout_ms: PositiveInt = Field(250, description="longest wait for one command")
+    connect_timeout_ms: PositiveInt = Field(1000, description="longest wait for a connection")
 
 
 class UpstreamSection(Section):
@@ -245,6 +262,7 @@ SECTIONS: dict[str, Any] = {
     "quotas": QuotasSection,
     "escalation": EscalationSection,
     "upstream": UpstreamSection,
+    "redis": RedisSection | None,
 }
 
 

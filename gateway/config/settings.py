@@ -111,6 +111,8 @@ class Config:
     escalation: Mapping[str, Any] = field(default_factory=dict)
     #: The `inline_*` keys of `[policies]` (gateway.policy.inline.InlineBudget).
     inline_policy: Mapping[str, Any] = field(default_factory=dict)
+    #: The raw `[redis]` section (gateway.redis_link.RedisSettings.from_mapping).
+    redis: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def server_read_timeout(self) -> float:
@@ -214,6 +216,7 @@ def _build(checked: Any, data: Mapping[str, Any], env: Mapping[str, str]) -> Con
         escalation=dict(data.get("escalation", {})),
         inline_policy={k: v for k, v in dict(data.get("policies", {})).items()
                        if k.startswith("inline_")},
+        redis=dict(data.get("redis") or {}),
     )
 
 
@@ -232,6 +235,10 @@ def _check_sections(data: Mapping[str, Any], checked: Any, env: Mapping[str, str
     InlineBudget.from_mapping({k: v for k, v in dict(data.get("policies", {})).items()
                                if k.startswith("inline_")})
     EscalationSettings.from_mapping(dict(data.get("escalation", {})), env)
+    if data.get("redis"):
+        from gateway.redis_link import RedisSettings
+
+        RedisSettings.from_mapping(dict(data["redis"]), env)
 
     connector_settings(EventSettings.from_mapping(dict(data.get("events", {}))).connectors)
     QuotaSettings.from_mapping(dict(data.get("quotas", {})),

@@ -31,8 +31,13 @@ import sqlite_utils
 import trio
 
 from gateway.db import open_database
-from gateway.errors import ConnectorConfigError, WebhookError
-from gateway.events.leases import DEFAULT_LEASE_SECONDS, ConnectorLease, lease_owner_id
+from gateway.errors import ConnectorConfigError, SharedStateUnavailable, WebhookError
+from gateway.events.leases import (
+    DEFAULT_LEASE_SECONDS,
+    ConnectorLease,
+    RedisConnectorLease,
+    lease_owner_id,
+)
 from gateway.events.sink import RateLimitedLog
 from gateway.events.store import row_to_event
 
@@ -233,11 +238,15 @@ class ConnectorTask:
 
     def __init__(self, database_path: str, settings: ConnectorSettings, *,
                  rand: Callable[[], float] = random.random, owner: str | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, redis: Any = None) -> None:
         self.settings = settings
         self.progress = DeliveryLog(database_path, settings)
-        self.lease = ConnectorLease(database_path, settings.name, owner or lease_owner_id(),
-                                    ttl=settings.lease_seconds, clock=clock)
+        owner = owner or lease_owner_id()
+        # With Redis configured the claim lives there (replicas on several machines).
+        self.lease = (ConnectorLease(database_path, settings.name, owner,
+                                     ttl=settings.lease_seconds, clock=clock) if redis is None
+                      else RedisConnectorLease(database_path, settings.name, owner, redis,
+                                               ttl=settings.lease_seconds, clock=clock))
         self.delivered = 0
         self.failures = 0
         self._rand = rand
@@ -282,7 +291,8 @@ class ConnectorTask:
     async def _claim(self) -> bool:
         try:
             return await trio.to_thread.run_sync(self.lease.claim)
-        except sqlite3.Error as exc:  # keep delivering only while the last claim lasts
+        except (sqlite3.Error, SharedStateUnavailable) as exc:
+            # keep delivering only while the last claim lasts
             self.lease.close()
             self._log.warning("connector %s cannot renew its lease: %s", self.settings.name, exc)
             return self.lease.held()
@@ -298,7 +308,8 @@ class ConnectorTask:
     async def _release(self) -> None:
         try:
             await trio.to_thread.run_sync(self.lease.release)
-        except sqlite3.Error as exc:  # it expires on its own; the takeover just waits for it
+        except (sqlite3.Error, SharedStateUnavailable) as exc:
+            # it expires on its own; the takeover just waits for it
             log.warning("connector %s cannot release its lease: %s", self.settings.name, exc)
 
     async def _deliver(self, client: httpx.AsyncClient | None) -> None:

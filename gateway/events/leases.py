@@ -6,6 +6,9 @@ The holder renews well before expiry and releases on clean shutdown; when it die
 runs out and another worker takes over from the stored delivery progress (at least once: an
 event whose delivery was not yet recorded is sent again, none is lost).
 
+With Redis configured (`[redis]`), `RedisConnectorLease` keeps the same claim in Redis instead,
+per connector and event store, for replicas on several machines.
+
 Time comes from an injected clock (wall-clock seconds, comparable across processes), so the
 rules are tested without sleeping; `may_claim` holds them with no I/O at all.
 """
@@ -17,8 +20,10 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import sqlite_utils
+import trio
 
 from gateway.db import open_database, write_transaction
 
@@ -106,3 +111,84 @@ class ConnectorLease:
         if self._db is not None:
             self._db.conn.close()
             self._db = None
+
+
+# --- in Redis, when it is configured (docs/scale-out.md) -------------------------------------
+
+#: Take the lease when it is free or ours, for ARGV[2] ms; 1 when held afterwards.
+_CLAIM = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+#: Give the lease up only if it is still ours.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def event_store_id(db: sqlite_utils.Database) -> str:
+    """The id of this event store (its database), made on first use: a connector's lease in
+    Redis is per event store, so replicas with their own files each deliver their own events,
+    and the workers or replicas sharing one file deliver each event once."""
+    db.conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('event_store_id', ?)",
+                    [uuid.uuid4().hex])
+    return str(db.conn.execute(
+        "SELECT value FROM meta WHERE key = 'event_store_id'").fetchone()[0])
+
+
+class RedisConnectorLease(ConnectorLease):
+    """`ConnectorLease` with the claim in Redis: one key per connector and event store that
+    expires on its own (Redis keeps the time, so the replicas' clocks do not matter). Called
+    from a worker thread like the SQLite lease; each call hops to the event loop, which owns
+    the Redis client. Redis down: `SharedStateUnavailable`, and the connector keeps delivering
+    only while its last claim lasts."""
+
+    def __init__(self, database_path: str, connector: str, owner: str, link: Any, *,
+                 ttl: float = DEFAULT_LEASE_SECONDS,
+                 clock: Callable[[], float] = time.time) -> None:
+        super().__init__(database_path, connector, owner, ttl=ttl, clock=clock)
+        self.link = link
+        self._key: str | None = None
+
+    def key(self) -> str:
+        if self._key is None:
+            with write_transaction(self.db):
+                store = event_store_id(self.db)
+            from gateway.quota.redis import key_part
+
+            self._key = self.link.key("lease", store, key_part(self.connector))
+        return self._key
+
+    def claim(self) -> bool:
+        now, key = self.clock(), self.key()
+        held = trio.from_thread.run(self._script, _CLAIM, key, str(int(self.ttl * 1000)))
+        self.expires_at = now + self.ttl if held else None
+        return bool(held)
+
+    def holder(self) -> tuple[str, float] | None:
+        key = self.key()
+
+        async def read() -> tuple[str, float] | None:
+            owner = await self.link.call(lambda client: client.get(key))
+            ttl = await self.link.call(lambda client: client.pttl(key))
+            return (owner.decode(), self.clock() + ttl / 1000) if owner else None
+
+        return trio.from_thread.run(read)
+
+    def release(self) -> None:
+        self.expires_at = None
+        trio.from_thread.run(self._script, _RELEASE, self.key(), "")
+
+    async def _script(self, source: str, key: str, argument: str) -> Any:
+        from glide import Script
+
+        args = [self.owner] + ([argument] if argument else [])
+        return await self.link.call(
+            lambda client: client.invoke_script(Script(source), keys=[key], args=args))

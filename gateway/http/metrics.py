@@ -99,7 +99,12 @@ class GatewayMetrics:
         self.event_write_failures = Counter(
             "gateway_event_write_failures", "Failed attempts to write a batch of policy events "
             "(retried).", registry=r)
+        self.quota_store_errors = Counter(
+            "gateway_quota_store_errors", "Admissions the shared quota store (Redis) did not "
+            "answer, by what happened: `closed` (503 quota_unavailable) or `open` (admitted "
+            "with quotas not enforced).", ("mode",), registry=r)
         self._seen = {"written": 0, "dropped": 0, "failures": 0}
+        self._seen_store_errors = {"closed": 0, "open": 0}
         # Labelled children, looked up once per label set (`labels()` takes a lock each time).
         self._request_children: dict[tuple[str, str, int, str], Any] = {}
         self._route_children: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
@@ -155,6 +160,11 @@ class GatewayMetrics:
             if delta > 0:
                 counter.inc(delta)
                 self._seen[name] = value
+        for mode, value in getattr(state.quotas, "store_errors", {}).items():
+            delta = value - self._seen_store_errors[mode]
+            if delta > 0:
+                self.quota_store_errors.labels(mode).inc(delta)
+                self._seen_store_errors[mode] = value
 
     async def run_sync(self, state: Any,
                        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -7,7 +7,7 @@ machine is where that rule lives. The surface (gateway/surfaces/policy_run.py) t
 happened and carries out the effects it returns; it never decides on its own whether to settle,
 release or record.
 
-    ADMISSION ──quota_refused──────────────────────────────────────────▶ DONE  [Record]
+    ADMISSION ──quota_refused (429, or 503 store down)─────────────────▶ DONE  [Record]
         │ admitted
         ▼
     DECIDING ──finish (refused, escalated, error)───────────────────────▶ DONE  [Release|Settle, Record]
@@ -99,10 +99,11 @@ class RequestLifecycle:
         #: The event recorded, once there is one.
         self.recorded: Record | None = None
 
-    def quota_refused(self) -> list[Effect]:
-        """Admission refused: nothing is reserved, and the request goes nowhere."""
+    def quota_refused(self, status: int = 429, outcome: str = "quota_exceeded") -> list[Effect]:
+        """Admission refused (a quota used up, or the quota store down and failing closed):
+        nothing is reserved, and the request goes nowhere."""
         self._expect(Phase.ADMISSION)
-        return self._done(None, Record(429, "quota_exceeded", 0, 0))
+        return self._done(None, Record(status, outcome, 0, 0))
 
     def admitted(self) -> list[Effect]:
         self._expect(Phase.ADMISSION)

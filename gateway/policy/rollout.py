@@ -62,8 +62,13 @@ Auto-rollback (when the policy declares `auto_rollback` with `enabled true`), pe
   `rollback_end` (reason `revision_replaced`) is carried by the first call of the new one, so
   every `auto_rollback` event gets its end.
 
-State lives in this object, one per worker process (SPEC §6 allows per-worker state for now), so
-with N workers each trips on its own traffic. Not thread-safe: one trio thread per worker.
+Where the windows live is the engine's `state` (gateway/policy/rollout_state.py). By default
+(`LocalRolloutState`) in this object, one per worker process, so with N workers each trips on its
+own traffic. With Redis configured (`RedisRolloutState`) the windows of every replica are summed
+in Redis: a spike spread across replicas trips one rollback (one `auto_rollback` event, from the
+replica that tripped it, which also emits its `rollback_end`), and every replica follows it
+within a second. Canary sampling needs no shared state: the hash gives the same answer on every
+replica. Not thread-safe: one trio thread per worker.
 Memory: one small record per policy id (the latest revision seen), each window bounded as above.
 """
 
@@ -72,8 +77,10 @@ from __future__ import annotations
 import hashlib
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import dsl
+from gateway.policy.rollout_state import LocalRolloutState, SharedRollback
 
 #: Width of a window bucket in seconds: bounds memory and sets the window's granularity.
 BUCKET_SECONDS = 10.0
@@ -170,14 +177,18 @@ class _PolicyState:
     rollback_until: float | None = None
     #: the auto_rollback event of the current rollback, to build its end event from.
     tripped: RevisionEventRequest | None = None
+    #: Whether this engine emits the rollback's events (False: another replica tripped it).
+    announce: bool = True
     events: list[RevisionEventRequest] = field(default_factory=list)
 
 
 class RolloutEngine:
     """Rollout decisions and auto-rollback state for one worker process (see module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, state: LocalRolloutState | Any = None) -> None:
         self._states: dict[str, _PolicyState] = {}
+        #: Where the auto-rollback windows live (`LocalRolloutState` or `RedisRolloutState`).
+        self.state = state if state is not None else LocalRolloutState()
 
     def resolve(self, policy: dsl.CompiledPolicy, *, target: str, quota_subject: str | None,
                 decision: str, now: float, rand: float, revision: int,
@@ -188,14 +199,22 @@ class RolloutEngine:
         state = self._state(policy_id, revision, now)
         if state.rollback_until is not None and now >= state.rollback_until:
             self._end_rollback(state, policy_id, now, "cooldown_elapsed")
+        if state.rollback_until is None and auto is not None and auto.enabled:
+            shared = self.state.rollback(policy_id, revision, now)
+            if shared is not None:  # tripped by the windows of every replica
+                self._follow_rollback(state, shared, policy_id, now)
         if state.rollback_until is not None:
             return self._outcome("rollback", False, decision, stage, state)
 
         if stage.mode == "shadow":
             return self._outcome("shadow", False, decision, stage, state)
-        if auto is not None and auto.enabled and self._observe(state, auto, decision, now):
-            self._start_rollback(state, auto, policy_id, now)
-            return self._outcome("rollback", False, decision, stage, state)
+        if auto is not None and auto.enabled:
+            if self.state.shared:
+                self.state.record(policy_id, revision, auto,
+                                  decision in auto.rollback_decisions, BUCKET_SECONDS)
+            elif self._observe(state, auto, decision, now):
+                self._start_rollback(state, auto, policy_id, now)
+                return self._outcome("rollback", False, decision, stage, state)
         if stage.mode == "canary":
             enforced = canary_enforces(stage.percentage, policy_id, revision, quota_subject, rand)
             return self._outcome("canary", enforced, decision, stage, state)
@@ -207,8 +226,12 @@ class RolloutEngine:
         if state is None:
             return None
         window = state.window
+        rollback_until = state.rollback_until
+        if rollback_until is None:  # a rollback tripped by other replicas, not yet followed here
+            shared = self.state.rollback(policy_id, state.revision, float("-inf"))
+            rollback_until = shared.until if shared is not None else None
         return RolloutStatus(
-            revision=state.revision, rollback_until=state.rollback_until,
+            revision=state.revision, rollback_until=rollback_until,
             matching=window.matching if window else 0, total=window.total if window else 0,
             buckets=len(window) if window else 0)
 
@@ -249,15 +272,30 @@ class RolloutEngine:
         state.window = None
 
     @staticmethod
+    def _follow_rollback(state: _PolicyState, shared: SharedRollback, policy_id: str,
+                         now: float) -> None:
+        state.tripped = RevisionEventRequest(
+            edit_type="auto_rollback", policy_id=policy_id, revision=state.revision, at=now,
+            share_pct=shared.share_pct, matching=shared.matching, total=shared.total,
+            reason="threshold_exceeded")
+        state.announce = shared.announce
+        if shared.announce:
+            state.events.append(state.tripped)
+        state.rollback_until = shared.until
+        state.window = None
+
+    @staticmethod
     def _end_rollback(state: _PolicyState, policy_id: str, now: float, reason: str) -> None:
         tripped = state.tripped
         assert tripped is not None
-        state.events.append(RevisionEventRequest(
-            edit_type="rollback_end", policy_id=policy_id, revision=state.revision, at=now,
-            share_pct=tripped.share_pct, matching=tripped.matching, total=tripped.total,
-            reason=reason))
+        if state.announce:
+            state.events.append(RevisionEventRequest(
+                edit_type="rollback_end", policy_id=policy_id, revision=state.revision, at=now,
+                share_pct=tripped.share_pct, matching=tripped.matching, total=tripped.total,
+                reason=reason))
         state.rollback_until = None
         state.tripped = None
+        state.announce = True
 
     @staticmethod
     def _outcome(mode: str, enforced: bool, decision: str, stage: dsl.Stage,

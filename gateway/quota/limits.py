@@ -145,6 +145,9 @@ class Reservation:
     #: The store's handle on what it reserved (None: nothing was reserved).
     token: Any = None
     tokens_reserved: int = 0
+    #: Why the quota was not enforced for this request (fail open: the store did not answer),
+    #: recorded in its event; None when it was.
+    unenforced: str | None = None
 
 
 def quota_refusal(exhausted: Usage, usages: Sequence[Usage], now: datetime) -> QuotaRefused:
@@ -214,6 +217,12 @@ class QuotaSettings:
     reservation_ttl_seconds: float = 960.0
     #: Threads running SQLite calls per worker. One suffices: writers queue on SQLite's lock.
     threads: int = 1
+    #: Where counters live: `sqlite` (the gateway's file, one machine) or `redis` (shared by
+    #: replicas, needs `[redis]`).
+    store: str = "sqlite"
+    #: When the Redis store does not answer: `closed` refuses (503 quota_unavailable), `open`
+    #: admits with a per-replica bound and records that quotas were not enforced.
+    on_store_error: str = "closed"
     #: Quotas of every project, from the configuration.
     budget: tuple[QuotaLimit, ...] = ()
     user_quota: tuple[QuotaLimit, ...] = ()
@@ -231,7 +240,7 @@ class QuotaSettings:
     def from_mapping(cls, data: Mapping[str, Any], *, total_timeout: float = 900.0
                      ) -> QuotaSettings:
         known = {"default_output_tokens", "reservation_ttl_seconds", "threads", "budget",
-                 "user_quota", "projects"}
+                 "user_quota", "projects", "store", "on_store_error"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"[quotas]: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -241,6 +250,12 @@ class QuotaSettings:
         if default < 0 or ttl <= 0 or threads < 1:
             raise ValueError("[quotas]: default_output_tokens >= 0, reservation_ttl_seconds > 0 "
                              "and threads >= 1 are required")
+        store, on_error = data.get("store", "sqlite"), data.get("on_store_error", "closed")
+        if store not in ("sqlite", "redis"):
+            raise ValueError(f'[quotas] store must be "sqlite" or "redis", not {store!r}')
+        if on_error not in ("closed", "open"):
+            raise ValueError(f'[quotas] on_store_error must be "closed" or "open", '
+                             f'not {on_error!r}')
         projects = data.get("projects", {})
         if not isinstance(projects, Mapping):
             raise ValueError("[quotas.projects] must be a table of project id -> "
@@ -254,6 +269,7 @@ class QuotaSettings:
                 _configured_quota(entry.get("budget"), f"{where} budget"),
                 _configured_quota(entry.get("user_quota"), f"{where} user_quota"))
         return cls(default_output_tokens=default, reservation_ttl_seconds=ttl, threads=threads,
+                   store=store, on_store_error=on_error,
                    budget=_configured_quota(data.get("budget"), "[quotas] budget"),
                    user_quota=_configured_quota(data.get("user_quota"), "[quotas] user_quota"),
                    projects=per_project)

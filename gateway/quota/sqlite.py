@@ -344,10 +344,21 @@ def usage_report(conn: sqlite3.Connection, project_id: str, now: datetime, *,
                  ) -> dict[str, Any]:
     """The current-window counters of a project and of its `top` users (most requests first),
     for `python -m gateway usage`. Counters include open reservations."""
-    current = {w: int(window_start(w, now).timestamp()) for w in WINDOWS}
     rows = conn.execute(
         "SELECT subject_kind, subject_id, unit, window, window_start, used FROM quota_counters "
         "WHERE project_id = ?", (subject_key(project_id),)).fetchall()
+    open_reservations = conn.execute("SELECT count(*) FROM quota_reservations").fetchone()[0]
+    return report_from_counters(rows, project_id, now, budget=budget, user_quota=user_quota,
+                                top=top, open_reservations=open_reservations)
+
+
+def report_from_counters(rows: Sequence[tuple[str, str, str, str, int, int]], project_id: str,
+                         now: datetime, *, budget: Mapping[str, Mapping[str, int]] | None,
+                         user_quota: Mapping[str, Mapping[str, int]] | None, top: int,
+                         open_reservations: int) -> dict[str, Any]:
+    """The usage report from counter rows (kind, subject, unit, window, window start, used) of
+    any store; rows of past windows are left out."""
+    current = {w: int(window_start(w, now).timestamp()) for w in WINDOWS}
     project: list[dict[str, Any]] = []
     users: dict[str, list[dict[str, Any]]] = {}
     for kind, subject, unit, window, start, used in rows:
@@ -370,5 +381,4 @@ def usage_report(conn: sqlite3.Connection, project_id: str, now: datetime, *,
         counters.sort(key=lambda c: (c["unit"], order[c["window"]]))
     return {"project_id": project_id, "at": iso(now), "project": project,
             "users": [{"quota_subject": s, "counters": c} for s, c in ranked],
-            "open_reservations": conn.execute(
-                "SELECT count(*) FROM quota_reservations").fetchone()[0]}
+            "open_reservations": open_reservations}

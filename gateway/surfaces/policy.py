@@ -23,6 +23,7 @@ from gateway.errors import (
     PlanRequired,
     PolicyNotLinked,
     QuotaRefused,
+    QuotaUnavailable,
 )
 from gateway.http.access_log import current_record
 from gateway.http.wire import Inbound, Outbound
@@ -89,7 +90,7 @@ class PolicySurface:
                                 *configured_project),
                 user_limits=(*request.project.user_quota_limits, *quotas.user,
                              *configured_user)))
-        except QuotaRefused as refused:
+        except (QuotaRefused, QuotaUnavailable) as refused:
             self._refuse_for_quota(adapter, caller, request, refused, lifecycle, started)
             raise
         lifecycle.admitted()
@@ -106,20 +107,22 @@ class PolicySurface:
                              request.policies)
 
     def _refuse_for_quota(self, adapter: Adapter, caller: Caller, request: PreparedRequest,
-                          refused: QuotaRefused, lifecycle: RequestLifecycle,
+                          refused: QuotaRefused | QuotaUnavailable, lifecycle: RequestLifecycle,
                           started: float) -> None:
-        """The 429's `policy` object and its event. Quotas ignore rollout (always enforced),
-        and the policy is not evaluated: the request goes nowhere."""
+        """The 429's (or, quota store down and failing closed, the 503's) `policy` object and
+        its event. Quotas ignore rollout (always enforced), and the policy is not evaluated:
+        the request goes nowhere."""
         loaded, facts = request.loaded, request.facts
         mode, _ = self.state.rollouts.preview(loaded, facts.effective_target,
                                               request.quota_subject)
         gov = governance_for(adapter, caller, request,
-                          dsl.Decision(decision="refuse", reason_code=refused.reason_code),
-                          enforced=True, mode=mode,
-                          classification=loaded.policy.classification)
+                             dsl.Decision(decision="refuse", reason_code=refused.reason_code),
+                             enforced=True, mode=mode,
+                             classification=loaded.policy.classification)
         gov.quota = refused.remaining
         refused.extra.setdefault("policy", gov.policy_object())
-        (record,) = lifecycle.quota_refused()
+        outcome = "quota_exceeded" if isinstance(refused, QuotaRefused) else "quota_unavailable"
+        (record,) = lifecycle.quota_refused(refused.status, outcome)
         assert isinstance(record, Record)
         self.state.events.emit(policy_event(
             "enforcement", gov, status=record.status, outcome=record.outcome,
@@ -127,7 +130,7 @@ class PolicySurface:
             upstream=0.0))
         note_outcome(gov, record.status, record.outcome)
         access = current_record()
-        if access is not None:
+        if access is not None and isinstance(refused, QuotaRefused):  # the 503 has its own metric
             access.quota_refusal = refused.reason_code
 
     async def simulate(self, inbound: Inbound) -> Outbound:

@@ -195,10 +195,14 @@ class GovernedRun:
                 await self.state.quotas.settle(self.reservation, effect.input_tokens,
                                                effect.output_tokens)
             else:
+                # Admitted while the quota store was down (fail open): the event says so.
+                unenforced = ({"quota_unenforced": self.reservation.unenforced}
+                              if self.reservation.unenforced else {})
                 event = policy_event(
                     "enforcement", self.gov, status=effect.status, outcome=effect.outcome,
                     input_tokens=effect.input_tokens, output_tokens=effect.output_tokens,
-                    latency=time.perf_counter() - self.started, upstream=self.upstream_seconds)
+                    latency=time.perf_counter() - self.started, upstream=self.upstream_seconds,
+                    **unenforced)
                 self.state.events.emit(event)
                 note_outcome(self.gov, effect.status, effect.outcome, self.upstream_seconds)
         return event

@@ -107,4 +107,9 @@ def test_the_documented_configuration_loads():
     assert InlineBudget.from_mapping(config.inline_policy).max_bytes == 65536
     assert (config.timeouts.request_body, config.max_concurrent_requests) == (30, 1000)
     assert config.server_read_timeout == 960
+    assert (quotas.store, quotas.on_store_error) == ("sqlite", "closed")
+    from gateway.redis_link import RedisSettings
+
+    redis = RedisSettings.from_mapping(config.redis, {})
+    assert (redis.host, redis.port, redis.key_prefix) == ("127.0.0.1", 6379, "gw:")
     assert len(quotas.configured_limits("proj_support_bot")[0]) == 2

@@ -1,19 +1,23 @@
-"""The SQLite quota store (SPEC §8): reserve, settle, release, expiry, exactness, hostile ids."""
+"""The quota stores (SPEC §8): reserve, settle, release, expiry, window rollover on an injected
+clock, exactness, hostile ids. Every test taking `store` or `make_store` runs against the SQLite
+store and against the Redis store on a real redis-server; the rest are about SQLite alone."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
+from quota_stores import SyncRedisStore, counters, stored_subject
 
 from dsl import QuotaLimit
-from gateway.db import open_database
 from gateway.quota.limits import QuotaRefused, QuotaRequest, QuotaSettings
+from gateway.quota.redis import RedisQuotaStore
 from gateway.quota.sqlite import SqliteQuotaStore, subject_key
 
 
@@ -30,8 +34,36 @@ def clock() -> Clock:
     return Clock(datetime(2024, 2, 28, 23, 59, 0, tzinfo=UTC))
 
 
+Store = Any  # SqliteQuotaStore or SyncRedisStore: the same blocking test calls
+MakeStore = Callable[..., Store]
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path, clock: Clock
+               ) -> Iterator[MakeStore]:
+    """`make(settings=None)`: a store of the parametrised kind; every one made shares the same
+    SQLite file or the same (emptied) Redis, as the processes of one deployment do."""
+    server = request.getfixturevalue("redis") if request.param == "redis" else None
+    made: list[Store] = []
+
+    def make(settings: QuotaSettings | None = None) -> Store:
+        s = (SqliteQuotaStore(tmp_path / "gw.db", settings, clock=clock) if server is None
+             else SyncRedisStore(server, settings, clock=clock))
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.close()
+
+
 @pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> Iterator[SqliteQuotaStore]:
+def store(make_store: MakeStore) -> Store:
+    return make_store(QuotaSettings(reservation_ttl_seconds=60))
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path, clock: Clock) -> Iterator[SqliteQuotaStore]:
     s = SqliteQuotaStore(tmp_path / "gw.db", QuotaSettings(reservation_ttl_seconds=60),
                          clock=clock)
     yield s
@@ -50,15 +82,6 @@ def token_request(limit: int, estimate: int, subject: str = "alice") -> QuotaReq
                         project_limits=(QuotaLimit("tokens", "daily", limit),))
 
 
-def counters(store: SqliteQuotaStore) -> dict[tuple[str, str, str], int]:
-    db = open_database(store.path)
-    try:
-        return {(kind, subject, unit): used for kind, subject, unit, used in db.execute(
-            "SELECT subject_kind, subject_id, unit, used FROM quota_counters").fetchall()}
-    finally:
-        db.conn.close()
-
-
 def test_no_limits_means_no_database_access(tmp_path: Path) -> None:
     store = SqliteQuotaStore(tmp_path / "never" / "created.db")
 
@@ -72,7 +95,7 @@ def test_no_limits_means_no_database_access(tmp_path: Path) -> None:
     assert not (tmp_path / "never").exists()
 
 
-def test_limit_of_n_admits_n_then_refuses(store: SqliteQuotaStore) -> None:
+def test_limit_of_n_admits_n_then_refuses(store: Store) -> None:
     for expected_remaining in (2, 1, 0):
         reservation = store.admit_sync(requests(3))
         assert dict(reservation.headers)["x-ratelimit-remaining-requests"] == str(
@@ -85,7 +108,7 @@ def test_limit_of_n_admits_n_then_refuses(store: SqliteQuotaStore) -> None:
     assert counters(store)[("project", "proj", "requests")] == 3
 
 
-def test_release_gives_the_request_and_tokens_back(store: SqliteQuotaStore) -> None:
+def test_release_gives_the_request_and_tokens_back(store: Store) -> None:
     request = QuotaRequest("proj", "alice", 40, project_limits=(
         QuotaLimit("requests", "daily", 1), QuotaLimit("tokens", "daily", 1000)))
     reservation = store.admit_sync(request)
@@ -99,24 +122,28 @@ def test_release_gives_the_request_and_tokens_back(store: SqliteQuotaStore) -> N
     assert counters(store)[("project", "proj", "requests")] == 1
 
 
-def test_settlement_replaces_the_estimate_with_real_usage(store: SqliteQuotaStore) -> None:
+def test_settlement_replaces_the_estimate_with_real_usage(store: Store) -> None:
     first = store.admit_sync(token_request(1000, estimate=300))
     second = store.admit_sync(token_request(1000, estimate=300))
     store.settle_sync(first.token, 120)
     store.settle_sync(second.token, 450)  # more than estimated: counted all the same
     assert counters(store)[("project", "proj", "tokens")] == 570
-    store.settle_sync(second.token, 450)  # settled once only... then counted as expired usage
-    assert counters(store)[("project", "proj", "tokens")] == 1020
+    store.settle_sync(second.token, 450)
+    if isinstance(store, RedisQuotaStore):
+        # A retry (its first reply lost on the network) changes nothing.
+        assert counters(store)[("project", "proj", "tokens")] == 570
+    else:  # settled once only... then counted as expired usage
+        assert counters(store)[("project", "proj", "tokens")] == 1020
 
 
-def test_token_limit_admits_while_budget_remains(store: SqliteQuotaStore) -> None:
+def test_token_limit_admits_while_budget_remains(store: Store) -> None:
     store.admit_sync(token_request(1000, estimate=600))
     store.admit_sync(token_request(1000, estimate=600))  # 600 < 1000: admitted, may overrun
     with pytest.raises(QuotaRefused):
         store.admit_sync(token_request(1000, estimate=1))
 
 
-def test_tightest_limit_wins_between_budget_and_policy(store: SqliteQuotaStore) -> None:
+def test_tightest_limit_wins_between_budget_and_policy(store: Store) -> None:
     request = QuotaRequest("proj", "alice", 0, project_limits=(
         QuotaLimit("requests", "daily", 5), QuotaLimit("requests", "daily", 2)))
     store.admit_sync(request)
@@ -125,7 +152,7 @@ def test_tightest_limit_wins_between_budget_and_policy(store: SqliteQuotaStore) 
         store.admit_sync(request)
 
 
-def test_user_quota_is_per_subject_within_the_project(store: SqliteQuotaStore) -> None:
+def test_user_quota_is_per_subject_within_the_project(store: Store) -> None:
     store.admit_sync(requests(10, user=1, subject="alice"))
     with pytest.raises(QuotaRefused) as refused:
         store.admit_sync(requests(10, user=1, subject="alice"))
@@ -138,7 +165,7 @@ def test_user_quota_is_per_subject_within_the_project(store: SqliteQuotaStore) -
     assert counters(store)[("project", "proj", "requests")] == 2
 
 
-def test_refusal_reserves_nothing_on_any_counter(store: SqliteQuotaStore) -> None:
+def test_refusal_reserves_nothing_on_any_counter(store: Store) -> None:
     request = QuotaRequest("proj", "alice", 50, project_limits=(
         QuotaLimit("requests", "daily", 10),), user_limits=(QuotaLimit("tokens", "daily", 50),))
     store.admit_sync(request)
@@ -148,7 +175,7 @@ def test_refusal_reserves_nothing_on_any_counter(store: SqliteQuotaStore) -> Non
     assert counters(store)[("project", "proj", "requests")] == 1
 
 
-def test_window_rollover_starts_fresh_counters(store: SqliteQuotaStore, clock: Clock) -> None:
+def test_window_rollover_starts_fresh_counters(store: Store, clock: Clock) -> None:
     store.admit_sync(requests(1, "daily"))
     with pytest.raises(QuotaRefused):
         store.admit_sync(requests(1, "daily"))
@@ -164,7 +191,7 @@ def test_window_rollover_starts_fresh_counters(store: SqliteQuotaStore, clock: C
     store.admit_sync(week)
 
 
-def test_monthly_window_of_february(store: SqliteQuotaStore, clock: Clock) -> None:
+def test_monthly_window_of_february(store: Store, clock: Clock) -> None:
     clock.now = datetime(2023, 2, 1, tzinfo=UTC)
     store.settle_sync(store.admit_sync(requests(1, "monthly")).token, 0)
     clock.now = datetime(2023, 2, 28, 23, 0, tzinfo=UTC)
@@ -175,15 +202,15 @@ def test_monthly_window_of_february(store: SqliteQuotaStore, clock: Clock) -> No
     store.admit_sync(requests(1, "monthly"))
 
 
-def test_reservations_of_a_dead_process_expire(tmp_path: Path, clock: Clock) -> None:
+def test_reservations_of_a_dead_process_expire(make_store: MakeStore, clock: Clock) -> None:
     settings = QuotaSettings(reservation_ttl_seconds=60)
     clock.now = datetime(2024, 3, 5, 10, 0, tzinfo=UTC)
-    dead = SqliteQuotaStore(tmp_path / "gw.db", settings, clock=clock)
+    dead = make_store(settings)
     request = QuotaRequest("proj", "alice", 100, project_limits=(
         QuotaLimit("requests", "hour", 1), QuotaLimit("tokens", "hour", 1000)))
     orphan = dead.admit_sync(request)
     dead.close()  # the process dies without settling
-    alive = SqliteQuotaStore(tmp_path / "gw.db", settings, clock=clock)
+    alive = make_store(settings)
     with pytest.raises(QuotaRefused):
         alive.admit_sync(request)
     clock.now += timedelta(seconds=61)  # same hour, past the reservation's expiry
@@ -196,7 +223,7 @@ def test_reservations_of_a_dead_process_expire(tmp_path: Path, clock: Clock) -> 
     alive.close()
 
 
-def test_expire_sync_counts_what_it_gave_back(store: SqliteQuotaStore, clock: Clock) -> None:
+def test_expire_sync_counts_what_it_gave_back(store: Store, clock: Clock) -> None:
     store.admit_sync(requests(5))
     store.admit_sync(requests(5))
     assert store.expire_sync() == 0
@@ -209,14 +236,14 @@ def test_expire_sync_counts_what_it_gave_back(store: SqliteQuotaStore, clock: Cl
 
 @pytest.mark.parametrize("subject", ["", " ", "x" * 100_000, "用户-😀", "\ud800lone",
                                      "a'; DROP TABLE quota_counters; --", "\x00nul"])
-def test_hostile_subject_ids_get_their_own_counters(store: SqliteQuotaStore,
+def test_hostile_subject_ids_get_their_own_counters(store: Store,
                                                     subject: str) -> None:
     store.admit_sync(requests(10, user=1, subject=subject))
     with pytest.raises(QuotaRefused):
         store.admit_sync(requests(10, user=1, subject=subject))
     store.admit_sync(requests(10, user=1, subject="neighbour"))
     rows = counters(store)
-    assert rows[("user", subject_key(subject), "requests")] == 1
+    assert rows[("user", stored_subject(store, subject), "requests")] == 1
     assert rows[("user", "neighbour", "requests")] == 1
     assert rows[("project", "proj", "requests")] == 2
 
@@ -228,9 +255,14 @@ def test_long_subjects_with_a_common_prefix_stay_apart() -> None:
     assert subject_key("short") == "short"
 
 
-def test_concurrent_stores_on_one_file_admit_exactly_n(tmp_path: Path, clock: Clock) -> None:
-    """Two stores (as two worker processes would hold) and 24 threads racing for 10 slots."""
-    stores = [SqliteQuotaStore(tmp_path / "gw.db", clock=clock) for _ in range(2)]
+def test_concurrent_stores_on_one_file_admit_exactly_n(make_store: MakeStore) -> None:
+    """Two stores (as two worker processes would hold) and 24 threads racing for 10 slots
+    (for Redis, 24 tasks on two clients: a glide client serves the event loop that made it)."""
+    stores = [make_store() for _ in range(2)]
+    if isinstance(stores[0], SyncRedisStore):
+        results = trio.run(race, stores, 24)
+        assert results.count(True) == 10 and results.count(False) == 14
+        return
     admitted: list[bool] = []
     lock = threading.Lock()
     start = threading.Barrier(24)
@@ -255,7 +287,25 @@ def test_concurrent_stores_on_one_file_admit_exactly_n(tmp_path: Path, clock: Cl
     assert admitted.count(True) == 10 and admitted.count(False) == 14
 
 
-async def test_async_admission_is_exact_inline_or_in_threads(store: SqliteQuotaStore) -> None:
+async def race(stores: list[Any], attempts: int) -> list[bool]:
+    results: list[bool] = []
+
+    async def attempt(store: Any) -> None:
+        try:
+            await store.admit(requests(10))
+            results.append(True)
+        except QuotaRefused:
+            results.append(False)
+
+    async with trio.open_nursery() as nursery:
+        for index in range(attempts):
+            nursery.start_soon(attempt, stores[index % len(stores)])
+    for store in stores:
+        await store.link.aclose()
+    return results
+
+
+async def test_async_admission_is_exact_inline_or_in_threads(store: Store) -> None:
     results: list[bool] = []
 
     async def one() -> None:
@@ -275,7 +325,8 @@ async def test_async_admission_is_exact_inline_or_in_threads(store: SqliteQuotaS
 
 
 async def test_admission_runs_inline_when_the_lock_is_free_and_waits_in_a_thread_otherwise(
-        store: SqliteQuotaStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        sqlite_store: SqliteQuotaStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = sqlite_store
     hops: list[str] = []
     real_run = store._run
 

@@ -103,10 +103,14 @@ def _toml_providers(mock_url: str) -> str:
             f'api_key = "{UPSTREAM_ANTHROPIC_KEY}"\n')
 
 
-def start_workers(root: Path, mock_url: str, port: int | None = None) -> Workers:
+def start_workers(root: Path, mock_url: str, port: int | None = None, *,
+                  extra_config: str = "", processes: int = 2,
+                  extra_policies: tuple[Path, ...] = ()) -> Workers:
+    """A gateway serving from `root`; `extra_config` is TOML added to its configuration (it
+    may set keys of `[quotas]`, which comes last but one)."""
     policies = root / "policies"
     policies.mkdir(parents=True)
-    for path in (HERE / "policies").glob("*.pol"):
+    for path in (*(HERE / "policies").glob("*.pol"), *extra_policies):
         shutil.copy(path, policies / path.name)
     db_path = root / "gateway.db"
     config_path = root / "gateway.toml"
@@ -114,7 +118,7 @@ def start_workers(root: Path, mock_url: str, port: int | None = None) -> Workers
     config_path.write_text(
         f'[server]\nhost = "127.0.0.1"\nport = {port}\n\n'
         f'[database]\npath = "{db_path}"\n\n[policies]\ndirectory = "{policies}"\n\n'
-        f'[quotas]\ndefault_output_tokens = 64\n\n'
+        f'[quotas]\ndefault_output_tokens = 64\n{extra_config}\n\n'
         # A quota set in the configuration for one project (test_configured_project_quota).
         f'[quotas.projects.{CONFIGURED_PROJECT}]\nbudget = {{requests = {{hour = 2}}}}\n\n'
         + _toml_providers(mock_url))
@@ -125,7 +129,7 @@ def start_workers(root: Path, mock_url: str, port: int | None = None) -> Workers
         timeout=60).stdout)
     with (root / "gateway.log").open("wb") as log:  # the child keeps its own descriptor
         process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--workers", "2", "--config",
+            [sys.executable, "-m", "gateway", "serve", "--workers", str(processes), "--config",
              str(config_path)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
