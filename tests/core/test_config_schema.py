@@ -20,7 +20,8 @@ from gateway.config.schema import SECTIONS
 from gateway.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
-SECRETS = {"GROQ_API_KEY": "g", "GATEWAY_JWT_SECRET": "s" * 32}
+SECRETS = {"GROQ_API_KEY": "g", "GATEWAY_JWT_SECRET": "s" * 32,
+           "ONCALL_WEBHOOK_AUTH": "Bearer hook"}
 
 #: (TOML with one misspelled key, the message expected): at least one for every section.
 UNKNOWN_KEYS = [
@@ -52,6 +53,15 @@ UNKNOWN_KEYS = [
      "quotas.default_output_token: unknown key; did you mean 'quotas.default_output_tokens'?"),
     ("[quotas]\nbudget = { request = { daily = 5 } }\n",
      "quotas.budget.request: unknown key; did you mean 'quotas.budget.requests'?"),
+    ("[escalation]\nallowed_url = ['https://x']\n",
+     "escalation.allowed_url: unknown key; did you mean 'escalation.allowed_urls'?"),
+    ("[escalation.targets.ops]\nurl = 'https://x'\nheader_env = {}\n",
+     "escalation.targets.ops.header_env: unknown key; did you mean "
+     "'escalation.targets.ops.headers_env'?"),
+    ("[upstream]\nforward_header = ['x-a']\n",
+     "upstream.forward_header: unknown key; did you mean 'upstream.forward_headers'?"),
+    ("[redis]\nurl = 'redis://127.0.0.1:6379/0'\nkey_prefx = 'gw:'\n",
+     "redis.key_prefx: unknown key; did you mean 'redis.key_prefix'?"),
     ("[quotas]\nuser_quota = { tokens = { dayly = 5 } }\n",
      "quotas.user_quota.tokens.dayly: unknown key; did you mean 'quotas.user_quota.tokens.daily'?"),
     ("[quotas.projects.proj_a]\nbudjet = {}\n",
