@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlsplit
 
 import trio
 
-from gateway.errors import SharedStateUnavailable
+from gateway.errors import ConfigError, SharedStateUnavailable
 
 log = logging.getLogger("gateway.redis")
 
@@ -114,7 +114,6 @@ def redis_settings(config: Any) -> RedisSettings | None:
     """The `[redis]` section of `config`, None when absent, or `ConfigError`."""
     import os
 
-    from gateway.config import ConfigError
 
     section = getattr(config, "redis", None)
     if not section:

@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 import trio
 
-from gateway.errors import QuotaUnavailable, SharedStateUnavailable
+from gateway.errors import ConfigError, QuotaUnavailable, SharedStateUnavailable
 from gateway.quota.limits import (
     Limit,
     QuotaRequest,
@@ -311,7 +311,6 @@ class LocalBound:
 def quota_store_for(config: Any, settings: QuotaSettings, link: RedisLink | None, *,
                     background: Callable[[], trio.Nursery | None]) -> Any:
     """The store `[quotas] store` names: SQLite (the default) or Redis (needs `[redis]`)."""
-    from gateway.config import ConfigError
     from gateway.quota.sqlite import SqliteQuotaStore
 
     if settings.store == "redis":

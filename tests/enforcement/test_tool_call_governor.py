@@ -22,6 +22,8 @@ from gateway.upstream import echo
 from gateway.upstream.sse import Frame, SSEParser
 from tests.core.test_stream_governor import APIS, OUTPUT_GUARD, TERM
 
+from .frames import without_policy_objects
+
 JSON = dict[str, Any]
 #: Arguments whose every fragment is recognisable in the client's bytes.
 ARGUMENTS = '{"query": "Qzxv status of ' + TERM + ' Qzxv"}'
@@ -95,7 +97,7 @@ def test_a_tool_call_with_a_denylisted_term_is_stopped_and_none_of_it_leaves(
     # Not one byte of the arguments: no fragment of them (outside the `policy` object, which
     # names the term it found), no argument delta with text.
     frames_without_policy = b"".join(
-        orjson.dumps({k: v for k, v in p.items() if k != "policy"}) for p in decoded(out))
+        orjson.dumps(without_policy_objects(p)) for p in decoded(out))
     assert b"Qzxv" not in sent
     assert b"nightjar" not in frames_without_policy and b"query" not in frames_without_policy
     assert all(text == "" for text in argument_deltas(surface, decoded(out)))

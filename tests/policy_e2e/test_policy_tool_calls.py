@@ -43,14 +43,21 @@ def scenario(user: str, arguments: list[str]) -> dict[str, str]:
                                                           "arguments": arguments}])
 
 
-def stream_chat(governed: Any, user: str, arguments: list[str]) -> tuple[list[Any], str]:
+def stream_chat(governed: Any, user: str, arguments: list[str]
+                ) -> tuple[list[Any], str, Any]:
+    chunks: list[Any] = []
+    error = None
     with openai_sdk(governed, "proj_output") as client:
-        chunks = list(client.chat.completions.create(
-            model="gpt-x", messages=[{"role": "user", "content": PROMPT}], tools=[TOOL],
-            stream=True, extra_headers=scenario(user, arguments)))
+        try:
+            for chunk in client.chat.completions.create(
+                    model="gpt-x", messages=[{"role": "user", "content": PROMPT}],
+                    tools=[TOOL], stream=True, extra_headers=scenario(user, arguments)):
+                chunks.append(chunk)
+        except openai.APIError as exc:  # a refusal ends the stream with the API's error frame
+            error = exc
     got = "".join(call.function.arguments or "" for c in chunks if c.choices
                   for call in c.choices[0].delta.tool_calls or [] if call.function)
-    return chunks, got
+    return chunks, got, error
 
 
 def stream_messages(governed: Any, user: str, arguments: list[str]
@@ -71,22 +78,31 @@ def stream_messages(governed: Any, user: str, arguments: list[str]
     return events, got, error
 
 
-def stream_responses(governed: Any, user: str, arguments: list[str]) -> tuple[list[Any], str]:
+def stream_responses(governed: Any, user: str, arguments: list[str]
+                     ) -> tuple[list[Any], str, Any]:
+    events: list[Any] = []
+    error = None
     with openai_sdk(governed, "proj_output") as client:
-        events = list(client.responses.create(
-            model="gpt-x", input=PROMPT, stream=True,
-            tools=[{"type": "function", "name": "lookup", "parameters": {"type": "object"}}],
-            extra_headers=scenario(user, arguments)))
+        try:
+            for event in client.responses.create(
+                    model="gpt-x", input=PROMPT, stream=True,
+                    tools=[{"type": "function", "name": "lookup",
+                            "parameters": {"type": "object"}}],
+                    extra_headers=scenario(user, arguments)):
+                events.append(event)
+        except openai.APIError as exc:  # a refusal ends the stream with the API's error event
+            error = exc
     got = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
-    return events, got
+    return events, got, error
 
 
 def test_chat_streamed_tool_call_with_a_denylisted_term_is_refused(governed: Any,
                                                                     mock: Any) -> None:
     user = new_user()
-    chunks, got = stream_chat(governed, user, PIECES)
+    chunks, got, error = stream_chat(governed, user, PIECES)
     assert got == ""
     assert chunks[-1].choices[0].finish_reason == "content_filter"
+    assert isinstance(error, openai.APIError) and error.code == "policy_refused"
     check_refusal_policy(policy_of(chunks[-1]), "chat.completions")
     assert "Qzxv" not in repr([c.model_dump(exclude={"policy"}) for c in chunks])
     [event] = events_of(governed, user)
@@ -98,7 +114,7 @@ def test_messages_streamed_tool_call_with_a_denylisted_term_is_refused(governed:
     user = new_user()
     events, got, error = stream_messages(governed, user, PIECES)
     assert got == ""
-    assert error is not None and error.body["error"]["type"] == "policy_refused"
+    assert error is not None and error.error_code == "policy_refused"
     check_refusal_policy(error.body["policy"], "messages")
     assert "Qzxv" not in repr([e.model_dump() for e in events])
 
@@ -106,10 +122,11 @@ def test_messages_streamed_tool_call_with_a_denylisted_term_is_refused(governed:
 def test_responses_streamed_tool_call_with_a_denylisted_term_is_refused(governed: Any,
                                                                          mock: Any) -> None:
     user = new_user()
-    events, got = stream_responses(governed, user, PIECES)
+    events, got, error = stream_responses(governed, user, PIECES)
     assert got == ""
-    assert events[-1].type == "response.failed"
-    check_refusal_policy(policy_of(events[-1]), "responses")
+    assert isinstance(error, openai.APIError) and error.code == "policy_refused"
+    assert not {"response.completed", "response.failed"} & {e.type for e in events}
+    check_refusal_policy(error.body["policy"], "responses")
     types = [e.type for e in events]
     assert "response.function_call_arguments.done" not in types
     assert "Qzxv" not in repr([e.model_dump(exclude={"policy"}) for e in events])
@@ -135,13 +152,13 @@ def test_no_byte_of_a_refused_tool_call_reaches_the_client(governed: Any, mock: 
 
 def test_allowed_streamed_tool_calls_reach_the_sdks_whole(governed: Any, mock: Any) -> None:
     pieces = [SAFE[i:i + 6] for i in range(0, len(SAFE), 6)]
-    chunks, got = stream_chat(governed, new_user(), pieces)
-    assert got == SAFE and chunks[-1].choices[0].finish_reason == "tool_calls"
+    chunks, got, error = stream_chat(governed, new_user(), pieces)
+    assert error is None and got == SAFE and chunks[-1].choices[0].finish_reason == "tool_calls"
     events, got, error = stream_messages(governed, new_user(), pieces)
     assert error is None and got == SAFE
     assert events[-1].type == "message_stop"
-    events, got = stream_responses(governed, new_user(), pieces)
-    assert got == SAFE and events[-1].type == "response.completed"
+    events, got, error = stream_responses(governed, new_user(), pieces)
+    assert error is None and got == SAFE and events[-1].type == "response.completed"
     numbers = [e.sequence_number for e in events]
     assert numbers == list(range(len(numbers)))
     [call] = [o for o in events[-1].response.output if o.type == "function_call"]
