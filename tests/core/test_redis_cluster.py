@@ -8,6 +8,7 @@ import random
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,10 +62,24 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RedisServ
         subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes),
                         "--cluster-replicas", "0", "--cluster-yes"], check=True,
                        capture_output=True, timeout=60)
+        _wait_until_every_node_says_ok(cli, nodes)
         yield nodes
     finally:
         for node in nodes:
             node.stop()
+
+
+def _wait_until_every_node_says_ok(cli: str, nodes: list[ClusterNode]) -> None:
+    """`--cluster create` returns before every node has learnt the slot map; until then a
+    client may be told CLUSTERDOWN. Bounded: a cluster that never forms fails the fixture."""
+    deadline = time.monotonic() + 30
+    while True:
+        states = [subprocess.run([cli, "-p", str(n.port), "cluster", "info"], capture_output=True,
+                                 text=True, timeout=10).stdout for n in nodes]
+        if all("cluster_state:ok" in state for state in states):
+            return
+        assert time.monotonic() < deadline, f"the cluster did not form: {states}"
+        time.sleep(0.1)
 
 
 async def test_quotas_rollout_and_usage_work_on_a_cluster(cluster: list[RedisServer],
