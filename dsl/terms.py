@@ -30,12 +30,15 @@ def _is_word(ch: str) -> bool:
 class TermMatcher:
     """One automaton for one list.  `terms` are kept as written for reporting."""
 
-    __slots__ = ("_automaton", "max_length", "terms")
+    __slots__ = ("_any_start", "_automaton", "max_length", "terms")
 
-    def __init__(self, terms: Sequence[str]) -> None:
+    def __init__(self, terms: Sequence[str], whole_words: bool = True) -> None:
         self.terms = tuple(terms)
         self._automaton: ahocorasick.Automaton | None = None
         self.max_length = 0
+        # Keys may start anywhere, not only at word starts (a key that starts with a non-word
+        # character, or a literal matched as a substring): every position is tried.
+        self._any_start = not whole_words
         automaton = ahocorasick.Automaton()
         for written in self.terms:
             for key in term_keys(written):
@@ -43,6 +46,7 @@ class TermMatcher:
                     continue  # the first spelling of a term is the one reported
                 automaton.add_word(key, (written, len(key), _is_word(key[0]), _is_word(key[-1])))
                 self.max_length = max(self.max_length, len(key))
+                self._any_start = self._any_start or not _is_word(key[0])
         if len(automaton):
             automaton.make_automaton()
             self._automaton = automaton
@@ -73,6 +77,26 @@ class TermMatcher:
                     continue
             found.append((start, end, written))
         return found
+
+    def live_prefix_start(self, normalized: str, limit: int) -> int:
+        """The earliest index before `limit` where a key could still be matched: the text from
+        there to the end is a path of the automaton (a key's prefix, or a whole key that the
+        next character might still extend into a longer word). `limit` when there is none.
+
+        A key that must start a word is only tried at word starts; the tries go from the left,
+        and stop at the first, so the cost is a few automaton walks of at most `max_length`.
+        """
+        if self._automaton is None:
+            return limit
+        size = len(normalized)
+        for start in range(max(0, size - self.max_length), min(limit, size)):
+            if not self._any_start and (
+                    not _is_word(normalized[start])
+                    or (start > 0 and _is_word(normalized[start - 1]))):
+                continue
+            if self._automaton.match(normalized[start:]):
+                return start
+        return limit
 
     def hits(self, normalized: str, open_end: bool = False, min_start: int = 0) -> list[str]:
         """Terms as written, each once, in order of first appearance."""

@@ -1,0 +1,145 @@
+"""How much of a streamed answer the output monitor must still hold back.
+
+The monitor releases everything except the shortest suffix that could still become (part of) a
+match of an output test. Each kind of test says where its earliest live partial match starts:
+
+- term lists and literals (exact): the longest suffix of the folded text (dsl/fold.py) that is a
+  path in the list's automaton, i.e. the start of a key's prefix that reaches the end of the
+  text. A whole-word key can only start at a word start, so only word starts are tried. Folding
+  collapses a whitespace run to one space and drops invisible characters, so "project␠␠\u200b"
+  is a live prefix of the key "project falcon". The folded start maps back to the original text
+  (fold_with_origins), so the held suffix begins at the first original character of that key.
+- PII (a prefix test per kind, an over-approximation): the longest trailing run of characters
+  that a value of that kind is written with (an e-mail's local part and domain, a key's body,
+  digits and the separators of phones and cards, an IBAN's upper-case groups, a private key's
+  header). A run is held up to PII_WINDOW characters: a value is recognised well within that.
+- patterns (`matches /.../`) and categories (a bound): RE2 has no partial-match API, so a pattern
+  holds its longest possible match (or UNBOUNDED_PATTERN_WINDOW when unbounded), and a category
+  test CATEGORY_WINDOW: both counted in folded characters, as before.
+
+Every test is prefix-closed: if a suffix is live now, it was live at every earlier feed, so a
+match can never start in text that was already released.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Iterable
+
+from dsl.fold import fold_token, fold_with_origins, folds_to_nothing, is_word_char
+from dsl.terms import TermMatcher
+from dsl.vocabulary import PII_WINDOW
+
+# Per PII kind: the trailing text a value of that kind could still be growing from.
+# Each alternative is closed under prefixes (together with the others of its kind).
+_PII_TAILS: dict[str, str] = {
+    # local part [\w.+%-], "@", domain [A-Za-z0-9.-]
+    "email": rf"[\w.+%@-]{{1,{PII_WINDOW}}}",
+    # API keys and JWTs ([A-Za-z0-9_.-]) and a private key's "-----BEGIN ... PRIVATE KEY-----"
+    "secret": rf"[A-Za-z0-9_.-]{{1,{PII_WINDOW}}}|-----BEGIN[A-Z0-9 -]{{0,60}}",
+    "iban": r"[A-Z]{2}[0-9]{2}[A-Z0-9 ]{0,60}|[A-Z]{1,2}[0-9]?",
+    "credit_card": r"[0-9][0-9 -]{0,60}",
+    "ssn": r"[0-9][0-9 -]{0,20}",
+    "phone": r"[0-9+(][0-9 ()+.-]{0,60}",
+    "ip_address": r"[0-9][0-9.]{0,20}|[0-9A-Fa-f:.]{1,45}",
+}
+# Longest text the tail patterns can match: only this much of `pending` is searched.
+_PII_TAIL_SPAN = PII_WINDOW + 2
+
+
+def pii_tail(kinds: Collection[str]) -> re.Pattern[str] | None:
+    """One pattern for the wanted kinds (empty = every kind) matching a live trailing run."""
+    wanted = sorted(kinds) if kinds else sorted(_PII_TAILS)
+    if not wanted:
+        return None
+    return re.compile("(?:" + "|".join(_PII_TAILS[kind] for kind in wanted) + r")\Z")
+
+
+class HoldBack:
+    """The hold-back plan of one policy's output tests (see the module docstring)."""
+
+    __slots__ = ("_matchers", "_pii_tail", "window")
+
+    def __init__(self, matchers: Iterable[TermMatcher], pii_kinds: Collection[str] | None,
+                 window: int) -> None:
+        self._matchers = tuple(dict.fromkeys(m for m in matchers if m.max_length))
+        # None: no PII test on the output; empty: every kind.
+        self._pii_tail = pii_tail(pii_kinds) if pii_kinds is not None else None
+        self.window = window  # folded characters held for patterns and categories
+
+    def start(self, before: str, pending: str) -> int:
+        """Index in `pending` from which text must still be held; `before` is the released
+        character left of it (a word boundary for whole-word terms)."""
+        cut = len(pending)
+        if self.window:
+            cut = fixed_window_start(pending, self.window)
+        if self._pii_tail is not None and cut:
+            offset = max(0, len(pending) - _PII_TAIL_SPAN)
+            found = self._pii_tail.search(pending, offset)
+            if found is not None:
+                cut = min(cut, found.start())
+        if self._matchers and cut:
+            cut = min(cut, self._term_start(before, pending))
+        return cut
+
+    def _term_start(self, before: str, pending: str) -> int:
+        text = before + pending
+        start = len(pending)
+        for normalized, origins in _spellings(text):
+            earliest = len(normalized)
+            for matcher in self._matchers:
+                earliest = min(earliest, matcher.live_prefix_start(normalized, earliest))
+            if earliest < len(normalized):
+                # Keys never start with a space (folding trims them), so the origin is a visible
+                # character; one released as the left context cannot start a live match.
+                start = min(start, max(origins[earliest] - len(before), 0))
+        return start
+
+
+def _spellings(text: str) -> list[tuple[str, list[int]]]:
+    """The folded text with its origins, and when it ends inside a non-ASCII word, also with
+    that word skeleton-mapped: a word wholly in one other script keeps its letters, but the next
+    character may make it mixed-script (a Cyrillic "Ѓ", then "icin"), and then its skeleton is
+    what is matched."""
+    spellings = [fold_with_origins(text)]
+    start = len(text)
+    while start > 0 and is_word_char(text[start - 1]):
+        start -= 1
+    if start < len(text) and not text[start:].isascii():
+        head, origins = fold_with_origins(text[:start])
+        word, offsets = fold_token(text[start:], force_skeleton=True)
+        if head and text[start - 1].isspace():
+            head += " "
+            origins.append(start - 1)
+        spellings.append((head + word, origins + [start + offset for offset in offsets]))
+    return spellings
+
+
+_SPACE_RUN = re.compile(r"\s\s")
+
+
+def fixed_window_start(pending: str, window: int) -> int:
+    """Index in `pending` from which the last `window` folded characters start (at least)."""
+    if window <= 0:
+        return len(pending)
+    edge = pending[-window - 1:]  # the window and the character before it
+    if len(pending) >= window and edge.isascii() and _SPACE_RUN.search(edge) is None:
+        # Fast path for plain ASCII: no invisible characters, no marks and no whitespace runs
+        # (also none across the window's left edge), so each character is one folded unit.
+        return len(pending) - window
+    units, index = 0, len(pending)
+    while index > 0 and units < window:
+        index -= 1
+        ch = pending[index]
+        if ch.isspace() or folds_to_nothing(ch):
+            # Whitespace and invisible characters mixed are one space once folded, or nothing
+            # when there is no whitespace among them.
+            spaced = ch.isspace()
+            while index > 0 and (pending[index - 1].isspace()
+                                 or folds_to_nothing(pending[index - 1])):
+                index -= 1
+                spaced = spaced or pending[index].isspace()
+            units += spaced
+        else:
+            units += 1
+    return index
