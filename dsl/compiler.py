@@ -154,8 +154,8 @@ class CompiledPolicy:
             if "output" not in texts_of(rule.conditions[0]):
                 continue
             for leaf in leaves(rule.conditions[0]):
-                on_output = getattr(leaf, "text", None) is not None and leaf.text.text == "output"
-                if not on_output:
+                read = getattr(leaf, "text", None)
+                if not isinstance(read, ast.Name) or read.text != "output":
                     continue
                 if isinstance(leaf, ast.ContainsList):
                     terms.append(matchers[leaf.list_name.text][1])

@@ -86,13 +86,15 @@ class HoldBack:
         text = before + pending
         start = len(pending)
         for normalized, origins in _spellings(text):
+            # The left context was released: no live match starts in it (it would have been
+            # held), it is there as the word boundary.
+            first = next((i for i, origin in enumerate(origins) if origin >= len(before)),
+                         len(normalized))
             earliest = len(normalized)
             for matcher in self._matchers:
-                earliest = min(earliest, matcher.live_prefix_start(normalized, earliest))
+                earliest = min(earliest, matcher.live_prefix_start(normalized, earliest, first))
             if earliest < len(normalized):
-                # Keys never start with a space (folding trims them), so the origin is a visible
-                # character; one released as the left context cannot start a live match.
-                start = min(start, max(origins[earliest] - len(before), 0))
+                start = min(start, origins[earliest] - len(before))
         return start
 
 
