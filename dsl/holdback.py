@@ -58,11 +58,12 @@ def pii_tail(kinds: Collection[str]) -> re.Pattern[str] | None:
 class HoldBack:
     """The hold-back plan of one policy's output tests (see the module docstring)."""
 
-    __slots__ = ("_matchers", "_pii_tail", "window")
+    __slots__ = ("_longest", "_matchers", "_pii_tail", "window")
 
     def __init__(self, matchers: Iterable[TermMatcher], pii_kinds: Collection[str] | None,
                  window: int) -> None:
         self._matchers = tuple(dict.fromkeys(m for m in matchers if m.max_length))
+        self._longest = max((m.max_length for m in self._matchers), default=0)
         # None: no PII test on the output; empty: every kind.
         self._pii_tail = pii_tail(pii_kinds) if pii_kinds is not None else None
         self.window = window  # folded characters held for patterns and categories
@@ -84,18 +85,45 @@ class HoldBack:
 
     def _term_start(self, before: str, pending: str) -> int:
         text = before + pending
-        start = len(pending)
-        for normalized, origins in _spellings(text):
+        if text.isascii():  # fold's fast path: lower case, whitespace runs as one space
+            normalized = " ".join(text.lower().split())
             # The left context was released: no live match starts in it (it would have been
             # held), it is there as the word boundary.
+            found = self._earliest(normalized, 1 if before and not before.isspace() else 0)
+            if found is None:
+                return len(pending)
+            return fold_with_origins(text)[1][found] - len(before)
+        start = len(pending)
+        for normalized, origins in _spellings(text):
             first = next((i for i, origin in enumerate(origins) if origin >= len(before)),
                          len(normalized))
-            earliest = len(normalized)
-            for matcher in self._matchers:
-                earliest = min(earliest, matcher.live_prefix_start(normalized, earliest, first))
-            if earliest < len(normalized):
-                start = min(start, origins[earliest] - len(before))
+            found = self._earliest(normalized, first)
+            if found is not None:
+                start = min(start, origins[found] - len(before))
         return start
+
+    def _earliest(self, normalized: str, first: int) -> int | None:
+        """The earliest folded index from `first` on where a key of any list is live."""
+        size = len(normalized)
+        low = max(first, size - self._longest)
+        word_starts: list[int] | None = None
+        best: int | None = None
+        for matcher in self._matchers:
+            positions: Iterable[int]
+            if not matcher.whole_words:
+                positions = range(low, size)
+            else:
+                if word_starts is None:
+                    word_starts = [m.start() for m in _WORD_START.finditer(normalized, low)]
+                positions = word_starts
+                if matcher.nonword_keys:  # keys that start with punctuation start anywhere
+                    positions = sorted({*word_starts, *(m.start() for m in
+                                                        _NON_WORD.finditer(normalized, low))})
+            found = matcher.live_prefix_start(normalized, positions,
+                                              size if best is None else best)
+            if found is not None:
+                best = found
+        return best
 
 
 def _spellings(text: str) -> list[tuple[str, list[int]]]:
@@ -118,6 +146,9 @@ def _spellings(text: str) -> list[tuple[str, list[int]]]:
 
 
 _SPACE_RUN = re.compile(r"\s\s")
+# Word characters as terms.py counts them (str.isalnum or "_", which is what \w tests).
+_WORD_START = re.compile(r"(?<!\w)\w")
+_NON_WORD = re.compile(r"\W")
 
 
 def fixed_window_start(pending: str, window: int) -> int:
