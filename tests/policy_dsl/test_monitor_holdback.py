@@ -151,3 +151,45 @@ def test_a_phone_rule_holds_back_no_words_at_all(text, points):
         released += watcher.feed(chunk)[0]
         assert released == fed
 
+
+
+def held(compiled: dsl.CompiledPolicy, text: str) -> str:
+    return text[compiled.hold_back.start("", text):]
+
+
+def test_a_phrase_is_held_across_a_run_of_spaces_and_invisible_characters():
+    compiled = policy('  list bad = ["project falcon"]\n'
+                      "  rule r { when output contains any of bad then refuse }")
+    assert held(compiled, "About the project \u200b \n ") == "project \u200b \n "
+    assert held(compiled, "About the project \u200b \n fal") == "project \u200b \n fal"
+    assert held(compiled, "About the project \u200b \n fax") == ""
+    assert held(compiled, "About the reproject") == ""  # whole words: not a start
+
+
+def test_a_literal_is_held_anywhere_and_a_punctuation_key_at_punctuation():
+    literal = policy('  rule r { when output contains "acme-x" then refuse }')
+    assert held(literal, "see subacme-") == "acme-"
+    listed = policy('  list bad = ["#secret"]\n'
+                    "  rule r { when output contains any of bad then refuse }")
+    assert held(listed, "tag a#sec") == "#sec"
+
+
+def test_patterns_and_categories_keep_a_bounded_window():
+    bounded = policy(r'  rule r { when output matches /ab[0-9]{3}/ then refuse }')
+    assert bounded.hold_back.window == 6
+    assert held(bounded, "x" * 20) == "x" * 6
+    unbounded = policy(r'  rule r { when output matches /ab[0-9]+/ then refuse }')
+    assert unbounded.hold_back.window == 256
+    category = policy('  rule r { when category "violence" in output then refuse }')
+    assert category.hold_back.window == 512
+
+
+def test_each_pii_kind_holds_only_its_own_alphabet():
+    phone = policy("  rule r { when pii phone in output then refuse }")
+    assert held(phone, "Call me at +44 20 79") == "+44 20 79"
+    assert held(phone, "Call me later") == ""
+    iban = policy("  rule r { when pii iban in output then refuse }")
+    assert held(iban, "Pay to GB82 WEST 12") == "GB82 WEST 12"
+    secret = policy("  rule r { when pii secret in output then refuse }")
+    assert held(secret, "key: -----BEGIN RSA PRIV") == "-----BEGIN RSA PRIV"
+    assert held(secret, "token sk-abc") == "sk-abc"
