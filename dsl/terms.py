@@ -30,7 +30,8 @@ def _is_word(ch: str) -> bool:
 class TermMatcher:
     """One automaton for one list.  `terms` are kept as written for reporting."""
 
-    __slots__ = ("_automaton", "max_length", "nonword_keys", "terms", "whole_words")
+    __slots__ = ("_automaton", "_first_chars", "max_length", "nonword_keys", "terms",
+                 "whole_words")
 
     def __init__(self, terms: Sequence[str], whole_words: bool = True) -> None:
         self.terms = tuple(terms)
@@ -38,6 +39,7 @@ class TermMatcher:
         self.max_length = 0
         self.whole_words = whole_words  # False: a literal, matched anywhere in the text
         self.nonword_keys = False  # some key starts with a non-word character
+        first_chars: set[str] = set()
         automaton = ahocorasick.Automaton()
         for written in self.terms:
             for key in term_keys(written):
@@ -46,6 +48,8 @@ class TermMatcher:
                 automaton.add_word(key, (written, len(key), _is_word(key[0]), _is_word(key[-1])))
                 self.max_length = max(self.max_length, len(key))
                 self.nonword_keys = self.nonword_keys or not _is_word(key[0])
+                first_chars.add(key[0])
+        self._first_chars = frozenset(first_chars)  # a cheap test before an automaton walk
         if len(automaton):
             automaton.make_automaton()
             self._automaton = automaton
@@ -89,11 +93,11 @@ class TermMatcher:
         if self._automaton is None:
             return None
         low = len(normalized) - self.max_length
-        match = self._automaton.match
+        match, first_chars = self._automaton.match, self._first_chars
         for start in starts:
             if start >= limit:
                 break
-            if start >= low and match(normalized[start:]):
+            if start >= low and normalized[start] in first_chars and match(normalized[start:]):
                 return start
         return None
 
