@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from dsl.conditions import EvalContext
-from dsl.decision import Decision, RequestFacts
+from dsl.decision import Decision, Redactor, RequestFacts
 from dsl.fold import folds_to_nothing
 from dsl.outcome import Outcome
 
@@ -169,14 +169,10 @@ class OutputMonitor:
         cut = self._policy.hold_back.start(self._before, pending[:previous])
         if cut <= 0:
             return ""
-        released = pending[:cut]
         redactor = decision.obligations.redactor
-        if redactor is not None:
-            released, counts = redactor.apply(released)
-            for kind, count in counts.items():
-                self._counts[kind] = self._counts.get(kind, 0) + count
-                self._fresh_counts = True
-        return released
+        if redactor is None:
+            return pending[:cut]
+        return self._redacted(redactor, self._before, pending[:cut])
 
     def _stop(self, decision: Decision) -> Decision | None:
         self._stopped = True
@@ -192,13 +188,23 @@ class OutputMonitor:
                 if start - offset < cut < end - offset:
                     cut = max(start - offset, 0)  # never cut through a span to be redacted
         released, self._pending = self._pending[:cut], self._pending[cut:]
-        self._before = _last_visible(released, self._before)
+        before, self._before = self._before, _last_visible(released, self._before)
         if redactor is not None and released:
-            released, counts = redactor.apply(released)
-            for kind, count in counts.items():
-                self._counts[kind] = self._counts.get(kind, 0) + count
-                self._fresh_counts = True
+            released = self._redacted(redactor, before, released)
         return released, self._changed(self._with_counts(decision), final)
+
+    def _redacted(self, redactor: Redactor, before: str, released: str) -> str:
+        """`released` redacted, read after the released character before it: the end of a
+        word released earlier ("coun" + "try") is no word boundary for a term ("try")."""
+        redacted, counts = redactor.apply(before + released)
+        if not redacted.startswith(before):  # the context itself was redacted: read it alone
+            redacted, counts = redactor.apply(released)
+        else:
+            redacted = redacted[len(before):]
+        for kind, count in counts.items():
+            self._counts[kind] = self._counts.get(kind, 0) + count
+            self._fresh_counts = True
+        return redacted
 
 
 def _last_visible(released: str, before: str) -> str:

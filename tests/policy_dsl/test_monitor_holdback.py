@@ -4,6 +4,7 @@ cannot begin a match is released in the frame that brought it."""
 from __future__ import annotations
 
 import itertools
+import json
 import re
 
 import bypass_forms as forms
@@ -11,11 +12,12 @@ from helpers import facts, policy
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from test_folding_bypass import COMPILED as TERM_POLICY
-from test_folding_bypass import disguised
+from test_folding_bypass import TERMS, disguised
 
 import dsl
 from dsl.classifiers.pii import find_pii, redact_pii
 from dsl.fold import fold, term_keys
+from dsl.terms import TermMatcher, redact_terms
 
 SETTINGS = settings(max_examples=120, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -89,6 +91,21 @@ def test_a_disguised_term_in_any_chunking_releases_nothing_of_it(before, case, a
 
 leads = st.sampled_from(["", "(", "<", "\n", "\t", "'", "mailto:"])
 trails = st.sampled_from(["", ".", ",", ")", ">", "!", "'"])
+
+
+TERM_REDACT = policy(f"  denylist bad = [{', '.join(json.dumps(t) for t in TERMS)}]\n"
+                     "  rule r { when output contains any of bad then allow redact matched terms }")
+
+
+@SETTINGS
+@given(prose, disguised(), prose, cuts)
+def test_a_disguised_term_redacted_in_any_chunking_is_never_released(before, case, after,
+                                                                    points):
+    term, form = case
+    text = f"{before}{form} {after}"
+    released, _ = stream(TERM_REDACT, chunked(text, points))
+    assert released == redact_terms(text, [TermMatcher(TERMS)])[0], (term, form, released)
+    assert "[REDACTED:TERM]" in released
 
 
 @SETTINGS
