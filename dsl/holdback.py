@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable
 
-from dsl.fold import fold_token, fold_with_origins, folds_to_nothing, is_word_char
+from dsl.fold import fold, fold_token, fold_with_origins, folds_to_nothing, is_word_char
 from dsl.terms import TermMatcher
 from dsl.vocabulary import PII_WINDOW
 
@@ -84,6 +84,12 @@ class HoldBack:
         return cut
 
     def _term_start(self, before: str, pending: str) -> int:
+        skip = _tail_start(pending, self._longest)
+        if skip:  # a long delta: only its end can hold a live key
+            return skip + self._tail_term_start(pending[skip - 1], pending[skip:])
+        return self._tail_term_start(before, pending)
+
+    def _tail_term_start(self, before: str, pending: str) -> int:
         text = before + pending
         if text.isascii():  # fold's fast path: lower case, whitespace runs as one space
             normalized = " ".join(text.lower().split())
@@ -126,6 +132,21 @@ class HoldBack:
         return best
 
 
+def _tail_start(pending: str, longest: int) -> int:
+    """An index in `pending` just after whitespace from which the text folds to more than
+    `longest` characters (0 when the text is short): a key live at the end starts after it.
+    Cut between tokens, since a word folds as a whole (dsl/fold.py)."""
+    size = 4 * longest + 16
+    while size < len(pending):
+        space = _SPACE.search(pending, len(pending) - size)
+        if space is None:
+            return 0
+        if len(fold(pending[space.end():])) > longest:
+            return space.end()
+        size *= 2
+    return 0
+
+
 def _spellings(text: str) -> list[tuple[str, list[int]]]:
     """The folded text with its origins, and when it ends inside a non-ASCII word, also with
     that word skeleton-mapped: a word wholly in one other script keeps its letters, but the next
@@ -149,6 +170,7 @@ _SPACE_RUN = re.compile(r"\s\s")
 # Word characters as terms.py counts them (str.isalnum or "_", which is what \w tests).
 _WORD_START = re.compile(r"(?<!\w)\w")
 _NON_WORD = re.compile(r"\W")
+_SPACE = re.compile(r"\s+")
 
 
 def fixed_window_start(pending: str, window: int) -> int:

@@ -210,3 +210,13 @@ def test_each_pii_kind_holds_only_its_own_alphabet():
     secret = policy("  rule r { when pii secret in output then refuse }")
     assert held(secret, "key: -----BEGIN RSA PRIV") == "-----BEGIN RSA PRIV"
     assert held(secret, "token sk-abc") == "sk-abc"
+
+
+def test_a_long_delta_is_read_from_its_end_only_and_still_holds_the_live_term():
+    compiled = policy('  list bad = ["project falcon", "#secret"]\n'
+                      "  rule r { when output contains any of bad then refuse }")
+    long_text = "All is well here. " * 5000
+    assert held(compiled, long_text + "the project \u200b\n fal") == "project \u200b\n fal"
+    assert held(compiled, long_text + "a tag #sec") == "#sec"
+    assert held(compiled, long_text + "project") == "project"
+    assert held(compiled, long_text) == ""
