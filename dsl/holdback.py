@@ -12,7 +12,8 @@ match of an output test. Each kind of test says where its earliest live partial 
 - PII (a prefix test per kind, an over-approximation): the longest trailing run of characters
   that a value of that kind is written with (an e-mail's local part and domain, a key's body,
   digits and the separators of phones and cards, an IBAN's upper-case groups, a private key's
-  header). A run is held up to PII_WINDOW characters: a value is recognised well within that.
+  header). A run is held up to PII_WINDOW characters, the window every PII test had before:
+  values are recognised within that (a JWT whose first segment is longer is not).
 - patterns (`matches /.../`) and categories (a bound): RE2 has no partial-match API, so a pattern
   holds its longest possible match (or UNBOUNDED_PATTERN_WINDOW when unbounded), and a category
   test CATEGORY_WINDOW: both counted in folded characters, as before.
