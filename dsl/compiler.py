@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -22,7 +23,7 @@ from dsl.decision import (
 )
 from dsl.declarations import Quotas, Rollout, quotas_from_ast, rollout_from_ast
 from dsl.fold import term_keys
-from dsl.holdback import HoldBack
+from dsl.holdback import HoldBack, pattern_start
 from dsl.instructions import DEFAULT_INSTRUCTIONS
 from dsl.outcome import CompiledRule, Outcome
 from dsl.stages import leaves, stream_safe, texts_of
@@ -150,6 +151,7 @@ class CompiledPolicy:
         literals: list[str] = []
         pii: set[str] | None = None
         window = 0
+        patterns: list[tuple[int, re.Pattern[str]]] = []
         for rule in (r for r in policy.items if isinstance(r, ast.Rule)):
             if "output" not in texts_of(rule.conditions[0]):
                 continue
@@ -163,7 +165,12 @@ class CompiledPolicy:
                     literals.append(leaf.literal.value)
                 elif isinstance(leaf, ast.MatchesRegex):
                     width = pattern_width(leaf.pattern)
-                    window = max(window, UNBOUNDED_PATTERN_WINDOW if width is None else width + 1)
+                    span = UNBOUNDED_PATTERN_WINDOW if width is None else width + 1
+                    first = pattern_start(leaf.pattern, leaf.flags)
+                    if first is None:
+                        window = max(window, span)
+                    else:
+                        patterns.append((span, first))
                 elif isinstance(leaf, ast.PiiTest):
                     pii = _with_pii_kind(pii, leaf.kind.text)
                 elif isinstance(leaf, ast.CategoryTest):
@@ -178,7 +185,7 @@ class CompiledPolicy:
         if literals:
             # A literal is matched anywhere in the text, not as a whole word.
             terms.append(TermMatcher(literals, whole_words=False))
-        return HoldBack(terms, pii, window)
+        return HoldBack(terms, pii, window, patterns)
 
     # --- evaluation
     def run_rules(self, rules: Iterable[CompiledRule], ctx: EvalContext) -> Outcome:

@@ -14,9 +14,11 @@ match of an output test. Each kind of test says where its earliest live partial 
   digits and the separators of phones and cards, an IBAN's upper-case groups, a private key's
   header). A run is held up to PII_WINDOW characters, the window every PII test had before:
   values are recognised within that (a JWT whose first segment is longer is not).
-- patterns (`matches /.../`) and categories (a bound): RE2 has no partial-match API, so a pattern
-  holds its longest possible match (or UNBOUNDED_PATTERN_WINDOW when unbounded), and a category
-  test CATEGORY_WINDOW: both counted in folded characters, as before.
+- patterns (`matches /.../`, a bound): RE2 has no partial-match API, so a pattern has a window,
+  its longest possible match (or UNBOUNDED_PATTERN_WINDOW when unbounded), counted in folded
+  characters as before. When the characters a match can begin with are known (pattern_start),
+  only the window's text from the first such character is held, else the whole window.
+- categories (a bound): a score has no prefix test; CATEGORY_WINDOW folded characters.
 
 Every test is prefix-closed: if a suffix is live now, it was live at every earlier feed, so a
 match can never start in text that was already released.
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Iterable
+from typing import Any
 
 from dsl.fold import fold, fold_token, fold_with_origins, folds_to_nothing, is_word_char
 from dsl.terms import TermMatcher
@@ -59,15 +62,17 @@ def pii_tail(kinds: Collection[str]) -> re.Pattern[str] | None:
 class HoldBack:
     """The hold-back plan of one policy's output tests (see the module docstring)."""
 
-    __slots__ = ("_longest", "_matchers", "_pii_tail", "window")
+    __slots__ = ("_longest", "_matchers", "_patterns", "_pii_tail", "window")
 
     def __init__(self, matchers: Iterable[TermMatcher], pii_kinds: Collection[str] | None,
-                 window: int) -> None:
+                 window: int, patterns: Iterable[tuple[int, re.Pattern[str]]] = ()) -> None:
         self._matchers = tuple(dict.fromkeys(m for m in matchers if m.max_length))
         self._longest = max((m.max_length for m in self._matchers), default=0)
         # None: no PII test on the output; empty: every kind.
         self._pii_tail = pii_tail(pii_kinds) if pii_kinds is not None else None
-        self.window = window  # folded characters held for patterns and categories
+        self.window = window  # folded characters held for categories and opaque patterns
+        # Analysed patterns: (window, what a match can begin with), see pattern_start().
+        self._patterns = tuple(patterns)
 
     def start(self, before: str, pending: str) -> int:
         """Index in `pending` from which text must still be held; `before` is the released
@@ -75,6 +80,10 @@ class HoldBack:
         cut = len(pending)
         if self.window:
             cut = fixed_window_start(pending, self.window)
+        for width, first in self._patterns:
+            low = fixed_window_start(pending, width)
+            if low < cut and (found := first.search(pending, low, cut)) is not None:
+                cut = found.start()  # the first character in the window a match can begin with
         if self._pii_tail is not None and cut:
             offset = max(0, len(pending) - _PII_TAIL_SPAN)
             found = self._pii_tail.search(pending, offset)
@@ -199,3 +208,75 @@ def fixed_window_start(pending: str, window: int) -> int:
         else:
             units += 1
     return index
+
+
+_CATEGORIES = {"CATEGORY_DIGIT": r"\d", "CATEGORY_NOT_DIGIT": r"\D", "CATEGORY_SPACE": r"\s",
+               "CATEGORY_NOT_SPACE": r"\S", "CATEGORY_WORD": r"\w", "CATEGORY_NOT_WORD": r"\W"}
+
+
+def pattern_start(pattern: str, flags: str) -> re.Pattern[str] | None:
+    """A pattern matching the characters a match of `pattern` can begin with, or None when the
+    pattern cannot be analysed (Python's parser reads the RE2 syntax policies use; anything it
+    does not know, and a first element that may be empty or is `.`, gives None).
+
+    It over-approximates RE2: without `i` its classes are read with ASCII semantics, as RE2
+    reads `\\w`, `\\d` and `\\s`; with `i` it folds case over Unicode as RE2 does (the Kelvin
+    sign matches `k`), which widens those classes, and a negated class is not analysed."""
+    import re._parser as sre_parse
+
+    try:
+        parsed = sre_parse.parse(pattern)
+        source = _first_class(list(parsed))
+        if source is None:
+            return None
+        if "i" in flags or parsed.state.flags & re.IGNORECASE:
+            if "^" in source.replace("\\^", "") or re.search(r"\\[DSW]", source):
+                return None
+            return re.compile(source, re.IGNORECASE)
+        return re.compile(source, re.ASCII)
+    except Exception:  # RE2 syntax Python does not know, or a shape not analysed
+        return None
+
+
+def _first_class(items: list[Any]) -> str | None:
+    """Python source of one character class every match of `items` starts with, or None."""
+    for op, arg in items:
+        name = str(op)
+        if name == "AT":
+            continue  # an anchor or word boundary takes no character
+        if name == "LITERAL":
+            return re.escape(chr(arg))
+        if name == "NOT_LITERAL":
+            return "[^" + re.escape(chr(arg)) + "]"
+        if name == "IN":
+            return _class_source(arg)
+        if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            low, _, body = arg
+            return _first_class(list(body)) if low >= 1 else None
+        if name == "SUBPATTERN":
+            _, add_flags, del_flags, body = arg
+            return None if add_flags or del_flags else _first_class(list(body))
+        if name == "BRANCH":
+            branches = [_first_class(list(branch)) for branch in arg[1]]
+            if any(branch is None for branch in branches):
+                return None
+            return "(?:" + "|".join(str(branch) for branch in branches) + ")"
+        return None
+    return None
+
+
+def _class_source(items: list[Any]) -> str | None:
+    parts = []
+    for op, arg in items:
+        name = str(op)
+        if name == "NEGATE":
+            parts.append("^")
+        elif name == "LITERAL":
+            parts.append(re.escape(chr(arg)))
+        elif name == "RANGE":
+            parts.append(re.escape(chr(arg[0])) + "-" + re.escape(chr(arg[1])))
+        elif name == "CATEGORY" and str(arg) in _CATEGORIES:
+            parts.append(_CATEGORIES[str(arg)])
+        else:
+            return None
+    return "[" + "".join(parts) + "]"

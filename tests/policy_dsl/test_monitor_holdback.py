@@ -191,14 +191,43 @@ def test_a_literal_is_held_anywhere_and_a_punctuation_key_at_punctuation():
     assert held(listed, "tag a#sec") == "#sec"
 
 
-def test_patterns_and_categories_keep_a_bounded_window():
+def test_a_pattern_holds_its_window_from_the_first_character_a_match_can_begin_with():
     bounded = policy(r'  rule r { when output matches /ab[0-9]{3}/ then refuse }')
-    assert bounded.hold_back.window == 6
-    assert held(bounded, "x" * 20) == "x" * 6
-    unbounded = policy(r'  rule r { when output matches /ab[0-9]+/ then refuse }')
-    assert unbounded.hold_back.window == 256
+    assert bounded.hold_back.window == 0  # analysed: no blind window
+    assert held(bounded, "x" * 20) == ""
+    assert held(bounded, "xxxxxxxxab1") == "ab1"
+    assert held(bounded, "xxxxxab12") == "ab12"
+    assert held(bounded, "xxxxa" + "x" * 6) == ""  # that "a" is older than the longest match
+    unbounded = policy(r'  rule r { when output matches /(?:key|pin)=[0-9]+/ then refuse }')
+    assert held(unbounded, "x" * 300 + "your pin=12" + "3" * 100) == "pin=12" + "3" * 100
+    caseless = policy(r'  rule r { when output matches /secret-[0-9]+/i then refuse }')
+    assert held(caseless, "a SECRET-1") == "SECRET-1"
+    assert held(caseless, "the \u017fecret-1") == "\u017fecret-1"  # RE2 folds the long s
+
+
+def test_patterns_that_cannot_be_analysed_and_categories_keep_a_window():
+    dotted = policy(r'  rule r { when output matches /.b[0-9]{3}/ then refuse }')
+    assert dotted.hold_back.window == 6
+    assert held(dotted, "x" * 20) == "x" * 6
+    optional = policy(r'  rule r { when output matches /a?b+/ then refuse }')
+    assert optional.hold_back.window == 256
+    re2_only = policy(r'  rule r { when output matches /\pL+x/ then refuse }')
+    assert re2_only.hold_back.window == 256
     category = policy('  rule r { when category "violence" in output then refuse }')
     assert category.hold_back.window == 512
+
+
+PATTERN_REFUSE = policy(r'  rule r { when output matches /\bACME-[0-9]{6}\b/ then refuse '
+                        "reason CODE }")
+
+
+@SETTINGS
+@given(prose, prose, cuts)
+def test_a_pattern_match_in_any_chunking_releases_nothing_of_it(before, after, points):
+    text = f"{before}ACME-123456 {after}"
+    released, reason = stream(PATTERN_REFUSE, chunked(text, points))
+    assert reason == "CODE"
+    assert before.startswith(released), released
 
 
 def test_each_pii_kind_holds_only_its_own_alphabet():
