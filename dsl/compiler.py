@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -22,6 +23,7 @@ from dsl.decision import (
 )
 from dsl.declarations import Quotas, Rollout, quotas_from_ast, rollout_from_ast
 from dsl.fold import term_keys
+from dsl.holdback import HoldBack, pattern_start
 from dsl.instructions import DEFAULT_INSTRUCTIONS
 from dsl.outcome import CompiledRule, Outcome
 from dsl.stages import leaves, stream_safe, texts_of
@@ -92,7 +94,9 @@ class CompiledPolicy:
         self._output_rules = tuple(r for r in self.rules if r.stage == "output")
         allowlist_on_output = self._allowlist is not None and self._allowlist[1] == "output"
         self.has_output_rules = bool(self._output_rules) or allowlist_on_output
+        # The most any output test can need held back, and the plan of the least (holdback.py).
         self.output_window = self._window(policy, matchers) if self.has_output_rules else 0
+        self.hold_back = self._hold_back(policy, matchers)
         self._explainer: CompiledPolicy | None = self if explain else None
 
     def _compile_rule(self, rule: ast.Rule, conditions: ConditionCompiler,
@@ -140,6 +144,48 @@ class CompiledPolicy:
             if rule.redactions:
                 window = max(window, PII_WINDOW)
         return window
+
+    def _hold_back(self, policy: ast.PolicyAst,
+                   matchers: dict[str, tuple[str, TermMatcher]]) -> HoldBack:
+        terms: list[TermMatcher] = []
+        literals: list[str] = []
+        pii: set[str] | None = None
+        window = 0
+        patterns: list[tuple[int, re.Pattern[str]]] = []
+        for rule in (r for r in policy.items if isinstance(r, ast.Rule)):
+            if "output" not in texts_of(rule.conditions[0]):
+                continue
+            for leaf in leaves(rule.conditions[0]):
+                read = getattr(leaf, "text", None)
+                if not isinstance(read, ast.Name) or read.text != "output":
+                    continue
+                if isinstance(leaf, ast.ContainsList):
+                    terms.append(matchers[leaf.list_name.text][1])
+                elif isinstance(leaf, ast.ContainsLiteral):
+                    literals.append(leaf.literal.value)
+                elif isinstance(leaf, ast.MatchesRegex):
+                    width = pattern_width(leaf.pattern)
+                    span = UNBOUNDED_PATTERN_WINDOW if width is None else width + 1
+                    first = pattern_start(leaf.pattern, leaf.flags)
+                    if first is None:
+                        window = max(window, span)
+                    else:
+                        patterns.append((span, first))
+                elif isinstance(leaf, ast.PiiTest):
+                    pii = _with_pii_kind(pii, leaf.kind.text)
+                elif isinstance(leaf, ast.CategoryTest):
+                    window = max(window, CATEGORY_WINDOW)
+            for redaction in rule.redactions:
+                if isinstance(redaction, ast.RedactPii):
+                    for kind in redaction.kinds:
+                        pii = _with_pii_kind(pii, kind.text)
+            compiled = next((r for r in self._output_rules if r.rule_id == rule.name.text), None)
+            if compiled is not None and compiled.redactor is not None:
+                terms.extend(compiled.redactor.term_matchers)
+        if literals:
+            # A literal is matched anywhere in the text, not as a whole word.
+            terms.append(TermMatcher(literals, whole_words=False))
+        return HoldBack(terms, pii, window, patterns)
 
     # --- evaluation
     def run_rules(self, rules: Iterable[CompiledRule], ctx: EvalContext) -> Outcome:
@@ -329,3 +375,10 @@ class _AllowlistRules(dict[str, CompiledRule]):
 
 _ALLOWLIST_RULES = _AllowlistRules()
 _FLAGGED_RULE = _pseudo_rule("flagged_categories", None)
+
+
+def _with_pii_kind(kinds: set[str] | None, kind: str) -> set[str]:
+    """The PII kinds to hold back for; empty means every kind."""
+    if kind == "any" or kinds == set():
+        return set()
+    return (kinds or set()) | {kind}

@@ -119,7 +119,7 @@ def _script(ch: str) -> str:
 
 
 @functools.lru_cache(maxsize=1 << 16)  # bounded: a text may hold any code point
-def _is_word_char(ch: str) -> bool:
+def is_word_char(ch: str) -> bool:
     """Letters, digits, marks and invisibles, and the symbols drawn like a letter (the
     multiplication sign is `x`): inside a word they are a spelling of it, not a break."""
     if ch.isalnum() or not plain_char(ch) or icu.Char.charType(ch) in _MARKS:
@@ -146,8 +146,8 @@ def fold_token(token: str, force_skeleton: bool = False) -> tuple[str, tuple[int
     index, size = 0, len(token)
     while index < size:
         end = index + 1
-        if _is_word_char(token[index]):
-            while end < size and _is_word_char(token[end]):
+        if is_word_char(token[index]):
+            while end < size and is_word_char(token[end]):
                 end += 1
             fold = skeleton_char if force_skeleton or _uses_skeleton(token[index:end]) else (
                 plain_char)

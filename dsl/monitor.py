@@ -1,11 +1,11 @@
 """Sans-I/O incremental evaluation of output rules over a streamed response.
 
 `feed(delta)` returns the text that is safe to send now and, when it changed, the new Decision.
-Only the trailing `output_window` characters (counted after folding, dsl/fold.py: a run of
-whitespace counts once, combining marks and invisible characters not at all) are held back,
-which is enough for any term, literal or bounded pattern split across chunks to be seen whole
-before any of it is released.  Once an enforced refuse/escalate fires, nothing more is
-released: the violating text never leaves.
+Only the suffix that could still become (part of) a match of an output test is held back
+(dsl/holdback.py: a term's live prefix in the automaton, a trailing run that could still be a
+PII value, a bounded window for patterns and categories), so every match split across chunks is
+seen whole before any of it is released.  Once an enforced refuse/escalate fires, nothing more
+is released: the violating text never leaves.
 
 Rules that test for the *absence* of something in the output (`not output contains ...`) cannot
 be decided on a window; they are decided by `finish()` over the whole text.
@@ -14,12 +14,11 @@ be decided on a window; they are decided by `finish()` over the whole text.
 from __future__ import annotations
 
 import dataclasses
-import re
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from dsl.conditions import EvalContext
-from dsl.decision import Decision, RequestFacts
+from dsl.decision import Decision, Redactor, RequestFacts
 from dsl.fold import folds_to_nothing
 from dsl.outcome import Outcome
 
@@ -27,7 +26,6 @@ if TYPE_CHECKING:
     from dsl.compiler import CompiledPolicy
 
 STOPPING = ("refuse", "escalate")
-_SPACE_RUN = re.compile(r"\s\s")
 
 
 class OutputMonitor:
@@ -69,7 +67,7 @@ class OutputMonitor:
         if self._enforced and decision.decision in STOPPING:
             released = self._release_before_violation(decision)
             return released, self._stop(decision)
-        cut = _hold_start(self._pending, self._policy.output_window)
+        cut = self._policy.hold_back.start(self._before, self._pending)
         return self._release(cut, decision)
 
     def finish(self) -> tuple[str, Decision | None]:
@@ -154,11 +152,10 @@ class OutputMonitor:
 
         Prefixes of the pending text are checked in steps; at the first step whose prefix
         fires a stopping rule, the violation ends after the previous step (a match at the
-        very end of a prefix is not counted, as more text could extend the word), and it is at
-        most one window long, so everything a window before the previous step is safe. Runs
-        once per stream, when it stops.
+        very end of a prefix is not counted, as more text could extend the word), so it starts
+        in what the previous step still had to hold back, and everything before that is safe.
+        Runs once per stream, when it stops.
         """
-        window = self._policy.output_window
         pending = self._pending
         step = max(16, len(pending) // 64)
         previous = 0
@@ -169,17 +166,13 @@ class OutputMonitor:
             if any(rule.decision in STOPPING for rule, _ in outcome.fired):
                 break
             previous = end
-        cut = _hold_start(pending[:previous], window)
+        cut = self._policy.hold_back.start(self._before, pending[:previous])
         if cut <= 0:
             return ""
-        released = pending[:cut]
         redactor = decision.obligations.redactor
-        if redactor is not None:
-            released, counts = redactor.apply(released)
-            for kind, count in counts.items():
-                self._counts[kind] = self._counts.get(kind, 0) + count
-                self._fresh_counts = True
-        return released
+        if redactor is None:
+            return pending[:cut]
+        return self._redacted(redactor, self._before, pending[:cut])
 
     def _stop(self, decision: Decision) -> Decision | None:
         self._stopped = True
@@ -195,13 +188,23 @@ class OutputMonitor:
                 if start - offset < cut < end - offset:
                     cut = max(start - offset, 0)  # never cut through a span to be redacted
         released, self._pending = self._pending[:cut], self._pending[cut:]
-        self._before = _last_visible(released, self._before)
+        before, self._before = self._before, _last_visible(released, self._before)
         if redactor is not None and released:
-            released, counts = redactor.apply(released)
-            for kind, count in counts.items():
-                self._counts[kind] = self._counts.get(kind, 0) + count
-                self._fresh_counts = True
+            released = self._redacted(redactor, before, released)
         return released, self._changed(self._with_counts(decision), final)
+
+    def _redacted(self, redactor: Redactor, before: str, released: str) -> str:
+        """`released` redacted, read after the released character before it: the end of a
+        word released earlier ("coun" + "try") is no word boundary for a term ("try")."""
+        redacted, counts = redactor.apply(before + released)
+        if not redacted.startswith(before):  # the context itself was redacted: read it alone
+            redacted, counts = redactor.apply(released)
+        else:
+            redacted = redacted[len(before):]
+        for kind, count in counts.items():
+            self._counts[kind] = self._counts.get(kind, 0) + count
+            self._fresh_counts = True
+        return redacted
 
 
 def _last_visible(released: str, before: str) -> str:
@@ -212,29 +215,3 @@ def _last_visible(released: str, before: str) -> str:
             return ch
     return before
 
-
-def _hold_start(pending: str, window: int) -> int:
-    """Index in `pending` from which the last `window` folded characters start (at least)."""
-    if window <= 0:
-        return len(pending)
-    edge = pending[-window - 1:]  # the window and the character before it
-    if len(pending) >= window and edge.isascii() and _SPACE_RUN.search(edge) is None:
-        # Fast path for plain ASCII: no invisible characters, no marks and no whitespace runs
-        # (also none across the window's left edge), so each character is one folded unit.
-        return len(pending) - window
-    units, index = 0, len(pending)
-    while index > 0 and units < window:
-        index -= 1
-        ch = pending[index]
-        if ch.isspace() or folds_to_nothing(ch):
-            # Whitespace and invisible characters mixed are one space once folded, or nothing
-            # when there is no whitespace among them.
-            spaced = ch.isspace()
-            while index > 0 and (pending[index - 1].isspace()
-                                 or folds_to_nothing(pending[index - 1])):
-                index -= 1
-                spaced = spaced or pending[index].isspace()
-            units += spaced
-        else:
-            units += 1
-    return index

@@ -8,7 +8,7 @@ ends of raw automaton hits.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import ahocorasick
 
@@ -30,12 +30,16 @@ def _is_word(ch: str) -> bool:
 class TermMatcher:
     """One automaton for one list.  `terms` are kept as written for reporting."""
 
-    __slots__ = ("_automaton", "max_length", "terms")
+    __slots__ = ("_automaton", "_first_chars", "max_length", "nonword_keys", "terms",
+                 "whole_words")
 
-    def __init__(self, terms: Sequence[str]) -> None:
+    def __init__(self, terms: Sequence[str], whole_words: bool = True) -> None:
         self.terms = tuple(terms)
         self._automaton: ahocorasick.Automaton | None = None
         self.max_length = 0
+        self.whole_words = whole_words  # False: a literal, matched anywhere in the text
+        self.nonword_keys = False  # some key starts with a non-word character
+        first_chars: set[str] = set()
         automaton = ahocorasick.Automaton()
         for written in self.terms:
             for key in term_keys(written):
@@ -43,6 +47,9 @@ class TermMatcher:
                     continue  # the first spelling of a term is the one reported
                 automaton.add_word(key, (written, len(key), _is_word(key[0]), _is_word(key[-1])))
                 self.max_length = max(self.max_length, len(key))
+                self.nonword_keys = self.nonword_keys or not _is_word(key[0])
+                first_chars.add(key[0])
+        self._first_chars = frozenset(first_chars)  # a cheap test before an automaton walk
         if len(automaton):
             automaton.make_automaton()
             self._automaton = automaton
@@ -73,6 +80,26 @@ class TermMatcher:
                     continue
             found.append((start, end, written))
         return found
+
+    def live_prefix_start(self, normalized: str, starts: Iterable[int],
+                          limit: int) -> int | None:
+        """The first of `starts` (ascending, each before `limit`) where a key could still be
+        matched: the text from there to the end is a path of the automaton (a key's prefix, or a
+        whole key that the next character might still extend into a longer word). None when
+        there is none. The caller picks the starts: word starts for whole-word keys (see
+        `whole_words` and `nonword_keys`), so the cost is a few automaton walks of at most
+        `max_length` characters.
+        """
+        if self._automaton is None:
+            return None
+        low = len(normalized) - self.max_length
+        match, first_chars = self._automaton.match, self._first_chars
+        for start in starts:
+            if start >= limit:
+                break
+            if start >= low and normalized[start] in first_chars and match(normalized[start:]):
+                return start
+        return None
 
     def hits(self, normalized: str, open_end: bool = False, min_start: int = 0) -> list[str]:
         """Terms as written, each once, in order of first appearance."""

@@ -4,8 +4,9 @@ For each frame the `StreamGovernor`:
 - adds the `policy` object to the frame's JSON (spliced in, not re-encoded); `[DONE]`, `event:`
   lines and comments stay as they are;
 - feeds every delta of text the model writes (answer text, refusals, tool-call arguments,
-  thinking and reasoning) to an output monitor per block, which holds back only the window a
-  rule needs and releases the rest; the frame carries what was released;
+  thinking and reasoning) to an output monitor per block, which holds back only the end of the
+  text that could still become a match (dsl/holdback.py) and releases the rest; the frame
+  carries what was released;
 - holds tool-call arguments whole: none of a call's arguments reaches the client before the
   verdict on the whole call at its block's end, so an agent never acts on part of a call that a
   rule then stops (frames that only carry arguments are withheld, and the arguments go out in one

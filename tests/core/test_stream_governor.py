@@ -203,8 +203,9 @@ def test_term_split_across_chunks_ends_the_stream_before_any_of_it(surface: str)
     sent = payloads(frames)
     first_delta = sent[lead]
     expected = [frame(p, policy(surface)) for p in sent[:lead]]
-    # The first chunk goes out without its last window: the term's start is held back.
-    expected.append(frame(with_delta(surface, first_delta, REFUSED_CHUNKS[0][:-WINDOW]),
+    # The first chunk goes out without the term's start, all that could still become a match.
+    expected.append(frame(with_delta(surface, first_delta,
+                                     REFUSED_CHUNKS[0].removesuffix("project night")),
                           policy(surface)))
     number = first_delta.get("sequence_number")
     expected.append(termination(surface, sent[0], number))
@@ -223,7 +224,10 @@ def test_term_in_one_chunk_stops_the_stream_at_that_chunk(surface: str) -> None:
     out = run(gov, frames)
     lead = LEAD_FRAMES[surface]
     sent = payloads(frames)
-    assert out[lead] == termination(surface, sent[0], sent[lead - 1].get("sequence_number"))
+    # What certainly precedes the term goes out with the refusal, then the stream ends.
+    assert out[lead] == frame(with_delta(surface, sent[lead], "The code is "),
+                              refused(surface)) + termination(
+        surface, sent[0], sent[lead].get("sequence_number"))
     assert out[lead + 1:] == [b""] * (len(out) - lead - 1)
 
 
@@ -235,9 +239,10 @@ REDACTED_TEXT = "Mail [REDACTED:EMAIL] now."
 
 def redacted_stream(surface: str) -> list[bytes]:
     """Expected client frames for EMAIL_CHUNKS: the e-mail rule fires on the first chunk
-    (stage output); the whole text is held back (shorter than the window) and goes out
-    redacted in one delta just before the frame that ends the text; the redaction is counted
-    from then on. Responses' "done" frames repeat the redacted text and are renumbered after
+    (stage output), which releases "Mail " and holds the address (it could still grow); the
+    next chunk releases it redacted, and the redaction is counted from then on; "now." could
+    still begin an address, so it is held and goes out in one delta just before the frame that
+    ends the text. Responses' "done" frames repeat the redacted text and are renumbered after
     the inserted delta."""
     sent = payloads(upstream(surface, EMAIL_CHUNKS))
     lead = LEAD_FRAMES[surface]
@@ -246,8 +251,10 @@ def redacted_stream(surface: str) -> list[bytes]:
     deltas = sent[lead:lead + len(EMAIL_CHUNKS)]
     rest = sent[lead + len(EMAIL_CHUNKS):]
     out = [frame(p, policy(surface)) for p in sent[:lead]]
-    out += [frame(with_delta(surface, d, ""), fired) for d in deltas]
-    flush = with_delta(surface, deltas[-1], REDACTED_TEXT)
+    out.append(frame(with_delta(surface, deltas[0], "Mail "), fired))
+    out.append(frame(with_delta(surface, deltas[1], "[REDACTED:EMAIL] "), counted))
+    out.append(frame(with_delta(surface, deltas[2], ""), counted))
+    flush = with_delta(surface, deltas[-1], "now.")
     if surface == "responses":
         flush["sequence_number"] += 1
         rest = [renumbered_with_text(p) for p in rest]
@@ -293,8 +300,11 @@ def test_held_back_chat_text_is_released_before_done_without_a_finish_chunk() ->
     out = run(governor("chat.completions"), frames)
     last_delta = frames[-2][1]
     assert last_delta is not None
-    # Only the short text's frames were held; `[DONE]` first releases it, then goes out.
-    assert out[-2] == frame(with_delta("chat.completions", last_delta, "Hello there"),
+    # "Hello" waits for the next frame ("Hello@..." would be an address), "there" for the
+    # end: `[DONE]` first releases it, then goes out.
+    assert out[-3] == frame(with_delta("chat.completions", last_delta, "Hello "),
+                            policy("chat.completions"))
+    assert out[-2] == frame(with_delta("chat.completions", last_delta, "there"),
                             policy("chat.completions", stage="output")) + DONE
     assert out[-1] == b""
 
@@ -313,9 +323,10 @@ def test_shadow_reports_the_refusal_from_the_firing_frame_on(surface: str) -> No
                             rollout_mode="shadow")
     sent = payloads(frames)
     assert out[:lead + 2] == [frame(p, shadow_allow) for p in sent[:lead]] + [
-        frame(with_delta(surface, sent[lead], ""), shadow_allow),
-        # The second chunk completes the term: the rule fires on its frame.
-        frame(with_delta(surface, sent[lead + 1], ""), shadow_refuse)]
+        frame(with_delta(surface, sent[lead], "The code is "), shadow_allow),
+        # The second chunk completes the term: the rule fires on its frame ("nightjar." could
+        # still begin an address: the e-mail rule holds it).
+        frame(with_delta(surface, sent[lead + 1], "project "), shadow_refuse)]
     assert not gov.stopped
     # The text still reaches the client whole, every later frame reporting the refusal.
     decoded = [orjson.loads(part.split(b"data: ", 1)[1]) for chunk in out[lead + 1:]
@@ -323,4 +334,4 @@ def test_shadow_reports_the_refusal_from_the_firing_frame_on(surface: str) -> No
     assert all(d["policy"] == shadow_refuse for d in decoded)
     adapter = APIS[surface][0]
     text = "".join(adapter.stream_delta(d.get("type"), d) or "" for d in decoded)
-    assert text == "".join(chunks)
+    assert "The code is " + text == "".join(chunks)

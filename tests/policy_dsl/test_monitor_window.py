@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dsl.fold import fold, folds_to_nothing
-from dsl.monitor import _hold_start
+from dsl.holdback import fixed_window_start as _hold_start
 
 
 def slow_hold_start(pending: str, window: int) -> int:

@@ -15,6 +15,12 @@ def run(compiled: dsl.CompiledPolicy, chunks: list[str], enforced: bool = True):
     return [(text, d.decision if d else None, d.reason_code if d else None) for text, d in events]
 
 
+def test_term_prefix_at_the_end_is_held_and_nothing_else():
+    events = run(policy(LEAK), ["Birds: the night", "ingale and the nightj", "ay."])
+    assert [text for text, _, _ in events] == ["Birds: the ", "nightingale and the ", "nightjay.",
+                                               ""]
+
+
 def test_window_is_the_longest_term_plus_a_boundary_character():
     assert policy(LEAK).output_window == len("nightjar") + 1
     assert policy('  rule r { when input contains "x" then refuse }').output_window == 0
@@ -22,7 +28,9 @@ def test_window_is_the_longest_term_plus_a_boundary_character():
 
 def test_term_split_across_chunks_is_caught_and_none_of_it_released():
     events = run(policy(LEAK), ["The project is called nigh", "tjar and it is secret."])
-    assert events == [("The project is ca", None, None), ("", "refuse", "LEAK"), ("", None, None)]
+    # Only "nigh" could still become the term: the rest is released at once.
+    assert events == [("The project is called ", None, None), ("", "refuse", "LEAK"),
+                      ("", None, None)]
     released = "".join(text for text, _, _ in events)
     assert "nigh" not in released
 
@@ -30,8 +38,10 @@ def test_term_split_across_chunks_is_caught_and_none_of_it_released():
 def test_clean_stream_is_released_in_full_with_no_decision_change():
     chunks = ["Hello ", "there, ", "how can I help?"]
     events = run(policy(LEAK), chunks)
-    assert events == [("", None, None), ("Hell", None, None), ("o there, how ca", None, None),
-                      ("n I help?", "allow", "ALLOW")]  # finish: output rules have now run
+    # No chunk ends in a prefix of the term: each is released as it comes.
+    assert events == [("Hello ", None, None), ("there, ", None, None),
+                      ("how can I help?", None, None),
+                      ("", "allow", "ALLOW")]  # finish: output rules have now run
     assert "".join(e[0] for e in events) == "".join(chunks)
 
 
@@ -45,7 +55,7 @@ def test_whole_word_at_the_end_of_a_chunk_waits_for_the_next_character():
 
 def test_not_enforced_keeps_streaming_but_reports_the_decision():
     events = run(policy(LEAK), ["about nightjar and more text"], enforced=False)
-    assert events == [("about nightjar and ", "refuse", "LEAK"), ("more text", None, None)]
+    assert events == [("about nightjar and more text", "refuse", "LEAK"), ("", None, None)]
 
 
 def test_output_redaction_while_streaming():
