@@ -32,6 +32,9 @@ from gateway.http.metrics import PATH as METRICS_PATH
 from gateway.http.metrics import GatewayMetrics
 from gateway.http.routes import ApiRoute, FastRoutes
 from gateway.http.wire import Inbound, Outbound, error_response
+from gateway.mcp.jsonrpc import MCP_WIRE
+from gateway.mcp.relay import McpUpstreams
+from gateway.mcp.surface import McpSurface
 from gateway.state import GatewayState
 from gateway.surfaces import v1 as compat
 from gateway.surfaces.policy import PolicySurface
@@ -98,9 +101,11 @@ def create_app(config: Config | None = None, *,
             connector.stop()
         background.cancel()
         history.close()
+        await mcp_upstreams.aclose()
         await state.aclose()
 
-    api_routes = _api_routes(state)
+    mcp_upstreams = McpUpstreams(transport=transport)
+    api_routes = _api_routes(state) + _mcp_routes(state, mcp_upstreams)
     # The hot API routes bypass quart's per-request machinery (see gateway/http/routes.py).
     app.asgi_app = FastRoutes(  # type: ignore[method-assign,assignment]
         app.asgi_app, api_routes, max_body_bytes=config.max_body_bytes,  # type: ignore[arg-type]
@@ -151,6 +156,18 @@ def _api_routes(state: GatewayState) -> list[ApiRoute]:
         for prefix in ("/policy", "/policy/v1"):
             routes.append(ApiRoute(method, prefix + path, adapter,
                                    _governed(state, governed, endpoint)))
+    return routes
+
+
+def _mcp_routes(state: GatewayState, upstreams: McpUpstreams) -> list[ApiRoute]:
+    """`/mcp/NAME` and `/policy/mcp/NAME` of each configured MCP server (docs/mcp.md)."""
+    surface = McpSurface(state, PolicySurface(state), upstreams)
+    routes: list[ApiRoute] = []
+    for name, server in state.config.mcp_servers.items():
+        transparent, governed = surface.transparent(server), surface.policy(server)
+        for method in ("POST", "GET", "DELETE"):
+            routes.append(ApiRoute(method, f"/mcp/{name}", MCP_WIRE, transparent))
+            routes.append(ApiRoute(method, f"/policy/mcp/{name}", MCP_WIRE, governed))
     return routes
 
 

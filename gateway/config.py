@@ -91,6 +91,8 @@ class Config:
     #: Raw sections owned by later components: `[quotas]`, `[events]`.
     quotas: Mapping[str, Any] = field(default_factory=dict)
     events: Mapping[str, Any] = field(default_factory=dict)
+    #: Upstream MCP servers by name, from `[mcp.servers.NAME]` (gateway/mcp/settings.py).
+    mcp_servers: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
@@ -128,7 +130,7 @@ class Config:
 
 def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> Config:
     known = {"server", "database", "limits", "timeouts", "providers", "routes", "policies",
-             "moderation", "jwt", "admin", "quotas", "events"}
+             "moderation", "jwt", "admin", "quotas", "events", "mcp"}
     unknown = set(data) - known
     if unknown:
         raise ValueError(f"unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -175,7 +177,10 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> Config:
     admin = dict(data.get("admin", {}))
     admin_token = admin.get("token") or env.get(str(admin.get("token_env",
                                                                "GATEWAY_ADMIN_TOKEN"))) or None
+    from gateway.mcp.settings import mcp_servers
+
     return Config(
+        mcp_servers=mcp_servers(dict(data.get("mcp", {})), env),
         admin_token=admin_token,
         quotas=dict(data.get("quotas", {})),
         events=dict(data.get("events", {})),

@@ -1,0 +1,85 @@
+"""The exchange with an upstream MCP server over Streamable HTTP.
+
+The client's transport headers (session, protocol version, accept, resumption) are relayed; its
+credentials are not: the upstream gets the headers its configuration names, nothing else that
+identifies the client. Response bodies (JSON or SSE) are relayed as they arrive.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+
+import httpx
+import trio
+
+from gateway.errors import UpstreamTimeout, UpstreamUnavailable
+from gateway.mcp.settings import McpServer
+
+log = logging.getLogger("gateway")
+
+#: Client headers the upstream needs to keep the session and the transport going.
+FORWARDED_REQUEST_HEADERS = ("accept", "content-type", "mcp-session-id", "mcp-protocol-version",
+                             "last-event-id")
+#: Upstream headers the client needs; nothing else of the upstream's is relayed.
+RELAYED_RESPONSE_HEADERS = ("content-type", "mcp-session-id", "mcp-protocol-version",
+                            "cache-control", "www-authenticate")
+
+
+class McpUpstreams:
+    """One connection pool for every configured MCP server, owned by the app."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._client = httpx.AsyncClient(transport=transport, trust_env=False,
+                                         follow_redirects=False, timeout=None)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def open(self, server: McpServer, method: str, headers: Mapping[str, str],
+                   body: bytes) -> httpx.Response:
+        """Send one request and return once the response head arrived (its body unread).
+        GET opens the server's own stream, which may stay quiet for long: only the connect
+        timeout applies to it."""
+        sent = {name: headers[name] for name in FORWARDED_REQUEST_HEADERS if name in headers}
+        sent.update(server.headers)
+        read = None if method == "GET" else server.idle_timeout
+        timeout = httpx.Timeout(connect=server.connect_timeout, read=read, write=read,
+                                pool=server.connect_timeout)
+        request = self._client.build_request(method, server.url, headers=sent,
+                                             content=body or None, timeout=timeout)
+        try:
+            with trio.fail_after(server.total_timeout):
+                return await self._client.send(request, stream=True)
+        except (httpx.TimeoutException, trio.TooSlowError):
+            raise UpstreamTimeout(f"The MCP server {server.name!r} did not answer in time."
+                                  ) from None
+        except httpx.HTTPError as exc:
+            log.warning("MCP server %s unreachable: %r", server.name, exc)
+            raise UpstreamUnavailable(f"The MCP server {server.name!r} is unreachable."
+                                      ) from None
+
+
+def relayed_headers(response: httpx.Response) -> list[tuple[str, str]]:
+    return [(name, response.headers[name]) for name in RELAYED_RESPONSE_HEADERS
+            if name in response.headers]
+
+
+async def body_chunks(response: httpx.Response, server: McpServer, deadline: float | None
+                      ) -> AsyncIterator[bytes]:
+    """The response body as it arrives; a stream quiet for longer than the idle timeout (the
+    client's read timeout) or running past `deadline` (trio time) ends with UpstreamTimeout,
+    a broken one with UpstreamUnavailable."""
+    try:
+        async for chunk in response.aiter_raw():
+            if chunk:
+                yield chunk
+            if deadline is not None and trio.current_time() > deadline:
+                raise UpstreamTimeout(f"The MCP server {server.name!r} took longer than "
+                                      f"{server.total_timeout:g} s.")
+    except httpx.TimeoutException:
+        raise UpstreamTimeout(f"The MCP server {server.name!r} stopped answering.") from None
+    except httpx.HTTPError as exc:
+        log.warning("MCP server %s broke off its answer: %r", server.name, exc)
+        raise UpstreamUnavailable(f"The MCP server {server.name!r} broke off its answer."
+                                  ) from None

@@ -1,0 +1,133 @@
+"""The MCP routes: `/mcp/NAME` (transparent) and `/policy/mcp/NAME` (governed).
+
+Both authenticate the client with the gateway's own API keys (or JWTs); the upstream gets only
+the credentials of its configuration. The transparent route relays every message and stream as
+it is. The governed route also needs a Policy Gateway plan, reads each POSTed message, answers
+malformed ones with the JSON-RPC error the protocol defines, governs `tools/call`
+(gateway/mcp/toolcall.py), filters `tools/list`, and relays everything else (initialize,
+notifications, server streams, session end) unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import orjson
+import trio
+
+from gateway.errors import GatewayError, McpMethodNotFound
+from gateway.http.wire import Inbound, Outbound, OwnedStream
+from gateway.identity.keys import Caller
+from gateway.mcp.answers import is_sse, rewritten_json, rewritten_sse
+from gateway.mcp.jsonrpc import CLIENT_METHODS, Message, error_message, parse_message
+from gateway.mcp.relay import McpUpstreams, body_chunks, relayed_headers
+from gateway.mcp.settings import McpServer
+from gateway.mcp.toolcall import ToolCall
+from gateway.mcp.tools import filter_tools
+from gateway.state import GatewayState
+from gateway.surfaces.policy import PolicySurface
+
+Handler = Callable[[Inbound], Awaitable[Outbound]]
+
+
+class McpSurface:
+    def __init__(self, state: GatewayState, governed: PolicySurface,
+                 upstreams: McpUpstreams) -> None:
+        self.state, self.governed, self.upstreams = state, governed, upstreams
+
+    def transparent(self, server: McpServer) -> Handler:
+        async def handle(inbound: Inbound) -> Outbound:
+            self.governed.authenticate(inbound)
+            request_id = _request_id(inbound.body)
+            try:
+                return await self._relay(server, inbound, inbound.body)
+            except GatewayError as error:
+                return _in_band(request_id, error)
+        return handle
+
+    def policy(self, server: McpServer) -> Handler:
+        async def handle(inbound: Inbound) -> Outbound:
+            caller = self.governed.require_plan(inbound)
+            if inbound.method != "POST":  # the server's stream (GET) or the session's end
+                return await self._relay(server, inbound, b"")
+            message = parse_message(inbound.body)
+            try:
+                return await self._governed(server, caller, inbound, message)
+            except GatewayError as error:
+                if not message.is_request:
+                    raise
+                return _in_band(message.id, error)
+        return handle
+
+    async def _governed(self, server: McpServer, caller: Caller, inbound: Inbound,
+                        message: Message) -> Outbound:
+        if message.is_request and message.method not in CLIENT_METHODS:
+            raise McpMethodNotFound(f"Method not found: {message.method!r}.")
+        if message.method == "tools/call" and message.is_request:
+            return await ToolCall(self.state, self.upstreams, server, caller, inbound,
+                                  message).run()
+        if message.method == "tools/list" and message.is_request:
+            return await self._tools_list(server, inbound, message)
+        return await self._relay(server, inbound, inbound.body)
+
+    async def _relay(self, server: McpServer, inbound: Inbound, body: bytes) -> Outbound:
+        """The upstream's answer, streamed to the client as it arrives."""
+        response = await self.upstreams.open(server, inbound.method, inbound.headers, body)
+        deadline = None if inbound.method == "GET" else (
+            trio.current_time() + server.total_timeout)
+        return Outbound(status=response.status_code, headers=relayed_headers(response),
+                        stream=OwnedStream(_relayed(response, server, deadline),
+                                           response.aclose))
+
+    async def _tools_list(self, server: McpServer, inbound: Inbound, message: Message
+                          ) -> Outbound:
+        """The upstream's tool list without the tools the configuration denies."""
+        def rewrite(answer: dict[str, Any]) -> dict[str, Any]:
+            result = answer.get("result")
+            return {**answer, "result": filter_tools(result, server)} if isinstance(
+                result, dict) else answer
+
+        response = await self.upstreams.open(server, "POST", inbound.headers, inbound.body)
+        headers = relayed_headers(response)
+        deadline = trio.current_time() + server.total_timeout
+        if response.status_code == 200 and is_sse(response):
+            frames = rewritten_sse(response, server, message.id, rewrite, deadline)
+            return Outbound(status=200, headers=headers,
+                            stream=OwnedStream(frames, response.aclose))
+        try:
+            if response.status_code != 200:
+                return Outbound(status=response.status_code, headers=headers,
+                                body=await response.aread())
+            body = await rewritten_json(response, server, message.id, rewrite, deadline)
+        finally:
+            await response.aclose()
+        return Outbound(status=200, headers=headers, body=body)
+
+
+async def _relayed(response: httpx.Response, server: McpServer, deadline: float | None
+                   ) -> AsyncIterator[bytes]:
+    """The body as it arrives; an upstream failure mid-stream ends the stream (the client's
+    SDK sees the stream end without the answer and reports it)."""
+    try:
+        async for chunk in body_chunks(response, server, deadline):
+            yield chunk
+    except GatewayError:
+        return
+
+
+def _in_band(request_id: Any, error: GatewayError) -> Outbound:
+    """A JSON-RPC error answering request `request_id`: HTTP 200, so that MCP clients hand it
+    to the caller of the request rather than failing the transport (a message without an id
+    gets the error's HTTP status)."""
+    status = 200 if request_id is not None else error.status
+    return Outbound.json(status, error_message(request_id, error), list(error.headers.items()))
+
+
+def _request_id(body: bytes) -> Any:
+    try:
+        value = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return None
+    return value.get("id") if isinstance(value, dict) else None
