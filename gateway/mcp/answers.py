@@ -5,6 +5,7 @@ requests) is relayed as it arrives."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -36,12 +37,13 @@ async def rewritten_json(response: httpx.Response, server: McpServer, request_id
     """A JSON answer, read whole, with the response to `request_id` rewritten."""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in body_chunks(response, server, deadline):
-        size += len(chunk)
-        if size > MAX_JSON_ANSWER:
-            raise UpstreamUnavailable(f"The MCP server {server.name!r} sent an answer larger "
-                                      f"than {MAX_JSON_ANSWER} bytes.")
-        chunks.append(chunk)
+    async with aclosing(body_chunks(response, server, deadline)) as body:
+        async for chunk in body:
+            size += len(chunk)
+            if size > MAX_JSON_ANSWER:
+                raise UpstreamUnavailable(f"The MCP server {server.name!r} sent an answer "
+                                          f"larger than {MAX_JSON_ANSWER} bytes.")
+            chunks.append(chunk)
     try:
         message = orjson.loads(b"".join(chunks))
     except orjson.JSONDecodeError:
@@ -52,12 +54,17 @@ async def rewritten_json(response: httpx.Response, server: McpServer, request_id
 
 async def rewritten_sse(response: httpx.Response, server: McpServer, request_id: Any,
                         rewrite: Rewrite, deadline: float) -> AsyncIterator[bytes]:
-    """The SSE answer as it arrives, the frame with the response to `request_id` rewritten."""
+    """The SSE answer as it arrives, the frame with the response to `request_id` rewritten.
+    It ends with that frame: the response is the last message of a request's stream."""
     parser = SSEParser()
     try:
-        async for chunk in body_chunks(response, server, deadline):
-            for frame in parser.feed(chunk):
-                yield _rewritten_frame(frame, request_id, rewrite)
+        async with aclosing(body_chunks(response, server, deadline)) as chunks:
+            async for chunk in chunks:
+                for frame in parser.feed(chunk):
+                    rewritten, answered = _rewritten_frame(frame, request_id, rewrite)
+                    yield rewritten
+                    if answered:
+                        return
     except MalformedStream as exc:
         raise UpstreamUnavailable(f"The MCP server {server.name!r} sent a malformed event "
                                   f"stream: {exc}") from None
@@ -66,15 +73,16 @@ async def rewritten_sse(response: httpx.Response, server: McpServer, request_id:
         yield rest + b"\n\n"
 
 
-def _rewritten_frame(frame: Frame, request_id: Any, rewrite: Rewrite) -> bytes:
+def _rewritten_frame(frame: Frame, request_id: Any, rewrite: Rewrite) -> tuple[bytes, bool]:
+    """(the frame to relay, whether it is the answer)."""
     if frame.data is None:
-        return frame.raw
+        return frame.raw, False
     try:
         message = orjson.loads(frame.data)
     except orjson.JSONDecodeError:
-        return frame.raw
+        return frame.raw, False
     if not answers(message, request_id):
-        return frame.raw
+        return frame.raw, False
     # Keep the frame's other fields (`id:` for resumption, `event:`) and replace its data.
     kept = [line for line in frame.raw.split(b"\n") if line and not line.startswith(b"data")]
-    return b"\n".join([*kept, b"data: " + orjson.dumps(rewrite(message))]) + b"\n\n"
+    return b"\n".join([*kept, b"data: " + orjson.dumps(rewrite(message))]) + b"\n\n", True

@@ -11,6 +11,7 @@ notifications, server streams, session end) unchanged.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -111,8 +112,9 @@ async def _relayed(response: httpx.Response, server: McpServer, deadline: float 
     """The body as it arrives; an upstream failure mid-stream ends the stream (the client's
     SDK sees the stream end without the answer and reports it)."""
     try:
-        async for chunk in body_chunks(response, server, deadline):
-            yield chunk
+        async with aclosing(body_chunks(response, server, deadline)) as chunks:
+            async for chunk in chunks:
+                yield chunk
     except GatewayError:
         return
 

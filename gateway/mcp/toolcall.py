@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -190,14 +191,17 @@ class ToolCall:
                       ) -> AsyncIterator[bytes]:
         status, outcome = 499, "client_disconnected"
         try:
-            async for frame in rewritten_sse(response, self.server, self.message.id,
-                                             self._rewrite, deadline):
-                yield frame
+            async with aclosing(rewritten_sse(response, self.server, self.message.id,
+                                              self._rewrite, deadline)) as frames:
+                async for frame in frames:
+                    yield frame
             status, outcome = self._outcome() if self.answered else (502, "upstream_error")
         except GatewayError as error:
             status, outcome = error.status, "upstream_error"
             yield b"data: " + orjson.dumps(error_message(self.message.id, error)) + b"\n\n"
         finally:
+            if self.answered and outcome == "client_disconnected":  # gone after the answer
+                status, outcome = self._outcome()
             self.upstream_seconds = time.perf_counter() - sent
             with trio.CancelScope(shield=True):
                 if not self.answered and outcome == "client_disconnected":
