@@ -4,7 +4,7 @@ requests) is relayed as it arrives."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -53,7 +53,7 @@ async def rewritten_json(response: httpx.Response, server: McpServer, request_id
 
 
 async def rewritten_sse(response: httpx.Response, server: McpServer, request_id: Any,
-                        rewrite: Rewrite, deadline: float) -> AsyncIterator[bytes]:
+                        rewrite: Rewrite, deadline: float) -> AsyncGenerator[bytes, None]:
     """The SSE answer as it arrives, the frame with the response to `request_id` rewritten.
     It ends with that frame: the response is the last message of a request's stream."""
     parser = SSEParser()

@@ -8,7 +8,7 @@ identifies the client. Response bodies (JSON or SSE) are relayed as they arrive.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 
 import httpx
 import trio
@@ -66,7 +66,7 @@ def relayed_headers(response: httpx.Response) -> list[tuple[str, str]]:
 
 
 async def body_chunks(response: httpx.Response, server: McpServer, deadline: float | None
-                      ) -> AsyncIterator[bytes]:
+                      ) -> AsyncGenerator[bytes, None]:
     """The response body as it arrives; a stream quiet for longer than the idle timeout (the
     client's read timeout) or running past `deadline` (trio time) ends with UpstreamTimeout,
     a broken one with UpstreamUnavailable."""

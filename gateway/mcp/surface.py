@@ -10,7 +10,7 @@ notifications, server streams, session end) unchanged.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -108,7 +108,7 @@ class McpSurface:
 
 
 async def _relayed(response: httpx.Response, server: McpServer, deadline: float | None
-                   ) -> AsyncIterator[bytes]:
+                   ) -> AsyncGenerator[bytes, None]:
     """The body as it arrives; an upstream failure mid-stream ends the stream (the client's
     SDK sees the stream end without the answer and reports it)."""
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -188,7 +188,7 @@ class ToolCall:
                         stream=OwnedStream(frames, response.aclose))
 
     async def _stream(self, response: httpx.Response, deadline: float, sent: float
-                      ) -> AsyncIterator[bytes]:
+                      ) -> AsyncGenerator[bytes, None]:
         status, outcome = 499, "client_disconnected"
         try:
             async with aclosing(rewritten_sse(response, self.server, self.message.id,
