@@ -1,0 +1,115 @@
+"""Bad input on `/policy/mcp/NAME`: the JSON-RPC error the protocol defines, never a 500; a dead
+or hanging upstream gives a JSON-RPC error and an event; a client that leaves mid-call cancels
+the upstream's tool."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import pytest
+from mcp_support import McpGateway, jsonrpc
+
+pytestmark = pytest.mark.slow
+GOVERNED = "/policy/mcp/tools"
+PROTOCOL = "2025-11-25"
+
+
+def _call(name: str, arguments: dict[str, Any], request_id: int = 7) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
+            "params": {"name": name, "arguments": arguments}}
+
+
+@pytest.mark.parametrize(("content", "status", "code"), [
+    (b'{"jsonrpc": "2.0", "id": 1, "method": ', 400, -32700),
+    (b'[{"jsonrpc": "2.0", "id": 1, "method": "ping"}]', 400, -32600),
+    (b'{"id": 1, "method": "ping"}', 400, -32600),
+    (b'{"jsonrpc": "2.0", "id": true, "method": "ping"}', 400, -32600),
+    (b'"just a string"', 400, -32600),
+])
+def test_malformed_messages_get_the_protocol_error(mcp_gateway: McpGateway, content: bytes,
+                                                   status: int, code: int) -> None:
+    response = jsonrpc(mcp_gateway, GOVERNED, None, content=content)
+    assert response.status_code == status
+    body = response.json()
+    assert body["jsonrpc"] == "2.0" and body["id"] is None
+    assert body["error"]["code"] == code
+
+
+def test_unknown_method_is_method_not_found(mcp_gateway: McpGateway) -> None:
+    response = jsonrpc(mcp_gateway, GOVERNED,
+                       {"jsonrpc": "2.0", "id": "a1", "method": "tools/destroy"})
+    assert response.status_code == 200
+    assert response.json()["id"] == "a1"
+    assert response.json()["error"]["code"] == -32601
+
+
+def test_tool_call_without_name_is_invalid_params(mcp_gateway: McpGateway) -> None:
+    response = jsonrpc(mcp_gateway, GOVERNED, {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                                               "params": {"arguments": []}})
+    assert response.json()["error"]["code"] == -32602 and response.json()["id"] == 3
+
+
+def test_huge_message_is_refused_before_reading_it(mcp_gateway: McpGateway) -> None:
+    limit = mcp_gateway.state.config.max_body_bytes
+    response = jsonrpc(mcp_gateway, GOVERNED, _call("echo", {"text": "x" * (limit + 1)}))
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == -32600
+
+
+def test_no_gateway_key_is_refused_and_never_reaches_the_upstream(
+        mcp_gateway: McpGateway) -> None:
+    for path in (GOVERNED, "/mcp/tools"):
+        response = httpx.post(mcp_gateway.url + path, json=_call("echo", {"text": "x"}),
+                              headers={"authorization": "Bearer upstream-mcp-secret"})
+        assert response.status_code == 401
+        assert response.json()["error"]["data"]["code"] == "invalid_api_key"
+
+
+@pytest.mark.parametrize(("server", "words"), [("down", "unreachable"),
+                                               ("hanging", "did not answer in time")])
+def test_dead_upstream_is_a_jsonrpc_error_with_an_event(mcp_gateway: McpGateway, server: str,
+                                                        words: str) -> None:
+    started = time.monotonic()
+    response = jsonrpc(mcp_gateway, f"/policy/mcp/{server}", _call("echo", {"text": "x"}))
+    assert time.monotonic() - started < 10
+    assert response.status_code == 200
+    error = response.json()["error"]
+    assert error["code"] == -32002 and words in error["message"]
+    (event,) = mcp_gateway.tool_events()
+    assert event["mcp"]["server"] == server and event["outcome"] == "upstream_error"
+    assert event["status"] in (502, 504)
+
+
+def _initialized_session(gateway: McpGateway) -> dict[str, str]:
+    headers = {"mcp-protocol-version": PROTOCOL}
+    response = jsonrpc(gateway, GOVERNED, {
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": PROTOCOL, "capabilities": {},
+                   "clientInfo": {"name": "raw-test", "version": "0"}}}, headers=headers)
+    assert response.status_code == 200
+    headers["mcp-session-id"] = response.headers["mcp-session-id"]
+    done = jsonrpc(gateway, GOVERNED, {"jsonrpc": "2.0", "method": "notifications/initialized"},
+                   headers=headers)
+    assert done.status_code == 202
+    return headers
+
+
+def test_client_leaving_mid_call_cancels_the_upstream_tool(mcp_gateway: McpGateway) -> None:
+    assert mcp_gateway.upstream is not None
+    marker = mcp_gateway.upstream.markers / "cancelled-left"
+    headers = _initialized_session(mcp_gateway)
+    sent = {"authorization": f"Bearer {mcp_gateway.keys['proj_tools']}",
+            "accept": "application/json, text/event-stream", **headers}
+    with httpx.stream("POST", mcp_gateway.url + GOVERNED, headers=sent, timeout=10,
+                      json=_call("slow", {"seconds": 30, "tag": "left"})) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+    # The connection is closed: the gateway tells the upstream, which stops the tool.
+    deadline = time.monotonic() + 10
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists()
+    (event,) = mcp_gateway.tool_events()
+    assert event["outcome"] == "client_disconnected" and event["tool"] == {"name": "slow"}
