@@ -83,7 +83,7 @@ def test_messages_and_error_codes() -> None:
     answer = error_message(4, PolicyRefused("no", extra={"policy": {"decision": "refuse"}}))
     assert answer == {"jsonrpc": "2.0", "id": 4, "error": {
         "code": -32001, "message": "no", "data": {
-            "code": "policy_refused", "type": "invalid_request_error",
+            "code": "policy_refused", "type": "permission_error",
             "policy": {"decision": "refuse"}}}}
 
 
