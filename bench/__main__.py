@@ -1,4 +1,4 @@
-"""`python -m bench [proxy|frames|policy|quota|events]`: run the benchmarks and print their figures."""
+"""`python -m bench [proxy|frames|policy|quota|events|mcp]`: run the benchmarks and print their figures."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 SUITES = {"proxy": "bench_proxy", "frames": "bench_frames", "policy": "bench_policy",
-          "quota": "bench_quota", "events": "bench_events"}
+          "quota": "bench_quota", "events": "bench_events", "mcp": "bench_mcp"}
 
 
 def main(argv: list[str]) -> int:

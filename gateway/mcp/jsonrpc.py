@@ -81,6 +81,8 @@ def parse_message(body: bytes) -> Message:
     message_id = value.get("id")
     if isinstance(message_id, bool) or not isinstance(message_id, str | int | None):
         raise McpInvalidMessage("Invalid Request: 'id' must be a string or an integer.")
+    if "method" in value and "id" in value and message_id is None:
+        raise McpInvalidMessage("Invalid Request: a request's 'id' must not be null.")
     if "method" not in value and "result" not in value and "error" not in value:
         raise McpInvalidMessage("Invalid Request: neither a request, a notification nor a "
                                 "response.")
