@@ -18,15 +18,15 @@ import httpx
 import orjson
 import trio
 
-from gateway.errors import GatewayError, McpMethodNotFound
+from gateway.errors import GatewayError, McpInvalidMessage, McpMethodNotFound, PolicyNotLinked
 from gateway.http.wire import Inbound, Outbound, OwnedStream
-from gateway.identity.keys import Caller
 from gateway.mcp.answers import is_sse, rewritten_json, rewritten_sse
 from gateway.mcp.jsonrpc import CLIENT_METHODS, Message, error_message, parse_message
 from gateway.mcp.relay import McpUpstreams, body_chunks, relayed_headers
 from gateway.mcp.settings import McpServer
-from gateway.mcp.toolcall import ToolCall
+from gateway.mcp.toolcall import Resolved, ToolCall
 from gateway.mcp.tools import filter_tools
+from gateway.policy.governance import read_gateway_fields
 from gateway.state import GatewayState
 from gateway.surfaces.policy import PolicySurface
 
@@ -50,26 +50,41 @@ class McpSurface:
 
     def policy(self, server: McpServer) -> Handler:
         async def handle(inbound: Inbound) -> Outbound:
+            # Every request, the session's too, is resolved to a project linked to a policy,
+            # with the governed surface's HTTP errors: a caller that may not use the project
+            # gets no session at all, rather than a session whose calls all fail.
             caller = self.governed.require_plan(inbound)
+            fields, _ = read_gateway_fields(inbound.headers, {})
+            project = self.governed.resolve_project(caller, fields)
+            loaded = (self.state.registry.get(project.policy_id)
+                      if project.policy_id is not None else None)
+            if loaded is None:
+                raise PolicyNotLinked("Project is not linked to a policy")
             if inbound.method != "POST":  # the server's stream (GET) or the session's end
                 return await self._relay(server, inbound, b"")
             message = parse_message(inbound.body)
             try:
-                return await self._governed(server, caller, inbound, message)
+                return await self._governed(server, Resolved(caller, fields, project, loaded),
+                                            inbound, message)
             except GatewayError as error:
                 if not message.is_request:
                     raise
                 return _in_band(message.id, error)
         return handle
 
-    async def _governed(self, server: McpServer, caller: Caller, inbound: Inbound,
+    async def _governed(self, server: McpServer, resolved: Resolved, inbound: Inbound,
                         message: Message) -> Outbound:
-        if message.is_request and message.method not in CLIENT_METHODS:
-            raise McpMethodNotFound(f"Method not found: {message.method!r}.")
-        if message.method == "tools/call" and message.is_request:
-            return await ToolCall(self.state, self.upstreams, server, caller, inbound,
+        method = message.method
+        if method is not None and not message.is_request and not method.startswith(
+                "notifications/"):
+            # A request without an id would be run upstream with no answer to govern.
+            raise McpInvalidMessage(f"Invalid Request: {method!r} needs an 'id'.")
+        if message.is_request and method not in CLIENT_METHODS:
+            raise McpMethodNotFound(f"Method not found: {method!r}.")
+        if method == "tools/call":
+            return await ToolCall(self.state, self.upstreams, server, resolved, inbound,
                                   message).run()
-        if message.method == "tools/list" and message.is_request:
+        if method == "tools/list":
             return await self._tools_list(server, inbound, message)
         return await self._relay(server, inbound, inbound.body)
 

@@ -12,7 +12,8 @@ import logging
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
@@ -20,10 +21,10 @@ import trio
 
 import dsl
 from gateway.adapters.base import JSON
-from gateway.errors import GatewayError, PolicyNotLinked, PolicyRefused, QuotaRefused
+from gateway.errors import GatewayError, PolicyRefused, QuotaRefused, UpstreamUnavailable
 from gateway.http.wire import Inbound, Outbound, OwnedStream
-from gateway.identity.credentials import resolve_project
 from gateway.identity.keys import Caller
+from gateway.identity.projects import Project
 from gateway.mcp.answers import is_sse, rewritten_json, rewritten_sse
 from gateway.mcp.jsonrpc import Message, error_message
 from gateway.mcp.relay import McpUpstreams, relayed_headers
@@ -39,12 +40,15 @@ from gateway.mcp.tools import (
     with_policy,
 )
 from gateway.policy.decide import decide_input, decide_output, moderation_blocked, refusal
-from gateway.policy.governance import Governance, read_gateway_fields
-from gateway.policy.lifecycle import Effect, Release, RequestLifecycle, Settle
+from gateway.policy.governance import GatewayFields, Governance
+from gateway.policy.lifecycle import Effect, Phase, Release, RequestLifecycle, Settle
 from gateway.policy.records import policy_event
 from gateway.quota.limits import QuotaRequest, Reservation
 from gateway.state import GatewayState
 from gateway.surfaces.policy_run import note_outcome
+
+if TYPE_CHECKING:
+    from gateway.admin.registry import LoadedPolicy
 
 log = logging.getLogger("gateway")
 #: The rule a configuration denial is reported under (fired_rules of the event).
@@ -52,11 +56,22 @@ CONFIG_DENIAL_RULE = "mcp.tool_not_permitted"
 DEFAULT_REFUSAL = "This tool call is not allowed by policy."
 
 
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """Who calls, for which project, under which policy (resolved by the surface)."""
+
+    caller: Caller
+    fields: GatewayFields
+    project: Project
+    loaded: LoadedPolicy
+
+
 class ToolCall:
     def __init__(self, state: GatewayState, upstreams: McpUpstreams, server: McpServer,
-                 caller: Caller, inbound: Inbound, message: Message) -> None:
+                 resolved: Resolved, inbound: Inbound, message: Message) -> None:
         self.state, self.upstreams, self.server = state, upstreams, server
-        self.caller, self.inbound, self.message = caller, inbound, message
+        self.caller, self.inbound, self.message = resolved.caller, inbound, message
+        self.resolved = resolved
         self.started = time.perf_counter()
         self.upstream_seconds = 0.0
         self.lifecycle = RequestLifecycle()
@@ -69,12 +84,22 @@ class ToolCall:
     # --- before the upstream -------------------------------------------------------------------
 
     async def run(self) -> Outbound:
-        fields, _ = read_gateway_fields(self.inbound.headers, {})
-        project = resolve_project(self.state.directory, self.caller, fields.project_id)
-        loaded = (self.state.registry.get(project.policy_id)
-                  if project.policy_id is not None else None)
-        if loaded is None:
-            raise PolicyNotLinked("Project is not linked to a policy")
+        """The answer to the call; whatever ends it, its one event is recorded."""
+        try:
+            return await self._run()
+        except BaseException as exc:  # the client left (Cancelled), or a bug of ours
+            gone = isinstance(exc, trio.Cancelled)
+            with trio.CancelScope(shield=True):
+                if self.lifecycle.phase is not Phase.ADMISSION:  # admitted: one event
+                    if gone and self.upstream_called:
+                        await self._cancel_upstream()
+                    await self._end(*((499, "client_disconnected") if gone
+                                      else (500, "internal_error")))
+            raise
+
+    async def _run(self) -> Outbound:
+        fields, project, loaded = (self.resolved.fields, self.resolved.project,
+                                   self.resolved.loaded)
         self.policy = loaded.policy
         self.facts = facts = tool_facts(self.server, self.tool_name, self.arguments,
                                         target=fields.target, policy_user=fields.policy_user,
@@ -184,8 +209,14 @@ class ToolCall:
             await self._end(*self._outcome())
             return Outbound(status=200, headers=headers, body=content)
         frames = self._stream(response, deadline, sent)
-        return Outbound(status=200, headers=headers,
-                        stream=OwnedStream(frames, response.aclose))
+
+        async def close() -> None:
+            await response.aclose()
+            if self.lifecycle.phase is not Phase.DONE:  # the stream was never started
+                await self._cancel_upstream()
+                await self._end(499, "client_disconnected")
+
+        return Outbound(status=200, headers=headers, stream=OwnedStream(frames, close))
 
     async def _stream(self, response: httpx.Response, deadline: float, sent: float
                       ) -> AsyncGenerator[bytes, None]:
@@ -195,7 +226,13 @@ class ToolCall:
                                               self._rewrite, deadline)) as frames:
                 async for frame in frames:
                     yield frame
-            status, outcome = self._outcome() if self.answered else (502, "upstream_error")
+            if not self.answered:  # the stream ended without the answer: say so in-band
+                status, outcome = 502, "upstream_error"
+                ended = UpstreamUnavailable(f"The MCP server {self.server.name!r} ended its "
+                                            f"stream without answering.")
+                yield b"data: " + orjson.dumps(error_message(self.message.id, ended)) + b"\n\n"
+            else:
+                status, outcome = self._outcome()
         except GatewayError as error:
             status, outcome = error.status, "upstream_error"
             yield b"data: " + orjson.dumps(error_message(self.message.id, error)) + b"\n\n"

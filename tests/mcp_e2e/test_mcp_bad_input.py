@@ -113,3 +113,38 @@ def test_client_leaving_mid_call_cancels_the_upstream_tool(mcp_gateway: McpGatew
     assert marker.exists()
     (event,) = mcp_gateway.tool_events()
     assert event["outcome"] == "client_disconnected" and event["tool"] == {"name": "slow"}
+
+
+def test_tool_call_without_id_is_refused_not_run(mcp_gateway: McpGateway) -> None:
+    note = {"jsonrpc": "2.0", "method": "tools/call",
+            "params": {"name": "delete_records", "arguments": {"table": "t"}}}
+    response = jsonrpc(mcp_gateway, GOVERNED, note)
+    assert response.status_code == 400 and response.json()["error"]["code"] == -32600
+
+
+@pytest.mark.parametrize(("who", "status", "code"), [
+    ("other_account", 403, "project_forbidden"),
+    ("free_plan", 403, "policy_gateway_plan_required"),
+    ("unbound", 400, "project_required"),
+])
+def test_callers_who_may_not_use_the_project_get_no_session(
+        mcp_gateway: McpGateway, who: str, status: int, code: str) -> None:
+    store, own = mcp_gateway.gateway.store, mcp_gateway.gateway.account
+    if who == "other_account":
+        key = store.create_key(store.create_account("other", "control").id)[1]
+    elif who == "free_plan":
+        key = store.create_key(store.create_account("cheap", "free").id)[1]
+    else:
+        key = store.create_key(own.id)[1]
+    headers = {"authorization": f"Bearer {key}",
+               "accept": "application/json, text/event-stream"}
+    if who != "unbound":
+        headers["x-policy-project"] = "proj_tools"
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": PROTOCOL, "capabilities": {},
+                       "clientInfo": {"name": "raw-test", "version": "0"}}}
+    for body in (init, _call("echo", {"text": "x"})):
+        response = httpx.post(mcp_gateway.url + GOVERNED, json=body, headers=headers)
+        assert response.status_code == status
+        assert response.json()["error"]["data"]["code"] == code
+    assert mcp_gateway.tool_events(count=0) == []
