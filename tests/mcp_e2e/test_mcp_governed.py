@@ -4,6 +4,8 @@ against the `tool_calls` quota, and shadowed; one enforcement event per call, wi
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from typing import Any
 
 import pytest
@@ -143,3 +145,29 @@ def test_shadow_target_passes_and_records_what_would_have_happened(
     assert event["decision"] == "refuse" and event["effective_decision"] == "allow"
     assert event["enforced"] is False and event["outcome"] == "completed"
     assert event["policy_target"] == "agent-sandbox"
+
+
+def test_stored_events_hold_no_arguments_or_results(mcp_gateway: McpGateway) -> None:
+    async def work(session: ClientSession) -> None:
+        await session.call_tool("echo", {"text": "argument-canary-4711"})
+        await session.call_tool("lookup_contact", {"name": "result-canary"})
+
+    mcp_gateway.session(GOVERNED, work)
+    assert len(mcp_gateway.tool_events(2)) == 2
+    db = mcp_gateway.gateway.db_path
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        conn = sqlite3.connect(str(db))
+        try:
+            stored = conn.execute("SELECT count(*) FROM policy_events WHERE surface = 'mcp'"
+                                  ).fetchone()[0]
+        finally:
+            conn.close()
+        if stored == 2:
+            break
+        time.sleep(0.05)
+    assert stored == 2
+    for path in db.parent.glob(db.name + "*"):  # the database, its WAL and journal
+        raw = path.read_bytes()
+        for canary in (b"argument-canary-4711", b"result-canary", b"jane.doe@example.com"):
+            assert canary not in raw, f"{canary!r} stored in {path.name}"
