@@ -2,7 +2,9 @@
 
 - `mcp_upstream` (session): tests/mcp_e2e/mcp_server.py (FastMCP over Streamable HTTP, under
   uvicorn) on a free 127.0.0.1 port; it demands the credential the gateway's configuration holds.
+- `mcp_json_upstream` (session): the same server answering POSTs with JSON bodies, not SSE.
 - `mcp_gateway`: a gateway with `[mcp.servers]` `tools` (that server, `delete_*` denied),
+  `tools_json` (the JSON one, likewise),
   `down` (nothing listens) and `hanging` (accepts, never answers), the repository's policies, a
   `control` account with project `proj_tools` (policy mcp_tools) and `proj_quota` (two tool
   calls a minute), one key bound to each.
@@ -40,10 +42,19 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def mcp_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[McpUpstream]:
-    markers = tmp_path_factory.mktemp("mcp-markers")
+    yield from _serve(tmp_path_factory.mktemp("mcp-markers"))
+
+
+@pytest.fixture(scope="session")
+def mcp_json_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[McpUpstream]:
+    """The same server answering with JSON bodies instead of SSE streams."""
+    yield from _serve(tmp_path_factory.mktemp("mcp-json-markers"), "json")
+
+
+def _serve(markers: Path, *mode: str) -> Iterator[McpUpstream]:
     port = _free_port()
     process = subprocess.Popen([sys.executable, str(HERE / "mcp_server.py"), str(port),
-                                str(markers)], stdout=subprocess.DEVNULL,
+                                str(markers), *mode], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/mcp"
     try:
@@ -91,8 +102,8 @@ def hanging_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def mcp_gateway(gateway_factory: GatewayFactory, mcp_upstream: McpUpstream, hanging_url: str,
-                tmp_path: Path) -> McpGateway:
+def mcp_gateway(gateway_factory: GatewayFactory, mcp_upstream: McpUpstream,
+                mcp_json_upstream: McpUpstream, hanging_url: str, tmp_path: Path) -> McpGateway:
     policies = tmp_path / "policies"
     shutil.copytree(REPO_POLICIES, policies)
     running = gateway_factory({
@@ -102,6 +113,9 @@ def mcp_gateway(gateway_factory: GatewayFactory, mcp_upstream: McpUpstream, hang
             "tools": {"url": mcp_upstream.url,
                       "headers": {"authorization": f"Bearer {UPSTREAM_SECRET}"},
                       "denied_tools": ["delete_*"]},
+            "tools_json": {"url": mcp_json_upstream.url,
+                           "headers": {"authorization": f"Bearer {UPSTREAM_SECRET}"},
+                           "denied_tools": ["delete_*"]},
             "down": {"url": closed_port_url() + "/mcp", "connect_timeout": 2},
             "hanging": {"url": hanging_url, "idle_timeout": 0.5, "total_timeout": 5},
         }},

@@ -1,7 +1,9 @@
 """The upstream of the MCP tests: a real MCP server built with the official SDK's FastMCP,
 served over Streamable HTTP by uvicorn on 127.0.0.1 (run as a process by the fixture).
 
-    python mcp_server.py PORT MARKER_DIR
+    python mcp_server.py PORT MARKER_DIR [json]
+
+With `json`, the server answers each POST with one JSON body instead of an SSE stream.
 
 It accepts only requests with `Authorization: Bearer upstream-mcp-secret` (the credential the
 gateway holds in its configuration), and notes every cancelled tool call in MARKER_DIR.
@@ -19,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 UPSTREAM_SECRET = "upstream-mcp-secret"
 
-server = FastMCP("test-tools")
+server = FastMCP("test-tools", json_response=len(sys.argv) > 3 and sys.argv[3] == "json")
 marker_dir = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(".")
 
 

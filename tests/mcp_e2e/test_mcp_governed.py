@@ -23,15 +23,32 @@ def _no_text(event: dict[str, Any], *texts: str) -> None:
         assert text not in flat, f"{text!r} leaked into the event"
 
 
-def test_tools_list_hides_denied_tools(mcp_gateway: McpGateway) -> None:
+@pytest.mark.parametrize("server", ["tools", "tools_json"])
+def test_tools_list_hides_denied_tools(mcp_gateway: McpGateway, server: str) -> None:
     async def work(session: ClientSession) -> list[str]:
         return [tool.name for tool in (await session.list_tools()).tools]
 
-    names = mcp_gateway.session(GOVERNED, work)
+    names = mcp_gateway.session(f"/policy/mcp/{server}", work)
     assert "delete_records" not in names
     assert {"echo", "lookup_contact", "run_shell", "slow"} <= set(names)
     # The transparent route shows the server's whole list.
-    assert "delete_records" in mcp_gateway.session("/mcp/tools", work)
+    assert "delete_records" in mcp_gateway.session(f"/mcp/{server}", work)
+
+
+def test_json_answers_are_governed_like_streams(mcp_gateway: McpGateway) -> None:
+    async def work(session: ClientSession) -> tuple[Any, McpError]:
+        result = await session.call_tool("lookup_contact", {"name": "Jane"})
+        with pytest.raises(McpError) as raised:
+            await session.call_tool("run_shell", {"command": "mkfs /dev/sda"})
+        return result, raised.value
+
+    result, refused = mcp_gateway.session("/policy/mcp/tools_json", work)
+    assert "[REDACTED:EMAIL]" in result.content[0].text
+    assert result.meta["policy"]["redacted_spans"] == {"email": 2}
+    assert refused.error.data["policy"]["reason_code"] == "DESTRUCTIVE_TOOL_CALL"
+    events = mcp_gateway.tool_events(2)
+    assert [(e["mcp"]["server"], e["outcome"]) for e in events] == [
+        ("tools_json", "completed"), ("tools_json", "refused")]
 
 
 def test_allowed_call_passes_unchanged_with_one_event(mcp_gateway: McpGateway) -> None:
