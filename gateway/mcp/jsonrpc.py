@@ -7,6 +7,7 @@ Batches were removed from the protocol, so a JSON array is an invalid request he
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -87,6 +88,21 @@ def parse_message(body: bytes) -> Message:
         raise McpInvalidMessage("Invalid Request: neither a request, a notification nor a "
                                 "response.")
     return Message(value)
+
+
+def check_routing_headers(headers: Mapping[str, str], message: Message) -> None:
+    """The newer protocol generation repeats the method and the tool (or prompt, resource) name
+    in `Mcp-Method` and `Mcp-Name` headers. A server may route on them, so on a governed route
+    they must say what the body says, which is what the policy decided on."""
+    method = headers.get("mcp-method")
+    if method is not None and method != message.method:
+        raise McpInvalidMessage("Invalid Request: the Mcp-Method header does not match the "
+                                "message's method.")
+    name = headers.get("mcp-name")
+    named = message.params.get("uri" if message.method == "resources/read" else "name")
+    if name is not None and name != named:
+        raise McpInvalidMessage("Invalid Request: the Mcp-Name header does not match the "
+                                "message's params.")
 
 
 def rpc_code(error: GatewayError) -> int:

@@ -18,9 +18,11 @@ from gateway.mcp.settings import McpServer
 
 log = logging.getLogger("gateway")
 
-#: Client headers the upstream needs to keep the session and the transport going.
-FORWARDED_REQUEST_HEADERS = ("accept", "content-type", "mcp-session-id", "mcp-protocol-version",
-                             "last-event-id")
+#: Client headers the upstream needs to keep the session and the transport going, besides every
+#: `Mcp-*` header (the session, the protocol version, and the newer protocol generation's
+#: `Mcp-Method`, `Mcp-Name` and `Mcp-Param-*` routing headers).
+FORWARDED_REQUEST_HEADERS = ("accept", "content-type", "last-event-id")
+PARAM_HEADER_PREFIX = "mcp-param-"
 #: Upstream headers the client needs; nothing else of the upstream's is relayed.
 RELAYED_RESPONSE_HEADERS = ("content-type", "mcp-session-id", "mcp-protocol-version",
                             "cache-control", "www-authenticate")
@@ -37,11 +39,14 @@ class McpUpstreams:
         await self._client.aclose()
 
     async def open(self, server: McpServer, method: str, headers: Mapping[str, str],
-                   body: bytes) -> httpx.Response:
+                   body: bytes, *, param_headers: bool = True) -> httpx.Response:
         """Send one request and return once the response head arrived (its body unread).
         GET opens the server's own stream, which may stay quiet for long: only the connect
-        timeout applies to it."""
-        sent = {name: headers[name] for name in FORWARDED_REQUEST_HEADERS if name in headers}
+        timeout applies to it. Without `param_headers`, the `Mcp-Param-*` headers (copies of
+        argument values) are left out: the arguments were rewritten."""
+        sent = {name: value for name, value in headers.items()
+                if name in FORWARDED_REQUEST_HEADERS or (name.startswith("mcp-") and (
+                    param_headers or not name.startswith(PARAM_HEADER_PREFIX)))}
         sent.update(server.headers)
         read = None if method == "GET" else server.idle_timeout
         timeout = httpx.Timeout(connect=server.connect_timeout, read=read, write=read,

@@ -21,7 +21,13 @@ import trio
 from gateway.errors import GatewayError, McpInvalidMessage, McpMethodNotFound, PolicyNotLinked
 from gateway.http.wire import Inbound, Outbound, OwnedStream
 from gateway.mcp.answers import is_sse, rewritten_json, rewritten_sse
-from gateway.mcp.jsonrpc import CLIENT_METHODS, Message, error_message, parse_message
+from gateway.mcp.jsonrpc import (
+    CLIENT_METHODS,
+    Message,
+    check_routing_headers,
+    error_message,
+    parse_message,
+)
 from gateway.mcp.relay import McpUpstreams, body_chunks, relayed_headers
 from gateway.mcp.settings import McpServer
 from gateway.mcp.toolcall import Resolved, ToolCall
@@ -81,6 +87,7 @@ class McpSurface:
             raise McpInvalidMessage(f"Invalid Request: {method!r} needs an 'id'.")
         if message.is_request and method not in CLIENT_METHODS:
             raise McpMethodNotFound(f"Method not found: {method!r}.")
+        check_routing_headers(inbound.headers, message)
         if method == "tools/call":
             return await ToolCall(self.state, self.upstreams, server, resolved, inbound,
                                   message).run()

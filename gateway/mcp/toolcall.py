@@ -172,7 +172,7 @@ class ToolCall:
         if arguments is not self.arguments:
             raw = self.message.raw
             body = orjson.dumps({**raw, "params": {**raw["params"], "arguments": arguments}})
-        return await self._forward(body)
+        return await self._forward(body, rewritten=arguments is not self.arguments)
 
     async def _escalate(self) -> Outbound:
         assert self.gov is not None
@@ -186,11 +186,12 @@ class ToolCall:
 
     # --- the upstream --------------------------------------------------------------------------
 
-    async def _forward(self, body: bytes) -> Outbound:
+    async def _forward(self, body: bytes, *, rewritten: bool) -> Outbound:
         self.lifecycle.upstream_called()
         self.upstream_called = True
         sent = time.perf_counter()
-        response = await self.upstreams.open(self.server, "POST", self.inbound.headers, body)
+        response = await self.upstreams.open(self.server, "POST", self.inbound.headers, body,
+                                             param_headers=not rewritten)
         self.upstream_seconds = time.perf_counter() - sent
         headers = relayed_headers(response)
         deadline = trio.current_time() + self.server.total_timeout

@@ -3,6 +3,7 @@ tool facts and the rewrites of arguments, results and tool lists."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 import dsl
@@ -16,7 +17,8 @@ from gateway.errors import (
     RequestTooLarge,
     UpstreamTimeout,
 )
-from gateway.mcp.jsonrpc import error_message, parse_message, rpc_code
+from gateway.mcp.jsonrpc import check_routing_headers, error_message, parse_message, rpc_code
+from gateway.mcp.relay import McpUpstreams
 from gateway.mcp.settings import McpServer, mcp_servers
 from gateway.mcp.tools import (
     filter_tools,
@@ -117,3 +119,39 @@ def test_tools_list_filter_drops_denied_and_malformed_tools() -> None:
     listed = {"tools": [{"name": "echo"}, {"name": "delete_all"}, {"title": "no name"}, 7],
               "nextCursor": "c"}
     assert filter_tools(listed, server) == {"tools": [{"name": "echo"}], "nextCursor": "c"}
+
+
+def test_routing_headers_must_match_the_body() -> None:
+    call = parse_message(b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", '
+                         b'"params": {"name": "echo"}}')
+    check_routing_headers({"mcp-method": "tools/call", "mcp-name": "echo"}, call)
+    check_routing_headers({}, call)
+    for headers in ({"mcp-method": "tools/list"}, {"mcp-name": "delete_records"}):
+        with pytest.raises(McpInvalidMessage):
+            check_routing_headers(headers, call)
+
+
+async def test_upstream_gets_its_credentials_and_the_transport_headers_only() -> None:
+    seen: list[httpx.Headers] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers)
+        return httpx.Response(200, json={"jsonrpc": "2.0", "id": 1, "result": {}})
+
+    upstreams = McpUpstreams(transport=httpx.MockTransport(answer))
+    server = McpServer("s", "http://mcp.test/mcp", headers=(("authorization", "Bearer up"),))
+    client = {"authorization": "Bearer gateway-key", "cookie": "c=1", "x-policy-user": "u",
+              "accept": "application/json, text/event-stream", "mcp-session-id": "abc",
+              "mcp-name": "echo", "mcp-param-region": "eu", "content-type": "application/json"}
+    try:
+        for param_headers in (True, False):
+            response = await upstreams.open(server, "POST", client, b"{}",
+                                            param_headers=param_headers)
+            await response.aclose()
+    finally:
+        await upstreams.aclose()
+    kept, rewritten = seen
+    assert kept["authorization"] == "Bearer up"
+    assert "cookie" not in kept and "x-policy-user" not in kept
+    assert kept["mcp-session-id"] == "abc" and kept["mcp-name"] == "echo"
+    assert kept["mcp-param-region"] == "eu" and "mcp-param-region" not in rewritten
