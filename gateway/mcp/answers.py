@@ -19,7 +19,7 @@ from gateway.upstream.sse import Frame, MalformedStream, SSEParser
 
 #: Rewrites the response message to the request (a JSON-RPC result or error object).
 Rewrite = Callable[[JSON], JSON]
-#: Largest JSON answer read whole, to rewrite it.
+#: Largest answer a governed route reads whole to rewrite it (a JSON body, or one SSE frame).
 MAX_JSON_ANSWER = 16 * 1024 * 1024
 
 
@@ -56,7 +56,7 @@ async def rewritten_sse(response: httpx.Response, server: McpServer, request_id:
                         rewrite: Rewrite, deadline: float) -> AsyncGenerator[bytes, None]:
     """The SSE answer as it arrives, the frame with the response to `request_id` rewritten.
     It ends with that frame: the response is the last message of a request's stream."""
-    parser = SSEParser()
+    parser = SSEParser(max_frame_bytes=MAX_JSON_ANSWER)
     try:
         async with aclosing(body_chunks(response, server, deadline)) as chunks:
             async for chunk in chunks:

@@ -209,6 +209,8 @@ class ToolCall:
             self.upstream_seconds = time.perf_counter() - sent
             await self._end(*self._outcome())
             return Outbound(status=200, headers=headers, body=content)
+        assert self.gov is not None
+        self.gov.stream = True  # the answer is relayed as an event stream
         frames = self._stream(response, deadline, sent)
 
         async def close() -> None:
