@@ -148,3 +148,15 @@ def test_callers_who_may_not_use_the_project_get_no_session(
         assert response.status_code == status
         assert response.json()["error"]["data"]["code"] == code
     assert mcp_gateway.tool_events(count=0) == []
+
+
+def test_client_leaving_before_the_upstream_answers_still_records_one_event(
+        mcp_gateway: McpGateway) -> None:
+    sent = {"authorization": f"Bearer {mcp_gateway.keys['proj_tools']}",
+            "accept": "application/json, text/event-stream"}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(mcp_gateway.url + "/policy/mcp/hanging", headers=sent,
+                   json=_call("echo", {"text": "x"}), timeout=httpx.Timeout(5, read=0.2))
+    (event,) = mcp_gateway.tool_events()
+    assert event["outcome"] in ("client_disconnected", "upstream_error")
+    assert event["mcp"]["server"] == "hanging" and event["tool"] == {"name": "echo"}
