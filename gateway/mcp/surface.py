@@ -10,7 +10,7 @@ notifications, server streams, session end) unchanged.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from typing import Any
 
@@ -67,7 +67,9 @@ class McpSurface:
             if loaded is None:
                 raise PolicyNotLinked("Project is not linked to a policy")
             if inbound.method != "POST":  # the server's stream (GET) or the session's end
-                return await self._relay(server, inbound, b"")
+                # No resumption: a replayed stream could carry a tool's answer ungoverned.
+                headers = {k: v for k, v in inbound.headers.items() if k != "last-event-id"}
+                return await self._relay(server, inbound, b"", headers)
             message = parse_message(inbound.body)
             try:
                 return await self._governed(server, Resolved(caller, fields, project, loaded),
@@ -95,9 +97,12 @@ class McpSurface:
             return await self._tools_list(server, inbound, message)
         return await self._relay(server, inbound, inbound.body)
 
-    async def _relay(self, server: McpServer, inbound: Inbound, body: bytes) -> Outbound:
+    async def _relay(self, server: McpServer, inbound: Inbound, body: bytes,
+                     headers: Mapping[str, str] | None = None) -> Outbound:
         """The upstream's answer, streamed to the client as it arrives."""
-        response = await self.upstreams.open(server, inbound.method, inbound.headers, body)
+        response = await self.upstreams.open(server, inbound.method,
+                                             inbound.headers if headers is None else headers,
+                                             body)
         deadline = None if inbound.method == "GET" else (
             trio.current_time() + server.total_timeout)
         return Outbound(status=response.status_code, headers=relayed_headers(response),
