@@ -24,6 +24,10 @@ MCP_TARGET = "mcp_tool"
 
 def tool_call_params(params: JSON) -> tuple[str, JSON]:
     """(tool name, arguments) of a `tools/call`, or the protocol's invalid-params error."""
+    if "task" in params:
+        # A task's result is fetched later with tasks/result, past the output rules.
+        raise McpInvalidParams("Invalid params: task-augmented tool calls are not supported "
+                               "on the governed route; call the tool without 'task'.")
     name, arguments = params.get("name"), params.get("arguments", {})
     if not isinstance(name, str) or not name:
         raise McpInvalidParams("Invalid params: tools/call needs the tool's 'name'.")

@@ -96,7 +96,8 @@ def test_tool_facts_put_name_and_arguments_in_input() -> None:
     assert facts.input_text == 'run\n{"cmd":"ls ü"}' and facts.effective_target == "mcp_tool"
     assert facts.surface == "mcp" and facts.model == "mcp:s"
     assert tool_call_params({"name": "t", "arguments": None}) == ("t", {})
-    for bad in ({}, {"name": ""}, {"name": "t", "arguments": [1]}):
+    for bad in ({}, {"name": ""}, {"name": "t", "arguments": [1]},
+                {"name": "t", "arguments": {}, "task": {"ttl": 60000}}):
         with pytest.raises(McpInvalidParams):
             tool_call_params(bad)
 
