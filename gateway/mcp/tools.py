@@ -53,22 +53,40 @@ def tool_facts(server: McpServer, name: str, arguments: JSON, *, target: str | N
         last_user_text=text)
 
 
-def map_strings(value: Any, rewrite: Callable[[str], str]) -> Any:
-    """`value` (any JSON) with every string value rewritten; keys are left alone."""
+#: Keys of a result's content whose strings are no text a reader sees: kinds, media types,
+#: base64 payloads (images, audio, binary resources).
+NOT_TEXT_KEYS = frozenset({"type", "mimeType", "data", "blob"})
+
+
+def map_strings(value: Any, rewrite: Callable[[str], str],
+                skip: frozenset[str] = frozenset()) -> Any:
+    """`value` (any JSON) with every string value rewritten, except under the keys in `skip`;
+    keys themselves are left alone."""
     if isinstance(value, str):
         return rewrite(value)
     if isinstance(value, list):
-        return [map_strings(item, rewrite) for item in value]
+        return [map_strings(item, rewrite, skip) for item in value]
     if isinstance(value, dict):
-        return {key: map_strings(item, rewrite) for key, item in value.items()}
+        return {key: item if key in skip else map_strings(item, rewrite, skip)
+                for key, item in value.items()}
     return value
 
 
+def _strings(value: Any, skip: frozenset[str]) -> list[str]:
+    found: list[str] = []
+
+    def note(text: str) -> str:
+        found.append(text)
+        return text
+
+    map_strings(value, note, skip)
+    return found
+
+
 def result_text(result: JSON) -> str:
-    """What `output` rules read of a tool result: its text content blocks, and its structured
-    content as JSON text."""
-    parts = [block["text"] for block in result.get("content") or []
-             if isinstance(block, dict) and isinstance(block.get("text"), str)]
+    """What `output` rules read of a tool result: every text of its content blocks (text,
+    embedded resources' text, links' names and URIs), and its structured content as JSON."""
+    parts = _strings(result.get("content") or [], NOT_TEXT_KEYS)
     structured = result.get("structuredContent")
     if structured is not None:
         parts.append(orjson.dumps(structured).decode())
@@ -76,14 +94,12 @@ def result_text(result: JSON) -> str:
 
 
 def redact_result(result: JSON, redactor: dsl.Redactor) -> JSON:
-    """The result with its text blocks and structured content redacted."""
+    """The result with the texts of its content and its structured content redacted."""
     def redact(text: str) -> str:
         return redactor.apply(text)[0]
 
-    content = [({**block, "text": redact(block["text"])}
-                if isinstance(block, dict) and isinstance(block.get("text"), str) else block)
-               for block in result.get("content") or []]
-    redacted = {**result, "content": content}
+    redacted = {**result, "content": map_strings(result.get("content") or [], redact,
+                                                 NOT_TEXT_KEYS)}
     if "structuredContent" in result:
         redacted["structuredContent"] = map_strings(result["structuredContent"], redact)
     return redacted

@@ -111,6 +111,14 @@ def test_result_rewrites() -> None:
     assert redacted["content"][0]["text"] == "mail [REDACTED:EMAIL]"
     assert redacted["content"][1] == result["content"][1]
     assert redacted["structuredContent"] == {"result": "mail [REDACTED:EMAIL]"}
+    # An embedded resource's text is text too; a base64 payload is not.
+    embedded = {"content": [{"type": "resource", "resource": {
+        "uri": "file:///c.txt", "mimeType": "text/plain", "text": "b@example.com"}},
+        {"type": "image", "data": "b@example.com", "mimeType": "image/png"}]}
+    assert result_text(embedded) == "file:///c.txt\nb@example.com"
+    cleaned = redact_result(embedded, dsl.Redactor(frozenset({"email"})))
+    assert cleaned["content"][0]["resource"]["text"] == "[REDACTED:EMAIL]"
+    assert cleaned["content"][1]["data"] == "b@example.com"
     assert with_policy({"_meta": {"k": 1}}, {"d": 1}) == {"_meta": {"k": 1, "policy": {"d": 1}}}
     assert holding_result(None)["isError"] is True
 
