@@ -31,8 +31,10 @@ from gateway.mcp.relay import McpUpstreams, relayed_headers
 from gateway.mcp.settings import McpServer
 from gateway.mcp.tools import (
     MCP_SURFACE,
+    error_with_policy,
     holding_result,
     map_strings,
+    map_strings_found,
     redact_result,
     result_text,
     tool_call_params,
@@ -263,23 +265,31 @@ class ToolCall:
                             error.message)
 
     def _rewrite(self, message: JSON) -> JSON:
-        """The response message after output rules read the result."""
+        """The response message after output rules read the result (or the server's error,
+        whose message and data a tool can fill as well)."""
         assert self.gov is not None
         self.answered = True
-        gov, result = self.gov, message.get("result")
-        if not isinstance(result, dict):
+        gov, result, error = self.gov, message.get("result"), message.get("error")
+        if not isinstance(result, dict) and not isinstance(error, dict):
             return message
+        text = result_text(result) if isinstance(result, dict) else "\n".join(
+            map_strings_found(error))
         if self.policy.has_output_rules:
-            gov.update(decide_output([self.policy], self.facts, result_text(result),
-                                     gov.decision))
+            gov.update(decide_output([self.policy], self.facts, text, gov.decision))
         decision = gov.decision
         if gov.effective_decision == "refuse":
             refused = PolicyRefused(decision.obligations.message or DEFAULT_REFUSAL,
                                     extra={"policy": gov.policy_object()})
             return error_message(message.get("id"), refused)
-        if gov.enforced and decision.obligations.redactor is not None:
-            result = redact_result(result, decision.obligations.redactor)
-        return {**message, "result": with_policy(result, gov.policy_object())}
+        redactor = decision.obligations.redactor if gov.enforced else None
+        if isinstance(result, dict):
+            if redactor is not None:
+                result = redact_result(result, redactor)
+            return {**message, "result": with_policy(result, gov.policy_object())}
+        assert isinstance(error, dict)
+        if redactor is not None:
+            error = map_strings(error, lambda t: redactor.apply(t)[0])
+        return {**message, "error": error_with_policy(error, gov.policy_object())}
 
     def _outcome(self) -> tuple[int, str]:
         """(status, outcome) of an answered call for its event."""

@@ -72,7 +72,8 @@ def map_strings(value: Any, rewrite: Callable[[str], str],
     return value
 
 
-def _strings(value: Any, skip: frozenset[str]) -> list[str]:
+def map_strings_found(value: Any, skip: frozenset[str] = frozenset()) -> list[str]:
+    """Every string value in `value` (any JSON), except under the keys in `skip`."""
     found: list[str] = []
 
     def note(text: str) -> str:
@@ -86,7 +87,7 @@ def _strings(value: Any, skip: frozenset[str]) -> list[str]:
 def result_text(result: JSON) -> str:
     """What `output` rules read of a tool result: every text of its content blocks (text,
     embedded resources' text, links' names and URIs), and its structured content as JSON."""
-    parts = _strings(result.get("content") or [], NOT_TEXT_KEYS)
+    parts = map_strings_found(result.get("content") or [], NOT_TEXT_KEYS)
     structured = result.get("structuredContent")
     if structured is not None:
         parts.append(orjson.dumps(structured).decode())
@@ -115,6 +116,17 @@ def with_policy(result: JSON, policy: JSON) -> JSON:
     """`result` with the `policy` object in its `_meta`."""
     meta = result.get("_meta")
     return {**result, "_meta": {**(meta if isinstance(meta, dict) else {}), "policy": policy}}
+
+
+def error_with_policy(error: JSON, policy: JSON) -> JSON:
+    """A JSON-RPC error object with the `policy` object in its `data` (when `data` is an object
+    or absent: another value is the server's and stays as it is)."""
+    data = error.get("data")
+    if data is None:
+        return {**error, "data": {"policy": policy}}
+    if isinstance(data, dict):
+        return {**error, "data": {**data, "policy": policy}}
+    return error
 
 
 def filter_tools(result: JSON, server: McpServer) -> JSON:

@@ -21,6 +21,7 @@ from gateway.mcp.jsonrpc import check_routing_headers, error_message, parse_mess
 from gateway.mcp.relay import McpUpstreams
 from gateway.mcp.settings import McpServer, mcp_servers
 from gateway.mcp.tools import (
+    error_with_policy,
     filter_tools,
     holding_result,
     redact_result,
@@ -121,6 +122,11 @@ def test_result_rewrites() -> None:
     assert cleaned["content"][1]["data"] == "b@example.com"
     assert with_policy({"_meta": {"k": 1}}, {"d": 1}) == {"_meta": {"k": 1, "policy": {"d": 1}}}
     assert holding_result(None)["isError"] is True
+    policy = {"decision": "allow"}
+    assert error_with_policy({"code": 1, "message": "m"}, policy)["data"] == {"policy": policy}
+    assert error_with_policy({"code": 1, "data": {"k": 2}}, policy)["data"] == {
+        "k": 2, "policy": policy}
+    assert error_with_policy({"code": 1, "data": "x"}, policy)["data"] == "x"
 
 
 def test_tools_list_filter_drops_denied_and_malformed_tools() -> None:

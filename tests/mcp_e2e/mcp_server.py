@@ -38,6 +38,12 @@ def lookup_contact(name: str) -> str:
 
 
 @server.tool()
+def failing_lookup(name: str) -> str:
+    """Fails with personal data in its error."""
+    raise ValueError(f"no entry for {name}; ask jane.doe@example.com")
+
+
+@server.tool()
 def delete_records(table: str) -> str:
     """Destructive: the gateway's configuration hides it."""
     return f"deleted every row of {table}"

@@ -118,6 +118,16 @@ def test_pii_in_result_is_redacted(mcp_gateway: McpGateway) -> None:
     _no_text(event, "jane.doe", "Jane can be reached")
 
 
+def test_pii_in_a_tool_error_is_redacted(mcp_gateway: McpGateway) -> None:
+    async def work(session: ClientSession) -> Any:
+        return await session.call_tool("failing_lookup", {"name": "Jane"})
+
+    result = mcp_gateway.session(GOVERNED, work)
+    assert result.isError and "no entry for Jane" in result.content[0].text
+    assert "jane.doe@example.com" not in result.content[0].text
+    assert result.meta["policy"]["redacted_spans"] == {"email": 1}
+
+
 def test_payment_is_held_for_review(mcp_gateway: McpGateway) -> None:
     async def work(session: ClientSession) -> Any:
         return await session.call_tool("transfer_funds", {"amount": 500})
