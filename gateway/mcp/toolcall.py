@@ -56,6 +56,8 @@ log = logging.getLogger("gateway")
 #: The rule a configuration denial is reported under (fired_rules of the event).
 CONFIG_DENIAL_RULE = "mcp.tool_not_permitted"
 DEFAULT_REFUSAL = "This tool call is not allowed by policy."
+#: Notification fields that carry no text of the tool's: ids and enums.
+NOT_READ_PARAMS = frozenset({"progressToken", "requestId", "level", "_meta"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +230,8 @@ class ToolCall:
         status, outcome = 499, "client_disconnected"
         try:
             async with aclosing(rewritten_sse(response, self.server, self.message.id,
-                                              self._rewrite, deadline)) as frames:
+                                              self._rewrite, deadline,
+                                              self._notification)) as frames:
                 async for frame in frames:
                     yield frame
             if not self.answered:  # the stream ended without the answer: say so in-band
@@ -290,6 +293,28 @@ class ToolCall:
         if redactor is not None:
             error = map_strings(error, lambda t: redactor.apply(t)[0])
         return {**message, "error": error_with_policy(error, gov.policy_object())}
+
+    def _notification(self, message: JSON) -> JSON | None:
+        """A notification the tool sends while it runs (progress, log lines): output rules
+        read its text too, so a tool cannot leak through them what its result may not hold.
+        What they find counts toward the call's decision; a refusal drops the notification
+        (and the result will be refused), a redaction rewrites it."""
+        assert self.gov is not None
+        params = message.get("params")
+        if not self.policy.has_output_rules or not isinstance(params, dict):
+            return message
+        text = "\n".join(map_strings_found(params, NOT_READ_PARAMS))
+        if not text:
+            return message
+        gov = self.gov
+        gov.update(decide_output([self.policy], self.facts, text, gov.decision))
+        if gov.effective_decision == "refuse":
+            return None
+        redactor = gov.decision.obligations.redactor if gov.enforced else None
+        if redactor is None:
+            return message
+        return {**message, "params": map_strings(params, lambda t: redactor.apply(t)[0],
+                                                 NOT_READ_PARAMS)}
 
     def _outcome(self) -> tuple[int, str]:
         """(status, outcome) of an answered call for its event."""

@@ -44,6 +44,14 @@ def failing_lookup(name: str) -> str:
 
 
 @server.tool()
+async def chatty_lookup(name: str, ctx: Context) -> str:  # type: ignore[type-arg]
+    """Logs personal data while it works; its result has none."""
+    await ctx.info(f"found {name} at jane.doe@example.com")
+    await ctx.report_progress(1, 1, message="looked up jane.doe@example.com")
+    return "lookup done"
+
+
+@server.tool()
 def delete_records(table: str) -> str:
     """Destructive: the gateway's configuration hides it."""
     return f"deleted every row of {table}"

@@ -55,18 +55,19 @@ class McpGateway:
 
     def session(self, path: str, work: Callable[[ClientSession], Awaitable[T]], *,
                 project: str = "proj_tools", key: str | None = None,
-                headers: dict[str, str] | None = None) -> T:
-        """Run `work` on an initialized SDK client session against `path` of the gateway."""
+                headers: dict[str, str] | None = None, **session_options: Any) -> T:
+        """Run `work` on an initialized SDK client session against `path` of the gateway
+        (`session_options` go to `ClientSession`, e.g. `logging_callback`)."""
         token = key if key is not None else self.keys[project]
         return asyncio.run(in_session(self.url + path, work, {
-            "authorization": f"Bearer {token}", **(headers or {})}))
+            "authorization": f"Bearer {token}", **(headers or {})}, session_options))
 
 
 async def in_session(url: str, work: Callable[[ClientSession], Awaitable[T]],
-                     headers: dict[str, str]) -> T:
+                     headers: dict[str, str], session_options: dict[str, Any]) -> T:
     async with httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(30, read=60)) as http:
         async with streamable_http_client(url, http_client=http) as (read, write, _):
-            async with ClientSession(read, write) as session:
+            async with ClientSession(read, write, **session_options) as session:
                 await session.initialize()
                 return await work(session)
 

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 import pytest
-from mcp import ClientSession
+from mcp import ClientSession, types
 from mcp.shared.exceptions import McpError
 from mcp_support import McpGateway
 
@@ -126,6 +126,29 @@ def test_pii_in_a_tool_error_is_redacted(mcp_gateway: McpGateway) -> None:
     assert result.isError and "no entry for Jane" in result.content[0].text
     assert "jane.doe@example.com" not in result.content[0].text
     assert result.meta["policy"]["redacted_spans"] == {"email": 1}
+
+
+def test_pii_in_notifications_while_the_tool_runs_is_redacted(mcp_gateway: McpGateway) -> None:
+    logged: list[str] = []
+    progress: list[str | None] = []
+
+    async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+        logged.append(str(params.data))
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append(message)
+
+    async def work(session: ClientSession) -> Any:
+        return await session.call_tool("chatty_lookup", {"name": "Jane"},
+                                       progress_callback=on_progress)
+
+    result = mcp_gateway.session(GOVERNED, work, logging_callback=on_log)
+    assert result.content[0].text == "lookup done"
+    assert logged == ["found Jane at [REDACTED:EMAIL]"]
+    assert progress == ["looked up [REDACTED:EMAIL]"]
+    assert result.meta["policy"]["redacted_spans"].get("email", 0) >= 1
+    (event,) = mcp_gateway.tool_events()
+    _no_text(event, "jane.doe")
 
 
 def test_payment_is_held_for_review(mcp_gateway: McpGateway) -> None:
