@@ -2,9 +2,9 @@
 
     .venv/bin/python bench/bench_mcp.py [--json out.json] [--quick]
 
-Starts the test suite's FastMCP server (tests/mcp_e2e/mcp_server.py) as a process and a gateway
-(hypercorn trio worker, in a thread of this process) in front of it, with the example policy
-`mcp_tools` governing the project. Then, in the same run, alternates one `tools/call` of `echo`
+Starts the test suite's FastMCP server (tests/mcp_e2e/mcp_server.py) and a gateway
+(`python -m gateway serve`, one worker) in front of it as processes of their own, with the
+example policy `mcp_tools` governing the project. Then, in the same run, alternates one `tools/call` of `echo`
 straight to the server, one through `/mcp/tools` (transparent) and one through
 `/policy/mcp/tools` (governed: project, policy on the arguments and the result, quota, event),
 each on its own initialized MCP session, and reports p50/p99 and the median paired difference.
@@ -25,12 +25,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 import httpx  # noqa: E402
-from e2e.harness import start_gateway, stop_gateway  # noqa: E402
 
 from gateway.db import open_database  # noqa: E402
+from gateway.identity.keys import IdentityStore  # noqa: E402
 from gateway.identity.projects import ProjectStore  # noqa: E402
 
 SECRET = "upstream-mcp-secret"
@@ -80,30 +79,47 @@ def percentiles(samples: list[float]) -> dict[str, float]:
             "p99_ms": round(ordered[max(0, int(len(ordered) * 0.99) - 1)] * 1e3, 3)}
 
 
+def _gateway_key(db_path: Path) -> str:
+    """An account with the Policy Gateway plan, project `proj_bench` (policy mcp_tools) and a
+    key bound to it, written straight into the gateway's database."""
+    db = open_database(db_path)
+    try:
+        store = IdentityStore(db)
+        account = store.create_account("bench", "control")
+        ProjectStore(db).create(project_id="proj_bench", account_id=account.id, name="bench",
+                                policy_id="mcp_tools")
+        return store.create_key(account.id, project_id="proj_bench")[1]
+    finally:
+        db.conn.close()
+
+
 def measure(rounds: int) -> dict[str, Any]:
-    port = _free_port()
+    upstream_port, gateway_port = _free_port(), _free_port()
+    upstream = f"http://127.0.0.1:{upstream_port}/mcp"
+    gateway = f"http://127.0.0.1:{gateway_port}"
     with tempfile.TemporaryDirectory() as tmp:
-        server = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "mcp_e2e" / "mcp_server.py"), str(port), tmp],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        upstream = f"http://127.0.0.1:{port}/mcp"
-        gateway = start_gateway(Path(tmp), {
-            "policies": {"directory": str(ROOT / "policies")},
-            "mcp": {"servers": {"tools": {"url": upstream, "headers": {
-                "authorization": f"Bearer {SECRET}"}}}}}, plan="control")
+        config = Path(tmp) / "gateway.toml"
+        config.write_text(
+            f'[database]\npath = "{tmp}/gateway.db"\n[policies]\ndirectory = "{ROOT}/policies"\n'
+            f'[mcp.servers.tools]\nurl = "{upstream}"\n'
+            f'headers = {{ authorization = "Bearer {SECRET}" }}\n')
+        key = _gateway_key(Path(tmp) / "gateway.db")
+        processes = [
+            subprocess.Popen([sys.executable, str(ROOT / "tests" / "mcp_e2e" / "mcp_server.py"),
+                              str(upstream_port), tmp], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL),
+            subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(config),
+                              "--port", str(gateway_port)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL),
+        ]
         try:
             _wait_for(upstream)
-            projects = ProjectStore(open_database(gateway.db_path))
-            projects.create(project_id="proj_bench", account_id=gateway.account.id,
-                            name="bench", policy_id="mcp_tools")
-            projects.db.conn.close()
-            key = gateway.store.create_key(gateway.account.id, project_id="proj_bench")[1]
+            _wait_for(gateway + "/healthz")
             with httpx.Client(timeout=30) as client:
                 sessions = {
                     "direct": Session(client, upstream, f"Bearer {SECRET}"),
-                    "transparent": Session(client, gateway.url + "/mcp/tools", f"Bearer {key}"),
-                    "governed": Session(client, gateway.url + "/policy/mcp/tools",
-                                        f"Bearer {key}"),
+                    "transparent": Session(client, gateway + "/mcp/tools", f"Bearer {key}"),
+                    "governed": Session(client, gateway + "/policy/mcp/tools", f"Bearer {key}"),
                 }
                 for session in sessions.values():  # warm up connections and caches
                     for _ in range(20):
@@ -113,9 +129,9 @@ def measure(rounds: int) -> dict[str, Any]:
                     for name, session in sessions.items():
                         samples[name].append(session.call())
         finally:
-            stop_gateway(gateway)
-            server.terminate()
-            server.wait(10)
+            for process in processes:
+                process.terminate()
+                process.wait(10)
     report: dict[str, Any] = {name: percentiles(values) for name, values in samples.items()}
     for name in ("transparent", "governed"):
         paired = [a - b for a, b in zip(samples[name], samples["direct"], strict=True)]
