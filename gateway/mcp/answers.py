@@ -13,7 +13,7 @@ import orjson
 
 from gateway.adapters.base import JSON
 from gateway.errors import UpstreamUnavailable
-from gateway.mcp.relay import body_chunks
+from gateway.mcp.relay import MAX_READ_BYTES, body_chunks, read_bounded
 from gateway.mcp.settings import McpServer
 from gateway.upstream.sse import Frame, MalformedStream, SSEParser
 
@@ -22,7 +22,7 @@ Rewrite = Callable[[JSON], JSON]
 #: Rewrites a notification the server sends while it works on the request; None drops it.
 Notify = Callable[[JSON], JSON | None]
 #: Largest answer a governed route reads whole to rewrite it (a JSON body, or one SSE frame).
-MAX_JSON_ANSWER = 16 * 1024 * 1024
+MAX_JSON_ANSWER = MAX_READ_BYTES
 
 
 def is_sse(response: httpx.Response) -> bool:
@@ -37,17 +37,8 @@ def answers(message: Any, request_id: Any) -> bool:
 async def rewritten_json(response: httpx.Response, server: McpServer, request_id: Any,
                          rewrite: Rewrite, deadline: float) -> bytes:
     """A JSON answer, read whole, with the response to `request_id` rewritten."""
-    chunks: list[bytes] = []
-    size = 0
-    async with aclosing(body_chunks(response, server, deadline)) as body:
-        async for chunk in body:
-            size += len(chunk)
-            if size > MAX_JSON_ANSWER:
-                raise UpstreamUnavailable(f"The MCP server {server.name!r} sent an answer "
-                                          f"larger than {MAX_JSON_ANSWER} bytes.")
-            chunks.append(chunk)
     try:
-        message = orjson.loads(b"".join(chunks))
+        message = orjson.loads(await read_bounded(response, server, deadline))
     except orjson.JSONDecodeError:
         raise UpstreamUnavailable(f"The MCP server {server.name!r} sent invalid JSON."
                                   ) from None

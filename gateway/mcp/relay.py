@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
 
 import httpx
 import trio
 
-from gateway.errors import UpstreamTimeout, UpstreamUnavailable
+from gateway.errors import GatewayError, UpstreamTimeout, UpstreamUnavailable
 from gateway.mcp.settings import McpServer
 
 log = logging.getLogger("gateway")
@@ -88,3 +89,34 @@ async def body_chunks(response: httpx.Response, server: McpServer, deadline: flo
         log.warning("MCP server %s broke off its answer: %r", server.name, exc)
         raise UpstreamUnavailable(f"The MCP server {server.name!r} broke off its answer."
                                   ) from None
+
+
+async def relayed_body(response: httpx.Response, server: McpServer, deadline: float | None
+                       ) -> AsyncGenerator[bytes, None]:
+    """The body as it arrives; an upstream failure mid-stream ends the stream (the client's
+    SDK sees the stream end without the answer and reports it)."""
+    try:
+        async with aclosing(body_chunks(response, server, deadline)) as chunks:
+            async for chunk in chunks:
+                yield chunk
+    except GatewayError:
+        return
+
+
+#: Largest body the gateway reads whole (an answer to rewrite, an upstream's error).
+MAX_READ_BYTES = 16 * 1024 * 1024
+
+
+async def read_bounded(response: httpx.Response, server: McpServer, deadline: float | None
+                       ) -> bytes:
+    """The whole body, at most MAX_READ_BYTES of it (a larger one is UpstreamUnavailable)."""
+    chunks: list[bytes] = []
+    size = 0
+    async with aclosing(body_chunks(response, server, deadline)) as body:
+        async for chunk in body:
+            size += len(chunk)
+            if size > MAX_READ_BYTES:
+                raise UpstreamUnavailable(f"The MCP server {server.name!r} sent an answer "
+                                          f"larger than {MAX_READ_BYTES} bytes.")
+            chunks.append(chunk)
+    return b"".join(chunks)

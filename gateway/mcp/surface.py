@@ -10,11 +10,9 @@ notifications, server streams, session end) unchanged.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from contextlib import aclosing
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import httpx
 import orjson
 import trio
 
@@ -28,7 +26,7 @@ from gateway.mcp.jsonrpc import (
     error_message,
     parse_message,
 )
-from gateway.mcp.relay import McpUpstreams, body_chunks, relayed_headers
+from gateway.mcp.relay import McpUpstreams, read_bounded, relayed_body, relayed_headers
 from gateway.mcp.settings import McpServer
 from gateway.mcp.toolcall import Resolved, ToolCall
 from gateway.mcp.tools import filter_tools
@@ -106,7 +104,7 @@ class McpSurface:
         deadline = None if inbound.method == "GET" else (
             trio.current_time() + server.total_timeout)
         return Outbound(status=response.status_code, headers=relayed_headers(response),
-                        stream=OwnedStream(_relayed(response, server, deadline),
+                        stream=OwnedStream(relayed_body(response, server, deadline),
                                            response.aclose))
 
     async def _tools_list(self, server: McpServer, inbound: Inbound, message: Message
@@ -127,23 +125,11 @@ class McpSurface:
         try:
             if response.status_code != 200:
                 return Outbound(status=response.status_code, headers=headers,
-                                body=await response.aread())
+                                body=await read_bounded(response, server, deadline))
             body = await rewritten_json(response, server, message.id, rewrite, deadline)
         finally:
             await response.aclose()
         return Outbound(status=200, headers=headers, body=body)
-
-
-async def _relayed(response: httpx.Response, server: McpServer, deadline: float | None
-                   ) -> AsyncGenerator[bytes, None]:
-    """The body as it arrives; an upstream failure mid-stream ends the stream (the client's
-    SDK sees the stream end without the answer and reports it)."""
-    try:
-        async with aclosing(body_chunks(response, server, deadline)) as chunks:
-            async for chunk in chunks:
-                yield chunk
-    except GatewayError:
-        return
 
 
 def _in_band(request_id: Any, error: GatewayError) -> Outbound:

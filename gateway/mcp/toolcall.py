@@ -27,7 +27,7 @@ from gateway.identity.keys import Caller
 from gateway.identity.projects import Project
 from gateway.mcp.answers import is_sse, rewritten_json, rewritten_sse
 from gateway.mcp.jsonrpc import Message, error_message
-from gateway.mcp.relay import McpUpstreams, relayed_headers
+from gateway.mcp.relay import McpUpstreams, read_bounded, relayed_headers
 from gateway.mcp.settings import McpServer
 from gateway.mcp.tools import (
     MCP_SURFACE,
@@ -200,8 +200,10 @@ class ToolCall:
         headers = relayed_headers(response)
         deadline = trio.current_time() + self.server.total_timeout
         if response.status_code != 200:  # the upstream's own HTTP error, relayed as it is
-            content = await response.aread()
-            await response.aclose()
+            try:
+                content = await read_bounded(response, self.server, deadline)
+            finally:
+                await response.aclose()
             await self._end(response.status_code, "upstream_error")
             return Outbound(status=response.status_code, headers=headers, body=content)
         if not is_sse(response):
@@ -211,7 +213,7 @@ class ToolCall:
             finally:
                 await response.aclose()
             self.upstream_seconds = time.perf_counter() - sent
-            await self._end(*self._outcome())
+            await self._end(*(self._outcome() if self.answered else (502, "upstream_error")))
             return Outbound(status=200, headers=headers, body=content)
         assert self.gov is not None
         self.gov.stream = True  # the answer is relayed as an event stream
