@@ -103,6 +103,18 @@ def test_denylisted_argument_is_refused(mcp_gateway: McpGateway) -> None:
     _no_text(event, "/srv/data")
 
 
+def test_pii_in_arguments_is_redacted_before_the_tool_sees_it(mcp_gateway: McpGateway) -> None:
+    async def work(session: ClientSession) -> Any:
+        return await session.call_tool("echo", {"text": "call me at +1 415 555 0134"})
+
+    result = mcp_gateway.session(GOVERNED, work)
+    # The tool echoes what it got: the redacted argument.
+    assert result.content[0].text == "call me at [REDACTED:PHONE]"
+    assert result.meta["policy"]["redacted_spans"]["phone"] == 1
+    (event,) = mcp_gateway.tool_events()
+    _no_text(event, "415 555")
+
+
 def test_pii_in_result_is_redacted(mcp_gateway: McpGateway) -> None:
     async def work(session: ClientSession) -> Any:
         return await session.call_tool("lookup_contact", {"name": "Jane"})
