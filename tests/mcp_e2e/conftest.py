@@ -7,7 +7,7 @@
   `tools_json` (the JSON one, likewise),
   `down` (nothing listens) and `hanging` (accepts, never answers), the repository's policies, a
   `control` account with project `proj_tools` (policy mcp_tools) and `proj_quota` (two tool
-  calls a minute), one key bound to each.
+  calls a minute), one key bound to each, and HS256 JWTs (`JWT_SECRET`, `JWT_AUDIENCE`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 from e2e.harness import GatewayFactory, closed_port_url
-from mcp_support import McpGateway, McpUpstream
+from mcp_support import JWT_AUDIENCE, JWT_SECRET, McpGateway, McpUpstream
 
 from gateway.db import open_database
 from gateway.identity.projects import ProjectStore
@@ -109,6 +109,7 @@ def mcp_gateway(gateway_factory: GatewayFactory, mcp_upstream: McpUpstream,
     running = gateway_factory({
         "policies": {"directory": str(policies)},
         "quotas": {"projects": {"proj_quota": {"budget": {"tool_calls": {"minute": 2}}}}},
+        "jwt": {"algorithm": "HS256", "secret": JWT_SECRET, "audience": JWT_AUDIENCE},
         "mcp": {"servers": {
             "tools": {"url": mcp_upstream.url,
                       "headers": {"authorization": f"Bearer {UPSTREAM_SECRET}"},

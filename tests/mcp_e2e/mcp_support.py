@@ -16,6 +16,9 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 T = TypeVar("T")
+#: The gateway's `[jwt]` of the MCP tests (HS256).
+JWT_SECRET = "mcp-test-jwt-secret-" + "x" * 32
+JWT_AUDIENCE = "policy-gateway-mcp-tests"
 
 
 @dataclass

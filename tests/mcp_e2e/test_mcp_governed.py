@@ -8,10 +8,12 @@ import sqlite3
 import time
 from typing import Any
 
+import httpx
+import jwt
 import pytest
 from mcp import ClientSession, types
 from mcp.shared.exceptions import McpError
-from mcp_support import McpGateway
+from mcp_support import JWT_AUDIENCE, JWT_SECRET, McpGateway
 
 pytestmark = pytest.mark.slow
 GOVERNED = "/policy/mcp/tools"
@@ -233,3 +235,29 @@ def test_stored_events_hold_no_arguments_or_results(mcp_gateway: McpGateway) -> 
         raw = path.read_bytes()
         for canary in (b"argument-canary-4711", b"result-canary", b"jane.doe@example.com"):
             assert canary not in raw, f"{canary!r} stored in {path.name}"
+
+
+def test_jwt_user_names_the_project_and_is_the_quota_subject(mcp_gateway: McpGateway) -> None:
+    token = jwt.encode({"sub": "agent-7", "org_id": mcp_gateway.gateway.account.id,
+                        "aud": JWT_AUDIENCE, "projects": ["proj_tools"],
+                        "exp": int(time.time() + 300)}, JWT_SECRET, algorithm="HS256")
+
+    async def work(session: ClientSession) -> Any:
+        return await session.call_tool("echo", {"text": "from a JWT user"})
+
+    result = mcp_gateway.session(GOVERNED, work, key=token,
+                                 headers={"x-policy-project": "proj_tools"})
+    assert result.content[0].text == "from a JWT user"
+    assert result.meta["policy"]["project_id"] == "proj_tools"
+    (event,) = mcp_gateway.tool_events()
+    assert event["user_id"] == "agent-7" and event["quota_subject"] == "agent-7"
+    # A token without the grant gets no session.
+    other = jwt.encode({"sub": "agent-8", "org_id": mcp_gateway.gateway.account.id,
+                        "aud": JWT_AUDIENCE, "projects": ["proj_quota"],
+                        "exp": int(time.time() + 300)}, JWT_SECRET, algorithm="HS256")
+    response = httpx.post(mcp_gateway.url + GOVERNED, headers={
+        "authorization": f"Bearer {other}", "x-policy-project": "proj_tools",
+        "accept": "application/json, text/event-stream"},
+        json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+    assert response.status_code == 403
+    assert response.json()["error"]["data"]["code"] == "project_forbidden"
