@@ -1,4 +1,4 @@
-"""`python -m bench [proxy|frames|policy|quota|events|first_token]`: run the benchmarks and print their figures."""
+"""`python -m bench [proxy|frames|policy|quota|events|first_token|mcp]`: run the benchmarks and print their figures."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 SUITES = {"proxy": "bench_proxy", "frames": "bench_frames", "policy": "bench_policy",
-          "quota": "bench_quota", "events": "bench_events", "first_token": "bench_first_token"}
+          "quota": "bench_quota", "events": "bench_events", "first_token": "bench_first_token",
+          "mcp": "bench_mcp"}
 
 
 def main(argv: list[str]) -> int:

@@ -45,6 +45,9 @@ from gateway.http.metrics import PATH as METRICS_PATH
 from gateway.http.metrics import GatewayMetrics
 from gateway.http.routes import ApiRoute, FastRoutes
 from gateway.http.wire import Inbound, Outbound, error_response
+from gateway.mcp.jsonrpc import MCP_WIRE
+from gateway.mcp.relay import McpUpstreams
+from gateway.mcp.surface import McpSurface
 from gateway.state import GatewayState
 from gateway.surfaces import v1 as compat
 from gateway.surfaces.policy import PolicySurface
@@ -77,11 +80,13 @@ def create_app(config: Config | None = None, *,
     draining = app.extensions["draining"] = Draining()
     reloader.listeners.append(metrics.policy_reloaded)
     history = HistoryReader(config.database_path, state)
-    _serve_lifespan(app, state, reloader, metrics, history)
+    mcp_upstreams = McpUpstreams(transport=transport)
+    _serve_lifespan(app, state, reloader, metrics, history, mcp_upstreams)
     _register_quart_routes(app, state, metrics, history)
     # The hot API routes bypass quart's per-request machinery (see gateway/http/routes.py).
     app.asgi_app = FastRoutes(  # type: ignore[method-assign,assignment]
-        app.asgi_app, _api_routes(state),  # type: ignore[arg-type]
+        app.asgi_app,  # type: ignore[arg-type]
+        _api_routes(state) + _mcp_routes(state, mcp_upstreams),
         max_body_bytes=config.max_body_bytes,
         metrics=metrics, draining=draining, body_timeout=config.timeouts.request_body,
         max_concurrent=config.max_concurrent_requests)
@@ -89,7 +94,8 @@ def create_app(config: Config | None = None, *,
 
 
 def _serve_lifespan(app: QuartTrio, state: GatewayState, reloader: PolicyReloader,
-                    metrics: GatewayMetrics, history: HistoryReader) -> None:
+                    metrics: GatewayMetrics, history: HistoryReader,
+                    mcp_upstreams: McpUpstreams) -> None:
     """Open the state and start the background tasks before serving; write what is queued and
     close everything after."""
     # The long-running tasks (event writer, reloader, metrics, connectors) run in a scope of
@@ -127,6 +133,7 @@ def _serve_lifespan(app: QuartTrio, state: GatewayState, reloader: PolicyReloade
             connector.stop()
         background.cancel()
         history.close()
+        await mcp_upstreams.aclose()
         await state.aclose()
 
 
@@ -182,6 +189,18 @@ def _api_routes(state: GatewayState) -> list[ApiRoute]:
         for prefix in ("/policy", "/policy/v1"):
             routes.append(ApiRoute(method, prefix + path, adapter,
                                    _governed(state, governed, endpoint)))
+    return routes
+
+
+def _mcp_routes(state: GatewayState, upstreams: McpUpstreams) -> list[ApiRoute]:
+    """`/mcp/NAME` and `/policy/mcp/NAME` of each configured MCP server (docs/mcp.md)."""
+    surface = McpSurface(state, PolicySurface(state), upstreams)
+    routes: list[ApiRoute] = []
+    for name, server in state.config.mcp_servers.items():
+        transparent, governed = surface.transparent(server), surface.policy(server)
+        for method in ("POST", "GET", "DELETE"):
+            routes.append(ApiRoute(method, f"/mcp/{name}", MCP_WIRE, transparent))
+            routes.append(ApiRoute(method, f"/policy/mcp/{name}", MCP_WIRE, governed))
     return routes
 
 

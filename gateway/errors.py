@@ -18,6 +18,11 @@ own error shape)::
     │   ├── PolicyIdMismatch          409 policy_id_mismatch
     │   ├── Conflict                  409 conflict
     │   ├── RequestTooLarge           413 request_too_large
+    │   ├── McpProtocolError          400 invalid_jsonrpc (and a JSON-RPC error code)
+    │   │   ├── McpParseError         400 JSON-RPC -32700: not JSON
+    │   │   ├── McpInvalidMessage     400 JSON-RPC -32600: not one JSON-RPC message
+    │   │   ├── McpMethodNotFound     400 JSON-RPC -32601: a method MCP does not define
+    │   │   └── McpInvalidParams      400 JSON-RPC -32602: tools/call without a tool name
     │   └── QuotaExceeded             429 quota_exceeded
     │       └── QuotaRefused          429 quota_exceeded, with the exhausted window
     ├── AuthenticationError           401: who is calling is unknown
@@ -209,6 +214,38 @@ class QuotaRefused(QuotaExceeded):
         self.exhausted = exhausted
         #: The `quota` field of the `policy` object.
         self.remaining = remaining
+
+
+class McpProtocolError(ClientError):
+    """An MCP client sent something that is not a JSON-RPC message the gateway can serve (see
+    docs/mcp.md, "Bad input"). Caused by the client; answered with the JSON-RPC error
+    `rpc_code`, in-band (HTTP 200) when the message has an id, with HTTP 400 when it has none."""
+
+    code = "invalid_jsonrpc"
+    rpc_code: ClassVar[int] = -32600
+
+
+class McpParseError(McpProtocolError):
+    """The body is not valid JSON."""
+
+    rpc_code = -32700
+
+
+class McpInvalidMessage(McpProtocolError):
+    """Valid JSON but not one JSON-RPC 2.0 message: a batch (MCP allows none), no `jsonrpc`
+    field, or a method that is not a string."""
+
+
+class McpMethodNotFound(McpProtocolError):
+    """A request for a method that MCP does not define."""
+
+    rpc_code = -32601
+
+
+class McpInvalidParams(McpProtocolError):
+    """`tools/call` without a tool `name`, or with `arguments` that are not an object."""
+
+    rpc_code = -32602
 
 
 class Conflict(ClientError):

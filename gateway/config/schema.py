@@ -191,6 +191,7 @@ class QuotaWindows(Section):
 class QuotaSpec(Section):
     requests: QuotaWindows | None = None
     tokens: QuotaWindows | None = None
+    tool_calls: QuotaWindows | None = Field(None, description="governed MCP tool calls")
 
 
 class ProjectQuotas(Section):
@@ -229,6 +230,25 @@ class EscalationSection(Section):
     retry_max: PositiveSeconds | None = Field(None, description="longest retry delay")
 
 
+class McpServerSection(Section):
+    """An upstream MCP server, served at /mcp/NAME and /policy/mcp/NAME (docs/mcp.md)."""
+
+    url: str = Field(description="its Streamable HTTP endpoint (http or https)")
+    headers: dict[str, str] = Field(default_factory=dict, description="literal headers")
+    headers_env: dict[str, str] = Field(
+        default_factory=dict, description="header -> variable holding its full value")
+    connect_timeout: PositiveSeconds = 10.0
+    idle_timeout: PositiveSeconds = Field(
+        60.0, description="longest wait for the answer's head or its next bytes")
+    total_timeout: PositiveSeconds = Field(300.0, description="one whole call, stream included")
+    allowed_tools: list[str] = Field(default_factory=list, description="globs; [] = all")
+    denied_tools: list[str] = Field(default_factory=list, description="globs; deny wins")
+
+
+class McpSection(Section):
+    servers: dict[str, McpServerSection] = Field(default_factory=dict)
+
+
 class RedisSection(Section):
     """The state shared by replicas (docs/scale-out.md)."""
 
@@ -263,6 +283,7 @@ SECTIONS: dict[str, Any] = {
     "escalation": EscalationSection,
     "upstream": UpstreamSection,
     "redis": RedisSection | None,
+    "mcp": McpSection,
 }
 
 

@@ -113,6 +113,8 @@ class Config:
     inline_policy: Mapping[str, Any] = field(default_factory=dict)
     #: The raw `[redis]` section (gateway.redis_link.RedisSettings.from_mapping).
     redis: Mapping[str, Any] = field(default_factory=dict)
+    #: Upstream MCP servers by name, from `[mcp.servers.NAME]` (gateway/mcp/settings.py).
+    mcp_servers: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def server_read_timeout(self) -> float:
@@ -157,6 +159,8 @@ class Config:
 def _build(checked: Any, data: Mapping[str, Any], env: Mapping[str, str]) -> Config:
     """The `Config` of a file that passed the schema check (`checked`; `data` is the same file
     as a mapping, for the sections other modules parse)."""
+    from gateway.mcp.settings import mcp_servers
+
     providers: dict[str, Provider] = {}
     for name, spec in checked.providers.items():
         providers[name] = _provider(name, spec.model_dump(exclude_none=True), env)
@@ -217,6 +221,7 @@ def _build(checked: Any, data: Mapping[str, Any], env: Mapping[str, str]) -> Con
         inline_policy={k: v for k, v in dict(data.get("policies", {})).items()
                        if k.startswith("inline_")},
         redis=dict(data.get("redis") or {}),
+        mcp_servers=mcp_servers(dict(data.get("mcp", {})), env),
     )
 
 

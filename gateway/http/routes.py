@@ -223,6 +223,8 @@ def route_labels(path: str) -> tuple[str, str]:
         return "ops", path.lstrip("/")
     if path.startswith("/api/policy-gateway/"):
         return "management", "management"
+    if path.startswith(("/mcp/", "/policy/mcp/")):
+        return ("policy" if path.startswith("/policy/") else "compat"), "mcp"
     surface, endpoint = endpoint_for(path)
     return surface, endpoint.api if endpoint is not None else "unknown"
 

@@ -27,7 +27,8 @@ from gateway.labels import label_problem
 
 PROJECT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{1,63}")
 STATUSES = ("active", "disabled")
-QUOTA_UNITS = ("requests", "tokens")
+#: `tool_calls` limits apply to governed MCP tool calls only (docs/mcp.md).
+QUOTA_UNITS = ("requests", "tokens", "tool_calls")
 QUOTA_WINDOWS = ("minute", "hour", "daily", "weekly", "monthly")
 UPDATABLE = frozenset({"name", "status", "policy_id", "budget", "user_quota",
                        "allow_inline_policy"})

@@ -22,6 +22,10 @@ WINDOWS = ("minute", "hour", "daily", "weekly", "monthly")
 PROJECT = "project"
 USER = "user"
 REASONS = {PROJECT: "PROJECT_QUOTA_EXCEEDED", USER: "USER_QUOTA_EXCEEDED"}
+#: Units counted one per admitted request; `tool_calls` limits apply only to governed MCP tool
+#: calls (gateway/mcp), which in turn count toward no other unit.
+COUNTED_UNITS = ("requests", "tool_calls")
+UNITS = ("requests", "tokens", "tool_calls")
 #: Output tokens reserved when the request names no maximum (`[quotas] default_output_tokens`).
 DEFAULT_OUTPUT_TOKENS = 1024
 
@@ -88,7 +92,7 @@ def tightest(limits: Iterable[QuotaLimit]) -> dict[tuple[str, str], int]:
     """(unit, window) -> the smallest positive limit given for it; 0 (unlimited) is left out."""
     chosen: dict[tuple[str, str], int] = {}
     for item in limits:
-        if item.limit > 0 and item.window in WINDOWS and item.unit in ("requests", "tokens"):
+        if item.limit > 0 and item.window in WINDOWS and item.unit in UNITS:
             key = (item.unit, item.window)
             chosen[key] = min(item.limit, chosen.get(key, item.limit))
     return chosen
@@ -103,6 +107,8 @@ class QuotaRequest:
     project_limits: tuple[QuotaLimit, ...] = ()
     #: The project's `user_quota` and the policy's `quota user` limits.
     user_limits: tuple[QuotaLimit, ...] = ()
+    #: A governed MCP tool call: only `tool_calls` limits apply to it, and to nothing else.
+    tool_call: bool = False
 
     def limits(self) -> list[Limit]:
         """Every limit to enforce, the tightest per subject, unit and window."""
@@ -110,7 +116,7 @@ class QuotaRequest:
                for (unit, window), limit in tightest(self.project_limits).items()]
         out += [Limit(USER, self.quota_subject, unit, window, limit)
                 for (unit, window), limit in tightest(self.user_limits).items()]
-        return out
+        return [limit for limit in out if (limit.unit == "tool_calls") == self.tool_call]
 
 
 def estimate_tokens(input_tokens: int, max_output_tokens: int | None,

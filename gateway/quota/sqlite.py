@@ -30,6 +30,7 @@ import trio
 
 from gateway import db
 from gateway.quota.limits import (
+    COUNTED_UNITS,
     PROJECT,
     WINDOWS,
     Limit,
@@ -170,7 +171,7 @@ class SqliteQuotaStore:
         if held is None:  # raised after the commit: expired reservations stay given back
             raise quota_refusal(exhausted, before, now)  # type: ignore[arg-type]
         tokens = held.tokens
-        after = [Usage(u.limit, u.used + (1 if u.limit.unit == "requests" else tokens), u.reset)
+        after = [Usage(u.limit, u.used + (1 if u.limit.unit in COUNTED_UNITS else tokens), u.reset)
                  for u in before]
         return Reservation(request=request, remaining=remaining_field(after),
                            headers=rate_limit_headers(after), token=held, tokens_reserved=tokens)
@@ -180,7 +181,7 @@ class SqliteQuotaStore:
         held = _Held(os.urandom(12).hex(), tuple((key, limit.unit) for limit, key in keyed),
                      tokens)
         for key, unit in held.counters:
-            conn.execute(_ADD, (*key, 1 if unit == "requests" else tokens))
+            conn.execute(_ADD, (*key, 1 if unit in COUNTED_UNITS else tokens))
         conn.execute(
             "INSERT INTO quota_reservations (id, expires_at, tokens, counters) "
             "VALUES (?, ?, ?, ?)",
@@ -237,7 +238,7 @@ class SqliteQuotaStore:
     def _apply(conn: sqlite3.Connection, counters: Sequence[tuple[CounterKey, str]], *,
                requests: int, tokens: int) -> None:
         for key, unit in counters:
-            delta = requests if unit == "requests" else tokens
+            delta = requests if unit in COUNTED_UNITS else tokens
             if delta > 0:
                 conn.execute(_ADD, (*key, delta))
             elif delta < 0:

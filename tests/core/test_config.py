@@ -83,9 +83,12 @@ def test_the_documented_configuration_loads():
     config = Config.from_mapping(
         __import__("tomllib").loads(block),
         env={"GROQ_API_KEY": "g", "GATEWAY_JWT_SECRET": "s" * 32,
-             "ONCALL_WEBHOOK_AUTH": "Bearer hook"},
+             "ONCALL_WEBHOOK_AUTH": "Bearer hook", "GITHUB_MCP_AUTH": "Bearer gh"},
     )
     assert config.provider_for(OPENAI, "llama-3").name == "groq"
+    github = config.mcp_servers["github"]
+    assert github.headers == (("authorization", "Bearer gh"),)
+    assert not github.tool_permitted("delete_repo") and github.tool_permitted("search_code")
     assert config.always_blocked_categories == ("self-harm/instructions", "sexual/minors")
     assert config.jwt["audience"] == "policy-gateway"
     from gateway.events.connectors import connector_settings

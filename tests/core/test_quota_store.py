@@ -349,3 +349,25 @@ async def test_admission_runs_inline_when_the_lock_is_free_and_waits_in_a_thread
         other.execute("COMMIT")
     other.close()
     assert counters(store)[("project", "proj", "requests")] == 3
+
+
+def test_tool_calls_limits_count_tool_calls_only(store: SqliteQuotaStore) -> None:
+    limits = (QuotaLimit("tool_calls", "daily", 2), QuotaLimit("requests", "daily", 1))
+    call = QuotaRequest("proj", "alice", 0, project_limits=limits, tool_call=True)
+    for _ in range(2):
+        reservation = store.admit_sync(call)
+        store.settle_sync(reservation.token, 0)
+    with pytest.raises(QuotaRefused) as refused:
+        store.admit_sync(call)
+    assert refused.value.remaining == {"project": [
+        {"unit": "tool_calls", "window": "daily", "limit": 2, "remaining": 0,
+         "reset_at": "2024-02-29T00:00:00Z"}]}
+    # Model requests are counted apart: the request limit is untouched by the tool calls ...
+    store.admit_sync(QuotaRequest("proj", "alice", 0, project_limits=limits))
+    assert counters(store) == {("project", "proj", "tool_calls"): 2,
+                               ("project", "proj", "requests"): 1}
+    # ... and a released tool call gives its slot back.
+    held = store.admit_sync(QuotaRequest("proj", "bob", 0, user_limits=(
+        QuotaLimit("tool_calls", "daily", 1),), tool_call=True))
+    store.release_sync(held.token)
+    assert counters(store)[("user", "bob", "tool_calls")] == 0

@@ -79,7 +79,8 @@ def test_cli_check_json_prints_an_empty_array_when_nothing_to_report(capsys):
 
 def test_cli_check_says_what_it_checked(tmp_path, capsys):
     assert main(["check", str(POLICIES)]) == 0
-    assert capsys.readouterr().out.strip().splitlines()[-1] == "checked 5 policies, 0 errors"
+    count = len(list(POLICIES.glob("*.pol")))
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"checked {count} policies, 0 errors"
     (tmp_path / "a.pol").write_text('policy v1 "a" {\n  default alow\n  list x = []\n}\n')
     assert main(["check", str(tmp_path)]) == 1
     assert capsys.readouterr().out.strip().splitlines()[-1] == (

@@ -1,0 +1,148 @@
+"""The MCP routes: `/mcp/NAME` (transparent) and `/policy/mcp/NAME` (governed).
+
+Both authenticate the client with the gateway's own API keys (or JWTs); the upstream gets only
+the credentials of its configuration. The transparent route relays every message and stream as
+it is. The governed route also needs a Policy Gateway plan, reads each POSTed message, answers
+malformed ones with the JSON-RPC error the protocol defines, governs `tools/call`
+(gateway/mcp/toolcall.py), filters `tools/list`, and relays everything else (initialize,
+notifications, server streams, session end) unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import orjson
+import trio
+
+from gateway.errors import GatewayError, McpInvalidMessage, McpMethodNotFound, PolicyNotLinked
+from gateway.http.wire import Inbound, Outbound, OwnedStream
+from gateway.mcp.answers import is_sse, rewritten_json, rewritten_sse
+from gateway.mcp.jsonrpc import (
+    CLIENT_METHODS,
+    Message,
+    check_routing_headers,
+    error_message,
+    parse_message,
+)
+from gateway.mcp.relay import McpUpstreams, read_bounded, relayed_body, relayed_headers
+from gateway.mcp.settings import McpServer
+from gateway.mcp.toolcall import Resolved, ToolCall
+from gateway.mcp.tools import filter_tools
+from gateway.policy.governance import read_gateway_fields
+from gateway.state import GatewayState
+from gateway.surfaces.policy import PolicySurface
+
+Handler = Callable[[Inbound], Awaitable[Outbound]]
+
+
+class McpSurface:
+    def __init__(self, state: GatewayState, governed: PolicySurface,
+                 upstreams: McpUpstreams) -> None:
+        self.state, self.governed, self.upstreams = state, governed, upstreams
+
+    def transparent(self, server: McpServer) -> Handler:
+        async def handle(inbound: Inbound) -> Outbound:
+            self.governed.authenticate(inbound)
+            request_id = _request_id(inbound.body)
+            try:
+                return await self._relay(server, inbound, inbound.body)
+            except GatewayError as error:
+                return _in_band(request_id, error)
+        return handle
+
+    def policy(self, server: McpServer) -> Handler:
+        async def handle(inbound: Inbound) -> Outbound:
+            # Every request, the session's too, is resolved to a project linked to a policy,
+            # with the governed surface's HTTP errors: a caller that may not use the project
+            # gets no session at all, rather than a session whose calls all fail.
+            caller = self.governed.require_plan(inbound)
+            fields, _ = read_gateway_fields(inbound.headers, {})
+            project = self.governed.resolve_project(caller, fields)
+            loaded = (self.state.registry.get(project.policy_id)
+                      if project.policy_id is not None else None)
+            if loaded is None:
+                raise PolicyNotLinked("Project is not linked to a policy")
+            if inbound.method != "POST":  # the server's stream (GET) or the session's end
+                # No resumption: a replayed stream could carry a tool's answer ungoverned.
+                headers = {k: v for k, v in inbound.headers.items() if k != "last-event-id"}
+                return await self._relay(server, inbound, b"", headers)
+            message = parse_message(inbound.body)
+            try:
+                return await self._governed(server, Resolved(caller, fields, project, loaded),
+                                            inbound, message)
+            except GatewayError as error:
+                if not message.is_request:
+                    raise
+                return _in_band(message.id, error)
+        return handle
+
+    async def _governed(self, server: McpServer, resolved: Resolved, inbound: Inbound,
+                        message: Message) -> Outbound:
+        method = message.method
+        if method is not None and not message.is_request and not method.startswith(
+                "notifications/"):
+            # A request without an id would be run upstream with no answer to govern.
+            raise McpInvalidMessage(f"Invalid Request: {method!r} needs an 'id'.")
+        if message.is_request and method not in CLIENT_METHODS:
+            raise McpMethodNotFound(f"Method not found: {method!r}.")
+        check_routing_headers(inbound.headers, message)
+        if method == "tools/call":
+            return await ToolCall(self.state, self.upstreams, server, resolved, inbound,
+                                  message).run()
+        if method == "tools/list":
+            return await self._tools_list(server, inbound, message)
+        return await self._relay(server, inbound, inbound.body)
+
+    async def _relay(self, server: McpServer, inbound: Inbound, body: bytes,
+                     headers: Mapping[str, str] | None = None) -> Outbound:
+        """The upstream's answer, streamed to the client as it arrives."""
+        response = await self.upstreams.open(server, inbound.method,
+                                             inbound.headers if headers is None else headers,
+                                             body)
+        deadline = None if inbound.method == "GET" else (
+            trio.current_time() + server.total_timeout)
+        return Outbound(status=response.status_code, headers=relayed_headers(response),
+                        stream=OwnedStream(relayed_body(response, server, deadline),
+                                           response.aclose))
+
+    async def _tools_list(self, server: McpServer, inbound: Inbound, message: Message
+                          ) -> Outbound:
+        """The upstream's tool list without the tools the configuration denies."""
+        def rewrite(answer: dict[str, Any]) -> dict[str, Any]:
+            result = answer.get("result")
+            return {**answer, "result": filter_tools(result, server)} if isinstance(
+                result, dict) else answer
+
+        response = await self.upstreams.open(server, "POST", inbound.headers, inbound.body)
+        headers = relayed_headers(response)
+        deadline = trio.current_time() + server.total_timeout
+        if response.status_code == 200 and is_sse(response):
+            frames = rewritten_sse(response, server, message.id, rewrite, deadline)
+            return Outbound(status=200, headers=headers,
+                            stream=OwnedStream(frames, response.aclose))
+        try:
+            if response.status_code != 200:
+                return Outbound(status=response.status_code, headers=headers,
+                                body=await read_bounded(response, server, deadline))
+            body = await rewritten_json(response, server, message.id, rewrite, deadline)
+        finally:
+            await response.aclose()
+        return Outbound(status=200, headers=headers, body=body)
+
+
+def _in_band(request_id: Any, error: GatewayError) -> Outbound:
+    """A JSON-RPC error answering request `request_id`: HTTP 200, so that MCP clients hand it
+    to the caller of the request rather than failing the transport (a message without an id
+    gets the error's HTTP status)."""
+    status = 200 if request_id is not None else error.status
+    return Outbound.json(status, error_message(request_id, error), list(error.headers.items()))
+
+
+def _request_id(body: bytes) -> Any:
+    try:
+        value = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return None
+    return value.get("id") if isinstance(value, dict) else None

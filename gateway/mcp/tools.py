@@ -1,0 +1,139 @@
+"""Tool calls as policy facts, and the rewrites decisions make to them. Pure functions.
+
+Until the policy language has tool facts of its own, a `tools/call` maps onto the existing ones:
+the target is `mcp_tool` (unless the caller names another), `input` is the tool name on its first
+line followed by the arguments as JSON text (so denylists, PII and categories read the
+arguments), and `output` is the text of the tool's result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+import dsl
+from gateway.adapters.base import JSON
+from gateway.errors import McpInvalidParams
+from gateway.mcp.settings import McpServer
+
+MCP_SURFACE = "mcp"
+MCP_TARGET = "mcp_tool"
+
+
+def tool_call_params(params: JSON) -> tuple[str, JSON]:
+    """(tool name, arguments) of a `tools/call`, or the protocol's invalid-params error."""
+    if "task" in params:
+        # A task's result is fetched later with tasks/result, past the output rules.
+        raise McpInvalidParams("Invalid params: task-augmented tool calls are not supported "
+                               "on the governed route; call the tool without 'task'.")
+    name, arguments = params.get("name"), params.get("arguments", {})
+    if not isinstance(name, str) or not name:
+        raise McpInvalidParams("Invalid params: tools/call needs the tool's 'name'.")
+    if arguments is None:
+        arguments = {}
+    if not isinstance(arguments, dict):
+        raise McpInvalidParams("Invalid params: 'arguments' must be an object.")
+    return name, arguments
+
+
+def tool_input_text(name: str, arguments: JSON) -> str:
+    """What `input` rules read: the tool name, then the arguments as JSON text."""
+    return name + "\n" + orjson.dumps(arguments).decode()
+
+
+def tool_facts(server: McpServer, name: str, arguments: JSON, *, target: str | None,
+               policy_user: str | None, project_id: str) -> dsl.RequestFacts:
+    text = tool_input_text(name, arguments)
+    return dsl.RequestFacts(
+        surface=MCP_SURFACE, model=f"mcp:{server.name}", target=target or MCP_TARGET,
+        policy_user=policy_user, project_id=project_id, message_count=1,
+        estimated_input_tokens=len(text) // 4, has_tools=True, input_text=text,
+        last_user_text=text)
+
+
+#: Keys of a result's content whose strings are no text a reader sees: kinds, media types,
+#: base64 payloads (images, audio, binary resources).
+NOT_TEXT_KEYS = frozenset({"type", "mimeType", "data", "blob"})
+
+
+def map_strings(value: Any, rewrite: Callable[[str], str],
+                skip: frozenset[str] = frozenset()) -> Any:
+    """`value` (any JSON) with every string value rewritten, except under the keys in `skip`;
+    keys themselves are left alone."""
+    if isinstance(value, str):
+        return rewrite(value)
+    if isinstance(value, list):
+        return [map_strings(item, rewrite, skip) for item in value]
+    if isinstance(value, dict):
+        return {key: item if key in skip else map_strings(item, rewrite, skip)
+                for key, item in value.items()}
+    return value
+
+
+def map_strings_found(value: Any, skip: frozenset[str] = frozenset()) -> list[str]:
+    """Every string value in `value` (any JSON), except under the keys in `skip`."""
+    found: list[str] = []
+
+    def note(text: str) -> str:
+        found.append(text)
+        return text
+
+    map_strings(value, note, skip)
+    return found
+
+
+def result_text(result: JSON) -> str:
+    """What `output` rules read of a tool result: every text of its content blocks (text,
+    embedded resources' text, links' names and URIs), and its structured content as JSON."""
+    parts = map_strings_found(result.get("content") or [], NOT_TEXT_KEYS)
+    structured = result.get("structuredContent")
+    if structured is not None:
+        parts.append(orjson.dumps(structured).decode())
+    return "\n".join(parts)
+
+
+def redact_result(result: JSON, redactor: dsl.Redactor) -> JSON:
+    """The result with the texts of its content and its structured content redacted."""
+    def redact(text: str) -> str:
+        return redactor.apply(text)[0]
+
+    redacted = {**result, "content": map_strings(result.get("content") or [], redact,
+                                                 NOT_TEXT_KEYS)}
+    if "structuredContent" in result:
+        redacted["structuredContent"] = map_strings(result["structuredContent"], redact)
+    return redacted
+
+
+def holding_result(message: str | None) -> JSON:
+    """The answer to an escalated call: the tool did not run, and a reviewer will look at it."""
+    text = message or "This tool call is held for review; it has not been run."
+    return {"content": [{"type": "text", "text": text}], "isError": True}
+
+
+def with_policy(result: JSON, policy: JSON) -> JSON:
+    """`result` with the `policy` object in its `_meta`."""
+    meta = result.get("_meta")
+    return {**result, "_meta": {**(meta if isinstance(meta, dict) else {}), "policy": policy}}
+
+
+def error_with_policy(error: JSON, policy: JSON) -> JSON:
+    """A JSON-RPC error object with the `policy` object in its `data` (when `data` is an object
+    or absent: another value is the server's and stays as it is)."""
+    data = error.get("data")
+    if data is None:
+        return {**error, "data": {"policy": policy}}
+    if isinstance(data, dict):
+        return {**error, "data": {**data, "policy": policy}}
+    return error
+
+
+def filter_tools(result: JSON, server: McpServer) -> JSON:
+    """A `tools/list` result without the tools the configuration never lets a client call."""
+    tools = result.get("tools")
+    if not isinstance(tools, list):
+        return result
+    shown = [tool for tool in tools if isinstance(tool, dict)
+             and isinstance(tool.get("name"), str) and server.tool_permitted(tool["name"])]
+    return {**result, "tools": shown}
