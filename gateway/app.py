@@ -32,6 +32,7 @@ from gateway.http.metrics import PATH as METRICS_PATH
 from gateway.http.metrics import GatewayMetrics
 from gateway.http.routes import ApiRoute, FastRoutes
 from gateway.http.wire import Inbound, Outbound, error_response
+from gateway.moderation.metrics import PrometheusObserver
 from gateway.state import GatewayState
 from gateway.surfaces import v1 as compat
 from gateway.surfaces.policy import PolicySurface
@@ -58,6 +59,7 @@ def create_app(config: Config | None = None, *,
     register_openapi(app)
     metrics = GatewayMetrics()
     app.extensions["metrics"] = metrics
+    state.moderator.observer = PrometheusObserver(metrics.registry)
     # Told by the serving worker when shutdown begins (gateway/http/draining.py).
     draining = app.extensions["draining"] = Draining()
     reloader.listeners.append(metrics.policy_reloaded)

@@ -88,6 +88,8 @@ class Config:
     jwt: Mapping[str, Any] = field(default_factory=dict)
     #: The management API's admin token (from `[admin] token_env`, default GATEWAY_ADMIN_TOKEN).
     admin_token: str | None = None
+    #: The raw `[moderation]` section, parsed by `gateway.moderation.ModerationSettings`.
+    moderation: Mapping[str, Any] = field(default_factory=dict)
     #: Raw sections owned by later components: `[quotas]`, `[events]`.
     quotas: Mapping[str, Any] = field(default_factory=dict)
     events: Mapping[str, Any] = field(default_factory=dict)
@@ -168,10 +170,10 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> Config:
 
         JwtSettings.from_mapping(dict(data["jwt"]), env)  # fail fast: ValueError -> ConfigError
     policies = dict(data.get("policies", {}))
+    from gateway.moderation.settings import ModerationSettings
+
     moderation = dict(data.get("moderation", {}))
-    blocked = moderation.get("always_blocked", ["self-harm/instructions", "sexual/minors"])
-    if not isinstance(blocked, list) or not all(isinstance(c, str) for c in blocked):
-        raise ValueError("moderation.always_blocked must be a list of category names")
+    blocked = ModerationSettings.from_mapping(moderation).always_blocked  # strict: fail fast
     admin = dict(data.get("admin", {}))
     admin_token = admin.get("token") or env.get(str(admin.get("token_env",
                                                                "GATEWAY_ADMIN_TOKEN"))) or None
@@ -181,6 +183,7 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> Config:
         events=dict(data.get("events", {})),
         policies_dir=str(policies.get("directory", env.get("GATEWAY_POLICIES", "policies"))),
         always_blocked_categories=tuple(blocked),
+        moderation=moderation,
         jwt=dict(data.get("jwt", {})),
         database_path=str(database.get("path", env.get("GATEWAY_DATABASE", "data/gateway.db"))),
         max_body_bytes=max_body,

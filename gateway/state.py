@@ -23,6 +23,7 @@ from gateway.events.store import EventSettings, EventStore, EventWriter
 from gateway.identity.credentials import authenticate
 from gateway.identity.jwt import JwtSettings, JwtVerifier
 from gateway.identity.keys import Caller, IdentityCache
+from gateway.moderation import ModerationSettings, Moderator
 from gateway.policy.governance import InlinePolicies
 from gateway.policy.rollouts import Rollouts
 from gateway.quota.limits import QuotaStore
@@ -68,6 +69,9 @@ class GatewayState:
         self.event_writer.on_written += [c.wake for c in self.connectors]
         self.jwt: JwtVerifier | None = (
             JwtVerifier(JwtSettings.from_mapping(config.jwt, os.environ)) if config.jwt else None)
+        #: The classifier a policy's category facts come from (docs/classifiers.md).
+        self.moderator = Moderator(ModerationSettings.from_mapping(config.moderation),
+                                   os.environ, transport=transport)
         self.rollouts = Rollouts(lambda event: self.events.emit(event), self._old_revision)
         #: The app's nursery (set while serving): owner of background notifications.
         self.nursery: trio.Nursery | None = None
@@ -88,6 +92,7 @@ class GatewayState:
 
     async def aclose(self) -> None:
         await self.upstreams.aclose()
+        await self.moderator.aclose()
         if self._db is not None:
             self._db.conn.close()
             self._db = None

@@ -208,6 +208,8 @@ class Governance:
     enforced: bool
     rollout_mode: str
     quota: dict[str, Any] | None = None
+    #: Which classifier decided and the category scores it found (never the text).
+    moderation: dict[str, Any] | None = None
     _encoded: bytes | None = field(default=None, repr=False)
 
     @property
@@ -220,7 +222,7 @@ class Governance:
 
     def policy_object(self) -> dict[str, Any]:
         d = self.decision
-        return {
+        found = {
             "policy_id": self.policy_id,
             "policy_revision": self.policy_revision,
             "decision": d.decision,
@@ -238,6 +240,13 @@ class Governance:
             "quota": self.quota,
             "stage": d.stage,
         }
+        moderation = self.moderation
+        if moderation is not None and (moderation["classifier"] != "builtin"
+                                       or moderation["error"]):
+            # Said whenever it tells the client something: another classifier decided, or
+            # the classification failed. Events always record it.
+            found["moderation"] = moderation
+        return found
 
     def encoded_policy(self) -> bytes:
         """The `policy` object as JSON, encoded once per decision (it goes into every frame)."""
