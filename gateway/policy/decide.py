@@ -45,10 +45,12 @@ def decide_input(policies: Iterable[dsl.CompiledPolicy], facts: dsl.RequestFacts
 
 
 def decide_output(policies: Iterable[dsl.CompiledPolicy], facts: dsl.RequestFacts, text: str,
-                  decision: dsl.Decision) -> dsl.Decision:
-    """`decision` after every policy's output rules read the whole output `text`."""
+                  decision: dsl.Decision, classification: Any = None) -> dsl.Decision:
+    """`decision` after every policy's output rules read the whole output `text`;
+    `classification` may carry the output's, made by an external classifier."""
     for policy in policies:
-        decision = combine(decision, policy.evaluate_output(facts, text, decision))
+        decision = combine(decision, policy.evaluate_output(facts, text, decision,
+                                                            classification))
     return decision
 
 
