@@ -178,9 +178,10 @@ def test_repeated_text_is_classified_once(moderated: Factory,
     gw = moderated(openai_section(moderation))
     for _ in range(3):
         assert chat(gw, [{"role": "user", "content": "same words"}]).status_code == 200
-    assert len(moderation.inputs()) == 1
+    assert len(moderation.inputs()) == 2  # the prompt and the (echoed) answer, once each
     metrics = httpx.get(gw.url + "/metrics").text
-    assert 'gateway_classifier_cache_total{classifier="openai",result="hit"} 2.0' in metrics
+    assert 'gateway_classifier_cache_total{classifier="openai",result="hit"} 4.0' in metrics
+    assert 'gateway_classifier_cache_total{classifier="openai",result="miss"} 2.0' in metrics
     assert "gateway_classifier_seconds_count" in metrics
 
 
