@@ -8,7 +8,8 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 SUITES = {"proxy": "bench_proxy", "frames": "bench_frames", "policy": "bench_policy",
-          "quota": "bench_quota", "events": "bench_events"}
+          "quota": "bench_quota", "events": "bench_events", "classifiers": "bench_classifiers",
+          "moderation": "bench_moderation"}
 
 
 def main(argv: list[str]) -> int:
