@@ -111,7 +111,7 @@ def category_quality(per_locale: int, seed: int) -> dict[str, Any]:
     per_category = {}
     for category in CATEGORIES:
         mine = [category in f for f in flagged]
-        tp, fp, fn = _counts(mine, rater)
+        tp, _, fn = _counts(mine, rater)
         entry = {"flagged": sum(mine), "rater_agrees": tp,
                  "precision_vs_rater": round(tp / sum(mine), 3) if sum(mine) else None}
         if category in OFFENSIVE_CATEGORIES:
