@@ -15,25 +15,32 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import httpx
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 import dsl
 from dsl.classifiers import CATEGORIES
+from gateway import Config, create_app
+from gateway.db import open_database
+from gateway.identity.keys import IdentityStore
+from gateway.identity.projects import ProjectStore
 from gateway.moderation import ModerationSettings, Moderator
 
-POLICY = dsl.compile_policy('''policy v1 "bench" {
+POLICY_SOURCE = '''policy v1 "bench" {
   default allow
   rule a { when category "violence" in last_user then refuse }
   rule b { when category "hate" in system then refuse }
-}''')
+}'''
+POLICY = dsl.compile_policy(POLICY_SOURCE)
 ZERO = {c: 0.0 for c in CATEGORIES}
 RESULT = {"flagged": False, "categories": {c: False for c in CATEGORIES},
           "category_scores": ZERO, "category_applied_input_types": {c: ["text"]
@@ -108,6 +115,55 @@ async def conversation(moderator: Moderator, turns: int) -> tuple[int, int]:
     return counter.hits, counter.misses
 
 
+async def start_gateway(root: Path, moderation: dict[str, Any], nursery: trio.Nursery
+                        ) -> tuple[str, str, trio.Event]:
+    """A gateway served by hypercorn with the bench policy: (its URL, a key, its shutdown)."""
+    root.mkdir(parents=True)
+    (root / "policies").mkdir()
+    (root / "policies" / "bench.pol").write_text(POLICY_SOURCE)
+    config = Config.from_mapping({"database": {"path": str(root / "g.db")},
+                                  "policies": {"directory": str(root / "policies")},
+                                  "moderation": moderation}, env={})
+    store = IdentityStore(open_database(root / "g.db"))
+    account = store.create_account("bench", "control")
+    ProjectStore(open_database(root / "g.db")).create(
+        "proj_bench", account_id=account.id, name="Bench", policy_id="bench")
+    key = store.create_key(account.id, project_id="proj_bench")[1]
+    hyper = HypercornConfig()
+    hyper.bind, hyper.accesslog, hyper.errorlog = ["127.0.0.1:0"], None, None
+    shutdown = trio.Event()
+    binds = await nursery.start(lambda task_status: serve(
+        create_app(config), hyper, shutdown_trigger=shutdown.wait,
+        task_status=task_status))  # type: ignore[arg-type]
+    return binds[0], key, shutdown
+
+
+async def gateway_timings(root: Path, moderation_url: str, requests: int,
+                          nursery: trio.Nursery) -> dict[str, list[float]]:
+    """Sequential governed chat completions (answered by the built-in echo upstream), taking
+    turns between a gateway with the built-in classifier and one with the external classifier
+    (no cache), so that the machine's load drifts hit both alike."""
+    targets = {"builtin": await start_gateway(root / "builtin", {}, nursery),
+               "external": await start_gateway(root / "external", {
+                   "classifier": "openai", "cache_entries": 0,
+                   "openai": {"base_url": moderation_url, "api_key_env": ""}}, nursery)}
+    found: dict[str, list[float]] = {name: [] for name in targets}
+    async with httpx.AsyncClient(timeout=10) as client:
+        for index in range(requests + 20):
+            for name, (url, key, _) in targets.items():
+                started = time.perf_counter()
+                reply = await client.post(url + "/policy/v1/chat/completions", headers={
+                    "authorization": f"Bearer {key}"}, json={"model": "gpt-4o-mini", "messages": [
+                        {"role": "system", "content": "You are a helpful assistant."},
+                        {"role": "user", "content": f"question {index} about my order"}]})
+                assert reply.status_code == 200, reply.text
+                if index >= 20:  # the first ones warm connections and caches
+                    found[name].append((time.perf_counter() - started) * 1000)
+    for _, _, shutdown in targets.values():
+        shutdown.set()
+    return found
+
+
 async def run(requests: int) -> dict[str, Any]:
     config = HypercornConfig()
     config.bind, config.accesslog, config.errorlog = ["127.0.0.1:0"], None, None
@@ -141,6 +197,12 @@ async def run(requests: int) -> dict[str, Any]:
                                            "hit_rate": round(replay[0] / sum(replay), 3)}
         for m in (builtin, uncached, cached, convo):
             await m.aclose()
+        with tempfile.TemporaryDirectory() as tmp:
+            timed = await gateway_timings(Path(tmp), url, requests, nursery)
+        report["gateway_builtin"] = summary(timed["builtin"])
+        report["gateway_external_uncached"] = summary(timed["external"])
+        report["gateway_added_p50_ms"] = round(statistics.median(timed["external"])
+                                               - statistics.median(timed["builtin"]), 3)
         nursery.cancel_scope.cancel()
     return report
 
