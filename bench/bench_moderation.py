@@ -115,9 +115,8 @@ async def conversation(moderator: Moderator, turns: int) -> tuple[int, int]:
     return counter.hits, counter.misses
 
 
-async def start_gateway(root: Path, moderation: dict[str, Any], nursery: trio.Nursery
-                        ) -> tuple[str, str, trio.Event]:
-    """A gateway served by hypercorn with the bench policy: (its URL, a key, its shutdown)."""
+def prepare(root: Path, moderation: dict[str, Any]) -> tuple[Config, str]:
+    """A database, the bench policy, a project and its key under `root`."""
     root.mkdir(parents=True)
     (root / "policies").mkdir()
     (root / "policies" / "bench.pol").write_text(POLICY_SOURCE)
@@ -128,7 +127,13 @@ async def start_gateway(root: Path, moderation: dict[str, Any], nursery: trio.Nu
     account = store.create_account("bench", "control")
     ProjectStore(open_database(root / "g.db")).create(
         "proj_bench", account_id=account.id, name="Bench", policy_id="bench")
-    key = store.create_key(account.id, project_id="proj_bench")[1]
+    return config, store.create_key(account.id, project_id="proj_bench")[1]
+
+
+async def start_gateway(root: Path, moderation: dict[str, Any], nursery: trio.Nursery
+                        ) -> tuple[str, str, trio.Event]:
+    """A gateway served by hypercorn with the bench policy: (its URL, a key, its shutdown)."""
+    config, key = prepare(root, moderation)
     hyper = HypercornConfig()
     hyper.bind, hyper.accesslog, hyper.errorlog = ["127.0.0.1:0"], None, None
     shutdown = trio.Event()
