@@ -143,6 +143,9 @@ class Moderator:
             builtin["input"] = Classification(pii=tuple(find_pii(facts.input_text)))
         if self.client is None:
             return self._unchecked_images(_outcome(builtin, "builtin", len(images)), images)
+        if self.client.settings.images and len(images) > self.settings.max_images:
+            return dataclasses.replace(_outcome(builtin, self.name, len(images)),
+                                       error="too_many_images", reason_code=CLASSIFIER_ERROR)
         try:
             scores, image_scores, unmapped = await self._external(
                 {t: raw[t] for t in needed}, images, builtin)

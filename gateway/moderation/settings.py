@@ -59,6 +59,9 @@ class ModerationSettings:
     breaker_cooldown: float = 30.0
     #: Streamed output is classified by an external classifier every this many characters.
     stream_interval_chars: int = 400
+    #: Image parts classified per request at most; a request with more is not classified
+    #: (its policies' `on_error` decides): one call per image must stay bounded.
+    max_images: int = 16
 
     @property
     def external(self) -> ExternalClassifier | None:
@@ -75,7 +78,7 @@ class ModerationSettings:
         data = dict(data)
         known = {"classifier", "always_blocked", "unmoderated_images", "openai", "llama_guard",
                  "chain_external", "cache_entries", "breaker_failures", "breaker_cooldown",
-                 "stream_interval_chars"}
+                 "stream_interval_chars", "max_images"}
         _no_unknown("moderation", data, known)
         classifier = _choice(data.get("classifier", "builtin"), CLASSIFIERS,
                              "moderation.classifier")
@@ -101,6 +104,7 @@ class ModerationSettings:
                                       "moderation.breaker_cooldown"),
             stream_interval_chars=_integer(data.get("stream_interval_chars", 400),
                                            "moderation.stream_interval_chars", minimum=1),
+            max_images=_integer(data.get("max_images", 16), "moderation.max_images", minimum=0),
         )
 
 

@@ -227,3 +227,17 @@ async def test_policies_that_read_no_category_send_nothing() -> None:
     outcome = await mod.classify_request([plain], facts("anything"), {})
     assert recorder.bodies == [] and outcome.error is None
     await mod.aclose()
+
+
+async def test_too_many_images_are_not_classified() -> None:
+    recorder = Recorder()
+    mod = moderator(recorder, max_images=2, openai={"base_url": "http://moderation.test/v1",
+                                                     "images": True})
+    body = {"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": f"https://img.example/{i}.png"}}
+        for i in range(3)]}]}
+    outcome = await mod.classify_request(
+        [POLICY], dsl.RequestFacts(surface="chat.completions"), body)
+    assert (outcome.reason_code, outcome.error) == ("CLASSIFIER_ERROR", "too_many_images")
+    assert recorder.bodies == []
+    await mod.aclose()
