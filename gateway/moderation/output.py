@@ -36,8 +36,9 @@ async def moderated_output(moderator: Moderator, policies: Sequence[dsl.Compiled
         found = await moderator.classify_output(text)
     except ClassifierFailed as failed:
         decided = decide_output(list(policies), facts, text, decision)
-        outcome = ModerationOutcome(Classification(), moderator.name, error=failed.kind,
-                                    reason_code=CLASSIFIER_ERROR)
+        outcome = ModerationOutcome(Classification(), "builtin", error=failed.kind,
+                                    reason_code=CLASSIFIER_ERROR,
+                                    failed=moderator.client.name if moderator.client else None)
         return outcome.applied(decided, policies), {"error": failed.kind}
     base = input_classification if isinstance(input_classification, Classification) else (
         Classification())

@@ -66,6 +66,8 @@ class ModerationOutcome:
     #: Unmoderated images with `unmoderated_images = "refuse"`: refused whatever `on_error` says.
     refuse: bool = False
     unmapped_codes: tuple[str, ...] = ()
+    #: The external classifier that failed (the categories are then the built-in ones).
+    failed: str | None = None
 
     def record(self) -> dict[str, Any]:
         """The `moderation` object of the `policy` object and of events."""
@@ -75,6 +77,8 @@ class ModerationOutcome:
             "images": self.images, "error": self.error}
         if self.unmapped_codes:
             found["unmapped_codes"] = list(self.unmapped_codes)
+        if self.failed:
+            found["failed_classifier"] = self.failed
         return found
 
     def applied(self, decision: dsl.Decision, policies: Sequence[dsl.CompiledPolicy]
@@ -85,7 +89,7 @@ class ModerationOutcome:
             return decision
         from gateway.policy.governance import combine
 
-        message = f"classifier {self.classifier}: {self.error}"
+        message = f"classifier {self.failed or self.classifier}: {self.error}"
         for policy in policies:
             verdict = "refuse" if self.refuse else policy.on_error
             failed = dsl.Decision(decision=verdict, reason_code=self.reason_code, error=message,
@@ -144,14 +148,12 @@ class Moderator:
         if self.client is None:
             return self._unchecked_images(_outcome(builtin, "builtin", len(images)), images)
         if self.client.settings.images and len(images) > self.settings.max_images:
-            return dataclasses.replace(_outcome(builtin, self.name, len(images)),
-                                       error="too_many_images", reason_code=CLASSIFIER_ERROR)
+            return self._failed(builtin, len(images), "too_many_images")
         try:
             scores, image_scores, unmapped = await self._external(
                 {t: raw[t] for t in needed}, images, builtin)
         except ClassifierFailed as failed:
-            return dataclasses.replace(_outcome(builtin, self.name, len(images)),
-                                       error=failed.kind, reason_code=CLASSIFIER_ERROR)
+            return self._failed(builtin, len(images), failed.kind)
         classes = {text: Classification(
             MappingProxyType(merged(builtin[text].categories if self._chain else {},
                                     scores.get(text, {}),
@@ -174,6 +176,13 @@ class Moderator:
     @property
     def _chain(self) -> bool:
         return self.settings.classifier == "chain"
+
+    def _failed(self, builtin: dict[str, Classification], images: int, kind: str
+                ) -> ModerationOutcome:
+        """No external classification: the rules see the built-in one, `on_error` decides."""
+        assert self.client is not None
+        return dataclasses.replace(_outcome(builtin, "builtin", images), error=kind,
+                                   reason_code=CLASSIFIER_ERROR, failed=self.client.name)
 
     def _unchecked_images(self, outcome: ModerationOutcome, unchecked: list[ImagePart]
                           ) -> ModerationOutcome:

@@ -242,7 +242,7 @@ class Governance:
         }
         moderation = self.moderation
         if moderation is not None and (moderation["classifier"] != "builtin"
-                                       or moderation["error"]):
+                                       or moderation["error"] or "output" in moderation):
             # Said whenever it tells the client something: another classifier decided, or
             # the classification failed. Events always record it.
             found["moderation"] = moderation

@@ -105,6 +105,8 @@ def test_classifier_failure_is_on_error_never_a_500(moderated: Factory,
     expected = {"timeout": "timeout", "500": "http_500", "429": "http_429",
                 "garbage": "malformed", "wrong_shape": "malformed"}[mode]
     assert policy["moderation"]["error"] == expected
+    assert policy["moderation"]["failed_classifier"] == "openai"
+    assert policy["moderation"]["classifier"] == "builtin"  # what the rules saw instead
     (event,) = wait_events(gw, 1)
     assert event["reason_code"] == "CLASSIFIER_ERROR" and event["status"] == 403
 
