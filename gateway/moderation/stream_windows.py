@@ -10,6 +10,7 @@ ends the stream there with the API's own termination frames.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -66,6 +67,8 @@ class WindowedStream:
         gov = self.governor.governance
         decision, found = await moderated_output(self._moderator, self._policies, self._facts,
                                                  window, gov.decision, self._input)
+        # Redaction is the stream monitor's (it counts what it redacts); a window only decides.
+        decision = dataclasses.replace(decision, redacted_spans=gov.decision.redacted_spans)
         gov.moderation = with_output_record(gov.moderation, found)
         if decision == gov.decision:
             return b""
