@@ -204,3 +204,21 @@ def test_llama_guard_verdicts_map_through_the_table(moderated: Factory,
     reply = chat(gw, [{"role": "user", "content": "something else"}])
     assert reply.status_code == 403
     assert reply.json()["policy"]["reason_code"] == "CLASSIFIER_ERROR"
+
+
+def test_the_breaker_stops_calls_to_a_failing_classifier(moderated: Factory,
+                                                         moderation: MockModeration) -> None:
+    gw = moderated({**openai_section(moderation), "breaker_failures": 2,
+                    "breaker_cooldown": 60.0}, policy="lenient")
+    moderation.mode = "500"
+    outcomes = []
+    for index in range(4):
+        reply = chat(gw, [{"role": "user", "content": f"message {index}"}])
+        assert reply.status_code == 200  # on_error allow: served, saying why
+        outcomes.append(reply.json()["policy"]["moderation"]["error"])
+    assert outcomes == ["http_500", "http_500", "breaker_open", "breaker_open"]
+    assert len(moderation.received) == 2
+    metrics = httpx.get(gw.url + "/metrics").text
+    assert 'gateway_classifier_errors_total{classifier="openai",error="breaker_open"} 2.0' in (
+        metrics)
+    assert 'gateway_classifier_errors_total{classifier="openai",error="http_500"} 2.0' in metrics
