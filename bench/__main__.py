@@ -9,7 +9,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 SUITES = {"proxy": "bench_proxy", "frames": "bench_frames", "policy": "bench_policy",
           "quota": "bench_quota", "events": "bench_events", "first_token": "bench_first_token",
-          "mcp": "bench_mcp"}
+          "mcp": "bench_mcp", "classifiers": "bench_classifiers", "moderation": "bench_moderation"}
 
 
 def main(argv: list[str]) -> int:

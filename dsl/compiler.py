@@ -237,8 +237,10 @@ class CompiledPolicy:
         return self.decide(outcome, "input", facts.input_text, None)
 
     def evaluate_output(self, facts: RequestFacts, output_text: str,
-                        decision: Decision) -> Decision:
-        ctx = EvalContext(facts, None, self._pattern_sets, output=output_text)
+                        decision: Decision, classification: Classification | None = None
+                        ) -> Decision:
+        """`classification` (optional) is the input's, with the output's in `by_text`."""
+        ctx = EvalContext(facts, classification, self._pattern_sets, output=output_text)
         outcome = self.run_rules(self._output_rules, ctx)
         self.check_allowlist(ctx, "output", outcome)
         return self.decide(outcome, "output", output_text, decision)

@@ -60,6 +60,7 @@ class EvalContext:
         self.pattern_sets = pattern_sets
         self._classes: dict[str, Classification] = {}
         if classification is not None:
+            self._classes.update(classification.by_text)
             self._classes["input"] = classification
         self._normalized: dict[str, str] = {}
         self._hits: dict[tuple[int, str], list[str]] = {}

@@ -48,6 +48,7 @@ from gateway.http.wire import Inbound, Outbound, error_response
 from gateway.mcp.jsonrpc import MCP_WIRE
 from gateway.mcp.relay import McpUpstreams
 from gateway.mcp.surface import McpSurface
+from gateway.moderation.metrics import PrometheusObserver
 from gateway.state import GatewayState
 from gateway.surfaces import v1 as compat
 from gateway.surfaces.policy import PolicySurface
@@ -76,6 +77,7 @@ def create_app(config: Config | None = None, *,
     register_openapi(app)
     metrics = GatewayMetrics()
     app.extensions["metrics"] = metrics
+    state.moderator.observer = PrometheusObserver(metrics.registry)
     # Told by the serving worker when shutdown begins (gateway/http/draining.py).
     draining = app.extensions["draining"] = Draining()
     reloader.listeners.append(metrics.policy_reloaded)

@@ -25,6 +25,7 @@ from gateway.events.store import EventSettings, EventStore, EventWriter
 from gateway.identity.credentials import authenticate
 from gateway.identity.jwt import JwtSettings, JwtVerifier
 from gateway.identity.keys import Caller, IdentityCache
+from gateway.moderation import ModerationSettings, Moderator
 from gateway.policy.escalation import EscalationSettings
 from gateway.policy.inline import InlineBudget, InlinePolicies
 from gateway.policy.rollout import RolloutEngine
@@ -88,6 +89,9 @@ class GatewayState:
         self.event_writer.on_written += [c.wake for c in self.connectors]
         self.jwt: JwtVerifier | None = (
             JwtVerifier(JwtSettings.from_mapping(config.jwt, os.environ)) if config.jwt else None)
+        #: The classifier a policy's category facts come from (docs/classifiers.md).
+        self.moderator = Moderator(ModerationSettings.from_mapping(config.moderation),
+                                   os.environ, transport=transport)
         #: Auto-rollback windows summed across replicas in Redis when it is configured.
         self.rollouts = Rollouts(
             lambda event: self.events.emit(event), self._old_revision,
@@ -118,6 +122,7 @@ class GatewayState:
 
     async def aclose(self) -> None:
         await self.upstreams.aclose()
+        await self.moderator.aclose()
         if self.redis is not None:
             await self.redis.aclose()
         if self._db is not None:

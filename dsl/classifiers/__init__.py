@@ -43,13 +43,16 @@ class Classification:
     pii: tuple[PiiFinding, ...] = ()
     #: scores a golden case pins: they override what the classifier finds in every request text
     pinned: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    #: Classifications of the other texts (`last_user`, `system`, `output`) made beforehand by
+    #: the gateway's configured classifier; a text not here is classified when a rule reads it.
+    by_text: Mapping[str, Classification] = field(default_factory=lambda: MappingProxyType({}))
 
     def with_pinned(self, scores: Mapping[str, float]) -> Classification:
         """This classification with `scores` on top, remembered for the other texts."""
         if not scores:
             return self
         return Classification(MappingProxyType({**self.categories, **scores}), self.pii,
-                              MappingProxyType(dict(scores)))
+                              MappingProxyType(dict(scores)), self.by_text)
 
     def triggered(self, threshold: float = CATEGORY_THRESHOLD) -> tuple[str, ...]:
         """Categories scored at or above ``threshold``, in the order of ``CATEGORIES``."""

@@ -88,10 +88,36 @@ class TimeoutsSection(Section):
         30.0, description="a client sending its whole request body (then 408)")
 
 
+class ExternalClassifierSection(Section):
+    """An external classifier's endpoint (docs/classifiers.md); unset keys take its defaults."""
+
+    base_url: str | None = Field(None, description="http(s) base URL of the endpoint")
+    api_key_env: str | None = Field(None, description="the variable holding its key")
+    model: str | None = None
+    timeout: PositiveSeconds | None = Field(None, description="seconds per call")
+    max_concurrency: PositiveInt | None = Field(None, description="calls in flight per worker")
+    images: bool | None = Field(None, description="send image parts, one per call")
+    logprobs: bool | None = Field(None, description="Llama Guard: scores from log-probabilities")
+
+
 class ModerationSection(Section):
     always_blocked: list[str] = Field(
         ["self-harm/instructions", "sexual/minors"],
         description="categories refused on every surface, for every project")
+    classifier: Literal["builtin", "openai", "llama-guard", "chain"] = Field(
+        "builtin", description="where a policy's category facts come from")
+    chain_external: Literal["openai", "llama_guard"] = Field(
+        "openai", description="with `chain`: the external classifier asked after builtin")
+    unmoderated_images: Literal["on_error", "refuse", "allow"] = Field(
+        "on_error", description="images no classifier can see")
+    cache_entries: NonNegativeInt = Field(10_000, description="results remembered per worker")
+    breaker_failures: PositiveInt = Field(5, description="failures that open the breaker")
+    breaker_cooldown: PositiveSeconds = Field(30.0, description="seconds the breaker stays open")
+    stream_interval_chars: PositiveInt = Field(
+        400, description="streamed output is classified every this many characters")
+    max_images: NonNegativeInt = Field(16, description="image parts classified per request")
+    openai: ExternalClassifierSection | None = None
+    llama_guard: ExternalClassifierSection | None = None
 
 
 class ProviderSection(Section):

@@ -115,6 +115,8 @@ class Config:
     redis: Mapping[str, Any] = field(default_factory=dict)
     #: Upstream MCP servers by name, from `[mcp.servers.NAME]` (gateway/mcp/settings.py).
     mcp_servers: Mapping[str, Any] = field(default_factory=dict)
+    #: The raw `[moderation]` section, parsed by `gateway.moderation.ModerationSettings`.
+    moderation: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def server_read_timeout(self) -> float:
@@ -222,6 +224,7 @@ def _build(checked: Any, data: Mapping[str, Any], env: Mapping[str, str]) -> Con
                        if k.startswith("inline_")},
         redis=dict(data.get("redis") or {}),
         mcp_servers=mcp_servers(dict(data.get("mcp", {})), env),
+        moderation=dict(data.get("moderation", {})),
     )
 
 
@@ -233,6 +236,7 @@ def _check_sections(data: Mapping[str, Any], checked: Any, env: Mapping[str, str
     """The checks of the sections other modules parse that the schema cannot express."""
     from gateway.events.connectors import connector_settings
     from gateway.events.store import EventSettings
+    from gateway.moderation.settings import ModerationSettings
     from gateway.policy.escalation import EscalationSettings
     from gateway.policy.inline import InlineBudget
     from gateway.quota.limits import QuotaSettings
@@ -240,6 +244,7 @@ def _check_sections(data: Mapping[str, Any], checked: Any, env: Mapping[str, str
     InlineBudget.from_mapping({k: v for k, v in dict(data.get("policies", {})).items()
                                if k.startswith("inline_")})
     EscalationSettings.from_mapping(dict(data.get("escalation", {})), env)
+    ModerationSettings.from_mapping(dict(data.get("moderation", {})))  # categories, URLs
     if data.get("redis"):
         from gateway.redis_link import RedisSettings
 

@@ -57,15 +57,19 @@ def decide_input(policies: Iterable[dsl.CompiledPolicy], facts: dsl.RequestFacts
 
 
 def output_decisions(policies: Iterable[dsl.CompiledPolicy], facts: dsl.RequestFacts, text: str,
-                     decision: dsl.Decision) -> list[dsl.Decision]:
-    """Each policy's decision once its output rules read the whole output `text`."""
-    return [policy.evaluate_output(facts, text, decision) for policy in policies]
+                     decision: dsl.Decision, classification: Any = None) -> list[dsl.Decision]:
+    """Each policy's decision once its output rules read the whole output `text`
+    (`classification`: the output's, when an external classifier made it)."""
+    return [policy.evaluate_output(facts, text, decision, classification)
+            for policy in policies]
 
 
 def decide_output(policies: Iterable[dsl.CompiledPolicy], facts: dsl.RequestFacts, text: str,
-                  decision: dsl.Decision) -> dsl.Decision:
-    """`decision` after every policy's output rules read the whole output `text`."""
-    return combined(output_decisions(policies, facts, text, decision), base=decision)
+                  decision: dsl.Decision, classification: Any = None) -> dsl.Decision:
+    """`decision` after every policy's output rules read the whole output `text`;
+    `classification` may carry the output's, made by an external classifier."""
+    return combined(output_decisions(policies, facts, text, decision, classification),
+                    base=decision)
 
 
 def moderation_blocked(always_blocked: Collection[str], classification: Any,

@@ -182,6 +182,8 @@ class Governance:
     quota: dict[str, Any] | None = None
     #: Escalation paths of every policy that escalated (notified when enforced).
     escalations: tuple[str, ...] = ()
+    #: Which classifier decided and the category scores it found (never the text).
+    moderation: dict[str, Any] | None = None
     _encoded: bytes | None = field(default=None, repr=False)
 
     @property
@@ -194,7 +196,7 @@ class Governance:
 
     def policy_object(self) -> dict[str, Any]:
         d = self.decision
-        return {
+        found = {
             "policy_id": self.policy_id,
             "policy_revision": self.policy_revision,
             "decision": d.decision,
@@ -212,6 +214,13 @@ class Governance:
             "quota": self.quota,
             "stage": d.stage,
         }
+        moderation = self.moderation
+        if moderation is not None and (moderation["classifier"] != "builtin"
+                                       or moderation["error"] or "output" in moderation):
+            # Said whenever it tells the client something: another classifier decided, or
+            # the classification failed. Events always record it.
+            found["moderation"] = moderation
+        return found
 
     def encoded_policy(self) -> bytes:
         """The `policy` object as JSON, encoded once per decision (it goes into every frame)."""

@@ -17,6 +17,7 @@ from gateway.adapters.base import JSON, Adapter
 from gateway.errors import InvalidRequest, PolicyIdMismatch, PolicyNotLinked
 from gateway.identity.keys import Caller
 from gateway.identity.projects import Project
+from gateway.moderation import ModerationOutcome, Moderator
 from gateway.policy.decide import (
     combined,
     input_decisions,
@@ -95,20 +96,37 @@ async def prepare_request(adapter: Adapter, headers: Mapping[str, str], body: JS
                        else fields.policy_user or caller.user_id))
 
 
-def decide(adapter: Adapter, caller: Caller, request: PreparedRequest, rollout: RolloutOf
-           ) -> Governance:
-    """Classify the input and decide it; `rollout` says whether the decision is enforced."""
+def decide(adapter: Adapter, caller: Caller, request: PreparedRequest, rollout: RolloutOf,
+           moderation: ModerationOutcome | None = None) -> Governance:
+    """Decide the input on `moderation` (the configured classifier's result, made beforehand:
+    see `decide_moderated`) or else the built-in classifier's; `rollout` says whether the
+    decision is enforced."""
     facts = request.facts
-    request.classification = classification = dsl.classify(facts.input_text)
+    classification = (moderation.classification if moderation is not None
+                      else dsl.classify(facts.input_text))
+    request.classification = classification
     decisions = input_decisions(request.policies, facts, classification)
     decision = combined(decisions)
+    if moderation is not None:
+        decision = moderation.applied(decision, request.policies)
     mode, enforced = rollout(request.loaded, facts.effective_target, request.quota_subject,
                              decision)
     gov = governance_for(adapter, caller, request, decision, enforced=enforced, mode=mode,
                          classification=request.policies[0].classification)
     # Every policy that escalated is notified, whichever decision won.
     gov.escalations = escalation_paths(decisions)
+    if moderation is not None:
+        gov.moderation = moderation.record()
     return gov
+
+
+async def decide_moderated(adapter: Adapter, caller: Caller, request: PreparedRequest,
+                           rollout: RolloutOf, moderator: Moderator) -> Governance:
+    """`decide`, after the configured classifier (possibly a network call) classified the
+    texts and images the policies read."""
+    moderation = await moderator.classify_request(request.policies, request.facts,
+                                                  request.forward)
+    return decide(adapter, caller, request, rollout, moderation)
 
 
 def governance_for(adapter: Adapter, caller: Caller, request: PreparedRequest,

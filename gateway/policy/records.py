@@ -22,6 +22,8 @@ def policy_event(event_type: str, gov: Governance, *, status: int, outcome: str,
         extra.setdefault("request_id", record.request_id)
     if event_type == "enforcement" and gov.enforced and gov.escalations:
         extra["escalation_targets"] = list(gov.escalations)  # delivered by their connectors
+    if gov.moderation is not None:
+        extra.setdefault("moderation", gov.moderation)
     return base_event(
         event_type, user_id=gov.user_id, org_id=gov.account_id, policy_id=gov.policy_id,
         policy_name=gov.policy_name, policy_revision=gov.policy_revision,

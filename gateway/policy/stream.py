@@ -117,6 +117,11 @@ class StreamGovernor:
         """The upstream stream ended normally: release whatever is still held back."""
         return self._close_all() if self._blocks and not self.stopped else b""
 
+    def stop_with(self, decision: dsl.Decision) -> bytes:
+        """End the stream now for `decision` (an external classifier's window check)."""
+        self.governance.update(decision)
+        return self._stop()
+
     def error_extra(self) -> dict[str, Any]:
         """An error frame ending the stream carries the `policy` object too."""
         return {"policy": self.governance.policy_object()}

@@ -34,7 +34,7 @@ from gateway.policy.governance import GatewayFields
 from gateway.policy.lifecycle import Record, RequestLifecycle
 from gateway.policy.prepared import (
     PreparedRequest,
-    decide,
+    decide_moderated,
     governance_for,
     prepare_request,
     simulate,
@@ -95,7 +95,8 @@ class PolicySurface:
             raise
         lifecycle.admitted()
         try:
-            gov = decide(adapter, caller, request, self.state.rollouts.resolve)
+            gov = await decide_moderated(adapter, caller, request, self.state.rollouts.resolve,
+                                         self.state.moderator)
             gov.quota = reservation.remaining
         except BaseException:
             with trio.CancelScope(shield=True):

@@ -29,6 +29,8 @@ from gateway.errors import (
 )
 from gateway.http.access_log import current_record
 from gateway.http.wire import Outbound
+from gateway.moderation.output import moderated_output, reads_output_categories, with_output_record
+from gateway.moderation.stream_windows import WindowedStream
 from gateway.policy.decide import (
     apply_input_obligations,
     combined,
@@ -70,6 +72,8 @@ class GovernedRun:
         #: Usage the upstream reported for a whole answer.
         self.input_tokens = 0
         self.output_tokens = 0
+        #: The input's classification, which output rules may read too.
+        self.classification: Any = None
 
     async def act(self, forward: dict[str, Any], facts: dsl.RequestFacts,
                   classification: Any, policies: list[dsl.CompiledPolicy]) -> Outbound:
@@ -93,6 +97,7 @@ class GovernedRun:
                    policies: list[dsl.CompiledPolicy]) -> Outbound:
         adapter, gov = self.adapter, self.gov
         original = forward
+        self.classification = classification
         blocked = moderation_blocked(self.state.config.always_blocked_categories,
                                      classification, facts)
         if blocked:
@@ -130,8 +135,12 @@ class GovernedRun:
                 await self._carry_out(self.lifecycle.finish_stream(
                     end.status, end.outcome, governor.counts()))
 
+            transform: StreamGovernor | WindowedStream = governor
+            if reads_output_categories(self.state.moderator, policies):
+                transform = WindowedStream(governor, self.state.moderator, policies, facts,
+                                           classification)
             return Outbound(status=response.status_code, headers=headers,
-                            stream=stream_answer(exchange, adapter, governor, stream_done))
+                            stream=stream_answer(exchange, adapter, transform, stream_done))
         raw = await read_answer(exchange)
         self.upstream_seconds = time.perf_counter() - upstream_started
         return await self._whole(response.status_code, headers, raw, facts, policies)
@@ -154,9 +163,16 @@ class GovernedRun:
         if usage is not None:
             self.input_tokens, self.output_tokens = usage.input_tokens, usage.output_tokens
         if any(p.has_output_rules for p in policies):
-            outputs = output_decisions(policies, facts, adapter.output_text(payload),
-                                       gov.decision)
-            decision = combined(outputs, base=gov.decision)
+            text = adapter.output_text(payload)
+            if reads_output_categories(self.state.moderator, policies):
+                decision, found = await moderated_output(
+                    self.state.moderator, policies, facts, text, gov.decision,
+                    self.classification)
+                gov.moderation = with_output_record(gov.moderation, found)
+                outputs = [decision]
+            else:
+                outputs = output_decisions(policies, facts, text, gov.decision)
+                decision = combined(outputs, base=gov.decision)
             gov.escalations = tuple(dict.fromkeys((*gov.escalations,
                                                    *escalation_paths(outputs))))
             gov.update(dataclasses.replace(decision, stage="output"))

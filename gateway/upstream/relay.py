@@ -34,10 +34,14 @@ CLIENT_DISCONNECTED = "client_disconnected"
 
 
 class FrameTransform(Protocol):
-    """What a surface does to each relayed frame (sans-I/O)."""
+    """What a surface does to each relayed frame (sans-I/O). A transform may also have
+    `async checkpoint(final=False) -> bytes`, awaited after each batch and once before
+    `finish()` (an external classifier's window check, gateway/moderation/stream_windows.py);
+    the bytes it returns end the stream when it set `stopped`."""
 
-    #: True once the transform ended the stream itself (an output rule stopped it).
-    stopped: bool
+    @property
+    def stopped(self) -> bool:
+        """True once the transform ended the stream itself (an output rule stopped it)."""
 
     def feed(self, frame: Frame, payload: dict[str, Any] | None) -> bytes:
         """The bytes the client gets for one upstream frame (possibly none)."""
@@ -120,15 +124,25 @@ def stream_answer(exchange: Exchange, adapter: Adapter, transform: FrameTransfor
 async def _frames(exchange: Exchange, adapter: Adapter, transform: FrameTransform,
                   finish: OnDone) -> AsyncIterator[bytes]:
     end = StreamEnd(COMPLETED, 200)
+    checkpoint = getattr(transform, "checkpoint", None)
     try:
         async with aclosing(until_cut(exchange.frames(adapter))) as batches:
             async for batch in batches:
                 out = b"".join([transform.feed(frame, payload) for frame, payload in batch])
+                if checkpoint is not None:  # an external classifier's window, when one is due
+                    out += await checkpoint()
                 if out:
                     yield out
                 if transform.stopped:
                     end = StreamEnd(REFUSED, 200)
                     return
+        if checkpoint is not None:
+            stop = await checkpoint(final=True)
+            if stop:
+                yield stop
+            if transform.stopped:
+                end = StreamEnd(REFUSED, 200)
+                return
         tail = transform.finish()
         if transform.stopped:
             end = StreamEnd(REFUSED, 200)

@@ -1,0 +1,88 @@
+"""Output through the external classifier: the whole answer in one call, a stream in windows
+of `stream_interval_chars` (not per frame), an enforced verdict ending the stream."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from tests.moderation_e2e.conftest import Factory, ModeratedGateway
+from tests.moderation_e2e.mock_moderation import MockModeration
+from tests.moderation_e2e.test_moderation_gateway import openai_section, wait_events
+
+
+def call(gw: ModeratedGateway, scenario: dict[str, Any], *, stream: bool = False
+         ) -> httpx.Response:
+    return httpx.post(gw.url + "/policy/v1/chat/completions", timeout=10, headers={
+        "authorization": f"Bearer {gw.key}", "x-mock-scenario": json.dumps(scenario)},
+        json={"model": "gpt-4o-mini", "stream": stream,
+              "messages": [{"role": "user", "content": "tell me"}]})
+
+
+def output_calls(moderation: MockModeration) -> list[list[str]]:
+    return [i for i in moderation.inputs() if "tell me" not in i]
+
+
+def data_frames(text: str) -> list[Any]:
+    return [json.loads(line[6:]) for line in text.splitlines()
+            if line.startswith("data: ") and line != "data: [DONE]"]
+
+
+def test_whole_answer_is_classified_once(moderated: Factory,
+                                         moderation: MockModeration) -> None:
+    gw = moderated(openai_section(moderation))
+    reply = call(gw, {"text": "you are awful [[harassment=0.9]]"})
+    assert reply.status_code == 403
+    policy = reply.json()["policy"]
+    assert (policy["reason_code"], policy["stage"]) == ("HARASSING_OUTPUT", "output")
+    assert policy["moderation"]["output"]["categories"] == {"harassment": 0.9}
+    assert output_calls(moderation) == [["you are awful [[harassment=0.9]]"]]
+    reply = call(gw, {"text": "a kind answer"})
+    assert reply.status_code == 200
+
+
+def test_output_classifier_failure_is_on_error(moderated: Factory,
+                                               moderation: MockModeration) -> None:
+    gw = moderated(openai_section(moderation))
+    assert call(gw, {"text": "warm up"}).status_code == 200  # input classified and cached
+    moderation.mode = "500"
+    reply = call(gw, {"text": "a fresh answer"})
+    assert reply.status_code == 403
+    policy = reply.json()["policy"]
+    assert policy["reason_code"] == "CLASSIFIER_ERROR"
+    assert policy["moderation"]["output"]["error"] == "http_500"
+    events = wait_events(gw, 2)
+    assert events[-1]["reason_code"] == "CLASSIFIER_ERROR" and events[-1]["status"] == 403
+
+
+def test_stream_is_classified_in_windows_not_per_frame(moderated: Factory,
+                                                       moderation: MockModeration) -> None:
+    gw = moderated({**openai_section(moderation), "stream_interval_chars": 40})
+    chunks = [f"word{i:03d} " for i in range(30)]  # 8 characters each, 240 in all
+    reply = call(gw, {"chunks": chunks}, stream=True)
+    assert reply.status_code == 200
+    windows = output_calls(moderation)
+    # A window once 40 new characters arrived (5 chunks), plus a last one: not 30 calls.
+    assert 5 <= len(windows) <= 8, windows
+    sent = "".join(w[0] for w in windows)
+    assert all(chunk.strip() in sent for chunk in chunks)  # every character was classified
+    frames = data_frames(reply.text)
+    assert frames[-1]["policy"]["decision"] == "allow"
+
+
+def test_a_window_verdict_ends_the_stream(moderated: Factory,
+                                          moderation: MockModeration) -> None:
+    gw = moderated({**openai_section(moderation), "stream_interval_chars": 40})
+    chunks = [f"word{i:03d} " for i in range(10)] + ["now [[harassment=0.9]] "] + [
+        f"tail{i:03d} " for i in range(20)]
+    # Frames apart in time, as a model streams them: each batch is checked before the next.
+    reply = call(gw, {"chunks": chunks, "mode": "slow", "delay": 0.01}, stream=True)
+    frames = data_frames(reply.text)
+    last = frames[-1]
+    assert last["choices"][0]["finish_reason"] == "content_filter"
+    assert last["policy"]["reason_code"] == "HARASSING_OUTPUT"
+    text = "".join(f["choices"][0]["delta"].get("content") or "" for f in frames
+                   if f.get("choices"))
+    assert "tail019" not in text
