@@ -1,4 +1,4 @@
-"""MCP benchmark (issue 19): the latency a governed `tools/call` adds over a direct one.
+"""MCP benchmark: the latency a governed `tools/call` adds over a direct one.
 
     .venv/bin/python bench/bench_mcp.py [--json out.json] [--quick]
 

@@ -17,6 +17,11 @@ own error shape)::
     │   ├── RequestTimeout            408 request_timeout
     │   ├── PolicyIdMismatch          409 policy_id_mismatch
     │   ├── Conflict                  409 conflict
+    │   ├── McpProtocolError          400 invalid_jsonrpc: not a JSON-RPC message we serve
+    │   │   ├── McpParseError             (JSON-RPC -32700)
+    │   │   ├── McpInvalidMessage         (JSON-RPC -32600)
+    │   │   ├── McpMethodNotFound         (JSON-RPC -32601)
+    │   │   └── McpInvalidParams          (JSON-RPC -32602)
     │   ├── RequestTooLarge           413 request_too_large
     │   ├── McpProtocolError          400 invalid_jsonrpc (and a JSON-RPC error code)
     │   │   ├── McpParseError         400 JSON-RPC -32700: not JSON
@@ -63,6 +68,9 @@ reported to the operator or the CLI user, and our own bugs::
     WebhookError                      a connector destination that refused (destination)
     EventStorageError                 the events database cannot be written (environment)
     SharedStateUnavailable            Redis did not answer; each caller maps it (deployment)
+    ClassifierFailed                  an external classifier could not classify (on_error decides)
+    BreakerOpen                       the classifier's circuit breaker is open (on_error decides)
+    MalformedVerdict (ValueError)     a classifier's answer we cannot read (on_error decides)
     InvalidTransition                 a request lifecycle event out of order (our bug)
 
 Anything else that escapes a handler is a bug of ours too; the app answers it with a clean 500
@@ -485,3 +493,23 @@ class SharedStateUnavailable(Exception):
     """Not an answer: Redis, which holds the state shared by replicas, did not answer a call.
     Each caller turns it into its documented behaviour (`QuotaUnavailable`, fail open, local
     rollout state, no connector delivery)."""
+
+
+class ClassifierFailed(Exception):
+    """An external classifier could not classify (timeout, HTTP error, unreadable answer, open
+    circuit breaker). Never answered as such: the policy's `on_error` decides the request, with
+    reason code CLASSIFIER_ERROR. `kind` is a short label for metrics and the decision."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class BreakerOpen(Exception):
+    """The circuit breaker is open: the classifier failed repeatedly and is not called until
+    its cool-down ends. Becomes a policy evaluation error like any classifier failure."""
+
+
+class MalformedVerdict(ValueError):
+    """A classifier answered something we cannot read. Caused by the classifier or whatever
+    answers at its URL; it becomes a policy evaluation error (the policy's `on_error`)."""

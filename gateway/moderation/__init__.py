@@ -4,7 +4,7 @@ breaker and metrics, and the `Moderator` that gives each request its `Classifica
 
 The policy language stays pure: it evaluates on the `Classification` value made here."""
 
-from gateway.moderation.clients import ClassifierFailed
+from gateway.errors import ClassifierFailed
 from gateway.moderation.service import (
     CLASSIFIER_ERROR,
     IMAGE_NOT_MODERATED,

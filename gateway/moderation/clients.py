@@ -13,23 +13,13 @@ import httpx
 import orjson
 import trio
 
+from gateway.errors import ClassifierFailed, MalformedVerdict
 from gateway.moderation.settings import ExternalClassifier
 from gateway.moderation.verdicts import (
-    MalformedVerdict,
     Verdict,
     llama_guard_verdict,
     openai_results,
 )
-
-
-class ClassifierFailed(Exception):
-    """An external classifier could not classify (timeout, HTTP error, unreadable answer, open
-    circuit breaker). Never answered as such: the policy's `on_error` decides the request, with
-    reason code CLASSIFIER_ERROR. `kind` is a short label for metrics and the decision."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 @contextmanager

@@ -10,6 +10,7 @@ from typing import Protocol
 
 import trio
 
+from gateway.errors import BreakerOpen
 from gateway.moderation.verdicts import Verdict
 
 
@@ -57,9 +58,6 @@ class MemoryCache:
             self._entries.popitem(last=False)
 
 
-class BreakerOpen(Exception):
-    """The circuit breaker is open: the classifier failed repeatedly and is not called until
-    its cool-down ends. Becomes a policy evaluation error like any classifier failure."""
 
 
 class CircuitBreaker:

@@ -14,7 +14,7 @@ from typing import Any
 
 import dsl
 from dsl.classifiers import Classification
-from gateway.moderation.clients import ClassifierFailed
+from gateway.errors import ClassifierFailed
 from gateway.moderation.policy_texts import category_texts
 from gateway.moderation.service import CLASSIFIER_ERROR, ModerationOutcome, Moderator
 from gateway.policy.decide import decide_output

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dsl.classifiers import CATEGORIES
+from gateway.errors import MalformedVerdict
 
 #: Llama Guard 3 and 4 hazard codes (MLCommons taxonomy) -> our categories. Codes with no
 #: counterpart among ours (defamation, specialized advice, privacy, intellectual property,
@@ -38,9 +39,6 @@ LLAMA_GUARD_CATEGORIES: Mapping[str, tuple[str, ...]] = {
 _CODE = re.compile(r"S\d{1,2}")
 
 
-class MalformedVerdict(ValueError):
-    """A classifier answered something we cannot read. Caused by the classifier or whatever
-    answers at its URL; it becomes a policy evaluation error (the policy's `on_error`)."""
 
 
 @dataclass(frozen=True, slots=True)

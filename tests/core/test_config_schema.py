@@ -21,7 +21,7 @@ from gateway.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = {"GROQ_API_KEY": "g", "GATEWAY_JWT_SECRET": "s" * 32,
-           "ONCALL_WEBHOOK_AUTH": "Bearer hook"}
+           "ONCALL_WEBHOOK_AUTH": "Bearer hook", "GITHUB_MCP_AUTH": "Bearer gh"}
 
 #: (TOML with one misspelled key, the message expected): at least one for every section.
 UNKNOWN_KEYS = [
@@ -60,6 +60,8 @@ UNKNOWN_KEYS = [
     ("[escalation.targets.ops]\nurl = 'https://x'\nheader_env = {}\n",
      "escalation.targets.ops.header_env: unknown key; did you mean "
      "'escalation.targets.ops.headers_env'?"),
+    ("[mcp.servers.docs]\nurl = 'https://mcp.example.com/mcp'\nallowed_tool = ['a']\n",
+     "mcp.servers.docs.allowed_tool: unknown key; did you mean 'mcp.servers.docs.allowed_tools'?"),
     ("[upstream]\nforward_header = ['x-a']\n",
      "upstream.forward_header: unknown key; did you mean 'upstream.forward_headers'?"),
     ("[redis]\nurl = 'redis://127.0.0.1:6379/0'\nkey_prefx = 'gw:'\n",

@@ -13,8 +13,9 @@ import trio.testing
 
 import dsl
 from gateway.config import Config, ConfigError
+from gateway.errors import BreakerOpen
 from gateway.moderation import ModerationSettings, Moderator
-from gateway.moderation.guard import BreakerOpen, CircuitBreaker, MemoryCache
+from gateway.moderation.guard import CircuitBreaker, MemoryCache
 from gateway.moderation.verdicts import (
     MalformedVerdict,
     Verdict,
