@@ -35,6 +35,7 @@ import trio
 
 from gateway.errors import ConfigError, QuotaUnavailable, SharedStateUnavailable
 from gateway.quota.limits import (
+    COUNTED_UNITS,
     Limit,
     QuotaRequest,
     QuotaSettings,
@@ -133,7 +134,7 @@ class RedisQuotaStore:
             exhausted = first_exhausted(before)
             assert exhausted is not None  # the script refuses only when a counter is full
             raise quota_refusal(exhausted, before, now)
-        after = [Usage(u.limit, u.used + (1 if u.limit.unit == "requests" else tokens), u.reset)
+        after = [Usage(u.limit, u.used + (1 if u.limit.unit in COUNTED_UNITS else tokens), u.reset)
                  for u in before]
         self.local.remember(held.counters, after)
         return Reservation(request=request, remaining=remaining_field(after),
@@ -296,7 +297,7 @@ class LocalBound:
             raise quota_refusal(exhausted, before, now)
         after = []
         for key, usage in zip(keys, before, strict=True):
-            used = usage.used + (1 if usage.limit.unit == "requests" else tokens)
+            used = usage.used + (1 if usage.limit.unit in COUNTED_UNITS else tokens)
             self._set(key, used)
             after.append(Usage(usage.limit, used, usage.reset))
         return after

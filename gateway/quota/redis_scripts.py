@@ -33,7 +33,7 @@ local function give_back(data, requests, tokens_sign, tokens)
   -- `tokens_sign * tokens` to token counters
   local held = cjson.decode(data)
   for _, c in ipairs(held.c) do
-    if c[2] == 'requests' then
+    if c[2] == 'requests' or c[2] == 'tool_calls' then
       apply(c[1], requests, tonumber(c[3]))
     else
       apply(c[1], tokens_sign * tokens, tonumber(c[3]))
@@ -91,7 +91,7 @@ local counters = {}
 for i = 1, n do
   local unit = ARGV[6 + (i - 1) * 3 + 1]
   local expires_at = tonumber(ARGV[6 + (i - 1) * 3 + 3])
-  if unit == 'requests' then apply(KEYS[i + 2], 1, expires_at)
+  if unit == 'requests' or unit == 'tool_calls' then apply(KEYS[i + 2], 1, expires_at)
   else apply(KEYS[i + 2], tokens, expires_at) end
   counters[i] = {KEYS[i + 2], unit, ARGV[6 + (i - 1) * 3 + 3]}
 end

@@ -80,9 +80,11 @@ def test_a_window_verdict_ends_the_stream(moderated: Factory,
     # Frames apart in time, as a model streams them: each batch is checked before the next.
     reply = call(gw, {"chunks": chunks, "mode": "slow", "delay": 0.01}, stream=True)
     frames = data_frames(reply.text)
-    last = frames[-1]
+    # The API's own refusal ending: the content_filter chunk, then the error frame the SDKs raise.
+    last, error = frames[-2], frames[-1]
     assert last["choices"][0]["finish_reason"] == "content_filter"
     assert last["policy"]["reason_code"] == "HARASSING_OUTPUT"
+    assert error["error"]["code"] == "policy_refused"
     text = "".join(f["choices"][0]["delta"].get("content") or "" for f in frames
                    if f.get("choices"))
     assert "tail019" not in text
