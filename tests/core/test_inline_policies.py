@@ -109,7 +109,10 @@ async def test_a_compile_over_its_time_budget_is_refused_and_the_loop_keeps_runn
         nursery.cancel_scope.cancel()
     assert "did not compile within 0.2 s" in caught.value.message
     assert time.monotonic() - started < 1.0
-    assert ticks >= 10  # the event loop ran all along
+    # The event loop ran while the compile did: a compile on the loop itself would leave no tick
+    # before the refusal. Not more than 3 is required: on a loaded 2-core machine the compile
+    # thread and other processes take most of the 0.2 s, whatever the loop would do.
+    assert ticks >= 3
 
 
 async def test_inline_policies_can_be_refused_on_v1() -> None:
