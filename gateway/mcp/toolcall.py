@@ -21,7 +21,13 @@ import trio
 
 import dsl
 from gateway.adapters.base import JSON
-from gateway.errors import GatewayError, PolicyRefused, QuotaRefused, UpstreamUnavailable
+from gateway.errors import (
+    GatewayError,
+    PolicyRefused,
+    QuotaRefused,
+    QuotaUnavailable,
+    UpstreamUnavailable,
+)
 from gateway.http.wire import Inbound, Outbound, OwnedStream
 from gateway.identity.keys import Caller
 from gateway.identity.projects import Project
@@ -125,11 +131,15 @@ class ToolCall:
                 project_id=project.id, quota_subject=subject, estimated_tokens=0,
                 project_limits=(*project.budget_limits, *configured_project),
                 user_limits=(*project.user_quota_limits, *configured_user), tool_call=True))
-        except QuotaRefused as refused:
+        except (QuotaRefused, QuotaUnavailable) as refused:
+            # A quota used up (429), or the shared quota store down and failing closed (503):
+            # either way the call goes nowhere, and its one event says which.
             gov.update(dsl.Decision(decision="refuse", reason_code=refused.reason_code))
             gov.quota = refused.remaining
             refused.extra.setdefault("policy", gov.policy_object())
-            self._record(self.lifecycle.quota_refused())
+            outcome = ("quota_exceeded" if isinstance(refused, QuotaRefused)
+                       else "quota_unavailable")
+            self._record(self.lifecycle.quota_refused(refused.status, outcome))
             raise
         gov.quota = self.reservation.remaining
         self.lifecycle.admitted()
@@ -347,12 +357,16 @@ class ToolCall:
         for effect in effects:
             if isinstance(effect, Release | Settle):
                 continue
+            # Admitted while the quota store was down (fail open): the event says so, as on
+            # the model APIs.
+            unenforced = self.reservation.unenforced if self.reservation is not None else None
             event = policy_event(
                 "enforcement", self.gov, status=effect.status, outcome=effect.outcome,
                 input_tokens=0, output_tokens=0, latency=time.perf_counter() - self.started,
                 upstream=self.upstream_seconds,
                 mcp={"server": self.server.name, "method": "tools/call"},
-                tool={"name": self.tool_name})
+                tool={"name": self.tool_name},
+                **({"quota_unenforced": unenforced} if unenforced else {}))
             self.state.events.emit(event)
             note_outcome(self.gov, effect.status, effect.outcome, self.upstream_seconds)
         return event

@@ -15,6 +15,8 @@ from mcp import ClientSession, types
 from mcp.shared.exceptions import McpError
 from mcp_support import JWT_AUDIENCE, JWT_SECRET, McpGateway
 
+from gateway.errors import QuotaUnavailable
+
 pytestmark = pytest.mark.slow
 GOVERNED = "/policy/mcp/tools"
 
@@ -261,3 +263,24 @@ def test_jwt_user_names_the_project_and_is_the_quota_subject(mcp_gateway: McpGat
         json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
     assert response.status_code == 403
     assert response.json()["error"]["data"]["code"] == "project_forbidden"
+
+
+def test_a_dead_quota_store_failing_closed_refuses_the_call_with_its_event(
+        mcp_gateway: McpGateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The shared quota store (Redis) does not answer and quotas fail closed: the store raises
+    # QuotaUnavailable, as gateway/quota/redis.py does. The call goes nowhere, and is recorded.
+    async def dead_store(request: Any) -> Any:
+        raise QuotaUnavailable("The quota store did not answer; retry later.")
+
+    monkeypatch.setattr(mcp_gateway.state.quotas, "admit", dead_store)
+
+    async def work(session: ClientSession) -> McpError:
+        with pytest.raises(McpError) as raised:
+            await session.call_tool("echo", {"text": "x"})
+        return raised.value
+
+    error = mcp_gateway.session(GOVERNED, work, project="proj_quota").error
+    assert error.data["policy"]["reason_code"] == "QUOTA_UNAVAILABLE"
+    assert "did not answer" in error.message
+    (event,) = mcp_gateway.tool_events()
+    assert (event["outcome"], event["status"]) == ("quota_unavailable", 503)
