@@ -178,6 +178,22 @@ class Adapter:
         `output_text` reads (for output redaction)."""
         raise NotImplementedError
 
+    # --- tool calls the model issues, tool definitions the client sends (tool rules) ----------
+
+    def map_tool_calls(self, response: JSON, fn: Callable[[str, str], str]) -> JSON:
+        """A copy of a non-streamed response with each tool call's arguments (JSON text)
+        replaced by `fn(tool name, arguments)`; the response itself when none changes."""
+        return response
+
+    def stream_tool_names(self, event: str | None, payload: JSON) -> list[tuple[Hashable, str]]:
+        """(block key of the call's streamed arguments, tool name) of each tool call this
+        frame names."""
+        return []
+
+    def without_tools(self, body: JSON, remove: Callable[[str], bool]) -> tuple[JSON, list[str]]:
+        """`body` without the tool definitions whose name `remove` says, and their names."""
+        return body, []
+
     # --- streams: one decoded frame at a time ---------------------------------------------------
 
     def output_delta(self, event: str | None, payload: JSON) -> OutputDelta | None:

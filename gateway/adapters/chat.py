@@ -43,6 +43,7 @@ from gateway.adapters.base import (
     with_unescaped,
 )
 from gateway.adapters.inventory import TextInventory
+from gateway.adapters.tool_calls import chat_map_calls, chat_stream_names, chat_without_tools
 from gateway.config import OPENAI
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.upstream.sse import Frame
@@ -201,6 +202,17 @@ class ChatCompletions(OpenAIErrorShape, Adapter):
 
     def response_usage(self, response: JSON) -> Usage | None:
         return usage_from(response.get("usage"), "prompt_tokens", "completion_tokens")
+
+    # --- tool calls (gateway/adapters/tool_calls.py)
+
+    def map_tool_calls(self, response: JSON, fn: Callable[[str, str], str]) -> JSON:
+        return chat_map_calls(response, fn)
+
+    def stream_tool_names(self, event: str | None, payload: JSON) -> list[tuple[Hashable, str]]:
+        return chat_stream_names(payload)
+
+    def without_tools(self, body: JSON, remove: Callable[[str], bool]) -> tuple[JSON, list[str]]:
+        return chat_without_tools(body, remove)
 
     # --- streams
 

@@ -12,7 +12,7 @@ JSON text), and thinking; on a stream, `text_delta`, `input_json_delta` and `thi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from gateway.adapters.base import (
@@ -38,6 +38,11 @@ from gateway.adapters.base import (
     usage_from,
 )
 from gateway.adapters.inventory import TextInventory
+from gateway.adapters.tool_calls import (
+    messages_map_calls,
+    messages_stream_names,
+    messages_without_tools,
+)
 from gateway.config import ANTHROPIC
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.upstream.sse import Frame
@@ -192,6 +197,17 @@ class Messages(Adapter):
 
     def response_usage(self, response: JSON) -> Usage | None:
         return usage_from(response.get("usage"), "input_tokens", "output_tokens")
+
+    # --- tool calls (gateway/adapters/tool_calls.py)
+
+    def map_tool_calls(self, response: JSON, fn: Callable[[str, str], str]) -> JSON:
+        return messages_map_calls(response, fn)
+
+    def stream_tool_names(self, event: str | None, payload: JSON) -> list[tuple[Hashable, str]]:
+        return messages_stream_names(payload)
+
+    def without_tools(self, body: JSON, remove: Callable[[str], bool]) -> tuple[JSON, list[str]]:
+        return messages_without_tools(body, remove)
 
     # --- streams
 

@@ -50,6 +50,11 @@ from gateway.adapters.base import (
     with_unescaped,
 )
 from gateway.adapters.inventory import TextInventory
+from gateway.adapters.tool_calls import (
+    responses_map_calls,
+    responses_stream_names,
+    responses_without_tools,
+)
 from gateway.config import OPENAI
 from gateway.errors import GatewayError
 from gateway.upstream.sse import Frame
@@ -239,6 +244,17 @@ class Responses(OpenAIErrorShape, Adapter):
 
     def response_usage(self, response: JSON) -> Usage | None:
         return usage_from(response.get("usage"), "input_tokens", "output_tokens")
+
+    # --- tool calls (gateway/adapters/tool_calls.py)
+
+    def map_tool_calls(self, response: JSON, fn: Callable[[str, str], str]) -> JSON:
+        return responses_map_calls(response, fn)
+
+    def stream_tool_names(self, event: str | None, payload: JSON) -> list[tuple[Hashable, str]]:
+        return responses_stream_names(payload)
+
+    def without_tools(self, body: JSON, remove: Callable[[str], bool]) -> tuple[JSON, list[str]]:
+        return responses_without_tools(body, remove)
 
     # --- streams
 

@@ -184,6 +184,10 @@ class Governance:
     escalations: tuple[str, ...] = ()
     #: Which classifier decided and the category scores it found (never the text).
     moderation: dict[str, Any] | None = None
+    #: The verdict on each tool call the model issued (name and decision, never arguments).
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    #: Tool definitions the policy took out of the request before the model saw it.
+    tools_removed: tuple[str, ...] = ()
     _encoded: bytes | None = field(default=None, repr=False)
 
     @property
@@ -192,6 +196,10 @@ class Governance:
 
     def update(self, decision: dsl.Decision) -> None:
         self.decision = decision
+        self._encoded = None
+
+    def note_tool_call(self, record: dict[str, Any]) -> None:
+        self.tool_calls.append(record)
         self._encoded = None
 
     def policy_object(self) -> dict[str, Any]:
@@ -214,6 +222,11 @@ class Governance:
             "quota": self.quota,
             "stage": d.stage,
         }
+        # Said only when there is something to say, so answers without tools keep their shape.
+        if self.tool_calls:
+            found["tool_calls"] = list(self.tool_calls)
+        if self.tools_removed:
+            found["tools_removed"] = list(self.tools_removed)
         moderation = self.moderation
         if moderation is not None and (moderation["classifier"] != "builtin"
                                        or moderation["error"] or "output" in moderation):

@@ -22,6 +22,10 @@ def policy_event(event_type: str, gov: Governance, *, status: int, outcome: str,
         extra.setdefault("request_id", record.request_id)
     if event_type == "enforcement" and gov.enforced and gov.escalations:
         extra["escalation_targets"] = list(gov.escalations)  # delivered by their connectors
+    if gov.tool_calls:  # each model-issued call's name and verdict, never its arguments
+        extra.setdefault("tool_calls", list(gov.tool_calls))
+    if gov.tools_removed:
+        extra.setdefault("tools_removed", list(gov.tools_removed))
     if gov.moderation is not None:
         extra.setdefault("moderation", gov.moderation)
     return base_event(

@@ -10,7 +10,9 @@ For each frame the `StreamGovernor`:
 - holds tool-call arguments whole: none of a call's arguments reaches the client before the
   verdict on the whole call at its block's end, so an agent never acts on part of a call that a
   rule then stops (frames that only carry arguments are withheld, and the arguments go out in one
-  delta frame of the same shape at the end);
+  delta frame of the same shape at the end); at that end the policy's tool rules decide the call
+  (its name, announced by an earlier frame, and its arguments: `ToolJudge`): an enforced refusal
+  ends the stream, a redaction rewrites the arguments that go out;
 - before the frame that closes a block (whose "done" frames may repeat the whole text), it
   finishes the monitor and sends what was held back in a delta frame of the same shape; a delta
   of another block does not close the current one (chat streams choices interleaved);
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dsl
 from gateway.adapters.base import Adapter, OutputDelta, dumps
@@ -36,6 +38,9 @@ from gateway.errors import PolicyRefused
 from gateway.policy.governance import Governance, combine
 from gateway.policy.lifecycle import StreamCounts
 from gateway.upstream.sse import Frame, encode_frame
+
+if TYPE_CHECKING:
+    from gateway.policy.toolcalls import ToolJudge
 
 MonitorFactory = Callable[[dsl.Decision], Any]
 DEFAULT_REFUSAL = "The response was stopped by policy."
@@ -52,6 +57,8 @@ class _Block:
     tool: bool
     #: The last delta frame of the block, the shape of the frame that sends what was held.
     template: tuple[str | None, dict[str, Any]] | None = None
+    #: The tool's name, for a tool call whose name an earlier frame announced.
+    name: str | None = None
     #: Text as the upstream sent it, and as released by the monitor (after redaction).
     fed: list[str] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
@@ -59,10 +66,14 @@ class _Block:
 
 class StreamGovernor:
     def __init__(self, adapter: Adapter, governance: Governance,
-                 monitor_factory: MonitorFactory | None, *, client_asked_usage: bool = True):
+                 monitor_factory: MonitorFactory | None, *, client_asked_usage: bool = True,
+                 tool_judge: ToolJudge | None = None):
         self.adapter = adapter
         self.governance = governance
         self._monitor_factory = monitor_factory
+        self._judge = tool_judge
+        #: Tool calls announced (by block key) whose arguments block has not opened yet.
+        self._tool_names: dict[Hashable, str] = {}
         self._client_asked_usage = client_asked_usage
         #: Open blocks by the adapter's block key (usually one at a time).
         self._blocks: dict[Hashable, _Block] = {}
@@ -101,8 +112,10 @@ class StreamGovernor:
             self.output_tokens = max(self.output_tokens, usage.output_tokens)
             if not self._client_asked_usage and adapter.is_usage_only_chunk(event, payload):
                 return b""
+        if self._judge is not None:
+            self._tool_names.update(adapter.stream_tool_names(event, payload))
         delta = adapter.output_delta(event, payload)
-        if delta is None and self._monitor_factory is not None:
+        if delta is None and (self._monitor_factory is not None or self._judge is not None):
             parts = adapter.split_output(event, payload)
             if parts is not None:  # several deltas in one frame: each decided in its block
                 out = b""
@@ -138,9 +151,13 @@ class StreamGovernor:
         adapter = self.adapter
         if delta is not None:
             self.output_chars += len(delta.text)
-            if self._monitor_factory is not None:
+            if self._monitor_factory is not None or (delta.held and self._judge is not None):
                 return self._feed_delta(event, payload, delta)
         out = b""
+        if self._tool_names and frame is not None:
+            out = self._decide_unopened(event, payload, frame)
+            if self.stopped:
+                return out
         if self._blocks and frame is not None and adapter.is_terminal(frame):
             out = self._close_all()
         elif self._blocks and adapter.is_text_end(event, payload):
@@ -157,7 +174,6 @@ class StreamGovernor:
 
     def _feed_delta(self, event: str | None, payload: dict[str, Any], delta: OutputDelta
                     ) -> bytes:
-        assert self._monitor_factory is not None
         block = self._blocks.get(delta.block)
         head = b""
         if block is None:
@@ -168,8 +184,10 @@ class StreamGovernor:
                 if self.stopped:
                     return head
             # In shadow nothing is stopped, so nothing needs holding either.
-            block = _Block(self._monitor_factory(self.governance.decision),
-                           delta.held and self.governance.enforced, delta.held)
+            monitor = (self._monitor_factory(self.governance.decision)
+                       if self._monitor_factory is not None else _Unwatched())
+            block = _Block(monitor, delta.held and self.governance.enforced, delta.held,
+                           name=self._tool_names.pop(delta.block, None) if delta.held else None)
             self._blocks[delta.block] = block
         return head + self._feed_block(event, payload, delta, block)
 
@@ -236,6 +254,10 @@ class StreamGovernor:
             return self._stop()
         block.released.append(released)
         sent = "".join(block.released)
+        if block.name is not None and self._judge is not None:
+            sent = self._judged(block.name, "".join(block.fed), sent)
+            if self.stopped:
+                return self._stop()
         if sent != "".join(block.fed):
             self._redacted[key] = sent
         text = sent if block.held else released
@@ -248,6 +270,38 @@ class StreamGovernor:
             self._last_number += 1
             payload = self.adapter.with_sequence_number(payload, self._last_number)
         return self._encode(event, payload)
+
+    def _judged(self, name: str, fed: str, sent: str) -> str:
+        """The arguments of the tool call `name` that go out, once its tool rules decided it
+        (`self.stopped` when an enforced rule refuses it)."""
+        assert self._judge is not None
+        verdict = self._judge.decide(name, fed)
+        self.governance.note_tool_call(verdict.record())
+        decision = verdict.decision
+        if decision.decision in ("refuse", "escalate") or decision.obligations.redactor:
+            self.governance.update(combine(self.governance.decision, decision))
+        self.stopped = self.stopped or verdict.stopped
+        if verdict.arguments == fed:
+            return sent
+        # Redacted: an output rule may have redacted the text already; redact what it left.
+        return verdict.arguments if sent == fed else self._judge.redacted(verdict, sent)
+
+    def _decide_unopened(self, event: str | None, payload: dict[str, Any], frame: Frame
+                         ) -> bytes:
+        """Tool calls a frame named but whose arguments never streamed, decided (with no
+        arguments) when the frame that ends them comes."""
+        adapter = self.adapter
+        terminal = adapter.is_terminal(frame)
+        if not terminal and not adapter.is_text_end(event, payload):
+            return b""
+        for key, name in list(self._tool_names.items()):
+            if key in self._blocks or not (terminal or adapter.ends_block(event, payload, key)):
+                continue
+            del self._tool_names[key]
+            self._judged(name, "", "")
+            if self.stopped:
+                return self._stop()
+        return b""
 
     def _escaped_violation(self, block: _Block) -> bool:
         """Whether a tool call's arguments, decoded from JSON, break a rule that their escaped
@@ -292,6 +346,19 @@ class StreamGovernor:
         assert frame.data is not None
         return encode_frame(self.governance.with_policy(frame.data.encode("utf-8")),
                             event=frame.event)
+
+
+class _Unwatched:
+    """The monitor of a tool call's arguments when no output rule reads them: they are only
+    held for the call's verdict."""
+
+    stopped = False
+
+    def feed(self, delta: str) -> tuple[str, dsl.Decision | None]:
+        return delta, None
+
+    def finish(self) -> tuple[str, dsl.Decision | None]:
+        return "", None
 
 
 class WholeBlockMonitor:

@@ -43,6 +43,7 @@ from gateway.policy.governance import Governance, encode_body, escalation_paths
 from gateway.policy.lifecycle import Effect, Release, RequestLifecycle, Settle
 from gateway.policy.records import policy_event
 from gateway.policy.stream import DEFAULT_REFUSAL, StreamGovernor
+from gateway.policy.toolcalls import DEFAULT_TOOL_REFUSAL, ToolJudge, policy_refuses_tool
 from gateway.quota.limits import Reservation
 from gateway.state import GatewayState
 from gateway.upstream.exchange import Exchange, relayable_response_headers
@@ -74,6 +75,8 @@ class GovernedRun:
         self.output_tokens = 0
         #: The input's classification, which output rules may read too.
         self.classification: Any = None
+        #: Decides the tool calls the model issues (made once the input decision is known).
+        self.judge = ToolJudge([], dsl.RequestFacts(), enforced=False)
 
     async def act(self, forward: dict[str, Any], facts: dsl.RequestFacts,
                   classification: Any, policies: list[dsl.CompiledPolicy]) -> Outbound:
@@ -111,6 +114,12 @@ class GovernedRun:
             return await self._escalate(forward)
         if gov.enforced:
             forward = apply_input_obligations(adapter, forward, decision)
+            # Tools the policy would refuse whatever their arguments are not offered at all.
+            forward, removed = adapter.without_tools(
+                forward, lambda name: policy_refuses_tool(policies, facts, name))
+            gov.tools_removed = tuple(removed)
+        self.judge = ToolJudge(policies, facts, enforced=gov.enforced,
+                               always_blocked=self.state.config.always_blocked_categories)
         client_asked_usage = True
         if adapter.is_stream(forward):
             forward, client_asked_usage = adapter.prepare_stream(forward)
@@ -127,7 +136,8 @@ class GovernedRun:
         headers.extend(self.reservation.headers)
         if exchange.is_event_stream and response.is_success:
             governor = StreamGovernor(adapter, gov, output_monitor_factory(
-                policies, facts, gov.enforced), client_asked_usage=client_asked_usage)
+                policies, facts, gov.enforced), client_asked_usage=client_asked_usage,
+                tool_judge=self.judge)
             self.lifecycle.stream_started()
 
             async def stream_done(end: StreamEnd) -> None:
@@ -162,6 +172,7 @@ class GovernedRun:
         usage = adapter.response_usage(payload)
         if usage is not None:
             self.input_tokens, self.output_tokens = usage.input_tokens, usage.output_tokens
+        payload = self._judge_tool_calls(payload)
         if any(p.has_output_rules for p in policies):
             text = adapter.output_text(payload)
             if reads_output_categories(self.state.moderator, policies):
@@ -185,6 +196,29 @@ class GovernedRun:
         payload["policy"] = gov.policy_object()
         await self._end(status, "completed")
         return Outbound(status=status, headers=_json_headers(headers), body=orjson.dumps(payload))
+
+    def _judge_tool_calls(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The answer after the tool rules decided each tool call the model issued in it:
+        arguments redacted, or the whole answer refused for an enforced refusal."""
+        gov = self.gov
+        stopped: dsl.Decision | None = None
+
+        def judged(name: str, arguments: str) -> str:
+            nonlocal stopped
+            verdict = self.judge.decide(name, arguments)
+            gov.note_tool_call(verdict.record())
+            decision = verdict.decision
+            if decision.decision in ("refuse", "escalate") or decision.obligations.redactor:
+                gov.update(combined([gov.decision, decision]))
+            if verdict.stopped and stopped is None:
+                stopped = decision
+            return verdict.arguments
+
+        payload = self.adapter.map_tool_calls(payload, judged)
+        if stopped is not None:
+            # Its arguments never reach the client; the tokens were used all the same.
+            raise PolicyRefused(stopped.obligations.message or DEFAULT_TOOL_REFUSAL)
+        return payload
 
     # --- effects -----------------------------------------------------------------------------
 

@@ -1,0 +1,232 @@
+"""Where each API puts the tool calls a model issues and the tool definitions a client sends.
+
+For the tool rules of the governed surface: reading and rewriting each call's name and
+arguments in a whole answer, naming the calls a stream announces (by the block key under which
+the adapter streams their arguments), and taking tool definitions out of a request.
+
+- chat completions: `choices[].message.tool_calls[]` (`function` name and `arguments`, or
+  `custom` name and `input`) and the legacy `function_call`; on streams the first chunk of a
+  call names it; definitions in `tools` (and the legacy `functions`);
+- messages: `tool_use` content blocks (`input` as JSON text); on streams `content_block_start`
+  names the call; definitions in `tools`;
+- responses: `function_call` (`arguments`) and `custom_tool_call` (`input`) output items; on
+  streams `response.output_item.added` names the call; definitions in `tools` (those with a
+  name: provider-run tools such as web search have none).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import orjson
+
+from gateway.adapters.base import JSON, dicts, key_part
+
+#: fn(tool name, arguments JSON text) -> the arguments to send instead.
+CallFn = Callable[[str, str], str]
+#: remove(tool name) -> whether the definition is taken out.
+RemoveFn = Callable[[str], bool]
+#: (block key of the call's streamed arguments, tool name), for each call a frame names.
+Named = list[tuple[Hashable, str]]
+
+
+def calls_of(mapper: Callable[[CallFn], object]) -> list[tuple[str, str]]:
+    """(name, arguments) of each call a call-mapping function visits."""
+    seen: list[tuple[str, str]] = []
+
+    def record(name: str, arguments: str) -> str:
+        seen.append((name, arguments))
+        return arguments
+
+    mapper(record)
+    return seen
+
+
+# --- chat completions ----------------------------------------------------------------------------
+
+#: The kinds of a chat tool call, and the field of each holding its arguments.
+_CHAT_KINDS = (("function", "arguments"), ("custom", "input"))
+
+
+def chat_map_calls(response: JSON, fn: CallFn) -> JSON:
+    choices = response.get("choices")
+    if not isinstance(choices, list):
+        return response
+    mapped = []
+    for choice in choices:
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(message, dict):
+            choice = {**choice, "message": _chat_message_calls(message, fn)}
+        mapped.append(choice)
+    return {**response, "choices": mapped}
+
+
+def _chat_message_calls(message: JSON, fn: CallFn) -> JSON:
+    mapped = dict(message)
+    calls = message.get("tool_calls")
+    if isinstance(calls, list):
+        mapped["tool_calls"] = [_chat_call(call, fn) for call in calls]
+    legacy = message.get("function_call")
+    if isinstance(legacy, dict) and isinstance(legacy.get("name"), str):
+        arguments = legacy.get("arguments")
+        text = fn(legacy["name"], arguments if isinstance(arguments, str) else "")
+        if text != arguments:
+            mapped["function_call"] = {**legacy, "arguments": text}
+    return mapped
+
+
+def _chat_call(call: Any, fn: CallFn) -> Any:
+    if not isinstance(call, dict):
+        return call
+    for kind, key in _CHAT_KINDS:
+        inner = call.get(kind)
+        if isinstance(inner, dict) and isinstance(inner.get("name"), str):
+            arguments = inner.get(key)
+            text = fn(inner["name"], arguments if isinstance(arguments, str) else "")
+            return call if text == arguments else {**call, kind: {**inner, key: text}}
+    return call
+
+
+def chat_stream_names(payload: JSON) -> Named:
+    named: Named = []
+    for choice in dicts(payload.get("choices")):
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            continue
+        index = key_part(choice.get("index"))
+        for position, call in enumerate(dicts(delta.get("tool_calls"))):
+            for kind, _key in _CHAT_KINDS:
+                inner = call.get(kind)
+                if isinstance(inner, dict) and isinstance(inner.get("name"), str):
+                    named.append(((index, "tool", key_part(call.get("index", position))),
+                                  inner["name"]))
+        legacy = delta.get("function_call")
+        if isinstance(legacy, dict) and isinstance(legacy.get("name"), str):
+            named.append(((index, "function_call"), legacy["name"]))
+    return named
+
+
+def chat_without_tools(body: JSON, remove: RemoveFn) -> tuple[JSON, list[str]]:
+    def name_of(tool: JSON) -> Any:
+        inner = tool.get(str(tool.get("type", "function")))
+        return inner.get("name") if isinstance(inner, dict) else None
+
+    body, removed = _without(body, "tools", name_of, remove, ("tool_choice",
+                                                               "parallel_tool_calls"))
+    body, legacy = _without(body, "functions", lambda f: f.get("name"), remove,
+                            ("function_call",))
+    removed += legacy
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and name_of(choice) in removed:
+        body = {k: v for k, v in body.items() if k != "tool_choice"}
+    call = body.get("function_call")
+    if isinstance(call, dict) and call.get("name") in removed:
+        body = {k: v for k, v in body.items() if k != "function_call"}
+    return body, removed
+
+
+# --- messages -----------------------------------------------------------------------------------
+
+
+def messages_map_calls(response: JSON, fn: CallFn) -> JSON:
+    content = response.get("content")
+    if not isinstance(content, list):
+        return response
+    return {**response, "content": [_messages_call(block, fn) for block in content]}
+
+
+def _messages_call(block: Any, fn: CallFn) -> Any:
+    if not (isinstance(block, dict) and block.get("type") == "tool_use"
+            and isinstance(block.get("name"), str)):
+        return block
+    arguments = orjson.dumps(block.get("input", {})).decode()
+    text = fn(block["name"], arguments)
+    if text == arguments:
+        return block
+    try:
+        return {**block, "input": orjson.loads(text)}
+    except orjson.JSONDecodeError:  # a rewrite keeps JSON valid; never send a broken input
+        return {**block, "input": {}}
+
+
+def messages_stream_names(payload: JSON) -> Named:
+    block = payload.get("content_block")
+    if (payload.get("type") == "content_block_start" and isinstance(block, dict)
+            and block.get("type") == "tool_use" and isinstance(block.get("name"), str)):
+        return [(key_part(payload.get("index")), block["name"])]
+    return []
+
+
+def messages_without_tools(body: JSON, remove: RemoveFn) -> tuple[JSON, list[str]]:
+    body, removed = _without(body, "tools", lambda t: t.get("name"), remove, ("tool_choice",))
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("name") in removed:
+        body = {k: v for k, v in body.items() if k != "tool_choice"}
+    return body, removed
+
+
+# --- responses ----------------------------------------------------------------------------------
+
+#: Output items that are a tool call the client runs, and the field holding its arguments.
+_RESPONSES_CALLS = {"function_call": "arguments", "custom_tool_call": "input"}
+
+
+def responses_map_calls(response: JSON, fn: CallFn) -> JSON:
+    output = response.get("output")
+    if not isinstance(output, list):
+        return response
+    return {**response, "output": [_responses_call(item, fn) for item in output]}
+
+
+def _responses_call(item: Any, fn: CallFn) -> Any:
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+        return item
+    field = _RESPONSES_CALLS.get(str(item.get("type")))
+    if field is None:
+        return item
+    arguments = item.get(field)
+    text = fn(item["name"], arguments if isinstance(arguments, str) else "")
+    return item if text == arguments else {**item, field: text}
+
+
+def responses_stream_names(payload: JSON) -> Named:
+    item = payload.get("item")
+    if (payload.get("type") == "response.output_item.added" and isinstance(item, dict)
+            and str(item.get("type")) in _RESPONSES_CALLS and isinstance(item.get("name"), str)):
+        return [(("args", key_part(payload.get("output_index")), key_part(item.get("id"))),
+                 item["name"])]
+    return []
+
+
+def responses_without_tools(body: JSON, remove: RemoveFn) -> tuple[JSON, list[str]]:
+    body, removed = _without(body, "tools", lambda t: t.get("name"), remove, ("tool_choice",))
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("name") in removed:
+        body = {k: v for k, v in body.items() if k != "tool_choice"}
+    return body, removed
+
+
+# --- shared -------------------------------------------------------------------------------------
+
+
+def _without(body: JSON, key: str, name_of: Callable[[JSON], Any], remove: RemoveFn,
+             with_none_left: tuple[str, ...]) -> tuple[JSON, list[str]]:
+    """`body` without the definitions in `body[key]` whose name `remove` says, and their names.
+    When none is left, the list goes (the APIs reject an empty one), with the fields that only
+    mean something beside it (`with_none_left`)."""
+    tools = body.get(key)
+    if not isinstance(tools, list):
+        return body, []
+    kept, removed = [], []
+    for tool in tools:
+        name = name_of(tool) if isinstance(tool, dict) else None
+        if isinstance(name, str) and remove(name):
+            removed.append(name)
+        else:
+            kept.append(tool)
+    if not removed:
+        return body, []
+    if kept:
+        return {**body, key: kept}, removed
+    return {k: v for k, v in body.items() if k != key and k not in with_none_left}, removed

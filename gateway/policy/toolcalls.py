@@ -1,0 +1,124 @@
+"""Tool calls that models issue, decided by the policy's tool rules. Pure functions and values.
+
+A model's tool call (chat `tool_calls` and the legacy `function_call`, messages `tool_use`
+blocks, responses `function_call` items) is decided like an MCP `tools/call`, through the one
+input decision path (`decide_input`): the request's facts with the call's `tool_name`, its
+arguments as the `tool_arguments` text, and as `input` the name on its first line followed by
+the arguments (the convention the MCP surface uses), so `input` rules, denylists, PII and
+categories read the call.
+
+What a verdict means for the answer:
+- refuse or escalate, enforced: the whole answer is refused, as when an output rule refuses it
+  (a stream ends with the API's own termination frames), and the call's arguments never reach
+  the client;
+- a redaction, enforced: the arguments' string values are redacted (the JSON stays valid);
+- anything else, or in shadow: the call goes out as the model wrote it, and the verdict is
+  recorded all the same.
+
+The `policy` object and the event list each call's name and verdict, never its arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+import dsl
+from gateway.policy.decide import decide_input, moderation_blocked, refusal
+
+#: What a tool call's verdict is recorded as in the `policy` object and the event.
+ToolRecord = dict[str, Any]
+DEFAULT_TOOL_REFUSAL = "A tool call in the response is not allowed by policy."
+
+
+def tool_call_facts(facts: dsl.RequestFacts, name: str, arguments: str) -> dsl.RequestFacts:
+    """The request's facts, about one tool call the model issued."""
+    return dataclasses.replace(facts, tool_name=name, tool_server=None,
+                               tool_arguments_text=arguments, input_text=f"{name}\n{arguments}")
+
+
+@dataclass(frozen=True, slots=True)
+class ToolVerdict:
+    name: str
+    decision: dsl.Decision
+    #: The arguments the client gets (redacted when an enforced decision says so).
+    arguments: str
+    #: An enforced refusal or escalation: the answer carrying the call is refused.
+    stopped: bool
+
+    def record(self) -> ToolRecord:
+        """What the `policy` object and the event say about the call: never its arguments."""
+        return {"name": self.name, "decision": self.decision.decision,
+                "reason_code": self.decision.reason_code,
+                "fired_rules": list(self.decision.fired_rules)}
+
+
+class ToolJudge:
+    """Decides each tool call a model issues in one governed request."""
+
+    def __init__(self, policies: Iterable[dsl.CompiledPolicy], facts: dsl.RequestFacts, *,
+                 enforced: bool, always_blocked: Collection[str] = ()) -> None:
+        self._policies = list(policies)
+        self._facts = facts
+        self._enforced = enforced
+        self._always_blocked = always_blocked
+
+    def decide(self, name: str, arguments: str) -> ToolVerdict:
+        facts = tool_call_facts(self._facts, name, arguments)
+        classification = dsl.classify(facts.input_text)
+        decision = decide_input(self._policies, facts, classification)
+        enforced = self._enforced
+        blocked = moderation_blocked(self._always_blocked, classification, facts)
+        if blocked:  # always-blocked categories ignore rollout, as on requests
+            decision, enforced = refusal(decision, "MODERATION_BLOCKED", blocked), True
+        decision = dataclasses.replace(decision, stage="output")
+        stopped = enforced and decision.decision in ("refuse", "escalate")
+        redactor = decision.obligations.redactor
+        if enforced and not stopped and redactor is not None:
+            arguments = redacted_arguments(arguments, redactor)
+        return ToolVerdict(name, decision, arguments, stopped)
+
+    def redacted(self, verdict: ToolVerdict, arguments: str) -> str:
+        """`arguments` (already rewritten by output rules) redacted as `verdict` says."""
+        redactor = verdict.decision.obligations.redactor
+        return arguments if redactor is None else redacted_arguments(arguments, redactor)
+
+
+def redacted_arguments(arguments: str, redactor: dsl.Redactor) -> str:
+    """Arguments JSON text with every string value redacted; still valid JSON. Text that is
+    not JSON (a custom tool's free-form input) is redacted as text."""
+    try:
+        value = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        return redactor.apply(arguments)[0]
+    redacted = _map_strings(value, lambda text: redactor.apply(text)[0])
+    if redacted == value:
+        return arguments  # nothing to redact: the model's own spelling goes out
+    return orjson.dumps(redacted).decode()
+
+
+def _map_strings(value: Any, rewrite: Any) -> Any:
+    if isinstance(value, str):
+        return rewrite(value)
+    if isinstance(value, list):
+        return [_map_strings(item, rewrite) for item in value]
+    if isinstance(value, dict):
+        return {key: _map_strings(item, rewrite) for key, item in value.items()}
+    return value
+
+
+def policy_refuses_tool(policies: Iterable[dsl.CompiledPolicy], facts: dsl.RequestFacts,
+                        name: str) -> bool:
+    """Whether the policies refuse a call of tool `name` whatever its arguments: a definition
+    of it is taken out of a request's `tools` before the model sees it.
+
+    Judged on the call with no arguments (`{}`): a rule that refuses by the tool's name alone
+    refuses that call too, while a rule about what arguments hold does not fire on none.
+    """
+    facts = tool_call_facts(facts, name, "{}")
+    decision = decide_input(policies, facts, dsl.classify(facts.input_text))
+    return decision.decision == "refuse"
