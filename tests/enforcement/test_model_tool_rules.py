@@ -1,0 +1,225 @@
+"""Tool rules decide the tool calls models issue (sans-I/O): on streams (`StreamGovernor` with a
+`ToolJudge`) and on whole answers (`Adapter.map_tool_calls`), for each API.
+
+The policy has no output rules: tool calls are held for their verdict all the same, a refused
+call ends the stream before any byte of its arguments, an allowed call's arguments reach the
+client whole, and a redaction keeps them valid JSON. Rules use the `input` convention (the tool
+name on its first line, then the arguments) and the `tool_arguments` text.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import dsl
+from gateway.adapters import CHAT, MESSAGES, RESPONSES
+from gateway.policy.governance import Governance
+from gateway.policy.stream import StreamGovernor
+from gateway.policy.toolcalls import ToolJudge, policy_refuses_tool, tool_call_facts
+from gateway.upstream import echo
+from gateway.upstream.sse import Frame, SSEParser
+
+from .frames import without_policy_objects
+
+JSON = dict[str, Any]
+TOOL_POLICY = dsl.compile_policy(r'''
+policy v1 "model_tools" {
+  name "Model tool calls"
+  classification "internal"
+  default allow
+  on_error refuse
+  denylist destructive = ["rm -rf", "drop table"]
+  rule no_destructive_tool_calls {
+    when tool_arguments contains any of destructive
+    then refuse reason DESTRUCTIVE_TOOL_CALL message "That tool call was not allowed."
+  }
+  rule no_deletions {
+    when input matches /\Adelete_/
+    then refuse reason DELETION_TOOL
+  }
+  rule redact_phones {
+    when pii phone
+    then allow
+    redact pii phone
+  }
+}
+''')
+FRAMES = {"chat.completions": echo.chat_completion_frames, "messages": echo.message_frames,
+          "responses": echo.response_frames}
+WHOLE = {"chat.completions": echo.chat_completion, "messages": echo.message,
+         "responses": echo.response}
+ADAPTERS = {"chat.completions": CHAT, "messages": MESSAGES, "responses": RESPONSES}
+by_surface = pytest.mark.parametrize("surface", list(ADAPTERS))
+#: Every fragment of these is recognisable in the client's bytes (`Zq` marks them).
+FORBIDDEN = '{"command": "Zqxw rm -rf /srv/Zqxw", "cwd": "Zqxw/home Zqxw"}'
+SAFE = '{"city": "Oslo", "units": "metric"}'
+
+
+def reply(calls: tuple[tuple[str, tuple[str, ...]], ...]) -> echo.Reply:
+    return echo.Reply(chunks=("Let me see.",), input_tokens=9, output_tokens=5, key="k1",
+                      created=1_700_000_000, tool_calls=calls)
+
+
+def governance(surface: str, enforced: bool) -> Governance:
+    return Governance(
+        policy_id="model_tools", policy_revision=1, policy_name="Model tool calls",
+        data_classification="internal", project_id="proj_x", project_label="X",
+        account_id="acct_x", user_id="key:k", policy_target=surface, policy_user=None,
+        quota_subject="key:k", surface=surface, model="m", stream=True,
+        decision=dsl.Decision(), enforced=enforced,
+        rollout_mode="enforced" if enforced else "shadow")
+
+
+def judge(surface: str, enforced: bool = True) -> ToolJudge:
+    facts = dsl.RequestFacts(surface=surface, model="m", stream=True, input_text="hello")
+    return ToolJudge([TOOL_POLICY], facts, enforced=enforced)
+
+
+def stream(surface: str, calls: tuple[tuple[str, tuple[str, ...]], ...],
+           enforced: bool = True) -> tuple[bytes, StreamGovernor]:
+    raw = b"".join(FRAMES[surface]({"model": "m", "stream_options": {"include_usage": True}},
+                                   reply(calls)))
+    gov = StreamGovernor(ADAPTERS[surface], governance(surface, enforced), None,
+                         tool_judge=judge(surface, enforced))
+    out = b""
+    for frame in SSEParser().feed(raw):
+        payload = None if frame.data == "[DONE]" else orjson.loads(frame.data or "")
+        out += gov.feed(frame, payload)
+    return out + gov.finish(), gov
+
+
+def payloads(out: bytes) -> list[JSON]:
+    frames: list[Frame] = SSEParser().feed(out)
+    return [orjson.loads(f.data or "") for f in frames if f.data != "[DONE]"]
+
+
+def arguments_sent(surface: str, out: bytes) -> str:
+    adapter = ADAPTERS[surface]
+    deltas = [adapter.output_delta(p.get("type"), p) for p in payloads(out)]
+    return "".join(d.text for d in deltas if d is not None and d.held)
+
+
+@settings(max_examples=60, deadline=None)
+@given(surface=st.sampled_from(list(ADAPTERS)),
+       cuts=st.lists(st.integers(1, len(FORBIDDEN) - 1), max_size=8, unique=True))
+def test_a_refused_tool_call_never_reaches_the_client_under_any_chunking(
+        surface: str, cuts: list[int]) -> None:
+    bounds = [0, *sorted(cuts), len(FORBIDDEN)]
+    pieces = tuple(FORBIDDEN[a:b] for a, b in itertools.pairwise(bounds))
+    out, gov = stream(surface, (("get_weather", (SAFE,)), ("run_shell", pieces)))
+    assert gov.stopped
+    # No fragment of the arguments (the `policy` object names the denylisted term it found).
+    assert b"Zqxw" not in out and b"/srv" not in out and b"command" not in out
+    assert b"rm -rf" not in orjson.dumps(without_policy_objects(payloads(out)))
+    policy = gov.governance.policy_object()
+    assert policy["decision"] == "refuse" and policy["reason_code"] == "DESTRUCTIVE_TOOL_CALL"
+    assert [(c["name"], c["decision"]) for c in policy["tool_calls"]] == [
+        ("get_weather", "allow"), ("run_shell", "refuse")]
+    # The allowed call before it went out whole; the stream ends with the API's refusal.
+    assert arguments_sent(surface, out) == SAFE
+    assert b"content_filter" in out or b"policy_refused" in out or b"response.failed" in out
+
+
+@by_surface
+def test_a_tool_refused_by_its_name_ends_the_stream(surface: str) -> None:
+    out, gov = stream(surface, (("delete_repository", ('{"name": "Zqxw"}',)),))
+    assert gov.stopped and gov.governance.decision.reason_code == "DELETION_TOOL"
+    assert b"Zqxw" not in out
+
+
+@by_surface
+def test_an_allowed_tool_call_reaches_the_client_whole(surface: str) -> None:
+    out, gov = stream(surface, (("get_weather", (SAFE[:7], SAFE[7:20], SAFE[20:])),))
+    assert not gov.stopped
+    assert arguments_sent(surface, out) == SAFE
+    assert payloads(out)[-1]["policy"]["tool_calls"] == [
+        {"name": "get_weather", "decision": "allow", "reason_code": "ALLOW", "fired_rules": []}]
+    text = without_policy_objects(payloads(out))
+    assert "Let me see." in orjson.dumps(text).decode()
+
+
+@by_surface
+def test_a_redacted_tool_call_keeps_valid_json(surface: str) -> None:
+    arguments = '{"to": "call +1 415 555 0100 now", "n": 2}'
+    out, gov = stream(surface, (("send_sms", (arguments[:10], arguments[10:])),))
+    assert not gov.stopped
+    assert b"555 0100" not in out
+    sent = orjson.loads(arguments_sent(surface, out))
+    assert sent["n"] == 2 and "[REDACTED" in sent["to"]
+    if surface == "responses":  # the frames that repeat the arguments carry the redaction
+        done = [p for p in payloads(out) if p["type"] == "response.function_call_arguments.done"]
+        assert orjson.loads(done[0]["arguments"]) == sent
+
+
+@by_surface
+def test_in_shadow_a_refused_call_passes_and_is_recorded(surface: str) -> None:
+    out, gov = stream(surface, (("run_shell", (FORBIDDEN,)),), enforced=False)
+    assert not gov.stopped
+    assert arguments_sent(surface, out) == FORBIDDEN
+    policy = gov.governance.policy_object()
+    assert policy["decision"] == "refuse" and policy["effective_decision"] == "allow"
+    assert policy["tool_calls"][0]["decision"] == "refuse"
+
+
+@by_surface
+def test_whole_answers_decide_each_call(surface: str) -> None:
+    adapter = ADAPTERS[surface]
+    answer = WHOLE[surface]({"model": "m"}, reply((("get_weather", (SAFE,)),
+                                                   ("run_shell", (FORBIDDEN,)))))
+    the_judge, verdicts = judge(surface), []
+
+    def decide(name: str, arguments: str) -> str:
+        verdict = the_judge.decide(name, arguments)
+        verdicts.append((name, verdict.decision.decision, verdict.stopped))
+        return verdict.arguments
+
+    assert adapter.map_tool_calls(answer, decide) == answer  # nothing redacted
+    assert verdicts == [("get_weather", "allow", False), ("run_shell", "refuse", True)]
+
+
+@by_surface
+def test_whole_answers_redact_arguments_as_json(surface: str) -> None:
+    adapter = ADAPTERS[surface]
+    answer = WHOLE[surface]({"model": "m"}, reply(
+        (("send_sms", ('{"to": "+1 415 555 0100"}',)),)))
+    the_judge = judge(surface)
+    mapped = adapter.map_tool_calls(answer, lambda n, a: the_judge.decide(n, a).arguments)
+    assert b"555 0100" not in orjson.dumps(mapped)
+    assert b"REDACTED" in orjson.dumps(mapped)
+
+
+def test_tool_call_facts_follow_the_mcp_convention() -> None:
+    facts = tool_call_facts(dsl.RequestFacts(model="m", input_text="hi"), "run", '{"a": 1}')
+    assert facts.input_text == 'run\n{"a": 1}' and facts.tool_name == "run"
+    assert facts.tool_server is None and facts.tool_arguments_text == '{"a": 1}'
+
+
+@pytest.mark.parametrize(("name", "refused"), [("delete_user", True), ("get_weather", False),
+                                               ("run_shell", False)])
+def test_a_tool_refused_whatever_its_arguments_is_recognised(name: str, refused: bool) -> None:
+    # run_shell is refused only for what its arguments hold: its definition stays.
+    assert policy_refuses_tool([TOOL_POLICY], dsl.RequestFacts(), name) is refused
+
+
+@pytest.mark.parametrize(("adapter", "body", "left"), [
+    (CHAT, {"tools": [{"type": "function", "function": {"name": "delete_user"}},
+                      {"type": "function", "function": {"name": "get_weather"}}],
+            "tool_choice": {"type": "function", "function": {"name": "delete_user"}}},
+     {"tools": [{"type": "function", "function": {"name": "get_weather"}}]}),
+    (CHAT, {"functions": [{"name": "delete_user"}], "function_call": {"name": "delete_user"}},
+     {}),
+    (MESSAGES, {"tools": [{"name": "delete_user"}], "tool_choice": {"type": "any"}}, {}),
+    (RESPONSES, {"tools": [{"type": "web_search"}, {"type": "function", "name": "delete_x"}],
+                 "tool_choice": "auto"},
+     {"tools": [{"type": "web_search"}], "tool_choice": "auto"}),
+], ids=["chat", "chat-legacy", "messages", "responses"])
+def test_refused_tool_definitions_are_taken_out(adapter: Any, body: JSON, left: JSON) -> None:
+    kept, removed = adapter.without_tools(
+        body, lambda name: policy_refuses_tool([TOOL_POLICY], dsl.RequestFacts(), name))
+    assert kept == left and removed and all(name.startswith("delete_") for name in removed)
