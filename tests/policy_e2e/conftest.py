@@ -46,6 +46,8 @@ PROJECTS: dict[str, str | None] = {
     "proj_instructed": "instructed",
     "proj_json_rewrite": "json_rewrite",
     "proj_json_summary": "json_summary",
+    "proj_tools": "model_tools",
+    "proj_tools_shadow": "model_tools_shadow",
 }
 
 
