@@ -35,7 +35,7 @@ import dsl
 from gateway.adapters.base import Adapter, OutputDelta, dumps
 from gateway.adapters.inventory import unescaped_json_text
 from gateway.errors import PolicyRefused
-from gateway.policy.governance import Governance, combine
+from gateway.policy.governance import Governance, combine, escalation_paths
 from gateway.policy.lifecycle import StreamCounts
 from gateway.upstream.sse import Frame, encode_frame
 
@@ -280,6 +280,8 @@ class StreamGovernor:
         decision = verdict.decision
         if decision.decision in ("refuse", "escalate") or decision.obligations.redactor:
             self.governance.update(combine(self.governance.decision, decision))
+            self.governance.escalations = tuple(dict.fromkeys(
+                (*self.governance.escalations, *escalation_paths([decision]))))
         self.stopped = self.stopped or verdict.stopped
         if verdict.arguments == fed:
             return sent
@@ -289,7 +291,9 @@ class StreamGovernor:
     def _decide_unopened(self, event: str | None, payload: dict[str, Any], frame: Frame
                          ) -> bytes:
         """Tool calls a frame named but whose arguments never streamed, decided (with no
-        arguments) when the frame that ends them comes."""
+        arguments) when the frame that ends them comes. What the client gets of their
+        arguments is that: none, also where a "done" frame repeats arguments that never
+        streamed."""
         adapter = self.adapter
         terminal = adapter.is_terminal(frame)
         if not terminal and not adapter.is_text_end(event, payload):
@@ -301,6 +305,7 @@ class StreamGovernor:
             self._judged(name, "", "")
             if self.stopped:
                 return self._stop()
+            self._redacted[key] = ""
         return b""
 
     def _escaped_violation(self, block: _Block) -> bool:

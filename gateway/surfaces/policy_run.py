@@ -210,6 +210,8 @@ class GovernedRun:
             decision = verdict.decision
             if decision.decision in ("refuse", "escalate") or decision.obligations.redactor:
                 gov.update(combined([gov.decision, decision]))
+                gov.escalations = tuple(dict.fromkeys((*gov.escalations,
+                                                       *escalation_paths([decision]))))
             if verdict.stopped and stopped is None:
                 stopped = decision
             return verdict.arguments

@@ -223,3 +223,42 @@ def test_refused_tool_definitions_are_taken_out(adapter: Any, body: JSON, left: 
     kept, removed = adapter.without_tools(
         body, lambda name: policy_refuses_tool([TOOL_POLICY], dsl.RequestFacts(), name))
     assert kept == left and removed and all(name.startswith("delete_") for name in removed)
+
+
+# --- hostile upstreams: calls whose arguments never stream ----------------------------------------
+
+def stream_without_argument_deltas(surface: str, name: str, arguments: str
+                                   ) -> tuple[bytes, StreamGovernor]:
+    """A stream naming a call whose arguments never come as deltas (chat: the naming chunk has
+    no `arguments`; responses: only the "done" frames carry them)."""
+    raw = b"".join(FRAMES[surface]({"model": "m"}, reply(((name, (arguments,)),))))
+    adapter = ADAPTERS[surface]
+    gov = StreamGovernor(adapter, governance(surface, True), None, tool_judge=judge(surface))
+    out = b""
+    for frame in SSEParser().feed(raw):
+        payload = None if frame.data == "[DONE]" else orjson.loads(frame.data or "")
+        delta = adapter.output_delta(frame.event, payload) if payload is not None else None
+        if delta is not None and delta.held:
+            if surface != "chat.completions" or delta.text:
+                continue  # the argument deltas never come
+            call = payload["choices"][0]["delta"]["tool_calls"][0]  # type: ignore[index]
+            del call["function"]["arguments"]
+            frame = Frame(data=orjson.dumps(payload).decode(), event=frame.event,
+                          raw=b"data: " + orjson.dumps(payload) + b"\n\n")
+        out += gov.feed(frame, payload)
+    return out + gov.finish(), gov
+
+
+@by_surface
+def test_a_call_named_without_streamed_arguments_is_still_decided(surface: str) -> None:
+    out, gov = stream_without_argument_deltas(surface, "delete_user", '{"id": "Zqxw"}')
+    assert gov.stopped and gov.governance.decision.reason_code == "DELETION_TOOL"
+    assert b"Zqxw" not in out
+
+
+def test_done_frames_never_carry_arguments_that_were_not_streamed_and_decided() -> None:
+    out, gov = stream_without_argument_deltas("responses", "run_shell", FORBIDDEN)
+    assert not gov.stopped  # decided on the arguments it streamed: none
+    assert b"Zqxw" not in out
+    done = [p for p in payloads(out) if p["type"] == "response.function_call_arguments.done"]
+    assert done[0]["arguments"] == ""
