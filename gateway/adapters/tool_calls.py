@@ -90,9 +90,12 @@ def _chat_call(call: Any, fn: CallFn) -> Any:
 
 def chat_stream_names(payload: JSON) -> Named:
     named: Named = []
-    for choice in dicts(payload.get("choices")):
-        delta = choice.get("delta")
-        if not isinstance(delta, dict):
+    choices = payload.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        # Most chunks carry only text: on the hot path, one look and on.
+        if not isinstance(delta, dict) or ("tool_calls" not in delta
+                                           and "function_call" not in delta):
             continue
         index = key_part(choice.get("index"))
         for position, call in enumerate(dicts(delta.get("tool_calls"))):

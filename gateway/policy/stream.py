@@ -113,7 +113,9 @@ class StreamGovernor:
             if not self._client_asked_usage and adapter.is_usage_only_chunk(event, payload):
                 return b""
         if self._judge is not None:
-            self._tool_names.update(adapter.stream_tool_names(event, payload))
+            named = adapter.stream_tool_names(event, payload)
+            if named:
+                self._tool_names.update(named)
         delta = adapter.output_delta(event, payload)
         if delta is None and (self._monitor_factory is not None or self._judge is not None):
             parts = adapter.split_output(event, payload)
