@@ -68,9 +68,9 @@ def _chat_message_calls(message: JSON, fn: CallFn) -> JSON:
     if isinstance(calls, list):
         mapped["tool_calls"] = [_chat_call(call, fn) for call in calls]
     legacy = message.get("function_call")
-    if isinstance(legacy, dict) and isinstance(legacy.get("name"), str):
+    if isinstance(legacy, dict):
         arguments = legacy.get("arguments")
-        text = fn(legacy["name"], arguments if isinstance(arguments, str) else "")
+        text = fn(_name(legacy), arguments if isinstance(arguments, str) else "")
         if text != arguments:
             mapped["function_call"] = {**legacy, "arguments": text}
     return mapped
@@ -81,9 +81,9 @@ def _chat_call(call: Any, fn: CallFn) -> Any:
         return call
     for kind, key in _CHAT_KINDS:
         inner = call.get(kind)
-        if isinstance(inner, dict) and isinstance(inner.get("name"), str):
+        if isinstance(inner, dict):
             arguments = inner.get(key)
-            text = fn(inner["name"], arguments if isinstance(arguments, str) else "")
+            text = fn(_name(inner), arguments if isinstance(arguments, str) else "")
             return call if text == arguments else {**call, kind: {**inner, key: text}}
     return call
 
@@ -140,11 +140,10 @@ def messages_map_calls(response: JSON, fn: CallFn) -> JSON:
 
 
 def _messages_call(block: Any, fn: CallFn) -> Any:
-    if not (isinstance(block, dict) and block.get("type") == "tool_use"
-            and isinstance(block.get("name"), str)):
+    if not (isinstance(block, dict) and block.get("type") == "tool_use"):
         return block
     arguments = orjson.dumps(block.get("input", {})).decode()
-    text = fn(block["name"], arguments)
+    text = fn(_name(block), arguments)
     if text == arguments:
         return block
     try:
@@ -183,13 +182,11 @@ def responses_map_calls(response: JSON, fn: CallFn) -> JSON:
 
 
 def _responses_call(item: Any, fn: CallFn) -> Any:
-    if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-        return item
-    field = _RESPONSES_CALLS.get(str(item.get("type")))
+    field = _RESPONSES_CALLS.get(str(item.get("type"))) if isinstance(item, dict) else None
     if field is None:
         return item
     arguments = item.get(field)
-    text = fn(item["name"], arguments if isinstance(arguments, str) else "")
+    text = fn(_name(item), arguments if isinstance(arguments, str) else "")
     return item if text == arguments else {**item, field: text}
 
 
@@ -211,6 +208,12 @@ def responses_without_tools(body: JSON, remove: RemoveFn) -> tuple[JSON, list[st
 
 
 # --- shared -------------------------------------------------------------------------------------
+
+
+def _name(call: JSON) -> str:
+    """A call's tool name; a call without one (a broken upstream) is still decided, as ""."""
+    name = call.get("name")
+    return name if isinstance(name, str) else ""
 
 
 def _without(body: JSON, key: str, name_of: Callable[[JSON], Any], remove: RemoveFn,

@@ -189,7 +189,8 @@ class StreamGovernor:
             monitor = (self._monitor_factory(self.governance.decision)
                        if self._monitor_factory is not None else _Unwatched())
             block = _Block(monitor, delta.held and self.governance.enforced, delta.held,
-                           name=self._tool_names.pop(delta.block, None) if delta.held else None)
+                           # A call no frame named (a broken upstream) is decided all the same.
+                           name=self._tool_names.pop(delta.block, "") if delta.held else None)
             self._blocks[delta.block] = block
         return head + self._feed_block(event, payload, delta, block)
 

@@ -262,3 +262,54 @@ def test_done_frames_never_carry_arguments_that_were_not_streamed_and_decided() 
     assert b"Zqxw" not in out
     done = [p for p in payloads(out) if p["type"] == "response.function_call_arguments.done"]
     assert done[0]["arguments"] == ""
+
+
+def chat_chunk(delta: JSON, finish: str | None = None) -> tuple[Frame, JSON]:
+    payload = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    data = orjson.dumps(payload)
+    return Frame(data=data.decode(), event=None, raw=b"data: " + data + b"\n\n"), payload
+
+
+@pytest.mark.parametrize("first", [
+    {"function_call": {"name": "run_shell", "arguments": ""}},
+    {"tool_calls": [{"index": 0, "id": "c", "type": "custom",
+                     "custom": {"name": "run_shell", "input": ""}}]},
+    {"tool_calls": [{"index": 0, "id": "c", "type": "function", "function": {"arguments": ""}}]},
+], ids=["legacy-function-call", "custom-tool", "no-name"])
+def test_every_kind_of_chat_call_is_decided_on_streams(first: JSON) -> None:
+    gov = StreamGovernor(CHAT, governance("chat.completions", True), None,
+                         tool_judge=judge("chat.completions"))
+    kind = "function_call" if "function_call" in first else "tool_calls"
+    out = gov.feed(*chat_chunk(first))
+    for piece in (FORBIDDEN[:20], FORBIDDEN[20:]):
+        if kind == "function_call":
+            delta: JSON = {"function_call": {"arguments": piece}}
+        else:
+            inner = "custom" if "custom" in first["tool_calls"][0] else "function"
+            key = "input" if inner == "custom" else "arguments"
+            delta = {"tool_calls": [{"index": 0, inner: {key: piece}}]}
+        out += gov.feed(*chat_chunk(delta))
+    out += gov.feed(*chat_chunk({}, "tool_calls"))
+    assert gov.stopped and b"Zqxw" not in out
+    assert gov.governance.decision.reason_code == "DESTRUCTIVE_TOOL_CALL"
+
+
+def test_whole_chat_answers_decide_legacy_nameless_and_custom_calls() -> None:
+    answer = {"choices": [{"index": 0, "message": {
+        "role": "assistant", "function_call": {"name": "delete_x", "arguments": "{}"},
+        "tool_calls": [{"id": "a", "type": "function", "function": {"arguments": FORBIDDEN}},
+                       {"id": "b", "type": "custom",
+                        "custom": {"name": "send", "input": '{"to": "+1 415 555 0100"}'}}]}}]}
+    the_judge, seen = judge("chat.completions"), []
+
+    def decide(name: str, arguments: str) -> str:
+        verdict = the_judge.decide(name, arguments)
+        seen.append((name, verdict.decision.reason_code))
+        return verdict.arguments
+
+    mapped = CHAT.map_tool_calls(answer, decide)
+    assert sorted(seen) == [("", "DESTRUCTIVE_TOOL_CALL"), ("delete_x", "DELETION_TOOL"),
+                            ("send", "ALLOW")]
+    custom = mapped["choices"][0]["message"]["tool_calls"][1]["custom"]["input"]
+    assert "555 0100" not in custom and orjson.loads(custom)["to"].startswith("[REDACTED")
