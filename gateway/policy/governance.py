@@ -22,6 +22,9 @@ import dsl
 from gateway.errors import InvalidRequest, PolicyIdMismatch
 from gateway.labels import unsafe_character
 
+#: Tool-call verdicts listed in a `policy` object (which every frame of a stream carries): a
+#: stream of thousands of calls must not make every frame carry thousands. The rest are counted.
+MAX_LISTED_TOOL_CALLS = 64
 #: Body fields read by the gateway and removed before forwarding.
 GATEWAY_BODY_FIELDS = ("policy_project_id", "policy_target", "policy_user", "policy_user_id",
                        "policy_id", "policyId", "policy", "flagged_categories")
@@ -186,6 +189,8 @@ class Governance:
     moderation: dict[str, Any] | None = None
     #: The verdict on each tool call the model issued (name and decision, never arguments).
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    #: Tool calls decided beyond the first `MAX_LISTED_TOOL_CALLS`.
+    tool_calls_unlisted: int = 0
     #: Tool definitions the policy took out of the request before the model saw it.
     tools_removed: tuple[str, ...] = ()
     _encoded: bytes | None = field(default=None, repr=False)
@@ -199,7 +204,10 @@ class Governance:
         self._encoded = None
 
     def note_tool_call(self, record: dict[str, Any]) -> None:
-        self.tool_calls.append(record)
+        if len(self.tool_calls) < MAX_LISTED_TOOL_CALLS:
+            self.tool_calls.append(record)
+        else:
+            self.tool_calls_unlisted += 1
         self._encoded = None
 
     def policy_object(self) -> dict[str, Any]:
@@ -225,6 +233,8 @@ class Governance:
         # Said only when there is something to say, so answers without tools keep their shape.
         if self.tool_calls:
             found["tool_calls"] = list(self.tool_calls)
+        if self.tool_calls_unlisted:
+            found["tool_calls_unlisted"] = self.tool_calls_unlisted
         if self.tools_removed:
             found["tools_removed"] = list(self.tools_removed)
         moderation = self.moderation

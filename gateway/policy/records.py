@@ -24,6 +24,8 @@ def policy_event(event_type: str, gov: Governance, *, status: int, outcome: str,
         extra["escalation_targets"] = list(gov.escalations)  # delivered by their connectors
     if gov.tool_calls:  # each model-issued call's name and verdict, never its arguments
         extra.setdefault("tool_calls", list(gov.tool_calls))
+        if gov.tool_calls_unlisted:
+            extra.setdefault("tool_calls_unlisted", gov.tool_calls_unlisted)
     if gov.tools_removed:
         extra.setdefault("tools_removed", list(gov.tools_removed))
     if gov.moderation is not None:

@@ -24,6 +24,7 @@ from gateway.policy.stream import StreamGovernor
 from gateway.policy.toolcalls import ToolJudge, policy_refuses_tool, tool_call_facts
 from gateway.upstream import echo
 from gateway.upstream.sse import Frame, SSEParser
+from tests.core.test_stream_governor import OUTPUT_GUARD
 
 from .frames import without_policy_objects
 
@@ -313,3 +314,28 @@ def test_whole_chat_answers_decide_legacy_nameless_and_custom_calls() -> None:
                             ("send", "ALLOW")]
     custom = mapped["choices"][0]["message"]["tool_calls"][1]["custom"]["input"]
     assert "555 0100" not in custom and orjson.loads(custom)["to"].startswith("[REDACTED")
+
+
+def test_output_rules_and_tool_rules_both_redact_a_call() -> None:
+    """An output rule redacts the e-mail address as the arguments stream, the tool rules the
+    phone number once the call is complete: both go, and the arguments stay JSON."""
+    surface = "chat.completions"
+    facts = dsl.RequestFacts(surface=surface, model="m", stream=True)
+    arguments = '{"to": "jane.doe@example.com", "sms": "+1 415 555 0100"}'
+    raw = b"".join(FRAMES[surface]({"model": "m"}, reply(
+        (("notify", (arguments[:15], arguments[15:])),))))
+    gov = StreamGovernor(CHAT, governance(surface, True),
+                         lambda d: OUTPUT_GUARD.output_monitor(facts, d, True),
+                         tool_judge=judge(surface))
+    out = b"".join(gov.feed(f, None if f.data == "[DONE]" else orjson.loads(f.data or ""))
+                   for f in SSEParser().feed(raw)) + gov.finish()
+    sent = orjson.loads(arguments_sent(surface, out))
+    assert sent["to"] == "[REDACTED:EMAIL]" and sent["sms"].startswith("[REDACTED")
+
+
+def test_a_stream_of_many_calls_lists_a_bounded_number() -> None:
+    calls = tuple((f"tool_{n}", ("{}",)) for n in range(100))
+    out, gov = stream("messages", calls)
+    policy = gov.governance.policy_object()
+    assert not gov.stopped
+    assert len(policy["tool_calls"]) == 64 and policy["tool_calls_unlisted"] == 36
