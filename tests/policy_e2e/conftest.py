@@ -2,7 +2,8 @@
 
 `governed` (session) serves the repository's example policies plus the test policies in
 `tests/policy_e2e/policies/` (output rules enforced and in shadow, escalation, rewrite and
-summary with default and own instructions, as `.pol` and as JSON documents), with both
+summary with default and own instructions, as `.pol` and as JSON documents; tool rules for
+the tool calls models issue, enforced and in shadow), with both
 providers at the shared mock upstream. It has a `control` account owning one project per
 policy, keys bound to each project, an unbound key, a `free` account's key, a second account
 with its own project, and HS256 JWT users.
@@ -46,8 +47,8 @@ PROJECTS: dict[str, str | None] = {
     "proj_instructed": "instructed",
     "proj_json_rewrite": "json_rewrite",
     "proj_json_summary": "json_summary",
-    "proj_tools": "model_tools",
-    "proj_tools_shadow": "model_tools_shadow",
+    "proj_model_tools": "model_tools",
+    "proj_model_tools_shadow": "model_tools_shadow",
 }
 
 

@@ -2,9 +2,9 @@
 the mock provider answering with each API's own tool calls (streamed and whole), the official
 openai and anthropic SDKs, and raw bytes as a non-SDK client reads them.
 
-`proj_tools` is governed by `model_tools.pol` (enforced): a call whose `tool_arguments` hold
+`proj_model_tools` is governed by `model_tools.pol` (enforced): a call whose `tool_arguments` hold
 "rm -rf" or whose tool name starts with `delete_` is refused; phone numbers in arguments are
-redacted. `proj_tools_shadow` has the same rules in shadow. Neither policy has output rules:
+redacted. `proj_model_tools_shadow` has the same rules in shadow. Neither policy has output rules:
 what stops a call here is the tool rules alone.
 """
 
@@ -68,7 +68,7 @@ def raw_call(governed: Any, surface: str, project: str, stream: bool,
 def test_a_refused_tool_call_never_reaches_the_client(governed: Any, mock: Any, surface: str,
                                                       stream: bool) -> None:
     user = new_user()
-    status, raw = raw_call(governed, surface, "proj_tools", stream, scenario(
+    status, raw = raw_call(governed, surface, "proj_model_tools", stream, scenario(
         user, ("get_weather", SAFE_PIECES), ("run_shell", FORBIDDEN_PIECES)))
     assert b"Zqxw" not in raw and b"/srv" not in raw and b"command" not in raw
     assert b"policy_refused" in raw
@@ -84,7 +84,7 @@ def test_a_refused_tool_call_never_reaches_the_client(governed: Any, mock: Any, 
 def test_the_sdks_raise_the_refusal_of_a_tool_call_streamed_and_whole(governed: Any,
                                                                       mock: Any) -> None:
     calls = ("delete_repository", ['{"name": "Zqxw"}'])
-    with openai_sdk(governed, "proj_tools") as client:
+    with openai_sdk(governed, "proj_model_tools") as client:
         with pytest.raises(openai.PermissionDeniedError) as chat:
             client.chat.completions.create(model="m", messages=[{"role": "user",
                                                                  "content": PROMPT}],
@@ -103,7 +103,7 @@ def test_the_sdks_raise_the_refusal_of_a_tool_call_streamed_and_whole(governed: 
             for event in client.responses.create(model="m", input=PROMPT, stream=True,
                                                  extra_headers=scenario(new_user(), calls)):
                 events.append(event)
-    with anthropic_sdk(governed, "proj_tools") as anthropic_client:
+    with anthropic_sdk(governed, "proj_model_tools") as anthropic_client:
         with pytest.raises(anthropic.PermissionDeniedError) as messages:
             anthropic_client.messages.create(
                 model="m", max_tokens=64, messages=[{"role": "user", "content": PROMPT}],
@@ -127,7 +127,7 @@ def test_the_sdks_raise_the_refusal_of_a_tool_call_streamed_and_whole(governed: 
 def test_an_allowed_tool_call_reaches_the_sdks_as_the_model_wrote_it(governed: Any,
                                                                      mock: Any) -> None:
     calls = ("get_weather", SAFE_PIECES)
-    with openai_sdk(governed, "proj_tools") as client:
+    with openai_sdk(governed, "proj_model_tools") as client:
         answer = client.chat.completions.create(
             model="m", messages=[{"role": "user", "content": PROMPT}],
             extra_headers=scenario(new_user(), calls))
@@ -148,7 +148,7 @@ def test_an_allowed_tool_call_reaches_the_sdks_as_the_model_wrote_it(governed: A
                 if e.type == "response.completed"]
         [item] = [o for o in done[0].response.output if o.type == "function_call"]
         assert item.arguments == SAFE
-    with anthropic_sdk(governed, "proj_tools") as anthropic_client, \
+    with anthropic_sdk(governed, "proj_model_tools") as anthropic_client, \
             anthropic_client.messages.stream(
                 model="m", max_tokens=64, messages=[{"role": "user", "content": PROMPT}],
                 extra_headers=scenario(new_user(), calls)) as stream:
@@ -161,7 +161,7 @@ def test_an_allowed_tool_call_reaches_the_sdks_as_the_model_wrote_it(governed: A
 def test_allowed_streamed_arguments_are_byte_identical_in_the_raw_frames(
         governed: Any, mock: Any, surface: str) -> None:
     user = new_user()
-    status, raw = raw_call(governed, surface, "proj_tools", True,
+    status, raw = raw_call(governed, surface, "proj_model_tools", True,
                            scenario(user, ("get_weather", SAFE_PIECES)))
     assert status == 200
     # The arguments go out in one delta once decided, spelled exactly as the model wrote them.
@@ -178,7 +178,7 @@ def test_allowed_streamed_arguments_are_byte_identical_in_the_raw_frames(
 def test_phone_numbers_in_arguments_are_redacted_keeping_json(governed: Any, mock: Any,
                                                               surface: str, stream: bool) -> None:
     arguments = '{"to": "+1 415 555 0100", "text": "hi"}'
-    status, raw = raw_call(governed, surface, "proj_tools", stream,
+    status, raw = raw_call(governed, surface, "proj_model_tools", stream,
                            scenario(new_user(), ("send_sms", [arguments[:9], arguments[9:]])))
     assert status == 200 and b"555 0100" not in raw and b"REDACTED" in raw
 
@@ -187,7 +187,7 @@ def test_phone_numbers_in_arguments_are_redacted_keeping_json(governed: Any, moc
 def test_in_shadow_a_refused_tool_call_passes_and_is_recorded(governed: Any, mock: Any,
                                                               surface: str) -> None:
     user = new_user()
-    status, raw = raw_call(governed, surface, "proj_tools_shadow", False,
+    status, raw = raw_call(governed, surface, "proj_model_tools_shadow", False,
                            scenario(user, ("run_shell", [FORBIDDEN])))
     assert status == 200 and b"Zqxw" in raw
     policy = json.loads(raw)["policy"]
@@ -198,12 +198,12 @@ def test_in_shadow_a_refused_tool_call_passes_and_is_recorded(governed: Any, moc
 @by_surface
 def test_tool_definitions_the_policy_always_refuses_never_reach_the_model(
         governed: Any, mock: Any, surface: str) -> None:
-    status, raw = raw_call(governed, surface, "proj_tools", False, scenario(new_user()),
+    status, raw = raw_call(governed, surface, "proj_model_tools", False, scenario(new_user()),
                            tools=("delete_user", "get_weather", "run_shell"))
     assert status == 200
     assert json.loads(raw)["policy"]["tools_removed"] == ["delete_user"]
     sent = mock.requests[-1].json
     assert "delete_user" not in json.dumps(sent) and "get_weather" in json.dumps(sent)
-    status, raw = raw_call(governed, surface, "proj_tools", False, scenario(new_user()),
+    status, raw = raw_call(governed, surface, "proj_model_tools", False, scenario(new_user()),
                            tools=("delete_user",))
     assert status == 200 and "tools" not in mock.requests[-1].json
