@@ -57,22 +57,27 @@ def chat_map_calls(response: JSON, fn: CallFn) -> JSON:
     for choice in choices:
         message = choice.get("message") if isinstance(choice, dict) else None
         if isinstance(message, dict):
-            choice = {**choice, "message": _chat_message_calls(message, fn)}
+            rewritten = _chat_message_calls(message, fn)
+            if rewritten is not message:
+                choice = {**choice, "message": rewritten}
         mapped.append(choice)
-    return {**response, "choices": mapped}
+    return response if mapped == choices else {**response, "choices": mapped}
 
 
 def _chat_message_calls(message: JSON, fn: CallFn) -> JSON:
-    mapped = dict(message)
+    """`message` with its calls' arguments rewritten (itself when none changes)."""
+    mapped = message
     calls = message.get("tool_calls")
     if isinstance(calls, list):
-        mapped["tool_calls"] = [_chat_call(call, fn) for call in calls]
+        rewritten = [_chat_call(call, fn) for call in calls]
+        if any(new is not old for new, old in zip(rewritten, calls, strict=True)):
+            mapped = {**mapped, "tool_calls": rewritten}
     legacy = message.get("function_call")
     if isinstance(legacy, dict):
         arguments = legacy.get("arguments")
         text = fn(_name(legacy), arguments if isinstance(arguments, str) else "")
         if text != arguments:
-            mapped["function_call"] = {**legacy, "arguments": text}
+            mapped = {**mapped, "function_call": {**legacy, "arguments": text}}
     return mapped
 
 
@@ -136,7 +141,8 @@ def messages_map_calls(response: JSON, fn: CallFn) -> JSON:
     content = response.get("content")
     if not isinstance(content, list):
         return response
-    return {**response, "content": [_messages_call(block, fn) for block in content]}
+    mapped = [_messages_call(block, fn) for block in content]
+    return response if mapped == content else {**response, "content": mapped}
 
 
 def _messages_call(block: Any, fn: CallFn) -> Any:
@@ -178,7 +184,8 @@ def responses_map_calls(response: JSON, fn: CallFn) -> JSON:
     output = response.get("output")
     if not isinstance(output, list):
         return response
-    return {**response, "output": [_responses_call(item, fn) for item in output]}
+    mapped = [_responses_call(item, fn) for item in output]
+    return response if mapped == output else {**response, "output": mapped}
 
 
 def _responses_call(item: Any, fn: CallFn) -> Any:

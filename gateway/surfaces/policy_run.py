@@ -43,7 +43,7 @@ from gateway.policy.governance import Governance, encode_body, escalation_paths
 from gateway.policy.lifecycle import Effect, Release, RequestLifecycle, Settle
 from gateway.policy.records import policy_event
 from gateway.policy.stream import DEFAULT_REFUSAL, StreamGovernor
-from gateway.policy.toolcalls import DEFAULT_TOOL_REFUSAL, ToolJudge, policy_refuses_tool
+from gateway.policy.toolcalls import DEFAULT_TOOL_REFUSAL, ToolJudge, tool_definition_filter
 from gateway.quota.limits import Reservation
 from gateway.state import GatewayState
 from gateway.upstream.exchange import Exchange, relayable_response_headers
@@ -116,7 +116,7 @@ class GovernedRun:
             forward = apply_input_obligations(adapter, forward, decision)
             # Tools the policy would refuse whatever their arguments are not offered at all.
             forward, removed = adapter.without_tools(
-                forward, lambda name: policy_refuses_tool(policies, facts, name))
+                forward, tool_definition_filter(policies, facts))
             gov.tools_removed = tuple(removed)
         self.judge = ToolJudge(policies, facts, enforced=gov.enforced,
                                always_blocked=self.state.config.always_blocked_categories)

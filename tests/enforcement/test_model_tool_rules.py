@@ -19,9 +19,16 @@ from hypothesis import strategies as st
 
 import dsl
 from gateway.adapters import CHAT, MESSAGES, RESPONSES
+from gateway.errors import InvalidRequest
 from gateway.policy.governance import Governance
 from gateway.policy.stream import StreamGovernor
-from gateway.policy.toolcalls import ToolJudge, policy_refuses_tool, tool_call_facts
+from gateway.policy.toolcalls import (
+    MAX_TOOL_DEFINITIONS,
+    ToolJudge,
+    policy_refuses_tool,
+    tool_call_facts,
+    tool_definition_filter,
+)
 from gateway.upstream import echo
 from gateway.upstream.sse import Frame, SSEParser
 from tests.core.test_stream_governor import OUTPUT_GUARD
@@ -340,3 +347,19 @@ def test_a_stream_of_many_calls_lists_a_bounded_number() -> None:
     policy = gov.governance.policy_object()
     assert not gov.stopped
     assert len(policy["tool_calls"]) == 64 and policy["tool_calls_unlisted"] == 36
+
+
+@by_surface
+def test_an_answer_whose_calls_all_pass_unchanged_is_the_same_object(surface: str) -> None:
+    answer = WHOLE[surface]({"model": "m"}, reply((("get_weather", (SAFE,)),)))
+    assert ADAPTERS[surface].map_tool_calls(answer, lambda name, arguments: arguments) is answer
+
+
+def test_tool_definitions_are_decided_once_per_name_and_bounded() -> None:
+    refuses = tool_definition_filter([TOOL_POLICY], dsl.RequestFacts())
+    assert refuses("delete_user") and refuses("delete_user") and not refuses("get_weather")
+    for number in range(MAX_TOOL_DEFINITIONS - 2):
+        refuses(f"tool_{number}")
+    with pytest.raises(InvalidRequest) as error:
+        refuses("one_too_many")
+    assert error.value.param == "tools"
