@@ -207,3 +207,13 @@ def test_tool_definitions_the_policy_always_refuses_never_reach_the_model(
     status, raw = raw_call(governed, surface, "proj_model_tools", False, scenario(new_user()),
                            tools=("delete_user",))
     assert status == 200 and "tools" not in mock.requests[-1].json
+
+
+def test_too_many_tool_definitions_are_the_callers_error(governed: Any, mock: Any) -> None:
+    tools = tuple(f"tool_{n}" for n in range(1025))
+    status, raw = raw_call(governed, "chat.completions", "proj_model_tools", False,
+                           scenario(new_user()), tools=tools)
+    assert status == 400
+    error = json.loads(raw)["error"]
+    assert (error["type"], error["param"]) == ("invalid_request_error", "tools")
+    assert mock.requests == []
