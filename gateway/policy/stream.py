@@ -35,7 +35,7 @@ import dsl
 from gateway.adapters.base import Adapter, OutputDelta, dumps
 from gateway.adapters.inventory import unescaped_json_text
 from gateway.errors import PolicyRefused
-from gateway.policy.governance import Governance, combine, escalation_paths
+from gateway.policy.governance import Governance, combine
 from gateway.policy.lifecycle import StreamCounts
 from gateway.upstream.sse import Frame, encode_frame
 
@@ -278,13 +278,7 @@ class StreamGovernor:
         """The arguments of the tool call `name` that go out, once its tool rules decided it
         (`self.stopped` when an enforced rule refuses it)."""
         assert self._judge is not None
-        verdict = self._judge.decide(name, fed)
-        self.governance.note_tool_call(verdict.record())
-        decision = verdict.decision
-        if decision.decision in ("refuse", "escalate") or decision.obligations.redactor:
-            self.governance.update(combine(self.governance.decision, decision))
-            self.governance.escalations = tuple(dict.fromkeys(
-                (*self.governance.escalations, *escalation_paths([decision]))))
+        verdict = self._judge.decide_into(self.governance, name, fed)
         self.stopped = self.stopped or verdict.stopped
         if verdict.arguments == fed:
             return sent

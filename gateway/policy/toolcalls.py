@@ -30,6 +30,7 @@ import orjson
 import dsl
 from gateway.errors import InvalidRequest
 from gateway.policy.decide import decide_input, moderation_blocked, refusal
+from gateway.policy.governance import Governance, combine, escalation_paths
 
 #: What a tool call's verdict is recorded as in the `policy` object and the event.
 ToolRecord = dict[str, Any]
@@ -86,6 +87,19 @@ class ToolJudge:
         if enforced and not stopped and redactor is not None:
             arguments = redacted_arguments(arguments, redactor)
         return ToolVerdict(name, decision, arguments, stopped)
+
+    def decide_into(self, gov: Governance, name: str, arguments: str) -> ToolVerdict:
+        """`decide`, the verdict recorded in the request's governance: listed, and counted
+        toward the request's decision when it refuses, escalates or redacts (an escalation
+        notifies its path, as on requests)."""
+        verdict = self.decide(name, arguments)
+        gov.note_tool_call(verdict.record())
+        decision = verdict.decision
+        if decision.decision in ("refuse", "escalate") or decision.obligations.redactor:
+            gov.update(combine(gov.decision, decision))
+            gov.escalations = tuple(dict.fromkeys((*gov.escalations,
+                                                   *escalation_paths([decision]))))
+        return verdict
 
     def redacted(self, verdict: ToolVerdict, arguments: str) -> str:
         """`arguments` (already rewritten by output rules) redacted as `verdict` says."""

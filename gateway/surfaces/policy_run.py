@@ -200,20 +200,13 @@ class GovernedRun:
     def _judge_tool_calls(self, payload: dict[str, Any]) -> dict[str, Any]:
         """The answer after the tool rules decided each tool call the model issued in it:
         arguments redacted, or the whole answer refused for an enforced refusal."""
-        gov = self.gov
         stopped: dsl.Decision | None = None
 
         def judged(name: str, arguments: str) -> str:
             nonlocal stopped
-            verdict = self.judge.decide(name, arguments)
-            gov.note_tool_call(verdict.record())
-            decision = verdict.decision
-            if decision.decision in ("refuse", "escalate") or decision.obligations.redactor:
-                gov.update(combined([gov.decision, decision]))
-                gov.escalations = tuple(dict.fromkeys((*gov.escalations,
-                                                       *escalation_paths([decision]))))
+            verdict = self.judge.decide_into(self.gov, name, arguments)
             if verdict.stopped and stopped is None:
-                stopped = decision
+                stopped = verdict.decision
             return verdict.arguments
 
         payload = self.adapter.map_tool_calls(payload, judged)
