@@ -99,6 +99,17 @@ class OutputDelta(NamedTuple):
     held: bool = False
 
 
+class NamedCall(NamedTuple):
+    """A tool call a stream frame names."""
+
+    #: The block key under which the call's arguments stream.
+    block: Hashable
+    name: str
+    #: Arguments the naming frame itself carries: none from the providers, who stream them
+    #: after it; a broken upstream may send some.
+    arguments: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class Usage:
     input_tokens: int = 0
@@ -185,9 +196,8 @@ class Adapter:
         replaced by `fn(tool name, arguments)`; the response itself when none changes."""
         return response
 
-    def stream_tool_names(self, event: str | None, payload: JSON) -> list[tuple[Hashable, str]]:
-        """(block key of the call's streamed arguments, tool name) of each tool call this
-        frame names."""
+    def stream_tool_names(self, event: str | None, payload: JSON) -> list[NamedCall]:
+        """The tool calls this frame names."""
         return []
 
     def without_tools(self, body: JSON, remove: Callable[[str], bool]) -> tuple[JSON, list[str]]:

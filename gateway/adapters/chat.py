@@ -21,6 +21,7 @@ from gateway.adapters.base import (
     JSON,
     Adapter,
     InputView,
+    NamedCall,
     OpenAIErrorShape,
     OutputDelta,
     TextFn,
@@ -208,7 +209,7 @@ class ChatCompletions(OpenAIErrorShape, Adapter):
     def map_tool_calls(self, response: JSON, fn: Callable[[str, str], str]) -> JSON:
         return chat_map_calls(response, fn)
 
-    def stream_tool_names(self, event: str | None, payload: JSON) -> list[tuple[Hashable, str]]:
+    def stream_tool_names(self, event: str | None, payload: JSON) -> list[NamedCall]:
         return chat_stream_names(payload)
 
     def without_tools(self, body: JSON, remove: Callable[[str], bool]) -> tuple[JSON, list[str]]:

@@ -12,13 +12,14 @@ JSON text), and thinking; on a stream, `text_delta`, `input_json_delta` and `thi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from gateway.adapters.base import (
     JSON,
     Adapter,
     InputView,
+    NamedCall,
     OutputDelta,
     TextFn,
     Usage,
@@ -203,7 +204,7 @@ class Messages(Adapter):
     def map_tool_calls(self, response: JSON, fn: Callable[[str, str], str]) -> JSON:
         return messages_map_calls(response, fn)
 
-    def stream_tool_names(self, event: str | None, payload: JSON) -> list[tuple[Hashable, str]]:
+    def stream_tool_names(self, event: str | None, payload: JSON) -> list[NamedCall]:
         return messages_stream_names(payload)
 
     def without_tools(self, body: JSON, remove: Callable[[str], bool]) -> tuple[JSON, list[str]]:

@@ -29,6 +29,7 @@ from gateway.adapters.base import (
     JSON,
     Adapter,
     InputView,
+    NamedCall,
     OpenAIErrorShape,
     OutputDelta,
     TextFn,
@@ -250,7 +251,7 @@ class Responses(OpenAIErrorShape, Adapter):
     def map_tool_calls(self, response: JSON, fn: Callable[[str, str], str]) -> JSON:
         return responses_map_calls(response, fn)
 
-    def stream_tool_names(self, event: str | None, payload: JSON) -> list[tuple[Hashable, str]]:
+    def stream_tool_names(self, event: str | None, payload: JSON) -> list[NamedCall]:
         return responses_stream_names(payload)
 
     def without_tools(self, body: JSON, remove: Callable[[str], bool]) -> tuple[JSON, list[str]]:

@@ -16,31 +16,18 @@ the adapter streams their arguments), and taking tool definitions out of a reque
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from gateway.adapters.base import JSON, dicts, key_part
+from gateway.adapters.base import JSON, NamedCall, dicts, key_part
 
 #: fn(tool name, arguments JSON text) -> the arguments to send instead.
 CallFn = Callable[[str, str], str]
 #: remove(tool name) -> whether the definition is taken out.
 RemoveFn = Callable[[str], bool]
-#: (block key of the call's streamed arguments, tool name), for each call a frame names.
-Named = list[tuple[Hashable, str]]
-
-
-def calls_of(mapper: Callable[[CallFn], object]) -> list[tuple[str, str]]:
-    """(name, arguments) of each call a call-mapping function visits."""
-    seen: list[tuple[str, str]] = []
-
-    def record(name: str, arguments: str) -> str:
-        seen.append((name, arguments))
-        return arguments
-
-    mapper(record)
-    return seen
+Named = list[NamedCall]
 
 
 # --- chat completions ----------------------------------------------------------------------------
@@ -107,11 +94,12 @@ def chat_stream_names(payload: JSON) -> Named:
             for kind, _key in _CHAT_KINDS:
                 inner = call.get(kind)
                 if isinstance(inner, dict) and isinstance(inner.get("name"), str):
-                    named.append(((index, "tool", key_part(call.get("index", position))),
-                                  inner["name"]))
+                    # Arguments in this chunk stream as the call's first delta.
+                    named.append(NamedCall((index, "tool", key_part(call.get("index", position))),
+                                           inner["name"]))
         legacy = delta.get("function_call")
         if isinstance(legacy, dict) and isinstance(legacy.get("name"), str):
-            named.append(((index, "function_call"), legacy["name"]))
+            named.append(NamedCall((index, "function_call"), legacy["name"]))
     return named
 
 
@@ -161,8 +149,10 @@ def _messages_call(block: Any, fn: CallFn) -> Any:
 def messages_stream_names(payload: JSON) -> Named:
     block = payload.get("content_block")
     if (payload.get("type") == "content_block_start" and isinstance(block, dict)
-            and block.get("type") == "tool_use" and isinstance(block.get("name"), str)):
-        return [(key_part(payload.get("index")), block["name"])]
+            and block.get("type") == "tool_use"):
+        given = block.get("input")
+        return [NamedCall(key_part(payload.get("index")), _name(block),
+                          orjson.dumps(given).decode() if given else "")]
     return []
 
 
@@ -200,9 +190,10 @@ def _responses_call(item: Any, fn: CallFn) -> Any:
 def responses_stream_names(payload: JSON) -> Named:
     item = payload.get("item")
     if (payload.get("type") == "response.output_item.added" and isinstance(item, dict)
-            and str(item.get("type")) in _RESPONSES_CALLS and isinstance(item.get("name"), str)):
-        return [(("args", key_part(payload.get("output_index")), key_part(item.get("id"))),
-                 item["name"])]
+            and str(item.get("type")) in _RESPONSES_CALLS):
+        given = item.get(_RESPONSES_CALLS[str(item["type"])])
+        return [NamedCall(("args", key_part(payload.get("output_index")), key_part(item.get("id"))),
+                          _name(item), given if isinstance(given, str) else "")]
     return []
 
 

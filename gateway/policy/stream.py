@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import dsl
-from gateway.adapters.base import Adapter, OutputDelta, dumps
+from gateway.adapters.base import Adapter, NamedCall, OutputDelta, dumps
 from gateway.adapters.inventory import unescaped_json_text
 from gateway.errors import PolicyRefused
 from gateway.policy.governance import Governance, combine
@@ -115,7 +115,9 @@ class StreamGovernor:
         if self._judge is not None:
             named = adapter.stream_tool_names(event, payload)
             if named:
-                self._tool_names.update(named)
+                out = self._announced(named)
+                if self.stopped:
+                    return out
         delta = adapter.output_delta(event, payload)
         if delta is None and (self._monitor_factory is not None or self._judge is not None):
             parts = adapter.split_output(event, payload)
@@ -284,6 +286,22 @@ class StreamGovernor:
             return sent
         # Redacted: an output rule may have redacted the text already; redact what it left.
         return verdict.arguments if sent == fed else self._judge.redacted(verdict, sent)
+
+    def _announced(self, named: list[NamedCall]) -> bytes:
+        """Note the calls a frame names. Arguments that come with the name (a broken
+        upstream's) are decided before the frame goes out, and as that frame is not rewritten,
+        a verdict that would rewrite them stops the stream."""
+        assert self._judge is not None
+        for call in named:
+            self._tool_names[call.block] = call.name
+            if call.arguments:
+                sent = self._judged(call.name, call.arguments, call.arguments)
+                if not self.stopped and sent != call.arguments:
+                    self.governance.update(self._judge.unrewritable(self.governance.decision))
+                    self.stopped = True
+                if self.stopped:
+                    return self._stop()
+        return b""
 
     def _decide_unopened(self, event: str | None, payload: dict[str, Any], frame: Frame
                          ) -> bytes:

@@ -101,6 +101,12 @@ class ToolJudge:
                                                    *escalation_paths([decision]))))
         return verdict
 
+    @staticmethod
+    def unrewritable(decision: dsl.Decision) -> dsl.Decision:
+        """`decision` (a redaction) as the refusal of arguments that cannot be rewritten
+        where they stand."""
+        return refusal(decision, "TOOL_ARGUMENTS_NOT_REWRITABLE", [])
+
     def redacted(self, verdict: ToolVerdict, arguments: str) -> str:
         """`arguments` (already rewritten by output rules) redacted as `verdict` says."""
         redactor = verdict.decision.obligations.redactor

@@ -363,3 +363,46 @@ def test_tool_definitions_are_decided_once_per_name_and_bounded() -> None:
     with pytest.raises(InvalidRequest) as error:
         refuses("one_too_many")
     assert error.value.param == "tools"
+
+
+def stream_with_arguments_in_the_naming_frame(surface: str, name: str, arguments: str
+                                              ) -> tuple[bytes, StreamGovernor]:
+    """A broken upstream: the frame naming the call already carries its arguments (messages
+    `content_block_start` input, responses `output_item.added` arguments), none stream after."""
+    raw = b"".join(FRAMES[surface]({"model": "m"}, reply(((name, (arguments,)),))))
+    adapter = ADAPTERS[surface]
+    gov = StreamGovernor(adapter, governance(surface, True), None, tool_judge=judge(surface))
+    out = b""
+    for frame in SSEParser().feed(raw):
+        payload = None if frame.data == "[DONE]" else orjson.loads(frame.data or "")
+        delta = adapter.output_delta(frame.event, payload) if payload is not None else None
+        if delta is not None and delta.held:
+            continue
+        if payload is not None and payload.get("type") == "content_block_start" \
+                and payload["content_block"]["type"] == "tool_use":
+            payload["content_block"]["input"] = orjson.loads(arguments)
+        if payload is not None and payload.get("type") == "response.output_item.added" \
+                and payload["item"]["type"] == "function_call":
+            payload["item"]["arguments"] = arguments
+        data = orjson.dumps(payload).decode() if payload is not None else frame.data
+        out += gov.feed(Frame(data=data, event=frame.event, raw=frame.raw), payload)
+    return out + gov.finish(), gov
+
+
+@pytest.mark.parametrize("surface", ["messages", "responses"])
+@pytest.mark.parametrize(("arguments", "reason"), [
+    (FORBIDDEN, "DESTRUCTIVE_TOOL_CALL"),
+    # A redaction cannot rewrite the naming frame: the stream stops instead.
+    ('{"to": "+1 415 555 0100"}', "TOOL_ARGUMENTS_NOT_REWRITABLE"),
+], ids=["refused", "redacted"])
+def test_arguments_that_come_with_the_name_are_decided_before_it_goes_out(
+        surface: str, arguments: str, reason: str) -> None:
+    out, gov = stream_with_arguments_in_the_naming_frame(surface, "run_shell", arguments)
+    assert gov.stopped and gov.governance.decision.reason_code == reason
+    assert b"Zqxw" not in out and b"555 0100" not in out
+
+
+@pytest.mark.parametrize("surface", ["messages", "responses"])
+def test_allowed_arguments_that_come_with_the_name_pass(surface: str) -> None:
+    out, gov = stream_with_arguments_in_the_naming_frame(surface, "get_weather", SAFE)
+    assert not gov.stopped and b"Oslo" in out
