@@ -38,6 +38,10 @@ class RequestFacts:
     # The arguments of the tool calls in the request (assistant `tool_calls`, `tool_use.input`,
     # `function_call` items), joined; also part of `input_text`. The `tool_arguments` text.
     tool_arguments_text: str = ""
+    # The one tool call being decided (an MCP tools/call or a model-issued call), else None.
+    tool_name: str | None = None
+    tool_server: str | None = None
+    tool_result_text: str = ""
 
     @property
     def effective_target(self) -> str:

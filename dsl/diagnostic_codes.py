@@ -73,6 +73,8 @@ CODES = MappingProxyType({
     "field-takes-glob": "a string field matched against a /regex/",
     "unknown-list": "a list name that is not declared",
     "empty-list-tested": "a test of a list without terms",
+    "not-a-tools-list": "`field in NAME` with a list that is no `tools` list, or a field no tool's",
+    "tools-list-in-text": "a `tools` list (names, with globs) tested against a text",
     "empty-contains": "`contains \"\"`",
     "unknown-category": "a category that does not exist",
     "score-out-of-range": "a category threshold outside 0..1",
