@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from mcp import ClientSession
 from mcp.shared.exceptions import McpError
-from mcp_support import McpGateway
+from mcp_support import McpGateway, jsonrpc
 from pydantic import AnyUrl
 
 pytestmark = pytest.mark.slow
@@ -30,7 +30,7 @@ def test_tools_list_hides_what_the_policy_always_refuses(mcp_gateway: McpGateway
     assert "delete_records" not in names  # the configuration's denied_tools
     # Refused only for some arguments, or held for review: still listed.
     assert {"echo", "run_shell", "lookup_contact"} <= set(names)
-    assert mcp_gateway.tool_events() == []  # listing is no tool call
+    assert [e for e in mcp_gateway.events() if e.get("mcp")] == []  # listing is no call
 
 
 def test_a_shadowed_target_lists_what_it_would_refuse(mcp_gateway: McpGateway) -> None:
@@ -151,3 +151,14 @@ def test_prompts_and_resources_do_not_count_as_tool_calls(mcp_gateway: McpGatewa
 
     result = mcp_gateway.session(GOVERNED, work, project="proj_quota")
     assert result.content[0].text == "still allowed"
+
+
+@pytest.mark.parametrize(("method", "params"), [
+    ("prompts/get", {"arguments": {"name": "x"}}), ("resources/read", {"uri": ""})])
+def test_prompts_and_resources_without_a_name_are_invalid_params(
+        mcp_gateway: McpGateway, method: str, params: dict[str, Any]) -> None:
+    response = jsonrpc(mcp_gateway, GOVERNED,
+                       {"jsonrpc": "2.0", "id": 9, "method": method, "params": params})
+    assert response.status_code == 200
+    assert response.json()["error"]["code"] == -32602 and response.json()["id"] == 9
+    assert [e for e in mcp_gateway.events() if e.get("mcp")] == []
