@@ -178,6 +178,20 @@ class ConditionChecks(CheckerBase):
                      "RE2 has no backreferences or lookaround, which guarantees linear-time "
                      "matching; rewrite without them")
 
+    def check_negated_tool_tests(self, rule: ast.Rule, condition: ast.Condition) -> None:
+        """A `tool.*` test is false without a tool call, so `not` of one is true on every
+        ordinary request: say so, unless the rule also requires a tool call."""
+        if any(positive and _reads_tool(literal) for literal, positive in conjuncts(condition)):
+            return
+        for node in _negations(condition):
+            if _reads_tool(node.operand):
+                self.warn("negated-tool-test", node.pos,
+                          f"rule `{rule.name.text}` also fires on every request that is no "
+                          "tool call: a `tool.*` test is false there, and `not` makes it true",
+                          'require a tool call as well, e.g. `tool.name matches "*" and not '
+                          '(...)`, or use `!=`')
+                return
+
     def check_contradictions(self, rule: ast.Rule, condition: ast.Condition) -> None:
         """Conjunctions that can never be true: `x == a and x == b`, `x > 5 and x < 3`, ..."""
         equal: dict[str, tuple[object, ast.Condition]] = {}
@@ -215,3 +229,16 @@ def _show(value: object) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return f'"{value}"'
+
+
+def _reads_tool(condition: ast.Condition) -> bool:
+    return any(getattr(getattr(leaf, "field", None), "text", None) in TOOL_FIELDS
+               for leaf in leaves(condition))
+
+
+def _negations(condition: ast.Condition) -> list[ast.Not]:
+    if isinstance(condition, ast.And | ast.Or):
+        return _negations(condition.left) + _negations(condition.right)
+    if isinstance(condition, ast.Not):
+        return [condition, *_negations(condition.operand)]
+    return []

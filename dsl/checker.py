@@ -169,6 +169,7 @@ class Checker(ConditionChecks, DeclarationChecks):
         for condition in rule.conditions:
             self.check_condition(condition)
             self.check_contradictions(rule, condition)
+            self.check_negated_tool_tests(rule, condition)
         for action in rule.actions[:1]:
             self.check_action(rule, action)
             self.check_stream_stage(rule, action)

@@ -60,6 +60,7 @@ CODES = MappingProxyType({
     "escalate-without-path": "escalate in a policy without an escalation path",
     "redact-matched-without-list": "`redact matched terms` in a rule that tests no list",
     "never-fires": "a condition that can never be true",
+    "negated-tool-test": "a `not` over a tool test, true on every request that is no tool call",
     # conditions
     "unknown-text": "a text name that does not exist",
     "field-is-not-a-text": "a request field used where a text is needed",
