@@ -9,6 +9,7 @@ from dsl.check_base import CheckerBase
 from dsl.classifiers import CATEGORIES, PII_KINDS
 from dsl.diagnostics import did_you_mean
 from dsl.terms import normalize
+from dsl.tool_names import tool_key
 from dsl.vocabulary import FIELDS, MAX_PATTERN_LENGTH, REGEX_FLAGS, TEXTS, TOOL_FIELDS
 from dsl.walk import conjuncts, leaves, re2_options, regex_source, unbounded
 
@@ -211,6 +212,8 @@ class ConditionChecks(CheckerBase):
                     high[name] = min(high.get(name, 1e300), bound - 1e-9 * (literal.op == "<"))
             if field is None:
                 continue
+            if field in TOOL_FIELDS and isinstance(value, str):
+                value = tool_key(value)  # compared folded: "Shell" is "shell"
             previous = equal.setdefault(field, (value, literal))
             if previous[0] != value:
                 self.err("never-fires", literal.pos, f"rule `{rule.name.text}` can never fire: "

@@ -231,3 +231,12 @@ def test_golden_tool_call_reads_as_the_gateway_input():
     facts = facts_from_json({"tool_name": "run", "tool_arguments": {"cmd": "ls", "é": 1}})
     assert facts.input_text == 'run\n{"cmd":"ls","é":1}'
     assert facts.tool_arguments_text == '{"cmd":"ls","é":1}'
+
+
+def test_the_checker_compares_tool_names_folded():
+    same = dsl.check('policy v1 "t" { rule r { when tool.name == "Shell" and '
+                     'tool.name == "shell" then refuse } }')
+    assert [d.code for d in same] == []
+    never = dsl.check('policy v1 "t" { rule r { when tool.name == "a" and '
+                      'tool.name == "b" then refuse } }')
+    assert [d.code for d in never] == ["never-fires"]
