@@ -28,7 +28,7 @@ from dsl.instructions import DEFAULT_INSTRUCTIONS
 from dsl.outcome import CompiledRule, Outcome
 from dsl.stages import leaves, stream_safe, texts_of
 from dsl.terms import TermMatcher
-from dsl.tools import static_refusals
+from dsl.tools import tool_gate
 from dsl.vocabulary import CATEGORY_WINDOW, OUTPUT_TEXTS, PII_WINDOW, UNBOUNDED_PATTERN_WINDOW
 
 
@@ -95,7 +95,7 @@ class CompiledPolicy:
         for pattern_set in self._pattern_sets.values():
             pattern_set.build()
         #: The rules that refuse a tool on its name alone (dsl/tools.py: tools/list hides it).
-        self.static_refusals = static_refusals(policy, self.rules)
+        self.tool_gate = tool_gate(policy, self.rules, self.default)
         self._output_rules = tuple(r for r in self.rules if r.stage == "output")
         allowlist_on_output = self._allowlist is not None and self._allowlist[1] == "output"
         self.has_output_rules = bool(self._output_rules) or allowlist_on_output

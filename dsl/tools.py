@@ -12,6 +12,7 @@ name are never glob syntax: only the policy's own patterns are.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dsl import ast
@@ -19,8 +20,8 @@ from dsl.conditions import EvalContext
 from dsl.decision import RequestFacts
 from dsl.tool_names import glob_matcher as glob_matcher
 from dsl.tool_names import tool_key as tool_key
-from dsl.vocabulary import STATIC_FIELDS
-from dsl.walk import leaves
+from dsl.vocabulary import OUTPUT_TEXTS, STATIC_FIELDS
+from dsl.walk import leaves, texts_of
 
 if TYPE_CHECKING:
     from dsl.compiler import CompiledPolicy
@@ -42,31 +43,68 @@ def tool_facts(base: RequestFacts, name: str, server: str | None,
 
 def is_static(condition: ast.Condition) -> bool:
     """The condition reads only fields fixed for one tool and caller (no text, no count)."""
-    for leaf in leaves(condition):
-        field = getattr(leaf, "field", None)
-        if not isinstance(leaf, ast.Compare | ast.InValues | ast.InList | ast.MatchesGlob
-                          | ast.Flag) or not isinstance(field, ast.Name) or (
-                field.text not in STATIC_FIELDS):
-            return False
-    return True
+    return all(_static_leaf(leaf) for leaf in leaves(condition))
 
 
-def static_refusals(policy: ast.PolicyAst,
-                    rules: tuple[CompiledRule, ...]) -> tuple[CompiledRule, ...]:
-    """The compiled rules that refuse on static fields alone (see `is_static`)."""
-    static = {rule.name.text for rule in policy.items if isinstance(rule, ast.Rule)
-              and rule.conditions and is_static(rule.conditions[0])}
-    return tuple(r for r in rules if r.rule_id in static and r.decision == "refuse")
+def _static_leaf(leaf: ast.Condition) -> bool:
+    field = getattr(leaf, "field", None)
+    return isinstance(leaf, ast.Compare | ast.InValues | ast.InList | ast.MatchesGlob
+                      | ast.Flag) and isinstance(field, ast.Name) and (
+        field.text in STATIC_FIELDS)
+
+
+def _settled_before_texts(condition: ast.Condition) -> bool:
+    """At the input stage, the condition's value depends on static fields only: every other
+    test reads an answer's text, unknown then."""
+    return all(_static_leaf(leaf) or (texts_of(leaf) and texts_of(leaf) <= OUTPUT_TEXTS)
+               for leaf in leaves(condition))
+
+
+@dataclass(frozen=True)
+class ToolGate:
+    """The rules that settle, from a tool's name alone, that every call of it is refused.
+
+    `refusals`: refusing rules that read only static fields (`is_static`). `rescues`, for a
+    policy whose `default` is refuse: the rules that could keep a call from that default at
+    the input stage (every rule that does not refuse); None when one of them reads a request
+    text, so that only the arguments can tell.
+    """
+
+    refusals: tuple[CompiledRule, ...]
+    rescues: tuple[CompiledRule, ...] | None
+
+    @property
+    def filters(self) -> bool:
+        """Some tool may be always refused (else listing need not ask)."""
+        return bool(self.refusals) or self.rescues is not None
+
+
+def tool_gate(policy: ast.PolicyAst, rules: tuple[CompiledRule, ...], default: str) -> ToolGate:
+    conditions = {rule.name.text: rule.conditions[0] for rule in policy.items
+                  if isinstance(rule, ast.Rule) and rule.conditions}
+    refusals = tuple(r for r in rules if r.decision == "refuse" and r.rule_id in conditions
+                     and is_static(conditions[r.rule_id]))
+    others = tuple(r for r in rules if r.decision != "refuse")
+    settled = default == "refuse" and all(
+        r.rule_id in conditions and _settled_before_texts(conditions[r.rule_id])
+        for r in others)
+    return ToolGate(refusals, others if settled else None)
 
 
 def policy_always_refuses_tool(policy: CompiledPolicy, facts: RequestFacts) -> bool:
     """Whether every call of the tool in `facts` (tool_name, tool_server, target, user and
-    project filled in; no text needed) is refused by a rule, whatever its arguments.
+    project filled in; no text needed) is refused, whatever its arguments: a refusing rule that
+    tests nothing but those fields fires, or the policy's default is refuse and no rule that
+    could allow the call fires before its answer (`ToolGate`).
 
-    Only a refusing rule that tests nothing but those fields counts; a rule that cannot be
-    evaluated (a field it needs is missing) proves nothing. Whether the refusal is enforced (the
-    rollout stage of the target) is the caller's to know.
+    A rule that cannot be evaluated (a field it needs is missing) proves nothing. Whether the
+    refusal is enforced (the rollout stage of the target) is the caller's to know.
     """
+    gate = policy.tool_gate
     context = EvalContext(facts, None, {})
-    outcome = policy.run_rules(policy.static_refusals, context)
-    return bool(outcome.fired)
+    if policy.run_rules(gate.refusals, context).fired:
+        return True
+    if gate.rescues is None:
+        return False
+    outcome = policy.run_rules(gate.rescues, context)
+    return not outcome.fired and not outcome.errors

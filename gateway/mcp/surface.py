@@ -139,15 +139,16 @@ class McpSurface:
 
 
     def _always_refused(self, server: McpServer, resolved: Resolved) -> Callable[[str], bool]:
-        """Whether the policy refuses every call of a tool, whatever its arguments: a refusing
+        """Whether the policy refuses every call of a tool, whatever its arguments (a refusing
         rule that reads only the tool's name and server, the target, the user or the project
-        fires, and the target's rollout stage enforces it for this caller (a shadowed or
-        rolled-back refusal hides nothing)."""
+        fires, or the default refuses and nothing could allow it: dsl/tools.py), and the
+        target's rollout stage enforces that for this caller (a shadowed or rolled-back refusal
+        hides nothing)."""
         loaded, fields = resolved.loaded, resolved.fields
         policy = loaded.policy
         target = fields.target or MCP_TARGET
         subject = fields.policy_user or resolved.caller.user_id
-        if not policy.static_refusals or not self.state.rollouts.preview(
+        if not policy.tool_gate.filters or not self.state.rollouts.preview(
                 loaded, target, subject)[1]:
             return lambda name: False
 

@@ -13,6 +13,9 @@ from mcp.shared.exceptions import McpError
 from mcp_support import McpGateway, jsonrpc
 from pydantic import AnyUrl
 
+from gateway.db import open_database
+from gateway.identity.projects import ProjectStore
+
 pytestmark = pytest.mark.slow
 GOVERNED = "/policy/mcp/tools"
 SHADOWED = {"x-policy-target": "agent-sandbox"}
@@ -162,3 +165,33 @@ def test_prompts_and_resources_without_a_name_are_invalid_params(
     assert response.status_code == 200
     assert response.json()["error"]["code"] == -32602 and response.json()["id"] == 9
     assert [e for e in mcp_gateway.events() if e.get("mcp")] == []
+
+
+@pytest.fixture
+def least_privilege(mcp_gateway: McpGateway) -> McpGateway:
+    """A project under policies/mcp_least_privilege.pol (default refuse, listed tools only)."""
+    running = mcp_gateway.gateway
+    projects = ProjectStore(open_database(running.db_path))
+    projects.create(project_id="proj_least", account_id=running.account.id, name="least",
+                    policy_id="mcp_least_privilege")
+    projects.db.conn.close()
+    mcp_gateway.keys["proj_least"] = running.store.create_key(
+        running.account.id, project_id="proj_least")[1]
+    return mcp_gateway
+
+
+def test_a_default_refusal_lists_only_what_the_policy_allows(least_privilege: McpGateway
+                                                             ) -> None:
+    async def work(session: ClientSession) -> tuple[list[str], McpError, Any]:
+        names = await _tool_names(session)
+        with pytest.raises(McpError) as raised:
+            await session.call_tool("run_shell", {"command": "ls"})
+        return names, raised.value, await session.call_tool("lookup_contact", {"name": "Jo"})
+
+    names, refused, allowed = least_privilege.session(GOVERNED, work, project="proj_least")
+    assert sorted(names) == ["echo", "lookup_contact"]
+    assert refused.error.message == "This tool is not available to agents."
+    assert "[REDACTED:EMAIL]" in allowed.content[0].text
+    shadowed = least_privilege.session(GOVERNED, _tool_names, project="proj_least",
+                                       headers=SHADOWED)
+    assert "run_shell" in shadowed and "delete_records" not in shadowed

@@ -176,7 +176,7 @@ def test_policy_always_refuses_tool_reads_only_static_rules():
     assert not refuses(compiled, call("pay", "files", arguments=""))  # escalated, not refused
     assert not refuses(compiled, call("read_file", "files", arguments="", project_id="open"))
     assert refuses(compiled, call("read_file", "files", arguments="", project_id="locked"))
-    assert [r.rule_id for r in compiled.static_refusals] == [
+    assert [r.rule_id for r in compiled.tool_gate.refusals] == [
         "no_destructive_tools", "files_server_read_only", "not_on_billing", "by_project"]
 
 
@@ -240,3 +240,46 @@ def test_the_checker_compares_tool_names_folded():
     never = dsl.check('policy v1 "t" { rule r { when tool.name == "a" and '
                       'tool.name == "b" then refuse } }')
     assert [d.code for d in never] == ["never-fires"]
+
+
+PERMITTED_ONLY = '''
+  default refuse
+  tools permitted = ["read_*", "search"]
+  rule permitted_tools {
+    when tool.name in permitted
+    then allow
+  }
+  rule redact_results {
+    when pii email in tool_result
+    then allow
+    redact pii email
+  }
+'''
+
+
+def test_a_default_refusal_hides_every_tool_nothing_allows():
+    compiled = policy(PERMITTED_ONLY)
+    refuses = dsl.policy_always_refuses_tool
+    assert not refuses(compiled, call("read_file", arguments=""))
+    assert not refuses(compiled, call("Search", arguments=""))
+    assert refuses(compiled, call("write_file", arguments=""))
+    # What the predicate says is what deciding the call says.
+    for name in ("read_file", "write_file"):
+        decided = decide_input(compiled, call(name, arguments='{"a":"b"}')).decision
+        assert (decided == "refuse") == refuses(compiled, call(name, arguments=""))
+
+
+@pytest.mark.parametrize("rule", [
+    'rule by_text { when input contains "please" then allow }',
+    'rule by_count { when message_count > 0 and tool.name == "x" then allow }',
+    'rule escalated { when tool_arguments contains "pay" then escalate }',
+])
+def test_a_default_refusal_hides_nothing_a_text_could_allow(rule):
+    compiled = policy(PERMITTED_ONLY + rule + '\n  escalation_path "ops@example.com"')
+    assert compiled.tool_gate.rescues is None
+    assert not dsl.policy_always_refuses_tool(compiled, call("write_file", arguments=""))
+
+
+def test_a_default_allow_filters_only_with_static_refusals():
+    assert not policy('rule r { when input contains "x" then refuse }').tool_gate.filters
+    assert policy('rule r { when tool.name == "x" then refuse }').tool_gate.filters
