@@ -21,6 +21,7 @@ from dsl.decision import Decision, Obligations, Redactor, RequestFacts
 from dsl.declarations import AutoRollback, QuotaLimit, Quotas, Rollout, Stage
 from dsl.diagnostics import Diagnostic, PolicyError
 from dsl.monitor import OutputMonitor
+from dsl.tools import policy_always_refuses_tool, tool_facts
 
 __all__ = [
     "CATEGORIES",
@@ -47,5 +48,7 @@ __all__ = [
     "classify_categories",
     "compile_policy",
     "find_pii",
+    "policy_always_refuses_tool",
     "redact_pii",
+    "tool_facts",
 ]

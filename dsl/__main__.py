@@ -13,7 +13,7 @@ from dsl.cli import UsageError, add_check_arguments, add_test_arguments, policy_
 from dsl.compiler import RuleTrace
 from dsl.diagnostics import PolicyError
 from dsl.formatter import format_policy
-from dsl.golden import classification_for, facts_from_json
+from dsl.golden import classification_for, facts_from_json, output_of
 
 
 def cmd_fmt(args: argparse.Namespace) -> int:
@@ -49,7 +49,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(error.render(), file=sys.stderr)
         return 1
     request = json.loads(Path(args.request).read_text(encoding="utf-8"))
-    output = args.output_text if args.output_text is not None else request.get("output")
+    output = args.output_text if args.output_text is not None else output_of(request)
     facts = facts_from_json(request)
     decision, traces = policy.explain(facts, classification_for(request, facts), output)
     if args.format == "json":

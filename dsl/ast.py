@@ -86,6 +86,15 @@ class InValues:
 
 
 @dataclass(frozen=True)
+class InList:
+    """`field in NAME`: the field's value matches one of the globs of a `tools` list."""
+
+    field: Name
+    list_name: Name
+    pos: Pos = NOWHERE
+
+
+@dataclass(frozen=True)
 class Flag:
     field: Name
     pos: Pos = NOWHERE
@@ -135,8 +144,8 @@ class Always:
 
 
 Condition = (
-    ContainsList | ContainsLiteral | MatchesRegex | MatchesGlob | Compare | InValues | Flag
-    | CategoryTest | PiiTest | Not | And | Or | Always
+    ContainsList | ContainsLiteral | MatchesRegex | MatchesGlob | Compare | InValues | InList
+    | Flag | CategoryTest | PiiTest | Not | And | Or | Always
 )
 
 
@@ -180,7 +189,7 @@ class Rule:
 
 @dataclass(frozen=True)
 class TermList:
-    kind: str  # "allowlist" | "denylist" | "list"
+    kind: str  # "allowlist" | "denylist" | "list" | "tools" (globs of tool names)
     name: Name
     terms: tuple[Text, ...]
     text: Name | None = None  # allowlist only: which text must contain a term

@@ -9,7 +9,8 @@ from dsl.check_base import CheckerBase
 from dsl.classifiers import CATEGORIES, PII_KINDS
 from dsl.diagnostics import did_you_mean
 from dsl.terms import normalize
-from dsl.vocabulary import FIELDS, MAX_PATTERN_LENGTH, REGEX_FLAGS, TEXTS
+from dsl.tool_names import tool_key
+from dsl.vocabulary import FIELDS, MAX_PATTERN_LENGTH, REGEX_FLAGS, TEXTS, TOOL_FIELDS
 from dsl.walk import conjuncts, leaves, re2_options, regex_source, unbounded
 
 _HOW_TO_TEST = {"bool": "`{name}` or `not {name}`", "number": "`<`, `>=`, `==` or `in`",
@@ -31,7 +32,11 @@ class ConditionChecks(CheckerBase):
         if isinstance(leaf, ast.ContainsList):
             self.check_text(leaf.text)
             found = self.check_list_ref(leaf.list_name)
-            if found is not None and not found.terms:
+            if found is not None and found.kind == "tools":
+                self.err("tools-list-in-text", leaf.list_name.pos,
+                         f"`{found.name.text}` is a `tools` list: it holds tool names",
+                         f"test the tool's name: `tool.name in {found.name.text}`")
+            elif found is not None and not found.terms:
                 self.warn("empty-list-tested", leaf.list_name.pos,
                           f"list `{found.name.text}` is empty",
                           "this test can never be true; add terms")
@@ -51,6 +56,8 @@ class ConditionChecks(CheckerBase):
                 self.check_field(leaf.field, ("string",))
         elif isinstance(leaf, ast.Compare | ast.InValues | ast.Flag):
             self.check_field_test(leaf)
+        elif isinstance(leaf, ast.InList):
+            self.check_in_list(leaf)
         elif isinstance(leaf, ast.CategoryTest):
             self.check_category(leaf)
         elif isinstance(leaf, ast.PiiTest):
@@ -80,6 +87,22 @@ class ConditionChecks(CheckerBase):
         else:
             self.check_field(leaf.field, ("bool",))
 
+    def check_in_list(self, leaf: ast.InList) -> None:
+        kind = self.check_field(leaf.field, ("string",))
+        found = self.check_list_ref(leaf.list_name)
+        if kind is not None and leaf.field.text not in TOOL_FIELDS:
+            self.err("not-a-tools-list", leaf.field.pos,
+                     f"`{leaf.field.text} in <list>` tests a tool; `{leaf.field.text}` is not "
+                     "a tool's field", f'write `{leaf.field.text} in ["a", "b"]`')
+        elif found is not None and found.kind != "tools":
+            self.err("not-a-tools-list", leaf.list_name.pos,
+                     f"`{found.name.text}` is a {found.kind} of terms, not a `tools` list",
+                     f'declare the names with `tools {found.name.text} = ["delete_*", ...]`')
+        elif found is not None and not found.terms:
+            self.warn("empty-list-tested", leaf.list_name.pos,
+                      f"list `{found.name.text}` is empty",
+                      "this test can never be true; add tool names")
+
     def check_category(self, leaf: ast.CategoryTest) -> None:
         if leaf.category.value not in CATEGORIES:
             self.err("unknown-category", leaf.category.pos,
@@ -104,8 +127,11 @@ class ConditionChecks(CheckerBase):
                          f"`{name.text}` is a text, not a request field",
                          "test texts with `contains` or `matches /regex/`")
             else:
+                # `tool.arguments` for `tool_arguments`: a tool's texts are candidates too.
+                candidates = (*FIELDS, "tool_arguments", "tool_result") if name.text.startswith(
+                    "tool") else FIELDS
                 self.err("unknown-field", name.pos, f"unknown field `{name.text}`",
-                         did_you_mean(name.text, FIELDS))
+                         did_you_mean(name.text, candidates))
             return None
         kind = FIELDS[name.text][0]
         if kind not in allowed:
@@ -153,6 +179,20 @@ class ConditionChecks(CheckerBase):
                      "RE2 has no backreferences or lookaround, which guarantees linear-time "
                      "matching; rewrite without them")
 
+    def check_negated_tool_tests(self, rule: ast.Rule, condition: ast.Condition) -> None:
+        """A `tool.*` test is false without a tool call, so `not` of one is true on every
+        ordinary request: say so, unless the rule also requires a tool call."""
+        if any(positive and _reads_tool(literal) for literal, positive in conjuncts(condition)):
+            return
+        for node in _negations(condition):
+            if _reads_tool(node.operand):
+                self.warn("negated-tool-test", node.pos,
+                          f"rule `{rule.name.text}` also fires on every request that is no "
+                          "tool call: a `tool.*` test is false there, and `not` makes it true",
+                          'require a tool call as well, e.g. `tool.name matches "*" and not '
+                          '(...)`, or use `!=`')
+                return
+
     def check_contradictions(self, rule: ast.Rule, condition: ast.Condition) -> None:
         """Conjunctions that can never be true: `x == a and x == b`, `x > 5 and x < 3`, ..."""
         equal: dict[str, tuple[object, ast.Condition]] = {}
@@ -172,6 +212,8 @@ class ConditionChecks(CheckerBase):
                     high[name] = min(high.get(name, 1e300), bound - 1e-9 * (literal.op == "<"))
             if field is None:
                 continue
+            if field in TOOL_FIELDS and isinstance(value, str):
+                value = tool_key(value)  # compared folded: "Shell" is "shell"
             previous = equal.setdefault(field, (value, literal))
             if previous[0] != value:
                 self.err("never-fires", literal.pos, f"rule `{rule.name.text}` can never fire: "
@@ -190,3 +232,16 @@ def _show(value: object) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return f'"{value}"'
+
+
+def _reads_tool(condition: ast.Condition) -> bool:
+    return any(getattr(getattr(leaf, "field", None), "text", None) in TOOL_FIELDS
+               for leaf in leaves(condition))
+
+
+def _negations(condition: ast.Condition) -> list[ast.Not]:
+    if isinstance(condition, ast.And | ast.Or):
+        return _negations(condition.left) + _negations(condition.right)
+    if isinstance(condition, ast.Not):
+        return [condition, *_negations(condition.operand)]
+    return []

@@ -18,6 +18,7 @@ from dsl.vocabulary import (
     MAX_RULES,
     MAX_TERM_LENGTH,
     MAX_TERMS_PER_LIST,
+    OUTPUT_TEXTS,
     POLICY_ID,
     REASON_CODE,
 )
@@ -79,8 +80,10 @@ class Checker(ConditionChecks, DeclarationChecks):
         for term_list in self.lists.values():
             name = term_list.name.text
             if term_list.kind != "allowlist" and name not in self.used_lists:
+                test = (f"tool.name in {name}" if term_list.kind == "tools"
+                        else f"input contains any of {name}")
                 self.warn("unused-list", term_list.name.pos, f"list `{name}` is never used",
-                          f"test it in a rule: `when input contains any of {name}`")
+                          f"test it in a rule: `when {test}`")
 
     # --- settings and lists
     def check_setting(self, setting: ast.Setting) -> None:
@@ -166,6 +169,7 @@ class Checker(ConditionChecks, DeclarationChecks):
         for condition in rule.conditions:
             self.check_condition(condition)
             self.check_contradictions(rule, condition)
+            self.check_negated_tool_tests(rule, condition)
         for action in rule.actions[:1]:
             self.check_action(rule, action)
             self.check_stream_stage(rule, action)
@@ -201,7 +205,7 @@ class Checker(ConditionChecks, DeclarationChecks):
         """A stopping rule that only the whole answer can decide cannot hold a stream back."""
         condition = rule.conditions[0] if rule.conditions else None
         if (condition is None or action.decision.text not in ("refuse", "escalate")
-                or "output" not in texts_of(condition) or stream_safe(condition)):
+                or not texts_of(condition) & OUTPUT_TEXTS or stream_safe(condition)):
             return
         self.warn("decided-after-stream", condition.pos,
                   f"rule `{rule.name.text}` is decided only when a streamed answer "
@@ -215,7 +219,11 @@ class Checker(ConditionChecks, DeclarationChecks):
                 self.check_pii_kind(kind)
             return
         for name in redaction.lists:
-            self.check_list_ref(name)
+            found = self.check_list_ref(name)
+            if found is not None and found.kind == "tools":
+                self.err("tools-list-in-text", name.pos,
+                         f"`{name.text}` is a `tools` list: it holds tool names, not terms",
+                         "redact terms of a `list` or `denylist`")
         if not redaction.lists and not any(
                 isinstance(leaf, ast.ContainsList) for c in rule.conditions for leaf in leaves(c)):
             self.err("redact-matched-without-list", redaction.pos,

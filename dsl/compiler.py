@@ -28,7 +28,8 @@ from dsl.instructions import DEFAULT_INSTRUCTIONS
 from dsl.outcome import CompiledRule, Outcome
 from dsl.stages import leaves, stream_safe, texts_of
 from dsl.terms import TermMatcher
-from dsl.vocabulary import CATEGORY_WINDOW, PII_WINDOW, UNBOUNDED_PATTERN_WINDOW
+from dsl.tools import tool_gate
+from dsl.vocabulary import CATEGORY_WINDOW, OUTPUT_TEXTS, PII_WINDOW, UNBOUNDED_PATTERN_WINDOW
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,9 @@ class CompiledPolicy:
         self.quotas: Quotas = quotas_from_ast(
             [i for i in policy.items if isinstance(i, ast.QuotaDecl)])
 
-        lists = [i for i in policy.items if isinstance(i, ast.TermList)]
+        lists = [i for i in policy.items if isinstance(i, ast.TermList) and i.kind != "tools"]
+        tool_lists = {i.name.text: tuple(t.value for t in i.terms) for i in policy.items
+                      if isinstance(i, ast.TermList) and i.kind == "tools"}
         matchers = {tl.name.text: ("allow" if tl.kind == "allowlist" else "deny",
                                    TermMatcher([t.value for t in tl.terms])) for tl in lists}
         self._allowlist: tuple[TermMatcher, str, str] | None = None
@@ -85,12 +88,14 @@ class CompiledPolicy:
                                    tl.reason.text if tl.reason else "REFUSE")
         self._pattern_sets: dict[str, PatternSet] = {}
         conditions = ConditionCompiler(matchers, self._pattern_sets,
-                                       format_condition if explain else None)
+                                       format_condition if explain else None, tool_lists)
         self.rules: tuple[CompiledRule, ...] = tuple(
             self._compile_rule(rule, conditions, matchers)
             for rule in policy.items if isinstance(rule, ast.Rule))
         for pattern_set in self._pattern_sets.values():
             pattern_set.build()
+        #: The rules that refuse a tool on its name alone (dsl/tools.py: tools/list hides it).
+        self.tool_gate = tool_gate(policy, self.rules, self.default)
         self._output_rules = tuple(r for r in self.rules if r.stage == "output")
         allowlist_on_output = self._allowlist is not None and self._allowlist[1] == "output"
         self.has_output_rules = bool(self._output_rules) or allowlist_on_output
@@ -115,7 +120,7 @@ class CompiledPolicy:
                 part = Redactor(None, tuple(matchers[n][1] for n in dict.fromkeys(names)))
             redactor = part if redactor is None else redactor.merged_with(part)
         return CompiledRule(
-            rule.name.text, "output" if "output" in texts_of(condition) else "input",
+            rule.name.text, "output" if texts_of(condition) & OUTPUT_TEXTS else "input",
             conditions.compile(condition), action.decision.text,
             action.reason.text if action.reason else None,
             action.message.value if action.message else None,

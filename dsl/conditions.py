@@ -21,7 +21,8 @@ from dsl.decision import CATEGORY_SURFACES, RequestFacts
 from dsl.fold import term_keys, without_invisibles
 from dsl.stages import texts_of
 from dsl.terms import TermMatcher, normalize
-from dsl.vocabulary import FIELDS
+from dsl.tool_names import glob_matcher, tool_key
+from dsl.vocabulary import FIELDS, OUTPUT_TEXTS, TOOL_FIELDS
 
 Evidence = list[tuple[str, Any]]  # ("allow" | "deny", [terms]) or ("category", name)
 # True, False, or None when the test needs a text that is not known yet (the output, at the input
@@ -78,7 +79,9 @@ class EvalContext:
         if text == "tool_arguments":
             return self.facts.tool_arguments_text
         if self.output is None:
-            raise EvaluationError("the output text is not known at the input stage")
+            raise EvaluationError(f"the {text} text is not known at the input stage")
+        if text == "tool_result":
+            return self.facts.tool_result_text
         return self.output
 
     def normalized(self, text: str) -> str:
@@ -195,8 +198,10 @@ class PatternSet:
 class ConditionCompiler:
     def __init__(self, matchers: dict[str, tuple[str, TermMatcher]],
                  pattern_sets: dict[str, PatternSet],
-                 describe: Callable[[ast.Condition], str] | None = None) -> None:
+                 describe: Callable[[ast.Condition], str] | None = None,
+                 tool_lists: dict[str, tuple[str, ...]] | None = None) -> None:
         self.matchers = matchers  # list name -> ("allow" | "deny", matcher)
+        self.tool_lists = tool_lists or {}  # `tools` list name -> its globs
         self.pattern_sets = pattern_sets
         self.describe = describe
 
@@ -214,7 +219,7 @@ class ConditionCompiler:
         if isinstance(node, ast.Not):
             return _negated(self.compile(node.operand))
         test = self.leaf(node)
-        if "output" in texts_of(node):
+        if texts_of(node) & OUTPUT_TEXTS:
             test = _unknown_before_output(test)
         if self.describe is None:
             return test
@@ -283,6 +288,8 @@ class ConditionCompiler:
 
     def field_test(self, node: ast.Condition) -> Test:
         field = node.field.text  # type: ignore[union-attr]
+        if field in TOOL_FIELDS:
+            return self.tool_field_test(node)
         getter = FIELDS[field][1]
 
         def value(facts: RequestFacts) -> Any:
@@ -302,3 +309,28 @@ class ConditionCompiler:
         assert isinstance(node, ast.Compare)
         compare, expected = _OPS[node.op], node.value
         return lambda ctx, ev: compare(value(ctx.facts), expected)
+
+    def tool_field_test(self, node: ast.Condition) -> Test:
+        """A test of `tool.name` or `tool.server`: folded (dsl/tools.py), and false (never
+        missing) when no tool call, or no server, is being decided."""
+        getter = FIELDS[node.field.text][1]  # type: ignore[union-attr]
+        matches: Callable[[str], bool]
+        if isinstance(node, ast.InList):
+            matches = glob_matcher(self.tool_lists.get(node.list_name.text, ()))
+        elif isinstance(node, ast.MatchesGlob):
+            matches = glob_matcher([node.glob.value])
+        elif isinstance(node, ast.InValues):
+            allowed = frozenset(tool_key(str(v)) for v in node.values)
+            matches = allowed.__contains__
+        elif isinstance(node, ast.Compare):
+            expected, equal = tool_key(str(node.value)), node.op == "=="
+
+            def matches(value: str) -> bool:
+                return (value == expected) == equal
+        else:  # a bare flag: is there one?
+            matches = bool
+
+        def tool_field(ctx: EvalContext, ev: Evidence) -> bool:
+            value = getter(ctx.facts)
+            return value is not None and matches(tool_key(value))
+        return tool_field

@@ -60,6 +60,7 @@ CODES = MappingProxyType({
     "escalate-without-path": "escalate in a policy without an escalation path",
     "redact-matched-without-list": "`redact matched terms` in a rule that tests no list",
     "never-fires": "a condition that can never be true",
+    "negated-tool-test": "a `not` over a tool test, true on every request that is no tool call",
     # conditions
     "unknown-text": "a text name that does not exist",
     "field-is-not-a-text": "a request field used where a text is needed",
@@ -73,6 +74,8 @@ CODES = MappingProxyType({
     "field-takes-glob": "a string field matched against a /regex/",
     "unknown-list": "a list name that is not declared",
     "empty-list-tested": "a test of a list without terms",
+    "not-a-tools-list": "`field in NAME` with a list that is no `tools` list, or a field no tool's",
+    "tools-list-in-text": "a `tools` list (names, with globs) tested against a text",
     "empty-contains": "`contains \"\"`",
     "unknown-category": "a category that does not exist",
     "score-out-of-range": "a category threshold outside 0..1",

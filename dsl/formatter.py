@@ -59,6 +59,8 @@ def _leaf(node: ast.Condition) -> str:
         return f"{node.field.text} {node.op} {_value(node.value)}"
     if isinstance(node, ast.InValues):
         return f"{node.field.text} in [{', '.join(_value(v) for v in node.values)}]"
+    if isinstance(node, ast.InList):
+        return f"{node.field.text} in {node.list_name.text}"
     if isinstance(node, ast.Flag):
         return node.field.text
     if isinstance(node, ast.CategoryTest):

@@ -8,8 +8,9 @@ making it test nothing.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from dsl.compiler import CompiledPolicy
 from dsl.decision import Decision, RequestFacts
 from dsl.golden_schema import CASE_KEYS, ROLLOUT_EXPECTATIONS, check_case, check_file
 from dsl.rollout_outcome import MissingSample, resolve
+from dsl.tools import tool_facts
 
 _LIST_FIELDS = ("fired_rules", "triggered_categories", "allowlist_hits", "denylist_hits")
 # Rules the compiler adds itself: the allowlist's refusal and the request's flagged categories.
@@ -42,7 +44,7 @@ def facts_from_json(request: Mapping[str, Any]) -> RequestFacts:
     text = request.get("text")
     input_text = request.get("input_text", "\n".join(t for _, t in texts) if texts else text or "")
     last_user = request.get("last_user_text", users[-1] if users else text or "")
-    return RequestFacts(
+    facts = RequestFacts(
         surface=request.get("surface", "chat.completions"),
         model=request.get("model", "gpt-4o-mini"),
         target=request.get("target"),
@@ -59,7 +61,29 @@ def facts_from_json(request: Mapping[str, Any]) -> RequestFacts:
         system_text=request.get("system_text", system),
         flagged_categories=frozenset(request.get("flagged_categories", ())),
         tool_arguments_text=request.get("tool_arguments_text", ""),
+        tool_result_text=request.get("tool_result", ""),
     )
+    return _with_tool_call(facts, request)
+
+
+def _with_tool_call(facts: RequestFacts, request: Mapping[str, Any]) -> RequestFacts:
+    """The case's one tool call (`tool_name`, ...) filled in as the gateway fills it."""
+    name = request.get("tool_name")
+    if name is None:
+        return facts
+    arguments = request.get("tool_arguments", {})
+    arguments_text = arguments if isinstance(arguments, str) else json.dumps(
+        arguments, ensure_ascii=False, separators=(",", ":"))
+    called = tool_facts(facts, name, request.get("tool_server"), arguments_text)
+    if "input_text" in request or "text" in request or "messages" in request:
+        called = replace(called, input_text=facts.input_text)  # the case's own input wins
+    return called
+
+
+def output_of(request: Mapping[str, Any]) -> str | None:
+    """The answer a case gives: its `output`, or else its tool call's result."""
+    found = request.get("output", request.get("tool_result"))
+    return found if isinstance(found, str) else None
 
 
 def classification_for(request: Mapping[str, Any], facts: RequestFacts) -> Classification:
@@ -72,8 +96,9 @@ def classification_for(request: Mapping[str, Any], facts: RequestFacts) -> Class
 def decide(policy: CompiledPolicy, request: Mapping[str, Any]) -> Decision:
     facts = facts_from_json(request)
     decision = policy.evaluate_input(facts, classification_for(request, facts))
-    if "output" in request and decision.decision not in ("refuse", "escalate"):
-        decision = policy.evaluate_output(facts, request["output"], decision)
+    output = output_of(request)
+    if output is not None and decision.decision not in ("refuse", "escalate"):
+        decision = policy.evaluate_output(facts, output, decision)
     return decision
 
 
@@ -94,7 +119,7 @@ def _actual(policy: CompiledPolicy, decision: Decision, expect: Mapping[str, Any
     actual["escalation_path"] = decision.obligations.escalation_path
     if "redacted_text" in expect:
         redactor = decision.obligations.redactor
-        source = request.get("output") if decision.stage == "output" else (
+        source = output_of(request) if decision.stage == "output" else (
             facts_from_json(request).input_text)
         actual["redacted_text"] = redactor.apply(source or "")[0] if redactor else source
     if "error" in expect:

@@ -23,7 +23,13 @@ REQUEST_KEYS: dict[str, str] = {
     "text": "string", "messages": "list", "input_text": "string", "last_user_text": "string",
     "system_text": "string", "flagged_categories": "list", "category_scores": "object",
     "output": "string", "revision": "int", "sample": "number",
+    # The one tool call decided (dsl/tools.py): arguments as an object (read as its JSON text,
+    # as the gateway does) or a string; the result stands for `output` when that is not given.
+    "tool_name": "string", "tool_server": "string", "tool_arguments": "any",
+    "tool_result": "string",
 }
+#: `surface` values a case may give: the model APIs, and MCP tool calls.
+CASE_SURFACES = (*SURFACES, "mcp")
 CASE_KEYS = ("name", "description", "request", "expect")
 EXPECT_KEYS: dict[str, str] = {
     "decision": "string", "reason_code": "string", "decided_at": "string", "stage": "string",
@@ -121,8 +127,13 @@ def _check_facts(report: CaseReport, facts: Mapping[str, Any]) -> None:
         if name not in CATEGORIES:
             report.problems.append(unknown(str(name), CATEGORIES, "category")
                                    + " in `flagged_categories`")
-    if facts.get("surface") is not None and facts["surface"] not in SURFACES:
-        report.problems.append(unknown(str(facts["surface"]), SURFACES, "surface"))
+    if facts.get("surface") is not None and facts["surface"] not in CASE_SURFACES:
+        report.problems.append(unknown(str(facts["surface"]), CASE_SURFACES, "surface"))
+    arguments = facts.get("tool_arguments")
+    if arguments is not None and not isinstance(arguments, dict | str):
+        report.problems.append("`tool_arguments` must be an object or a string")
+    if "tool_name" not in facts and any(k in facts for k in ("tool_server", "tool_arguments")):
+        report.problems.append("`tool_server` and `tool_arguments` need the call's `tool_name`")
     sample = facts.get("sample")
     if isinstance(sample, int | float) and not 0 <= sample < 1:
         report.problems.append("`sample` is a number from 0 (inclusive) to 1 (exclusive)")

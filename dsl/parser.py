@@ -11,6 +11,8 @@ import functools
 import importlib.resources
 import json
 import re
+from importlib.resources.abc import Traversable
+from pathlib import Path
 from typing import Any
 
 import lark
@@ -21,8 +23,12 @@ from dsl import ast
 from dsl.diagnostics import DiagnosticSink
 from dsl.recovery import line_index, recover
 
-#: grammar/policy.lark, installed as package data of `dsl.grammar` (see pyproject.toml).
-GRAMMAR = importlib.resources.files("dsl.grammar").joinpath("policy.lark")
+#: grammar/policy.lark, installed as package data of `dsl.grammar` (see pyproject.toml). A
+#: source tree reads its own copy: an editable install maps `dsl.grammar` to the one checkout it
+#: was installed from, which is not this one when several checkouts share the environment.
+_SOURCE_GRAMMAR = Path(__file__).resolve().parents[1] / "grammar" / "policy.lark"
+GRAMMAR: Traversable = (_SOURCE_GRAMMAR if _SOURCE_GRAMMAR.is_file()
+                        else importlib.resources.files("dsl.grammar").joinpath("policy.lark"))
 _START_SYMBOLS = ["start", "header_open", "item", "rule_body", "rollout_body", "quota_body"]
 
 
@@ -140,6 +146,9 @@ class ToAst(Transformer[Token, Any]):
     def list_decl(self, meta: Any, ch: list[Any]) -> ast.TermList:
         return ast.TermList("list", _name(ch[0]), ch[1], pos=_pos(meta))
 
+    def tools_decl(self, meta: Any, ch: list[Any]) -> ast.TermList:
+        return ast.TermList("tools", _name(ch[0]), ch[1], pos=_pos(meta))
+
     # --- rules
     def rule(self, meta: Any, ch: list[Any]) -> ast.Rule:
         items = ch[1:]
@@ -208,6 +217,9 @@ class ToAst(Transformer[Token, Any]):
 
     def in_values(self, meta: Any, ch: list[Any]) -> ast.InValues:
         return ast.InValues(_name(ch[0]), tuple(ch[1:]), _pos(meta))
+
+    def in_list(self, meta: Any, ch: list[Any]) -> ast.InList:
+        return ast.InList(_name(ch[0]), _name(ch[1]), _pos(meta))
 
     def flag(self, meta: Any, ch: list[Any]) -> ast.Flag:
         return ast.Flag(_name(ch[0]), _pos(meta))

@@ -42,7 +42,7 @@ def describe_terminal(parser: lark.Lark, name: str) -> str:
         return name.lower()
     if isinstance(term.pattern, lark.lexer.PatternStr):
         return f"`{term.pattern.value}`"
-    return {"NAME": "a name", "STRING": 'a "string"', "NUMBER": "a number",
+    return {"NAME": "a name", "FIELD": "a text or field name", "STRING": 'a "string"', "NUMBER": "a number",
             "REGEX": "a /regex/", "COMPARE": "a comparison"}.get(name, name.lower())
 
 

@@ -4,6 +4,7 @@ streamed answer can decide it on a window. Shared by the checker and the compile
 from __future__ import annotations
 
 from dsl import ast
+from dsl.vocabulary import OUTPUT_TEXTS
 from dsl.walk import leaves as leaves
 from dsl.walk import texts_of
 
@@ -15,7 +16,7 @@ def stream_safe(condition: ast.Condition, negated: bool = False) -> bool:
         return stream_safe(condition.left, negated) and stream_safe(condition.right, negated)
     if isinstance(condition, ast.Not):
         return stream_safe(condition.operand, not negated)
-    if "output" not in texts_of(condition):
+    if not texts_of(condition) & OUTPUT_TEXTS:
         return True
     if isinstance(condition, ast.CategoryTest) and condition.op in ("<", "<=", "==", "!="):
         return False

@@ -9,7 +9,9 @@ from typing import Any
 
 from dsl.decision import RequestFacts
 
-TEXTS = ("input", "last_user", "system", "tool_arguments", "output")
+TEXTS = ("input", "last_user", "system", "tool_arguments", "output", "tool_result")
+#: Texts known only once the answer is: rules reading them are decided at the output stage.
+OUTPUT_TEXTS = frozenset({"output", "tool_result"})
 
 # field name -> (type, getter).  A getter returning None means "missing": the rule cannot be
 # evaluated and the policy's on_error applies.
@@ -24,7 +26,17 @@ FIELDS: dict[str, tuple[str, Callable[[RequestFacts], Any]]] = {
     "max_output_tokens": ("number", lambda f: f.max_output_tokens),
     "has_tools": ("bool", lambda f: f.has_tools),
     "stream": ("bool", lambda f: f.stream),
+    "tool.name": ("string", lambda f: f.tool_name),
+    "tool.server": ("string", lambda f: f.tool_server),
 }
+#: Fields of the one tool call being decided. Without one (an ordinary model request, or a
+#: model-issued call for `tool.server`) every test of them is false, never "missing": tool
+#: rules must not fire, nor trip `on_error`, on requests that carry no tool call. Their values
+#: are identifiers, compared folded (case, width, look-alike letters: dsl/tools.py).
+TOOL_FIELDS = frozenset({"tool.name", "tool.server"})
+#: Fields known before any text is read, the same for every call of one tool by one caller:
+#: a refusing rule that tests nothing else refuses that tool always (tools/list hides it).
+STATIC_FIELDS = frozenset({"tool.name", "tool.server", "target", "user", "project"})
 
 STAGE_MODES = ("shadow", "canary", "enforced")
 ROLLBACK_NUMBERS = ("threshold_pct", "min_requests", "window_minutes", "cooldown_minutes")

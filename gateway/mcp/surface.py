@@ -3,9 +3,10 @@
 Both authenticate the client with the gateway's own API keys (or JWTs); the upstream gets only
 the credentials of its configuration. The transparent route relays every message and stream as
 it is. The governed route also needs a Policy Gateway plan, reads each POSTed message, answers
-malformed ones with the JSON-RPC error the protocol defines, governs `tools/call`
-(gateway/mcp/toolcall.py), filters `tools/list`, and relays everything else (initialize,
-notifications, server streams, session end) unchanged.
+malformed ones with the JSON-RPC error the protocol defines, governs `tools/call`,
+`prompts/get` and `resources/read` (gateway/mcp/toolcall.py), filters `tools/list` by the
+configuration and the policy, and relays everything else (initialize, notifications, server
+streams, session end) unchanged.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import orjson
 import trio
 
+import dsl
 from gateway.errors import GatewayError, McpInvalidMessage, McpMethodNotFound, PolicyNotLinked
 from gateway.http.wire import Inbound, Outbound, OwnedStream
 from gateway.mcp.answers import is_sse, rewritten_json, rewritten_sse
@@ -26,10 +28,11 @@ from gateway.mcp.jsonrpc import (
     error_message,
     parse_message,
 )
+from gateway.mcp.kinds import KINDS
 from gateway.mcp.relay import McpUpstreams, read_bounded, relayed_body, relayed_headers
 from gateway.mcp.settings import McpServer
 from gateway.mcp.toolcall import Resolved, ToolCall
-from gateway.mcp.tools import filter_tools
+from gateway.mcp.tools import MCP_TARGET, filter_tools, listed_tool_facts
 from gateway.policy.governance import read_gateway_fields
 from gateway.state import GatewayState
 from gateway.surfaces.policy import PolicySurface
@@ -88,11 +91,11 @@ class McpSurface:
         if message.is_request and method not in CLIENT_METHODS:
             raise McpMethodNotFound(f"Method not found: {method!r}.")
         check_routing_headers(inbound.headers, message)
-        if method == "tools/call":
+        if method in KINDS:
             return await ToolCall(self.state, self.upstreams, server, resolved, inbound,
                                   message).run()
         if method == "tools/list":
-            return await self._tools_list(server, inbound, message)
+            return await self._tools_list(server, resolved, inbound, message)
         return await self._relay(server, inbound, inbound.body)
 
     async def _relay(self, server: McpServer, inbound: Inbound, body: bytes,
@@ -107,12 +110,15 @@ class McpSurface:
                         stream=OwnedStream(relayed_body(response, server, deadline),
                                            response.aclose))
 
-    async def _tools_list(self, server: McpServer, inbound: Inbound, message: Message
-                          ) -> Outbound:
-        """The upstream's tool list without the tools the configuration denies."""
+    async def _tools_list(self, server: McpServer, resolved: Resolved, inbound: Inbound,
+                          message: Message) -> Outbound:
+        """The upstream's tool list without the tools the configuration denies, nor those the
+        policy always refuses (enforced) for this caller."""
+        refused = self._always_refused(server, resolved)
+
         def rewrite(answer: dict[str, Any]) -> dict[str, Any]:
             result = answer.get("result")
-            return {**answer, "result": filter_tools(result, server)} if isinstance(
+            return {**answer, "result": filter_tools(result, server, refused)} if isinstance(
                 result, dict) else answer
 
         response = await self.upstreams.open(server, "POST", inbound.headers, inbound.body)
@@ -130,6 +136,27 @@ class McpSurface:
         finally:
             await response.aclose()
         return Outbound(status=200, headers=headers, body=body)
+
+
+    def _always_refused(self, server: McpServer, resolved: Resolved) -> Callable[[str], bool]:
+        """Whether the policy refuses every call of a tool, whatever its arguments (a refusing
+        rule that reads only the tool's name and server, the target, the user or the project
+        fires, or the default refuses and nothing could allow it: dsl/tools.py), and the
+        target's rollout stage enforces that for this caller (a shadowed or rolled-back refusal
+        hides nothing)."""
+        loaded, fields = resolved.loaded, resolved.fields
+        policy = loaded.policy
+        target = fields.target or MCP_TARGET
+        subject = fields.policy_user or resolved.caller.user_id
+        if not policy.tool_gate.filters or not self.state.rollouts.preview(
+                loaded, target, subject)[1]:
+            return lambda name: False
+
+        def refused(name: str) -> bool:
+            return dsl.policy_always_refuses_tool(policy, listed_tool_facts(
+                server, name, target=fields.target, policy_user=fields.policy_user,
+                project_id=resolved.project.id))
+        return refused
 
 
 def _in_band(request_id: Any, error: GatewayError) -> Outbound:

@@ -1,5 +1,6 @@
-"""One governed `tools/call`: project, quota, decision, the call itself, output rules, and its
-one enforcement event (never with the arguments' or the result's text).
+"""One governed `tools/call` (or `prompts/get`, `resources/read`: gateway/mcp/kinds.py):
+project, quota, decision, the call itself, output rules, and its one enforcement event (never
+with the arguments' or the result's text).
 
 The request's lifecycle (gateway/policy/lifecycle.py) decides when to give the quota back and
 guarantees the one event, whatever ends the call: a refusal, an escalation, the answer, an
@@ -8,6 +9,7 @@ upstream failure, or the client leaving mid-stream (which also cancels the upstr
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncGenerator
@@ -33,18 +35,14 @@ from gateway.identity.keys import Caller
 from gateway.identity.projects import Project
 from gateway.mcp.answers import is_sse, rewritten_json, rewritten_sse
 from gateway.mcp.jsonrpc import Message, error_message
+from gateway.mcp.kinds import KINDS
 from gateway.mcp.relay import McpUpstreams, read_bounded, relayed_headers
 from gateway.mcp.settings import McpServer
 from gateway.mcp.tools import (
     MCP_SURFACE,
     error_with_policy,
-    holding_result,
     map_strings,
     map_strings_found,
-    redact_result,
-    result_text,
-    tool_call_params,
-    tool_facts,
     with_policy,
 )
 from gateway.policy.decide import decide_input, decide_output, moderation_blocked, refusal
@@ -85,7 +83,10 @@ class ToolCall:
         self.started = time.perf_counter()
         self.upstream_seconds = 0.0
         self.lifecycle = RequestLifecycle()
-        self.tool_name, self.arguments = tool_call_params(message.params)
+        assert message.method is not None
+        self.kind = KINDS[message.method]
+        # The tool's or prompt's name, or the resource's URI.
+        self.tool_name, self.arguments = self.kind.params(message.params)
         self.gov: Governance | None = None
         self.reservation: Reservation | None = None
         self.answered = False
@@ -111,12 +112,13 @@ class ToolCall:
         fields, project, loaded = (self.resolved.fields, self.resolved.project,
                                    self.resolved.loaded)
         self.policy = loaded.policy
-        self.facts = facts = tool_facts(self.server, self.tool_name, self.arguments,
-                                        target=fields.target, policy_user=fields.policy_user,
-                                        project_id=project.id)
+        self.facts = facts = self.kind.facts(self.server, self.tool_name, self.arguments,
+                                             target=fields.target,
+                                             policy_user=fields.policy_user,
+                                             project_id=project.id)
         subject = fields.policy_user or self.caller.user_id
         mode, _ = self.state.rollouts.preview(loaded, facts.effective_target, subject)
-        self.gov = gov = Governance(
+        self.gov = Governance(
             policy_id=loaded.policy_id, policy_revision=loaded.revision,
             policy_name=loaded.name, data_classification=loaded.policy.classification,
             project_id=project.id, project_label=project.name,
@@ -124,6 +126,21 @@ class ToolCall:
             policy_target=facts.effective_target, policy_user=fields.policy_user,
             quota_subject=subject, surface=MCP_SURFACE, model=facts.model, stream=False,
             decision=dsl.Decision(), enforced=True, rollout_mode=mode)
+        if self.kind.is_tool_call:
+            await self._admit(project, subject)
+        self.lifecycle.admitted()
+        try:
+            self._decide(loaded, subject)
+            return await self._act()
+        except GatewayError as error:
+            await self._end(error.status, "refused" if isinstance(error, PolicyRefused)
+                            else "upstream_error" if error.status >= 500 else "error")
+            raise
+
+    async def _admit(self, project: Project, subject: str) -> None:
+        """The call admitted against the `tool_calls` quota, or refused with its event."""
+        assert self.gov is not None
+        gov = self.gov
         configured_project, configured_user = self.state.quota_settings.configured_limits(
             project.id)
         try:
@@ -142,19 +159,11 @@ class ToolCall:
             self._record(self.lifecycle.quota_refused(refused.status, outcome))
             raise
         gov.quota = self.reservation.remaining
-        self.lifecycle.admitted()
-        try:
-            self._decide(loaded, subject)
-            return await self._act()
-        except GatewayError as error:
-            await self._end(error.status, "refused" if isinstance(error, PolicyRefused)
-                            else "upstream_error" if error.status >= 500 else "error")
-            raise
 
     def _decide(self, loaded: Any, subject: str) -> None:
         assert self.gov is not None
         gov, facts = self.gov, self.facts
-        if not self.server.tool_permitted(self.tool_name):
+        if self.kind.is_tool_call and not self.server.tool_permitted(self.tool_name):
             # The configuration's allow/deny lists are not rolled out: always enforced.
             gov.update(dsl.Decision(decision="refuse", reason_code="TOOL_NOT_PERMITTED",
                                     fired_rules=(CONFIG_DENIAL_RULE,)))
@@ -181,7 +190,7 @@ class ToolCall:
             return await self._escalate()
         arguments = self.arguments
         redactor = decision.obligations.redactor
-        if gov.enforced and redactor is not None:
+        if gov.enforced and redactor is not None and arguments:
             arguments = map_strings(arguments, lambda text: redactor.apply(text)[0])
         body = self.inbound.body
         if arguments is not self.arguments:
@@ -192,7 +201,8 @@ class ToolCall:
     async def _escalate(self) -> Outbound:
         assert self.gov is not None
         obligations = self.gov.decision.obligations
-        result = with_policy(holding_result(obligations.message), self.gov.policy_object())
+        result = with_policy(self.kind.holding_result(obligations.message, self.tool_name),
+                             self.gov.policy_object())
         # The event names the escalation targets; their connectors deliver it (at least once).
         await self._end(200, "escalated")
         return Outbound.json(200, {"jsonrpc": "2.0", "id": self.message.id, "result": result})
@@ -286,10 +296,10 @@ class ToolCall:
         gov, result, error = self.gov, message.get("result"), message.get("error")
         if not isinstance(result, dict) and not isinstance(error, dict):
             return message
-        text = result_text(result) if isinstance(result, dict) else "\n".join(
+        text = self.kind.result_text(result) if isinstance(result, dict) else "\n".join(
             map_strings_found(error))
         if self.policy.has_output_rules:
-            gov.update(decide_output([self.policy], self.facts, text, gov.decision))
+            gov.update(decide_output([self.policy], self._answered(text), text, gov.decision))
         decision = gov.decision
         if gov.effective_decision == "refuse":
             refused = PolicyRefused(decision.obligations.message or DEFAULT_REFUSAL,
@@ -298,7 +308,7 @@ class ToolCall:
         redactor = decision.obligations.redactor if gov.enforced else None
         if isinstance(result, dict):
             if redactor is not None:
-                result = redact_result(result, redactor)
+                result = self.kind.redact_result(result, redactor)
             return {**message, "result": with_policy(result, gov.policy_object())}
         assert isinstance(error, dict)
         if redactor is not None:
@@ -318,7 +328,7 @@ class ToolCall:
         if not text:
             return message
         gov = self.gov
-        gov.update(decide_output([self.policy], self.facts, text, gov.decision))
+        gov.update(decide_output([self.policy], self._answered(text), text, gov.decision))
         if gov.effective_decision == "refuse":
             return None
         redactor = gov.decision.obligations.redactor if gov.enforced else None
@@ -326,6 +336,12 @@ class ToolCall:
             return message
         return {**message, "params": map_strings(params, lambda t: redactor.apply(t)[0],
                                                  NOT_READ_PARAMS)}
+
+    def _answered(self, text: str) -> dsl.RequestFacts:
+        """The facts with what the tool answered (or said while it ran): `tool_result`."""
+        if not self.kind.is_tool_call:
+            return self.facts
+        return dataclasses.replace(self.facts, tool_result_text=text)
 
     def _outcome(self) -> tuple[int, str]:
         """(status, outcome) of an answered call for its event."""
@@ -364,8 +380,8 @@ class ToolCall:
                 "enforcement", self.gov, status=effect.status, outcome=effect.outcome,
                 input_tokens=0, output_tokens=0, latency=time.perf_counter() - self.started,
                 upstream=self.upstream_seconds,
-                mcp={"server": self.server.name, "method": "tools/call"},
-                tool={"name": self.tool_name},
+                mcp={"server": self.server.name, "method": self.kind.method},
+                **self.kind.event(self.tool_name),
                 **({"quota_unenforced": unenforced} if unenforced else {}))
             self.state.events.emit(event)
             note_outcome(self.gov, effect.status, effect.outcome, self.upstream_seconds)

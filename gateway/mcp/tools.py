@@ -1,14 +1,17 @@
 """Tool calls as policy facts, and the rewrites decisions make to them. Pure functions.
 
-Until the policy language has tool facts of its own, a `tools/call` maps onto the existing ones:
-the target is `mcp_tool` (unless the caller names another), `input` is the tool name on its first
-line followed by the arguments as JSON text (so denylists, PII and categories read the
-arguments), and `output` is the text of the tool's result.
+A `tools/call` is decided with the policy language's tool facts (dsl/tools.py): `tool.name`,
+`tool.server` (the `[mcp.servers]` name), the `tool_arguments` text (the arguments as JSON text)
+and, on the answer, the `tool_result` text. The target is `mcp_tool` unless the caller names
+another. `input` is the tool name on its first line followed by the arguments' text, and
+`output` the text of the tool's result, as they have always been, so policies written against
+those texts keep their meaning.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -38,19 +41,27 @@ def tool_call_params(params: JSON) -> tuple[str, JSON]:
     return name, arguments
 
 
-def tool_input_text(name: str, arguments: JSON) -> str:
-    """What `input` rules read: the tool name, then the arguments as JSON text."""
-    return name + "\n" + orjson.dumps(arguments).decode()
+def mcp_facts(server: McpServer, *, target: str | None, policy_user: str | None,
+              project_id: str, default_target: str = MCP_TARGET) -> dsl.RequestFacts:
+    """The facts of any governed MCP request, before its call and texts are filled in."""
+    return dsl.RequestFacts(
+        surface=MCP_SURFACE, model=f"mcp:{server.name}", target=target or default_target,
+        policy_user=policy_user, project_id=project_id, message_count=1, has_tools=True)
 
 
 def tool_facts(server: McpServer, name: str, arguments: JSON, *, target: str | None,
                policy_user: str | None, project_id: str) -> dsl.RequestFacts:
-    text = tool_input_text(name, arguments)
-    return dsl.RequestFacts(
-        surface=MCP_SURFACE, model=f"mcp:{server.name}", target=target or MCP_TARGET,
-        policy_user=policy_user, project_id=project_id, message_count=1,
-        estimated_input_tokens=len(text) // 4, has_tools=True, input_text=text,
-        last_user_text=text)
+    base = mcp_facts(server, target=target, policy_user=policy_user, project_id=project_id)
+    facts = dsl.tool_facts(base, name, server.name, orjson.dumps(arguments).decode())
+    return replace(facts, last_user_text=facts.input_text,
+                   estimated_input_tokens=len(facts.input_text) // 4)
+
+
+def listed_tool_facts(server: McpServer, name: str, *, target: str | None,
+                      policy_user: str | None, project_id: str) -> dsl.RequestFacts:
+    """What is known of a tool before it is called: enough for `tool_always_refused`."""
+    return dsl.tool_facts(mcp_facts(server, target=target, policy_user=policy_user,
+                                    project_id=project_id), name, server.name, "")
 
 
 #: Keys of a result's content whose strings are no text a reader sees: kinds, media types,
@@ -129,11 +140,14 @@ def error_with_policy(error: JSON, policy: JSON) -> JSON:
     return error
 
 
-def filter_tools(result: JSON, server: McpServer) -> JSON:
-    """A `tools/list` result without the tools the configuration never lets a client call."""
+def filter_tools(result: JSON, server: McpServer,
+                 refused: Callable[[str], bool] = lambda name: False) -> JSON:
+    """A `tools/list` result without the tools the configuration never lets a client call,
+    nor those `refused` says the policy always refuses."""
     tools = result.get("tools")
     if not isinstance(tools, list):
         return result
     shown = [tool for tool in tools if isinstance(tool, dict)
-             and isinstance(tool.get("name"), str) and server.tool_permitted(tool["name"])]
+             and isinstance(tool.get("name"), str) and server.tool_permitted(tool["name"])
+             and not refused(tool["name"])]
     return {**result, "tools": shown}

@@ -58,6 +58,30 @@ def delete_records(table: str) -> str:
 
 
 @server.tool()
+def wipe_disk(device: str) -> str:
+    """Destructive: the example policy refuses it by name (a `tools` list glob)."""
+    return f"wiped {device}"
+
+
+@server.prompt()
+def contact_card(name: str) -> str:
+    """A prompt with personal data in it."""
+    return f"Write a card for {name}; their address is jane.doe@example.com."
+
+
+@server.resource("notes://{note_id}")
+def note(note_id: str) -> str:
+    """A note, with personal data in it."""
+    return f"Note {note_id}: ask jane.doe@example.com."
+
+
+@server.resource("secrets://deploy-keys")
+def deploy_keys() -> str:
+    """What the example policy keeps closed."""
+    return "deploy key: not for agents"
+
+
+@server.tool()
 def run_shell(command: str) -> str:
     """Pretends to run a shell command."""
     return f"ran: {command}"
