@@ -141,12 +141,13 @@ def policy_refuses_tool(policies: Iterable[dsl.CompiledPolicy], facts: dsl.Reque
     """Whether the policies refuse a call of tool `name` whatever its arguments: a definition
     of it is taken out of a request's `tools` before the model sees it.
 
-    Judged on the call with no arguments (`{}`): a rule that refuses by the tool's name alone
-    refuses that call too, while a rule about what arguments hold does not fire on none.
+    The same test that hides a tool from an MCP `tools/list`: a refusing rule that reads only
+    the tool's name and server (and the caller's target, user and project) fires, or the
+    policy refuses by default and no rule can allow the tool. A rule about what the arguments
+    hold never removes a definition: the model may still call the tool with harmless ones.
     """
-    facts = tool_call_facts(facts, name, "{}")
-    decision = decide_input(policies, facts, dsl.classify(facts.input_text))
-    return decision.decision == "refuse"
+    facts = tool_call_facts(facts, name, "")
+    return any(dsl.policy_always_refuses_tool(policy, facts) for policy in policies)
 
 
 def tool_definition_filter(policies: Iterable[dsl.CompiledPolicy], facts: dsl.RequestFacts

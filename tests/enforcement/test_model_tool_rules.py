@@ -47,8 +47,9 @@ policy v1 "model_tools" {
     when tool_arguments contains any of destructive
     then refuse reason DESTRUCTIVE_TOOL_CALL message "That tool call was not allowed."
   }
+  tools deletion_tools = ["delete_*"]
   rule no_deletions {
-    when input matches /\Adelete_/
+    when tool.name in deletion_tools
     then refuse reason DELETION_TOOL
   }
   rule redact_phones {
