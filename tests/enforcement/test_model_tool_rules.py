@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 import dsl
 from gateway.adapters import CHAT, MESSAGES, RESPONSES
 from gateway.errors import InvalidRequest
+from gateway.policy.decide import decide_input
 from gateway.policy.governance import Governance
 from gateway.policy.stream import StreamGovernor
 from gateway.policy.toolcalls import (
@@ -407,3 +408,16 @@ def test_arguments_that_come_with_the_name_are_decided_before_it_goes_out(
 def test_allowed_arguments_that_come_with_the_name_pass(surface: str) -> None:
     out, gov = stream_with_arguments_in_the_naming_frame(surface, "get_weather", SAFE)
     assert not gov.stopped and b"Oslo" in out
+
+
+def test_one_tool_rule_decides_mcp_and_model_issued_calls_alike() -> None:
+    # The MCP surface builds its facts with dsl.tool_facts, model-issued calls with
+    # tool_call_facts: the same rule must refuse the same call on both.
+    for name, refused in (("DELETE_user", True), ("delete_user", True), ("get_user", False)):
+        mcp = dsl.tool_facts(dsl.RequestFacts(), name, "github", '{"id": 1}')
+        model = tool_call_facts(dsl.RequestFacts(), name, '{"id": 1}')
+        decisions = {facts.tool_server: decide_input([TOOL_POLICY], facts,
+                                                     dsl.classify(facts.input_text)).decision
+                     for facts in (mcp, model)}
+        assert decisions == ({"github": "refuse", None: "refuse"} if refused
+                             else {"github": "allow", None: "allow"})
