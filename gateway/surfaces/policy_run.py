@@ -136,7 +136,7 @@ class GovernedRun:
                     end.status, end.outcome, governor.counts()))
 
             transform: StreamGovernor | WindowedStream = governor
-            if reads_output_categories(self.state.moderator, policies):
+            if reads_output_categories(self.state.moderator, policies, facts):
                 transform = WindowedStream(governor, self.state.moderator, policies, facts,
                                            classification)
             return Outbound(status=response.status_code, headers=headers,
@@ -164,7 +164,7 @@ class GovernedRun:
             self.input_tokens, self.output_tokens = usage.input_tokens, usage.output_tokens
         if any(p.has_output_rules for p in policies):
             text = adapter.output_text(payload)
-            if reads_output_categories(self.state.moderator, policies):
+            if reads_output_categories(self.state.moderator, policies, facts):
                 decision, found = await moderated_output(
                     self.state.moderator, policies, facts, text, gov.decision,
                     self.classification)
