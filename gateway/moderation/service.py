@@ -160,7 +160,8 @@ class Moderator:
                                     *(s for image, s in image_scores if _counts_for(image, text)))),
             builtin[text].pii) for text in builtin}
         outcome = _outcome(classes, self.name, len(images), unmapped=unmapped)
-        return self._unchecked_images(outcome, [] if self.client.settings.images else images)
+        return self._unchecked_images(outcome, [
+            image for image in images if image.url is None or not self.client.settings.images])
 
     async def classify_output(self, text: str) -> Classification:
         """The output text's classification (raises ClassifierFailed)."""
@@ -204,14 +205,16 @@ class Moderator:
         send = {name: text for name, text in texts.items() if text.strip() and not (
             self._chain and builtin[name].triggered(CATEGORY_THRESHOLD))}
         distinct = list(dict.fromkeys(send.values()))
-        client_images = images if self.client.settings.images else []
+        client_images = [image for image in images if image.url is not None] if (
+            self.client.settings.images) else []
         verdicts: dict[str, Verdict] = {}
         image_verdicts: list[Verdict | None] = [None] * len(client_images)
 
         async def classify_texts() -> None:
             verdicts.update(await self._cached("text", distinct))
 
-        async def classify_image(index: int, url: str) -> None:
+        async def classify_image(index: int, url: str | None) -> None:
+            assert url is not None  # images without a URL are never sent
             image_verdicts[index] = (await self._cached("image", [url]))[url]
 
         with first_failure():
