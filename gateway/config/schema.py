@@ -111,6 +111,8 @@ class ModerationSection(Section):
     unmoderated_images: Literal["on_error", "refuse", "allow"] = Field(
         "on_error", description="images no classifier can see")
     cache_entries: NonNegativeInt = Field(10_000, description="results remembered per worker")
+    cache_ttl: PositiveInt = Field(
+        86_400, description="seconds a result stays in the cache shared in Redis")
     breaker_failures: PositiveInt = Field(5, description="failures that open the breaker")
     breaker_cooldown: PositiveSeconds = Field(30.0, description="seconds the breaker stays open")
     stream_interval_chars: PositiveInt = Field(

@@ -43,7 +43,9 @@ from gateway.moderation.guard import (
 from gateway.moderation.images import ImagePart, image_parts
 from gateway.moderation.policy_texts import texts_needed
 from gateway.moderation.settings import ModerationSettings
+from gateway.moderation.shared_cache import LayeredCache, RedisVerdictCache
 from gateway.moderation.verdicts import Verdict
+from gateway.redis_link import RedisLink
 
 log = logging.getLogger("gateway.moderation")
 CLASSIFIER_ERROR = "CLASSIFIER_ERROR"
@@ -103,10 +105,14 @@ class Moderator:
     """One per worker: the clients, cache and breaker of the configured classifier."""
 
     def __init__(self, settings: ModerationSettings, env: Mapping[str, str], *,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 redis: RedisLink | None = None) -> None:
         self.settings = settings
         self.observer: ModerationObserver = NoObserver()
-        self.cache: VerdictCache = MemoryCache(settings.cache_entries)
+        memory = MemoryCache(settings.cache_entries)
+        #: With `[redis]`, results are shared by replicas; the worker's LRU stays in front.
+        self.cache: VerdictCache = memory if redis is None else LayeredCache(
+            memory, RedisVerdictCache(redis, settings.cache_ttl))
         external = settings.external
         self.client: ClassifierClient | None = None
         self.breaker: CircuitBreaker | None = None

@@ -54,6 +54,8 @@ class ModerationSettings:
     chain_external: str = "openai"
     #: Entries of the in-memory result cache (0 disables it).
     cache_entries: int = 10_000
+    #: Seconds a result stays in the cache shared by replicas (Redis, when `[redis]` is set).
+    cache_ttl: int = 86_400
     #: Circuit breaker: consecutive failures that open it, and seconds before one trial call.
     breaker_failures: int = 5
     breaker_cooldown: float = 30.0
@@ -77,7 +79,8 @@ class ModerationSettings:
         """Raises ValueError naming the offending key."""
         data = dict(data)
         known = {"classifier", "always_blocked", "unmoderated_images", "openai", "llama_guard",
-                 "chain_external", "cache_entries", "breaker_failures", "breaker_cooldown",
+                 "chain_external", "cache_entries", "cache_ttl", "breaker_failures",
+                 "breaker_cooldown",
                  "stream_interval_chars", "max_images"}
         _no_unknown("moderation", data, known)
         classifier = _choice(data.get("classifier", "builtin"), CLASSIFIERS,
@@ -98,6 +101,8 @@ class ModerationSettings:
                                    ("openai", "llama_guard"), "moderation.chain_external"),
             cache_entries=_integer(data.get("cache_entries", 10_000), "moderation.cache_entries",
                                    minimum=0),
+            cache_ttl=_integer(data.get("cache_ttl", 86_400), "moderation.cache_ttl",
+                               minimum=1),
             breaker_failures=_integer(data.get("breaker_failures", 5),
                                       "moderation.breaker_failures", minimum=1),
             breaker_cooldown=_seconds(data.get("breaker_cooldown", 30.0),

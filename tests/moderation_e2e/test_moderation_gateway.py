@@ -12,6 +12,7 @@ import httpx
 import openai
 import pytest
 from openai.types import ModerationCreateResponse
+from redis_server import RedisServer
 
 from tests.moderation_e2e.conftest import Factory, ModeratedGateway
 from tests.moderation_e2e.mock_moderation import MockModeration
@@ -266,3 +267,18 @@ def test_an_image_by_file_id_is_never_taken_as_moderated(moderated: Factory,
                                       "image_url": "https://img.example/a.png"})
     assert reply.status_code == 403
     assert reply.json()["policy"]["reason_code"] == "IMAGE_NOT_MODERATED"
+
+
+def test_the_cache_is_in_redis_when_it_is_configured(moderated: Factory,
+                                                     moderation: MockModeration,
+                                                     redis: RedisServer) -> None:
+    # No per-worker LRU: a repeat can only be a hit from Redis (replicas share it the same way).
+    gw = moderated({**openai_section(moderation), "cache_entries": 0},
+                   redis={"url": redis.url, "key_prefix": "mod:"})
+    text = "a question [[violence=0.2]] asked twice"
+    for _ in range(2):
+        assert chat(gw, [{"role": "user", "content": text}]).status_code == 200
+    assert [i for i in moderation.inputs() if text in i] == [[text]]
+    assert redis.command("KEYS", "mod:moderation:*")
+    metrics = httpx.get(gw.url + "/metrics", timeout=5).text
+    assert 'gateway_classifier_cache_total{classifier="openai",result="hit"}' in metrics
