@@ -33,7 +33,7 @@ async def moderated_output(moderator: Moderator, policies: Sequence[dsl.Compiled
     """`decision` after the output rules read `text` with the external classifier's output
     categories, and the record of them. A failure is the policies' `on_error`, as on input."""
     try:
-        found = await moderator.classify_output(text)
+        found = await moderator.classify_output(text, policies)
     except ClassifierFailed as failed:
         decided = decide_output(list(policies), facts, text, decision)
         outcome = ModerationOutcome(Classification(), "builtin", error=failed.kind,

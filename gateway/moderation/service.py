@@ -157,7 +157,7 @@ class Moderator:
             return self._failed(builtin, len(images), "too_many_images")
         try:
             scores, image_scores, unmapped = await self._external(
-                {t: raw[t] for t in needed}, images, builtin)
+                {t: raw[t] for t in needed}, images, builtin, self._asked_for(policies))
         except ClassifierFailed as failed:
             return self._failed(builtin, len(images), failed.kind)
         classes = {text: Classification(
@@ -169,12 +169,14 @@ class Moderator:
         return self._unchecked_images(outcome, [
             image for image in images if image.url is None or not self.client.settings.images])
 
-    async def classify_output(self, text: str) -> Classification:
+    async def classify_output(self, text: str,
+                              policies: Sequence[dsl.CompiledPolicy] = ()) -> Classification:
         """The output text's classification (raises ClassifierFailed)."""
         builtin = dsl.classify(text)
         if self.client is None:
             return builtin
-        scores, _, _ = await self._external({"output": text}, [], {"output": builtin})
+        scores, _, _ = await self._external({"output": text}, [], {"output": builtin},
+                                            self._asked_for(policies))
         return Classification(MappingProxyType(merged(
             builtin.categories if self._chain else {}, scores.get("output", {}))), builtin.pii)
 
@@ -183,6 +185,12 @@ class Moderator:
     @property
     def _chain(self) -> bool:
         return self.settings.classifier == "chain"
+
+    def _asked_for(self, policies: Sequence[dsl.CompiledPolicy]) -> bool:
+        """`chain`: whether a policy asks for the external classifier always
+        (`chain_policies`)."""
+        return self._chain and any(p.policy_id in self.settings.chain_policies
+                                   for p in policies)
 
     def _failed(self, builtin: dict[str, Classification], images: int, kind: str
                 ) -> ModerationOutcome:
@@ -202,14 +210,14 @@ class Moderator:
             refuse=self.settings.unmoderated_images == "refuse")
 
     async def _external(self, texts: dict[str, str], images: list[ImagePart],
-                        builtin: dict[str, Classification]
+                        builtin: dict[str, Classification], asked: bool = False
                         ) -> tuple[dict[str, dict[str, float]],
                                    list[tuple[ImagePart, dict[str, float]]], tuple[str, ...]]:
         """External scores per text and per image. Chain: only texts the built-in classifier
-        found nothing in are sent."""
+        found nothing in are sent, unless a policy `asked` for the external one always."""
         assert self.client is not None
         send = {name: text for name, text in texts.items() if text.strip() and not (
-            self._chain and builtin[name].triggered(CATEGORY_THRESHOLD))}
+            self._chain and not asked and builtin[name].triggered(CATEGORY_THRESHOLD))}
         distinct = list(dict.fromkeys(send.values()))
         client_images = [image for image in images if image.url is not None] if (
             self.client.settings.images) else []

@@ -221,6 +221,30 @@ async def test_chain_sends_only_what_builtin_found_nothing_in() -> None:
     await mod.aclose()
 
 
+async def test_chain_asks_the_external_classifier_for_the_policies_listed() -> None:
+    recorder = Recorder()
+    mod = moderator(recorder, classifier="chain", chain_policies=["p"])
+    other = dsl.compile_policy(POLICY.source.replace('"p"', '"q"'))
+    text = "I will kill you, you idiot [[hate=0.8]]"  # the lexicon finds harassment
+    outcome = await mod.classify_request([other], facts(text), {})
+    assert recorder.bodies == [] and "hate" not in outcome.scores
+    outcome = await mod.classify_request([other, POLICY], facts(text), {})
+    assert recorder.bodies == [{"model": "omni-moderation-latest", "input": [text]}]
+    assert outcome.scores["hate"] == 0.8 and outcome.scores["harassment"] >= 0.5  # both kept
+    found = await mod.classify_output("you idiot, I will kill you [[hate=0.6]]", [POLICY])
+    assert found.categories["hate"] == 0.6 and len(recorder.bodies) == 2
+    found = await mod.classify_output("you idiot, I will kill you [[hate=0.6]]", [other])
+    assert "hate" not in found.categories and len(recorder.bodies) == 2
+    await mod.aclose()
+
+
+def test_chain_policies_are_policy_ids() -> None:
+    with pytest.raises(ValueError, match="chain_policies must be a list of policy ids"):
+        ModerationSettings.from_mapping({"chain_policies": ["Not An Id"]})
+    with pytest.raises(ValueError, match="chain_policies must be a list of policy ids"):
+        ModerationSettings.from_mapping({"chain_policies": "strict"})
+
+
 async def test_policies_that_read_no_category_send_nothing() -> None:
     recorder = Recorder()
     mod = moderator(recorder, always_blocked=[])
