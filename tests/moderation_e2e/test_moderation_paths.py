@@ -82,3 +82,14 @@ def test_v1_inline_policies_read_the_external_classifier(moderated: Factory,
             "model": "gpt-4o-mini", "messages": user(f"calm {on_error}"),
             "policy": INLINE % on_error})
         assert reply.status_code == status, reply.text
+
+
+def test_v1_inline_policies_never_take_images_for_moderated(moderated: Factory) -> None:
+    gw = moderated({})  # the built-in classifier: it cannot see images
+    image = [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "https://img.example/a.png"}}]}]
+    reply = post(gw, "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": image,
+                                              "policy": INLINE % "refuse"})
+    assert reply.status_code == 403, reply.text
+    reply = post(gw, "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": image})
+    assert reply.status_code == 200  # no policy on the plain proxy: nothing requires it
