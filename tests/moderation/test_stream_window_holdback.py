@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -37,6 +38,7 @@ POLICY = dsl.compile_policy('''policy v1 "p" {
     when category "harassment" in output
     then refuse reason HARASSING_OUTPUT
   }
+  rule leak { when output contains "nightjar" then refuse reason LEAK }
 }''')
 FLAG = "[[harassment=0.9]]"
 WORDS = [f"w{i:03d} " for i in range(400)]  # 2,000 characters
@@ -164,3 +166,32 @@ def test_no_byte_of_a_window_goes_out_before_its_verdict(
         assert stream.stopped and b"[[" not in sent and b"HARASSING_OUTPUT" in sent
         # Whatever went out before the flagged window was classified safe before it went.
         assert len(got) <= text.index(FLAG)
+
+
+@pytest.mark.parametrize("flagged", [False, True])
+def test_a_stream_the_built_in_monitor_stops_is_classified_before_its_last_text_goes(
+        flagged: bool) -> None:
+    """Text the monitor released before it stopped the stream still waits for the external
+    verdict, and goes nowhere when that window is flagged."""
+    words = "".join(WORDS[:160])  # 800 characters: the monitor releases all but its window
+    text = words + (FLAG + " " if flagged else "") + "project nightjar. " + words
+    classifier = Classifier()
+    stream, moderator = windowed("chat.completions", classifier, 5000)
+
+    async def main() -> bytes:
+        try:
+            frames = upstream_frames("chat.completions", cuts(text, list(range(0, 2000, 7))))
+            return await relay(stream, "chat.completions", frames, [1], classifier, 5000)
+        finally:
+            await moderator.aclose()
+
+    sent = trio.run(main)
+    assert stream.stopped and b"content_filter" in sent
+    assert sent.count(b'"finish_reason":"content_filter"') == 1  # one ending, not two
+    got = client_text("chat.completions", sent)
+    assert "nightjar" not in got and b"[[" not in sent
+    assert len(classifier.inputs) == 1 and text.startswith(classifier.inputs[0])
+    if flagged:
+        assert got == "" and b'"triggered_categories":["harassment"]' in sent
+    else:
+        assert len(got) >= 200 and words.startswith(got) and b"LEAK" in sent
