@@ -29,11 +29,13 @@ def reads_output_categories(moderator: Moderator, policies: Sequence[dsl.Compile
 
 async def moderated_output(moderator: Moderator, policies: Sequence[dsl.CompiledPolicy],
                            facts: dsl.RequestFacts, text: str, decision: dsl.Decision,
-                           input_classification: Any) -> tuple[dsl.Decision, dict[str, Any]]:
+                           input_classification: Any, *, asked: bool = False
+                           ) -> tuple[dsl.Decision, dict[str, Any]]:
     """`decision` after the output rules read `text` with the external classifier's output
-    categories, and the record of them. A failure is the policies' `on_error`, as on input."""
+    categories, and the record of them. A failure is the policies' `on_error`, as on input.
+    `asked`: the project's policy asks for the external classifier always (`chain`)."""
     try:
-        found = await moderator.classify_output(text, policies)
+        found = await moderator.classify_output(text, asked=asked)
     except ClassifierFailed as failed:
         decided = decide_output(list(policies), facts, text, decision)
         outcome = ModerationOutcome(Classification(), "builtin", error=failed.kind,

@@ -137,9 +137,10 @@ class Moderator:
     # --- requests ---------------------------------------------------------------------------
 
     async def classify_request(self, policies: Sequence[dsl.CompiledPolicy],
-                               facts: dsl.RequestFacts, body: dict[str, Any]
-                               ) -> ModerationOutcome:
-        """The input classification `policies` evaluate `facts` on; `body` for its images."""
+                               facts: dsl.RequestFacts, body: dict[str, Any], *,
+                               asked: bool = False) -> ModerationOutcome:
+        """The input classification `policies` evaluate `facts` on; `body` for its images.
+        `asked`: the project's policy asks for the external classifier always (`chain`)."""
         category_surface = facts.surface in CATEGORY_SURFACES
         needed = texts_needed(policies, category_surface=category_surface,
                               always_blocked=bool(self.settings.always_blocked),
@@ -157,7 +158,7 @@ class Moderator:
             return self._failed(builtin, len(images), "too_many_images")
         try:
             scores, image_scores, unmapped = await self._external(
-                {t: raw[t] for t in needed}, images, builtin, self._asked_for(policies))
+                {t: raw[t] for t in needed}, images, builtin, asked)
         except ClassifierFailed as failed:
             return self._failed(builtin, len(images), failed.kind)
         classes = {text: Classification(
@@ -169,28 +170,25 @@ class Moderator:
         return self._unchecked_images(outcome, [
             image for image in images if image.url is None or not self.client.settings.images])
 
-    async def classify_output(self, text: str,
-                              policies: Sequence[dsl.CompiledPolicy] = ()) -> Classification:
+    async def classify_output(self, text: str, *, asked: bool = False) -> Classification:
         """The output text's classification (raises ClassifierFailed)."""
         builtin = dsl.classify(text)
         if self.client is None:
             return builtin
-        scores, _, _ = await self._external({"output": text}, [], {"output": builtin},
-                                            self._asked_for(policies))
+        scores, _, _ = await self._external({"output": text}, [], {"output": builtin}, asked)
         return Classification(MappingProxyType(merged(
             builtin.categories if self._chain else {}, scores.get("output", {}))), builtin.pii)
 
     # --- internals --------------------------------------------------------------------------
 
+    def asks_external(self, policy_id: str | None) -> bool:
+        """`chain`: whether the project's policy `policy_id` (registered, never an inline one:
+        callers name those) asks for the external classifier always (`chain_policies`)."""
+        return self._chain and policy_id in self.settings.chain_policies
+
     @property
     def _chain(self) -> bool:
         return self.settings.classifier == "chain"
-
-    def _asked_for(self, policies: Sequence[dsl.CompiledPolicy]) -> bool:
-        """`chain`: whether a policy asks for the external classifier always
-        (`chain_policies`)."""
-        return self._chain and any(p.policy_id in self.settings.chain_policies
-                                   for p in policies)
 
     def _failed(self, builtin: dict[str, Classification], images: int, kind: str
                 ) -> ModerationOutcome:

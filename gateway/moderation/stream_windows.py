@@ -88,8 +88,9 @@ class WindowedStream:
         window, self._checked = self._text[start:], len(self._text)
         self.windows += 1
         gov = self.governor.governance
-        decision, found = await moderated_output(self._moderator, self._policies, self._facts,
-                                                 window, gov.decision, self._input)
+        decision, found = await moderated_output(
+            self._moderator, self._policies, self._facts, window, gov.decision, self._input,
+            asked=self._moderator.asks_external(gov.policy_id))
         # Redaction is the stream monitor's (it counts what it redacts); a window only decides.
         decision = dataclasses.replace(decision, redacted_spans=gov.decision.redacted_spans)
         gov.moderation = with_output_record(gov.moderation, found)

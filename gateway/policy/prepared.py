@@ -124,8 +124,9 @@ async def decide_moderated(adapter: Adapter, caller: Caller, request: PreparedRe
                            rollout: RolloutOf, moderator: Moderator) -> Governance:
     """`decide`, after the configured classifier (possibly a network call) classified the
     texts and images the policies read."""
-    moderation = await moderator.classify_request(request.policies, request.facts,
-                                                  request.forward)
+    moderation = await moderator.classify_request(
+        request.policies, request.facts, request.forward,
+        asked=moderator.asks_external(request.loaded.policy_id))
     return decide(adapter, caller, request, rollout, moderation)
 
 
@@ -162,8 +163,9 @@ async def simulate_moderated(adapter: Adapter, caller: Caller, request: Prepared
                              shown: ShowEscalation, moderator: Moderator) -> tuple[JSON, JSON]:
     """`simulate` on the configured classifier's categories, as a governed request gets them
     (an external classifier is called, through its cache and breaker)."""
-    moderation = await moderator.classify_request(request.policies, request.facts,
-                                                  request.forward)
+    moderation = await moderator.classify_request(
+        request.policies, request.facts, request.forward,
+        asked=moderator.asks_external(request.loaded.policy_id))
     return simulate(adapter, caller, request, preview, always_blocked, shown, moderation)
 
 

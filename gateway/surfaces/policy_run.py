@@ -167,7 +167,7 @@ class GovernedRun:
             if reads_output_categories(self.state.moderator, policies, facts):
                 decision, found = await moderated_output(
                     self.state.moderator, policies, facts, text, gov.decision,
-                    self.classification)
+                    self.classification, asked=self.state.moderator.asks_external(gov.policy_id))
                 gov.moderation = with_output_record(gov.moderation, found)
                 outputs = [decision]
             else:

@@ -93,3 +93,25 @@ def test_v1_inline_policies_never_take_images_for_moderated(moderated: Factory) 
     assert reply.status_code == 403, reply.text
     reply = post(gw, "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": image})
     assert reply.status_code == 200  # no policy on the plain proxy: nothing requires it
+
+
+def test_chain_policies_ask_for_the_external_classifier(moderated: Factory,
+                                                        moderation: MockModeration) -> None:
+    section = {**openai_section(moderation), "classifier": "chain",
+               "chain_policies": ["categories", "inline"]}
+    gw = moderated(section)
+    text = "I will kill you, you idiot [[violence=0.9]]"  # the lexicon finds harassment
+    reply = post(gw, "/policy/v1/chat/completions", {"model": "gpt-4o-mini",
+                                                     "messages": user(text)})
+    assert reply.status_code == 403, reply.text
+    policy = reply.json()["policy"]
+    assert policy["reason_code"] == "VIOLENCE"  # the external classifier's score
+    assert policy["moderation"]["classifier"] == "builtin+openai"
+    assert [text] in moderation.inputs()
+    # An inline policy's id is the caller's choice: naming a listed one asks for nothing.
+    gw = moderated({**section, "chain_policies": ["inline"]})
+    moderation.reset()
+    reply = post(gw, "/policy/v1/chat/completions", {
+        "model": "gpt-4o-mini", "messages": user(text + " again"),
+        "policy": INLINE % "refuse"})
+    assert moderation.inputs() == []
