@@ -39,6 +39,8 @@ class WindowedStream:
         self._facts = facts
         self._input = input_classification
         self._interval = moderator.settings.stream_interval_chars
+        #: The text not classified yet, after the end of the last window (classified again
+        #: with the next one); what came before is dropped, so a long stream costs no more.
         self._text = ""
         self._checked = 0  # characters of `_text` classified so far
         #: Bytes for the client whose text is not classified yet (enforced streams only).
@@ -84,8 +86,9 @@ class WindowedStream:
         final = final or self.governor.stopped
         if fresh <= 0 or (fresh < self._interval and not final):
             return self._release() if fresh <= 0 and final else b""
-        start = max(self._checked - self._interval // OVERLAP_FRACTION, 0)
-        window, self._checked = self._text[start:], len(self._text)
+        window, overlap = self._text, self._interval // OVERLAP_FRACTION
+        self._text = window[-overlap:] if overlap else ""
+        self._checked = len(self._text)
         self.windows += 1
         gov = self.governor.governance
         decision, found = await moderated_output(
