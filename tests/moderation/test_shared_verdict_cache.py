@@ -8,11 +8,15 @@ import json
 from typing import Any
 
 import httpx
+import trio
+import trio.testing
 from redis_server import RedisServer
 
 import dsl
+from gateway.errors import SharedStateUnavailable
 from gateway.moderation import ModerationSettings, Moderator
-from gateway.moderation.shared_cache import LayeredCache
+from gateway.moderation.shared_cache import RETRY_AFTER, LayeredCache, RedisVerdictCache
+from gateway.moderation.verdicts import Verdict
 from gateway.redis_link import RedisLink, RedisSettings
 from tests.moderation_e2e.mock_moderation import moderation_result
 
@@ -123,3 +127,30 @@ async def test_a_redis_that_is_down_costs_only_a_call(redis: RedisServer) -> Non
     assert len(endpoint.calls) == 2
     redis.start()
     await close(moderator)
+
+
+class FailingLink:
+    """A Redis link whose every command fails (as one that hangs past its timeout)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def key(self, *parts: str) -> str:
+        return ":".join(parts)
+
+    async def call(self, command: Any) -> Any:
+        self.calls += 1
+        raise SharedStateUnavailable("Redis at redis://x is unavailable: timed out")
+
+
+async def test_after_a_failure_redis_is_left_alone_for_a_while(
+        autojump_clock: trio.testing.MockClock) -> None:
+    link = FailingLink()
+    cache = RedisVerdictCache(link, 60)  # type: ignore[arg-type]
+    assert await cache.get("k") is None and link.calls == 1
+    for _ in range(5):
+        assert await cache.get("k") is None
+        await cache.put("k", Verdict({"hate": 0.5}))
+    assert link.calls == 1 and cache.resting
+    await trio.sleep(RETRY_AFTER + 0.1)
+    assert not cache.resting and await cache.get("k") is None and link.calls == 2
