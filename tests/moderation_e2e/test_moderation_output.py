@@ -8,6 +8,7 @@ import json
 import random
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -120,3 +121,25 @@ def test_no_text_of_a_flagged_window_reaches_the_sdk(moderated: Factory,
     assert text.startswith(got) and "[[" not in got
     flagged = next(w[0] for w in output_calls(moderation) if "[[" in w[0])
     assert len(got) <= text.index(flagged)  # nothing of the flagged window went out
+
+
+def test_no_text_of_a_flagged_window_reaches_the_anthropic_sdk(moderated: Factory,
+                                                               moderation: MockModeration
+                                                               ) -> None:
+    gw = moderated({**openai_section(moderation), "stream_interval_chars": 600})
+    text = "".join(f"word{i:03d} " for i in range(140)) + "[[harassment=0.9]] " + "".join(
+        f"tail{i:03d} " for i in range(100))
+    chunks = [text[i:i + 37] for i in range(0, len(text), 37)]
+    client = anthropic.Anthropic(base_url=gw.url + "/policy", api_key=gw.key, max_retries=0,
+                                 default_headers={"x-mock-scenario": json.dumps(
+                                     {"chunks": chunks, "mode": "slow", "delay": 0.002})})
+    got = ""
+    with client, pytest.raises(anthropic.APIStatusError) as ended:
+        with client.messages.stream(model="claude-sonnet-5-5", max_tokens=1024, messages=[
+                {"role": "user", "content": "tell me"}]) as stream:
+            for delta in stream.text_stream:
+                got += delta
+    assert "policy_refused" in str(ended.value.body)
+    assert text.startswith(got) and "[[" not in got
+    flagged = next(w[0] for w in output_calls(moderation) if "[[" in w[0])
+    assert len(got) <= text.index(flagged)
