@@ -22,6 +22,7 @@ from typing import Any
 import dsl
 from gateway.moderation.output import moderated_output, with_output_record
 from gateway.moderation.service import Moderator
+from gateway.policy.governance import combine
 from gateway.policy.stream import StreamGovernor
 from gateway.upstream.sse import Frame
 
@@ -48,6 +49,9 @@ class WindowedStream:
         #: The governor's last sequence number when the pending bytes began: a refusal's
         #: termination frame must follow the last number the client got.
         self._released_number: int | None = None
+        #: What the windows decided, kept: the built-in monitor, which knows only its own
+        #: evidence, updates the decision at each block's end (in shadow the stream goes on).
+        self._decided: dsl.Decision | None = None
         #: How many windows were classified (tests and benchmarks read it).
         self.windows = 0
 
@@ -65,6 +69,7 @@ class WindowedStream:
         if not self._pending:
             self._released_number = self.governor.last_sequence_number
         out = self.governor.feed(frame, payload)
+        self._keep_decided()
         if not self._holding or not (self._pending or len(self._text) > self._checked):
             return out  # shadow, or no unclassified text yet (the stream's opening frames)
         if out:
@@ -73,7 +78,10 @@ class WindowedStream:
 
     def finish(self) -> bytes:
         # Everything fed was classified by the final checkpoint: the governor's tail may go.
-        return self._release() + self.governor.finish()
+        released = self._release()
+        tail = self.governor.finish()
+        self._keep_decided()
+        return released + tail
 
     def error_extra(self) -> Mapping[str, Any] | None:
         return self.governor.error_extra()
@@ -102,7 +110,13 @@ class WindowedStream:
                 self._pending.clear()  # nothing of the flagged window goes out
                 return self.governor.stop_with(decision, last_number=self._released_number)
             gov.update(decision)
+            self._decided = decision
         return self._release()
+
+    def _keep_decided(self) -> None:
+        gov = self.governor.governance
+        if self._decided is not None and gov.decision.severity < self._decided.severity:
+            gov.update(combine(gov.decision, self._decided))
 
     def _release(self) -> bytes:
         out = b"".join(self._pending)

@@ -66,7 +66,7 @@ def upstream_frames(surface: str, chunks: list[str]) -> list[tuple[Frame, Any]]:
     return [(f, None if f.data == "[DONE]" else orjson.loads(f.data or "")) for f in frames]
 
 
-def windowed(surface: str, classifier: Classifier, interval: int
+def windowed(surface: str, classifier: Classifier, interval: int, *, enforced: bool = True
              ) -> tuple[WindowedStream, Moderator]:
     facts = dsl.RequestFacts(surface=surface, model="m", stream=True)
     decision = POLICY.evaluate_input(facts, dsl.classify(""))
@@ -74,9 +74,10 @@ def windowed(surface: str, classifier: Classifier, interval: int
         policy_id="p", policy_revision=1, policy_name="P", data_classification="internal",
         project_id="proj_x", project_label="X", account_id="acct_x", user_id="key:k",
         policy_target=surface, policy_user=None, quota_subject="key:k", surface=surface,
-        model="m", stream=True, decision=decision, enforced=True, rollout_mode="enforced")
+        model="m", stream=True, decision=decision, enforced=enforced,
+        rollout_mode="enforced" if enforced else "shadow")
     governor = StreamGovernor(APIS[surface][0], governance,
-                              lambda d: POLICY.output_monitor(facts, d, True))
+                              lambda d: POLICY.output_monitor(facts, d, enforced))
     moderator = Moderator(ModerationSettings.from_mapping({
         "classifier": "openai", "stream_interval_chars": interval,
         "openai": {"base_url": "http://moderation.test/v1"}}), {},
@@ -195,3 +196,29 @@ def test_a_stream_the_built_in_monitor_stops_is_classified_before_its_last_text_
         assert got == "" and b'"triggered_categories":["harassment"]' in sent
     else:
         assert len(got) >= 200 and words.startswith(got) and b"LEAK" in sent
+
+
+def test_in_shadow_nothing_is_held_and_the_verdict_is_kept() -> None:
+    text = "".join(WORDS[:200]) + FLAG + " " + "".join(WORDS[200:260])
+    classifier = Classifier()
+    stream, moderator = windowed("chat.completions", classifier, 100, enforced=False)
+
+    async def main() -> list[bytes]:
+        try:
+            out = []
+            for frame, payload in upstream_frames("chat.completions", cuts(text, list(
+                    range(0, 2000, 9)))):
+                out.append(stream.feed(frame, payload) + await stream.checkpoint())
+            out.append(await stream.checkpoint(final=True) + stream.finish())
+            return out
+        finally:
+            await moderator.aclose()
+
+    sent = trio.run(main)
+    assert client_text("chat.completions", b"".join(sent)) == text  # shadow stops nothing
+    assert not stream.stopped and stream.windows >= len(text) // 100
+    # The window's verdict outlives the built-in monitor's own at the block's end.
+    decision = stream.governor.governance.decision
+    assert (decision.decision, decision.reason_code) == ("refuse", "HARASSING_OUTPUT")
+    last_policy = b"".join(sent).rsplit(b'"policy":', 1)[1]
+    assert b'"decision":"refuse","effective_decision":"allow"' in last_policy
