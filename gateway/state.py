@@ -91,7 +91,7 @@ class GatewayState:
             JwtVerifier(JwtSettings.from_mapping(config.jwt, os.environ)) if config.jwt else None)
         #: The classifier a policy's category facts come from (docs/classifiers.md).
         self.moderator = Moderator(ModerationSettings.from_mapping(config.moderation),
-                                   os.environ, transport=transport)
+                                   os.environ, transport=transport, redis=self.redis)
         #: Auto-rollback windows summed across replicas in Redis when it is configured.
         self.rollouts = Rollouts(
             lambda event: self.events.emit(event), self._old_revision,

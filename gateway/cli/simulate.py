@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -68,9 +69,10 @@ def _run_simulation(config: Config, body: dict[str, Any]) -> tuple[dict[str, Any
     it recorded (the simulation event, and revisions if this load recorded any)."""
     from gateway.identity.credentials import resolve_project
     from gateway.identity.keys import Caller, IdentityCache
+    from gateway.moderation import ModerationSettings, Moderator
     from gateway.policy.governance import GatewayFields
     from gateway.policy.inline import InlineBudget, InlinePolicies
-    from gateway.policy.prepared import prepare_request, simulate, simulated_adapter
+    from gateway.policy.prepared import prepare_request, simulate_moderated, simulated_adapter
     from gateway.policy.rollouts import Rollouts
 
     db = database(config)
@@ -93,10 +95,21 @@ def _run_simulation(config: Config, body: dict[str, Any]) -> tuple[dict[str, Any
         escalation = escalation_settings(config)
         inline = InlinePolicies(InlineBudget.from_mapping(config.inline_policy), escalation)
         adapter = simulated_adapter({}, body)
-        # An inline policy in the body compiles as the server compiles it (on a thread).
-        request = trio.run(prepare_request, adapter, {}, body, caller, resolve, inline.compile)
-        answer, event = simulate(adapter, caller, request, rollouts.preview,
-                                 config.always_blocked_categories, escalation.shown)
+        # The configured classifier, as the server asks it (an external one over the network).
+        moderator = Moderator(ModerationSettings.from_mapping(config.moderation), os.environ)
+
+        async def run() -> tuple[dict[str, Any], dict[str, Any]]:
+            try:
+                # An inline policy in the body compiles as the server compiles it (on a thread).
+                request = await prepare_request(adapter, {}, body, caller, resolve,
+                                                inline.compile)
+                return await simulate_moderated(
+                    adapter, caller, request, rollouts.preview,
+                    config.always_blocked_categories, escalation.shown, moderator)
+            finally:
+                await moderator.aclose()
+
+        answer, event = trio.run(run)
         events.append(event)
     finally:
         db.conn.close()

@@ -108,9 +108,14 @@ class ModerationSection(Section):
         "builtin", description="where a policy's category facts come from")
     chain_external: Literal["openai", "llama_guard"] = Field(
         "openai", description="with `chain`: the external classifier asked after builtin")
+    chain_policies: list[str] = Field(
+        [], description="with `chain`: policies whose category rules always get the external "
+                        "classifier")
     unmoderated_images: Literal["on_error", "refuse", "allow"] = Field(
         "on_error", description="images no classifier can see")
     cache_entries: NonNegativeInt = Field(10_000, description="results remembered per worker")
+    cache_ttl: PositiveInt = Field(
+        86_400, description="seconds a result stays in the cache shared in Redis")
     breaker_failures: PositiveInt = Field(5, description="failures that open the breaker")
     breaker_cooldown: PositiveSeconds = Field(30.0, description="seconds the breaker stays open")
     stream_interval_chars: PositiveInt = Field(

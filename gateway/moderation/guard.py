@@ -25,8 +25,8 @@ def content_key(classifier: str, model: str, kind: str, content: str) -> str:
 
 
 class VerdictCache(Protocol):
-    """Where verdicts are remembered. Async, so that a shared store (Redis) can stand in for the
-    in-memory one without touching the callers."""
+    """Where verdicts are remembered: the in-memory LRU, or it in front of Redis
+    (gateway/moderation/shared_cache.py). Async, for the shared store's sake."""
 
     async def get(self, key: str) -> Verdict | None: ...
 
@@ -56,8 +56,6 @@ class MemoryCache:
         self._entries.move_to_end(key)
         while len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
-
-
 
 
 class CircuitBreaker:

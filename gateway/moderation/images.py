@@ -1,5 +1,7 @@
-"""Image parts of chat completions and messages request bodies, as URLs a classifier accepts
-(a remote URL as given, base64 data as a `data:` URL)."""
+"""Image parts of chat completions, messages and responses request bodies, as URLs a classifier
+accepts (a remote URL as given, base64 data as a `data:` URL). An image referred to by a file
+id has no URL a classifier could fetch: it is kept with `url` None, so that it is never taken
+for a moderated one."""
 
 from __future__ import annotations
 
@@ -7,34 +9,38 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-IMAGE_SURFACES = frozenset({"chat.completions", "messages"})
+IMAGE_SURFACES = frozenset({"chat.completions", "messages", "responses"})
 
 
 @dataclass(frozen=True, slots=True)
 class ImagePart:
-    url: str
+    #: None: an uploaded file (by id) the classifier cannot be sent.
+    url: str | None
     #: In the last user message: its categories count for `last_user` tests too.
     in_last_user: bool
 
 
 def image_parts(surface: str, body: dict[str, Any]) -> list[ImagePart]:
-    """Every image part of the request's messages (tool results included), in order."""
+    """Every image part of the request's messages or input items (tool results included), in
+    order."""
     if surface not in IMAGE_SURFACES:
         return []
-    messages = body.get("messages")
-    if not isinstance(messages, list):
+    turns = body.get("input" if surface == "responses" else "messages")
+    if not isinstance(turns, list):
         return []
-    last_user = max((i for i, m in enumerate(messages)
+    last_user = max((i for i, m in enumerate(turns)
                      if isinstance(m, dict) and m.get("role") == "user"), default=-1)
     found = []
-    for index, message in enumerate(messages):
-        if isinstance(message, dict):
-            for url in _urls(message.get("content")):
+    for index, turn in enumerate(turns):
+        if isinstance(turn, dict):
+            content = turn.get("output") if turn.get("type") == "function_call_output" else (
+                turn.get("content"))
+            for url in _urls(content):
                 found.append(ImagePart(url, index == last_user))
     return found
 
 
-def _urls(content: Any) -> Iterator[str]:
+def _urls(content: Any) -> Iterator[str | None]:
     if not isinstance(content, list):
         return
     for part in content:
@@ -46,21 +52,27 @@ def _urls(content: Any) -> Iterator[str]:
             url = image.get("url") if isinstance(image, dict) else image
             if isinstance(url, str) and url:
                 yield url
-        elif kind == "image":  # messages
-            url = _source_url(part.get("source"))
-            if url:
+        elif kind == "input_image":  # responses: a URL or data URL, or an uploaded file's id
+            url = part.get("image_url")
+            if isinstance(url, str) and url:
                 yield url
+            elif part.get("file_id"):
+                yield None
+        elif kind == "image":  # messages
+            yield from _source_url(part.get("source"))
         elif kind == "tool_result":
             yield from _urls(part.get("content"))
 
 
-def _source_url(source: Any) -> str | None:
+def _source_url(source: Any) -> Iterator[str | None]:
     if not isinstance(source, dict):
-        return None
-    if source.get("type") == "url" and isinstance(source.get("url"), str):
-        return str(source["url"])
-    if source.get("type") == "base64" and isinstance(source.get("data"), str):
+        return
+    kind = source.get("type")
+    if kind == "url" and isinstance(source.get("url"), str):
+        yield str(source["url"])
+    elif kind == "base64" and isinstance(source.get("data"), str):
         media = source.get("media_type") if isinstance(source.get("media_type"), str) else (
             "image/png")
-        return f"data:{media};base64,{source['data']}"
-    return None
+        yield f"data:{media};base64,{source['data']}"
+    elif kind == "file":  # an uploaded file, by id
+        yield None

@@ -1,9 +1,7 @@
 """Output text through the configured classifier: the whole answer at once, and a stream in
 windows of `stream_interval_chars` (never per frame: each window is one call).
 
-A stream's external windows are checked after the window's text was relayed: the built-in
-classifier still holds back and checks every window as before, but an external verdict stops
-the stream only from the next frame on (at most one interval of text reached the client).
+A stream's windows are held back until their verdict (gateway/moderation/stream_windows.py).
 """
 
 from __future__ import annotations
@@ -14,26 +12,30 @@ from typing import Any
 
 import dsl
 from dsl.classifiers import Classification
+from dsl.decision import CATEGORY_SURFACES
 from gateway.errors import ClassifierFailed
 from gateway.moderation.policy_texts import category_texts
 from gateway.moderation.service import CLASSIFIER_ERROR, ModerationOutcome, Moderator
 from gateway.policy.decide import decide_output
 
 
-def reads_output_categories(moderator: Moderator,
-                            policies: Sequence[dsl.CompiledPolicy]) -> bool:
-    """True when an external classifier must look at the output."""
-    return moderator.client is not None and any(
+def reads_output_categories(moderator: Moderator, policies: Sequence[dsl.CompiledPolicy],
+                            facts: dsl.RequestFacts) -> bool:
+    """True when an external classifier must look at the output: a rule tests an output
+    category, on a surface where category rules apply (else nothing is sent)."""
+    return moderator.client is not None and facts.surface in CATEGORY_SURFACES and any(
         "output" in category_texts(p) for p in policies)
 
 
 async def moderated_output(moderator: Moderator, policies: Sequence[dsl.CompiledPolicy],
                            facts: dsl.RequestFacts, text: str, decision: dsl.Decision,
-                           input_classification: Any) -> tuple[dsl.Decision, dict[str, Any]]:
+                           input_classification: Any, *, asked: bool = False
+                           ) -> tuple[dsl.Decision, dict[str, Any]]:
     """`decision` after the output rules read `text` with the external classifier's output
-    categories, and the record of them. A failure is the policies' `on_error`, as on input."""
+    categories, and the record of them. A failure is the policies' `on_error`, as on input.
+    `asked`: the project's policy asks for the external classifier always (`chain`)."""
     try:
-        found = await moderator.classify_output(text)
+        found = await moderator.classify_output(text, asked=asked)
     except ClassifierFailed as failed:
         decided = decide_output(list(policies), facts, text, decision)
         outcome = ModerationOutcome(Classification(), "builtin", error=failed.kind,

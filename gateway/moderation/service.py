@@ -43,7 +43,9 @@ from gateway.moderation.guard import (
 from gateway.moderation.images import ImagePart, image_parts
 from gateway.moderation.policy_texts import texts_needed
 from gateway.moderation.settings import ModerationSettings
+from gateway.moderation.shared_cache import LayeredCache, RedisVerdictCache
 from gateway.moderation.verdicts import Verdict
+from gateway.redis_link import RedisLink
 
 log = logging.getLogger("gateway.moderation")
 CLASSIFIER_ERROR = "CLASSIFIER_ERROR"
@@ -103,10 +105,14 @@ class Moderator:
     """One per worker: the clients, cache and breaker of the configured classifier."""
 
     def __init__(self, settings: ModerationSettings, env: Mapping[str, str], *,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 redis: RedisLink | None = None) -> None:
         self.settings = settings
         self.observer: ModerationObserver = NoObserver()
-        self.cache: VerdictCache = MemoryCache(settings.cache_entries)
+        memory = MemoryCache(settings.cache_entries)
+        #: With `[redis]`, results are shared by replicas; the worker's LRU stays in front.
+        self.cache: VerdictCache = memory if redis is None else LayeredCache(
+            memory, RedisVerdictCache(redis, settings.cache_ttl))
         external = settings.external
         self.client: ClassifierClient | None = None
         self.breaker: CircuitBreaker | None = None
@@ -131,9 +137,10 @@ class Moderator:
     # --- requests ---------------------------------------------------------------------------
 
     async def classify_request(self, policies: Sequence[dsl.CompiledPolicy],
-                               facts: dsl.RequestFacts, body: dict[str, Any]
-                               ) -> ModerationOutcome:
-        """The input classification `policies` evaluate `facts` on; `body` for its images."""
+                               facts: dsl.RequestFacts, body: dict[str, Any], *,
+                               asked: bool = False) -> ModerationOutcome:
+        """The input classification `policies` evaluate `facts` on; `body` for its images.
+        `asked`: the project's policy asks for the external classifier always (`chain`)."""
         category_surface = facts.surface in CATEGORY_SURFACES
         needed = texts_needed(policies, category_surface=category_surface,
                               always_blocked=bool(self.settings.always_blocked),
@@ -151,7 +158,7 @@ class Moderator:
             return self._failed(builtin, len(images), "too_many_images")
         try:
             scores, image_scores, unmapped = await self._external(
-                {t: raw[t] for t in needed}, images, builtin)
+                {t: raw[t] for t in needed}, images, builtin, asked)
         except ClassifierFailed as failed:
             return self._failed(builtin, len(images), failed.kind)
         classes = {text: Classification(
@@ -160,18 +167,24 @@ class Moderator:
                                     *(s for image, s in image_scores if _counts_for(image, text)))),
             builtin[text].pii) for text in builtin}
         outcome = _outcome(classes, self.name, len(images), unmapped=unmapped)
-        return self._unchecked_images(outcome, [] if self.client.settings.images else images)
+        return self._unchecked_images(outcome, [
+            image for image in images if image.url is None or not self.client.settings.images])
 
-    async def classify_output(self, text: str) -> Classification:
+    async def classify_output(self, text: str, *, asked: bool = False) -> Classification:
         """The output text's classification (raises ClassifierFailed)."""
         builtin = dsl.classify(text)
         if self.client is None:
             return builtin
-        scores, _, _ = await self._external({"output": text}, [], {"output": builtin})
+        scores, _, _ = await self._external({"output": text}, [], {"output": builtin}, asked)
         return Classification(MappingProxyType(merged(
             builtin.categories if self._chain else {}, scores.get("output", {}))), builtin.pii)
 
     # --- internals --------------------------------------------------------------------------
+
+    def asks_external(self, policy_id: str | None) -> bool:
+        """`chain`: whether the project's policy `policy_id` (registered, never an inline one:
+        callers name those) asks for the external classifier always (`chain_policies`)."""
+        return self._chain and policy_id in self.settings.chain_policies
 
     @property
     def _chain(self) -> bool:
@@ -195,23 +208,25 @@ class Moderator:
             refuse=self.settings.unmoderated_images == "refuse")
 
     async def _external(self, texts: dict[str, str], images: list[ImagePart],
-                        builtin: dict[str, Classification]
+                        builtin: dict[str, Classification], asked: bool = False
                         ) -> tuple[dict[str, dict[str, float]],
                                    list[tuple[ImagePart, dict[str, float]]], tuple[str, ...]]:
         """External scores per text and per image. Chain: only texts the built-in classifier
-        found nothing in are sent."""
+        found nothing in are sent, unless a policy `asked` for the external one always."""
         assert self.client is not None
         send = {name: text for name, text in texts.items() if text.strip() and not (
-            self._chain and builtin[name].triggered(CATEGORY_THRESHOLD))}
+            self._chain and not asked and builtin[name].triggered(CATEGORY_THRESHOLD))}
         distinct = list(dict.fromkeys(send.values()))
-        client_images = images if self.client.settings.images else []
+        client_images = [image for image in images if image.url is not None] if (
+            self.client.settings.images) else []
         verdicts: dict[str, Verdict] = {}
         image_verdicts: list[Verdict | None] = [None] * len(client_images)
 
         async def classify_texts() -> None:
             verdicts.update(await self._cached("text", distinct))
 
-        async def classify_image(index: int, url: str) -> None:
+        async def classify_image(index: int, url: str | None) -> None:
+            assert url is not None  # images without a URL are never sent
             image_verdicts[index] = (await self._cached("image", [url]))[url]
 
         with first_failure():

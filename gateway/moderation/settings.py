@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dsl.classifiers import CATEGORIES
+from dsl.vocabulary import POLICY_ID
 
 CLASSIFIERS = ("builtin", "openai", "llama-guard", "chain")
 #: What happens to image parts when the classifier in force cannot see images.
@@ -52,8 +53,13 @@ class ModerationSettings:
         default_factory=lambda: _external("llama_guard", {}))
     #: `chain`: which external classifier follows the built-in one.
     chain_external: str = "openai"
+    #: `chain`: ids of the policies that ask for the external classifier always (the texts
+    #: their category rules read are sent even when the built-in classifier found something).
+    chain_policies: frozenset[str] = frozenset()
     #: Entries of the in-memory result cache (0 disables it).
     cache_entries: int = 10_000
+    #: Seconds a result stays in the cache shared by replicas (Redis, when `[redis]` is set).
+    cache_ttl: int = 86_400
     #: Circuit breaker: consecutive failures that open it, and seconds before one trial call.
     breaker_failures: int = 5
     breaker_cooldown: float = 30.0
@@ -77,7 +83,9 @@ class ModerationSettings:
         """Raises ValueError naming the offending key."""
         data = dict(data)
         known = {"classifier", "always_blocked", "unmoderated_images", "openai", "llama_guard",
-                 "chain_external", "cache_entries", "breaker_failures", "breaker_cooldown",
+                 "chain_external", "chain_policies", "cache_entries", "cache_ttl",
+                 "breaker_failures",
+                 "breaker_cooldown",
                  "stream_interval_chars", "max_images"}
         _no_unknown("moderation", data, known)
         classifier = _choice(data.get("classifier", "builtin"), CLASSIFIERS,
@@ -96,8 +104,12 @@ class ModerationSettings:
             llama_guard=_external("llama_guard", _table(data, "llama_guard")),
             chain_external=_choice(data.get("chain_external", "openai"),
                                    ("openai", "llama_guard"), "moderation.chain_external"),
+            chain_policies=_policy_ids(data.get("chain_policies", []),
+                                       "moderation.chain_policies"),
             cache_entries=_integer(data.get("cache_entries", 10_000), "moderation.cache_entries",
                                    minimum=0),
+            cache_ttl=_integer(data.get("cache_ttl", 86_400), "moderation.cache_ttl",
+                               minimum=1),
             breaker_failures=_integer(data.get("breaker_failures", 5),
                                       "moderation.breaker_failures", minimum=1),
             breaker_cooldown=_seconds(data.get("breaker_cooldown", 30.0),
@@ -129,6 +141,13 @@ def _external(name: str, table: Mapping[str, Any]) -> ExternalClassifier:
         max_concurrency=_integer(spec.get("max_concurrency", 16), f"{where}.max_concurrency",
                                  minimum=1),
         images=spec.get("images", False), logprobs=spec.get("logprobs", False))
+
+
+def _policy_ids(value: Any, name: str) -> frozenset[str]:
+    if not isinstance(value, list) or not all(
+            isinstance(v, str) and POLICY_ID.match(v) for v in value):
+        raise ValueError(f"{name} must be a list of policy ids")
+    return frozenset(value)
 
 
 def _table(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:

@@ -124,8 +124,9 @@ async def decide_moderated(adapter: Adapter, caller: Caller, request: PreparedRe
                            rollout: RolloutOf, moderator: Moderator) -> Governance:
     """`decide`, after the configured classifier (possibly a network call) classified the
     texts and images the policies read."""
-    moderation = await moderator.classify_request(request.policies, request.facts,
-                                                  request.forward)
+    moderation = await moderator.classify_request(
+        request.policies, request.facts, request.forward,
+        asked=moderator.asks_external(request.loaded.policy_id))
     return decide(adapter, caller, request, rollout, moderation)
 
 
@@ -157,11 +158,24 @@ def simulated_adapter(headers: Mapping[str, str], body: JSON) -> Adapter:
     return adapter
 
 
+async def simulate_moderated(adapter: Adapter, caller: Caller, request: PreparedRequest,
+                             preview: RolloutOf, always_blocked: Collection[str],
+                             shown: ShowEscalation, moderator: Moderator) -> tuple[JSON, JSON]:
+    """`simulate` on the configured classifier's categories, as a governed request gets them
+    (an external classifier is called, through its cache and breaker)."""
+    moderation = await moderator.classify_request(
+        request.policies, request.facts, request.forward,
+        asked=moderator.asks_external(request.loaded.policy_id))
+    return simulate(adapter, caller, request, preview, always_blocked, shown, moderation)
+
+
 def simulate(adapter: Adapter, caller: Caller, request: PreparedRequest, preview: RolloutOf,
-             always_blocked: Collection[str], shown: ShowEscalation) -> tuple[JSON, JSON]:
+             always_blocked: Collection[str], shown: ShowEscalation,
+             moderation: ModerationOutcome | None = None) -> tuple[JSON, JSON]:
     """The decision for a request, without the upstream: (the answer, its simulation event).
-    `preview` must not count toward auto-rollback: a simulation is not a governed request."""
-    gov = decide(adapter, caller, request, preview)
+    `preview` must not count toward auto-rollback: a simulation is not a governed request.
+    Without `moderation`, the built-in classifier's categories."""
+    gov = decide(adapter, caller, request, preview, moderation)
     blocked = moderation_blocked(always_blocked, request.classification, request.facts)
     if blocked:
         gov.update(refusal(gov.decision, "MODERATION_BLOCKED", blocked))

@@ -134,9 +134,18 @@ class StreamGovernor:
         """The upstream stream ended normally: release whatever is still held back."""
         return self._close_all() if self._blocks and not self.stopped else b""
 
-    def stop_with(self, decision: dsl.Decision) -> bytes:
-        """End the stream now for `decision` (an external classifier's window check)."""
+    @property
+    def last_sequence_number(self) -> int | None:
+        """The sequence number of the last frame produced (numbered APIs only)."""
+        return self._last_number
+
+    def stop_with(self, decision: dsl.Decision, *, last_number: int | None = None) -> bytes:
+        """End the stream now for `decision` (an external classifier's window check).
+        `last_number`: the last sequence number the client got, when frames produced after it
+        were withheld (their window was flagged)."""
         self.governance.update(decision)
+        if last_number is not None:
+            self._last_number = last_number
         return self._stop()
 
     def error_extra(self) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from gateway.policy.prepared import (
     decide_moderated,
     governance_for,
     prepare_request,
-    simulate,
+    simulate_moderated,
     simulated_adapter,
 )
 from gateway.policy.records import policy_event
@@ -148,9 +148,10 @@ class PolicySurface:
         """A simulation as `caller` (the caller itself, or the project's account for an admin)."""
         adapter = simulated_adapter(headers, body)
         request = await self._prepare(adapter, headers, body, caller)
-        answer, event = simulate(adapter, caller, request, self.state.rollouts.preview,
-                                 self.state.config.always_blocked_categories,
-                                 self.state.escalation.shown)
+        answer, event = await simulate_moderated(
+            adapter, caller, request, self.state.rollouts.preview,
+            self.state.config.always_blocked_categories, self.state.escalation.shown,
+            self.state.moderator)
         self.state.events.emit(event)
         return Outbound.json(200, answer)
 

@@ -146,7 +146,7 @@ class GovernedRun:
                     end.status, end.outcome, governor.counts()))
 
             transform: StreamGovernor | WindowedStream = governor
-            if reads_output_categories(self.state.moderator, policies):
+            if reads_output_categories(self.state.moderator, policies, facts):
                 transform = WindowedStream(governor, self.state.moderator, policies, facts,
                                            classification)
             return Outbound(status=response.status_code, headers=headers,
@@ -175,10 +175,10 @@ class GovernedRun:
         payload = self._judge_tool_calls(payload)
         if any(p.has_output_rules for p in policies):
             text = adapter.output_text(payload)
-            if reads_output_categories(self.state.moderator, policies):
+            if reads_output_categories(self.state.moderator, policies, facts):
                 decision, found = await moderated_output(
                     self.state.moderator, policies, facts, text, gov.decision,
-                    self.classification)
+                    self.classification, asked=self.state.moderator.asks_external(gov.policy_id))
                 gov.moderation = with_output_record(gov.moderation, found)
                 outputs = [decision]
             else:

@@ -10,6 +10,7 @@ into the answer, ever. An inline `policy` is decided on the same path as `/polic
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import orjson
 
@@ -58,7 +59,7 @@ async def proxy_api(state: GatewayState, adapter: Adapter, inbound: Inbound, *,
         # Compiled off the event loop, within the inline budget (gateway/policy/inline.py).
         inline = (await state.inline_policies.compile(body["policy"], surface="v1")
                   if body.get("policy") is not None else None)
-        governed_body = _govern_inline(state, adapter, forward, inline)
+        governed_body = await _govern_inline(state, adapter, forward, inline)
         if isinstance(governed_body, Outbound):
             return governed_body
         forward = governed_body
@@ -72,19 +73,29 @@ async def proxy_api(state: GatewayState, adapter: Adapter, inbound: Inbound, *,
                                          state.config.timeouts))
 
 
-def _govern_inline(state: GatewayState, adapter: Adapter, forward: JSON,
-                   inline: dsl.CompiledPolicy | None) -> JSON | Outbound:
+async def _govern_inline(state: GatewayState, adapter: Adapter, forward: JSON,
+                         inline: dsl.CompiledPolicy | None) -> JSON | Outbound:
     """Always-blocked categories, and an inline `policy` evaluated and enforced for this one
-    request (SPEC §5.5, §5.10). Nothing is added to the answer unless it is refused. `forward`
-    is the body without the gateway's fields."""
+    request. Nothing is added to the answer unless it is refused. `forward` is the body without
+    the gateway's fields. The categories come from the configured classifier; when an external
+    one fails, the inline policy's `on_error` decides, and without one the built-in
+    classification stands."""
     facts = request_facts(adapter, forward)
-    classification = dsl.classify(facts.input_text, pii=inline is not None)
+    policies = [inline] if inline is not None else []
+    moderation = None
+    if inline is None and state.moderator.client is None:
+        classification: Any = dsl.classify(facts.input_text, pii=False)
+    else:
+        moderation = await state.moderator.classify_request(policies, facts, forward)
+        classification = moderation.classification
     blocked = moderation_blocked(state.config.always_blocked_categories, classification, facts)
     if blocked:
         raise ModerationBlocked(f"The request was blocked for category '{blocked[0]}'.")
     if inline is None:
         return forward
-    decision = decide_input([inline], facts, classification)
+    decision = decide_input(policies, facts, classification)
+    if moderation is not None:
+        decision = moderation.applied(decision, policies)
     obligations = decision.obligations
     if decision.decision == "refuse":
         raise PolicyRefused(obligations.message or "The request was refused by policy.")

@@ -37,7 +37,8 @@ class FrameTransform(Protocol):
     """What a surface does to each relayed frame (sans-I/O). A transform may also have
     `async checkpoint(final=False) -> bytes`, awaited after each batch and once before
     `finish()` (an external classifier's window check, gateway/moderation/stream_windows.py);
-    the bytes it returns end the stream when it set `stopped`."""
+    the bytes it returns go to the client: frames it held until their window's verdict, or the
+    stream's ending when it set `stopped`."""
 
     @property
     def stopped(self) -> bool:

@@ -221,6 +221,31 @@ async def test_chain_sends_only_what_builtin_found_nothing_in() -> None:
     await mod.aclose()
 
 
+async def test_chain_asks_the_external_classifier_when_the_policy_asks() -> None:
+    recorder = Recorder()
+    mod = moderator(recorder, classifier="chain", chain_policies=["p"])
+    assert mod.asks_external("p") and not mod.asks_external("q")
+    text = "I will kill you, you idiot [[hate=0.8]]"  # the lexicon finds harassment
+    outcome = await mod.classify_request([POLICY], facts(text), {})
+    assert recorder.bodies == [] and "hate" not in outcome.scores
+    outcome = await mod.classify_request([POLICY], facts(text), {}, asked=True)
+    assert recorder.bodies == [{"model": "omni-moderation-latest", "input": [text]}]
+    assert outcome.scores["hate"] == 0.8 and outcome.scores["harassment"] >= 0.5  # both kept
+    output = "you idiot, I will kill you [[hate=0.6]]"
+    assert "hate" not in (await mod.classify_output(output)).categories
+    assert (await mod.classify_output(output, asked=True)).categories["hate"] == 0.6
+    assert len(recorder.bodies) == 2
+    await mod.aclose()
+    assert not moderator(recorder, chain_policies=["p"]).asks_external("p")  # chain only
+
+
+def test_chain_policies_are_policy_ids() -> None:
+    with pytest.raises(ValueError, match="chain_policies must be a list of policy ids"):
+        ModerationSettings.from_mapping({"chain_policies": ["Not An Id"]})
+    with pytest.raises(ValueError, match="chain_policies must be a list of policy ids"):
+        ModerationSettings.from_mapping({"chain_policies": "strict"})
+
+
 async def test_policies_that_read_no_category_send_nothing() -> None:
     recorder = Recorder()
     mod = moderator(recorder, always_blocked=[])

@@ -56,18 +56,19 @@ Factory = Callable[..., ModeratedGateway]
 @pytest.fixture
 def moderated(mock_upstream: MockUpstream, moderation: MockModeration, tmp_path: Path
               ) -> Iterator[Factory]:
-    """`make(moderation_section, policy="categories")`: a gateway and a key of a project
-    governed by that policy."""
+    """`make(moderation_section, policy="categories", **config)`: a gateway (with the other
+    config sections given) and a key of a project governed by that policy."""
     started: list[RunningGateway] = []
 
-    def make(section: dict[str, Any], policy: str = "categories") -> ModeratedGateway:
+    def make(section: dict[str, Any], policy: str = "categories", **config: Any
+             ) -> ModeratedGateway:
         root = tmp_path / f"gw{len(started)}"
         (root / "policies").mkdir(parents=True)
         shutil.copy(HERE / "policies" / f"{policy}.pol", root / "policies")
         running = start_gateway(root, {
             "providers": mock_providers(mock_upstream.url),
             "policies": {"directory": str(root / "policies")},
-            "moderation": section}, plan="control")
+            "moderation": section, **config}, plan="control")
         started.append(running)
         ProjectStore(open_database(running.db_path)).create(
             project_id="proj_mod", account_id=running.account.id, name="Moderated",

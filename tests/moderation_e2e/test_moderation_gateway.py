@@ -12,6 +12,7 @@ import httpx
 import openai
 import pytest
 from openai.types import ModerationCreateResponse
+from redis_server import RedisServer
 
 from tests.moderation_e2e.conftest import Factory, ModeratedGateway
 from tests.moderation_e2e.mock_moderation import MockModeration
@@ -222,3 +223,62 @@ def test_the_breaker_stops_calls_to_a_failing_classifier(moderated: Factory,
     assert 'gateway_classifier_errors_total{classifier="openai",error="breaker_open"} 2.0' in (
         metrics)
     assert 'gateway_classifier_errors_total{classifier="openai",error="http_500"} 2.0' in metrics
+
+
+def responses_with_image(gw: ModeratedGateway, image: dict[str, Any]) -> httpx.Response:
+    return httpx.post(gw.url + "/policy/v1/responses", timeout=10,
+                      headers={"authorization": f"Bearer {gw.key}"},
+                      json={"model": "gpt-4o-mini", "input": [{"role": "user", "content": [
+                          {"type": "input_text", "text": "what is this?"}, image]}]})
+
+
+def test_responses_input_images_go_alone_to_the_classifier(moderated: Factory,
+                                                           moderation: MockModeration) -> None:
+    gw = moderated(openai_section(moderation))
+    client = openai.OpenAI(base_url=gw.url + "/policy/v1", api_key=gw.key, max_retries=0)
+    with client:
+        client.responses.create(model="gpt-4o-mini", input=[{"role": "user", "content": [
+            {"type": "input_text", "text": "what is this?"},
+            {"type": "input_image", "image_url": "https://img.example/a.png", "detail": "auto"},
+            {"type": "input_image", "detail": "low",
+             "image_url": f"data:image/png;base64,{PNG}"}]}])
+    images = [i for i in moderation.inputs() if isinstance(i[0], dict)]
+    assert sorted(i[0]["image_url"]["url"] for i in images) == [
+        "data:image/png;base64," + PNG, "https://img.example/a.png"]
+    assert all(len(i) == 1 for i in images)
+    # An always-blocked category found in an image blocks the request on every surface.
+    reply = responses_with_image(gw, {"type": "input_image", "detail": "auto", "image_url":
+                                      "https://img.example/[[self-harm/instructions=0.9]].png"})
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"]["code"] == "moderation_blocked"
+    assert reply.json()["policy"]["moderation"]["images"] == 1
+
+
+def test_an_image_by_file_id_is_never_taken_as_moderated(moderated: Factory,
+                                                         moderation: MockModeration) -> None:
+    gw = moderated(openai_section(moderation))
+    reply = responses_with_image(gw, {"type": "input_image", "file_id": "file-abc",
+                                      "detail": "auto"})
+    assert reply.status_code == 403, reply.text
+    assert reply.json()["policy"]["reason_code"] == "IMAGE_NOT_MODERATED"
+    assert not [i for i in moderation.inputs() if isinstance(i[0], dict)]
+    gw = moderated({})  # the built-in classifier sees no image on the responses API either
+    reply = responses_with_image(gw, {"type": "input_image", "detail": "auto",
+                                      "image_url": "https://img.example/a.png"})
+    assert reply.status_code == 403
+    assert reply.json()["policy"]["reason_code"] == "IMAGE_NOT_MODERATED"
+
+
+def test_the_cache_is_in_redis_when_it_is_configured(moderated: Factory,
+                                                     moderation: MockModeration,
+                                                     redis: RedisServer) -> None:
+    # No per-worker LRU: a repeat can only be a hit from Redis (replicas share it the same way).
+    gw = moderated({**openai_section(moderation), "cache_entries": 0},
+                   redis={"url": redis.url, "key_prefix": "mod:"})
+    text = "a question [[violence=0.2]] asked twice"
+    for _ in range(2):
+        assert chat(gw, [{"role": "user", "content": text}]).status_code == 200
+    assert [i for i in moderation.inputs() if text in i] == [[text]]
+    assert redis.command("KEYS", "mod:moderation:*")
+    metrics = httpx.get(gw.url + "/metrics", timeout=5).text
+    assert 'gateway_classifier_cache_total{classifier="openai",result="hit"}' in metrics

@@ -3,10 +3,15 @@ of `stream_interval_chars` (not per frame), an enforced verdict ending the strea
 
 from __future__ import annotations
 
+import itertools
 import json
+import random
 from typing import Any
 
+import anthropic
 import httpx
+import openai
+import pytest
 
 from tests.moderation_e2e.conftest import Factory, ModeratedGateway
 from tests.moderation_e2e.mock_moderation import MockModeration
@@ -88,3 +93,53 @@ def test_a_window_verdict_ends_the_stream(moderated: Factory,
     text = "".join(f["choices"][0]["delta"].get("content") or "" for f in frames
                    if f.get("choices"))
     assert "tail019" not in text
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_no_text_of_a_flagged_window_reaches_the_sdk(moderated: Factory,
+                                                     moderation: MockModeration,
+                                                     seed: int) -> None:
+    """Through hypercorn and the official SDK, frames apart in time, random chunk sizes: what
+    the client reads stops before the flagged window, and the stream ends with the refusal."""
+    gw = moderated({**openai_section(moderation), "stream_interval_chars": 600})
+    rng = random.Random(seed)
+    text = "".join(f"word{i:03d} " for i in range(140)) + "[[harassment=0.9]] " + "".join(
+        f"tail{i:03d} " for i in range(100))
+    edges = sorted({0, len(text), *(rng.randrange(len(text)) for _ in range(60))})
+    chunks = [text[a:b] for a, b in itertools.pairwise(edges)]
+    client = openai.OpenAI(base_url=gw.url + "/policy/v1", api_key=gw.key, max_retries=0,
+                           default_headers={"x-mock-scenario": json.dumps(
+                               {"chunks": chunks, "mode": "slow", "delay": 0.002})})
+    got = ""
+    with client, pytest.raises(openai.APIError) as ended:
+        for chunk in client.chat.completions.create(
+                model="gpt-4o-mini", stream=True,
+                messages=[{"role": "user", "content": "tell me"}]):
+            if chunk.choices:
+                got += chunk.choices[0].delta.content or ""
+    assert ended.value.code == "policy_refused"
+    assert text.startswith(got) and "[[" not in got
+    flagged = next(w[0] for w in output_calls(moderation) if "[[" in w[0])
+    assert len(got) <= text.index(flagged)  # nothing of the flagged window went out
+
+
+def test_no_text_of_a_flagged_window_reaches_the_anthropic_sdk(moderated: Factory,
+                                                               moderation: MockModeration
+                                                               ) -> None:
+    gw = moderated({**openai_section(moderation), "stream_interval_chars": 600})
+    text = "".join(f"word{i:03d} " for i in range(140)) + "[[harassment=0.9]] " + "".join(
+        f"tail{i:03d} " for i in range(100))
+    chunks = [text[i:i + 37] for i in range(0, len(text), 37)]
+    client = anthropic.Anthropic(base_url=gw.url + "/policy", api_key=gw.key, max_retries=0,
+                                 default_headers={"x-mock-scenario": json.dumps(
+                                     {"chunks": chunks, "mode": "slow", "delay": 0.002})})
+    got = ""
+    with client, pytest.raises(anthropic.APIStatusError) as ended:
+        with client.messages.stream(model="claude-sonnet-5-5", max_tokens=1024, messages=[
+                {"role": "user", "content": "tell me"}]) as stream:
+            for delta in stream.text_stream:
+                got += delta
+    assert "policy_refused" in str(ended.value.body)
+    assert text.startswith(got) and "[[" not in got
+    flagged = next(w[0] for w in output_calls(moderation) if "[[" in w[0])
+    assert len(got) <= text.index(flagged)
