@@ -68,6 +68,8 @@ reported to the operator or the CLI user, and our own bugs::
     WebhookError                      a connector destination that refused (destination)
     EventStorageError                 the events database cannot be written (environment)
     SharedStateUnavailable            Redis did not answer; each caller maps it (deployment)
+    DatabaseUnavailable               PostgreSQL did not answer; callers keep their snapshot
+    SchemaMismatch                    a database schema missing or newer than this version
     ClassifierFailed                  an external classifier could not classify (on_error decides)
     BreakerOpen                       the classifier's circuit breaker is open (on_error decides)
     MalformedVerdict (ValueError)     a classifier's answer we cannot read (on_error decides)
@@ -487,6 +489,20 @@ class CommandError(ValueError):
 class InvalidTransition(RuntimeError):
     """A governed request's lifecycle (gateway/policy/lifecycle.py) got an event its phase does
     not allow. Never the caller's doing: a bug of ours, to report."""
+
+
+class DatabaseUnavailable(Exception):
+    """PostgreSQL, which holds the state shared by replicas, did not answer or refused a
+    statement for a reason of its own (down, unreachable, out of connections). Caused by the
+    deployment. The request path never waits on it: it keeps serving from its in-memory
+    snapshot, `/readyz` reports it, and management writes fail with this message."""
+
+
+class SchemaMismatch(Exception):
+    """The database's schema is missing, or newer than this version of the gateway knows.
+    Caused by the operator: run `python -m gateway migrate` (missing or older), or run the
+    newer gateway that migrated it (newer). The gateway never creates a PostgreSQL schema
+    silently."""
 
 
 class SharedStateUnavailable(Exception):
