@@ -45,8 +45,10 @@ own error shape)::
     │   └── UpstreamTimeout           504 upstream_timeout
     ├── ServerBusy                    503 server_busy: this worker is at its request cap
     ├── ShuttingDown                  503 server_shutting_down: the grace period ended
-    └── QuotaUnavailable              503 quota_unavailable: the shared quota store (Redis)
-                                          did not answer and quotas fail closed
+    ├── QuotaUnavailable              503 quota_unavailable: the shared quota store (Redis)
+    │                                     did not answer and quotas fail closed
+    └── HistoryUnavailable            503 history_unavailable: the shared event store
+                                          (PostgreSQL) did not answer a history read
 
 Errors that never become an HTTP answer: configuration, management and delivery problems,
 reported to the operator or the CLI user, and our own bugs::
@@ -395,6 +397,17 @@ class QuotaUnavailable(GatewayError):
     #: The `policy` object's reason code and its `quota` field (none: nothing was counted).
     reason_code = "QUOTA_UNAVAILABLE"
     remaining: dict[str, Any] | None = None
+
+
+class HistoryUnavailable(GatewayError):
+    """The event history is in PostgreSQL and it did not answer (down, unreachable, out of
+    connections). Caused by the deployment; requests are still served and their events queue
+    in memory up to `[events] queue_capacity`. Retry after `Retry-After` seconds."""
+
+    status = 503
+    code = "history_unavailable"
+    error_type = "server_error"
+    anthropic_type = "api_error"
 
 
 # --- errors that never become an HTTP answer -------------------------------------------------

@@ -13,19 +13,27 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import sqlite3
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import psycopg
 import sqlite_utils
 import trio
 
 from gateway.adapters import CHAT
 from gateway.admin.auth import authorize_admin
 from gateway.cli.text import escape_controls
-from gateway.errors import GatewayError, HistoryQueryError, InvalidRequest
+from gateway.errors import (
+    DatabaseUnavailable,
+    GatewayError,
+    HistoryQueryError,
+    HistoryUnavailable,
+    InvalidRequest,
+)
 from gateway.events.store import (
     DEFAULT_LIMIT,
     FILTER_COLUMNS,
@@ -37,6 +45,16 @@ from gateway.events.store import (
 from gateway.http.wire import Outbound, error_response
 
 PATH = "/api/policy-gateway/history"
+log = logging.getLogger("gateway.admin.history")
+
+
+def _pg_history(conn: Any, query: HistoryQuery) -> tuple[list[dict[str, Any]], str | None]:
+    from gateway.events.pg_store import pg_query_history
+
+    try:
+        return pg_query_history(conn, query)
+    except psycopg.Error as exc:  # refused (schema gone, standby): unavailable all the same
+        raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
 
 class HistoryReader:
@@ -68,10 +86,22 @@ class HistoryReader:
         if not admin.is_global:  # an account's admin: that account's events only
             query = dataclasses.replace(query, filters={**query.filters,
                                                         "org_id": str(admin.account_id)})
-        async with self._lock:  # one connection: queries take turns
-            events, cursor = await trio.to_thread.run_sync(self._query, query)
+        try:
+            events, cursor = await self._read(query)
+        except DatabaseUnavailable as exc:
+            log.warning("history read failed: %s", exc)
+            return error_response(CHAT, HistoryUnavailable(
+                "the event history (PostgreSQL) did not answer; retry shortly",
+                headers={"retry-after": "1"}))
         return Outbound.json(200, {"object": "list", "data": events, "next_cursor": cursor,
                                    "has_more": cursor is not None})
+
+    async def _read(self, query: HistoryQuery) -> tuple[list[dict[str, Any]], str | None]:
+        pg = getattr(self.state, "postgres", None)
+        if pg is not None:  # every replica's events; the pool bounds concurrent reads
+            return await pg.run(_pg_history, query)
+        async with self._lock:  # one connection: queries take turns
+            return await trio.to_thread.run_sync(self._query, query)
 
     def close(self) -> None:
         if self._db is not None:
