@@ -5,7 +5,9 @@ from __future__ import annotations
 import threading
 
 import pytest
-from events_support import stored_events, wait_for
+from events_support import BOTH_BACKENDS, stored_events, wait_for
+
+pytestmark = BOTH_BACKENDS
 
 ORDER = "Where is my order?"
 
@@ -18,7 +20,7 @@ def gw(make_events_gateway, mock):
     assert gateway.chat("Where is my order, idiot?", user="alice-0").status_code == 403
     assert gateway.chat("I want to speak to a human", user="bob",
                         project="proj_escalate").status_code == 200
-    assert wait_for(lambda: len([e for e in stored_events(gateway.db_path)
+    assert wait_for(lambda: len([e for e in stored_events(gateway)
                                  if e["event_type"] == "enforcement"]) == 8)
     return gateway
 
@@ -47,7 +49,7 @@ def test_bad_parameters_are_400(gw, params):
 
 
 def test_filters_select_exactly_the_matching_events(gw):
-    everything = stored_events(gw.db_path)
+    everything = stored_events(gw)
     for name, value in [("policy_user", "alice-0"), ("project_id", "proj_escalate"),
                         ("decision", "refuse"), ("policy_id", "support_bot"),
                         ("event_type", "revision"), ("policy_target", "input")]:
@@ -67,7 +69,7 @@ def test_filters_select_exactly_the_matching_events(gw):
 
 
 def test_time_range_is_since_inclusive_until_exclusive(gw):
-    enforcement = [e for e in stored_events(gw.db_path) if e["event_type"] == "enforcement"]
+    enforcement = [e for e in stored_events(gw) if e["event_type"] == "enforcement"]
     pivot = enforcement[4]["created_at"]
     later = gw.history(event_type="enforcement", since=pivot).json()["data"]
     earlier = gw.history(event_type="enforcement", until=pivot).json()["data"]
@@ -80,7 +82,7 @@ def test_time_range_is_since_inclusive_until_exclusive(gw):
 
 
 def test_pages_have_no_duplicates_and_no_gaps_while_events_arrive(gw):
-    before = {e["event_id"] for e in stored_events(gw.db_path)}
+    before = {e["event_id"] for e in stored_events(gw)}
     stop = threading.Event()
 
     def traffic() -> None:
@@ -103,6 +105,6 @@ def test_pages_have_no_duplicates_and_no_gaps_while_events_arrive(gw):
         thread.join()
     assert len(seen) == len(set(seen)), "an event appeared on two pages"
     assert before <= set(seen), "an event that existed before paging was skipped"
-    stored = [e["event_id"] for e in stored_events(gw.db_path)]
+    stored = [e["event_id"] for e in stored_events(gw)]
     newest_seen = max(stored.index(s) for s in seen)
     assert seen == list(reversed(stored[:newest_seen + 1])), "pages are newest first, gapless"
