@@ -186,6 +186,8 @@ class EventWriter:
         self.written = 0
         self.failures = 0
         self.lost = 0
+        #: Why the last write attempt failed; None once a write succeeds (`/readyz` shows it).
+        self.last_error: str | None = None
         #: Events taken from the channel and not yet committed (kept across retries).
         self._batch: list[dict[str, Any]] = []
         self._cancel = trio.CancelScope()
@@ -236,6 +238,7 @@ class EventWriter:
                 await trio.to_thread.run_sync(self.store.write, self._batch)
             except EventStorageError as exc:
                 self.failures += 1
+                self.last_error = str(exc)
                 self._fail_log.warning("writing %d policy events failed (%s); retrying, %d "
                                        "events held", len(self._batch), exc, self.held)
                 if deadline is not None and trio.current_time() + delay > deadline:
@@ -244,6 +247,7 @@ class EventWriter:
                 delay = min(delay * 2, self.settings.retry_max)
                 continue
             self.written += len(self._batch)
+            self.last_error = None
             self._batch = []
             for callback in self.on_written:
                 callback()
