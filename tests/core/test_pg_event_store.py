@@ -4,6 +4,7 @@ skip a row that commits late)."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from test_event_store import enforcement
 
+from gateway.cli import main as cli
 from gateway.events.pg_store import PgEventStore, pg_query_history
 from gateway.events.store import HistoryQuery, row_to_event
 from gateway.storage.postgres import Postgres
@@ -132,3 +134,18 @@ def test_concurrent_replicas_commit_in_seq_order(postgres_url: str) -> None:
             pool.close()
     assert len(written) == 360
     assert sorted(result[0]) == sorted(written), "the tail missed or repeated an event"
+
+
+def test_events_query_and_tail_read_postgres(pg: Postgres, postgres_url: str, tmp_path,
+                                             capsys) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[database]\npath = "{tmp_path / "cli.db"}"\nurl = "{postgres_url}"\n')
+    wanted = event(decision="refuse", request_id="req-42")
+    PgEventStore(pg).write([event(), wanted, event()])
+    assert cli.main(["events", "query", "--config", str(config), "--request-id", "req-42",
+                     "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [e["event_id"] for e in out["data"]] == [wanted["event_id"]]
+    assert cli.main(["events", "tail", "--config", str(config), "-n", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and wanted["event_id"] in lines[0]
