@@ -1,8 +1,8 @@
 """Policy events in PostgreSQL, shared by every replica: the writer's store and history reads.
 
 The writer (`gateway.events.store.EventWriter`) is the same for both backends; only its store
-differs. `PgEventStore.write` inserts a batch as multi-row INSERTs in one transaction on a
-pooled connection (a worker thread), so queue bound, drop counters, retries and drain on
+differs. `PgEventStore.write` COPYs a batch into a staging table and inserts it from there
+in one transaction on a pooled connection (a worker thread), so queue bound, drop counters, retries and drain on
 SIGTERM are exactly those of the SQLite writer.
 
 Commit order is seq order. Every batch transaction first takes one transaction-scoped advisory
@@ -16,7 +16,7 @@ because each replica writes hundreds of events per transaction (docs/performance
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any
 
@@ -31,23 +31,24 @@ log = logging.getLogger("gateway.events.sink")
 
 #: An arbitrary, fixed key for `pg_advisory_xact_lock`: event inserts commit one at a time.
 EVENT_ORDER_LOCK = 7_315_402_119
-#: Rows per INSERT statement: PostgreSQL takes at most 65535 parameters per statement.
-_ROWS_PER_STATEMENT = 65535 // len(EVENT_COLUMNS)
 _COLUMN_LIST = ", ".join(EVENT_COLUMNS)
 _ROW_MARKS = "(" + ", ".join(["%s"] * len(EVENT_COLUMNS)) + ")"
 #: History filters on a field kept in `extra` (indexed by the PostgreSQL schema).
 _PG_EXPRESSIONS = {"request_id": "((extra::jsonb) ->> 'request_id')"}
 
 
+#: Per connection, emptied at every commit; created on first use by each pooled connection.
+_STAGING_TABLE = (f"CREATE TEMP TABLE IF NOT EXISTS policy_events_batch ON COMMIT DELETE ROWS "
+                  f"AS SELECT {_COLUMN_LIST} FROM policy_events WITH NO DATA")
+_COPY_SQL = f"COPY policy_events_batch ({_COLUMN_LIST}) FROM STDIN"
+_FROM_STAGING = (f"INSERT INTO policy_events ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} "
+                 f"FROM policy_events_batch ORDER BY ctid ON CONFLICT (event_id) DO NOTHING")
+
+
 @cache
 def _insert_sql(rows: int) -> str:
     return (f"INSERT INTO policy_events ({_COLUMN_LIST}) VALUES "
             + ", ".join([_ROW_MARKS] * rows) + " ON CONFLICT (event_id) DO NOTHING")
-
-
-def _chunks(rows: Sequence[Mapping[str, Any]]) -> Iterator[Sequence[Mapping[str, Any]]]:
-    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-        yield rows[start:start + _ROWS_PER_STATEMENT]
 
 
 def _params(rows: Sequence[Mapping[str, Any]]) -> list[Any]:
@@ -96,10 +97,15 @@ class PgEventStore:
             raise EventStorageError(f"{type(exc).__name__}: {exc}") from exc
 
     def _insert_all(self, conn: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+        # COPY into a session-local staging table, then one INSERT .. SELECT that skips event
+        # ids already stored (a retried batch): COPY alone has no ON CONFLICT.
         with conn.transaction():
-            _ordered(conn, self.lock_timeout)
-            for chunk in _chunks(rows):
-                conn.execute(_insert_sql(len(chunk)), _params(chunk))
+            conn.execute(_STAGING_TABLE)
+            with conn.cursor().copy(_COPY_SQL) as copy:
+                for row in rows:
+                    copy.write_row([row[column] for column in EVENT_COLUMNS])
+            _ordered(conn, self.lock_timeout)  # only now: the lock is held for the INSERT
+            conn.execute(_FROM_STAGING)
 
     def _insert_each(self, conn: Any, rows: Sequence[Mapping[str, Any]]) -> None:
         with conn.transaction():
