@@ -38,9 +38,11 @@ def events_backend(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 
 @pytest.fixture
-def make_events_gateway(gateway_factory: GatewayFactory, mock_upstream: MockUpstream,
-                        tmp_path: Path, events_backend: dict[str, Any]
+def make_events_gateway(events_backend: dict[str, Any], gateway_factory: GatewayFactory,
+                        mock_upstream: MockUpstream, tmp_path: Path
                         ) -> Callable[..., EventsGateway]:
+    # `events_backend` first: its database is made before the gateways and dropped after
+    # they stopped (a gateway stopping on a dropped database waits for connections).
     counter = iter(range(1000))
 
     def make(**config: Any) -> EventsGateway:

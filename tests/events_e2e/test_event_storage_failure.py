@@ -41,7 +41,7 @@ def test_a_locked_database_drops_and_counts_then_the_writer_recovers(make_events
 
 
 def test_postgres_down_mid_load_queues_drops_reports_then_writes_the_backlog(
-        make_events_gateway, mock, postgres_server, postgres_url):
+        postgres_server, postgres_url, make_events_gateway, mock):
     gw = make_events_gateway(
         database={"url": postgres_url, "connect_timeout": 1},
         events={"queue_capacity": 10, "batch_size": 5, "retry_initial": 0.02,
