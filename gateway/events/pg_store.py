@@ -15,6 +15,7 @@ because each replica writes hundreds of events per transaction (docs/performance
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from functools import cache
@@ -127,7 +128,11 @@ def pg_query_history(conn: Any, query: HistoryQuery) -> tuple[list[dict[str, Any
     """`query_history` on PostgreSQL: the same pages, cursors and filters. Rows are only ever
     visible in seq order (module docstring), so a cursor taken on one replica continues on any
     other without duplicates or gaps."""
-    where, args = history_where(query, "%s", _PG_EXPRESSIONS)
+    # Stored text never holds NUL (replaced on write, above): a filter holding one asks for
+    # what was stored in its place, and PostgreSQL would refuse the parameter as it is.
+    filters = {k: v.replace("\x00", "\ufffd") for k, v in query.filters.items()}
+    where, args = history_where(dataclasses.replace(query, filters=filters), "%s",
+                                _PG_EXPRESSIONS)
     sql = f"SELECT seq, {_COLUMN_LIST} FROM policy_events"
     if where:
         sql += " WHERE " + " AND ".join(where)

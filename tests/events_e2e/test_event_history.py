@@ -48,6 +48,24 @@ def test_bad_parameters_are_400(gw, params):
     assert response.json()["error"]["code"] == "invalid_request"
 
 
+def test_a_filter_with_control_characters_matches_only_what_was_stored(gw):
+    for value in ("alice-0\x00", "\x00", "alice\u202e-0", "'; DROP TABLE policy_events; --"):
+        response = gw.history(policy_user=value)
+        assert response.status_code == 200, response.text
+        assert response.json()["data"] == []
+    assert len(gw.history(policy_user="alice-0").json()["data"]) == 4
+
+
+def test_a_nul_character_in_a_request_neither_loses_its_event_nor_blocks_others(gw):
+    hostile = gw.chat(ORDER, user="nul-sender", model="gpt-x\x00evil")
+    assert hostile.status_code < 500, hostile.text
+    assert gw.chat(ORDER, user="after-nul").status_code == 200
+    assert wait_for(lambda: {"nul-sender", "after-nul"}
+                    <= {e.get("policy_user") for e in stored_events(gw)})
+    [event] = gw.history(policy_user="nul-sender").json()["data"]
+    assert event["model"] in ("gpt-x\x00evil", "gpt-x\ufffdevil")  # PostgreSQL: replaced
+
+
 def test_filters_select_exactly_the_matching_events(gw):
     everything = stored_events(gw)
     for name, value in [("policy_user", "alice-0"), ("project_id", "proj_escalate"),
