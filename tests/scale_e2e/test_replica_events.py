@@ -12,6 +12,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -187,3 +188,35 @@ def test_each_event_is_delivered_once_per_connector(
     assert not twice, f"{len(twice)} events were delivered more than once"
     assert set(hook.received) == every()
 
+
+
+def _replica_of(pid: int, replicas: list[Workers]) -> int:
+    """Which replica's process tree `pid` belongs to (the serve process or one of its workers)."""
+    roots = {member.process.pid: index for index, member in enumerate(replicas)}
+    while pid > 1:
+        if pid in roots:
+            return roots[pid]
+        status = Path(f"/proc/{pid}/status").read_text()
+        pid = int(next(line.split()[1] for line in status.splitlines()
+                       if line.startswith("PPid:")))
+    raise AssertionError("the lease holder is no replica's process")
+
+
+def test_another_replica_takes_the_connector_over_when_its_holder_stops(
+        replicas: list[Workers], project_key: tuple[str, str], shared_pg: str,
+        hook: WebhookSink, postgres_server: Any) -> None:
+    """Last in the module: it stops one replica. A clean stop releases the lease, so another
+    replica delivers from the recorded progress at once: nothing lost, nothing twice."""
+    _, key = project_key
+    [(owner,)] = postgres_server.execute(
+        "SELECT owner FROM connector_leases WHERE connector = 'audit-hook'",
+        database=shared_pg.rsplit("/", 1)[1])
+    holder = _replica_of(int(owner.split(":")[1]), replicas)
+    stop_workers(replicas[holder])
+    others = [member for index, member in enumerate(replicas) if index != holder]
+    for n in range(12):
+        assert chat(others[n % 2].url, key, f"after-stop-{n}") == 200
+    every = lambda: {e["event_id"] for e in postgres_events(shared_pg)}  # noqa: E731
+    assert wait_for(lambda: set(hook.received) >= every(), timeout=30), "delivery stalled"
+    twice = [event_id for event_id, n in Counter(hook.received).items() if n > 1]
+    assert not twice, f"{len(twice)} events were delivered more than once"
