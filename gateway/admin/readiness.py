@@ -138,6 +138,8 @@ def _check_events(readiness: Readiness, state: Any) -> None:
     Taking every replica out of service over the audit trail would turn it into an outage."""
     writer, sink = state.event_writer, state.event_sink
     readiness.events = {"held": writer.held, "dropped": sink.dropped,
+                        # refused by PostgreSQL even with NUL replaced (logged one by one)
+                        "rejected": getattr(writer.store, "rejected", 0),
                         "write_error": writer.last_error}
     if writer.last_error is not None:
         readiness.notes.append(EVENTS_NOT_WRITTEN)

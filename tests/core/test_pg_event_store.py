@@ -149,3 +149,14 @@ def test_events_query_and_tail_read_postgres(pg: Postgres, postgres_url: str, tm
     assert cli.main(["events", "tail", "--config", str(config), "-n", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and wanted["event_id"] in lines[0]
+
+
+def test_an_event_postgres_refuses_outright_is_counted_and_the_rest_stored(pg: Postgres,
+                                                                          caplog) -> None:
+    too_big = event(policy_revision=2**40)  # past INTEGER: no replacement makes it fit
+    events = [event(), too_big, event()]
+    store = PgEventStore(pg)
+    store.write(events)
+    assert [e["event_id"] for e in stored(pg)] == [events[0]["event_id"], events[2]["event_id"]]
+    assert store.rejected == 1
+    assert too_big["event_id"] in caplog.text
