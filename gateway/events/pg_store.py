@@ -1,16 +1,16 @@
 """Policy events in PostgreSQL, shared by every replica: the writer's store and history reads.
 
 The writer (`gateway.events.store.EventWriter`) is the same for both backends; only its store
-differs. `PgEventStore.write` COPYs a batch into a staging table and inserts it from there
-in one transaction on a pooled connection (a worker thread), so queue bound, drop counters, retries and drain on
-SIGTERM are exactly those of the SQLite writer.
+differs. `PgEventStore.write` COPYs a batch into a staging table and inserts it from there, in
+one transaction on a pooled connection (a worker thread), so queue bound, drop counters,
+retries and drain on SIGTERM are exactly those of the SQLite writer.
 
-Commit order is seq order. Every batch transaction first takes one transaction-scoped advisory
-lock, and only then draws its `seq` values; the lock is released after the commit is visible.
+Commit order is seq order. Every batch transaction takes one transaction-scoped advisory lock
+before its INSERT draws its `seq` values; the lock is released after the commit is visible.
 So when a reader sees a row, every row with a smaller `seq` is already visible too: a cursor on
 `seq` (history pages, `events tail`, connector progress) can never step past a row that commits
-late, on any replica. The price is that the replicas' batches take turns, which costs little
-because each replica writes hundreds of events per transaction (docs/performance.md).
+late, on any replica. The price is that the replicas' INSERTs take turns (the COPY runs before
+the lock), which costs little because each one carries a whole batch (docs/performance.md).
 """
 
 from __future__ import annotations
