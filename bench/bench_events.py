@@ -12,6 +12,10 @@
    Sequential `/policy/chat/completions` requests alternate between the three; p50/p99 of each
    and their ratios. Then the gateway's own throughput (no connector, 16 concurrent
    clients), to compare with the writer's.
+3. PostgreSQL next to SQLite, in the same run (bench/events_postgres.py): a real PostgreSQL
+   (initdb in a temporary directory, as the tests run it) and its writer's events/second
+   beside the SQLite writer's, alone and as three replicas writing at once; then `/policy`
+   p50/p99 of a gateway whose events go to PostgreSQL beside one whose events go to SQLite.
 """
 
 from __future__ import annotations
@@ -44,7 +48,12 @@ import trio.lowlevel  # noqa: E402
 
 from gateway.db import open_database  # noqa: E402
 from gateway.events.sink import QueueSink, base_event  # noqa: E402
-from gateway.events.store import EventSettings, EventStore, EventWriter  # noqa: E402
+from gateway.events.store import (  # noqa: E402
+    EventSettings,
+    EventStorage,
+    EventStore,
+    EventWriter,
+)
 from gateway.identity.keys import IdentityStore  # noqa: E402
 from gateway.identity.projects import ProjectStore  # noqa: E402
 
@@ -68,10 +77,12 @@ def sample_event(index: int) -> dict[str, Any]:
 # --- 1. the writer alone --------------------------------------------------------------------
 
 
-async def _writer_run(path: Path, total: int) -> dict[str, Any]:
+async def _writer_run(path: Path | EventStorage, total: int) -> dict[str, Any]:
+    """`path`: a SQLite file, or a store of its own (the PostgreSQL one)."""
     settings = EventSettings(queue_capacity=total)
     sink = QueueSink(settings.queue_capacity, recent=0)
-    writer = EventWriter(sink, EventStore(path), settings)
+    writer = EventWriter(sink, path if not isinstance(path, Path) else EventStore(path),
+                         settings)
     events = [sample_event(i) for i in range(total)]
     all_written = trio.Event()
     writer.on_written.append(lambda: all_written.set() if writer.written >= total else None)
@@ -141,8 +152,10 @@ def _free_port() -> int:
 
 
 @contextmanager
-def gateway(root: Path, mock_url: str, connector: dict[str, Any] | None) -> Iterator[tuple[str, str]]:
-    """A `python -m gateway serve` process (one worker): yields (url, key)."""
+def gateway(root: Path, mock_url: str, connector: dict[str, Any] | None,
+            database_url: str | None = None) -> Iterator[tuple[str, str]]:
+    """A `python -m gateway serve` process (one worker): yields (url, key). With
+    `database_url`, its events go to that PostgreSQL."""
     from e2e.harness import UPSTREAM_ANTHROPIC_KEY, UPSTREAM_OPENAI_KEY
 
     root.mkdir(parents=True)
@@ -150,7 +163,9 @@ def gateway(root: Path, mock_url: str, connector: dict[str, Any] | None) -> Iter
     shutil.copytree(ROOT / "policies", policies)
     db_path, port = root / "gateway.db", _free_port()
     text = (f'[server]\nhost = "127.0.0.1"\nport = {port}\nshutdown_grace = 1\n\n'
-            f'[database]\npath = "{db_path}"\n\n[policies]\ndirectory = "{policies}"\n\n'
+            f'[database]\npath = "{db_path}"\n'
+            + (f'url = "{database_url}"\n' if database_url else "")
+            + f'\n[policies]\ndirectory = "{policies}"\n\n'
             f'[providers.openai]\nkind = "openai"\nbase_url = "{mock_url}/v1"\n'
             f'api_key = "{UPSTREAM_OPENAI_KEY}"\n\n'
             f'[providers.anthropic]\nkind = "anthropic"\nbase_url = "{mock_url}"\n'
@@ -273,6 +288,8 @@ def main() -> int:
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-http", action="store_true", help="skip the gateway measurement")
+    parser.add_argument("--no-postgres", action="store_true",
+                        help="skip PostgreSQL next to SQLite (needs the postgresql package)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         results: dict[str, Any] = {"writer": writer_figures(Path(tmp), args.quick)}
@@ -283,6 +300,11 @@ def main() -> int:
             results["writer_to_gateway_throughput_ratio"] = round(
                 results["writer"]["events_per_second"] / rate, 1)
             print(json.dumps({k: v for k, v in results.items() if k != "writer"}, indent=2))
+        if not args.no_postgres:
+            from bench.events_postgres import postgres_figures
+
+            results["postgres"] = postgres_figures(Path(tmp), args.quick, not args.no_http)
+            print(json.dumps(results["postgres"], indent=2), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

@@ -104,10 +104,19 @@ def _serve_lifespan(app: QuartTrio, state: GatewayState, reloader: PolicyReloade
     # their own that `_close` cancels once the queue is written: quart would otherwise wait
     # BACKGROUND_TASK_SHUTDOWN_TIMEOUT (5 s) for loops that never end by themselves.
     background = trio.CancelScope()
+    background_done = trio.Event()
 
     async def run_background(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                              ) -> None:
-        with background:
+        try:
+            await _run_background_tasks(background, task_status)
+        finally:
+            # Tasks clean up when cancelled (a connector releases its lease); the database
+            # they use is closed only after that (`_close` waits for this).
+            background_done.set()
+
+    async def _run_background_tasks(scope: trio.CancelScope, task_status: Any) -> None:
+        with scope:
             async with trio.open_nursery() as nursery:
                 await nursery.start(state.event_writer.run)
                 await nursery.start(reloader.run)  # policies directory hot reload
@@ -134,6 +143,8 @@ def _serve_lifespan(app: QuartTrio, state: GatewayState, reloader: PolicyReloade
         for connector in state.connectors:
             connector.stop()
         background.cancel()
+        with trio.move_on_after(5):
+            await background_done.wait()
         history.close()
         await mcp_upstreams.aclose()
         await state.aclose()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-SCHEMA_VERSION = 1
+from gateway.storage.migrations import SchemaState, SqliteMigration, migrate_sqlite
 
 
 def open_database(path: str | Path, *, check_same_thread: bool = True,
@@ -55,60 +55,76 @@ def enable_wal(conn: sqlite3.Connection, timeout: float = 30.0) -> None:
             time.sleep(0.01)
 
 
-def ensure_schema(db: sqlite_utils.Database) -> None:
-    """Create the tables and indexes that are missing. Safe to run from several processes."""
-    with db.conn:
-        db.conn.execute("BEGIN IMMEDIATE")  # one process creates; the others wait, then see it
-        db.table("accounts").create(
-            {"id": str, "name": str, "plan": str, "created_at": str},
-            pk="id", not_null={"name", "plan"}, if_not_exists=True,
-        )
-        db.table("api_keys").create(
-            {
-                "id": str, "account_id": str, "project_id": str, "label": str,
-                "key_hash": str, "key_preview": str, "revoked": int,
-                "created_at": str, "revoked_at": str,
-            },
-            pk="id", not_null={"account_id", "key_hash", "key_preview", "revoked"},
-            foreign_keys=[("account_id", "accounts", "id")], if_not_exists=True,
-        )
-        db.table("api_keys").create_index(["key_hash"], unique=True, if_not_exists=True)
-        db.table("projects").create(
-            {
-                "id": str, "account_id": str, "name": str, "status": str, "policy_id": str,
-                "budget": str, "user_quota": str, "allow_inline_policy": int,
-                "created_at": str, "updated_at": str,
-            },
-            pk="id", not_null={"account_id", "name", "status", "budget", "user_quota",
-                               "allow_inline_policy"},
-            foreign_keys=[("account_id", "accounts", "id")], if_not_exists=True,
-        )
-        db.table("projects").create_index(["account_id"], if_not_exists=True)
-        db.table("project_grants").create(
-            {"user_id": str, "project_id": str, "created_at": str},
-            pk=("user_id", "project_id"), not_null={"user_id", "project_id"},
-            foreign_keys=[("project_id", "projects", "id")], if_not_exists=True,
-        )
-        # One row per saved state of a policy file; (policy_id, revision) is unique, so two
-        # processes can never both claim the same revision number.
-        db.table("policy_revisions").create(
-            {
-                "policy_id": str, "revision": int, "edit_type": str, "sha256": str,
-                "source": str, "name": str, "classification": str, "path": str,
-                "created_at": str,
-            },
-            pk=("policy_id", "revision"),
-            not_null={"policy_id", "revision", "edit_type", "sha256", "source"},
-            if_not_exists=True,
-        )
-        _ensure_event_tables(db)
-        _ensure_quota_tables(db)
-        db.table("meta").create({"key": str, "value": str}, pk="key", if_not_exists=True)
-        db.conn.execute(
-            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-            (str(SCHEMA_VERSION),),
-        )
-        _ensure_identity_version(db)
+def ensure_schema(db: sqlite_utils.Database) -> SchemaState:
+    """Apply the pending migrations (`SQLITE_MIGRATIONS`). Safe to run from several processes;
+    SchemaMismatch when the file was migrated by a newer gateway."""
+    return migrate_sqlite(db.conn, SQLITE_MIGRATIONS, where=_where(db))
+
+
+def _where(db: sqlite_utils.Database) -> str:
+    row = db.conn.execute("PRAGMA database_list").fetchone()
+    return (row[2] if row and row[2] else ":memory:")
+
+
+def _initial_schema(conn: sqlite3.Connection) -> None:
+    """Migration 1: the schema every release before versioned migrations created. Each statement
+    is "if not exists", so a file made by such a release adopts it unchanged."""
+    db = sqlite_utils.Database(conn)
+    db.table("accounts").create(
+        {"id": str, "name": str, "plan": str, "created_at": str},
+        pk="id", not_null={"name", "plan"}, if_not_exists=True,
+    )
+    db.table("api_keys").create(
+        {
+            "id": str, "account_id": str, "project_id": str, "label": str,
+            "key_hash": str, "key_preview": str, "revoked": int,
+            "created_at": str, "revoked_at": str,
+        },
+        pk="id", not_null={"account_id", "key_hash", "key_preview", "revoked"},
+        foreign_keys=[("account_id", "accounts", "id")], if_not_exists=True,
+    )
+    db.table("api_keys").create_index(["key_hash"], unique=True, if_not_exists=True)
+    db.table("projects").create(
+        {
+            "id": str, "account_id": str, "name": str, "status": str, "policy_id": str,
+            "budget": str, "user_quota": str, "allow_inline_policy": int,
+            "created_at": str, "updated_at": str,
+        },
+        pk="id", not_null={"account_id", "name", "status", "budget", "user_quota",
+                           "allow_inline_policy"},
+        foreign_keys=[("account_id", "accounts", "id")], if_not_exists=True,
+    )
+    db.table("projects").create_index(["account_id"], if_not_exists=True)
+    db.table("project_grants").create(
+        {"user_id": str, "project_id": str, "created_at": str},
+        pk=("user_id", "project_id"), not_null={"user_id", "project_id"},
+        foreign_keys=[("project_id", "projects", "id")], if_not_exists=True,
+    )
+    # One row per saved state of a policy file; (policy_id, revision) is unique, so two
+    # processes can never both claim the same revision number.
+    db.table("policy_revisions").create(
+        {
+            "policy_id": str, "revision": int, "edit_type": str, "sha256": str,
+            "source": str, "name": str, "classification": str, "path": str,
+            "created_at": str,
+        },
+        pk=("policy_id", "revision"),
+        not_null={"policy_id", "revision", "edit_type", "sha256", "source"},
+        if_not_exists=True,
+    )
+    _ensure_event_tables(db)
+    _ensure_quota_tables(db)
+    db.table("meta").create({"key": str, "value": str}, pk="key", if_not_exists=True)
+    # The version before `schema_version` existed; kept for tools that read it.
+    db.conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '1')")
+    _ensure_identity_version(db)
+
+
+#: SQLite's migrations, in order: (version, name, apply). Never edit one that has shipped.
+SQLITE_MIGRATIONS: tuple[SqliteMigration, ...] = (
+    (1, "accounts, keys, projects, grants, revisions, events, quotas", _initial_schema),
+)
+SCHEMA_VERSION = SQLITE_MIGRATIONS[-1][0]
 
 
 #: The tables the request path keeps a snapshot of (`gateway.identity.keys.IdentityCache`).

@@ -45,8 +45,10 @@ own error shape)::
     │   └── UpstreamTimeout           504 upstream_timeout
     ├── ServerBusy                    503 server_busy: this worker is at its request cap
     ├── ShuttingDown                  503 server_shutting_down: the grace period ended
-    └── QuotaUnavailable              503 quota_unavailable: the shared quota store (Redis)
-                                          did not answer and quotas fail closed
+    ├── QuotaUnavailable              503 quota_unavailable: the shared quota store (Redis)
+    │                                     did not answer and quotas fail closed
+    └── HistoryUnavailable            503 history_unavailable: the shared event store
+                                          (PostgreSQL) did not answer a history read
 
 Errors that never become an HTTP answer: configuration, management and delivery problems,
 reported to the operator or the CLI user, and our own bugs::
@@ -68,6 +70,8 @@ reported to the operator or the CLI user, and our own bugs::
     WebhookError                      a connector destination that refused (destination)
     EventStorageError                 the events database cannot be written (environment)
     SharedStateUnavailable            Redis did not answer; each caller maps it (deployment)
+    DatabaseUnavailable               PostgreSQL did not answer; callers keep their snapshot
+    SchemaMismatch                    a database schema missing or newer than this version
     ClassifierFailed                  an external classifier could not classify (on_error decides)
     BreakerOpen                       the classifier's circuit breaker is open (on_error decides)
     MalformedVerdict (ValueError)     a classifier's answer we cannot read (on_error decides)
@@ -395,6 +399,17 @@ class QuotaUnavailable(GatewayError):
     remaining: dict[str, Any] | None = None
 
 
+class HistoryUnavailable(GatewayError):
+    """The event history is in PostgreSQL and it did not answer (down, unreachable, out of
+    connections). Caused by the deployment; requests are still served and their events queue
+    in memory up to `[events] queue_capacity`. Retry after `Retry-After` seconds."""
+
+    status = 503
+    code = "history_unavailable"
+    error_type = "server_error"
+    anthropic_type = "api_error"
+
+
 # --- errors that never become an HTTP answer -------------------------------------------------
 
 class JwtSettingsError(ValueError):
@@ -487,6 +502,20 @@ class CommandError(ValueError):
 class InvalidTransition(RuntimeError):
     """A governed request's lifecycle (gateway/policy/lifecycle.py) got an event its phase does
     not allow. Never the caller's doing: a bug of ours, to report."""
+
+
+class DatabaseUnavailable(Exception):
+    """PostgreSQL, which holds the state shared by replicas, did not answer or refused a
+    statement for a reason of its own (down, unreachable, out of connections). Caused by the
+    deployment. The request path never waits on it: it keeps serving from its in-memory
+    snapshot, `/readyz` reports it, and management writes fail with this message."""
+
+
+class SchemaMismatch(Exception):
+    """The database's schema is missing, or newer than this version of the gateway knows.
+    Caused by the operator: run `python -m gateway migrate` (missing or older), or run the
+    newer gateway that migrated it (newer). The gateway never creates a PostgreSQL schema
+    silently."""
 
 
 class SharedStateUnavailable(Exception):

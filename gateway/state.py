@@ -20,8 +20,9 @@ from gateway.config import Config
 from gateway.db import open_database
 from gateway.errors import ConfigError
 from gateway.events.connectors import ConnectorTask, connector_settings
+from gateway.events.pg_store import PgEventStore
 from gateway.events.sink import EventSink, QueueSink
-from gateway.events.store import EventSettings, EventStore, EventWriter
+from gateway.events.store import EventSettings, EventStorage, EventStore, EventWriter
 from gateway.identity.credentials import authenticate
 from gateway.identity.jwt import JwtSettings, JwtVerifier
 from gateway.identity.keys import Caller, IdentityCache
@@ -35,6 +36,7 @@ from gateway.quota.limits import QuotaStore
 from gateway.quota.redis import quota_store_for
 from gateway.quota.sqlite import settings_from_config
 from gateway.redis_link import RedisLink, redis_settings
+from gateway.storage.postgres import Postgres
 from gateway.upstream.exchange import Upstreams
 
 log = logging.getLogger("gateway")
@@ -48,14 +50,21 @@ def _event_settings(config: Config) -> EventSettings:
 
 
 def _connectors(config: Config, settings: EventSettings, escalation: EscalationSettings,
-                redis: RedisLink | None) -> list[ConnectorTask]:
+                redis: RedisLink | None, pg: Postgres | None) -> list[ConnectorTask]:
     # Escalation notices are webhook connectors too: retries, backoff, progress in the DB.
     entries = [*settings.connectors, *escalation.connector_entries()]
     try:
-        return [ConnectorTask(config.database_path, s, redis=redis)
+        return [ConnectorTask(config.database_path, s, redis=redis, pg=pg)
                 for s in connector_settings(entries)]
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid [[events.connectors]]: {exc}") from exc
+
+
+def _event_store(state: GatewayState) -> EventStorage:
+    timeout = state.event_settings.busy_timeout
+    if state.postgres is not None:
+        return PgEventStore(state.postgres, lock_timeout=timeout)
+    return EventStore(state.config.database_path, busy_timeout=timeout)
 
 
 class GatewayState:
@@ -81,11 +90,13 @@ class GatewayState:
         self.event_sink = QueueSink(self.event_settings.queue_capacity,
                                     recent=self.event_settings.recent)
         self.events: EventSink = self.event_sink
-        self.event_writer = EventWriter(
-            self.event_sink,
-            EventStore(config.database_path, busy_timeout=self.event_settings.busy_timeout),
-            self.event_settings)
-        self.connectors = _connectors(config, self.event_settings, self.escalation, self.redis)
+        #: The pool of the PostgreSQL that `[database] url` names: the events of every replica.
+        self.postgres: Postgres | None = (Postgres(config.postgres) if config.postgres
+                                          else None)
+        self.event_writer = EventWriter(self.event_sink, _event_store(self),
+                                        self.event_settings)
+        self.connectors = _connectors(config, self.event_settings, self.escalation, self.redis,
+                                      self.postgres)
         self.event_writer.on_written += [c.wake for c in self.connectors]
         self.jwt: JwtVerifier | None = (
             JwtVerifier(JwtSettings.from_mapping(config.jwt, os.environ)) if config.jwt else None)
@@ -125,6 +136,8 @@ class GatewayState:
         await self.moderator.aclose()
         if self.redis is not None:
             await self.redis.aclose()
+        if self.postgres is not None:
+            await trio.to_thread.run_sync(self.postgres.close)
         if self._db is not None:
             self._db.conn.close()
             self._db = None

@@ -5,6 +5,8 @@
   keys, so every request goes over HTTP to the mock; a `free` account and its key are ready.
 - `echo_gateway` (session): a gateway with no provider keys, answered by the built-in echo.
 - `gateway_factory`: more gateways with a different configuration, stopped after the test.
+- `postgres_server` (session): a real PostgreSQL; `postgres_url` a fresh migrated database of
+  the test's own, `empty_postgres_url` a fresh one without the schema.
 
 A gateway is served by hypercorn's trio worker in a background thread (`ThreadServer`), so sync
 SDK clients and trio tests both talk to it exactly as users do.
@@ -12,6 +14,8 @@ SDK clients and trio tests both talk to it exactly as users do.
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +23,7 @@ from typing import Any
 import pytest
 from e2e.harness import GatewayFactory, RunningGateway, mock_providers, start_gateway, stop_gateway
 from mock_upstream import MockUpstream
+from postgres_server import MIGRATED_TEMPLATE, PostgresServer
 from redis_server import RedisServer
 
 
@@ -84,3 +89,48 @@ def redis(redis_server: RedisServer) -> RedisServer:
         redis_server.start()
     assert redis_server.command("FLUSHALL") == "OK"
     return redis_server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the run (started on first use), with a template database
+    holding the gateway's schema, so each test's fresh database costs one CREATE DATABASE."""
+    server = PostgresServer().start()
+    server.create_database(MIGRATED_TEMPLATE)
+    migrate_url(server.url(MIGRATED_TEMPLATE))
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """The url of a fresh database of this test's own, with the gateway's schema in place."""
+    yield from _fresh_database(postgres_server, MIGRATED_TEMPLATE)
+
+
+@pytest.fixture
+def empty_postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """The url of a fresh database with no schema at all (what `migrate` starts from)."""
+    yield from _fresh_database(postgres_server, "template1")
+
+
+_databases = itertools.count()
+
+
+def _fresh_database(server: PostgresServer, template: str) -> Iterator[str]:
+    if not server.running():  # a test stopped it
+        server.start()
+    name = f"test_{os.getpid()}_{next(_databases)}"
+    yield server.create_database(name, template)
+    if not server.running():
+        server.start()
+    server.drop_database(name)
+
+
+def migrate_url(url: str) -> None:
+    """Put the gateway's PostgreSQL schema into the database at `url`."""
+    from gateway.storage.postgres import Postgres, migrate
+    from gateway.storage.settings import PostgresSettings
+
+    with Postgres(PostgresSettings(url=url, pool_min_size=0, pool_max_size=1)) as pg:
+        migrate(pg)

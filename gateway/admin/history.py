@@ -13,19 +13,27 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import sqlite3
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import psycopg
 import sqlite_utils
 import trio
 
 from gateway.adapters import CHAT
 from gateway.admin.auth import authorize_admin
 from gateway.cli.text import escape_controls
-from gateway.errors import GatewayError, HistoryQueryError, InvalidRequest
+from gateway.errors import (
+    DatabaseUnavailable,
+    GatewayError,
+    HistoryQueryError,
+    HistoryUnavailable,
+    InvalidRequest,
+)
 from gateway.events.store import (
     DEFAULT_LIMIT,
     FILTER_COLUMNS,
@@ -37,6 +45,16 @@ from gateway.events.store import (
 from gateway.http.wire import Outbound, error_response
 
 PATH = "/api/policy-gateway/history"
+log = logging.getLogger("gateway.admin.history")
+
+
+def _pg_history(conn: Any, query: HistoryQuery) -> tuple[list[dict[str, Any]], str | None]:
+    from gateway.events.pg_store import pg_query_history
+
+    try:
+        return pg_query_history(conn, query)
+    except psycopg.Error as exc:  # refused (schema gone, standby): unavailable all the same
+        raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
 
 class HistoryReader:
@@ -68,10 +86,22 @@ class HistoryReader:
         if not admin.is_global:  # an account's admin: that account's events only
             query = dataclasses.replace(query, filters={**query.filters,
                                                         "org_id": str(admin.account_id)})
-        async with self._lock:  # one connection: queries take turns
-            events, cursor = await trio.to_thread.run_sync(self._query, query)
+        try:
+            events, cursor = await self._read(query)
+        except DatabaseUnavailable as exc:
+            log.warning("history read failed: %s", exc)
+            return error_response(CHAT, HistoryUnavailable(
+                "the event history (PostgreSQL) did not answer; retry shortly",
+                headers={"retry-after": "1"}))
         return Outbound.json(200, {"object": "list", "data": events, "next_cursor": cursor,
                                    "has_more": cursor is not None})
+
+    async def _read(self, query: HistoryQuery) -> tuple[list[dict[str, Any]], str | None]:
+        pg = getattr(self.state, "postgres", None)
+        if pg is not None:  # every replica's events; the pool bounds concurrent reads
+            return await pg.run(_pg_history, query)
+        async with self._lock:  # one connection: queries take turns
+            return await trio.to_thread.run_sync(self._query, query)
 
     def close(self) -> None:
         if self._db is not None:
@@ -109,11 +139,41 @@ def add_event_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     query.set_defaults(func=_events_query)
 
 
-def _read_database(config_path: str | None) -> sqlite_utils.Database:
-    from gateway.config import Config
-    from gateway.db import open_database
+class _EventSource:
+    """The CLI's read of the stored events: the SQLite file, or the shared PostgreSQL when
+    `[database] url` is set (every replica's events)."""
 
-    return open_database(Config.load(config_path).database_path)
+    def __init__(self, config_path: str | None) -> None:
+        from gateway.config import Config
+        from gateway.db import open_database
+
+        config = Config.load(config_path)
+        self.pg: Any = None
+        self.db: sqlite_utils.Database | None = None
+        if config.postgres is not None:
+            from gateway.storage.postgres import Postgres
+
+            self.pg = Postgres(config.postgres)
+        else:
+            self.db = open_database(config.database_path)
+
+    def rows(self, sql: str, args: Sequence[Any]) -> list[Mapping[str, Any]]:
+        """`sql` with `?` marks, on whichever database holds the events."""
+        if self.db is not None:
+            return list(self.db.query(sql, args))
+        from psycopg.rows import dict_row
+
+        return self.pg.run_sync(lambda conn: conn.cursor(row_factory=dict_row).execute(
+            sql.replace("?", "%s"), args).fetchall())
+
+    def query(self, query: HistoryQuery) -> tuple[list[dict[str, Any]], str | None]:
+        if self.db is not None:
+            return query_history(self.db, query)
+        return self.pg.run_sync(_pg_history, query)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        if self.pg is not None:
+            self.pg.close()
 
 
 def _line(event: Mapping[str, Any]) -> str:
@@ -128,26 +188,26 @@ def _print_event(event: Mapping[str, Any], as_json: bool) -> None:
 
 
 def _events_tail(args: argparse.Namespace) -> int:
-    db = _read_database(args.config)
-    rows = list(db.query("SELECT * FROM policy_events ORDER BY seq DESC LIMIT ?",
-                         [max(args.lines, 0)]))
-    last = rows[0]["seq"] if rows else _max_seq(db)
-    for row in reversed(rows):
-        _print_event(row_to_event(row), args.json)
-    while args.follow:
-        try:
-            time.sleep(0.5)
-        except KeyboardInterrupt:
-            break
-        for row in db.query("SELECT * FROM policy_events WHERE seq > ? ORDER BY seq", [last]):
-            last = row["seq"]
+    source = _EventSource(args.config)
+    try:
+        rows = source.rows("SELECT * FROM policy_events ORDER BY seq DESC LIMIT ?",
+                           [max(args.lines, 0)])
+        last = rows[0]["seq"] if rows else source.rows(
+            "SELECT COALESCE(MAX(seq), 0) AS seq FROM policy_events", [])[0]["seq"]
+        for row in reversed(rows):
             _print_event(row_to_event(row), args.json)
+        while args.follow:
+            try:
+                time.sleep(0.5)
+            except KeyboardInterrupt:
+                break
+            for row in source.rows("SELECT * FROM policy_events WHERE seq > ? ORDER BY seq",
+                                   [last]):
+                last = row["seq"]
+                _print_event(row_to_event(row), args.json)
+    finally:
+        source.close()
     return 0
-
-
-def _max_seq(db: sqlite_utils.Database) -> int:
-    row = db.execute("SELECT COALESCE(MAX(seq), 0) FROM policy_events").fetchone()
-    return int(row[0])
 
 
 def _events_query(args: argparse.Namespace) -> int:
@@ -159,7 +219,11 @@ def _events_query(args: argparse.Namespace) -> int:
     except HistoryQueryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    events, cursor = query_history(_read_database(args.config), query)
+    source = _EventSource(args.config)
+    try:
+        events, cursor = source.query(query)
+    finally:
+        source.close()
     if args.json:
         print(json.dumps({"data": events, "next_cursor": cursor}, indent=2, sort_keys=True))
     else:

@@ -3,7 +3,9 @@
 503 only when it cannot: the database cannot be opened and read at its path, the policies are
 not loaded, a policy that a project links to has a broken file and no good revision in force
 (a bad deploy), or the gateway is shutting down. Everything else that is wrong stays ready with
-a `degraded` note (and the `gateway_degraded` metric): a policy file that fails its check while
+a `degraded` note: events that cannot be written (`events_not_written`: the event store, such as
+a shared PostgreSQL, is down, and events queue up to their bound), and (with the
+`gateway_degraded` metric) a policy file that fails its check while
 its last good revision stays in force, or that no project links to, and a linked policy that
 has no file at all (that project gets `400 policy_not_linked` on every replica alike). Removing
 every replica behind a load balancer for one bad file would turn a typo into an outage.
@@ -43,6 +45,7 @@ LINKED_POLICY_UNAVAILABLE = "linked_policy_unavailable"
 SHUTTING_DOWN = "shutting_down"
 POLICY_FILE_FAILING = "policy_file_failing"
 LINKED_POLICY_MISSING = "linked_policy_missing"
+EVENTS_NOT_WRITTEN = "events_not_written"
 
 
 @dataclass
@@ -55,6 +58,8 @@ class Readiness:
     shutting_down: bool = False
     #: Shared dependencies (Redis) that do not answer: name -> why.
     dependencies: dict[str, str] = field(default_factory=dict)
+    #: The event writer: events held in memory, dropped so far, why writing fails (if it does).
+    events: dict[str, Any] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -73,7 +78,8 @@ class Readiness:
     def for_admin(self) -> dict[str, Any]:
         return {**self.public(), "database": self.database, "policy_errors": self.policy_errors,
                 "unavailable_policies": self.unavailable_policies,
-                "dependencies": self.dependencies, "shutting_down": self.shutting_down}
+                "dependencies": self.dependencies, "events": self.events,
+                "shutting_down": self.shutting_down}
 
 
 @health.get("/readyz")
@@ -106,6 +112,7 @@ async def assess(state: Any) -> Readiness:
                 readiness.reasons.append(DATABASE_UNAVAILABLE)
             _check_linked(readiness, registry, linked)
     await _check_dependencies(readiness, state)
+    _check_events(readiness, state)
     draining = current_app.extensions.get("draining")
     readiness.shutting_down = draining is not None and draining.draining
     if readiness.shutting_down:
@@ -123,6 +130,19 @@ async def _check_dependencies(readiness: Readiness, state: Any) -> None:
         if answer != "ok":
             readiness.dependencies[name] = answer
             readiness.reasons.append(f"{name}_unavailable")
+
+
+def _check_events(readiness: Readiness, state: Any) -> None:
+    """Events that cannot be written (the event store down) leave the gateway ready, degraded:
+    requests go on and their events wait in the bounded queue, dropped and counted beyond it.
+    Taking every replica out of service over the audit trail would turn it into an outage."""
+    writer, sink = state.event_writer, state.event_sink
+    readiness.events = {"held": writer.held, "dropped": sink.dropped,
+                        # refused by PostgreSQL even with NUL replaced (logged one by one)
+                        "rejected": getattr(writer.store, "rejected", 0),
+                        "write_error": writer.last_error}
+    if writer.last_error is not None:
+        readiness.notes.append(EVENTS_NOT_WRITTEN)
 
 
 def _check_linked(readiness: Readiness, registry: Any, linked: set[str]) -> None:

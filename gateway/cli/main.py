@@ -23,15 +23,18 @@ from gateway.cli.output import add_output_options, configure_output, show
 from gateway.cli.policies import add_policy_commands
 from gateway.cli.setup_commands import add_setup_commands, admin_token_for_serving
 from gateway.cli.simulate import add_simulate_command
+from gateway.cli.storage_commands import add_storage_commands
 from gateway.config import Config
 from gateway.errors import (
     CommandError,
     ConfigError,
+    DatabaseUnavailable,
     GatewayError,
     IdentityError,
     PolicyDirectoryError,
     PolicyFileError,
     ProjectError,
+    SchemaMismatch,
     SharedStateUnavailable,
 )
 from gateway.identity.keys import PLANS, IdentityStore
@@ -51,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc.render(), file=sys.stderr)
         return 1
     except (ConfigError, IdentityError, ProjectError, PolicyDirectoryError,
-            CommandError, SharedStateUnavailable) as exc:
+            CommandError, SharedStateUnavailable, SchemaMismatch, DatabaseUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except GatewayError as exc:  # from `simulate`: the API's own refusal, e.g. not linked
@@ -106,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     add_simulate_command(commands, common)
     add_event_commands(commands, common)
     add_setup_commands(commands, common)
+    add_storage_commands(commands, common)
     usage = commands.add_parser("usage", parents=[common],
                                 help="current quota counters of a project and its top users")
     usage.add_argument("project_id", metavar="PROJECT")
@@ -387,6 +391,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     # Fail fast on a bad file, before any worker starts; the workers read the same token.
     config, notices = admin_token_for_serving(Config.load(args.config))
+    if config.postgres is not None:
+        from gateway.storage.postgres import Postgres, require_schema
+
+        with Postgres(config.postgres) as pg:  # a missing or newer schema stops start-up here
+            require_schema(pg)
     if args.config:
         os.environ[CONFIG_ENV] = os.path.abspath(args.config)
     workers = args.workers if args.workers is not None else config.workers

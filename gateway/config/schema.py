@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -52,6 +52,46 @@ class ServerSection(Section):
 class DatabaseSection(Section):
     path: str = Field("data/gateway.db", description="the SQLite file; its directory is the "
                       "data directory (served policies, the generated admin token)")
+    url: str | None = Field(
+        None, description="postgresql://user@host:port/db: accounts, keys, projects, grants "
+        "and policies live in PostgreSQL, shared by replicas (no password in the url)")
+    password_env: str | None = Field(
+        None, description="environment variable holding the PostgreSQL password (default: "
+        "libpq's own PGPASSWORD / ~/.pgpass)")
+    pool_min_size: NonNegativeInt = Field(1, description="PostgreSQL connections kept open "
+                                          "per worker")
+    pool_max_size: PositiveInt = Field(4, description="most PostgreSQL connections per worker; "
+                                       "also the worker threads that may use them at once")
+    connect_timeout: PositiveSeconds = Field(
+        5.0, description="longest wait for a PostgreSQL connection, pooled or new")
+    poll_interval: PositiveSeconds = Field(
+        0.25, description="how often each worker checks PostgreSQL for identity and policy "
+        "changes made by other replicas")
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+            raise ValueError(f'must look like "postgresql://user@host:5432/dbname", not '
+                             f'{value!r}')
+        if parts.password:
+            raise ValueError("must not hold a password: name the environment variable that "
+                             "holds it with password_env")
+        if not parts.path.strip("/"):
+            raise ValueError("must name the database, like postgresql://user@host:5432/dbname")
+        return value
+
+    @model_validator(mode="after")
+    def _pool_sizes(self) -> DatabaseSection:
+        if self.pool_min_size > self.pool_max_size:
+            raise ValueError(f"pool_min_size ({self.pool_min_size}) must not exceed "
+                             f"pool_max_size ({self.pool_max_size})")
+        return self
 
 
 class PoliciesSection(Section):

@@ -17,6 +17,7 @@ from typing import Any
 
 from gateway.config.loading import apply_environment, read_toml, validate
 from gateway.errors import ConfigError
+from gateway.storage.settings import PostgresSettings
 
 OPENAI = "openai"
 ANTHROPIC = "anthropic"
@@ -66,6 +67,9 @@ class Timeouts:
 @dataclass(frozen=True, slots=True)
 class Config:
     database_path: str = "data/gateway.db"
+    #: `[database] url`: accounts, keys, projects, grants and policies in PostgreSQL, shared by
+    #: replicas (docs/scale-out.md); None keeps them in the SQLite file.
+    postgres: PostgresSettings | None = None
     max_body_bytes: int = 10 * 1024 * 1024
     timeouts: Timeouts = field(default_factory=Timeouts)
     providers: Mapping[str, Provider] = field(default_factory=dict)
@@ -205,6 +209,7 @@ def _build(checked: Any, data: Mapping[str, Any], env: Mapping[str, str]) -> Con
         always_blocked_categories=tuple(checked.moderation.always_blocked),
         jwt=dict(data.get("jwt") or {}),
         database_path=database_path,
+        postgres=PostgresSettings.from_section(checked.database.model_dump(), env),
         max_body_bytes=checked.limits.max_body_bytes,
         timeouts=Timeouts(**checked.timeouts.model_dump()),
         providers=providers,

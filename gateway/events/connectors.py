@@ -31,7 +31,12 @@ import sqlite_utils
 import trio
 
 from gateway.db import open_database
-from gateway.errors import ConnectorConfigError, SharedStateUnavailable, WebhookError
+from gateway.errors import (
+    ConnectorConfigError,
+    DatabaseUnavailable,
+    SharedStateUnavailable,
+    WebhookError,
+)
 from gateway.events.leases import (
     DEFAULT_LEASE_SECONDS,
     ConnectorLease,
@@ -42,6 +47,10 @@ from gateway.events.sink import RateLimitedLog
 from gateway.events.store import row_to_event
 
 log = logging.getLogger("gateway.events.sink")
+#: What a failing event store raises: SQLite's errors, or PostgreSQL unreachable or refusing.
+STORAGE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, DatabaseUnavailable)
+#: What a failing lease store raises (the Redis lease: SharedStateUnavailable).
+LEASE_ERRORS: tuple[type[Exception], ...] = (*STORAGE_ERRORS, SharedStateUnavailable)
 
 
 
@@ -238,15 +247,26 @@ class ConnectorTask:
 
     def __init__(self, database_path: str, settings: ConnectorSettings, *,
                  rand: Callable[[], float] = random.random, owner: str | None = None,
-                 clock: Callable[[], float] = time.time, redis: Any = None) -> None:
+                 clock: Callable[[], float] = time.time, redis: Any = None,
+                 pg: Any = None) -> None:
         self.settings = settings
-        self.progress = DeliveryLog(database_path, settings)
         owner = owner or lease_owner_id()
-        # With Redis configured the claim lives there (replicas on several machines).
-        self.lease = (ConnectorLease(database_path, settings.name, owner,
-                                     ttl=settings.lease_seconds, clock=clock) if redis is None
-                      else RedisConnectorLease(database_path, settings.name, owner, redis,
-                                               ttl=settings.lease_seconds, clock=clock))
+        self.progress: Any
+        self.lease: ConnectorLease
+        if pg is not None:  # events, progress and lease shared by the replicas in PostgreSQL
+            from gateway.events.pg_delivery import PgConnectorLease, PgDeliveryLog
+
+            self.progress = PgDeliveryLog(pg, settings)
+            self.lease = PgConnectorLease(pg, settings.name, owner,
+                                          ttl=settings.lease_seconds, clock=clock)
+        else:
+            self.progress = DeliveryLog(database_path, settings)
+            # With Redis configured the claim lives there (replicas on several machines).
+            self.lease = (ConnectorLease(database_path, settings.name, owner,
+                                         ttl=settings.lease_seconds, clock=clock)
+                          if redis is None else
+                          RedisConnectorLease(database_path, settings.name, owner, redis,
+                                              ttl=settings.lease_seconds, clock=clock))
         self.delivered = 0
         self.failures = 0
         self._rand = rand
@@ -291,7 +311,7 @@ class ConnectorTask:
     async def _claim(self) -> bool:
         try:
             return await trio.to_thread.run_sync(self.lease.claim)
-        except (sqlite3.Error, SharedStateUnavailable) as exc:
+        except LEASE_ERRORS as exc:
             # keep delivering only while the last claim lasts
             self.lease.close()
             self._log.warning("connector %s cannot renew its lease: %s", self.settings.name, exc)
@@ -308,7 +328,7 @@ class ConnectorTask:
     async def _release(self) -> None:
         try:
             await trio.to_thread.run_sync(self.lease.release)
-        except (sqlite3.Error, SharedStateUnavailable) as exc:
+        except LEASE_ERRORS as exc:
             # it expires on its own; the takeover just waits for it
             log.warning("connector %s cannot release its lease: %s", self.settings.name, exc)
 
@@ -341,7 +361,7 @@ class ConnectorTask:
         while True:
             try:
                 return await trio.to_thread.run_sync(self.progress.delivered_seq)
-            except sqlite3.Error as exc:
+            except STORAGE_ERRORS as exc:
                 self.progress.close()
                 self._log.warning("connector %s cannot read its progress: %s",
                                   self.settings.name, exc)
@@ -353,7 +373,7 @@ class ConnectorTask:
         while True:
             try:
                 return await trio.to_thread.run_sync(self.progress.pending, after)
-            except sqlite3.Error as exc:
+            except STORAGE_ERRORS as exc:
                 self.progress.close()
                 self._log.warning("connector %s cannot read events: %s", self.settings.name, exc)
                 await trio.sleep(backoff(attempt, 0.1, 5.0, self._rand))
@@ -363,7 +383,7 @@ class ConnectorTask:
         self.delivered += delivered
         try:
             await trio.to_thread.run_sync(self.progress.record, seq, delivered, failures, error)
-        except sqlite3.Error as exc:  # progress is re-recorded with the next delivery
+        except STORAGE_ERRORS as exc:  # progress is re-recorded with the next delivery
             self.progress.close()
             self._log.warning("connector %s cannot record progress: %s", self.settings.name, exc)
 

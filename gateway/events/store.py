@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import sqlite_utils
@@ -117,6 +117,15 @@ def row_to_event(row: Mapping[str, Any]) -> dict[str, Any]:
 # --- storage --------------------------------------------------------------------------------
 
 
+class EventStorage(Protocol):
+    """What the writer needs of a store: `EventStore` (SQLite) or `PgEventStore` (PostgreSQL,
+    gateway/events/pg_store.py). Both are called on a worker thread, one batch at a time."""
+
+    def write(self, events: Sequence[Mapping[str, Any]]) -> None:
+        """Commit `events` in one transaction, or raise EventStorageError."""
+
+    def close(self) -> None:
+        """Release what the store holds (shutdown)."""
 
 
 class EventStore:
@@ -170,13 +179,15 @@ class EventWriter:
     """Background task draining `sink` into `store`. Counters: `written` events, `failures`
     (write attempts that failed), `lost` (events held at shutdown that could not be written)."""
 
-    def __init__(self, sink: QueueSink, store: EventStore, settings: EventSettings) -> None:
+    def __init__(self, sink: QueueSink, store: EventStorage, settings: EventSettings) -> None:
         self.sink = sink
         self.store = store
         self.settings = settings
         self.written = 0
         self.failures = 0
         self.lost = 0
+        #: Why the last write attempt failed; None once a write succeeds (`/readyz` shows it).
+        self.last_error: str | None = None
         #: Events taken from the channel and not yet committed (kept across retries).
         self._batch: list[dict[str, Any]] = []
         self._cancel = trio.CancelScope()
@@ -227,6 +238,7 @@ class EventWriter:
                 await trio.to_thread.run_sync(self.store.write, self._batch)
             except EventStorageError as exc:
                 self.failures += 1
+                self.last_error = str(exc)
                 self._fail_log.warning("writing %d policy events failed (%s); retrying, %d "
                                        "events held", len(self._batch), exc, self.held)
                 if deadline is not None and trio.current_time() + delay > deadline:
@@ -235,6 +247,7 @@ class EventWriter:
                 delay = min(delay * 2, self.settings.retry_max)
                 continue
             self.written += len(self._batch)
+            self.last_error = None
             self._batch = []
             for callback in self.on_written:
                 callback()
@@ -339,6 +352,36 @@ def decode_cursor(cursor: str) -> int:
         raise HistoryQueryError("'cursor' is not a cursor this API returned") from None
 
 
+def history_where(query: HistoryQuery, mark: str, expressions: Mapping[str, str]
+                  ) -> tuple[list[str], list[Any]]:
+    """The WHERE terms and arguments of `query`; `mark` is the driver's placeholder and
+    `expressions` the filters on fields kept in `extra` (each backend spells JSON its way)."""
+    where: list[str] = []
+    args: list[Any] = []
+    for column, value in query.filters.items():
+        where.append(f"{expressions.get(column, column)} = {mark}")
+        args.append(value)
+    if query.since is not None:
+        where.append(f"created_at >= {mark}")
+        args.append(query.since)
+    if query.until is not None:
+        where.append(f"created_at < {mark}")
+        args.append(query.until)
+    if query.before is not None:
+        where.append(f"seq < {mark}")
+        args.append(query.before)
+    return where, args
+
+
+def history_page(rows: Sequence[Mapping[str, Any]], limit: int
+                 ) -> tuple[list[dict[str, Any]], str | None]:
+    """Events of the first `limit` rows (read with LIMIT limit + 1) and the next cursor."""
+    more = len(rows) > limit
+    rows = rows[:limit]
+    cursor = encode_cursor(rows[-1]["seq"]) if more and rows else None
+    return [row_to_event(row) for row in rows], cursor
+
+
 def query_history(db: sqlite_utils.Database, query: HistoryQuery
                   ) -> tuple[list[dict[str, Any]], str | None]:
     """Events newest first (by commit order) and the cursor of the next page, if any.
@@ -346,27 +389,10 @@ def query_history(db: sqlite_utils.Database, query: HistoryQuery
     Paging goes by `seq`, which only grows: events committed while a client pages are newer
     than its first page and never shift the pages after it, so there are no duplicates or gaps.
     """
-    where: list[str] = []
-    args: list[Any] = []
-    for column, value in query.filters.items():
-        where.append(f"{_FILTER_EXPRESSIONS.get(column, column)} = ?")
-        args.append(value)
-    if query.since is not None:
-        where.append("created_at >= ?")
-        args.append(query.since)
-    if query.until is not None:
-        where.append("created_at < ?")
-        args.append(query.until)
-    if query.before is not None:
-        where.append("seq < ?")
-        args.append(query.before)
+    where, args = history_where(query, "?", _FILTER_EXPRESSIONS)
     sql = "SELECT * FROM policy_events"
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY seq DESC LIMIT ?"
     args.append(query.limit + 1)
-    rows = list(db.query(sql, args))
-    more = len(rows) > query.limit
-    rows = rows[:query.limit]
-    cursor = encode_cursor(rows[-1]["seq"]) if more and rows else None
-    return [row_to_event(row) for row in rows], cursor
+    return history_page(list(db.query(sql, args)), query.limit)

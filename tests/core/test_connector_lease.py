@@ -1,6 +1,7 @@
 """The connector lease (gateway/events/leases.py): one holder at a time per connector, taken when free
 or expired, renewed by its holder, released on shutdown; time from an injected clock, on a real
-SQLite file shared by two lease objects as two worker processes share it."""
+SQLite file shared by two lease objects as two worker processes share it, and on a real
+PostgreSQL database as replicas share it (gateway/events/pg_delivery.py)."""
 
 from __future__ import annotations
 
@@ -26,14 +27,39 @@ def clock() -> Clock:
     return Clock()
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def make_lease(request: pytest.FixtureRequest, tmp_path: Path, clock: Clock):
+    """`make(connector, owner)`: a lease in one SQLite file (worker processes of one machine)
+    or in one PostgreSQL database (replicas), each owner with its own connection."""
+    made: list[ConnectorLease] = []
+    pools: list = []
+
+    def make(connector: str, owner: str) -> ConnectorLease:
+        if request.param == "postgres":
+            from gateway.events.pg_delivery import PgConnectorLease
+            from gateway.storage.postgres import Postgres
+            from gateway.storage.settings import PostgresSettings
+
+            url = request.getfixturevalue("postgres_url")
+            pools.append(Postgres(PostgresSettings(url=url, pool_min_size=0, pool_max_size=1)))
+            lease: ConnectorLease = PgConnectorLease(pools[-1], connector, owner, ttl=TTL,
+                                                     clock=clock)
+        else:
+            lease = ConnectorLease(str(tmp_path / "gateway.db"), connector, owner, ttl=TTL,
+                                   clock=clock)
+        made.append(lease)
+        return lease
+
+    yield make
+    for lease in made:
+        lease.close()
+    for pool in pools:
+        pool.close()
+
+
 @pytest.fixture
-def pair(tmp_path: Path, clock: Clock):
-    path = str(tmp_path / "gateway.db")
-    first = ConnectorLease(path, "audit", "worker-a", ttl=TTL, clock=clock)
-    second = ConnectorLease(path, "audit", "worker-b", ttl=TTL, clock=clock)
-    yield first, second
-    first.close()
-    second.close()
+def pair(make_lease):
+    return make_lease("audit", "worker-a"), make_lease("audit", "worker-b")
 
 
 def test_may_claim_rules() -> None:
@@ -94,13 +120,9 @@ def test_release_leaves_a_lease_taken_by_another_owner_alone(pair, clock: Clock)
     assert second.held()
 
 
-def test_leases_of_different_connectors_are_independent(tmp_path: Path, clock: Clock) -> None:
-    path = str(tmp_path / "gateway.db")
-    audit = ConnectorLease(path, "audit", "worker-a", ttl=TTL, clock=clock)
-    hook = ConnectorLease(path, "hook", "worker-b", ttl=TTL, clock=clock)
-    try:
-        assert audit.claim()
-        assert hook.claim()
-    finally:
-        audit.close()
-        hook.close()
+def test_leases_of_different_connectors_are_independent(make_lease) -> None:
+    audit = make_lease("audit", "worker-a")
+    hook = make_lease("hook", "worker-b")
+    assert audit.claim()
+    assert hook.claim()
+    assert not make_lease("audit", "worker-b").claim()

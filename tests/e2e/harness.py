@@ -73,13 +73,14 @@ def closed_port_url() -> str:
 def start_gateway(directory: Path, config: Mapping[str, Any], *, plan: str = "free",
                   echo_transport: httpx.AsyncBaseTransport | None = None,
                   configure_app: Callable[[QuartTrio], None] | None = None) -> RunningGateway:
-    """Start a gateway from `config` (the TOML mapping; `database.path` is set here) with an
+    """Start a gateway from `config` (the TOML mapping; `database.path` is set here, other
+    `[database]` keys such as `url` are kept) with an
     account of `plan` and one key. Call `stop_gateway` when done."""
     db_path = directory / "gateway.db"
     # The mock upstream's per-request scenario header is not one a provider API defines: it
     # passes through the documented `[upstream] forward_headers` knob, as any extra would.
     mapping = {"upstream": {"forward_headers": [SCENARIO_HEADER]}, **config,
-               "database": {"path": str(db_path)}}
+               "database": {**config.get("database", {}), "path": str(db_path)}}
     parsed = Config.from_mapping(mapping, env={})
     store = IdentityStore(open_database(db_path))
     account = store.create_account("e2e", plan)

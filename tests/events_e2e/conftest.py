@@ -29,11 +29,25 @@ from gateway.identity.projects import ProjectStore
 
 
 @pytest.fixture
-def make_events_gateway(gateway_factory: GatewayFactory, mock_upstream: MockUpstream,
-                        tmp_path: Path) -> Callable[..., EventsGateway]:
+def events_backend(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The `[database]` keys of the event store: SQLite unless a module parametrises this
+    fixture (indirect) with "postgres", which puts events in a fresh PostgreSQL database."""
+    if getattr(request, "param", "sqlite") == "postgres":
+        return {"url": request.getfixturevalue("postgres_url")}
+    return {}
+
+
+@pytest.fixture
+def make_events_gateway(events_backend: dict[str, Any], gateway_factory: GatewayFactory,
+                        mock_upstream: MockUpstream, tmp_path: Path
+                        ) -> Callable[..., EventsGateway]:
+    # `events_backend` first: its database is made before the gateways and dropped after
+    # they stopped (a gateway stopping on a dropped database waits for connections).
     counter = iter(range(1000))
 
     def make(**config: Any) -> EventsGateway:
+        if events_backend:
+            config = {"database": events_backend, **config}
         policies = tmp_path / f"policies{next(counter)}"
         shutil.copytree(REPO_POLICIES, policies)
         (policies / "escalation.pol").write_text(ESCALATION_POLICY.read_text().replace(

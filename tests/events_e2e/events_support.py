@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from e2e.harness import RunningGateway
 
 from gateway.events.store import row_to_event
@@ -28,6 +29,9 @@ ADMIN_TOKEN = "admin-token-for-event-tests-0123456789"
 PROJECTS = {"proj_support": "support_bot", "proj_pii": "pii_redaction",
             "proj_escalate": "escalation"}
 
+#: `pytestmark` of the modules that run against both event stores (fixture `events_backend`).
+BOTH_BACKENDS = pytest.mark.parametrize("events_backend", ["sqlite", "postgres"], indirect=True)
+
 
 @dataclass
 class EventsGateway:
@@ -35,6 +39,12 @@ class EventsGateway:
     keys: dict[str, str] = field(default_factory=dict)
     #: The configuration mapping it was started with (a restart reuses it).
     config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def postgres_url(self) -> str | None:
+        """Where its events are when they go to PostgreSQL (`[database] url`), else None."""
+        url: str | None = self.config.get("database", {}).get("url")
+        return url
 
     @property
     def url(self) -> str:
@@ -65,9 +75,14 @@ class EventsGateway:
                          headers=headers, timeout=10.0)
 
 
-def stored_events(db_path: Path) -> list[dict[str, Any]]:
-    """Every stored event, oldest first, read with a plain connection (as an auditor would)."""
-    conn = sqlite3.connect(str(db_path))
+def stored_events(source: Path | EventsGateway) -> list[dict[str, Any]]:
+    """Every stored event, oldest first, read with a plain connection (as an auditor would):
+    from the gateway's PostgreSQL when its events go there, else from its SQLite file."""
+    if isinstance(source, EventsGateway):
+        if source.postgres_url is not None:
+            return postgres_events(source.postgres_url)
+        source = source.db_path
+    conn = sqlite3.connect(str(source))
     conn.row_factory = sqlite3.Row
     try:
         return [row_to_event(row) for row in
@@ -85,3 +100,12 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
     return predicate()
 
 
+
+
+def postgres_events(url: str) -> list[dict[str, Any]]:
+    import psycopg
+    from psycopg.rows import dict_row
+
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+        return [row_to_event(row) for row in
+                conn.execute("SELECT * FROM policy_events ORDER BY seq").fetchall()]

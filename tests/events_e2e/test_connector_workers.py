@@ -1,6 +1,7 @@
 """Connectors under `python -m gateway serve --workers 2` (SPEC §9.3): every worker runs every
 connector, but only the one holding the connector's lease delivers, so in a healthy run a
-webhook receives each event once and the JSON-lines file holds each event once."""
+webhook receives each event once and the JSON-lines file holds each event once; with the
+events, progress and leases in SQLite or in PostgreSQL."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 from e2e.harness import UPSTREAM_ANTHROPIC_KEY, UPSTREAM_OPENAI_KEY
-from events_support import REPO_POLICIES, stored_events
+from events_support import REPO_POLICIES, postgres_events, stored_events
 from mock_upstream import MockUpstream
 from test_event_sigterm import free_port, make_key, wait_until_serving
 
@@ -68,13 +69,16 @@ def receiver() -> Iterator[Receiver]:
         thread.join(10)
 
 
-def write_config(root: Path, mock_url: str, port: int, hook_url: str) -> tuple[Path, Path, Path]:
+def write_config(root: Path, mock_url: str, port: int, hook_url: str,
+                 database_url: str | None = None) -> tuple[Path, Path, Path]:
     policies = root / "policies"
     shutil.copytree(REPO_POLICIES, policies)
     db_path, jsonl, config = root / "gateway.db", root / "out" / "events.jsonl", root / "g.toml"
     config.write_text(
         f'[server]\nhost = "127.0.0.1"\nport = {port}\nshutdown_grace = 3\n\n'
-        f'[database]\npath = "{db_path}"\n\n[policies]\ndirectory = "{policies}"\n\n'
+        f'[database]\npath = "{db_path}"\n'
+        + (f'url = "{database_url}"\n' if database_url else '')
+        + f'\n[policies]\ndirectory = "{policies}"\n\n'
         '[events]\nbatch_seconds = 0.05\n\n'
         f'[[events.connectors]]\nname = "hook"\ntype = "webhook"\nurl = "{hook_url}"\n'
         'poll_seconds = 0.2\n\n'
@@ -94,10 +98,19 @@ def jsonl_event_ids(path: Path) -> list[str]:
     return [json.loads(line)["event_id"] for line in path.read_text().splitlines() if line]
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_two_workers_deliver_each_event_once_per_connector(
-        mock_upstream: MockUpstream, receiver: Receiver, tmp_path: Path) -> None:
+        mock_upstream: MockUpstream, receiver: Receiver, tmp_path: Path, backend: str,
+        request: pytest.FixtureRequest) -> None:
     port = free_port()
-    config, db_path, jsonl = write_config(tmp_path, mock_upstream.url, port, receiver.url)
+    database_url = request.getfixturevalue("postgres_url") if backend == "postgres" else None
+    config, db_path, jsonl = write_config(tmp_path, mock_upstream.url, port, receiver.url,
+                                          database_url)
+
+    def stored_ids() -> set[str]:
+        events = postgres_events(database_url) if database_url else stored_events(db_path)
+        return {e["event_id"] for e in events}
+
     key = make_key(db_path)
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "gateway.log"
@@ -119,7 +132,7 @@ def test_two_workers_deliver_each_event_once_per_connector(
                 assert response.status_code == 200, response.text
         deadline = time.monotonic() + 30
         while True:
-            stored = {e["event_id"] for e in stored_events(db_path)}
+            stored = stored_ids()
             if (len(stored) >= REQUESTS and set(receiver.event_ids) >= stored
                     and set(jsonl_event_ids(jsonl)) >= stored):
                 break
@@ -134,7 +147,7 @@ def test_two_workers_deliver_each_event_once_per_connector(
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
-    stored = {e["event_id"] for e in stored_events(db_path)}
+    stored = stored_ids()
     posted, lines = Counter(receiver.event_ids), Counter(jsonl_event_ids(jsonl))
     assert set(posted) == stored and set(lines) == stored
     assert [i for i, n in posted.items() if n > 1] == [], "the webhook got an event twice"

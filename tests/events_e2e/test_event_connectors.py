@@ -9,7 +9,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from events_support import stored_events, wait_for
+from events_support import BOTH_BACKENDS, stored_events, wait_for
+
+pytestmark = BOTH_BACKENDS
 
 ORDER = "Where is my order?"
 EMAIL = "ada.lovelace.1815@example.net"
@@ -76,8 +78,8 @@ def test_a_webhook_gets_every_event_through_failures_downtime_and_a_restart(
         gw = make_events_gateway(events={"batch_seconds": 0.01, "connectors": [hook]})
         for i in range(8):
             assert gw.chat(ORDER, user=f"first-{i}").status_code == 200
-        stored = lambda: {e["event_id"] for e in stored_events(gw.db_path)}  # noqa: E731
-        enforcement = lambda: [e for e in stored_events(gw.db_path)  # noqa: E731
+        stored = lambda: {e["event_id"] for e in stored_events(gw)}  # noqa: E731
+        enforcement = lambda: [e for e in stored_events(gw)  # noqa: E731
                                if e["event_type"] == "enforcement"]
         assert wait_for(lambda: len(enforcement()) == 8 and set(receiver.accepted) >= stored())
         assert receiver.refused > 0, "the flaky receiver should have refused some posts"
@@ -121,7 +123,7 @@ def test_a_dead_webhook_never_slows_requests_or_the_file_connector(make_events_g
         return [json.loads(line) for path in files() for line in path.read_text().splitlines()]
 
     assert wait_for(lambda: {e["event_id"] for e in written()}
-                    >= {e["event_id"] for e in stored_events(gw.db_path)})
+                    >= {e["event_id"] for e in stored_events(gw)})
     assert len(files()) > 1, "4000 bytes cannot hold every event: the file should rotate"
     assert all(path.stat().st_size <= 4000 or len(path.read_text().splitlines()) == 1
                for path in files())

@@ -5,7 +5,9 @@ from __future__ import annotations
 import threading
 
 import pytest
-from events_support import stored_events, wait_for
+from events_support import BOTH_BACKENDS, stored_events, wait_for
+
+pytestmark = BOTH_BACKENDS
 
 ORDER = "Where is my order?"
 
@@ -18,7 +20,7 @@ def gw(make_events_gateway, mock):
     assert gateway.chat("Where is my order, idiot?", user="alice-0").status_code == 403
     assert gateway.chat("I want to speak to a human", user="bob",
                         project="proj_escalate").status_code == 200
-    assert wait_for(lambda: len([e for e in stored_events(gateway.db_path)
+    assert wait_for(lambda: len([e for e in stored_events(gateway)
                                  if e["event_type"] == "enforcement"]) == 8)
     return gateway
 
@@ -46,8 +48,26 @@ def test_bad_parameters_are_400(gw, params):
     assert response.json()["error"]["code"] == "invalid_request"
 
 
+def test_a_filter_with_control_characters_matches_only_what_was_stored(gw):
+    for value in ("alice-0\x00", "\x00", "alice\u202e-0", "'; DROP TABLE policy_events; --"):
+        response = gw.history(policy_user=value)
+        assert response.status_code == 200, response.text
+        assert response.json()["data"] == []
+    assert len(gw.history(policy_user="alice-0").json()["data"]) == 4
+
+
+def test_a_nul_character_in_a_request_neither_loses_its_event_nor_blocks_others(gw):
+    hostile = gw.chat(ORDER, user="nul-sender", model="gpt-x\x00evil")
+    assert hostile.status_code < 500, hostile.text
+    assert gw.chat(ORDER, user="after-nul").status_code == 200
+    assert wait_for(lambda: {"nul-sender", "after-nul"}
+                    <= {e.get("policy_user") for e in stored_events(gw)})
+    [event] = gw.history(policy_user="nul-sender").json()["data"]
+    assert event["model"] in ("gpt-x\x00evil", "gpt-x\ufffdevil")  # PostgreSQL: replaced
+
+
 def test_filters_select_exactly_the_matching_events(gw):
-    everything = stored_events(gw.db_path)
+    everything = stored_events(gw)
     for name, value in [("policy_user", "alice-0"), ("project_id", "proj_escalate"),
                         ("decision", "refuse"), ("policy_id", "support_bot"),
                         ("event_type", "revision"), ("policy_target", "input")]:
@@ -67,7 +87,7 @@ def test_filters_select_exactly_the_matching_events(gw):
 
 
 def test_time_range_is_since_inclusive_until_exclusive(gw):
-    enforcement = [e for e in stored_events(gw.db_path) if e["event_type"] == "enforcement"]
+    enforcement = [e for e in stored_events(gw) if e["event_type"] == "enforcement"]
     pivot = enforcement[4]["created_at"]
     later = gw.history(event_type="enforcement", since=pivot).json()["data"]
     earlier = gw.history(event_type="enforcement", until=pivot).json()["data"]
@@ -80,7 +100,7 @@ def test_time_range_is_since_inclusive_until_exclusive(gw):
 
 
 def test_pages_have_no_duplicates_and_no_gaps_while_events_arrive(gw):
-    before = {e["event_id"] for e in stored_events(gw.db_path)}
+    before = {e["event_id"] for e in stored_events(gw)}
     stop = threading.Event()
 
     def traffic() -> None:
@@ -103,6 +123,6 @@ def test_pages_have_no_duplicates_and_no_gaps_while_events_arrive(gw):
         thread.join()
     assert len(seen) == len(set(seen)), "an event appeared on two pages"
     assert before <= set(seen), "an event that existed before paging was skipped"
-    stored = [e["event_id"] for e in stored_events(gw.db_path)]
+    stored = [e["event_id"] for e in stored_events(gw)]
     newest_seen = max(stored.index(s) for s in seen)
     assert seen == list(reversed(stored[:newest_seen + 1])), "pages are newest first, gapless"

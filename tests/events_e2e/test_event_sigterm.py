@@ -1,5 +1,6 @@
 """SIGTERM to a real `python -m gateway serve` process under load: every request that got a
-response has its event in the database once the process has exited.
+response has its event in the database once the process has exited: the SQLite file, or the
+shared PostgreSQL when `[database] url` is set.
 
 A long batch window (`batch_seconds = 30`) keeps the events of answered requests in the writer's
 hands when the signal arrives, so only the shutdown drain can store them: a process that exits
@@ -23,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 from e2e.harness import UPSTREAM_ANTHROPIC_KEY, UPSTREAM_OPENAI_KEY
-from events_support import REPO_POLICIES, stored_events
+from events_support import REPO_POLICIES, postgres_events, stored_events
 from mock_upstream import MockUpstream
 
 from gateway.db import open_database
@@ -41,14 +42,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_config(root: Path, mock_url: str, port: int) -> tuple[Path, Path]:
+def write_config(root: Path, mock_url: str, port: int, database_url: str | None = None
+                 ) -> tuple[Path, Path]:
     policies = root / "policies"
     shutil.copytree(REPO_POLICIES, policies)
     db_path = root / "gateway.db"
     config = root / "gateway.toml"
     config.write_text(
         f'[server]\nhost = "127.0.0.1"\nport = {port}\nshutdown_grace = 3\n\n'
-        f'[database]\npath = "{db_path}"\n\n[policies]\ndirectory = "{policies}"\n\n'
+        f'[database]\npath = "{db_path}"\n'
+        + (f'url = "{database_url}"\n' if database_url else '')
+        + f'\n[policies]\ndirectory = "{policies}"\n\n'
         '[events]\nbatch_seconds = 30\nbatch_size = 100000\n\n'
         '[upstream]\nforward_headers = ["x-mock-scenario"]\n\n'
         f'[providers.openai]\nkind = "openai"\nbase_url = "{mock_url}/v1"\n'
@@ -83,11 +87,14 @@ def wait_until_serving(process: subprocess.Popen[bytes], url: str, log: Path) ->
         time.sleep(0.1)
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize(("workers", "backend"),
+                         [(1, "sqlite"), (2, "sqlite"), (2, "postgres")])
 def test_sigterm_under_load_loses_no_event_of_an_answered_request(
-        mock_upstream: MockUpstream, tmp_path: Path, workers: int) -> None:
+        mock_upstream: MockUpstream, tmp_path: Path, workers: int, backend: str,
+        request: pytest.FixtureRequest) -> None:
     port = free_port()
-    config, db_path = write_config(tmp_path, mock_upstream.url, port)
+    database_url = request.getfixturevalue("postgres_url") if backend == "postgres" else None
+    config, db_path = write_config(tmp_path, mock_upstream.url, port, database_url)
     key = make_key(db_path)
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "gateway.log"
@@ -138,7 +145,8 @@ def test_sigterm_under_load_loses_no_event_of_an_answered_request(
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
     output = log.read_text()
-    stored = Counter(e["policy_user"] for e in stored_events(db_path)
+    events = postgres_events(database_url) if database_url else stored_events(db_path)
+    stored = Counter(e["policy_user"] for e in events
                      if e["event_type"] == "enforcement")
     missing = [(user, status) for user, status in answered if stored[user] != 1]
     assert not missing, (f"{len(missing)} of {len(answered)} answered requests have no "

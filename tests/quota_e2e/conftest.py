@@ -105,9 +105,11 @@ def _toml_providers(mock_url: str) -> str:
 
 def start_workers(root: Path, mock_url: str, port: int | None = None, *,
                   extra_config: str = "", processes: int = 2,
-                  extra_policies: tuple[Path, ...] = ()) -> Workers:
+                  extra_policies: tuple[Path, ...] = (),
+                  database_url: str | None = None) -> Workers:
     """A gateway serving from `root`; `extra_config` is TOML added to its configuration (it
-    may set keys of `[quotas]`, which comes last but one)."""
+    may set keys of `[quotas]`, which comes last but one); `database_url` is `[database] url`
+    (events in that PostgreSQL)."""
     policies = root / "policies"
     policies.mkdir(parents=True)
     for path in (*(HERE / "policies").glob("*.pol"), *extra_policies):
@@ -117,7 +119,9 @@ def start_workers(root: Path, mock_url: str, port: int | None = None, *,
     port = port or _free_port()
     config_path.write_text(
         f'[server]\nhost = "127.0.0.1"\nport = {port}\n\n'
-        f'[database]\npath = "{db_path}"\n\n[policies]\ndirectory = "{policies}"\n\n'
+        f'[database]\npath = "{db_path}"\n'
+        + (f'url = "{database_url}"\n' if database_url else '')
+        + f'\n[policies]\ndirectory = "{policies}"\n\n'
         f'[quotas]\ndefault_output_tokens = 64\n{extra_config}\n\n'
         # A quota set in the configuration for one project (test_configured_project_quota).
         f'[quotas.projects.{CONFIGURED_PROJECT}]\nbudget = {{requests = {{hour = 2}}}}\n\n'

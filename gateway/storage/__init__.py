@@ -1,0 +1,1 @@
+"""Where shared state is stored: the PostgreSQL pool, the schema migrations of both backends."""
