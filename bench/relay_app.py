@@ -1,14 +1,14 @@
-"""The ceiling of our stack: a hypercorn (trio worker) ASGI app that forwards the body with httpx
+"""The ceiling of our stack: a hypercorn (trio worker) ASGI app that forwards the body with httpx2
 and has no gateway logic at all. The benchmark compares the gateway against it."""
 
 from __future__ import annotations
 
 import os
 
-import httpx
+import httpx2
 
 UPSTREAM = os.environ.get("RELAY_UPSTREAM", "http://127.0.0.1:18081")
-_client: httpx.AsyncClient | None = None
+_client: httpx2.AsyncClient | None = None
 
 
 async def app(scope, receive, send):  # type: ignore[no-untyped-def]
@@ -17,7 +17,7 @@ async def app(scope, receive, send):  # type: ignore[no-untyped-def]
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                _client = httpx.AsyncClient(limits=httpx.Limits(max_connections=512,
+                _client = httpx2.AsyncClient(limits=httpx2.Limits(max_connections=512,
                                                                 max_keepalive_connections=512))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":

@@ -16,7 +16,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import httpx
+import httpx2
 import trio
 
 from gateway.adapters.base import Adapter
@@ -79,7 +79,7 @@ class StreamEnd:
 OnDone = Callable[[StreamEnd], Awaitable[None]]
 
 
-async def open_answer(exchange: Exchange) -> httpx.Response:
+async def open_answer(exchange: Exchange) -> httpx2.Response:
     """Send the request and wait for the upstream's response head. A whole answer still awaited
     when the shutdown grace period ends raises `ShuttingDown`. On any failure the exchange is
     closed before the error propagates."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from e2e.harness import UPSTREAM_ANTHROPIC_KEY, UPSTREAM_OPENAI_KEY
 from mock_upstream import MockUpstream
@@ -138,9 +138,9 @@ def start_workers(root: Path, mock_url: str, port: int | None = None, *,
         if process.poll() is not None:
             raise RuntimeError(f"gateway exited: {(root / 'gateway.log').read_text()}")
         try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+            if httpx2.get(url + "/healthz", timeout=1).status_code == 200:
                 break
-        except httpx.HTTPError:
+        except httpx2.HTTPError:
             pass
         if time.monotonic() > deadline:
             raise RuntimeError("gateway did not start in 60 s")
