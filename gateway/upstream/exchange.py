@@ -86,8 +86,9 @@ class Upstreams:
         timeouts = self.config.timeouts
         limits = httpx2.Limits(
             max_connections=self.config.max_connections,
-            max_keepalive_connections=self.config.max_connections,
-            keepalive_expiry=30.0,
+            max_keepalive_connections=min(self.config.keepalive_connections,
+                                          self.config.max_connections),
+            keepalive_expiry=self.config.keepalive_seconds,
         )
         # httpx2's read timeout doubles as our idle timeout; the relay also enforces it itself
         # together with the total deadline.
