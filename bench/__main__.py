@@ -1,4 +1,5 @@
-"""`python -m bench [proxy|frames|policy|quota|events|first_token|mcp]`: run the benchmarks and print their figures."""
+"""`python -m bench [proxy|frames|policy|quota|events|first_token|mcp|compare] [--options]`: run
+the benchmarks and print their figures; options (e.g. `compare --quick`) go to the suites."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from pathlib import Path
 HERE = Path(__file__).parent
 SUITES = {"proxy": "bench_proxy", "frames": "bench_frames", "policy": "bench_policy",
           "quota": "bench_quota", "events": "bench_events", "first_token": "bench_first_token",
-          "mcp": "bench_mcp", "classifiers": "bench_classifiers", "moderation": "bench_moderation"}
+          "mcp": "bench_mcp", "compare": "bench_compare", "classifiers": "bench_classifiers",
+          "moderation": "bench_moderation"}
 
 
 def main(argv: list[str]) -> int:
-    names = argv or list(SUITES)
+    options = [a for a in argv if a.startswith("-")]
+    names = [a for a in argv if not a.startswith("-")] or [n for n in SUITES if n != "compare"]
     unknown = [n for n in names if n not in SUITES]
     if unknown:
         print(f"unknown suite(s) {unknown}; choose from {sorted(SUITES)}", file=sys.stderr)
@@ -25,7 +28,7 @@ def main(argv: list[str]) -> int:
             print(f"(suite {name}: {path.name} not present)")
             continue
         print(f"== {name} ==", flush=True)
-        sys.argv = [str(path)]  # each suite parses its own options: the suite names are not
+        sys.argv = [str(path), *options]  # each suite parses its own options, not the names
         try:
             runpy.run_path(str(path), run_name="__main__")
         except SystemExit as exit_:  # each suite ends with sys.exit(main())
