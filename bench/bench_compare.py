@@ -148,7 +148,7 @@ def _wrk(url: str, script: Path, connections: int, seconds: float) -> dict[str, 
     from bench.bench_proxy import _UNITS
 
     out = subprocess.run(
-        ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
+        ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
          "--latency", "-s", str(script), url], check=True, capture_output=True, text=True).stdout
     result: dict[str, float] = {}
     for pct in ("50", "99"):
