@@ -4,6 +4,7 @@ streamed or not, whichever worker serves the next request."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import httpx2
@@ -42,6 +43,6 @@ def test_the_next_request_sees_the_previous_usage(workers: Workers, stream: bool
     # Each answer's headers count its own estimate and every earlier request's real usage: one
     # request and 18 tokens apart. An unsettled predecessor would still hold its 500+ estimate.
     steps = [(before[0] - after[0], before[1] - after[1])
-             for before, after in zip(remaining, remaining[1:], strict=False)]
+             for before, after in itertools.pairwise(remaining)]
     assert steps == [(1, 18)] * (ROUNDS - 1)
     assert remaining[0][0] == 1000 - 1 and remaining[0][1] < LIMIT - 500
