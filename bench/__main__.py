@@ -10,7 +10,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 SUITES = {"proxy": "bench_proxy", "frames": "bench_frames", "policy": "bench_policy",
           "quota": "bench_quota", "events": "bench_events", "first_token": "bench_first_token",
-          "mcp": "bench_mcp", "compare": "bench_compare", "classifiers": "bench_classifiers",
+          "mcp": "bench_mcp", "compare": "bench_compare", "locks": "bench_locks", "classifiers": "bench_classifiers",
           "moderation": "bench_moderation"}
 
 
