@@ -353,15 +353,21 @@ def _redis_usage(config: Config, project: Any, top: int) -> dict[str, Any] | Non
 def _usage(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from gateway.quota.sqlite import usage_report
+    from gateway.quota.sqlite import SqliteQuotaStore, usage_report
 
     config = Config.load(args.config)
     db = _database(config)
     project = ProjectStore(db).get(args.project_id)
     report = _redis_usage(config, project, args.top)  # with the Redis store: every replica's
     if report is None:
-        report = usage_report(db.conn, project.id, datetime.now(UTC), budget=project.budget,
-                              user_quota=project.user_quota, top=args.top)
+        quotas = SqliteQuotaStore.from_config(config)
+        try:
+            with quotas.transaction() as conn:
+                report = usage_report(conn, project.id, datetime.now(UTC),
+                                      budget=project.budget, user_quota=project.user_quota,
+                                      top=args.top)
+        finally:
+            quotas.close()
     if args.json:
         _print(report)
         return 0

@@ -313,11 +313,12 @@ class LocalBound:
 def quota_store_for(config: Any, settings: QuotaSettings, link: RedisLink | None, *,
                     background: Callable[[], trio.Nursery | None]) -> Any:
     """The store `[quotas] store` names: SQLite (the default) or Redis (needs `[redis]`)."""
-    from gateway.quota.sqlite import SqliteQuotaStore
+    from gateway.quota.sqlite import SqliteQuotaStore, quota_database_path
 
     if settings.store == "redis":
         if link is None:
             raise ConfigError('invalid configuration: [quotas] store = "redis" needs a [redis] '
                               'section with its url')
         return RedisQuotaStore(link, settings, background=background)
-    return SqliteQuotaStore(config.database_path, settings)
+    return SqliteQuotaStore(quota_database_path(config), settings,
+                            migrate_from=config.database_path)

@@ -1,4 +1,8 @@
-"""Exact quotas on the gateway's SQLite file, shared by every worker process (SPEC §8).
+"""Exact quotas on a SQLite file of their own, shared by every worker process (SPEC §8).
+
+The counters live beside the gateway's database (`quota_database_path`), not in it: the event
+writer's batches hold the database's write lock for milliseconds, and admission would queue
+behind them. A file created by this version takes over the counters of the database once.
 
 Each admission is one `BEGIN IMMEDIATE` transaction: it takes SQLite's write lock first, gives
 back reservations whose process died (expired), reads the counters of every applicable limit,
@@ -18,7 +22,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +53,8 @@ from gateway.quota.limits import (
 
 log = logging.getLogger("gateway.quota.limits")
 
+#: Settlements between two WAL checkpoints of the quota file.
+CHECKPOINT_EVERY = 1000
 #: Longest subject id stored as is; longer ones (or ones SQLite cannot encode) are hashed.
 MAX_SUBJECT_CHARS = 200
 
@@ -91,8 +97,14 @@ class SqliteQuotaStore:
     """`QuotaStore` on a SQLite file. `clock` returns the current UTC time (injected in tests)."""
 
     def __init__(self, path: str | os.PathLike[str], settings: QuotaSettings | None = None, *,
-                 clock: Callable[[], datetime] | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None,
+                 migrate_from: str | os.PathLike[str] | None = None) -> None:
         self.path = str(path)
+        #: The database whose counters a new quota file takes over (earlier versions kept them
+        #: there).
+        self.migrate_from = None if migrate_from is None else str(migrate_from)
+        #: Commits since the last WAL checkpoint (see `_after`).
+        self._commits = 0
         self.settings = settings or QuotaSettings()
         self.clock = clock or (lambda: datetime.now(UTC))
         self._limiter: trio.CapacityLimiter | None = None
@@ -102,7 +114,18 @@ class SqliteQuotaStore:
 
     @classmethod
     def from_config(cls, config: Any) -> SqliteQuotaStore:
-        return cls(config.database_path, settings_from_config(config))
+        return cls(quota_database_path(config), settings_from_config(config),
+                   migrate_from=config.database_path)
+
+    async def usage_report(self, project_id: str, now: datetime, *, budget: Any = None,
+                           user_quota: Any = None, top: int = 10) -> dict[str, Any]:
+        """`usage_report` on this store's file (the management API's usage endpoint)."""
+        def read() -> dict[str, Any]:
+            with self.transaction() as conn:
+                return usage_report(conn, project_id, now, budget=budget,
+                                    user_quota=user_quota, top=top)
+
+        return await self._run(read)
 
     # --- the QuotaStore protocol ---------------------------------------------------------------
 
@@ -141,8 +164,21 @@ class SqliteQuotaStore:
                     fn(*args, wait=False)
                 except _LockBusy:
                     await self._run(fn, *args)
+                self._commits += 1
+                if self._commits >= CHECKPOINT_EVERY:
+                    # The loop's connections never checkpoint (an fsync); a thread does it.
+                    self._commits = 0
+                    await self._run(self._checkpoint)
             except Exception:
                 log.exception("quota settlement failed; the reservation will expire")
+
+    def _checkpoint(self) -> None:
+        conn = self._connection()
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            with self._lock:
+                self._idle.append(conn)
 
     # --- blocking implementation (also used directly by tests and the bench) -------------------
 
@@ -243,6 +279,10 @@ class SqliteQuotaStore:
             self._limiter = trio.CapacityLimiter(self.settings.threads)
         return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        """A write transaction on the quota file (reads that must see every commit)."""
+        return self._transaction()
+
     @contextmanager
     def _transaction(self, *, wait: bool = True) -> Iterator[sqlite3.Connection]:
         conn = self._connection(create=wait)
@@ -274,7 +314,7 @@ class SqliteQuotaStore:
                 return self._all[0]  # one shared in-memory database (tests only)
         if not create:  # opening one may wait for the schema lock: the thread does that
             raise _LockBusy
-        conn = _connect(self.path)
+        conn = _connect(self.path, self.migrate_from)
         with self._lock:
             self._all.append(conn)
         return conn
@@ -314,7 +354,42 @@ def _begin_immediate(conn: sqlite3.Connection, timeout: float = 30.0) -> None:
             pause = min(pause * 2, 0.0005)
 
 
-def _connect(path: str) -> sqlite3.Connection:
+def quota_database_path(config: Any) -> str:
+    """The quota store's SQLite file: beside the gateway's database, named after it
+    (`data/gateway.db` -> `data/gateway-quotas.db`). The one place this path is chosen."""
+    path = str(config.database_path)
+    if path == ":memory:":
+        return path
+    database = Path(path)
+    return str(database.with_name(f"{database.stem}-quotas{database.suffix}"))
+
+
+def _take_over_counters(conn: sqlite3.Connection, database: str) -> None:
+    """Copy the counters and open reservations an earlier version kept in `database`, once per
+    quota file (several workers may open it together: the first one copies)."""
+    if database == ":memory:" or not Path(database).exists():
+        return
+    conn.execute("ATTACH DATABASE ? AS earlier", (database,))  # not allowed in a transaction
+    try:
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("CREATE TABLE IF NOT EXISTS quota_meta (key TEXT PRIMARY KEY, "
+                         "value TEXT NOT NULL)")
+            if conn.execute("SELECT 1 FROM quota_meta WHERE key = 'taken_over'").fetchone():
+                return
+            tables = {row[0] for row in conn.execute(
+                "SELECT name FROM earlier.sqlite_master WHERE type = 'table'")}
+            for table in ("quota_counters", "quota_reservations"):
+                if table in tables:
+                    conn.execute(f"INSERT OR IGNORE INTO main.{table} "
+                                 f"SELECT * FROM earlier.{table}")
+            conn.execute("INSERT INTO quota_meta (key, value) VALUES ('taken_over', ?)",
+                         (database,))
+    finally:
+        conn.execute("DETACH DATABASE earlier")
+
+
+def _connect(path: str, migrate_from: str | None = None) -> sqlite3.Connection:
     """A connection set up like `gateway.db.open_database`'s, usable from any of the limiter's
     threads (one at a time: a connection is taken from the pool for each transaction)."""
     if path != ":memory:":
@@ -323,10 +398,12 @@ def _connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout = 30000")
     db.enable_wal(conn)
     conn.execute("PRAGMA synchronous = NORMAL")
-    # Checkpoints (copying the WAL back, with an fsync) are left to the event writer's
-    # connection, which commits in a thread: a quota commit may run on the event loop.
+    # Checkpoints (copying the WAL back, with an fsync) run in a thread (`_checkpoint`): a
+    # quota commit may run on the event loop.
     conn.execute("PRAGMA wal_autocheckpoint = 0")
-    db.ensure_schema(sqlite_utils.Database(conn))
+    db.ensure_quota_schema(sqlite_utils.Database(conn))
+    if migrate_from is not None and path != ":memory:":
+        _take_over_counters(conn, migrate_from)
     # From here only `_begin_immediate` waits for the lock (statements inside a transaction
     # that holds it never do).
     conn.execute("PRAGMA busy_timeout = 0")

@@ -41,6 +41,11 @@ class Workers:
     account_id: str
     process: subprocess.Popen[bytes]
 
+    @property
+    def quota_path(self) -> Path:
+        """The quota store's own file, beside the database."""
+        return self.db_path.with_name("gateway-quotas.db")
+
     def cli(self, *args: str) -> Any:
         done = subprocess.run([sys.executable, "-m", "gateway", *args, "--json", "--config",
                                str(self.config_path)], cwd=REPO, capture_output=True,
@@ -69,14 +74,14 @@ class Workers:
     def counters(self, project_id: str) -> dict[tuple[str, str, str], int]:
         """(subject kind, subject id, unit) -> used, summed over windows of the same length
         would be wrong: each test uses one window per unit."""
-        with sqlite3.connect(self.db_path, timeout=30) as conn:
+        with sqlite3.connect(self.quota_path, timeout=30) as conn:
             rows = conn.execute(
                 "SELECT subject_kind, subject_id, unit, used FROM quota_counters "
                 "WHERE project_id = ?", (project_id,)).fetchall()
         return {(kind, subject, unit): used for kind, subject, unit, used in rows}
 
     def open_reservations(self) -> int:
-        with sqlite3.connect(self.db_path, timeout=30) as conn:
+        with sqlite3.connect(self.quota_path, timeout=30) as conn:
             return int(conn.execute("SELECT count(*) FROM quota_reservations").fetchone()[0])
 
     def settled(self, project_id: str, timeout: float = 10.0
