@@ -15,8 +15,10 @@ SUITES = {"proxy": "bench_proxy", "frames": "bench_frames", "policy": "bench_pol
 
 
 def main(argv: list[str]) -> int:
-    options = [a for a in argv if a.startswith("-")]
-    names = [a for a in argv if not a.startswith("-")] or [n for n in SUITES if n != "compare"]
+    # Suite names first; from the first option on, everything goes to the suites.
+    first_option = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
+    options = argv[first_option:]
+    names = argv[:first_option] or [n for n in SUITES if n != "compare"]
     unknown = [n for n in names if n not in SUITES]
     if unknown:
         print(f"unknown suite(s) {unknown}; choose from {sorted(SUITES)}", file=sys.stderr)

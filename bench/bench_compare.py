@@ -39,9 +39,11 @@ from bench.bench_proxy import _lua, _nginx_conf, _wait_port  # noqa: E402
 from bench.compare_report import report  # noqa: E402
 
 PY = sys.executable
-NGINX, RELAY, GATEWAY, SLOW, FIRST = 18081, 18082, 18083, 18084, 18085
+NGINX, RELAY, GATEWAY, SLOW, FIRST, BASELINE = 18081, 18082, 18083, 18084, 18085, 18086
 LOAD_CPU, SUT_CPU = "0", "1"
 TARGETS = ("relay", "v1", "policy", "policy_quota")
+#: The gateway's targets; with `--baseline TREE` also as `NAME@base`, served by that tree.
+GATEWAY_TARGETS = ("v1", "policy", "policy_quota")
 BIG = 10**12
 
 
@@ -93,21 +95,25 @@ def _apt_install_missing() -> None:
 
 
 def _cli(env: dict[str, str], *args: str) -> dict[str, Any]:
-    out = subprocess.run([PY, "-m", "gateway", *args, "--json"], env=env, cwd=ROOT, check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run([PY, "-m", "gateway", *args, "--json"], env=env,
+                         cwd=env["PYTHONPATH"], check=True, capture_output=True,
+                         text=True).stdout
     return json.loads(out) if out.strip() else {}
 
 
-def _prepare(tmp: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """The gateway's configuration and data in `tmp`; the environment and a key per target."""
+def _prepare(tmp: Path, tree: Path = ROOT, name: str = "gw"
+             ) -> tuple[dict[str, str], dict[str, str]]:
+    """The configuration and data in `tmp` of the gateway of `tree`; its environment and a key
+    per target."""
     policies = tmp / "policies"
-    policies.mkdir()
-    for path in (ROOT / "policies").glob("*.pol"):
-        shutil.copy(path, policies)
-    (policies / "bench_governed.pol").write_text(GOVERNED_POLICY)
-    config = tmp / "gateway.toml"
+    if not policies.exists():
+        policies.mkdir()
+        for path in (ROOT / "policies").glob("*.pol"):
+            shutil.copy(path, policies)
+        (policies / "bench_governed.pol").write_text(GOVERNED_POLICY)
+    config = tmp / f"{name}.toml"
     config.write_text(
-        f'[database]\npath = "{tmp / "gw.db"}"\n[policies]\ndirectory = "{policies}"\n'
+        f'[database]\npath = "{tmp / name}.db"\n[policies]\ndirectory = "{policies}"\n'
         '[upstream]\nforward_headers = ["x-bench-stream"]\n'  # the nginx mock's stream switch
         f'[providers.openai]\nkind = "openai"\nbase_url = "http://127.0.0.1:{NGINX}/v1"\n'
         'api_key = "sk-bench"\n'
@@ -117,7 +123,7 @@ def _prepare(tmp: Path) -> tuple[dict[str, str], dict[str, str]]:
         'api_key = "sk-bench"\n'
         '[[routes]]\nmodel = "gpt-slow"\nprovider = "slow"\n'
         '[[routes]]\nmodel = "gpt-first"\nprovider = "first"\n')
-    env = {**os.environ, "GATEWAY_CONFIG": str(config), "PYTHONPATH": str(ROOT),
+    env = {**os.environ, "GATEWAY_CONFIG": str(config), "PYTHONPATH": str(tree),
            "RELAY_UPSTREAM": f"http://127.0.0.1:{NGINX}"}
     env.pop("OPENAI_BASE_URL", None)
     account = _cli(env, "accounts", "create", "bench", "--plan", "control")["id"]
@@ -126,7 +132,7 @@ def _prepare(tmp: Path) -> tuple[dict[str, str], dict[str, str]]:
     for target, quota in (("policy", []), ("policy_quota", ["--budget", budget])):
         subprocess.run([PY, "-m", "gateway", "projects", "create", f"proj_{target}", "--account",
                         account, "--name", target, "--policy", "bench_governed", *quota],
-                       env=env, cwd=ROOT, check=True, capture_output=True)
+                       env=env, cwd=tree, check=True, capture_output=True)
         keys[target] = _cli(env, "keys", "create", "--account", account, "--project",
                             f"proj_{target}")["key"]
     return env, keys
@@ -140,8 +146,9 @@ def _url(target: str, model: str = "") -> str:
     if target == "direct":
         port = FIRST if model == "gpt-first" else SLOW
         return f"http://127.0.0.1:{port}/v1/chat/completions"
-    prefix = "/v1" if target == "v1" else "/policy/v1"
-    return f"http://127.0.0.1:{GATEWAY}{prefix}/chat/completions"
+    name, _, tree = target.partition("@")
+    prefix = "/v1" if name == "v1" else "/policy/v1"
+    return f"http://127.0.0.1:{BASELINE if tree else GATEWAY}{prefix}/chat/completions"
 
 
 def _wrk(url: str, script: Path, connections: int, seconds: float) -> dict[str, float]:
@@ -204,14 +211,15 @@ def _round(order: list[str], keys: dict[str, str], scripts: dict[tuple[str, bool
         first = _streams(target, keys.get(target, "unused"), 1, options.first_seconds,
                          "gpt-first")
         cells.setdefault(target, {})["first_token_ms"] = first["first_token_p50_ms"]
+        cells[target]["first_token_errors"] = first["errors"]
     for target in order:
         cells[target]["streams"] = _streams(target, keys[target], options.clients,
                                             options.stream_seconds, "gpt-slow")
     return cells
 
 
-def _start(env: dict[str, str], tmp: Path, options: argparse.Namespace
-           ) -> dict[str, subprocess.Popen[bytes]]:
+def _start(env: dict[str, str], tmp: Path, options: argparse.Namespace,
+           baseline: dict[str, str] | None) -> dict[str, subprocess.Popen[bytes]]:
     quiet = subprocess.DEVNULL
     load = ["taskset", "-c", LOAD_CPU]
     sut = ["taskset", "-c", SUT_CPU]
@@ -227,7 +235,13 @@ def _start(env: dict[str, str], tmp: Path, options: argparse.Namespace
         "gateway": subprocess.Popen([*sut, PY, "-m", "gateway", "serve", "--port", str(GATEWAY)],
                                     cwd=ROOT, env=env, stderr=quiet),
     }
-    for port in (NGINX, SLOW, FIRST, RELAY, GATEWAY):
+    ports = [NGINX, SLOW, FIRST, RELAY, GATEWAY]
+    if baseline is not None:  # the other tree's gateway, as that tree serves it
+        procs["baseline"] = subprocess.Popen(
+            [*sut, PY, "-m", "gateway", "serve", "--port", str(BASELINE)],
+            cwd=baseline["PYTHONPATH"], env=baseline, stderr=quiet)
+        ports.append(BASELINE)
+    for port in ports:
         _wait_port(port)
     return procs
 
@@ -242,24 +256,33 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=256)
     parser.add_argument("--frames", type=int, default=20, help="frames per slow stream")
     parser.add_argument("--delay", type=float, default=0.05, help="seconds between frames")
+    parser.add_argument("--baseline", metavar="TREE", type=Path,
+                        help="another checkout whose gateway is measured too (NAME@base)")
     options = parser.parse_args(sys.argv[1:])
     if options.quick:
         options.rounds, options.duration, options.stream_seconds = 1, 2.0, 5.0
     _apt_install_missing()
     tmp = Path(tempfile.mkdtemp(prefix="gw-compare-"))
     env, keys = _prepare(tmp)
-    procs = _start(env, tmp, options)
+    targets = list(TARGETS)
+    baseline = None
+    if options.baseline is not None:
+        baseline, base_keys = _prepare(tmp, options.baseline.resolve(), "base")
+        keys.update({f"{name}@base": base_keys[name] for name in GATEWAY_TARGETS})
+        targets += [f"{name}@base" for name in GATEWAY_TARGETS]
+    procs = _start(env, tmp, options, baseline)
     try:
         scripts = {(target, stream): _lua(tmp, keys[target], stream)
-                   for target in TARGETS for stream in (False, True)}
-        for target in TARGETS:  # warm-up: connections, caches, the policy's first compile
+                   for target in targets for stream in (False, True)}
+        for target in targets:  # warm-up: connections, caches, the policy's first compile
             _wrk(_url(target), scripts[target, True], 4, 1.0)
         rounds = []
         for index in range(options.rounds):
-            order = list(TARGETS[index % 4:] + TARGETS[:index % 4])
-            rounds.append(_round(order, keys, scripts, options))
+            shift = index % len(targets)
+            rounds.append(_round(targets[shift:] + targets[:shift], keys, scripts, options))
             print(f"round {index + 1}/{options.rounds} done", file=sys.stderr, flush=True)
-        rss = {name: _peak_rss_mb(procs[name].pid) for name in ("relay", "gateway")}
+        rss = {name: _peak_rss_mb(proc.pid) for name, proc in procs.items()
+               if name in ("relay", "gateway", "baseline")}
     finally:
         for proc in procs.values():
             proc.send_signal(signal.SIGTERM)
@@ -273,7 +296,7 @@ def main() -> int:
           f"({'litellm found' if shutil.which('litellm') else 'neither installed'}); "
           f"{options.rounds} round(s), {options.clients} streams of {options.frames} frames "
           f"{options.delay * 1000:.0f} ms apart")
-    report(rounds, rss, options, ROOT / "bench" / "results" / "compare.json")
+    report(rounds, targets, rss, options, ROOT / "bench" / "results" / "compare.json")
     return 0
 
 

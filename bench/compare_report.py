@@ -12,6 +12,11 @@ from typing import Any
 
 COLUMNS = {"relay": "relay", "v1": "`/v1`", "policy": "`/policy`",
            "policy_quota": "`/policy` + quota"}
+
+
+def _title(target: str) -> str:
+    name, _, tree = target.partition("@")
+    return COLUMNS[name] + (" (baseline)" if tree else "")
 Round = dict[str, dict[str, Any]]
 
 
@@ -53,15 +58,15 @@ ROWS: list[tuple[str, list[Callable[[Round, str], float]], str, bool]] = [
 ]
 
 
-def report(rounds: list[Round], rss: dict[str, float], options: argparse.Namespace,
-           path: Path) -> None:
+def report(rounds: list[Round], targets: list[str], rss: dict[str, float],
+           options: argparse.Namespace, path: Path) -> None:
     figures: dict[str, dict[str, list[float]]] = {}
-    print("| measure | " + " | ".join(COLUMNS.values()) + " |")
-    print("|---|" + "---:|" * len(COLUMNS))
+    print("| measure | " + " | ".join(_title(t) for t in targets) + " |")
+    print("|---|" + "---:|" * len(targets))
     for label, picks, fmt, _ in ROWS:
         cells = []
         figures[label] = {}
-        for target in COLUMNS:
+        for target in targets:
             values = [_median(rounds, target, pick) for pick in picks]
             figures[label][target] = values
             text = " / ".join(fmt.format(v) for v in values)
@@ -71,8 +76,10 @@ def report(rounds: list[Round], rss: dict[str, float], options: argparse.Namespa
                 text += " (" + " / ".join(f"{x:.2f}x" for x in ratios) + ")"
             cells.append(text)
         print(f"| {label} | " + " | ".join(cells) + " |")
-    gateway_rss = f"{rss['gateway']:.0f} (one process serves the three)"
-    print(f"| peak RSS (MB) | {rss['relay']:.0f} | {gateway_rss} | | |")
+    cells = [f"{rss['relay']:.0f}", f"{rss['gateway']:.0f} (one process serves the three)", "", ""]
+    if "baseline" in rss:
+        cells += [f"{rss['baseline']:.0f} (one process)", "", ""]
+    print("| peak RSS (MB) | " + " | ".join(cells) + " |")
     path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps({"options": vars(options), "medians": figures, "rss_mb": rss,
                                 "rounds": rounds}, indent=2, default=str))
