@@ -10,7 +10,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 SUITES = {"proxy": "bench_proxy", "frames": "bench_frames", "policy": "bench_policy",
           "quota": "bench_quota", "events": "bench_events", "first_token": "bench_first_token",
-          "mcp": "bench_mcp", "compare": "bench_compare", "locks": "bench_locks", "classifiers": "bench_classifiers",
+          "mcp": "bench_mcp", "compare": "bench_compare", "locks": "bench_locks", "soak": "bench_soak", "classifiers": "bench_classifiers",
           "moderation": "bench_moderation"}
 
 
@@ -18,7 +18,7 @@ def main(argv: list[str]) -> int:
     # Suite names first; from the first option on, everything goes to the suites.
     first_option = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
     options = argv[first_option:]
-    names = argv[:first_option] or [n for n in SUITES if n != "compare"]
+    names = argv[:first_option] or [n for n in SUITES if n not in ("compare", "soak")]
     unknown = [n for n in names if n not in SUITES]
     if unknown:
         print(f"unknown suite(s) {unknown}; choose from {sorted(SUITES)}", file=sys.stderr)
