@@ -89,9 +89,10 @@ def _apt_install_missing() -> None:
     missing = [tool for tool in ("nginx", "wrk") if not shutil.which(tool)]
     if missing:
         print(f"installing {missing} (Debian packages nginx-light, wrk)", flush=True)
-        subprocess.run(["apt-get", "update", "-qq"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "nginx-light", "wrk"], check=True,
-                       stdout=subprocess.DEVNULL)
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True)
+        subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "nginx-light", "wrk"],
+                       check=True, stdout=subprocess.DEVNULL)
 
 
 def _cli(env: dict[str, str], *args: str) -> dict[str, Any]:
