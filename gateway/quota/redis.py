@@ -313,7 +313,8 @@ class LocalBound:
 def quota_store_for(config: Any, settings: QuotaSettings, link: RedisLink | None, *,
                     background: Callable[[], trio.Nursery | None]) -> Any:
     """The store `[quotas] store` names: SQLite (the default) or Redis (needs `[redis]`)."""
-    from gateway.quota.sqlite import SqliteQuotaStore, quota_database_path
+    from gateway.quota.files import quota_database_path
+    from gateway.quota.sqlite import SqliteQuotaStore
 
     if settings.store == "redis":
         if link is None:

@@ -33,6 +33,7 @@ import sqlite_utils
 import trio
 
 from gateway import db
+from gateway.quota.files import quota_database_path, take_over_counters
 from gateway.quota.limits import (
     COUNTED_UNITS,
     PROJECT,
@@ -354,41 +355,6 @@ def _begin_immediate(conn: sqlite3.Connection, timeout: float = 30.0) -> None:
             pause = min(pause * 2, 0.0005)
 
 
-def quota_database_path(config: Any) -> str:
-    """The quota store's SQLite file: beside the gateway's database, named after it
-    (`data/gateway.db` -> `data/gateway-quotas.db`). The one place this path is chosen."""
-    path = str(config.database_path)
-    if path == ":memory:":
-        return path
-    database = Path(path)
-    return str(database.with_name(f"{database.stem}-quotas{database.suffix}"))
-
-
-def _take_over_counters(conn: sqlite3.Connection, database: str) -> None:
-    """Copy the counters and open reservations an earlier version kept in `database`, once per
-    quota file (several workers may open it together: the first one copies)."""
-    if database == ":memory:" or not Path(database).exists():
-        return
-    conn.execute("ATTACH DATABASE ? AS earlier", (database,))  # not allowed in a transaction
-    try:
-        with conn:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("CREATE TABLE IF NOT EXISTS quota_meta (key TEXT PRIMARY KEY, "
-                         "value TEXT NOT NULL)")
-            if conn.execute("SELECT 1 FROM quota_meta WHERE key = 'taken_over'").fetchone():
-                return
-            tables = {row[0] for row in conn.execute(
-                "SELECT name FROM earlier.sqlite_master WHERE type = 'table'")}
-            for table in ("quota_counters", "quota_reservations"):
-                if table in tables:
-                    conn.execute(f"INSERT OR IGNORE INTO main.{table} "
-                                 f"SELECT * FROM earlier.{table}")
-            conn.execute("INSERT INTO quota_meta (key, value) VALUES ('taken_over', ?)",
-                         (database,))
-    finally:
-        conn.execute("DETACH DATABASE earlier")
-
-
 def _connect(path: str, migrate_from: str | None = None) -> sqlite3.Connection:
     """A connection set up like `gateway.db.open_database`'s, usable from any of the limiter's
     threads (one at a time: a connection is taken from the pool for each transaction)."""
@@ -403,7 +369,7 @@ def _connect(path: str, migrate_from: str | None = None) -> sqlite3.Connection:
     conn.execute("PRAGMA wal_autocheckpoint = 0")
     db.ensure_quota_schema(sqlite_utils.Database(conn))
     if migrate_from is not None and path != ":memory:":
-        _take_over_counters(conn, migrate_from)
+        take_over_counters(conn, migrate_from)
     # From here only `_begin_immediate` waits for the lock (statements inside a transaction
     # that holds it never do).
     conn.execute("PRAGMA busy_timeout = 0")

@@ -13,8 +13,9 @@ from dsl import QuotaLimit
 from gateway.config import Config
 from gateway.db import open_database
 from gateway.quota import sqlite as quota_sqlite
+from gateway.quota.files import quota_database_path
 from gateway.quota.limits import QuotaRequest
-from gateway.quota.sqlite import SqliteQuotaStore, quota_database_path
+from gateway.quota.sqlite import SqliteQuotaStore
 
 LIMITS = {"project_limits": (QuotaLimit("requests", "daily", 1000),
                              QuotaLimit("tokens", "daily", 10**9))}
