@@ -209,7 +209,7 @@ class EventsSection(Section):
     retry_initial: PositiveSeconds = 0.05
     retry_max: PositiveSeconds = 2.0
     drain_timeout: NonNegativeSeconds = 10.0
-    recent: NonNegativeInt = 10_000
+    recent: NonNegativeInt = 1_000
     connectors: list[ConnectorSection] = Field(default_factory=list)
 
 
