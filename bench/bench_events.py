@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-import httpx  # noqa: E402
+import httpx2  # noqa: E402
 import trio  # noqa: E402
 import trio.lowlevel  # noqa: E402
 
@@ -192,9 +192,9 @@ def gateway(root: Path, mock_url: str, connector: dict[str, Any] | None,
             if process.poll() is not None:
                 raise RuntimeError((root / "gateway.log").read_text())
             try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                if httpx2.get(url + "/healthz", timeout=1).status_code == 200:
                     break
-            except httpx.HTTPError:
+            except httpx2.HTTPError:
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError("the gateway did not start in 60 s")
@@ -219,7 +219,7 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 
 def _throughput(url: str, key: str, clients: int, per_client: int) -> float:
     def run() -> None:
-        with httpx.Client(base_url=url, timeout=30) as http:
+        with httpx2.Client(base_url=url, timeout=30) as http:
             for _ in range(per_client):
                 response = http.post("/policy/chat/completions", json=BODY,
                                      headers={"authorization": f"Bearer {key}"})
@@ -247,7 +247,7 @@ def http_figures(directory: Path, quick: bool) -> dict[str, Any]:
                 gateway(directory / "with_hook", upstream.url, hook) as with_hook, \
                 gateway(directory / "without", upstream.url, None) as without, \
                 gateway(directory / "without_again", upstream.url, None) as again:
-            clients = {name: httpx.Client(base_url=url, timeout=30,
+            clients = {name: httpx2.Client(base_url=url, timeout=30,
                                           headers={"authorization": f"Bearer {key}"})
                        for name, (url, key) in (("webhook", with_hook), ("none", without),
                                                 ("none_again", again))}

@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
+import httpx2
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -84,7 +84,7 @@ def _keys(env: dict[str, str], tree: Path) -> dict[str, str]:
     return keys
 
 
-def first_token(client: httpx.Client, url: str, key: str, chunks: list[str]) -> tuple[float, str]:
+def first_token(client: httpx2.Client, url: str, key: str, chunks: list[str]) -> tuple[float, str]:
     """Seconds from sending the request to the first non-empty text delta, and the text."""
     scenario = json.dumps({"mode": "slow", "delay": FRAME_DELAY, "chunks": chunks})
     body = {"model": "gpt-bench", "stream": True,
@@ -140,7 +140,7 @@ def _measure(base: str, keys: dict[str, str]) -> dict[str, dict[str, float]]:
     targets = {name: (base + ("/v1" if name == "v1" else "/policy/v1") + "/chat/completions",
                       key) for name, key in keys.items()}
     rows: dict[str, dict[str, float]] = {}
-    with httpx.Client(timeout=30) as client:
+    with httpx2.Client(timeout=30) as client:
         for cut, chunks in CUTS.items():
             samples: dict[str, list[float]] = {name: [] for name in targets}
             for round_ in range(ROUNDS + 1):

@@ -26,7 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
+import httpx2  # noqa: E402
 
 from gateway.db import open_database  # noqa: E402
 from gateway.identity.keys import IdentityStore  # noqa: E402
@@ -46,7 +46,7 @@ def _free_port() -> int:
 class Session:
     """One initialized MCP session over raw Streamable HTTP (what an SDK sends, minus the SDK)."""
 
-    def __init__(self, client: httpx.Client, url: str, auth: str) -> None:
+    def __init__(self, client: httpx2.Client, url: str, auth: str) -> None:
         self.client, self.url = client, url
         self.headers = {"authorization": auth, "accept": ACCEPT,
                         "mcp-protocol-version": PROTOCOL}
@@ -57,7 +57,7 @@ class Session:
         self._post({"jsonrpc": "2.0", "method": "notifications/initialized"})
         self.next_id = 1
 
-    def _post(self, message: dict[str, Any]) -> httpx.Response:
+    def _post(self, message: dict[str, Any]) -> httpx2.Response:
         response = self.client.post(self.url, json=message, headers=self.headers)
         response.raise_for_status()
         return response
@@ -115,7 +115,7 @@ def measure(rounds: int) -> dict[str, Any]:
         try:
             _wait_for(upstream)
             _wait_for(gateway + "/healthz")
-            with httpx.Client(timeout=30) as client:
+            with httpx2.Client(timeout=30) as client:
                 sessions = {
                     "direct": Session(client, upstream, f"Bearer {SECRET}"),
                     "transparent": Session(client, gateway + "/mcp/tools", f"Bearer {key}"),
@@ -146,9 +146,9 @@ def _wait_for(url: str) -> None:
     deadline = time.monotonic() + 30
     while True:
         try:
-            httpx.get(url, timeout=1)
+            httpx2.get(url, timeout=1)
             return
-        except httpx.TransportError:
+        except httpx2.TransportError:
             if time.monotonic() > deadline:
                 raise RuntimeError("the MCP server did not start") from None
             time.sleep(0.1)

@@ -22,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx
+import httpx2
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
@@ -153,7 +153,7 @@ async def gateway_timings(root: Path, moderation_url: str, requests: int,
                    "classifier": "openai", "cache_entries": 0,
                    "openai": {"base_url": moderation_url, "api_key_env": ""}}, nursery)}
     found: dict[str, list[float]] = {name: [] for name in targets}
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx2.AsyncClient(timeout=10) as client:
         for index in range(requests + 20):
             for name, (url, key, _) in targets.items():
                 started = time.perf_counter()

@@ -111,7 +111,7 @@ def store_figures(path: str, quick: bool) -> dict[str, Any]:
 
 
 def http_figures(directory: Path, quick: bool, redis_url: str) -> dict[str, Any]:
-    import httpx
+    import httpx2
     from mock_upstream import MockUpstream
     from quota_e2e.conftest import start_workers, stop_workers
 
@@ -131,7 +131,7 @@ def http_figures(directory: Path, quick: bool, redis_url: str) -> dict[str, Any]
                     user_quota={"requests": {"hour": BIG}})
                 _, keys[(store, "off")] = workers.project()
             times: dict[tuple[str, str], list[float]] = {name: [] for name in keys}
-            clients = {store: httpx.Client(base_url=w.url, timeout=30)
+            clients = {store: httpx2.Client(base_url=w.url, timeout=30)
                        for store, w in gateways.items()}
             for index in range(rounds + 50):
                 for (store, mode), key in keys.items():

@@ -14,7 +14,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
+import httpx2
 import trio
 from quart import Response, request
 from quart_trio import QuartTrio
@@ -58,10 +58,10 @@ log = logging.getLogger("gateway")
 
 
 def create_app(config: Config | None = None, *,
-               echo_transport: httpx.AsyncBaseTransport | None = None,
-               transport: httpx.AsyncBaseTransport | None = None) -> QuartTrio:
+               echo_transport: httpx2.AsyncBaseTransport | None = None,
+               transport: httpx2.AsyncBaseTransport | None = None) -> QuartTrio:
     """The gateway app. `transport` replaces the network towards providers (an
-    `httpx.MockTransport` in tests), `echo_transport` the built-in echo upstream."""
+    `httpx2.MockTransport` in tests), `echo_transport` the built-in echo upstream."""
     config = config or Config.load(None)
     app = QuartTrio("gateway")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes

@@ -216,6 +216,13 @@ def data_version(db: sqlite_utils.Database) -> int:
     return int(row[0])
 
 
+def ensure_quota_schema(db: sqlite_utils.Database) -> None:
+    """The quota tables alone, for the quota store's own file (gateway/quota/sqlite.py)."""
+    with db.conn:
+        db.conn.execute("BEGIN IMMEDIATE")
+        _ensure_quota_tables(db)
+
+
 def _ensure_quota_tables(db: sqlite_utils.Database) -> None:
     """Quota counters and open reservations (SPEC §8, `gateway.quota.sqlite`)."""
     # One row per counter; `used` includes open reservations. `subject_id` is the project id

@@ -118,6 +118,24 @@ def trio_worker(config: HypercornConfig, sockets: Sockets | None = None,
     log.info("worker stopped")
 
 
+def hypercorn_config(config: Config, bind: str, workers: int) -> HypercornConfig:
+    """Hypercorn's settings for serving the gateway from `config` on `bind` (host:port)."""
+    hyper = HypercornConfig()
+    hyper.application_path = "gateway.serve:app_from_env()"
+    hyper.worker_class = "trio"
+    hyper.bind = [bind]
+    hyper.workers = workers
+    # Our access log is `gateway.access` (JSON); hypercorn's messages join the same JSON lines.
+    hyper.accesslog = None
+    hyper.errorlog = logging.getLogger("hypercorn.error")
+    hyper.keep_alive_timeout = config.keep_alive_timeout
+    # Hypercorn's default backlog (100) overflows when hundreds of clients connect at once.
+    hyper.backlog = config.backlog
+    # A connection sending nothing for this long is closed (longer than any stream).
+    hyper.read_timeout = config.server_read_timeout  # type: ignore[assignment]
+    return hyper
+
+
 def serve(config: HypercornConfig, workers: int, *, grace: float, log_level: str = "INFO",
           notices: Sequence[str] = ()) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit status (0 after a graceful shutdown).

@@ -10,7 +10,7 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
+import httpx2
 import sqlite_utils
 import trio
 
@@ -68,8 +68,8 @@ def _event_store(state: GatewayState) -> EventStorage:
 
 
 class GatewayState:
-    def __init__(self, config: Config, *, echo_transport: httpx.AsyncBaseTransport | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(self, config: Config, *, echo_transport: httpx2.AsyncBaseTransport | None = None,
+                 transport: httpx2.AsyncBaseTransport | None = None):
         self.config = config
         self.upstreams = Upstreams(config, echo_transport=echo_transport, transport=transport)
         #: Where escalation notices may go: `[escalation]` (gateway/policy/escalation.py).

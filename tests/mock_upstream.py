@@ -25,7 +25,7 @@ Scenario fields (all optional):
 Usage::
 
     with MockUpstream() as upstream:
-        httpx.post(upstream.url + "/v1/chat/completions", json=...)
+        httpx2.post(upstream.url + "/v1/chat/completions", json=...)
         assert upstream.requests[0].json["model"] == ...
 """
 

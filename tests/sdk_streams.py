@@ -3,7 +3,7 @@
 The openai and anthropic SDKs stop reading a stream at its last event and leave their own async
 generators, and those of their HTTP client (httpx2, httpcore2), to the garbage collector; trio
 reports each as a ResourceWarning. These are the SDKs' cleanup, not ours: a generator of the
-gateway, or of the httpx client it uses (pyproject.toml names those), still fails the run.
+gateway, or of the httpx2 client it uses (pyproject.toml names those), still fails the run.
 """
 
 import pytest

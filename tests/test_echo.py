@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 import anthropic
-import httpx
 import httpx2
 import openai
 import pytest
@@ -23,30 +22,30 @@ EXPECTED_TEXT = "echo: " + PROMPT
 
 
 class Httpx2Bridge(httpx2.AsyncBaseTransport):
-    """Lets the SDKs (built on httpx2) talk to an `httpx` transport, streaming frame by frame."""
+    """Lets the SDKs (built on httpx2) talk to an `httpx2` transport, streaming frame by frame."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport):
+    def __init__(self, inner: httpx2.AsyncBaseTransport):
         self.inner = inner
         #: Every response body as it went to the SDK (appended to while it streams).
         self.raw_bodies: list[bytearray] = []
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         content = await request.aread()
-        response = await self.inner.handle_async_request(httpx.Request(
+        response = await self.inner.handle_async_request(httpx2.Request(
             request.method, str(request.url), headers=request.headers.raw, content=content))
         return httpx2.Response(response.status_code, headers=response.headers.raw,
                                stream=_Httpx2Stream(response, self.raw_bodies))
 
 
 class _Httpx2Stream(httpx2.AsyncByteStream):
-    def __init__(self, response: httpx.Response, sinks: list[bytearray]):
+    def __init__(self, response: httpx2.Response, sinks: list[bytearray]):
         self.response = response
         self.sink = bytearray()
         sinks.append(self.sink)
 
     async def __aiter__(self) -> Any:
         stream = self.response.stream
-        assert isinstance(stream, httpx.AsyncByteStream)
+        assert isinstance(stream, httpx2.AsyncByteStream)
         async for chunk in stream:
             self.sink += chunk
             yield chunk
@@ -55,7 +54,7 @@ class _Httpx2Stream(httpx2.AsyncByteStream):
         await self.response.aclose()
 
 
-def make_openai(transport: httpx.AsyncBaseTransport | None = None
+def make_openai(transport: httpx2.AsyncBaseTransport | None = None
                 ) -> tuple[openai.AsyncOpenAI, Httpx2Bridge]:
     bridge = Httpx2Bridge(transport or EchoTransport())
     client = openai.AsyncOpenAI(base_url="http://echo.invalid/v1", api_key="x", max_retries=0,
@@ -64,7 +63,7 @@ def make_openai(transport: httpx.AsyncBaseTransport | None = None
     return client, bridge
 
 
-def make_anthropic(transport: httpx.AsyncBaseTransport | None = None
+def make_anthropic(transport: httpx2.AsyncBaseTransport | None = None
                    ) -> tuple[anthropic.AsyncAnthropic, Httpx2Bridge]:
     bridge = Httpx2Bridge(transport or EchoTransport())
     client = anthropic.AsyncAnthropic(base_url="http://echo.invalid", api_key="x", max_retries=0,
@@ -336,7 +335,7 @@ async def test_anthropic_count_tokens_and_models() -> None:
 
 async def test_anthropic_missing_max_tokens_is_the_apis_own_400() -> None:
     transport = EchoTransport()
-    async with httpx.AsyncClient(transport=transport, base_url="http://echo.invalid") as http:
+    async with httpx2.AsyncClient(transport=transport, base_url="http://echo.invalid") as http:
         response = await http.post("/v1/messages", json={"model": "m", "messages": []})
     assert response.status_code == 400
     assert response.json() == {"type": "error", "error": {
@@ -352,13 +351,13 @@ async def test_anthropic_missing_max_tokens_is_the_apis_own_400() -> None:
         "message": "We could not parse the JSON body of your request."}}),
 ])
 async def test_bad_json_gets_the_apis_own_400(path: str, expected: dict[str, Any]) -> None:
-    async with httpx.AsyncClient(transport=EchoTransport(), base_url="http://echo.invalid") as http:
+    async with httpx2.AsyncClient(transport=EchoTransport(), base_url="http://echo.invalid") as http:
         response = await http.post(path, content=b"{not json")
     assert (response.status_code, response.json()) == (400, expected)
 
 
 async def test_unknown_path_and_wrong_method() -> None:
-    async with httpx.AsyncClient(transport=EchoTransport(), base_url="http://echo.invalid") as http:
+    async with httpx2.AsyncClient(transport=EchoTransport(), base_url="http://echo.invalid") as http:
         missing = await http.post("/v1/embeddings", json={})
         wrong = await http.get("/v1/chat/completions")
     assert missing.status_code == 404 and missing.json()["error"]["type"] == "invalid_request_error"
@@ -366,7 +365,7 @@ async def test_unknown_path_and_wrong_method() -> None:
 
 
 async def test_echo_stream_arrives_frame_by_frame() -> None:
-    async with httpx.AsyncClient(transport=EchoTransport(), base_url="http://echo.invalid") as http:
+    async with httpx2.AsyncClient(transport=EchoTransport(), base_url="http://echo.invalid") as http:
         body = {"model": "m", "max_tokens": 5, "messages": USER_MESSAGES, "stream": True}
         async with http.stream("POST", "/v1/messages", json=body) as response:
             assert response.headers["content-type"].startswith("text/event-stream")

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import anthropic
-import httpx
 import httpx2
 import openai
 import pytest
@@ -36,8 +35,8 @@ def mock(upstream: MockUpstream) -> MockUpstream:
 
 
 @pytest.fixture
-def http(mock: MockUpstream) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=mock.url, timeout=5) as client:
+def http(mock: MockUpstream) -> Iterator[httpx2.Client]:
+    with httpx2.Client(base_url=mock.url, timeout=5) as client:
         yield client
 
 
@@ -50,7 +49,7 @@ def data_lines(raw: bytes) -> list[str]:
             if line.startswith("data: ")]
 
 
-def test_normal_answer_and_the_recorded_request(mock: MockUpstream, http: httpx.Client) -> None:
+def test_normal_answer_and_the_recorded_request(mock: MockUpstream, http: httpx2.Client) -> None:
     response = http.post("/v1/chat/completions", json=CHAT, headers={"X-Custom": "yes"})
     assert response.status_code == 200
     assert response.json()["choices"][0]["message"]["content"] == "echo: hello there"
@@ -61,7 +60,7 @@ def test_normal_answer_and_the_recorded_request(mock: MockUpstream, http: httpx.
 
 
 def test_keep_alive_serves_many_requests_on_one_connection(mock: MockUpstream,
-                                                           http: httpx.Client) -> None:
+                                                           http: httpx2.Client) -> None:
     started = time.perf_counter()
     for _ in range(50):
         assert http.post("/v1/messages", json=ANTHROPIC).status_code == 200
@@ -71,7 +70,7 @@ def test_keep_alive_serves_many_requests_on_one_connection(mock: MockUpstream,
     assert elapsed < 5  # typically ~0.1 s: no per-request sleeps
 
 
-def test_chunks_from_the_scenario_header_are_the_streamed_deltas(http: httpx.Client) -> None:
+def test_chunks_from_the_scenario_header_are_the_streamed_deltas(http: httpx2.Client) -> None:
     chunks = ["never ", "split ", "a wo", "rd"]
     body = {**CHAT, "stream": True}
     response = http.post("/v1/chat/completions", json=body, headers=scenario(chunks=chunks))
@@ -80,7 +79,7 @@ def test_chunks_from_the_scenario_header_are_the_streamed_deltas(http: httpx.Cli
     assert deltas == ["", *chunks, None]
 
 
-def test_usage_override(http: httpx.Client) -> None:
+def test_usage_override(http: httpx2.Client) -> None:
     response = http.post("/v1/messages", json=ANTHROPIC,
                          headers=scenario(usage={"input_tokens": 7, "output_tokens": 3},
                                           text="fixed"))
@@ -95,7 +94,7 @@ def test_usage_override(http: httpx.Client) -> None:
     ("/v1/messages", ANTHROPIC, {"type": "rate_limit_error",
                                  "message": "The upstream answered 429."}),
 ])
-def test_status_429_with_retry_after(http: httpx.Client, path: str, request_body: Any,
+def test_status_429_with_retry_after(http: httpx2.Client, path: str, request_body: Any,
                                      expected_error: dict[str, Any]) -> None:
     response = http.post(path, json=request_body,
                          headers=scenario(mode="status", status=429, retry_after=7))
@@ -106,7 +105,7 @@ def test_status_429_with_retry_after(http: httpx.Client, path: str, request_body
     assert http.post(path, json=request_body).status_code == 200
 
 
-def test_model_name_selects_the_mode(http: httpx.Client) -> None:
+def test_model_name_selects_the_mode(http: httpx2.Client) -> None:
     response = http.post("/v1/messages", json={**ANTHROPIC, "model": "mock-status-529"})
     assert response.status_code == 529
     assert response.json() == {"type": "error", "error": {
@@ -117,13 +116,13 @@ def test_model_name_selects_the_mode(http: httpx.Client) -> None:
         Scenario.from_model("mock-explode")
 
 
-def test_bad_scenario_is_a_400_naming_the_problem(http: httpx.Client) -> None:
+def test_bad_scenario_is_a_400_naming_the_problem(http: httpx2.Client) -> None:
     response = http.post("/v1/messages", json=ANTHROPIC, headers=scenario(mode="explode"))
     assert response.status_code == 400
     assert "explode" in response.json()["error"]["message"]
 
 
-def test_slow_stream_delays_every_frame(http: httpx.Client) -> None:
+def test_slow_stream_delays_every_frame(http: httpx2.Client) -> None:
     body = {**ANTHROPIC, "stream": True}
     started = time.perf_counter()
     arrivals = []
@@ -138,10 +137,10 @@ def test_slow_stream_delays_every_frame(http: httpx.Client) -> None:
 
 
 def test_reset_midstream_cuts_the_connection_after_n_frames(mock: MockUpstream,
-                                                            http: httpx.Client) -> None:
+                                                            http: httpx2.Client) -> None:
     body = {**CHAT, "stream": True}
     received = bytearray()
-    with pytest.raises(httpx.ReadError) as caught:
+    with pytest.raises(httpx2.ReadError) as caught:
         with http.stream("POST", "/v1/chat/completions", json=body,
                          headers=scenario(mode="reset_midstream", after_frames=2)) as response:
             assert response.status_code == 200
@@ -153,12 +152,12 @@ def test_reset_midstream_cuts_the_connection_after_n_frames(mock: MockUpstream,
     assert mock.disconnects == []
 
 
-def test_reset_midstream_on_a_json_answer(http: httpx.Client) -> None:
-    with pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)):
+def test_reset_midstream_on_a_json_answer(http: httpx2.Client) -> None:
+    with pytest.raises((httpx2.ReadError, httpx2.RemoteProtocolError)):
         http.post("/v1/messages", json=ANTHROPIC, headers=scenario(mode="reset_midstream"))
 
 
-def test_malformed_sse_sends_a_data_line_that_is_not_json(http: httpx.Client) -> None:
+def test_malformed_sse_sends_a_data_line_that_is_not_json(http: httpx2.Client) -> None:
     body = {**ANTHROPIC, "stream": True}
     response = http.post("/v1/messages", json=body,
                          headers=scenario(mode="malformed_sse", after_frames=3))
@@ -170,7 +169,7 @@ def test_malformed_sse_sends_a_data_line_that_is_not_json(http: httpx.Client) ->
         json.loads(lines[3])
 
 
-def test_malformed_json_answer_is_cut(http: httpx.Client) -> None:
+def test_malformed_json_answer_is_cut(http: httpx2.Client) -> None:
     response = http.post("/v1/chat/completions", json=CHAT, headers=scenario(mode="malformed_sse"))
     assert response.status_code == 200
     with pytest.raises(ValueError):
@@ -178,23 +177,23 @@ def test_malformed_json_answer_is_cut(http: httpx.Client) -> None:
 
 
 def test_hang_times_out_and_the_client_leaving_is_recorded(mock: MockUpstream,
-                                                           http: httpx.Client) -> None:
+                                                           http: httpx2.Client) -> None:
     started = time.perf_counter()
-    with pytest.raises(httpx.ReadTimeout):
+    with pytest.raises(httpx2.ReadTimeout):
         http.post("/v1/chat/completions", json=CHAT, headers=scenario(mode="hang"), timeout=0.3)
     assert 0.3 <= time.perf_counter() - started < 2
     assert len(mock.requests) == 1
-    # httpx closes the timed-out connection: the mock sees the client go away.
+    # httpx2 closes the timed-out connection: the mock sees the client go away.
     assert mock.wait_for_disconnect(timeout=5)
     assert mock.disconnects == ["/v1/chat/completions"]
 
 
-def test_close_before_headers(http: httpx.Client) -> None:
-    with pytest.raises(httpx.RemoteProtocolError, match="without sending"):
+def test_close_before_headers(http: httpx2.Client) -> None:
+    with pytest.raises(httpx2.RemoteProtocolError, match="without sending"):
         http.post("/v1/messages", json=ANTHROPIC, headers=scenario(mode="close_before_headers"))
 
 
-def test_client_closing_mid_stream_is_recorded(mock: MockUpstream, http: httpx.Client) -> None:
+def test_client_closing_mid_stream_is_recorded(mock: MockUpstream, http: httpx2.Client) -> None:
     body = {**CHAT, "stream": True}
     with http.stream("POST", "/v1/chat/completions", json=body,
                      headers=scenario(mode="slow", delay=0.2)) as response:
@@ -204,13 +203,13 @@ def test_client_closing_mid_stream_is_recorded(mock: MockUpstream, http: httpx.C
     assert mock.disconnects == ["/v1/chat/completions"]
 
 
-def test_a_complete_stream_is_not_a_disconnect(mock: MockUpstream, http: httpx.Client) -> None:
+def test_a_complete_stream_is_not_a_disconnect(mock: MockUpstream, http: httpx2.Client) -> None:
     response = http.post("/v1/responses", json={"model": "m", "input": "hi", "stream": True})
     assert data_lines(response.content)
     assert not mock.wait_for_disconnect(timeout=0.2)
 
 
-def test_reset_clears_the_records(mock: MockUpstream, http: httpx.Client) -> None:
+def test_reset_clears_the_records(mock: MockUpstream, http: httpx2.Client) -> None:
     http.get("/v1/models")
     assert mock.requests
     mock.reset()
@@ -263,7 +262,7 @@ def test_anthropic_sdk_reports_a_broken_stream(mock: MockUpstream) -> None:
 # -- from trio tests ---------------------------------------------------------------------------------
 
 async def test_usable_from_trio_with_an_async_client() -> None:
-    async with MockUpstream() as server, httpx.AsyncClient(base_url=server.url) as client:
+    async with MockUpstream() as server, httpx2.AsyncClient(base_url=server.url) as client:
         body = {**ANTHROPIC, "stream": True}
         async with client.stream("POST", "/v1/messages", json=body,
                                  headers=scenario(mode="slow", delay=0.01)) as response:

@@ -20,7 +20,7 @@ import tomllib
 import venv
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,11 +111,11 @@ def test_the_installed_wheel_serves_a_v1_request(installed: Path, tmp_path: Path
         deadline = time.monotonic() + 60
         while True:
             try:
-                answer = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json={
+                answer = httpx2.post(f"http://127.0.0.1:{port}/v1/chat/completions", json={
                     "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]},
                     headers={"authorization": f"Bearer {key}"}, timeout=10)
                 break
-            except httpx.ConnectError:
+            except httpx2.ConnectError:
                 assert server.poll() is None, server.stderr.read() if server.stderr else ""
                 assert time.monotonic() < deadline, "the installed gateway did not start"
                 time.sleep(0.2)

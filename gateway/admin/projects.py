@@ -89,18 +89,12 @@ async def update_project(state: Any, project_id: str) -> Response:
 
 @admin_route("/projects/<project_id>/usage", ["GET"])
 async def project_usage(state: Any, project_id: str) -> Response:
-    from gateway.quota.sqlite import usage_report
-
     project = project_or_404(state, project_id)
     top_text = request.args.get("top", "10")
     if not top_text.isdigit() or not 1 <= int(top_text) <= 1000:
         raise InvalidRequest("'top' must be an integer from 1 to 1000.", param="top")
-    if hasattr(state.quotas, "usage_report"):  # the Redis store: counters of every replica
-        report = await state.quotas.usage_report(
-            project.id, datetime.now(UTC), budget=project.budget,
-            user_quota=project.user_quota, top=int(top_text))
-    else:
-        report = usage_report(state.db.conn, project.id, datetime.now(UTC),
-                              budget=project.budget, user_quota=project.user_quota,
-                              top=int(top_text))
+    # Each store reads its own counters (Redis: every replica's; SQLite: the quota file).
+    report = await state.quotas.usage_report(
+        project.id, datetime.now(UTC), budget=project.budget,
+        user_quota=project.user_quota, top=int(top_text))
     return json_response(200, report)

@@ -357,15 +357,21 @@ def _redis_usage(config: Config, project: Any, top: int) -> dict[str, Any] | Non
 def _usage(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from gateway.quota.sqlite import usage_report
+    from gateway.quota.sqlite import SqliteQuotaStore, usage_report
 
     config = Config.load(args.config)
     db = _database(config)
     project = ProjectStore(db).get(args.project_id)
     report = _redis_usage(config, project, args.top)  # with the Redis store: every replica's
     if report is None:
-        report = usage_report(db.conn, project.id, datetime.now(UTC), budget=project.budget,
-                              user_quota=project.user_quota, top=args.top)
+        quotas = SqliteQuotaStore.from_config(config)
+        try:
+            with quotas.transaction() as conn:
+                report = usage_report(conn, project.id, datetime.now(UTC),
+                                      budget=project.budget, user_quota=project.user_quota,
+                                      top=args.top)
+        finally:
+            quotas.close()
     if args.json:
         _print(report)
         return 0
@@ -383,11 +389,7 @@ def _usage(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import logging
-
-    from hypercorn.config import Config as HypercornConfig
-
-    from gateway.serve import CONFIG_ENV, serve
+    from gateway.serve import CONFIG_ENV, hypercorn_config, serve
 
     # Fail fast on a bad file, before any worker starts; the workers read the same token.
     config, notices = admin_token_for_serving(Config.load(args.config))
@@ -404,17 +406,8 @@ def _serve(args: argparse.Namespace) -> int:
     grace = args.shutdown_grace if args.shutdown_grace is not None else config.shutdown_grace
     if not grace >= 0:
         raise ConfigError("--shutdown-grace must be at least 0")
-    hyper = HypercornConfig()
-    hyper.application_path = "gateway.serve:app_from_env()"
-    hyper.worker_class = "trio"
-    hyper.bind = [f"{args.host or config.host}:{args.port or config.port}"]
-    hyper.workers = workers
-    # Our access log is `gateway.access` (JSON); hypercorn's messages join the same JSON lines.
-    hyper.accesslog = None
-    hyper.errorlog = logging.getLogger("hypercorn.error")
-    hyper.keep_alive_timeout = 75
-    # A connection sending nothing for this long is closed (longer than any stream).
-    hyper.read_timeout = config.server_read_timeout  # type: ignore[assignment]
+    hyper = hypercorn_config(config, f"{args.host or config.host}:{args.port or config.port}",
+                             workers)
     # One worker serves in this process; more are spawned processes sharing the socket. Both
     # shut down gracefully on SIGTERM/SIGINT (gateway/http/draining.py).
     return serve(hyper, workers, grace=grace, log_level=config.log_level, notices=notices)

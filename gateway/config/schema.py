@@ -42,6 +42,11 @@ class ServerSection(Section):
     read_timeout: PositiveSeconds | None = Field(
         None, description="hypercorn's read timeout: a connection silent this long is closed; "
         "must outlast the longest stream (default: timeouts.total + 60)")
+    backlog: PositiveInt = Field(
+        4096, description="connections the kernel queues before the worker accepts them "
+        "(capped by net.core.somaxconn); a burst of clients beyond it gets connection errors")
+    keep_alive_timeout: PositiveSeconds = Field(
+        75.0, description="seconds an idle keep-alive client connection stays open")
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -114,9 +119,13 @@ class LimitsSection(Section):
     max_body_bytes: PositiveInt = Field(10 * 1024 * 1024,
                                         description="larger bodies get 413 request_too_large")
     max_upstream_connections: PositiveInt = Field(
-        512, description="pooled upstream connections per worker")
+        4096, description="upstream connections per worker (each stream holds one)")
+    upstream_keepalive_connections: PositiveInt = Field(
+        1024, description="idle upstream connections per worker kept for reuse")
+    upstream_keepalive_seconds: PositiveSeconds = Field(
+        30.0, description="seconds an idle upstream connection is kept for reuse")
     max_concurrent_requests: PositiveInt = Field(
-        1000, description="requests one worker serves at once; beyond, 503 server_busy")
+        4096, description="requests one worker serves at once; beyond, 503 server_busy")
 
 
 class TimeoutsSection(Section):
@@ -245,7 +254,7 @@ class EventsSection(Section):
     retry_initial: PositiveSeconds = 0.05
     retry_max: PositiveSeconds = 2.0
     drain_timeout: NonNegativeSeconds = 10.0
-    recent: NonNegativeInt = 10_000
+    recent: NonNegativeInt = 1_000
     connectors: list[ConnectorSection] = Field(default_factory=list)
 
 

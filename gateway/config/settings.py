@@ -84,8 +84,16 @@ class Config:
     shutdown_grace: float = 20.0
     #: Level of the JSON log lines on stderr (`DEBUG` adds probes and scrapes).
     log_level: str = "INFO"
-    #: Upstream connection pool size per worker.
-    max_connections: int = 512
+    #: Upstream connection pool size per worker: each stream holds one connection.
+    max_connections: int = 4096
+    #: Idle upstream connections kept for reuse per worker, and for how long (seconds).
+    keepalive_connections: int = 1024
+    keepalive_seconds: float = 30.0
+    #: Hypercorn's listen backlog: connections the kernel queues before a worker accepts them.
+    #: A burst of thousands of clients overflows hypercorn's default of 100.
+    backlog: int = 4096
+    #: Seconds an idle keep-alive client connection stays open.
+    keep_alive_timeout: float = 75.0
     #: Directory of `.pol` / `.json` policies; the one source of truth for policies.
     policies_dir: str = "data/policies"
     #: True when `policies_dir` is the default one, which is seeded with the example policies
@@ -104,7 +112,7 @@ class Config:
     quotas: Mapping[str, Any] = field(default_factory=dict)
     events: Mapping[str, Any] = field(default_factory=dict)
     #: Requests one worker serves at once; beyond, 503 server_busy at once (body unread).
-    max_concurrent_requests: int = 1000
+    max_concurrent_requests: int = 4096
     #: Hypercorn's read timeout: a connection that sends nothing for this long is closed. It
     #: must outlast the longest stream (a client sends nothing while it reads one), so it is
     #: `timeouts.total` + 60 s unless set, and a value below `timeouts.total` is refused.
@@ -221,6 +229,10 @@ def _build(checked: Any, data: Mapping[str, Any], env: Mapping[str, str]) -> Con
         shutdown_grace=float(server.shutdown_grace),
         log_level=server.log_level,
         max_connections=checked.limits.max_upstream_connections,
+        keepalive_connections=checked.limits.upstream_keepalive_connections,
+        keepalive_seconds=float(checked.limits.upstream_keepalive_seconds),
+        backlog=server.backlog,
+        keep_alive_timeout=float(server.keep_alive_timeout),
         max_concurrent_requests=checked.limits.max_concurrent_requests,
         read_timeout=server.read_timeout,
         forward_headers=tuple(h.lower() for h in checked.upstream.forward_headers),

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import orjson
 import sqlite_utils
 import trio
@@ -218,7 +218,7 @@ class JsonLinesFile:
 class Webhook:
     """One POST per event, JSON body, custom headers; 2xx is delivered, anything else retried."""
 
-    def __init__(self, settings: ConnectorSettings, client: httpx.AsyncClient) -> None:
+    def __init__(self, settings: ConnectorSettings, client: httpx2.AsyncClient) -> None:
         self.settings = settings
         self.client = client
 
@@ -228,7 +228,7 @@ class Webhook:
                 self.settings.url, content=orjson.dumps(event), timeout=self.settings.timeout,
                 headers={"content-type": "application/json",
                          "idempotency-key": str(event["event_id"]), **self.settings.headers})
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise WebhookError(f"{type(exc).__name__}: {exc}") from exc
         if not response.is_success:
             raise WebhookError(f"answered {response.status_code}")
@@ -287,7 +287,7 @@ class ConnectorTask:
             await self._run()
 
     async def _run(self) -> None:
-        client = httpx.AsyncClient(trust_env=False) if self.settings.type == "webhook" else None
+        client = httpx2.AsyncClient(trust_env=False) if self.settings.type == "webhook" else None
         renew_every = self.settings.lease_seconds / 3
         try:
             while True:
@@ -332,7 +332,7 @@ class ConnectorTask:
             # it expires on its own; the takeover just waits for it
             log.warning("connector %s cannot release its lease: %s", self.settings.name, exc)
 
-    async def _deliver(self, client: httpx.AsyncClient | None) -> None:
+    async def _deliver(self, client: httpx2.AsyncClient | None) -> None:
         """Deliver from the stored progress on, forever (until the lease is lost): another
         worker may have delivered since this one last held the lease."""
         after = await self._delivered_seq()

@@ -82,7 +82,7 @@ class QueueSink:
     `recent` keeps the newest events in memory for tests and diagnostics (capacity 0: none).
     """
 
-    def __init__(self, capacity: int = 10_000, *, recent: int = 10_000) -> None:
+    def __init__(self, capacity: int = 10_000, *, recent: int = 1_000) -> None:
         self.capacity = capacity
         self.send, self.receive = trio.open_memory_channel[dict[str, Any]](capacity)
         self.recent = MemorySink(recent) if recent > 0 else None

@@ -53,7 +53,7 @@ class EventSettings:
     #: Longest time graceful shutdown spends writing what the queue still holds.
     drain_timeout: float = 10.0
     #: Newest events also kept in memory (tests, diagnostics); 0 keeps none.
-    recent: int = 10_000
+    recent: int = 1_000  # about 4 KB each: 10,000 held 40 MB per worker
     connectors: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
 
     @classmethod

@@ -236,8 +236,8 @@ def configure_logging(level: str | int = "INFO") -> None:
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level)
-    # httpx logs every upstream call at INFO: the access log line already says all of it.
-    for name in ("httpx", "httpcore"):
+    # httpx2 logs every upstream call at INFO: the access log line already says all of it.
+    for name in ("httpx2", "httpcore2"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     # hypercorn's own loggers must not add their plain-text handlers next to ours.
     for name in ("hypercorn.error", "hypercorn.access"):

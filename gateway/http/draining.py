@@ -67,8 +67,15 @@ class Draining:
         """`await frames.__anext__()`, or `CUT` when the grace period ends first. Raises
         StopAsyncIteration at the end. The cancel lands in the upstream read, never between a
         frame and its delivery, and the generator it ends is not resumed."""
-        with self.until_grace_end():
-            return await frames.__anext__()
+        # `until_grace_end` spelled out: this runs for every batch of every stream, and a
+        # generator-based context manager costs more than the read's own bookkeeping.
+        scope = trio.CancelScope(deadline=self.cut_at)
+        self._reads.add(scope)
+        try:
+            with scope:
+                return await frames.__anext__()
+        finally:
+            self._reads.discard(scope)
         return CUT
 
 
@@ -102,14 +109,25 @@ def cut_at_grace_end() -> Iterator[None]:
                            "its grace period; retry the request.")
 
 
+def request_draining() -> Draining | None:
+    """The current request's `Draining` (None outside a request)."""
+    from gateway.http.access_log import current_record
+
+    record = current_record()
+    return record.draining if record is not None else None
+
+
+def cut_error() -> ShuttingDown:
+    """What ends a stream whose grace period has passed; each surface turns it into its API's
+    error frame."""
+    return ShuttingDown("The gateway is shutting down and ended this stream; retry the request.")
+
+
 async def until_cut(frames: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:
     """The batches of a relayed stream's `frames` (closed at the end), ended by `ShuttingDown`
     once the grace period after SIGTERM has passed; each surface turns that into its API's
     error frame."""
-    from gateway.http.access_log import current_record
-
-    record = current_record()
-    draining = record.draining if record is not None else None
+    draining = request_draining()
     async with aclosing(frames):
         while True:
             try:
@@ -117,8 +135,7 @@ async def until_cut(frames: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, No
             except StopAsyncIteration:
                 return
             if batch is CUT:
-                raise ShuttingDown(
-                    "The gateway is shutting down and ended this stream; retry the request.")
+                raise cut_error()
             yield batch
 
 

@@ -273,7 +273,8 @@ async def _send(out: Outbound, send: Any, record: RequestRecord, metrics: Any = 
         gauge.inc()
     try:
         await send({"type": "http.response.start", "status": out.status, "headers": headers})
-        async for chunk in stream:
+        # An `OwnedStream`'s frames directly: its `__anext__` would only forward each batch.
+        async for chunk in getattr(stream, "frames", stream):
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             if record.first_byte_seconds is None:
                 record.first_byte_seconds = time.perf_counter() - record.started

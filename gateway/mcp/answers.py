@@ -8,7 +8,7 @@ from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from typing import Any
 
-import httpx
+import httpx2
 import orjson
 
 from gateway.adapters.base import JSON
@@ -25,7 +25,7 @@ Notify = Callable[[JSON], JSON | None]
 MAX_JSON_ANSWER = MAX_READ_BYTES
 
 
-def is_sse(response: httpx.Response) -> bool:
+def is_sse(response: httpx2.Response) -> bool:
     return response.headers.get("content-type", "").lower().startswith("text/event-stream")
 
 
@@ -34,7 +34,7 @@ def answers(message: Any, request_id: Any) -> bool:
             and ("result" in message or "error" in message))
 
 
-async def rewritten_json(response: httpx.Response, server: McpServer, request_id: Any,
+async def rewritten_json(response: httpx2.Response, server: McpServer, request_id: Any,
                          rewrite: Rewrite, deadline: float) -> bytes:
     """A JSON answer, read whole, with the response to `request_id` rewritten."""
     try:
@@ -45,7 +45,7 @@ async def rewritten_json(response: httpx.Response, server: McpServer, request_id
     return orjson.dumps(rewrite(message) if answers(message, request_id) else message)
 
 
-async def rewritten_sse(response: httpx.Response, server: McpServer, request_id: Any,
+async def rewritten_sse(response: httpx2.Response, server: McpServer, request_id: Any,
                         rewrite: Rewrite, deadline: float, notify: Notify | None = None
                         ) -> AsyncGenerator[bytes, None]:
     """The SSE answer as it arrives, the frame with the response to `request_id` rewritten,

@@ -11,7 +11,7 @@ import logging
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 
-import httpx
+import httpx2
 import trio
 
 from gateway.errors import GatewayError, UpstreamTimeout, UpstreamUnavailable
@@ -32,15 +32,15 @@ RELAYED_RESPONSE_HEADERS = ("content-type", "mcp-session-id", "mcp-protocol-vers
 class McpUpstreams:
     """One connection pool for every configured MCP server, owned by the app."""
 
-    def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._client = httpx.AsyncClient(transport=transport, trust_env=False,
+    def __init__(self, transport: httpx2.AsyncBaseTransport | None = None) -> None:
+        self._client = httpx2.AsyncClient(transport=transport, trust_env=False,
                                          follow_redirects=False, timeout=None)
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
     async def open(self, server: McpServer, method: str, headers: Mapping[str, str],
-                   body: bytes, *, param_headers: bool = True) -> httpx.Response:
+                   body: bytes, *, param_headers: bool = True) -> httpx2.Response:
         """Send one request and return once the response head arrived (its body unread).
         GET opens the server's own stream, which may stay quiet for long: only the connect
         timeout applies to it. Without `param_headers`, the `Mcp-Param-*` headers (copies of
@@ -50,28 +50,28 @@ class McpUpstreams:
                     param_headers or not name.startswith(PARAM_HEADER_PREFIX)))}
         sent.update(server.headers)
         read = None if method == "GET" else server.idle_timeout
-        timeout = httpx.Timeout(connect=server.connect_timeout, read=read, write=read,
+        timeout = httpx2.Timeout(connect=server.connect_timeout, read=read, write=read,
                                 pool=server.connect_timeout)
         request = self._client.build_request(method, server.url, headers=sent,
                                              content=body or None, timeout=timeout)
         try:
             with trio.fail_after(server.total_timeout):
                 return await self._client.send(request, stream=True)
-        except (httpx.TimeoutException, trio.TooSlowError):
+        except (httpx2.TimeoutException, trio.TooSlowError):
             raise UpstreamTimeout(f"The MCP server {server.name!r} did not answer in time."
                                   ) from None
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             log.warning("MCP server %s unreachable: %r", server.name, exc)
             raise UpstreamUnavailable(f"The MCP server {server.name!r} is unreachable."
                                       ) from None
 
 
-def relayed_headers(response: httpx.Response) -> list[tuple[str, str]]:
+def relayed_headers(response: httpx2.Response) -> list[tuple[str, str]]:
     return [(name, response.headers[name]) for name in RELAYED_RESPONSE_HEADERS
             if name in response.headers]
 
 
-async def body_chunks(response: httpx.Response, server: McpServer, deadline: float | None
+async def body_chunks(response: httpx2.Response, server: McpServer, deadline: float | None
                       ) -> AsyncGenerator[bytes, None]:
     """The response body as it arrives; a stream quiet for longer than the idle timeout (the
     client's read timeout) or running past `deadline` (trio time) ends with UpstreamTimeout,
@@ -83,15 +83,15 @@ async def body_chunks(response: httpx.Response, server: McpServer, deadline: flo
             if deadline is not None and trio.current_time() > deadline:
                 raise UpstreamTimeout(f"The MCP server {server.name!r} took longer than "
                                       f"{server.total_timeout:g} s.")
-    except httpx.TimeoutException:
+    except httpx2.TimeoutException:
         raise UpstreamTimeout(f"The MCP server {server.name!r} stopped answering.") from None
-    except httpx.HTTPError as exc:
+    except httpx2.HTTPError as exc:
         log.warning("MCP server %s broke off its answer: %r", server.name, exc)
         raise UpstreamUnavailable(f"The MCP server {server.name!r} broke off its answer."
                                   ) from None
 
 
-async def relayed_body(response: httpx.Response, server: McpServer, deadline: float | None
+async def relayed_body(response: httpx2.Response, server: McpServer, deadline: float | None
                        ) -> AsyncGenerator[bytes, None]:
     """The body as it arrives; an upstream failure mid-stream ends the stream (the client's
     SDK sees the stream end without the answer and reports it)."""
@@ -107,7 +107,7 @@ async def relayed_body(response: httpx.Response, server: McpServer, deadline: fl
 MAX_READ_BYTES = 16 * 1024 * 1024
 
 
-async def read_bounded(response: httpx.Response, server: McpServer, deadline: float | None
+async def read_bounded(response: httpx2.Response, server: McpServer, deadline: float | None
                        ) -> bytes:
     """The whole body, at most MAX_READ_BYTES of it (a larger one is UpstreamUnavailable)."""
     chunks: list[bytes] = []

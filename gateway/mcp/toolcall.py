@@ -17,7 +17,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import httpx
+import httpx2
 import orjson
 import trio
 
@@ -246,7 +246,7 @@ class ToolCall:
 
         return Outbound(status=200, headers=headers, stream=OwnedStream(frames, close))
 
-    async def _stream(self, response: httpx.Response, deadline: float, sent: float
+    async def _stream(self, response: httpx2.Response, deadline: float, sent: float
                       ) -> AsyncGenerator[bytes, None]:
         status, outcome = 499, "client_disconnected"
         try:

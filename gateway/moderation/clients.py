@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import httpx
+import httpx2
 import orjson
 import trio
 
@@ -42,12 +42,12 @@ class ClassifierClient:
     """One external classifier over one pooled HTTP client."""
 
     def __init__(self, settings: ExternalClassifier, api_key: str | None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx2.AsyncBaseTransport | None = None) -> None:
         self.settings = settings
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-        limits = httpx.Limits(max_connections=settings.max_concurrency,
+        limits = httpx2.Limits(max_connections=settings.max_concurrency,
                               max_keepalive_connections=settings.max_concurrency)
-        self._http = httpx.AsyncClient(base_url=settings.base_url, headers=headers,
+        self._http = httpx2.AsyncClient(base_url=settings.base_url, headers=headers,
                                        timeout=settings.timeout, limits=limits,
                                        transport=transport, trust_env=False)
 
@@ -68,9 +68,9 @@ class ClassifierClient:
         try:
             response = await self._http.post(path, content=orjson.dumps(body),
                                               headers={"content-type": "application/json"})
-        except httpx.TimeoutException:
+        except httpx2.TimeoutException:
             raise ClassifierFailed("timeout", f"{self.name} did not answer in time") from None
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise ClassifierFailed("unreachable",
                                    f"{self.name} is unreachable: {type(exc).__name__}") from None
         if response.status_code != 200:
@@ -135,6 +135,6 @@ def _read(parse: Any, name: str) -> Any:
 
 
 def client_for(settings: ExternalClassifier, api_key: str | None,
-               transport: httpx.AsyncBaseTransport | None = None) -> ClassifierClient:
+               transport: httpx2.AsyncBaseTransport | None = None) -> ClassifierClient:
     cls = OpenAIModeration if settings.name == "openai" else LlamaGuard
     return cls(settings, api_key, transport)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-import httpx
+import httpx2
 import trio
 
 import dsl
@@ -105,7 +105,7 @@ class Moderator:
     """One per worker: the clients, cache and breaker of the configured classifier."""
 
     def __init__(self, settings: ModerationSettings, env: Mapping[str, str], *,
-                 transport: httpx.AsyncBaseTransport | None = None,
+                 transport: httpx2.AsyncBaseTransport | None = None,
                  redis: RedisLink | None = None) -> None:
         self.settings = settings
         self.observer: ModerationObserver = NoObserver()

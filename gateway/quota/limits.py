@@ -305,6 +305,10 @@ class QuotaStore(Protocol):
     async def release(self, reservation: Reservation) -> None:
         """Give the reservation back (upstream failure before any usage)."""
 
+    async def usage_report(self, project_id: str, now: datetime, *, budget: Any = None,
+                           user_quota: Any = None, top: int = 10) -> dict[str, Any]:
+        """The project's current usage per counter (the management API's usage endpoint)."""
+
 
 class Unlimited:
     """Admits everything and records nothing."""

@@ -153,8 +153,9 @@ class RedisQuotaStore:
     # --- settlement ----------------------------------------------------------------------------
 
     async def _after(self, held: RedisHeld, action: str, used: int) -> None:
-        """In the owner's nursery when there is one (as the SQLite store does): the reservation
-        already holds the estimate, so the answer need not wait for the swap."""
+        """In the owner's nursery when there is one: the reservation already holds the
+        estimate, and retries against a failing Redis must not hold the answer back. (The
+        SQLite store settles before the answer ends instead.)"""
         nursery = self._background_nursery()
         if nursery is None:
             await self.finish(held, action, used)
@@ -312,6 +313,7 @@ class LocalBound:
 def quota_store_for(config: Any, settings: QuotaSettings, link: RedisLink | None, *,
                     background: Callable[[], trio.Nursery | None]) -> Any:
     """The store `[quotas] store` names: SQLite (the default) or Redis (needs `[redis]`)."""
+    from gateway.quota.files import quota_database_path
     from gateway.quota.sqlite import SqliteQuotaStore
 
     if settings.store == "redis":
@@ -319,4 +321,5 @@ def quota_store_for(config: Any, settings: QuotaSettings, link: RedisLink | None
             raise ConfigError('invalid configuration: [quotas] store = "redis" needs a [redis] '
                               'section with its url')
         return RedisQuotaStore(link, settings, background=background)
-    return SqliteQuotaStore(config.database_path, settings, background=background)
+    return SqliteQuotaStore(quota_database_path(config), settings,
+                            migrate_from=config.database_path)

@@ -1,4 +1,8 @@
-"""Exact quotas on the gateway's SQLite file, shared by every worker process (SPEC §8).
+"""Exact quotas on a SQLite file of their own, shared by every worker process (SPEC §8).
+
+The counters live beside the gateway's database (`quota_database_path`), not in it: the event
+writer's batches hold the database's write lock for milliseconds, and admission would queue
+behind them. A file created by this version takes over the counters of the database once.
 
 Each admission is one `BEGIN IMMEDIATE` transaction: it takes SQLite's write lock first, gives
 back reservations whose process died (expired), reads the counters of every applicable limit,
@@ -18,7 +22,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +33,7 @@ import sqlite_utils
 import trio
 
 from gateway import db
+from gateway.quota.files import quota_database_path, take_over_counters
 from gateway.quota.limits import (
     COUNTED_UNITS,
     PROJECT,
@@ -49,6 +54,8 @@ from gateway.quota.limits import (
 
 log = logging.getLogger("gateway.quota.limits")
 
+#: Settlements between two WAL checkpoints of the quota file.
+CHECKPOINT_EVERY = 1000
 #: Longest subject id stored as is; longer ones (or ones SQLite cannot encode) are hashed.
 MAX_SUBJECT_CHARS = 200
 
@@ -92,10 +99,13 @@ class SqliteQuotaStore:
 
     def __init__(self, path: str | os.PathLike[str], settings: QuotaSettings | None = None, *,
                  clock: Callable[[], datetime] | None = None,
-                 background: Callable[[], trio.Nursery | None] | None = None) -> None:
+                 migrate_from: str | os.PathLike[str] | None = None) -> None:
         self.path = str(path)
-        #: The nursery that owns background settlements (the app's), once it exists.
-        self._background_nursery = background or (lambda: None)
+        #: The database whose counters a new quota file takes over (earlier versions kept them
+        #: there).
+        self.migrate_from = None if migrate_from is None else str(migrate_from)
+        #: Commits since the last WAL checkpoint (see `_after`).
+        self._commits = 0
         self.settings = settings or QuotaSettings()
         self.clock = clock or (lambda: datetime.now(UTC))
         self._limiter: trio.CapacityLimiter | None = None
@@ -105,7 +115,18 @@ class SqliteQuotaStore:
 
     @classmethod
     def from_config(cls, config: Any) -> SqliteQuotaStore:
-        return cls(config.database_path, settings_from_config(config))
+        return cls(quota_database_path(config), settings_from_config(config),
+                   migrate_from=config.database_path)
+
+    async def usage_report(self, project_id: str, now: datetime, *, budget: Any = None,
+                           user_quota: Any = None, top: int = 10) -> dict[str, Any]:
+        """`usage_report` on this store's file (the management API's usage endpoint)."""
+        def read() -> dict[str, Any]:
+            with self.transaction() as conn:
+                return usage_report(conn, project_id, now, budget=budget,
+                                    user_quota=user_quota, top=top)
+
+        return await self._run(read)
 
     # --- the QuotaStore protocol ---------------------------------------------------------------
 
@@ -133,22 +154,32 @@ class SqliteQuotaStore:
             await self._after(self.release_sync, reservation.token)
 
     async def _after(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Settle or release. In the owner's nursery when there is one: the reservation already
-        holds the estimate, so exactness does not depend on when it is swapped for the real
-        usage, and the answer need not wait for a second transaction. If the process dies
-        first, the reservation expires like any other."""
-        nursery = self._background_nursery()
-        if nursery is None:
-            await self._run(fn, *args)
-            return
-        nursery.start_soon(self._background, fn, *args)
+        """Settle or release before the answer ends, so that a client sending its next request
+        at once sees this one's usage in its `x-ratelimit-remaining-*` headers. Like admission,
+        on the event loop when the write lock is free (about 0.1 ms), else in a thread.
+        Shielded: a client that leaves does not leave the counters wrong. A failure is logged;
+        the reservation then expires like one of a dead process."""
+        with trio.CancelScope(shield=True):
+            try:
+                try:
+                    fn(*args, wait=False)
+                except _LockBusy:
+                    await self._run(fn, *args)
+                self._commits += 1
+                if self._commits >= CHECKPOINT_EVERY:
+                    # The loop's connections never checkpoint (an fsync); a thread does it.
+                    self._commits = 0
+                    await self._run(self._checkpoint)
+            except Exception:
+                log.exception("quota settlement failed; the reservation will expire")
 
-    async def _background(self, fn: Callable[..., Any], *args: Any) -> None:
+    def _checkpoint(self) -> None:
+        conn = self._connection()
         try:
-            with trio.CancelScope(shield=True):  # shutdown waits for it: counters stay right
-                await self._run(fn, *args)
-        except Exception:
-            log.exception("quota settlement failed; the reservation will expire")
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            with self._lock:
+                self._idle.append(conn)
 
     # --- blocking implementation (also used directly by tests and the bench) -------------------
 
@@ -189,15 +220,15 @@ class SqliteQuotaStore:
              orjson.dumps(held.counters)))
         return held
 
-    def settle_sync(self, held: _Held, tokens: int) -> None:
-        with self._transaction() as conn:
+    def settle_sync(self, held: _Held, tokens: int, *, wait: bool = True) -> None:
+        with self._transaction(wait=wait) as conn:
             if self._forget(conn, held.id):
                 self._apply(conn, held.counters, requests=0, tokens=tokens - held.tokens)
             else:  # expired and given back meanwhile: count what was really used
                 self._apply(conn, held.counters, requests=1, tokens=tokens)
 
-    def release_sync(self, held: _Held) -> None:
-        with self._transaction() as conn:
+    def release_sync(self, held: _Held, *, wait: bool = True) -> None:
+        with self._transaction(wait=wait) as conn:
             if self._forget(conn, held.id):
                 self._apply(conn, held.counters, requests=-1, tokens=-held.tokens)
 
@@ -249,6 +280,10 @@ class SqliteQuotaStore:
             self._limiter = trio.CapacityLimiter(self.settings.threads)
         return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        """A write transaction on the quota file (reads that must see every commit)."""
+        return self._transaction()
+
     @contextmanager
     def _transaction(self, *, wait: bool = True) -> Iterator[sqlite3.Connection]:
         conn = self._connection(create=wait)
@@ -280,7 +315,7 @@ class SqliteQuotaStore:
                 return self._all[0]  # one shared in-memory database (tests only)
         if not create:  # opening one may wait for the schema lock: the thread does that
             raise _LockBusy
-        conn = _connect(self.path)
+        conn = _connect(self.path, self.migrate_from)
         with self._lock:
             self._all.append(conn)
         return conn
@@ -320,7 +355,7 @@ def _begin_immediate(conn: sqlite3.Connection, timeout: float = 30.0) -> None:
             pause = min(pause * 2, 0.0005)
 
 
-def _connect(path: str) -> sqlite3.Connection:
+def _connect(path: str, migrate_from: str | None = None) -> sqlite3.Connection:
     """A connection set up like `gateway.db.open_database`'s, usable from any of the limiter's
     threads (one at a time: a connection is taken from the pool for each transaction)."""
     if path != ":memory:":
@@ -329,10 +364,12 @@ def _connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout = 30000")
     db.enable_wal(conn)
     conn.execute("PRAGMA synchronous = NORMAL")
-    # Checkpoints (copying the WAL back, with an fsync) are left to the event writer's
-    # connection, which commits in a thread: a quota commit may run on the event loop.
+    # Checkpoints (copying the WAL back, with an fsync) run in a thread (`_checkpoint`): a
+    # quota commit may run on the event loop.
     conn.execute("PRAGMA wal_autocheckpoint = 0")
-    db.ensure_schema(sqlite_utils.Database(conn))
+    db.ensure_quota_schema(sqlite_utils.Database(conn))
+    if migrate_from is not None and path != ":memory:":
+        take_over_counters(conn, migrate_from)
     # From here only `_begin_immediate` waits for the lock (statements inside a transaction
     # that holds it never do).
     conn.execute("PRAGMA busy_timeout = 0")

@@ -1,9 +1,9 @@
 """The one I/O seam towards providers: building upstream requests and running one exchange.
 
-`Upstreams` owns the shared, pooled `httpx.AsyncClient`s (one for the network, one wired to the
-in-process echo upstream) for the app's lifetime. `Exchange` is one call: it maps every httpx
+`Upstreams` owns the shared, pooled `httpx2.AsyncClient`s (one for the network, one wired to the
+in-process echo upstream) for the app's lifetime. `Exchange` is one call: it maps every httpx2
 failure to `UpstreamUnavailable` / `UpstreamTimeout`, applies the idle and total timeouts itself
-(httpx has no total timeout), and always closes the upstream response, also when cancelled, so
+(httpx2 has no total timeout), and always closes the upstream response, also when cancelled, so
 a client disconnect reaches the provider at once.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any, cast
 
-import httpx
+import httpx2
 import orjson
 import trio
 
@@ -34,7 +34,7 @@ HOP_BY_HOP = frozenset({
 #: defines for its clients. Anything else a client sends stays here, so a client cannot choose
 #: the provider context the gateway's own key acts in (`openai-organization`,
 #: `openai-project`), spoof its origin (`x-forwarded-for`) or pass gateway-only headers on.
-#: httpx sets its own Host, Content-Length and Accept-Encoding; the credential is the
+#: httpx2 sets its own Host, Content-Length and Accept-Encoding; the credential is the
 #: gateway's. More can be allowed with `[upstream] forward_headers` (docs/configuration.md).
 FORWARDED_REQUEST_HEADERS: Mapping[str, frozenset[str]] = {
     OPENAI: frozenset({"content-type", "accept", "user-agent", "idempotency-key",
@@ -43,7 +43,7 @@ FORWARDED_REQUEST_HEADERS: Mapping[str, frozenset[str]] = {
                           "anthropic-version", "anthropic-beta"}),
 }
 #: Not relayed to the client: transport headers describing the upstream's own encoding of a body
-#: that httpx has already decoded, and headers the server adds itself.
+#: that httpx2 has already decoded, and headers the server adds itself.
 _DROP_RESPONSE = HOP_BY_HOP | {"content-length", "content-encoding", "date", "server"}
 
 
@@ -62,7 +62,7 @@ def forwardable_request_headers(headers: Mapping[str, str], kind: str,
     return {k: v for k, v in headers.items() if k in allowed}
 
 
-def relayable_response_headers(headers: httpx.Headers) -> list[tuple[str, str]]:
+def relayable_response_headers(headers: httpx2.Headers) -> list[tuple[str, str]]:
     drop = _DROP_RESPONSE | _named_by_connection(headers.get_list("connection"))
     return [(k, v) for k, v in headers.multi_items() if k.lower() not in drop]
 
@@ -70,30 +70,31 @@ def relayable_response_headers(headers: httpx.Headers) -> list[tuple[str, str]]:
 class Upstreams:
     """The pooled clients. Open in `before_serving`, close in `after_serving`."""
 
-    def __init__(self, config: Config, echo_transport: httpx.AsyncBaseTransport | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(self, config: Config, echo_transport: httpx2.AsyncBaseTransport | None = None,
+                 transport: httpx2.AsyncBaseTransport | None = None):
         self.config = config
         self._echo_transport = echo_transport
-        #: Replaces the network for tests (`httpx.MockTransport`); None: the real network.
+        #: Replaces the network for tests (`httpx2.MockTransport`); None: the real network.
         self._transport = transport
         # Credentials and hop-by-hop headers can never be allowed by configuration.
         self._extra_headers = frozenset(config.forward_headers) - HOP_BY_HOP - {
             "authorization", "x-api-key", "host", "content-length", "cookie"}
-        self._network: httpx.AsyncClient | None = None
-        self._echo: httpx.AsyncClient | None = None
+        self._network: httpx2.AsyncClient | None = None
+        self._echo: httpx2.AsyncClient | None = None
 
     async def open(self) -> None:
         timeouts = self.config.timeouts
-        limits = httpx.Limits(
+        limits = httpx2.Limits(
             max_connections=self.config.max_connections,
-            max_keepalive_connections=self.config.max_connections,
-            keepalive_expiry=30.0,
+            max_keepalive_connections=min(self.config.keepalive_connections,
+                                          self.config.max_connections),
+            keepalive_expiry=self.config.keepalive_seconds,
         )
-        # httpx's read timeout doubles as our idle timeout; the relay also enforces it itself
+        # httpx2's read timeout doubles as our idle timeout; the relay also enforces it itself
         # together with the total deadline.
-        timeout = httpx.Timeout(connect=timeouts.connect, read=timeouts.idle, write=timeouts.idle,
+        timeout = httpx2.Timeout(connect=timeouts.connect, read=timeouts.idle, write=timeouts.idle,
                                 pool=timeouts.connect)
-        self._network = httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False,
+        self._network = httpx2.AsyncClient(timeout=timeout, limits=limits, trust_env=False,
                                           follow_redirects=False, transport=self._transport)
         transport = self._echo_transport
         if transport is None and any(p.is_echo for p in self.config.providers.values()):
@@ -101,7 +102,7 @@ class Upstreams:
 
             transport = EchoTransport()
         if transport is not None:
-            self._echo = httpx.AsyncClient(transport=transport, timeout=timeout)
+            self._echo = httpx2.AsyncClient(transport=transport, timeout=timeout)
 
     async def aclose(self) -> None:
         for client in (self._network, self._echo):
@@ -109,14 +110,14 @@ class Upstreams:
                 with trio.CancelScope(shield=True):
                     await client.aclose()
 
-    def client_for(self, provider: Provider) -> httpx.AsyncClient:
+    def client_for(self, provider: Provider) -> httpx2.AsyncClient:
         client = self._echo if provider.is_echo else self._network
         if client is None:
             raise RuntimeError("Upstreams.open() was not called")
         return client
 
     def build_request(self, provider: Provider, method: str, path: str,
-                      headers: Mapping[str, str], content: bytes | None = None) -> httpx.Request:
+                      headers: Mapping[str, str], content: bytes | None = None) -> httpx2.Request:
         """An upstream request carrying the provider's credential in the provider's own way."""
         out = forwardable_request_headers(headers, provider.kind, self._extra_headers)
         if provider.kind == ANTHROPIC:
@@ -128,9 +129,9 @@ class Upstreams:
         base = provider.base_url if not provider.is_echo else _echo_base(provider)
         client = self.client_for(provider)
         # Header values were decoded as latin-1 from the client's bytes: encoding them the same
-        # way relays them byte for byte (httpx would refuse non-ASCII text otherwise).
+        # way relays them byte for byte (httpx2 would refuse non-ASCII text otherwise).
         return client.build_request(method, base + path, content=content,
-                                    headers=httpx.Headers(out, encoding="latin-1"))
+                                    headers=httpx2.Headers(out, encoding="latin-1"))
 
 
 def _echo_base(provider: Provider) -> str:
@@ -141,26 +142,26 @@ def _echo_base(provider: Provider) -> str:
 class Exchange:
     """One upstream call, from sending the request to closing the response."""
 
-    def __init__(self, client: httpx.AsyncClient, request: httpx.Request, timeouts: Timeouts):
+    def __init__(self, client: httpx2.AsyncClient, request: httpx2.Request, timeouts: Timeouts):
         self._client = client
         self._request = request
         self._idle = timeouts.idle
         self._total = timeouts.total
         self._deadline = math.inf
-        self.response: httpx.Response | None = None
+        self.response: httpx2.Response | None = None
 
-    async def start(self) -> httpx.Response:
+    async def start(self) -> httpx2.Response:
         """Send the request and wait for the response headers."""
         self._deadline = trio.current_time() + self._total
         with trio.move_on_at(self._next_deadline()):
             try:
                 self.response = await self._client.send(self._request, stream=True)
-            except httpx.TimeoutException as exc:
-                if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+            except httpx2.TimeoutException as exc:
+                if isinstance(exc, httpx2.ConnectTimeout | httpx2.PoolTimeout):
                     raise UpstreamUnavailable(f"Could not connect to the upstream: {exc!r}"
                                               ) from None
                 raise UpstreamTimeout("The upstream did not answer in time.") from None
-            except httpx.RequestError as exc:
+            except httpx2.RequestError as exc:
                 raise UpstreamUnavailable(f"The upstream is unreachable: {_describe(exc)}"
                                           ) from None
             return self.response
@@ -209,7 +210,7 @@ class Exchange:
                 scope.shield = True
                 await self.response.aclose()
 
-    def _response(self) -> httpx.Response:
+    def _response(self) -> httpx2.Response:
         if self.response is None:
             raise RuntimeError("Exchange.start() was not called")
         return self.response
@@ -223,17 +224,17 @@ class Exchange:
                 return await iterator.__anext__()
             except StopAsyncIteration:
                 return None
-            except httpx.TimeoutException:
+            except httpx2.TimeoutException:
                 raise UpstreamTimeout("The upstream stopped sending in time.") from None
-            except (httpx.RequestError, httpx.StreamError) as exc:
+            except (httpx2.RequestError, httpx2.StreamError) as exc:
                 raise UpstreamUnavailable(
                     f"The upstream connection failed mid-response: {_describe(exc)}"
                 ) from None
         raise UpstreamTimeout("The upstream stopped sending in time.")
 
 
-def _body_chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
-    """The decoded body, as the async generator httpx returns (typed as one, for `aclosing`)."""
+def _body_chunks(response: httpx2.Response) -> AsyncGenerator[bytes, None]:
+    """The decoded body, as the async generator httpx2 returns (typed as one, for `aclosing`)."""
     return cast(AsyncGenerator[bytes, None], response.aiter_bytes())
 
 

@@ -16,12 +16,12 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import httpx
+import httpx2
 import trio
 
 from gateway.adapters.base import Adapter
 from gateway.errors import GatewayError, ShuttingDown, UpstreamError
-from gateway.http.draining import cut_at_grace_end, until_cut
+from gateway.http.draining import CUT, cut_at_grace_end, cut_error, next_frames, request_draining
 from gateway.http.wire import OwnedStream
 from gateway.upstream.exchange import Exchange
 from gateway.upstream.sse import Frame
@@ -80,7 +80,7 @@ class StreamEnd:
 OnDone = Callable[[StreamEnd], Awaitable[None]]
 
 
-async def open_answer(exchange: Exchange) -> httpx.Response:
+async def open_answer(exchange: Exchange) -> httpx2.Response:
     """Send the request and wait for the upstream's response head. A whole answer still awaited
     when the shutdown grace period ends raises `ShuttingDown`. On any failure the exchange is
     closed before the error propagates."""
@@ -126,9 +126,17 @@ async def _frames(exchange: Exchange, adapter: Adapter, transform: FrameTransfor
                   finish: OnDone) -> AsyncIterator[bytes]:
     end = StreamEnd(COMPLETED, 200)
     checkpoint = getattr(transform, "checkpoint", None)
+    draining = request_draining()
     try:
-        async with aclosing(until_cut(exchange.frames(adapter))) as batches:
-            async for batch in batches:
+        # `until_cut` inlined: one async-generator layer less for every batch.
+        async with aclosing(exchange.frames(adapter)) as batches:
+            while True:
+                try:
+                    batch = await next_frames(draining, batches)
+                except StopAsyncIteration:
+                    break
+                if batch is CUT:
+                    raise cut_error()
                 out = b"".join([transform.feed(frame, payload) for frame, payload in batch])
                 if checkpoint is not None:  # an external classifier's window, when one is due
                     out += await checkpoint()

@@ -15,7 +15,7 @@ from gateway.http import access_log
 def restored_logging():
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    quiet = {name: logging.getLogger(name).level for name in ("httpx", "httpcore")}
+    quiet = {name: logging.getLogger(name).level for name in ("httpx2", "httpcore2")}
     yield
     access_log.stop_log_thread()
     root.handlers[:] = handlers

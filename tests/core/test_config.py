@@ -108,7 +108,7 @@ def test_the_documented_configuration_loads():
     assert escalation.targets["oncall"].headers == {"authorization": "Bearer hook"}
     assert escalation.shown("https://hooks.example.com/policy/escalations") == "listed-url"
     assert InlineBudget.from_mapping(config.inline_policy).max_bytes == 65536
-    assert (config.timeouts.request_body, config.max_concurrent_requests) == (30, 1000)
+    assert (config.timeouts.request_body, config.max_concurrent_requests) == (30, 4096)
     assert config.server_read_timeout == 960
     assert (quotas.store, quotas.on_store_error) == ("sqlite", "closed")
     from gateway.redis_link import RedisSettings
@@ -116,3 +116,31 @@ def test_the_documented_configuration_loads():
     redis = RedisSettings.from_mapping(config.redis, {})
     assert (redis.host, redis.port, redis.key_prefix) == ("127.0.0.1", 6379, "gw:")
     assert len(quotas.configured_limits("proj_support_bot")[0]) == 2
+
+
+def test_serving_capacity_comes_from_the_configuration(tmp_path):
+    from gateway.serve import hypercorn_config
+
+    defaults = hypercorn_config(Config.load(env={}), "127.0.0.1:8080", 1)
+    # Sized for thousands of streams per worker: hypercorn's own default backlog is 100.
+    assert (defaults.backlog, defaults.keep_alive_timeout) == (4096, 75.0)
+    path = tmp_path / "gateway.toml"
+    path.write_text("[server]\nbacklog = 8192\nkeep_alive_timeout = 5\n"
+                    "[limits]\nmax_upstream_connections = 64\n"
+                    "upstream_keepalive_connections = 16\nupstream_keepalive_seconds = 2.5\n")
+    config = Config.load(path, env={})
+    hyper = hypercorn_config(config, "127.0.0.1:9000", 2)
+    assert (hyper.backlog, hyper.keep_alive_timeout, hyper.bind, hyper.workers) == (
+        8192, 5.0, ["127.0.0.1:9000"], 2)
+    assert (config.max_connections, config.keepalive_connections,
+            config.keepalive_seconds) == (64, 16, 2.5)
+
+
+@pytest.mark.parametrize("text", [
+    "[server]\nbacklog = 0\n", "[limits]\nupstream_keepalive_connections = 0\n",
+    "[limits]\nupstream_keepalive_seconds = -1\n"])
+def test_capacity_settings_must_be_positive(tmp_path, text):
+    path = tmp_path / "gateway.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError):
+        Config.load(path, env={})

@@ -3,7 +3,7 @@ tool facts and the rewrites of arguments, results and tool lists."""
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 import pytest
 
 import dsl
@@ -147,13 +147,13 @@ def test_routing_headers_must_match_the_body() -> None:
 
 
 async def test_upstream_gets_its_credentials_and_the_transport_headers_only() -> None:
-    seen: list[httpx.Headers] = []
+    seen: list[httpx2.Headers] = []
 
-    def answer(request: httpx.Request) -> httpx.Response:
+    def answer(request: httpx2.Request) -> httpx2.Response:
         seen.append(request.headers)
-        return httpx.Response(200, json={"jsonrpc": "2.0", "id": 1, "result": {}})
+        return httpx2.Response(200, json={"jsonrpc": "2.0", "id": 1, "result": {}})
 
-    upstreams = McpUpstreams(transport=httpx.MockTransport(answer))
+    upstreams = McpUpstreams(transport=httpx2.MockTransport(answer))
     server = McpServer("s", "http://mcp.test/mcp", headers=(("authorization", "Bearer up"),))
     client = {"authorization": "Bearer gateway-key", "cookie": "c=1", "x-policy-user": "u",
               "accept": "application/json, text/event-stream", "mcp-session-id": "abc",

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import sqlite_utils
 from mock_upstream import SCENARIO_HEADER
 from quart_trio import QuartTrio
@@ -71,7 +71,7 @@ def closed_port_url() -> str:
 
 
 def start_gateway(directory: Path, config: Mapping[str, Any], *, plan: str = "free",
-                  echo_transport: httpx.AsyncBaseTransport | None = None,
+                  echo_transport: httpx2.AsyncBaseTransport | None = None,
                   configure_app: Callable[[QuartTrio], None] | None = None) -> RunningGateway:
     """Start a gateway from `config` (the TOML mapping; `database.path` is set here, other
     `[database]` keys such as `url` are kept) with an

@@ -5,7 +5,7 @@ their hop."""
 from __future__ import annotations
 
 import anthropic
-import httpx
+import httpx2
 import openai
 import pytest
 from e2e.harness import UPSTREAM_ANTHROPIC_KEY, UPSTREAM_OPENAI_KEY, RunningGateway
@@ -66,7 +66,7 @@ def test_anthropic_upstream_gets_x_api_key_and_the_clients_version_and_beta(
 
 def test_anthropic_version_defaults_when_the_client_sends_none(
         gateway: RunningGateway, mock: MockUpstream) -> None:
-    response = httpx.post(gateway.url + MESSAGES_PATH, json=VALID_BODIES[MESSAGES_PATH],
+    response = httpx2.post(gateway.url + MESSAGES_PATH, json=VALID_BODIES[MESSAGES_PATH],
                           headers={"x-api-key": gateway.key}, timeout=SDK_TIMEOUT)
     assert response.status_code == 200, response.text
     [request] = mock.requests
@@ -80,7 +80,7 @@ def test_either_credential_header_works_on_every_api(
         gateway: RunningGateway, mock: MockUpstream, path: str, style: str) -> None:
     auth = ({"authorization": f"Bearer {gateway.key}"} if style == "bearer"
             else {"x-api-key": gateway.key})
-    response = httpx.post(gateway.url + path, json=VALID_BODIES[path], headers=auth,
+    response = httpx2.post(gateway.url + path, json=VALID_BODIES[path], headers=auth,
                           timeout=SDK_TIMEOUT)
     assert response.status_code == 200, response.text
     [request] = mock.requests
@@ -109,7 +109,7 @@ def test_hop_by_hop_headers_stay_on_their_hop(gateway: RunningGateway,
     response_hop = {"keep-alive": "timeout=99", "proxy-authenticate": "Basic realm=x",
                     "trailer": "x-checksum", "connection": "x-upstream-hop",
                     "x-upstream-hop": "for the gateway only", "x-upstream-custom": "kept"}
-    response = httpx.post(
+    response = httpx2.post(
         gateway.url + CHAT_PATH, json=VALID_BODIES[CHAT_PATH],
         headers={"authorization": f"Bearer {gateway.key}", "openai-beta": "kept",
                  **request_hop, **scenario(headers=response_hop)},
@@ -117,7 +117,7 @@ def test_hop_by_hop_headers_stay_on_their_hop(gateway: RunningGateway,
     assert response.status_code == 200, response.text
     [request] = mock.requests
     assert request.headers["openai-beta"] == "kept"  # an end-to-end header of the API
-    # httpx may open its own keep-alive connection to the upstream; the client's value must not
+    # httpx2 may open its own keep-alive connection to the upstream; the client's value must not
     # be what travels.
     assert request.headers.get("connection", "") in ("", "keep-alive")
     leaked = {name for name in request_hop if name != "connection" and name in request.headers}
@@ -136,7 +136,7 @@ def test_hop_by_hop_headers_stay_on_their_hop(gateway: RunningGateway,
 def test_missing_or_unknown_key_is_401_invalid_api_key(
         gateway: RunningGateway, mock: MockUpstream, path: str, credential: dict[str, str]
 ) -> None:
-    response = httpx.post(gateway.url + path, json=VALID_BODIES[path], headers=credential,
+    response = httpx2.post(gateway.url + path, json=VALID_BODIES[path], headers=credential,
                           timeout=SDK_TIMEOUT)
     assert response.status_code == 401
     error = error_of(path, response.json())
@@ -146,7 +146,7 @@ def test_missing_or_unknown_key_is_401_invalid_api_key(
 
 
 def test_models_needs_a_key_too(gateway: RunningGateway, mock: MockUpstream) -> None:
-    response = httpx.get(gateway.url + "/v1/models", timeout=SDK_TIMEOUT)
+    response = httpx2.get(gateway.url + "/v1/models", timeout=SDK_TIMEOUT)
     assert response.status_code == 401
     assert error_of(CHAT_PATH, response.json())["code"] == "invalid_api_key"
     assert mock.requests == []

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import anthropic
-import httpx
+import httpx2
 import openai
 import pytest
 from e2e.harness import GatewayFactory, RunningGateway, closed_port_url
@@ -60,8 +60,8 @@ for _path in VALID_BODIES:
 
 
 def _post(gateway: RunningGateway, path: str, content: bytes | Any,
-          headers: dict[str, str] | None = None) -> httpx.Response:
-    return httpx.post(gateway.url + path, content=content, timeout=SDK_TIMEOUT,
+          headers: dict[str, str] | None = None) -> httpx2.Response:
+    return httpx2.post(gateway.url + path, content=content, timeout=SDK_TIMEOUT,
                       headers={"authorization": f"Bearer {gateway.key}",
                                "content-type": "application/json", **(headers or {})})
 
@@ -135,7 +135,7 @@ def test_unreachable_upstream_is_502_upstream_unavailable(gateway_factory: Gatew
             response = _post(unreachable, path, json.dumps(body).encode())
             assert response.status_code == 502, response.text
             assert error_of(path, response.json())["code"] == "upstream_unavailable"
-    models = httpx.get(unreachable.url + "/v1/models", timeout=SDK_TIMEOUT,
+    models = httpx2.get(unreachable.url + "/v1/models", timeout=SDK_TIMEOUT,
                        headers={"authorization": f"Bearer {unreachable.key}"})
     assert models.status_code == 502
     assert error_of(CHAT_PATH, models.json())["code"] == "upstream_unavailable"
@@ -192,7 +192,7 @@ UNKNOWN_PATHS = [
 @pytest.mark.parametrize(("method", "path", "shape"), UNKNOWN_PATHS)
 def test_unknown_path_is_404_not_found(gateway: RunningGateway, mock: MockUpstream,
                                        method: str, path: str, shape: str) -> None:
-    response = httpx.request(method, gateway.url + path, json={"model": "m"},
+    response = httpx2.request(method, gateway.url + path, json={"model": "m"},
                              headers={"authorization": f"Bearer {gateway.key}"},
                              timeout=SDK_TIMEOUT)
     assert response.status_code == 404
@@ -204,7 +204,7 @@ def test_unknown_path_is_404_not_found(gateway: RunningGateway, mock: MockUpstre
                                               ("POST", "/v1/models"), ("DELETE", RESPONSES_PATH)])
 def test_wrong_method_is_405_in_the_apis_shape(gateway: RunningGateway, mock: MockUpstream,
                                                method: str, path: str) -> None:
-    response = httpx.request(method, gateway.url + path,
+    response = httpx2.request(method, gateway.url + path,
                              headers={"authorization": f"Bearer {gateway.key}"},
                              timeout=SDK_TIMEOUT)
     assert response.status_code == 405

@@ -8,7 +8,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from e2e.harness import RunningGateway
 from e2e.support import (
@@ -70,8 +70,8 @@ requests = st.sampled_from(PATHS).flatmap(lambda path: st.tuples(st.just(path), 
 
 
 @pytest.fixture(scope="module")
-def http(gateway: RunningGateway) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=gateway.url, timeout=SDK_TIMEOUT,
+def http(gateway: RunningGateway) -> Iterator[httpx2.Client]:
+    with httpx2.Client(base_url=gateway.url, timeout=SDK_TIMEOUT,
                       headers={"authorization": f"Bearer {gateway.key}",
                                "content-type": "application/json"}) as client:
         yield client
@@ -86,7 +86,7 @@ def check_error_shape(path: str, body: Any) -> None:
     assert isinstance(error["type"], str) and isinstance(error["message"], str), body
 
 
-def check_success_shape(path: str, response: httpx.Response) -> None:
+def check_success_shape(path: str, response: httpx2.Response) -> None:
     if response.headers["content-type"].startswith("text/event-stream"):
         assert path != COUNT_TOKENS_PATH
         last_event, last_data = sse_events(response.content)[-1]
@@ -105,7 +105,7 @@ def check_success_shape(path: str, response: httpx.Response) -> None:
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(requests)
-def test_no_input_gets_a_500_or_an_unparseable_answer(http: httpx.Client,
+def test_no_input_gets_a_500_or_an_unparseable_answer(http: httpx2.Client,
                                                       case: tuple[str, bytes]) -> None:
     path, raw = case
     response = http.post(path, content=raw)

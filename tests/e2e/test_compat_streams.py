@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anthropic
-import httpx
+import httpx2
 import openai
 import pytest
 import trio
@@ -55,8 +55,8 @@ def stream_body(path: str) -> bytes:
 
 
 def stream_raw(gateway: RunningGateway, path: str, headers: dict[str, str] | None = None,
-               timeout: float = SDK_TIMEOUT) -> httpx.Response:
-    response = httpx.post(gateway.url + path, content=stream_body(path), timeout=timeout,
+               timeout: float = SDK_TIMEOUT) -> httpx2.Response:
+    response = httpx2.post(gateway.url + path, content=stream_body(path), timeout=timeout,
                           headers={"x-api-key": gateway.key, "content-type": "application/json",
                                    **(headers or {})})
     assert response.status_code == 200, response.text
@@ -98,17 +98,17 @@ def test_broken_stream_ends_with_the_apis_error_frame(gateway: RunningGateway,
     assert error_frame(path, events)["code"] == "upstream_unavailable"
 
 
-def truncating_upstream() -> httpx.MockTransport:
+def truncating_upstream() -> httpx2.MockTransport:
     """An upstream whose streams end cleanly (no reset, valid frames) but before the API's
     terminal frame, as a crashed provider behind a proxy can produce."""
-    def handle(request: httpx.Request) -> httpx.Response:
+    def handle(request: httpx2.Request) -> httpx2.Response:
         answer = echo.answer(request.method, request.url.path, dict(request.headers),
                              request.content)
         assert answer.frames is not None
         frames = list(answer.frames)[:-1]
-        return httpx.Response(answer.status, headers=answer.headers, content=b"".join(frames))
+        return httpx2.Response(answer.status, headers=answer.headers, content=b"".join(frames))
 
-    return httpx.MockTransport(handle)
+    return httpx2.MockTransport(handle)
 
 
 @pytest.fixture
@@ -203,7 +203,7 @@ def test_stream_longer_than_quarts_response_timeout_is_not_cut(
 @pytest.mark.parametrize("path", STREAMING_PATHS)
 def test_client_leaving_mid_stream_cancels_the_upstream_request(
         gateway: RunningGateway, mock: MockUpstream, path: str) -> None:
-    with httpx.Client(timeout=SDK_TIMEOUT) as http, http.stream(
+    with httpx2.Client(timeout=SDK_TIMEOUT) as http, http.stream(
             "POST", gateway.url + path, content=stream_body(path),
             headers={"x-api-key": gateway.key, "content-type": "application/json",
                      **scenario(mode="slow", delay=0.3, chunks=["x"] * 30)}) as response:
@@ -232,8 +232,8 @@ async def test_async_sdk_closing_a_stream_cancels_the_upstream_request(
 
 def test_client_leaving_while_waiting_for_headers_cancels_the_upstream_request(
         gateway: RunningGateway, mock: MockUpstream) -> None:
-    with pytest.raises(httpx.ReadTimeout):
-        httpx.post(gateway.url + CHAT_PATH, content=json.dumps(VALID_BODIES[CHAT_PATH]),
+    with pytest.raises(httpx2.ReadTimeout):
+        httpx2.post(gateway.url + CHAT_PATH, content=json.dumps(VALID_BODIES[CHAT_PATH]),
                    headers={"x-api-key": gateway.key, **scenario(mode="hang")}, timeout=0.5)
     left_at = time.monotonic()
     assert mock.wait_for_disconnect(timeout=3)

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import anthropic
-import httpx
+import httpx2
 import openai
 import pytest
 from e2e.harness import RunningGateway
@@ -42,7 +42,7 @@ ODD_BODIES = {
 @pytest.mark.parametrize("path", list(ODD_BODIES))
 def test_upstream_receives_the_exact_bytes_the_client_sent(
         gateway: RunningGateway, mock: MockUpstream, path: str) -> None:
-    response = httpx.post(gateway.url + path, content=ODD_BODIES[path],
+    response = httpx2.post(gateway.url + path, content=ODD_BODIES[path],
                           headers={"authorization": f"Bearer {gateway.key}",
                                    "content-type": "application/json"},
                           timeout=SDK_TIMEOUT)
@@ -82,7 +82,7 @@ def test_upstream_error_status_body_and_retry_after_pass_through(
                             "input": "hi"}
     if stream:
         body["stream"] = True
-    response = httpx.post(gateway.url + path, json=body,
+    response = httpx2.post(gateway.url + path, json=body,
                           headers={"x-api-key": gateway.key,
                                    **scenario(mode="status", status=status, retry_after="17",
                                               headers={"x-upstream-request-id": "req_123"})},

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-import httpx
+import httpx2
 import openai
 import pytest
 from e2e.harness import GatewayFactory, closed_port_url, mock_providers
@@ -64,7 +64,7 @@ def test_models_lists_the_default_provider_and_the_routed_models(
 def test_a_provider_that_cannot_list_is_left_out(gateway_factory: GatewayFactory,
                                                  mock: MockUpstream):
     gateway = gateway_factory(_config(mock, closed_port_url()))
-    response = httpx.get(gateway.url + "/v1/models", timeout=30,
+    response = httpx2.get(gateway.url + "/v1/models", timeout=30,
                          headers={"authorization": f"Bearer {gateway.key}"})
     assert response.status_code == 200
     assert [m["id"] for m in response.json()["data"]] == ["echo", "mixtral-8x7b"]
@@ -73,7 +73,7 @@ def test_a_provider_that_cannot_list_is_left_out(gateway_factory: GatewayFactory
 def test_the_anthropic_shape_gets_the_anthropic_routes(gateway_factory: GatewayFactory,
                                                        mock: MockUpstream, groq: ThreadServer):
     gateway = gateway_factory(_config(mock, groq.url))
-    response = httpx.get(gateway.url + "/v1/models", timeout=30,
+    response = httpx2.get(gateway.url + "/v1/models", timeout=30,
                          headers={"x-api-key": gateway.key, "anthropic-version": "2023-06-01"})
     body = response.json()
     assert [m["id"] for m in body["data"]] == ["echo", "claude-house"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from e2e.harness import RunningGateway
 
@@ -62,16 +62,16 @@ class EventsGateway:
         self.gateway.server.stop()
 
     def chat(self, text: str, *, project: str = "proj_support", user: str = "u",
-             timeout: float = 10.0, **extra: Any) -> httpx.Response:
+             timeout: float = 10.0, **extra: Any) -> httpx2.Response:
         headers = {"authorization": f"Bearer {self.keys[project]}", "x-policy-user": user,
                    **extra.pop("headers", {})}
         body = {"model": "gpt-x", "messages": [{"role": "user", "content": text}], **extra}
-        return httpx.post(self.url + "/policy/chat/completions", json=body, headers=headers,
+        return httpx2.post(self.url + "/policy/chat/completions", json=body, headers=headers,
                           timeout=timeout)
 
-    def history(self, token: str | None = ADMIN_TOKEN, **params: Any) -> httpx.Response:
+    def history(self, token: str | None = ADMIN_TOKEN, **params: Any) -> httpx2.Response:
         headers = {"authorization": f"Bearer {token}"} if token is not None else {}
-        return httpx.get(self.url + "/api/policy-gateway/history", params=params,
+        return httpx2.get(self.url + "/api/policy-gateway/history", params=params,
                          headers=headers, timeout=10.0)
 
 

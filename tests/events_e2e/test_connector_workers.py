@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from e2e.harness import UPSTREAM_ANTHROPIC_KEY, UPSTREAM_OPENAI_KEY
 from events_support import REPO_POLICIES, postgres_events, stored_events
@@ -121,7 +121,7 @@ def test_two_workers_deliver_each_event_once_per_connector(
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_until_serving(process, url, log)
-        with httpx.Client(base_url=url, timeout=30) as http:
+        with httpx2.Client(base_url=url, timeout=30) as http:
             for number in range(REQUESTS):  # a new connection each: both workers serve some
                 response = http.post(
                     "/policy/chat/completions",

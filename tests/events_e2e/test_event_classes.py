@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-import httpx
+import httpx2
 from events_support import ADMIN_TOKEN, EventsGateway, stored_events, wait_for
 
 from gateway.db import open_database
@@ -41,8 +41,8 @@ TRIP_POLICY = '''policy v1 "trip_guard" {
 '''
 
 
-def admin(gw: EventsGateway) -> httpx.Client:
-    return httpx.Client(base_url=gw.url + ADMIN, timeout=10,
+def admin(gw: EventsGateway) -> httpx2.Client:
+    return httpx2.Client(base_url=gw.url + ADMIN, timeout=10,
                         headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
 
 
@@ -63,7 +63,7 @@ def stored_of(gw: EventsGateway, event_type: str) -> list[dict]:
 def test_both_simulate_endpoints_store_a_complete_simulation_event(make_events_gateway, mock):
     gw = make_events_gateway(events={"batch_seconds": 0.01})
     body = {"model": "gpt-x", "messages": [{"role": "user", "content": f"Tell me a {SECRET} joke"}]}
-    public = httpx.post(gw.url + "/policy/simulate", json=body, timeout=10, headers={
+    public = httpx2.post(gw.url + "/policy/simulate", json=body, timeout=10, headers={
         "authorization": f"Bearer {gw.keys['proj_support']}", "x-policy-user": "sim-public"})
     assert public.status_code == 200, public.text
     with admin(gw) as client:

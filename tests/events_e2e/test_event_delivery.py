@@ -7,7 +7,7 @@ import json
 import uuid
 from collections import Counter
 
-import httpx
+import httpx2
 from events_support import EventsGateway, stored_events, wait_for
 
 ORDER = "Where is my order?"
@@ -73,14 +73,14 @@ def test_stream_reset_and_client_disconnect_each_leave_one_event(make_events_gat
     body = {"model": "gpt-x", "stream": True,
             "messages": [{"role": "user", "content": ORDER}]}
     headers = {"authorization": f"Bearer {gw.keys['proj_support']}"}
-    response = httpx.post(gw.url + "/policy/chat/completions", json=body, timeout=10,
+    response = httpx2.post(gw.url + "/policy/chat/completions", json=body, timeout=10,
                           headers={**headers, "x-policy-user": reset_user,
                                    **scenario(mode="reset_midstream", after_frames=2)})
     assert response.status_code == 200 and "upstream_unavailable" in response.text
     assert one_event(gw, reset_user)["outcome"] == "upstream_error"
 
     slow = scenario(mode="slow", delay=0.2, chunks=["a"] * 50)
-    with httpx.stream("POST", gw.url + "/policy/chat/completions", json=body, timeout=10,
+    with httpx2.stream("POST", gw.url + "/policy/chat/completions", json=body, timeout=10,
                       headers={**headers, "x-policy-user": gone_user, **slow}) as streaming:
         next(streaming.iter_bytes())  # the first frame arrived: leave mid-stream
     assert mock.wait_for_disconnect(timeout=5)

@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from e2e.harness import UPSTREAM_ANTHROPIC_KEY, UPSTREAM_OPENAI_KEY
 from events_support import REPO_POLICIES, postgres_events, stored_events
@@ -79,9 +79,9 @@ def wait_until_serving(process: subprocess.Popen[bytes], url: str, log: Path) ->
         if process.poll() is not None:
             raise AssertionError(f"the gateway exited at start: {log.read_text()}")
         try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+            if httpx2.get(url + "/healthz", timeout=1).status_code == 200:
                 return
-        except httpx.HTTPError:
+        except httpx2.HTTPError:
             pass
         assert time.monotonic() < deadline, "the gateway did not start in 60 s"
         time.sleep(0.1)
@@ -108,7 +108,7 @@ def test_sigterm_under_load_loses_no_event_of_an_answered_request(
     stop = threading.Event()
 
     def client(index: int) -> None:
-        with httpx.Client(base_url=url, timeout=30) as http:
+        with httpx2.Client(base_url=url, timeout=30) as http:
             number = 0
             while not stop.is_set():
                 user = f"load-{index}-{number}"
@@ -120,7 +120,7 @@ def test_sigterm_under_load_loses_no_event_of_an_answered_request(
                     response = http.post("/policy/chat/completions", headers=headers, json={
                         "model": "gpt-x",
                         "messages": [{"role": "user", "content": "Where is my order?"}]})
-                except httpx.HTTPError:  # refused or cut by the shutdown: no answer, no claim
+                except httpx2.HTTPError:  # refused or cut by the shutdown: no answer, no claim
                     time.sleep(0.05)
                     continue
                 with lock:

@@ -2,7 +2,7 @@
 
 `serving(app)` runs the ASGI lifespan (so `before_serving` opens the state in the app's
 nursery); `call(...)` sends one HTTP request and returns every ASGI message the app sent, in
-order. Unlike `httpx.ASGITransport`, nothing is buffered, so tests can assert the exact sequence
+order. Unlike `httpx2.ASGITransport`, nothing is buffered, so tests can assert the exact sequence
 of a stream, and `disconnect` can end the client's side at any point.
 """
 

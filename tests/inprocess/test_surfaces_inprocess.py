@@ -1,4 +1,4 @@
-"""Both surfaces in-process, the upstream an injected `httpx.MockTransport`: the exact ASGI
+"""Both surfaces in-process, the upstream an injected `httpx2.MockTransport`: the exact ASGI
 message sequence of answers and streams, error endings included, and the one event each
 governed request records. Time-based endings run on trio's MockClock, not on real sleeps."""
 
@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import orjson
 import pytest
 import trio
@@ -35,7 +35,7 @@ def chunk(text: str) -> bytes:
 DONE = b"data: [DONE]\n\n"
 
 
-class Frames(httpx.AsyncByteStream):
+class Frames(httpx2.AsyncByteStream):
     """An upstream body sent in pieces; `then` runs after the last (raise, or hang)."""
 
     def __init__(self, pieces: list[bytes], then: Callable[[], Any] | None = None) -> None:
@@ -58,13 +58,13 @@ class Frames(httpx.AsyncByteStream):
             await self._generator.aclose()
 
 
-def sse(pieces: list[bytes], then: Callable[[], Any] | None = None) -> httpx.Response:
-    return httpx.Response(200, headers={"content-type": "text/event-stream"},
+def sse(pieces: list[bytes], then: Callable[[], Any] | None = None) -> httpx2.Response:
+    return httpx2.Response(200, headers={"content-type": "text/event-stream"},
                           stream=Frames(pieces, then))
 
 
 async def reset() -> None:
-    raise httpx.ReadError("connection reset by peer")
+    raise httpx2.ReadError("connection reset by peer")
 
 
 class Gateway:
@@ -80,7 +80,7 @@ class Gateway:
 
 
 @pytest.fixture
-def make_gateway(tmp_path: Path) -> Callable[[Callable[[httpx.Request], Any]], Any]:
+def make_gateway(tmp_path: Path) -> Callable[[Callable[[httpx2.Request], Any]], Any]:
     policies = tmp_path / "policies"
     policies.mkdir()
     shutil.copy(OUTPUT_GUARD, policies / OUTPUT_GUARD.name)
@@ -99,8 +99,8 @@ def make_gateway(tmp_path: Path) -> Callable[[Callable[[httpx.Request], Any]], A
         "timeouts": {"idle": 30, "total": 60},
     }, env={})
 
-    def make(handler: Callable[[httpx.Request], Any]) -> Gateway:
-        app = create_app(config, transport=httpx.MockTransport(handler))
+    def make(handler: Callable[[httpx2.Request], Any]) -> Gateway:
+        app = create_app(config, transport=httpx2.MockTransport(handler))
         return Gateway(app, key, app.extensions["gateway"])
 
     return make
@@ -128,8 +128,8 @@ async def test_v1_stream_reset_mid_way_ends_with_the_apis_error_frame(make_gatew
 
 
 async def test_v1_upstream_unreachable_before_the_first_byte_is_a_502(make_gateway):
-    def unreachable(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("connection refused")
+    def unreachable(request: httpx2.Request) -> httpx2.Response:
+        raise httpx2.ConnectError("connection refused")
 
     gw = make_gateway(unreachable)
     async with serving(gw.app):
@@ -185,8 +185,8 @@ async def test_policy_stream_reset_ends_with_an_error_frame_and_one_event(make_g
 
 
 async def test_policy_upstream_unreachable_is_a_502_with_policy_and_one_event(make_gateway):
-    def unreachable(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("connection refused")
+    def unreachable(request: httpx2.Request) -> httpx2.Response:
+        raise httpx2.ConnectError("connection refused")
 
     gw = make_gateway(unreachable)
     async with serving(gw.app):
@@ -242,7 +242,7 @@ async def test_policy_client_gone_mid_stream_closes_upstream_and_records_once(ma
 
 
 async def test_policy_batches_path_answers_in_the_anthropic_shape(make_gateway):
-    gw = make_gateway(lambda request: httpx.Response(500))
+    gw = make_gateway(lambda request: httpx2.Response(500))
     async with serving(gw.app):
         for path in ("/policy/v1/messages/batches", "/policy/messages/batches",
                      "/v1/messages/batches"):

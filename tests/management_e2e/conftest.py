@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import jwt
 import pytest
 from e2e.harness import RunningGateway, mock_providers, start_gateway, stop_gateway
@@ -59,8 +59,8 @@ class Managed:
         return [e for e in self.state.events.events
                 if event_type is None or e["event_type"] == event_type]
 
-    def admin(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url + PREFIX, timeout=10,
+    def admin(self) -> httpx2.Client:
+        return httpx2.Client(base_url=self.url + PREFIX, timeout=10,
                             headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
 
     def token(self, sub: str, roles: list[str] | None = None) -> str:
@@ -70,8 +70,8 @@ class Managed:
             claims["roles"] = roles
         return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
 
-    def chat(self, text: str, key: str | None = None) -> httpx.Response:
-        return httpx.post(self.url + "/policy/v1/chat/completions", timeout=10,
+    def chat(self, text: str, key: str | None = None) -> httpx2.Response:
+        return httpx2.post(self.url + "/policy/v1/chat/completions", timeout=10,
                           headers={"authorization": f"Bearer {key or self.key}"},
                           json={"model": "gpt-4o-mini",
                                 "messages": [{"role": "user", "content": text}]})

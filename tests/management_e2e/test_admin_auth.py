@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 import pytest
 
 from .conftest import ADMIN_TOKEN, PREFIX, SUPER_ADMIN_ROLE, guard_source
@@ -34,7 +34,7 @@ def _request(managed, method, path, body, headers):
     path = path.replace("KEY", managed.gateway.key_record.id)
     if body is not None and body.get("account_id") == "ACCOUNT":
         body = {**body, "account_id": managed.gateway.account.id}
-    return httpx.request(method, managed.url + PREFIX + path, json=body, headers=headers,
+    return httpx2.request(method, managed.url + PREFIX + path, json=body, headers=headers,
                          timeout=10)
 
 

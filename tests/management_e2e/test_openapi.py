@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-import httpx
+import httpx2
 import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -39,7 +39,7 @@ def _served_routes(app) -> set[tuple[str, str]]:
 
 
 def test_the_document_lists_exactly_the_served_routes(managed):
-    document = httpx.get(managed.url + "/openapi.json", timeout=10).json()
+    document = httpx2.get(managed.url + "/openapi.json", timeout=10).json()
     assert document["openapi"].startswith("3.1")
     documented = {(method.upper(), path) for path, item in document["paths"].items()
                   for method in item}
@@ -51,7 +51,7 @@ def test_the_document_lists_exactly_the_served_routes(managed):
 
 
 def test_the_management_api_conforms_to_its_schema(managed):
-    raw = httpx.get(managed.url + "/openapi.json", timeout=10).json()
+    raw = httpx2.get(managed.url + "/openapi.json", timeout=10).json()
     schema = schemathesis.openapi.from_dict(raw).include(path_regex=f"^{PREFIX}/")
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 15
@@ -73,4 +73,4 @@ def test_the_management_api_conforms_to_its_schema(managed):
     assert len(statuses) >= 5 * len(operations)
     assert {200, 400, 404} <= set(statuses)  # valid and invalid input both reached the handlers
     # The gateway is still whole after hundreds of generated writes.
-    assert httpx.get(managed.url + "/healthz", timeout=10).status_code == 200
+    assert httpx2.get(managed.url + "/healthz", timeout=10).status_code == 200

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-import httpx
+import httpx2
 import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -37,7 +37,7 @@ HOSTILE_BODIES: dict[str, bytes] = {
 }
 
 
-def _error_shaped(response: httpx.Response | requests.Response) -> None:
+def _error_shaped(response: httpx2.Response | requests.Response) -> None:
     body = response.json()
     assert set(body) >= {"error"}, body
     assert set(body["error"]) == ERROR_KEYS, body
@@ -58,10 +58,10 @@ def _operations(document: dict) -> list[tuple[str, str, bool]]:
 
 
 def test_hostile_bodies_on_every_operation_are_client_errors(managed):
-    document = httpx.get(managed.url + "/openapi.json", timeout=10).json()
+    document = httpx2.get(managed.url + "/openapi.json", timeout=10).json()
     operations = [op for op in _operations(document) if op[2]]
     assert len(operations) >= 7
-    with httpx.Client(base_url=managed.url, timeout=30, headers=HEADERS) as client:
+    with httpx2.Client(base_url=managed.url, timeout=30, headers=HEADERS) as client:
         for method, path, _ in operations:
             for name, body in HOSTILE_BODIES.items():
                 response = client.request(method, path, content=body,
@@ -76,7 +76,7 @@ def test_hostile_bodies_on_every_operation_are_client_errors(managed):
 
 
 def test_the_whole_management_api_holds_under_negative_schemathesis(managed):
-    raw = httpx.get(managed.url + "/openapi.json", timeout=10).json()
+    raw = httpx2.get(managed.url + "/openapi.json", timeout=10).json()
     schema = schemathesis.openapi.from_dict(raw).include(path_regex=f"^{PREFIX}/")
     operations = [result.ok() for result in schema.get_all_operations()]
     paths = {operation.path for operation in operations}
@@ -98,4 +98,4 @@ def test_the_whole_management_api_holds_under_negative_schemathesis(managed):
             holds()
     assert statuses and max(statuses) < 500
     assert 400 in statuses
-    assert httpx.get(managed.url + "/healthz", timeout=10).status_code == 200
+    assert httpx2.get(managed.url + "/healthz", timeout=10).status_code == 200

@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Callable
 
-import httpx
+import httpx2
 import pytest
 
 from gateway.db import open_database
@@ -18,9 +18,9 @@ from gateway.identity.projects import ProjectStore
 from .conftest import ADMIN_TOKEN, guard_source
 
 
-def _readyz(managed, admin: bool = False) -> httpx.Response:
+def _readyz(managed, admin: bool = False) -> httpx2.Response:
     headers = {"authorization": f"Bearer {ADMIN_TOKEN}"} if admin else {}
-    return httpx.get(managed.url + "/readyz", timeout=10, headers=headers)
+    return httpx2.get(managed.url + "/readyz", timeout=10, headers=headers)
 
 
 def _until(condition: Callable[[], bool], limit: float = 5.0) -> None:
@@ -44,7 +44,7 @@ def test_an_unused_broken_file_leaves_the_gateway_ready_and_its_removal_is_logge
     [problem] = detailed["policy_errors"]
     assert (problem["path"], problem["in_force"]) == (str(broken), None)
     assert detailed["unavailable_policies"] == [] and detailed["database"] == "ok"
-    assert "gateway_degraded 1.0" in httpx.get(managed.url + "/metrics", timeout=10).text
+    assert "gateway_degraded 1.0" in httpx2.get(managed.url + "/metrics", timeout=10).text
     assert managed.chat("a calm question").status_code == 200
 
     broken.unlink()
@@ -52,7 +52,7 @@ def test_an_unused_broken_file_leaves_the_gateway_ready_and_its_removal_is_logge
     messages = [r.getMessage() for r in caplog.records]
     assert f"policy file {broken}, which failed its check, was removed" in messages
     assert not any("passes its check again" in m for m in messages)
-    assert "gateway_degraded 0.0" in httpx.get(managed.url + "/metrics", timeout=10).text
+    assert "gateway_degraded 0.0" in httpx2.get(managed.url + "/metrics", timeout=10).text
 
 
 def test_a_linked_policy_with_no_good_revision_makes_the_gateway_not_ready(
@@ -83,7 +83,7 @@ def test_a_linked_policy_with_no_good_revision_makes_the_gateway_not_ready(
 
 def test_a_wrong_credential_on_readyz_gets_the_public_answer(managed):
     for headers in ({"authorization": "Bearer wrong"}, {"authorization": f"Bearer {managed.key}"}):
-        response = httpx.get(managed.url + "/readyz", timeout=10, headers=headers)
+        response = httpx2.get(managed.url + "/readyz", timeout=10, headers=headers)
         assert (response.status_code, response.json()) == (200, {"status": "ready"})
 
 

@@ -8,14 +8,14 @@ import json
 import threading
 import time
 
-import httpx
+import httpx2
 
 from .conftest import ADMIN_TOKEN, guard_source
 
 BROKEN = 'policy v1 "guard" {\n  default alow\n}\n'
 
 
-def _refused(response: httpx.Response) -> bool:
+def _refused(response: httpx2.Response) -> bool:
     return response.status_code == 403 and response.json()["error"]["code"] == "policy_refused"
 
 
@@ -43,19 +43,19 @@ def test_editing_a_policy_file_changes_decisions_within_a_second(managed):
 
 
 def test_a_broken_edit_keeps_the_last_good_revision_and_marks_readyz_until_reverted(managed):
-    ready = httpx.get(managed.url + "/readyz", timeout=10)
+    ready = httpx2.get(managed.url + "/readyz", timeout=10)
     assert (ready.status_code, ready.json()) == (200, {"status": "ready"})
     path = managed.policies / "guard.pol"
     good = path.read_text()
 
     path.write_text(BROKEN)
-    took = _seconds_until(lambda: "degraded" in httpx.get(managed.url + "/readyz").json())
+    took = _seconds_until(lambda: "degraded" in httpx2.get(managed.url + "/readyz").json())
     assert took < 1.0, f"/readyz took {took:.2f}s to report the broken file"
     # Still ready: the last good revision serves. Anyone sees the note, admins the details.
-    public = httpx.get(managed.url + "/readyz", timeout=10)
+    public = httpx2.get(managed.url + "/readyz", timeout=10)
     assert (public.status_code, public.json()) == (
         200, {"status": "ready", "degraded": ["policy_file_failing"]})
-    body = httpx.get(managed.url + "/readyz", timeout=10,
+    body = httpx2.get(managed.url + "/readyz", timeout=10,
                      headers={"authorization": f"Bearer {ADMIN_TOKEN}"}).json()
     assert body["status"] == "ready"
     [problem] = body["policy_errors"]
@@ -74,7 +74,7 @@ def test_a_broken_edit_keeps_the_last_good_revision_and_marks_readyz_until_rever
         ("guard", 1, True)]
 
     path.write_text(good)
-    took = _seconds_until(lambda: httpx.get(managed.url + "/readyz").json() == {"status": "ready"})
+    took = _seconds_until(lambda: httpx2.get(managed.url + "/readyz").json() == {"status": "ready"})
     assert took < 1.0, f"/readyz took {took:.2f}s to recover"
     assert _refused(managed.chat("pineapple once more"))
     # Same content as revision 1: the broken spell recorded nothing (no delete, no update).
@@ -97,7 +97,7 @@ def test_requests_in_flight_during_reloads_all_succeed(managed):
         headers = {"authorization": f"Bearer {managed.key}"}
         if stream:
             headers["x-mock-scenario"] = slow_stream
-        with httpx.Client(base_url=managed.url, timeout=20, headers=headers) as http:
+        with httpx2.Client(base_url=managed.url, timeout=20, headers=headers) as http:
             while not stop.is_set():
                 with http.stream("POST", "/policy/v1/chat/completions",
                                  json=_chat_body(stream)) as response:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-import httpx
+import httpx2
 import pytest
 
 from gateway.db import open_database
@@ -153,7 +153,7 @@ def test_a_write_cannot_rename_a_policy_or_take_another_ones_id(managed):
     assert (taken.status_code, taken.json()["error"]["code"]) == (409, "conflict")
     assert unsafe.status_code == 400
     assert sorted(p.name for p in managed.policies.iterdir()) == ["guard.pol"]
-    assert httpx.get(managed.url + "/readyz", timeout=10).status_code == 200
+    assert httpx2.get(managed.url + "/readyz", timeout=10).status_code == 200
 
 
 def _stored_revision_authors(managed, policy_id: str) -> list[tuple[str, str | None]]:

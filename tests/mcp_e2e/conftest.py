@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from e2e.harness import GatewayFactory, closed_port_url
 from mcp_support import JWT_AUDIENCE, JWT_SECRET, McpGateway, McpUpstream
@@ -61,9 +61,9 @@ def _serve(markers: Path, *mode: str) -> Iterator[McpUpstream]:
         deadline = time.monotonic() + 30
         while True:
             try:
-                httpx.get(url, timeout=1)  # any answer (401) means it is serving
+                httpx2.get(url, timeout=1)  # any answer (401) means it is serving
                 break
-            except httpx.TransportError:
+            except httpx2.TransportError:
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise RuntimeError("the MCP server did not start") from None
                 time.sleep(0.1)

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
+import httpx  # the mcp SDK's streamable_http_client takes an httpx.AsyncClient, not httpx2's
+import httpx2
 from e2e.harness import RunningGateway
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
@@ -77,11 +78,11 @@ async def in_session(url: str, work: Callable[[ClientSession], Awaitable[T]],
 
 def jsonrpc(gateway: McpGateway, path: str, body: Any, *, project: str = "proj_tools",
             headers: dict[str, str] | None = None, content: bytes | None = None
-            ) -> httpx.Response:
+            ) -> httpx2.Response:
     """One raw POST, for what the SDK would never send."""
     sent = {"authorization": f"Bearer {gateway.keys[project]}",
             "accept": "application/json, text/event-stream",
             "content-type": "application/json", **(headers or {})}
-    return httpx.post(gateway.url + path, headers=sent, timeout=30,
+    return httpx2.post(gateway.url + path, headers=sent, timeout=30,
                       content=content if content is not None else None,
                       json=body if content is None else None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from mcp_support import McpGateway, jsonrpc
 
@@ -61,7 +61,7 @@ def test_huge_message_is_refused_before_reading_it(mcp_gateway: McpGateway) -> N
 def test_no_gateway_key_is_refused_and_never_reaches_the_upstream(
         mcp_gateway: McpGateway) -> None:
     for path in (GOVERNED, "/mcp/tools"):
-        response = httpx.post(mcp_gateway.url + path, json=_call("echo", {"text": "x"}),
+        response = httpx2.post(mcp_gateway.url + path, json=_call("echo", {"text": "x"}),
                               headers={"authorization": "Bearer upstream-mcp-secret"})
         assert response.status_code == 401
         assert response.json()["error"]["data"]["code"] == "invalid_api_key"
@@ -102,7 +102,7 @@ def test_client_leaving_mid_call_cancels_the_upstream_tool(mcp_gateway: McpGatew
     headers = _initialized_session(mcp_gateway)
     sent = {"authorization": f"Bearer {mcp_gateway.keys['proj_tools']}",
             "accept": "application/json, text/event-stream", **headers}
-    with httpx.stream("POST", mcp_gateway.url + GOVERNED, headers=sent, timeout=10,
+    with httpx2.stream("POST", mcp_gateway.url + GOVERNED, headers=sent, timeout=10,
                       json=_call("slow", {"seconds": 30, "tag": "left"})) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -144,7 +144,7 @@ def test_callers_who_may_not_use_the_project_get_no_session(
             "params": {"protocolVersion": PROTOCOL, "capabilities": {},
                        "clientInfo": {"name": "raw-test", "version": "0"}}}
     for body in (init, _call("echo", {"text": "x"})):
-        response = httpx.post(mcp_gateway.url + GOVERNED, json=body, headers=headers)
+        response = httpx2.post(mcp_gateway.url + GOVERNED, json=body, headers=headers)
         assert response.status_code == status
         assert response.json()["error"]["data"]["code"] == code
     assert mcp_gateway.tool_events(count=0) == []
@@ -154,9 +154,9 @@ def test_client_leaving_before_the_upstream_answers_still_records_one_event(
         mcp_gateway: McpGateway) -> None:
     sent = {"authorization": f"Bearer {mcp_gateway.keys['proj_tools']}",
             "accept": "application/json, text/event-stream"}
-    with pytest.raises(httpx.ReadTimeout):
-        httpx.post(mcp_gateway.url + "/policy/mcp/hanging", headers=sent,
-                   json=_call("echo", {"text": "x"}), timeout=httpx.Timeout(5, read=0.2))
+    with pytest.raises(httpx2.ReadTimeout):
+        httpx2.post(mcp_gateway.url + "/policy/mcp/hanging", headers=sent,
+                   json=_call("echo", {"text": "x"}), timeout=httpx2.Timeout(5, read=0.2))
     (event,) = mcp_gateway.tool_events()
     assert event["outcome"] in ("client_disconnected", "upstream_error")
     assert event["mcp"]["server"] == "hanging" and event["tool"] == {"name": "echo"}

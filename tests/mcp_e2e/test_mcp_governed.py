@@ -8,7 +8,7 @@ import sqlite3
 import time
 from typing import Any
 
-import httpx
+import httpx2
 import jwt
 import pytest
 from mcp import ClientSession, types
@@ -257,7 +257,7 @@ def test_jwt_user_names_the_project_and_is_the_quota_subject(mcp_gateway: McpGat
     other = jwt.encode({"sub": "agent-8", "org_id": mcp_gateway.gateway.account.id,
                         "aud": JWT_AUDIENCE, "projects": ["proj_quota"],
                         "exp": int(time.time() + 300)}, JWT_SECRET, algorithm="HS256")
-    response = httpx.post(mcp_gateway.url + GOVERNED, headers={
+    response = httpx2.post(mcp_gateway.url + GOVERNED, headers={
         "authorization": f"Bearer {other}", "x-policy-project": "proj_tools",
         "accept": "application/json, text/event-stream"},
         json={"jsonrpc": "2.0", "id": 1, "method": "ping"})

@@ -3,7 +3,7 @@ client: sessions, notifications while a call runs, the server's own stream, sess
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 import pytest
 from mcp import ClientSession, types
 from mcp_support import McpGateway, jsonrpc
@@ -57,11 +57,11 @@ def test_session_id_relayed_server_stream_opened_and_session_ended(
     auth = {"authorization": f"Bearer {mcp_gateway.keys['proj_tools']}",
             "mcp-session-id": session_id, **headers}
     # The server's own stream: its head arrives at once, although no event has been sent yet.
-    with httpx.stream("GET", mcp_gateway.url + TRANSPARENT, timeout=5,
+    with httpx2.stream("GET", mcp_gateway.url + TRANSPARENT, timeout=5,
                       headers={**auth, "accept": "text/event-stream"}) as stream:
         assert stream.status_code == 200
         assert stream.headers["content-type"].startswith("text/event-stream")
-    ended = httpx.delete(mcp_gateway.url + TRANSPARENT, headers=auth, timeout=5)
+    ended = httpx2.delete(mcp_gateway.url + TRANSPARENT, headers=auth, timeout=5)
     assert ended.status_code == 200
     # The session is gone upstream: the server answers 404 for it.
     after = jsonrpc(mcp_gateway, TRANSPARENT, {"jsonrpc": "2.0", "id": 2, "method": "ping"},

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 import trio
 import trio.testing
@@ -155,12 +155,12 @@ class Recorder:
         self.status = 200
         self.bodies: list[dict[str, Any]] = []
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
         body = json.loads(request.content)
         self.bodies.append(body)
         if self.status != 200:
-            return httpx.Response(self.status, json={"error": {"message": "x"}})
-        return httpx.Response(200, json={"id": "m", "model": "x", "results": [
+            return httpx2.Response(self.status, json={"error": {"message": "x"}})
+        return httpx2.Response(200, json={"id": "m", "model": "x", "results": [
             moderation_result(text, "text") for text in body["input"]]})
 
 
@@ -169,7 +169,7 @@ def moderator(recorder: Recorder, **section: Any) -> Moderator:
         "classifier": "openai", "openai": {"base_url": "http://moderation.test/v1"},
         **section})
     return Moderator(settings, {"OPENAI_API_KEY": "sk-mod"},
-                     transport=httpx.MockTransport(recorder))
+                     transport=httpx2.MockTransport(recorder))
 
 
 POLICY = dsl.compile_policy('''policy v1 "p" {

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import anthropic
-import httpx
+import httpx2
 import openai
 import pytest
 from openai.types import ModerationCreateResponse
@@ -27,8 +27,8 @@ def openai_section(moderation: MockModeration, **table: Any) -> dict[str, Any]:
             "breaker_failures": 100}
 
 
-def chat(gw: ModeratedGateway, messages: list[dict[str, Any]]) -> httpx.Response:
-    return httpx.post(gw.url + "/policy/v1/chat/completions", timeout=10,
+def chat(gw: ModeratedGateway, messages: list[dict[str, Any]]) -> httpx2.Response:
+    return httpx2.post(gw.url + "/policy/v1/chat/completions", timeout=10,
                       headers={"authorization": f"Bearer {gw.key}"},
                       json={"model": "gpt-4o-mini", "messages": messages})
 
@@ -182,7 +182,7 @@ def test_repeated_text_is_classified_once(moderated: Factory,
     for _ in range(3):
         assert chat(gw, [{"role": "user", "content": "same words"}]).status_code == 200
     assert len(moderation.inputs()) == 2  # the prompt and the (echoed) answer, once each
-    metrics = httpx.get(gw.url + "/metrics").text
+    metrics = httpx2.get(gw.url + "/metrics").text
     assert 'gateway_classifier_cache_total{classifier="openai",result="hit"} 4.0' in metrics
     assert 'gateway_classifier_cache_total{classifier="openai",result="miss"} 2.0' in metrics
     assert "gateway_classifier_seconds_count" in metrics
@@ -219,7 +219,7 @@ def test_the_breaker_stops_calls_to_a_failing_classifier(moderated: Factory,
         outcomes.append(reply.json()["policy"]["moderation"]["error"])
     assert outcomes == ["http_500", "http_500", "breaker_open", "breaker_open"]
     assert len(moderation.received) == 2
-    metrics = httpx.get(gw.url + "/metrics").text
+    metrics = httpx2.get(gw.url + "/metrics").text
     assert 'gateway_classifier_errors_total{classifier="openai",error="breaker_open"} 2.0' in (
         metrics)
     assert 'gateway_classifier_errors_total{classifier="openai",error="http_500"} 2.0' in metrics

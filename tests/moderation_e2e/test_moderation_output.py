@@ -9,7 +9,7 @@ import random
 from typing import Any
 
 import anthropic
-import httpx
+import httpx2
 import openai
 import pytest
 
@@ -19,8 +19,8 @@ from tests.moderation_e2e.test_moderation_gateway import openai_section, wait_ev
 
 
 def call(gw: ModeratedGateway, scenario: dict[str, Any], *, stream: bool = False
-         ) -> httpx.Response:
-    return httpx.post(gw.url + "/policy/v1/chat/completions", timeout=10, headers={
+         ) -> httpx2.Response:
+    return httpx2.post(gw.url + "/policy/v1/chat/completions", timeout=10, headers={
         "authorization": f"Bearer {gw.key}", "x-mock-scenario": json.dumps(scenario)},
         json={"model": "gpt-4o-mini", "stream": stream,
               "messages": [{"role": "user", "content": "tell me"}]})

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from e2e.harness import UPSTREAM_ANTHROPIC_KEY, UPSTREAM_OPENAI_KEY
 
@@ -138,9 +138,9 @@ def start_server(root: Path, mock_url: str, *, workers: int = 1, grace: float = 
         if process.poll() is not None:
             raise RuntimeError(f"gateway exited: {server.log_path.read_text()}")
         try:
-            if httpx.get(server.url + "/healthz", timeout=1).status_code == 200:
+            if httpx2.get(server.url + "/healthz", timeout=1).status_code == 200:
                 break
-        except httpx.HTTPError:
+        except httpx2.HTTPError:
             pass
         if time.monotonic() > deadline:
             server.kill()

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-import httpx
+import httpx2
 from e2e.harness import GatewayFactory
 
 from gateway.datadir import NO_ADMIN_TOKEN, WRONG_ADMIN_TOKEN
@@ -37,9 +37,9 @@ def _restart(server: Server, workers: int) -> Server:
     while True:
         assert process.poll() is None, server.log_path.read_text()
         try:
-            if httpx.get(again.url + "/healthz", timeout=1).status_code == 200:
+            if httpx2.get(again.url + "/healthz", timeout=1).status_code == 200:
                 return again
-        except httpx.HTTPError:
+        except httpx2.HTTPError:
             pass
         assert time.monotonic() < deadline, "the gateway did not start again"
         time.sleep(0.1)
@@ -80,7 +80,7 @@ def test_the_generated_admin_token_is_announced_once_and_kept_across_restarts(ma
     assert any(m.startswith("provider openai (openai) -> http://127.0.0.1:") and
                m.endswith("routes: default for openai") for m in messages)
 
-    with httpx.Client(base_url=server.url, timeout=10) as http:
+    with httpx2.Client(base_url=server.url, timeout=10) as http:
         assert http.get(POLICIES, headers={"authorization": f"Bearer {token}"}).status_code == 200
         missing = http.get(POLICIES)
         assert missing.status_code == 401
@@ -95,7 +95,7 @@ def test_the_generated_admin_token_is_announced_once_and_kept_across_restarts(ma
         messages = _messages(again)
         assert not any(token in m for m in messages)  # shown once, on the first start
         assert any(f"admin token is the one generated in {token_file}" in m for m in messages)
-        with httpx.Client(base_url=again.url, timeout=10,
+        with httpx2.Client(base_url=again.url, timeout=10,
                           headers={"authorization": f"Bearer {token}"}) as http:
             # Several requests: every worker knows the token.
             assert {http.get(POLICIES).status_code for _ in range(8)} == {200}
@@ -106,7 +106,7 @@ def test_the_generated_admin_token_is_announced_once_and_kept_across_restarts(ma
 def test_a_gateway_without_any_admin_token_says_so(gateway_factory: GatewayFactory):
     gateway = gateway_factory()  # built by create_app directly: no token configured, none made
     for headers in ({}, {"authorization": "Bearer some-guess"}):
-        response = httpx.get(gateway.url + POLICIES, headers=headers, timeout=10)
+        response = httpx2.get(gateway.url + POLICIES, headers=headers, timeout=10)
         assert (response.status_code, response.json()["error"]["message"]) == (
             401, NO_ADMIN_TOKEN), headers
 
@@ -114,6 +114,6 @@ def test_a_gateway_without_any_admin_token_says_so(gateway_factory: GatewayFacto
 def test_a_configured_admin_token_is_used_and_nothing_is_generated(make_server):
     server = make_server(extra_toml='\n[admin]\ntoken = "configured-admin-token-0123456789"\n')
     assert not (server.root / "admin-token").exists()
-    response = httpx.get(server.url + POLICIES, timeout=10,
+    response = httpx2.get(server.url + POLICIES, timeout=10,
                          headers={"authorization": "Bearer configured-admin-token-0123456789"})
     assert response.status_code == 200

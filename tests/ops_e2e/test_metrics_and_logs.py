@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from mock_upstream import MockUpstream
 from prometheus_client.parser import text_string_to_metric_families
@@ -35,7 +35,7 @@ class Traffic:
     server: Server
     unauthenticated: int = 0
     request_ids: dict[str, str] = field(default_factory=dict)
-    responses: dict[str, httpx.Response] = field(default_factory=dict)
+    responses: dict[str, httpx2.Response] = field(default_factory=dict)
 
     @property
     def sent(self) -> int:
@@ -51,35 +51,35 @@ def _send_traffic(server: Server) -> Traffic:
     traffic = Traffic(server)
     url = server.url
     for n in range(ALLOWED):
-        response = httpx.post(url + CHAT, json=_chat(f"{SECRET} allowed {n}"),
+        response = httpx2.post(url + CHAT, json=_chat(f"{SECRET} allowed {n}"),
                               headers=server.headers(), timeout=10)
         assert response.status_code == 200, response.text
     for n in range(STREAMS):
-        response = httpx.post(url + MESSAGES, json={
+        response = httpx2.post(url + MESSAGES, json={
             "model": "claude-x", "max_tokens": 32, "stream": True,
             "messages": [{"role": "user", "content": f"{SECRET} stream {n}"}]},
             headers=server.headers(), timeout=10)
         assert response.status_code == 200 and b"message_stop" in response.content
     for n in range(REFUSED):
-        response = httpx.post(url + CHAT, json=_chat(f"{SECRET} {REFUSED_WORD} {n}"),
+        response = httpx2.post(url + CHAT, json=_chat(f"{SECRET} {REFUSED_WORD} {n}"),
                               headers=server.headers(), timeout=10)
         assert response.status_code == 403, response.text
     for n in range(COMPAT):
-        response = httpx.post(url + COMPAT_CHAT, json=_chat(f"{SECRET} compat {n}"),
+        response = httpx2.post(url + COMPAT_CHAT, json=_chat(f"{SECRET} compat {n}"),
                               headers=server.headers(), timeout=10)
         assert response.status_code == 200, response.text
-    statuses = [httpx.post(url + CHAT, json=_chat(f"{SECRET} quota {n}"),
+    statuses = [httpx2.post(url + CHAT, json=_chat(f"{SECRET} quota {n}"),
                            headers=server.headers(server.quota_key), timeout=10).status_code
                 for n in range(QUOTA_TRIES)]
     assert statuses == [200] + [429] * (QUOTA_TRIES - 1)
     # Request ids: a sane one is echoed, an insane one replaced, the upstream's kept aside.
-    traffic.responses["sane_id"] = httpx.post(
+    traffic.responses["sane_id"] = httpx2.post(
         url + CHAT, json=_chat(f"{SECRET} id"), timeout=10,
         headers=server.headers(**{"x-request-id": "client-req-0001"}))
-    traffic.responses["insane_id"] = httpx.post(
+    traffic.responses["insane_id"] = httpx2.post(
         url + CHAT, json=_chat(f"{SECRET} id"), timeout=10,
         headers=server.headers(**{"x-request-id": "x" * 300}))
-    traffic.responses["upstream_id"] = httpx.post(
+    traffic.responses["upstream_id"] = httpx2.post(
         url + COMPAT_CHAT, json=_chat(f"{SECRET} id"), timeout=10,
         headers=server.headers(**{"x-mock-scenario": json.dumps(
             {"headers": {"x-request-id": "upstream-req-42"}})}))
@@ -87,7 +87,7 @@ def _send_traffic(server: Server) -> Traffic:
         assert response.status_code == 200, response.text
     # Every worker serves at least one request (each on a new connection), up to a bound.
     while True:
-        response = httpx.post(url + COMPAT_CHAT, json=_chat(SECRET), timeout=10)
+        response = httpx2.post(url + COMPAT_CHAT, json=_chat(SECRET), timeout=10)
         assert response.status_code == 401
         traffic.unauthenticated += 1
         if len(_access_pids(server)) >= server.workers or traffic.unauthenticated >= 300:
@@ -123,7 +123,7 @@ def traffic(request: pytest.FixtureRequest, mock_upstream: MockUpstream,
 
 
 def _scrape(server: Server) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    response = httpx.get(server.url + "/metrics", timeout=10)
+    response = httpx2.get(server.url + "/metrics", timeout=10)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     samples = {}

@@ -8,16 +8,16 @@ import shutil
 import time
 from typing import Any
 
-import httpx
+import httpx2
 from e2e.harness import GatewayFactory
 
 ADMIN = "readiness-admin-" + "a" * 24
 
 
-def _wait_for(url: str, status: int, timeout: float = 10.0) -> httpx.Response:
+def _wait_for(url: str, status: int, timeout: float = 10.0) -> httpx2.Response:
     deadline = time.monotonic() + timeout
     while True:
-        response = httpx.get(url, timeout=10)
+        response = httpx2.get(url, timeout=10)
         if response.status_code == status or time.monotonic() > deadline:
             return response
         time.sleep(0.05)
@@ -26,7 +26,7 @@ def _wait_for(url: str, status: int, timeout: float = 10.0) -> httpx.Response:
 def test_readiness_flips_while_the_database_is_unavailable(gateway_factory: GatewayFactory
                                                            ) -> None:
     gateway = gateway_factory({"admin": {"token": ADMIN}})
-    ready = httpx.get(gateway.url + "/readyz", timeout=10)
+    ready = httpx2.get(gateway.url + "/readyz", timeout=10)
     assert (ready.status_code, ready.json()) == (200, {"status": "ready"})
 
     directory = gateway.db_path.parent
@@ -37,7 +37,7 @@ def test_readiness_flips_while_the_database_is_unavailable(gateway_factory: Gate
         # Without the admin token: only the reason code, no path and no database error.
         assert (not_ready.status_code, not_ready.json()) == (
             503, {"status": "not_ready", "reasons": ["database_unavailable"]})
-        detailed = httpx.get(gateway.url + "/readyz", timeout=10,
+        detailed = httpx2.get(gateway.url + "/readyz", timeout=10,
                              headers={"authorization": f"Bearer {ADMIN}"})
         body: dict[str, Any] = detailed.json()
         assert detailed.status_code == 503, body
@@ -45,11 +45,11 @@ def test_readiness_flips_while_the_database_is_unavailable(gateway_factory: Gate
         assert body["database"].startswith("unavailable")
         assert body["policy_errors"] == [] and body["shutting_down"] is False
         # An API key is no admin credential: the public answer, never a 500.
-        with_key = httpx.get(gateway.url + "/readyz", timeout=10,
+        with_key = httpx2.get(gateway.url + "/readyz", timeout=10,
                              headers={"authorization": f"Bearer {gateway.key}"})
         assert (with_key.status_code, with_key.json()) == (
             503, {"status": "not_ready", "reasons": ["database_unavailable"]})
-        assert httpx.get(gateway.url + "/healthz", timeout=10).status_code == 200
+        assert httpx2.get(gateway.url + "/healthz", timeout=10).status_code == 200
     finally:
         # Some component (not /readyz: its probe opens with mode=rw, which creates nothing) may
         # have created a fresh database at the path meanwhile; it is not the gateway's.

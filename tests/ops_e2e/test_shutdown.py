@@ -15,7 +15,7 @@ import signal
 import time
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 import trio
 
@@ -70,7 +70,7 @@ async def test_sigterm_finishes_short_streams_and_cuts_long_ones(make_server: An
     bodies: dict[int, bytes] = {}
     started = trio.Semaphore(0)  # released once per stream that has its first bytes
 
-    async def stream(index: int, client: httpx.AsyncClient) -> None:
+    async def stream(index: int, client: httpx2.AsyncClient) -> None:
         path, body, scenario, _ = _request(index)
         headers = server.headers(**{"x-policy-user": f"user-{index}",
                                     "x-mock-scenario": json.dumps(scenario)})
@@ -84,9 +84,9 @@ async def test_sigterm_finishes_short_streams_and_cuts_long_ones(make_server: An
                 received += chunk
         bodies[index] = received
 
-    whole: list[httpx.Response] = []
+    whole: list[httpx2.Response] = []
 
-    async def slow_whole_answer(client: httpx.AsyncClient) -> None:
+    async def slow_whole_answer(client: httpx2.AsyncClient) -> None:
         # Not streamed, and the upstream takes far longer than the grace period.
         whole.append(await client.post(
             server.url + "/policy/chat/completions",
@@ -94,8 +94,8 @@ async def test_sigterm_finishes_short_streams_and_cuts_long_ones(make_server: An
             headers=server.headers(**{"x-policy-user": "user-whole", "x-mock-scenario":
                                       json.dumps({"mode": "slow", "delay": 30})})))
 
-    limits = httpx.Limits(max_connections=STREAMS + 5)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+    limits = httpx2.Limits(max_connections=STREAMS + 5)
+    async with httpx2.AsyncClient(timeout=60, limits=limits) as client:
         with trio.fail_after(60):
             async with trio.open_nursery() as nursery:
                 for index in range(STREAMS):
@@ -111,8 +111,8 @@ async def test_sigterm_finishes_short_streams_and_cuts_long_ones(make_server: An
                 os.killpg(server.process.pid, signal.SIGTERM)
                 await trio.sleep(1.0)
                 # Within the grace period, with streams still running: no new connections.
-                with pytest.raises(httpx.ConnectError):
-                    async with httpx.AsyncClient(timeout=5) as fresh:
+                with pytest.raises(httpx2.ConnectError):
+                    async with httpx2.AsyncClient(timeout=5) as fresh:
                         await fresh.get(server.url + "/healthz")
     took = time.monotonic() - signalled_at
     exit_code = await trio.to_thread.run_sync(server.process.wait, 60)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
-import httpx
+import httpx2
 import openai
 import pytest
 from e2e.support import SDK_TIMEOUT
@@ -100,11 +100,11 @@ def new_user() -> str:
 
 
 def call(governed: Any, api: Api, project: str, body: dict[str, Any], user: str,
-         **scenario: Any) -> httpx.Response:
+         **scenario: Any) -> httpx2.Response:
     headers = {"authorization": "Bearer " + governed.keys[project], "x-policy-user": user}
     if scenario:
         headers["x-mock-scenario"] = json.dumps(scenario)
-    return httpx.post(governed.url + api.path, json=body, headers=headers, timeout=SDK_TIMEOUT)
+    return httpx2.post(governed.url + api.path, json=body, headers=headers, timeout=SDK_TIMEOUT)
 
 
 def api_requests(mock: Any) -> list[Any]:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from e2e.harness import GatewayFactory
 
@@ -49,7 +49,7 @@ def body_of(api: str, text: str = ORDER, **extra: Any) -> dict[str, Any]:
 
 def send(governed: Any, api: str, body: Any = None, *, key: str | None = "support",
          headers: dict[str, str] | None = None, prefix: str = "/policy",
-         content: bytes | None = None) -> httpx.Response:
+         content: bytes | None = None) -> httpx2.Response:
     """POST to `api` with the key of proj_support unless `key` says otherwise (None: none)."""
     out = dict(headers or {})
     if key is not None:
@@ -57,11 +57,11 @@ def send(governed: Any, api: str, body: Any = None, *, key: str | None = "suppor
                                             else key)
     if content is None:
         content = json.dumps(body_of(api) if body is None else body).encode()
-    return httpx.post(governed.url + prefix + APIS[api][0], content=content, headers=out,
+    return httpx2.post(governed.url + prefix + APIS[api][0], content=content, headers=out,
                       timeout=TIMEOUT)
 
 
-def error_of(api: str, response: httpx.Response, status: int, code: str, *,
+def error_of(api: str, response: httpx2.Response, status: int, code: str, *,
              policy: bool) -> dict[str, Any]:
     """The `error` of an answer, after checking its status, its API's envelope, and whether the
     `policy` object is beside it."""
@@ -417,10 +417,10 @@ def test_an_unknown_policy_path_is_not_found_and_a_wrong_method_405(governed, mo
     auth = {"authorization": f"Bearer {governed.keys['proj_support']}"}
     with NoEffects(governed, mock):
         for path in ("/policy/embeddings", "/policy/v2/chat/completions", "/policy"):
-            response = httpx.post(governed.url + path, json={}, headers=auth, timeout=TIMEOUT)
+            response = httpx2.post(governed.url + path, json={}, headers=auth, timeout=TIMEOUT)
             assert response.status_code == 404, (path, response.text)
             assert response.json()["error"]["code"] == "not_found"
-        response = httpx.get(governed.url + "/policy/v1/chat/completions", headers=auth,
+        response = httpx2.get(governed.url + "/policy/v1/chat/completions", headers=auth,
                              timeout=TIMEOUT)
         assert response.status_code == 405
         assert response.json()["error"]["code"] == "method_not_allowed"
@@ -466,7 +466,7 @@ def test_a_hanging_upstream_is_504_with_the_policy_object(gateway_factory: Gatew
         project_id="proj_t", account_id=impatient.account.id, name="T", policy_id="support_bot")
     _, key = impatient.store.create_key(impatient.account.id, project_id="proj_t")
     for api in ALL_APIS:
-        response = httpx.post(impatient.url + "/policy" + APIS[api][0], json=body_of(api),
+        response = httpx2.post(impatient.url + "/policy" + APIS[api][0], json=body_of(api),
                               timeout=TIMEOUT, headers={
                                   "authorization": f"Bearer {key}",
                                   "x-mock-scenario": json.dumps({"mode": "hang"})})

@@ -9,7 +9,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -143,8 +143,8 @@ cases = st.sampled_from(PATHS).flatmap(lambda path: st.tuples(
 
 
 @pytest.fixture(scope="module")
-def http(governed: Any) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=governed.url, timeout=TIMEOUT) as client:
+def http(governed: Any) -> Iterator[httpx2.Client]:
+    with httpx2.Client(base_url=governed.url, timeout=TIMEOUT) as client:
         yield client
 
 
@@ -156,7 +156,7 @@ def credentials(governed: Any) -> dict[str, bytes | None]:
             "free": governed.free_key.encode(), "none": None, "garbage": b"ak_\xc3\xa9\t!"}
 
 
-def check_error(api: str, response: httpx.Response) -> None:
+def check_error(api: str, response: httpx2.Response) -> None:
     body = response.json()
     assert isinstance(body, dict), body
     error = body["error"]
@@ -175,7 +175,7 @@ def check_error(api: str, response: httpx.Response) -> None:
         assert set(body["policy"]) == POLICY_FIELDS, body
 
 
-def check_success(api: str, response: httpx.Response) -> None:
+def check_success(api: str, response: httpx2.Response) -> None:
     event(f"{response.status_code} success")
     if response.headers["content-type"].startswith("text/event-stream"):
         frames = [block for block in response.text.split("\n\n") if block.strip()]
@@ -201,7 +201,7 @@ def check_success(api: str, response: httpx.Response) -> None:
 @settings(max_examples=150, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(case=cases)
-def test_no_input_gets_a_500_or_an_answer_out_of_shape(governed: Any, http: httpx.Client,
+def test_no_input_gets_a_500_or_an_answer_out_of_shape(governed: Any, http: httpx2.Client,
                                                       credentials: dict[str, bytes | None],
                                                       case: tuple[str, bytes, dict[bytes, bytes],
                                                                   str]) -> None:
@@ -221,7 +221,7 @@ def test_no_input_gets_a_500_or_an_answer_out_of_shape(governed: Any, http: http
 
 @pytest.mark.parametrize("path", PATHS)
 def test_header_labels_in_any_script_round_trip_into_the_policy_object(governed: Any,
-                                                                      http: httpx.Client,
+                                                                      http: httpx2.Client,
                                                                       path: str) -> None:
     """The control for the fuzz: valid unicode labels are not merely tolerated but kept."""
     api = api_of(path)
@@ -235,7 +235,7 @@ def test_header_labels_in_any_script_round_trip_into_the_policy_object(governed:
 
 
 @pytest.mark.parametrize("path", ["/policy/chat/completions", "/v1/chat/completions"])
-def test_a_non_ascii_forwarded_header_is_relayed_as_sent(governed: Any, http: httpx.Client,
+def test_a_non_ascii_forwarded_header_is_relayed_as_sent(governed: Any, http: httpx2.Client,
                                                          mock: Any, path: str) -> None:
     response = http.post(path, json=valid_body("chat", "Where is my order?"), headers=[
         (b"authorization", f"Bearer {governed.keys['proj_support']}".encode()),
@@ -255,7 +255,7 @@ def simulation_bodies(draw: st.DrawFn) -> bytes:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(raw=simulation_bodies() | st.binary(max_size=64), headers=policy_headers)
-def test_no_simulation_input_gets_a_500(governed: Any, http: httpx.Client, raw: bytes,
+def test_no_simulation_input_gets_a_500(governed: Any, http: httpx2.Client, raw: bytes,
                                         headers: dict[bytes, bytes]) -> None:
     response = http.post("/policy/simulate", content=raw, headers=[
         (b"authorization", f"Bearer {governed.keys['proj_support']}".encode()),

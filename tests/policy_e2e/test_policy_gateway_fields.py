@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import anthropic
-import httpx
+import httpx2
 import openai
 import pytest
 from e2e.support import SDK_TIMEOUT
@@ -41,7 +41,7 @@ def test_the_list_is_every_gateway_field() -> None:
 def test_no_gateway_field_reaches_the_upstream(governed: Any, mock: Any, surface: str,
                                                path: str, fields: dict[str, Any]) -> None:
     body = BODIES[path]
-    response = httpx.post(governed.url + surface + path, json={**body, **fields},
+    response = httpx2.post(governed.url + surface + path, json={**body, **fields},
                           headers={"authorization": f"Bearer {governed.keys['proj_support']}"},
                           timeout=SDK_TIMEOUT)
     assert response.status_code == 200, response.text
@@ -71,7 +71,7 @@ def test_the_sdks_extra_gateway_fields_are_not_forwarded_on_v1(governed: Any, mo
 def test_a_v1_body_without_gateway_fields_is_forwarded_byte_for_byte(governed: Any,
                                                                       mock: Any) -> None:
     raw = b'{ "model":"gpt-x" ,"messages":[{"role":"user","content":"caf\\u00e9"}], "n":1 }'
-    response = httpx.post(governed.url + "/v1/chat/completions", content=raw,
+    response = httpx2.post(governed.url + "/v1/chat/completions", content=raw,
                           headers={"authorization": f"Bearer {governed.keys['proj_support']}",
                                    "content-type": "application/json"}, timeout=SDK_TIMEOUT)
     assert response.status_code == 200

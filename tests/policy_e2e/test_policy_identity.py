@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 import anthropic
-import httpx
+import httpx2
 import openai
 import pytest
 from e2e.harness import UPSTREAM_ANTHROPIC_KEY, UPSTREAM_OPENAI_KEY
@@ -34,9 +34,9 @@ PREFIXES = ("/policy", "/policy/v1")
 
 
 def post(governed: Any, path: str, body: Any, key: str | None = None,
-         headers: dict[str, str] | None = None) -> httpx.Response:
+         headers: dict[str, str] | None = None) -> httpx2.Response:
     auth = {"authorization": f"Bearer {key or governed.keys['proj_support']}"}
-    return httpx.post(governed.url + path, json=body, headers={**auth, **(headers or {})},
+    return httpx2.post(governed.url + path, json=body, headers={**auth, **(headers or {})},
                       timeout=TIMEOUT)
 
 
@@ -80,8 +80,8 @@ def test_both_prefixes_route_to_the_same_governed_surface(governed, mock, api):
 @pytest.mark.parametrize("prefix", PREFIXES)
 def test_models_and_count_tokens_are_served_under_both_prefixes(governed, mock, prefix):
     key = {"authorization": f"Bearer {governed.keys['proj_support']}"}
-    models = httpx.get(governed.url + prefix + "/models", headers=key, timeout=TIMEOUT)
-    plain = httpx.get(governed.url + "/v1/models", headers=key, timeout=TIMEOUT)
+    models = httpx2.get(governed.url + prefix + "/models", headers=key, timeout=TIMEOUT)
+    plain = httpx2.get(governed.url + "/v1/models", headers=key, timeout=TIMEOUT)
     assert models.status_code == 200 and models.json() == plain.json()
     assert models.json()["data"], models.text
     body = {"model": "claude-x", "messages": MESSAGES}
@@ -96,7 +96,7 @@ def test_models_and_count_tokens_are_served_under_both_prefixes(governed, mock, 
 
 @pytest.mark.parametrize("path", ["/policy/models", "/policy/v1/models"])
 def test_the_alias_routes_are_policy_gateway_routes_too(governed, mock, path):
-    response = httpx.get(governed.url + path, timeout=TIMEOUT,
+    response = httpx2.get(governed.url + path, timeout=TIMEOUT,
                          headers={"authorization": f"Bearer {governed.free_key}"})
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "policy_gateway_plan_required"
@@ -204,7 +204,7 @@ def test_the_policy_user_comes_from_the_header_or_either_body_alias(governed, mo
 def test_a_utf8_header_label_equals_the_same_label_in_the_body(governed, mock):
     suffix, body, _, _ = APIS["chat"]
     label = "mobile-äpp-東京"
-    by_header = httpx.post(governed.url + "/policy" + suffix, json=body, timeout=TIMEOUT,
+    by_header = httpx2.post(governed.url + "/policy" + suffix, json=body, timeout=TIMEOUT,
                            headers=[(b"authorization",
                                      f"Bearer {governed.keys['proj_support']}".encode()),
                                     (b"x-policy-target", label.encode())])
@@ -229,7 +229,7 @@ def test_the_upstream_never_sees_a_gateway_field_or_the_clients_credentials(gove
     }
     assert set(gateway_fields) == set(GATEWAY_BODY_FIELDS)
     for auth in ({"authorization": f"Bearer {key}"}, {"x-api-key": key}):
-        response = httpx.post(governed.url + "/policy" + suffix, timeout=TIMEOUT,
+        response = httpx2.post(governed.url + "/policy" + suffix, timeout=TIMEOUT,
                               json={**body, **gateway_fields},
                               headers={**auth, "X-Policy-Target": "t", "X-Policy-User": "u",
                                        "X-Policy-Project": "proj_support"})
@@ -293,7 +293,7 @@ def test_a_star_grant_covers_every_project_of_the_users_account(governed, mock):
 
 def test_a_jwt_in_x_api_key_is_accepted_too(governed, mock):
     token = governed.token("x-api-key-user", projects=["proj_support"])
-    response = httpx.post(governed.url + "/policy/messages", json=APIS["messages"][1],
+    response = httpx2.post(governed.url + "/policy/messages", json=APIS["messages"][1],
                           timeout=TIMEOUT, headers={"x-api-key": token,
                                                     "X-Policy-Project": "proj_support"})
     assert response.status_code == 200, response.text

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 TIMEOUT = 10.0
@@ -59,13 +59,13 @@ def body_of(api: str, text: str, **extra: Any) -> dict[str, Any]:
 
 
 def send(governed: Any, prefix: str, api: str, body: dict[str, Any], key: str | None = None,
-         headers: dict[str, str] | None = None) -> httpx.Response:
+         headers: dict[str, str] | None = None) -> httpx2.Response:
     auth = {"authorization": f"Bearer {key or governed.keys['proj_support']}"}
-    return httpx.post(governed.url + prefix + APIS[api][0], json=body,
+    return httpx2.post(governed.url + prefix + APIS[api][0], json=body,
                       headers={**auth, **(headers or {})}, timeout=TIMEOUT)
 
 
-def error_code(api: str, response: httpx.Response) -> str:
+def error_code(api: str, response: httpx2.Response) -> str:
     body = response.json()
     if api == "messages":
         assert body["type"] == "error", body
@@ -237,7 +237,7 @@ def test_without_allow_inline_policy_the_same_inline_policy_does_not_replace(gov
 def test_an_inline_policy_nested_too_deep_is_invalid_policy(governed, mock, api, prefix):
     body = json.dumps(body_of(api, ORDER)).encode()
     content = body[:-1] + b', "policy": ' + b'{"a": ' * 300 + b"1" + b"}" * 300 + b"}"
-    response = httpx.post(governed.url + prefix + APIS[api][0], content=content,
+    response = httpx2.post(governed.url + prefix + APIS[api][0], content=content,
                           timeout=TIMEOUT, headers={
                               "authorization": f"Bearer {governed.keys['proj_support']}"})
     assert response.status_code == 400, response.text

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from e2e.support import SDK_TIMEOUT
 
@@ -97,10 +97,10 @@ VARIANTS = list(variants(""))
 by_variant = pytest.mark.parametrize("variant", VARIANTS)
 
 
-def call(governed: Any, path: str, project: str, body: dict[str, Any]) -> httpx.Response:
+def call(governed: Any, path: str, project: str, body: dict[str, Any]) -> httpx2.Response:
     headers = {"authorization": "Bearer " + governed.keys[project],
                "x-policy-user": "ins-" + uuid.uuid4().hex[:12]}
-    return httpx.post(governed.url + path, json=body, headers=headers, timeout=SDK_TIMEOUT)
+    return httpx2.post(governed.url + path, json=body, headers=headers, timeout=SDK_TIMEOUT)
 
 
 @by_case
@@ -144,7 +144,7 @@ def test_simulate_shows_the_instruction_that_would_be_added(governed: Any, mock:
     for surface, (_, body, _) in (("chat.completions", variants(case.prompt)["chat"]),
                                   ("messages", variants(case.prompt)["messages+system"]),
                                   ("responses", variants(case.prompt)["responses"])):
-        response = httpx.post(governed.url + "/policy/simulate",
+        response = httpx2.post(governed.url + "/policy/simulate",
                               json={**body, "surface": surface},
                               headers={"authorization": "Bearer " + governed.keys[case.project]},
                               timeout=SDK_TIMEOUT)
@@ -159,7 +159,7 @@ def test_admin_simulate_shows_the_instruction_too(governed: Any, mock: Any) -> N
     case = CASES["json-default-rewrite"]
     _, body, _ = variants(case.prompt)["responses+instructions"]
     admin = governed.token("ins-admin", roles=["admin"])
-    response = httpx.post(governed.url + "/api/policy-gateway/simulate",
+    response = httpx2.post(governed.url + "/api/policy-gateway/simulate",
                           json={**body, "surface": "responses", "project_id": case.project},
                           headers={"authorization": "Bearer " + admin}, timeout=SDK_TIMEOUT)
     assert response.status_code == 200, response.text

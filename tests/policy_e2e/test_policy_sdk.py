@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 
 import anthropic
-import httpx
+import httpx2
 import openai
 import pytest
 from e2e.support import SDK_TIMEOUT, sse_events
@@ -241,7 +241,7 @@ RAW_BODIES = {
 @pytest.mark.parametrize("path", list(RAW_BODIES))
 def test_raw_stream_keeps_event_lines_and_done(governed: Any, mock: Any, path: str) -> None:
     user = new_user()
-    response = httpx.post(governed.url + path, json=RAW_BODIES[path], timeout=SDK_TIMEOUT,
+    response = httpx2.post(governed.url + path, json=RAW_BODIES[path], timeout=SDK_TIMEOUT,
                           headers={"authorization": "Bearer " + governed.keys[PROJECT],
                                    **headers(user, chunks=CHUNKS)})
     assert response.status_code == 200

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 TIMEOUT = 10.0
@@ -21,9 +21,9 @@ BODIES = {
 
 
 def simulate(governed: Any, body: Any, key: str | None = None,
-             headers: dict[str, str] | None = None) -> httpx.Response:
+             headers: dict[str, str] | None = None) -> httpx2.Response:
     auth = {"authorization": f"Bearer {key or governed.keys['proj_support']}"}
-    return httpx.post(governed.url + "/policy/simulate", json=body,
+    return httpx2.post(governed.url + "/policy/simulate", json=body,
                       headers={**auth, **(headers or {})}, timeout=TIMEOUT)
 
 
@@ -117,7 +117,7 @@ def test_an_unknown_surface_is_invalid_request(governed, mock, surface):
 
 @pytest.mark.parametrize("content", [b"", b"[1]", b"{", b'{"model": 1, "messages": []}'])
 def test_a_bad_simulation_body_is_invalid_request(governed, mock, content):
-    response = httpx.post(governed.url + "/policy/simulate", content=content, timeout=TIMEOUT,
+    response = httpx2.post(governed.url + "/policy/simulate", content=content, timeout=TIMEOUT,
                           headers={"authorization": f"Bearer {governed.keys['proj_support']}"})
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "invalid_request"
@@ -134,7 +134,7 @@ def test_simulations_do_not_count_toward_auto_rollback(governed, mock):
     for _ in range(60):
         response = simulate(governed, jailbreak, key=key, headers=target)
         assert response.json()["policy"]["rollout_mode"] == "enforced", response.text
-    real = httpx.post(governed.url + "/policy/chat/completions", json=jailbreak,
+    real = httpx2.post(governed.url + "/policy/chat/completions", json=jailbreak,
                       timeout=TIMEOUT, headers={"authorization": f"Bearer {key}", **target})
     assert real.status_code == 403, real.text
     assert real.json()["policy"]["rollout_mode"] == "enforced"

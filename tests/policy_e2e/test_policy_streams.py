@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
-import httpx
+import httpx2
 import openai
 import pytest
 from e2e.support import SDK_TIMEOUT, sse_events
@@ -266,9 +266,9 @@ BODIES: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 def post(governed: Any, project: str, surface: str, user: str, *, stream: bool = False,
-         **scenario: Any) -> httpx.Response:
+         **scenario: Any) -> httpx2.Response:
     path, body = BODIES[surface]
-    return httpx.post(governed.url + path, json={**body, "stream": stream}, timeout=SDK_TIMEOUT,
+    return httpx2.post(governed.url + path, json={**body, "stream": stream}, timeout=SDK_TIMEOUT,
                       headers={"authorization": "Bearer " + governed.keys[project],
                                **headers(user, **scenario)})
 

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 import anthropic
-import httpx
+import httpx2
 import openai
 import pytest
 from e2e.support import SDK_TIMEOUT
@@ -141,7 +141,7 @@ def test_no_byte_of_a_refused_tool_call_reaches_the_client(governed: Any, mock: 
     body: dict[str, Any] = {"model": "m", "stream": True, "max_tokens": 64}
     body.update({"input": PROMPT} if path.endswith("responses") else
                 {"messages": [{"role": "user", "content": PROMPT}]})
-    with httpx.stream("POST", governed.url + path, json=body, timeout=SDK_TIMEOUT,
+    with httpx2.stream("POST", governed.url + path, json=body, timeout=SDK_TIMEOUT,
                       headers={"authorization": f"Bearer {governed.keys['proj_output']}",
                                **scenario(user, PIECES)}) as response:
         raw = b"".join(response.iter_bytes())

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from e2e.harness import UPSTREAM_ANTHROPIC_KEY, UPSTREAM_OPENAI_KEY
 from mock_upstream import MockUpstream
@@ -40,6 +40,11 @@ class Workers:
     db_path: Path
     account_id: str
     process: subprocess.Popen[bytes]
+
+    @property
+    def quota_path(self) -> Path:
+        """The quota store's own file, beside the database."""
+        return self.db_path.with_name("gateway-quotas.db")
 
     def cli(self, *args: str) -> Any:
         done = subprocess.run([sys.executable, "-m", "gateway", *args, "--json", "--config",
@@ -69,14 +74,14 @@ class Workers:
     def counters(self, project_id: str) -> dict[tuple[str, str, str], int]:
         """(subject kind, subject id, unit) -> used, summed over windows of the same length
         would be wrong: each test uses one window per unit."""
-        with sqlite3.connect(self.db_path, timeout=30) as conn:
+        with sqlite3.connect(self.quota_path, timeout=30) as conn:
             rows = conn.execute(
                 "SELECT subject_kind, subject_id, unit, used FROM quota_counters "
                 "WHERE project_id = ?", (project_id,)).fetchall()
         return {(kind, subject, unit): used for kind, subject, unit, used in rows}
 
     def open_reservations(self) -> int:
-        with sqlite3.connect(self.db_path, timeout=30) as conn:
+        with sqlite3.connect(self.quota_path, timeout=30) as conn:
             return int(conn.execute("SELECT count(*) FROM quota_reservations").fetchone()[0])
 
     def settled(self, project_id: str, timeout: float = 10.0
@@ -142,9 +147,9 @@ def start_workers(root: Path, mock_url: str, port: int | None = None, *,
         if process.poll() is not None:
             raise RuntimeError(f"gateway exited: {(root / 'gateway.log').read_text()}")
         try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+            if httpx2.get(url + "/healthz", timeout=1).status_code == 200:
                 break
-        except httpx.HTTPError:
+        except httpx2.HTTPError:
             pass
         if time.monotonic() > deadline:
             raise RuntimeError("gateway did not start in 60 s")

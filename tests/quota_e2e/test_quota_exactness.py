@@ -7,7 +7,7 @@ import subprocess
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 import trio
 
@@ -23,11 +23,11 @@ def chat(text: str = "hello", **extra: Any) -> dict[str, Any]:
 
 
 async def burst(workers: Workers, key: str, count: int, *, headers: dict[str, str] | None = None,
-                body: dict[str, Any] | None = None) -> list[httpx.Response]:
+                body: dict[str, Any] | None = None) -> list[httpx2.Response]:
     """`count` requests released at once, each on its own connection."""
-    responses: list[httpx.Response] = []
-    limits = httpx.Limits(max_connections=count + 1, max_keepalive_connections=0)
-    async with httpx.AsyncClient(base_url=workers.url, timeout=60, limits=limits) as client:
+    responses: list[httpx2.Response] = []
+    limits = httpx2.Limits(max_connections=count + 1, max_keepalive_connections=0)
+    async with httpx2.AsyncClient(base_url=workers.url, timeout=60, limits=limits) as client:
         async def one() -> None:
             responses.append(await client.post(
                 "/policy/chat/completions", json=body or chat(),
@@ -91,7 +91,7 @@ async def test_token_limit_overruns_by_at_most_one_request(workers: Workers,
 
 async def test_quota_refusal_answer(workers: Workers) -> None:
     project_id, key = workers.project(budget={"requests": {"daily": 1}})
-    async with httpx.AsyncClient(base_url=workers.url, timeout=30) as client:
+    async with httpx2.AsyncClient(base_url=workers.url, timeout=30) as client:
         headers = {"authorization": f"Bearer {key}"}
         first = await client.post("/policy/chat/completions", json=chat(), headers=headers)
         before = retry_after_seconds("daily", datetime.now(UTC))
@@ -142,7 +142,7 @@ async def test_policy_declared_quotas_apply_even_in_shadow(workers: Workers) -> 
 async def test_ratelimit_headers_on_policy_refusals_too(workers: Workers) -> None:
     project_id, key = workers.project(budget={"requests": {"daily": 50},
                                               "tokens": {"daily": 100000}})
-    async with httpx.AsyncClient(base_url=workers.url, timeout=30) as client:
+    async with httpx2.AsyncClient(base_url=workers.url, timeout=30) as client:
         refused = await client.post("/policy/chat/completions", json=chat("you idiot"),
                                     headers={"authorization": f"Bearer {key}"})
     assert refused.status_code == 403
@@ -182,7 +182,7 @@ def test_usage_command_shows_project_and_top_users(workers: Workers) -> None:
                                       user_quota={"requests": {"daily": 10}})
     for user, count in (("dave", 3), ("erin", 1)):
         for _ in range(count):
-            response = httpx.post(workers.url + "/policy/chat/completions", json=chat(),
+            response = httpx2.post(workers.url + "/policy/chat/completions", json=chat(),
                                   headers={"authorization": f"Bearer {key}",
                                            "x-policy-user": user}, timeout=30)
             assert response.status_code == 200

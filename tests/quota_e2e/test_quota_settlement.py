@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 import trio
 
@@ -38,7 +38,7 @@ def test_settled_tokens_equal_reported_usage(workers: Workers, api: str, stream:
     project_id, key = workers.project(budget=BUDGET)
     path, body = REQUESTS[api]
     for _ in range(3):
-        response = httpx.post(workers.url + path, json={**body, "stream": stream}, timeout=30,
+        response = httpx2.post(workers.url + path, json={**body, "stream": stream}, timeout=30,
                               headers={"authorization": f"Bearer {key}", **REPORTED})
         assert response.status_code == 200, response.text
         assert response.headers["x-ratelimit-limit-tokens"] == "1000000"
@@ -51,7 +51,7 @@ def test_chat_stream_usage_with_and_without_the_client_asking(workers: Workers,
     project_id, key = workers.project(budget=BUDGET)
     path, body = REQUESTS["chat"]
     extra = {"stream_options": {"include_usage": True}} if client_asks else {}
-    response = httpx.post(workers.url + path, json={**body, "stream": True, **extra},
+    response = httpx2.post(workers.url + path, json={**body, "stream": True, **extra},
                           timeout=30, headers={"authorization": f"Bearer {key}", **REPORTED})
     frames = [json.loads(line[6:]) for line in response.text.splitlines()
               if line.startswith("data: {")]
@@ -71,7 +71,7 @@ def test_upstream_failure_releases_the_reservation(workers: Workers,
                                                    scenario: dict[str, Any]) -> None:
     project_id, key = workers.project(budget=BUDGET)
     path, body = REQUESTS["chat"]
-    response = httpx.post(workers.url + path, json=body, timeout=30, headers={
+    response = httpx2.post(workers.url + path, json=body, timeout=30, headers={
         "authorization": f"Bearer {key}", "x-mock-scenario": json.dumps(scenario)})
     assert response.status_code >= 400
     assert response.json()["policy"]["project_id"] == project_id
@@ -82,7 +82,7 @@ async def test_client_disconnect_mid_stream_gives_the_estimate_back(workers: Wor
     project_id, key = workers.project(budget=BUDGET)
     path, body = REQUESTS["chat"]
     scenario = {"mode": "slow", "delay": 0.3, "chunks": [f"part {i} " for i in range(20)]}
-    async with httpx.AsyncClient(base_url=workers.url, timeout=30) as client:
+    async with httpx2.AsyncClient(base_url=workers.url, timeout=30) as client:
         async with client.stream("POST", path, json={**body, "stream": True, "max_tokens": 500},
                                  headers={"authorization": f"Bearer {key}",
                                           "x-mock-scenario": json.dumps(scenario)}) as response:
@@ -102,7 +102,7 @@ async def test_client_disconnect_mid_stream_gives_the_estimate_back(workers: Wor
 async def test_client_disconnect_before_the_answer_releases(workers: Workers) -> None:
     project_id, key = workers.project(budget=BUDGET)
     path, body = REQUESTS["chat"]
-    async with httpx.AsyncClient(base_url=workers.url, timeout=30) as client:
+    async with httpx2.AsyncClient(base_url=workers.url, timeout=30) as client:
         with trio.move_on_after(0.5):
             await client.post(path, json=body, headers={
                 "authorization": f"Bearer {key}",

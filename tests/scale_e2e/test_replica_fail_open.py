@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-import httpx
+import httpx2
 import pytest
 import trio
 from mock_upstream import MockUpstream
@@ -30,7 +30,7 @@ def open_replicas(mock_upstream: MockUpstream, shared_redis: RedisServer,
         stop_workers(member)
 
 
-async def send(client: httpx.AsyncClient, url: str, key: str) -> httpx.Response:
+async def send(client: httpx2.AsyncClient, url: str, key: str) -> httpx2.Response:
     return await client.post(f"{url}/policy/chat/completions", json=chat(),
                              headers={"authorization": f"Bearer {key}", **scenario()})
 
@@ -40,7 +40,7 @@ async def test_fail_open_passes_within_a_per_replica_bound(open_replicas: Replic
     replicas = open_replicas
     first, second = replicas.urls
     project_id, key = replicas.project(budget={"requests": {"daily": 4}})
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx2.AsyncClient(timeout=30) as client:
         assert [(await send(client, first, key)).status_code for _ in range(2)] == [200, 200]
         async with trio.open_nursery() as nursery:
             in_flight: list[int] = []

@@ -13,7 +13,7 @@ import json
 import math
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 import trio
 from mock_upstream import MockUpstream
@@ -39,12 +39,12 @@ def scenario(slow: float = 0.0) -> dict[str, str]:
 
 
 async def burst(urls: list[str], key: str, count: int, *, headers: dict[str, str] | None = None
-                ) -> list[httpx.Response]:
+                ) -> list[httpx2.Response]:
     """`count` requests released at once, each on its own connection, round-robin over the
     replicas."""
-    responses: list[httpx.Response] = []
-    limits = httpx.Limits(max_connections=count + 1, max_keepalive_connections=0)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+    responses: list[httpx2.Response] = []
+    limits = httpx2.Limits(max_connections=count + 1, max_keepalive_connections=0)
+    async with httpx2.AsyncClient(timeout=60, limits=limits) as client:
         async def one(url: str) -> None:
             responses.append(await client.post(
                 f"{url}/policy/chat/completions", json=chat(),
@@ -106,7 +106,7 @@ async def test_every_replica_reads_one_counter(redis_up: Replicas, mock: MockUps
     replicas = redis_up
     project_id, key = replicas.project(budget={"requests": {"daily": 6}})
     remaining = []
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx2.AsyncClient(timeout=30) as client:
         for url in replicas.urls * 2:
             answer = await client.post(f"{url}/policy/chat/completions", json=chat(),
                                        headers={"authorization": f"Bearer {key}",
@@ -122,8 +122,8 @@ async def test_redis_killed_mid_load_fails_closed_then_counting_resumes(
         redis_up: Replicas, mock: MockUpstream) -> None:
     replicas = redis_up
     project_id, key = replicas.project(budget={"requests": {"daily": 30}})
-    in_flight: list[httpx.Response] = []
-    refused: list[httpx.Response] = []
+    in_flight: list[httpx2.Response] = []
+    refused: list[httpx2.Response] = []
     async with trio.open_nursery() as nursery:
         async def slow_wave() -> None:
             in_flight.extend(await burst(replicas.urls, key, 9, headers=scenario(slow=1.0)))
@@ -139,7 +139,7 @@ async def test_redis_killed_mid_load_fails_closed_then_counting_resumes(
     assert body["error"]["code"] == "quota_unavailable"
     assert body["policy"]["reason_code"] == "QUOTA_UNAVAILABLE"
     assert refused[0].headers["retry-after"] == "1"
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx2.AsyncClient(timeout=10) as client:
         for url in replicas.urls:
             ready = await client.get(f"{url}/readyz")
             assert ready.status_code == 503 and "redis" in " ".join(ready.json()["reasons"])
@@ -157,7 +157,7 @@ async def test_redis_killed_mid_load_fails_closed_then_counting_resumes(
 
 
 async def until_ready(url: str) -> None:
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx2.AsyncClient(timeout=10) as client:
         with trio.fail_after(10):
             for _ in itertools.count():
                 if (await client.get(f"{url}/readyz")).status_code == 200:

@@ -9,7 +9,7 @@ import sqlite3
 import time
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 import trio
 from mock_upstream import MockUpstream
@@ -23,7 +23,7 @@ def banned() -> dict[str, Any]:
     return {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "forbidden"}]}
 
 
-async def ask(client: httpx.AsyncClient, url: str, key: str, user: str) -> dict[str, Any]:
+async def ask(client: httpx2.AsyncClient, url: str, key: str, user: str) -> dict[str, Any]:
     answer = await client.post(f"{url}/policy/chat/completions", json=banned(),
                                headers={"authorization": f"Bearer {key}", "x-policy-user": user})
     assert answer.status_code in (200, 403), answer.text
@@ -35,7 +35,7 @@ async def test_a_canary_user_gets_one_decision_on_every_replica(
         redis_up: Replicas, mock: MockUpstream) -> None:
     _, key = redis_up.project(policy="canary_sticky")
     seen: dict[str, set[tuple[str, bool, str]]] = {}
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx2.AsyncClient(timeout=30) as client:
         for number in range(16):
             user = f"user-{number}"
             for url in redis_up.urls:
@@ -52,7 +52,7 @@ async def test_a_spike_across_replicas_trips_one_rollback(redis_up: Replicas,
     replicas = redis_up
     _, key = replicas.project(policy="rollback_shared")
     # 12 refusals, 4 per replica: no replica alone reaches min_requests 12.
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx2.AsyncClient(timeout=30) as client:
         refusals = [await ask(client, url, key, f"s{index}")
                     for index, url in enumerate(replicas.urls * 4)]
         assert all(p["rollout_mode"] == "enforced" and p["effective_decision"] == "refuse"

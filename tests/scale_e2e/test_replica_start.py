@@ -3,7 +3,7 @@ log says so once), and it uses Redis as soon as Redis answers, without a restart
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 import pytest
 from mock_upstream import MockUpstream
 from quota_e2e.conftest import start_workers, stop_workers
@@ -21,7 +21,7 @@ async def test_redis_down_at_start_is_not_ready_until_it_answers(
     root = tmp_path_factory.mktemp("late")
     replica = start_workers(root, mock.url, processes=1, extra_config=redis_config(redis))
     try:
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx2.AsyncClient(timeout=30) as client:
             ready = await client.get(f"{replica.url}/readyz")
             assert ready.status_code == 503
             assert ready.json()["reasons"] == ["redis_unavailable"]  # details: admins only

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import jwt
 import pytest
 from e2e.harness import GatewayFactory, RunningGateway
@@ -139,13 +139,13 @@ class Secure:
             payload["roles"] = roles
         return jwt.encode(payload, JWT_SECRET, algorithm="HS256")
 
-    def admin(self, credential: str = ADMIN_TOKEN) -> httpx.Client:
-        return httpx.Client(base_url=self.url + PREFIX, timeout=10,
+    def admin(self, credential: str = ADMIN_TOKEN) -> httpx2.Client:
+        return httpx2.Client(base_url=self.url + PREFIX, timeout=10,
                             headers={"authorization": f"Bearer {credential}"})
 
     def chat(self, text: str, *, key: str | None = None, path: str = "/policy/v1",
-             headers: dict[str, str] | None = None, **fields: Any) -> httpx.Response:
-        return httpx.post(self.url + path + "/chat/completions", timeout=15,
+             headers: dict[str, str] | None = None, **fields: Any) -> httpx2.Response:
+        return httpx2.post(self.url + path + "/chat/completions", timeout=15,
                           headers={"authorization": f"Bearer {key or self.keys['a']}",
                                    **(headers or {})},
                           json={"model": "gpt-4o-mini", **fields,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-import httpx
+import httpx2
 import orjson
 
 from .conftest import GUARD
@@ -35,7 +35,7 @@ def test_an_inline_policy_cannot_send_the_event_to_a_url_of_its_choice(secure, c
 
 
 def httpx_post_simulate(secure, policy):
-    return httpx.post(secure.url + "/policy/simulate", timeout=10,
+    return httpx2.post(secure.url + "/policy/simulate", timeout=10,
                       headers={"authorization": f"Bearer {secure.keys['a']}"},
                       json={"model": "gpt-4o-mini", "policy": policy,
                             "messages": [{"role": "user", "content": "hello"}]})

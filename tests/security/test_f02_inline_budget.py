@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-import httpx
+import httpx2
 import trio
 
 
@@ -16,10 +16,10 @@ def _big_policy(rules: int) -> str:
     return f'policy v1 "huge" {{\n  default allow\n{body}\n}}'
 
 
-async def _probe_while(url: str, request: httpx.Request) -> tuple[httpx.Response, float]:
+async def _probe_while(url: str, request: httpx2.Request) -> tuple[httpx2.Response, float]:
     """Send `request`, and meanwhile measure the slowest `/healthz` of the same worker."""
     slowest = 0.0
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx2.AsyncClient(timeout=30) as client:
         async with trio.open_nursery() as nursery:
             async def probe() -> None:
                 nonlocal slowest
@@ -40,7 +40,7 @@ async def test_a_huge_inline_policy_is_refused_before_parsing_without_stalling_t
     source = _big_policy(12_000)  # ~800 KiB, like the attack
     assert len(source) > 700_000
     for path in ("/v1/chat/completions", "/policy/v1/chat/completions"):
-        request = httpx.Request("POST", secure.url + path, headers={
+        request = httpx2.Request("POST", secure.url + path, headers={
             "authorization": f"Bearer {secure.keys['a']}"}, json={
             "model": "gpt-4o-mini", "policy": source,
             "messages": [{"role": "user", "content": "hi"}]})
@@ -56,7 +56,7 @@ async def test_a_huge_inline_policy_is_refused_before_parsing_without_stalling_t
 async def test_a_slow_compile_is_cut_at_its_budget_off_the_event_loop(make_secure):
     secure = make_secure(policies={"inline_max_bytes": 2_000_000, "inline_max_lines": 100_000,
                                    "inline_max_rules": 100_000, "inline_compile_seconds": 0.3})
-    request = httpx.Request("POST", secure.url + "/v1/chat/completions", headers={
+    request = httpx2.Request("POST", secure.url + "/v1/chat/completions", headers={
         "authorization": f"Bearer {secure.keys['a']}"}, json={
         "model": "gpt-4o-mini", "policy": _big_policy(6_000),
         "messages": [{"role": "user", "content": "hi"}]})

@@ -10,7 +10,7 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-import httpx
+import httpx2
 import pytest
 
 
@@ -82,13 +82,13 @@ def test_beyond_the_request_cap_a_worker_refuses_at_once_and_recovers(make_secur
         trickler.start()
     time.sleep(0.3)  # all three are being read
     started = time.monotonic()
-    busy = httpx.post(secure.url + "/v1/chat/completions", timeout=10,
+    busy = httpx2.post(secure.url + "/v1/chat/completions", timeout=10,
                       headers={"authorization": f"Bearer {secure.keys['a']}"}, json={})
     assert time.monotonic() - started < 0.5
     assert busy.status_code == 503
     assert busy.json()["error"]["code"] == "server_busy"
     assert busy.headers["retry-after"] == "1"
-    assert httpx.get(secure.url + "/healthz", timeout=5).status_code == 200  # probes pass
+    assert httpx2.get(secure.url + "/healthz", timeout=5).status_code == 200  # probes pass
     for trickler in tricklers:
         trickler.join(10)
         assert trickler.answer.startswith(b"HTTP/1.1 408")

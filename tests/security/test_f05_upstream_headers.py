@@ -5,7 +5,7 @@ ones `[upstream] forward_headers` adds."""
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 import pytest
 
 HOSTILE = {
@@ -20,7 +20,7 @@ HOSTILE = {
 def test_the_upstream_gets_only_the_apis_own_headers(secure, mock, path):
     body = {"model": "gpt-4o-mini", "max_tokens": 8,
             "messages": [{"role": "user", "content": "hello"}]}
-    response = httpx.post(secure.url + path, json=body, timeout=10, headers={
+    response = httpx2.post(secure.url + path, json=body, timeout=10, headers={
         "authorization": f"Bearer {secure.keys['a']}", **HOSTILE,
         "openai-beta": "assistants=v2", "anthropic-beta": "tools-2024",
         "idempotency-key": "idem-1"})

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import time
 
-import httpx
+import httpx2
 
 from .conftest import PREFIX
 
 
 def _history(secure, credential):
-    return httpx.get(secure.url + PREFIX + "/history", timeout=10,
+    return httpx2.get(secure.url + PREFIX + "/history", timeout=10,
                      headers={"authorization": f"Bearer {credential}"})
 
 

@@ -11,7 +11,7 @@ estimate over the reply text. Usage is deterministic, so quota tests can predict
 
 The formatting functions are pure: `(body, reply) -> dict` for a JSON answer and
 `(body, reply) -> Iterator[bytes]` for a stream, one SSE event per item. `answer()` routes one
-HTTP request to them; `EchoTransport` serves `answer()` to an `httpx.AsyncClient`.
+HTTP request to them; `EchoTransport` serves `answer()` to an `httpx2.AsyncClient`.
 """
 
 from gateway.upstream.echo.replies import (

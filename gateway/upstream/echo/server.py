@@ -1,5 +1,5 @@
 """Serving the echo upstream: routing one HTTP request to its answer (`answer`), and
-`EchoTransport`, which serves `answer()` to an `httpx.AsyncClient` without any network."""
+`EchoTransport`, which serves `answer()` to an `httpx2.AsyncClient` without any network."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import httpx2
 import orjson
 import trio
 import trio.lowlevel
@@ -128,7 +128,7 @@ def answer(method: str, path: str, headers: Mapping[str, str], raw: bytes,
     return _json_answer(200, value, request_id)
 
 
-class _FrameStream(httpx.AsyncByteStream):
+class _FrameStream(httpx2.AsyncByteStream):
     """Yields one SSE event per chunk and lets other tasks run in between, like a socket."""
 
     def __init__(self, frames: Iterator[bytes]):
@@ -145,8 +145,8 @@ class _FrameStream(httpx.AsyncByteStream):
             close()
 
 
-class EchoTransport(httpx.AsyncBaseTransport):
-    """An in-process upstream for `httpx.AsyncClient`: no sockets, trio only.
+class EchoTransport(httpx2.AsyncBaseTransport):
+    """An in-process upstream for `httpx2.AsyncClient`: no sockets, trio only.
 
     `reply_for(api, body)` replaces the echo reply (for tests that need chosen text or usage).
     """
@@ -154,13 +154,13 @@ class EchoTransport(httpx.AsyncBaseTransport):
     def __init__(self, reply_for: ReplyFactory | None = None):
         self._reply_for = reply_for
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         raw = await request.aread()
         headers = {k.lower(): v for k, v in request.headers.items()}
         result = answer(request.method, request.url.raw_path.decode("ascii"), headers, raw,
                         self._reply_for)
         if result.frames is not None:
-            return httpx.Response(result.status, headers=result.headers,
+            return httpx2.Response(result.status, headers=result.headers,
                                   stream=_FrameStream(result.frames), request=request)
-        return httpx.Response(result.status, headers=result.headers, content=result.body,
+        return httpx2.Response(result.status, headers=result.headers, content=result.body,
                               request=request)
