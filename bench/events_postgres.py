@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import trio
 import trio.lowlevel
 
@@ -124,7 +124,7 @@ def http_figures(directory: Path, server: Any, quick: bool) -> dict[str, Any]:
             gateway(directory / "events-pg", upstream.url, None,
                     _fresh(server, "http")) as on_pg, \
             gateway(directory / "events-sqlite-again", upstream.url, None) as again:
-        clients = {name: httpx.Client(base_url=url, timeout=30,
+        clients = {name: httpx2.Client(base_url=url, timeout=30,
                                       headers={"authorization": f"Bearer {key}"})
                    for name, (url, key) in (("sqlite", on_sqlite), ("postgres", on_pg),
                                             ("sqlite_again", again))}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 
-import httpx
+import httpx2
 from events_support import ADMIN_TOKEN, stored_events, wait_for
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -56,7 +56,7 @@ def test_postgres_down_mid_load_queues_drops_reports_then_writes_the_backlog(
         assert statuses == [200] * 40, "the request path never waits on PostgreSQL"
         assert wait_for(lambda: writer.failures >= 2)
         assert sink.dropped > 0, "a 10-event queue cannot hold a 40-request burst"
-        ready = httpx.get(gw.url + "/readyz", headers=ADMIN, timeout=10)
+        ready = httpx2.get(gw.url + "/readyz", headers=ADMIN, timeout=10)
         assert ready.status_code == 200, "ready, degraded: requests are still served"
         body = ready.json()
         assert "events_not_written" in body["degraded"]
@@ -68,7 +68,7 @@ def test_postgres_down_mid_load_queues_drops_reports_then_writes_the_backlog(
     finally:
         postgres_server.start()
     assert wait_for(lambda: writer.held == 0, timeout=30), "the backlog was not written"
-    assert "events_not_written" not in httpx.get(gw.url + "/readyz", timeout=10).json().get(
+    assert "events_not_written" not in httpx2.get(gw.url + "/readyz", timeout=10).json().get(
         "degraded", [])
     stored = [e for e in stored_events(gw) if e["event_type"] == "enforcement"]
     burst = [e for e in stored if e["policy_user"].startswith("burst-")]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
+import httpx2
 import trio
 import trio.testing
 from redis_server import RedisServer
@@ -31,10 +31,10 @@ class Endpoint:
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
         texts = json.loads(request.content)["input"]
         self.calls.append(texts)
-        return httpx.Response(200, json={"id": "m", "model": "x", "results": [
+        return httpx2.Response(200, json={"id": "m", "model": "x", "results": [
             moderation_result(text, "text") for text in texts]})
 
 
@@ -56,7 +56,7 @@ def replica(server: RedisServer, endpoint: Endpoint, **section: Any) -> Moderato
         "always_blocked": [], **section})
     link = RedisLink(RedisSettings(host="127.0.0.1", port=server.port, key_prefix="t:",
                                    request_timeout_ms=200, connect_timeout_ms=200))
-    moderator = Moderator(settings, {}, transport=httpx.MockTransport(endpoint), redis=link)
+    moderator = Moderator(settings, {}, transport=httpx2.MockTransport(endpoint), redis=link)
     moderator.observer = Lookups()
     return moderator
 

@@ -9,7 +9,7 @@ import itertools
 import json
 from typing import Any
 
-import httpx
+import httpx2
 import orjson
 import pytest
 import trio
@@ -50,10 +50,10 @@ class Classifier:
     def __init__(self) -> None:
         self.inputs: list[str] = []
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
         body = json.loads(request.content)
         self.inputs.extend(body["input"])
-        return httpx.Response(200, json={"id": "m", "model": "x", "results": [
+        return httpx2.Response(200, json={"id": "m", "model": "x", "results": [
             moderation_result(text, "text") for text in body["input"]]})
 
 
@@ -81,7 +81,7 @@ def windowed(surface: str, classifier: Classifier, interval: int, *, enforced: b
     moderator = Moderator(ModerationSettings.from_mapping({
         "classifier": "openai", "stream_interval_chars": interval,
         "openai": {"base_url": "http://moderation.test/v1"}}), {},
-        transport=httpx.MockTransport(classifier))
+        transport=httpx2.MockTransport(classifier))
     return WindowedStream(governor, moderator, [POLICY], facts, None), moderator
 
 

@@ -225,8 +225,8 @@ def test_the_breaker_stops_calls_to_a_failing_classifier(moderated: Factory,
     assert 'gateway_classifier_errors_total{classifier="openai",error="http_500"} 2.0' in metrics
 
 
-def responses_with_image(gw: ModeratedGateway, image: dict[str, Any]) -> httpx.Response:
-    return httpx.post(gw.url + "/policy/v1/responses", timeout=10,
+def responses_with_image(gw: ModeratedGateway, image: dict[str, Any]) -> httpx2.Response:
+    return httpx2.post(gw.url + "/policy/v1/responses", timeout=10,
                       headers={"authorization": f"Bearer {gw.key}"},
                       json={"model": "gpt-4o-mini", "input": [{"role": "user", "content": [
                           {"type": "input_text", "text": "what is this?"}, image]}]})
@@ -280,5 +280,5 @@ def test_the_cache_is_in_redis_when_it_is_configured(moderated: Factory,
         assert chat(gw, [{"role": "user", "content": text}]).status_code == 200
     assert [i for i in moderation.inputs() if text in i] == [[text]]
     assert redis.command("KEYS", "mod:moderation:*")
-    metrics = httpx.get(gw.url + "/metrics", timeout=5).text
+    metrics = httpx2.get(gw.url + "/metrics", timeout=5).text
     assert 'gateway_classifier_cache_total{classifier="openai",result="hit"}' in metrics

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
+import httpx2
 
 from gateway.cli.simulate import _run_simulation
 from tests.moderation_e2e.conftest import Factory, ModeratedGateway
@@ -21,8 +21,8 @@ INLINE = '''policy v1 "inline" {
 }'''
 
 
-def post(gw: ModeratedGateway, path: str, body: dict[str, Any]) -> httpx.Response:
-    return httpx.post(gw.url + path, timeout=10, json=body,
+def post(gw: ModeratedGateway, path: str, body: dict[str, Any]) -> httpx2.Response:
+    return httpx2.post(gw.url + path, timeout=10, json=body,
                       headers={"authorization": f"Bearer {gw.key}"})
 
 

@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 import anthropic
-import httpx
+import httpx2
 import openai
 import pytest
 from e2e.support import SDK_TIMEOUT
@@ -55,7 +55,7 @@ def body_for(surface: str, stream: bool, tools: tuple[str, ...] = ()) -> dict[st
 
 def raw_call(governed: Any, surface: str, project: str, stream: bool,
              extra: dict[str, str], tools: tuple[str, ...] = ()) -> tuple[int, bytes]:
-    with httpx.stream("POST", governed.url + PATHS[surface], json=body_for(surface, stream, tools),
+    with httpx2.stream("POST", governed.url + PATHS[surface], json=body_for(surface, stream, tools),
                       timeout=SDK_TIMEOUT, headers={
                           "authorization": f"Bearer {governed.keys[project]}", **extra}) as answer:
         return answer.status_code, b"".join(answer.iter_bytes())

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from events_e2e.events_support import postgres_events, wait_for
 from mock_upstream import MockUpstream
@@ -105,7 +105,7 @@ def project_key(replicas: list[Workers]) -> tuple[str, str]:
 
 
 def chat(url: str, key: str, user: str) -> int:
-    response = httpx.post(url + "/policy/chat/completions", timeout=30, headers={
+    response = httpx2.post(url + "/policy/chat/completions", timeout=30, headers={
         "authorization": f"Bearer {key}", "x-policy-user": user},
         json={"model": "gpt-x", "messages": [{"role": "user", "content": "hello"}]})
     return response.status_code
@@ -134,7 +134,7 @@ def history_pages(urls: Iterator[str], **params: Any) -> list[dict[str, Any]]:
     cursor = None
     while True:
         query = {**params, **({"cursor": cursor} if cursor else {})}
-        page = httpx.get(next(urls) + "/api/policy-gateway/history", params=query,
+        page = httpx2.get(next(urls) + "/api/policy-gateway/history", params=query,
                          headers=ADMIN, timeout=30)
         assert page.status_code == 200, page.text
         body = page.json()
