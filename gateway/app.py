@@ -74,6 +74,7 @@ def create_app(config: Config | None = None, *,
     state = GatewayState(config, echo_transport=echo_transport, transport=transport)
     app.extensions["gateway"] = state
     reloader = register_management(app, state)
+    state.reloader = reloader
     register_openapi(app)
     metrics = GatewayMetrics()
     app.extensions["metrics"] = metrics

@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import httpx
 import sqlite_utils
@@ -18,7 +19,7 @@ from gateway.admin.registry import PolicyRegistry, PolicyRevision, list_revision
 from gateway.admin.reload import emit_revision_events
 from gateway.config import Config
 from gateway.db import open_database
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, DatabaseUnavailable
 from gateway.events.connectors import ConnectorTask, connector_settings
 from gateway.events.sink import EventSink, QueueSink
 from gateway.events.store import EventSettings, EventStore, EventWriter
@@ -35,9 +36,15 @@ from gateway.quota.limits import QuotaStore
 from gateway.quota.redis import quota_store_for
 from gateway.quota.sqlite import settings_from_config
 from gateway.redis_link import RedisLink, redis_settings
+from gateway.storage.changes import ChangePoller
+from gateway.storage.migrations import check_postgres
+from gateway.storage.pg_schema import MIGRATIONS
+from gateway.storage.postgres import Postgres
+from gateway.storage.sql import PostgresSql, Sql, SqliteSql
 from gateway.upstream.exchange import Upstreams
 
 log = logging.getLogger("gateway")
+T = TypeVar("T")
 
 
 def _event_settings(config: Config) -> EventSettings:
@@ -75,6 +82,18 @@ class GatewayState:
                                                   background=lambda: self.nursery)
         #: Extra `/readyz` checks: name -> probe answering "ok" or "unavailable: why".
         self.readiness_checks: dict[str, Callable[[], Awaitable[str]]] = {}
+        #: `/readyz` notes that leave the gateway ready (it serves from its snapshots):
+        #: name -> "ok" or "unavailable: why", answered from memory.
+        self.degraded_checks: dict[str, Callable[[], str]] = {}
+        #: PostgreSQL, when `[database] url` holds identity and policies (docs/scale-out.md).
+        self.postgres: Postgres | None = None
+        self.changes: ChangePoller | None = None
+        if config.postgres is not None:
+            self.postgres = Postgres(config.postgres)
+            self.changes = ChangePoller(self.postgres, config.postgres.poll_interval)
+            self.degraded_checks["postgres"] = self.changes.status
+        #: The policy reloader (gateway/admin/reload.py), set by the app.
+        self.reloader: Any = None
         if self.redis is not None:
             self.readiness_checks["redis"] = self.redis.ping
         self.event_settings = _event_settings(config)
@@ -101,17 +120,21 @@ class GatewayState:
         self._db: sqlite_utils.Database | None = None
         self._identities: IdentityCache | None = None
         self._registry: PolicyRegistry | None = None
+        self._sql: Sql | None = None
 
     async def open(self) -> None:
         self._db = open_database(self.config.database_path)
-        self._identities = IdentityCache(self._db)
-        self._identities.refresh_if_changed()
-        self._registry = PolicyRegistry.load(self.config.policies_dir, self._db,
-                                             escalation=self.escalation)
-        for path, diagnostics in self._registry.errors.items():
+        if self.postgres is not None:
+            await self._open_shared(self.postgres)
+        else:
+            self._identities = IdentityCache(self._db)
+            self._identities.refresh_if_changed()
+            self._registry = PolicyRegistry.load(self.config.policies_dir, self._db,
+                                                 escalation=self.escalation)
+        for path, diagnostics in self.registry.errors.items():
             log.error("policy file %s failed its check: %s", path,
                       "; ".join(d.message for d in diagnostics))
-        emit_revision_events(self, self._registry)
+        emit_revision_events(self, self.registry)
         await self.upstreams.open()
         if self.redis is not None:
             answer = await self.redis.ping()
@@ -120,7 +143,74 @@ class GatewayState:
                           "until it does, and it is used as soon as it answers",
                           self.redis.settings.where, answer)
 
+    async def _open_shared(self, pg: Postgres) -> None:
+        """Identity and policies from PostgreSQL: its schema must be the one this code knows
+        (`migrate` makes it; serve never does), and it must answer now."""
+        from gateway.identity.shared import SharedIdentityCache
+        from gateway.storage.policies import import_directory, pull
+
+        pg.open()
+        await pg.run(check_postgres, MIGRATIONS, pg.settings.where)
+        identities = SharedIdentityCache(pg)
+        await identities.refresh()
+        self._identities = identities
+        self._sql = PostgresSql(pg)
+        assert self.changes is not None
+        self.changes.watch("identity", identities.refresh)
+        self.changes.watch("policies", self._pull_policies)
+        if self.config.policies_import_dir is not None:
+            await pg.run(import_directory, self.config.policies_import_dir)
+        await pg.run(pull, self.config.policies_dir)
+        self._registry = await trio.to_thread.run_sync(partial(
+            PolicyRegistry.load, self.config.policies_dir, self._sql,
+            escalation=self.escalation))
+
+    async def _pull_policies(self) -> None:
+        """The policies counter moved: mirror the database, and reload if a file changed."""
+        from gateway.storage.policies import pull
+
+        assert self.postgres is not None
+        if await self.postgres.run(pull, self.config.policies_dir) and self.reloader:
+            async with self.reloader.lock:
+                await self.reloader.reload_async()
+
+    @property
+    def shared_sql(self) -> Sql:
+        """Where accounts, keys, projects, grants and policy revisions are: PostgreSQL, or
+        this worker's SQLite connection. Call its stores through `store_call`."""
+        if self._sql is None:
+            self._sql = SqliteSql(self.db)
+        return self._sql
+
+    async def store_call(self, work: Callable[..., T], *args: Any) -> T:
+        """`work(*args)` using `shared_sql`: on a worker thread with PostgreSQL (a round trip
+        must not stall the event loop), inline with SQLite (its connection is this thread's)."""
+        if self.postgres is None:
+            return work(*args)
+        return await trio.to_thread.run_sync(partial(work, *args),
+                                             limiter=self.postgres.limiter)
+
+    async def identity_changed(self) -> None:
+        """After a write to accounts, keys, projects or grants through this worker: the next
+        request sees it (read-your-writes); other replicas see it within a poll interval."""
+        if self.postgres is None:
+            self.identities.invalidate()
+            return
+        identities: Any = self.identities
+        await identities.refresh()
+
+    async def publish_policies(self, names: list[str]) -> None:
+        """With PostgreSQL, put the mirror files an API write just changed into the database
+        (the other replicas pull them); nothing to do with SQLite."""
+        if self.postgres is None:
+            return
+        from gateway.storage.policies import publish
+
+        await self.postgres.run(publish, self.config.policies_dir, names)
+
     async def aclose(self) -> None:
+        if self.postgres is not None:
+            await trio.to_thread.run_sync(self.postgres.close)
         await self.upstreams.aclose()
         await self.moderator.aclose()
         if self.redis is not None:
@@ -132,7 +222,36 @@ class GatewayState:
     def shared_state_tasks(self) -> list[Callable[..., Awaitable[None]]]:
         """Background tasks that keep state shared with other replicas (run by the app)."""
         state: Any = self.rollouts.engine.state
-        return [state.run] if state.shared else []
+        tasks: list[Callable[..., Awaitable[None]]] = [state.run] if state.shared else []
+        if self.changes is not None:
+            tasks.append(self.changes.run)
+            if self.config.policies_import_dir is not None:
+                tasks.append(self._watch_import_dir)
+        return tasks
+
+    async def _watch_import_dir(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                                ) -> None:
+        """GitOps: import the configured policies directory into PostgreSQL when it changes."""
+        from gateway.admin.reload import directory_fingerprint
+        from gateway.storage.policies import import_directory
+
+        assert self.postgres is not None and self.changes is not None
+        directory = self.config.policies_import_dir
+        assert directory is not None
+        seen = await trio.to_thread.run_sync(directory_fingerprint, directory)
+        task_status.started()
+        while True:
+            await trio.sleep(self.changes.interval)
+            now = await trio.to_thread.run_sync(directory_fingerprint, directory)
+            if now is None or now == seen:
+                continue
+            try:
+                await self.postgres.run(import_directory, directory)
+            except DatabaseUnavailable as exc:  # retried on the next poll
+                log.error("importing the policies directory %s failed: %s", directory, exc)
+                continue
+            seen = now
+            self.changes.wake()
 
     @property
     def serving(self) -> bool:
@@ -167,6 +286,6 @@ class GatewayState:
         return authenticate(self.identities, self.jwt, credential)
 
     def _old_revision(self, policy_id: str, revision: int) -> PolicyRevision | None:
-        return next((r for r in list_revisions(self.db, policy_id) if r.revision == revision),
-                    None)
+        return next((r for r in list_revisions(self.shared_sql, policy_id)
+                     if r.revision == revision), None)
 
