@@ -15,15 +15,13 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-import sqlite_utils
-
 from gateway.admin.history import add_event_commands
 from gateway.admin.registry import PolicyRegistry
 from gateway.cli.output import add_output_options, configure_output, show
 from gateway.cli.policies import add_policy_commands
 from gateway.cli.setup_commands import add_setup_commands, admin_token_for_serving
 from gateway.cli.simulate import add_simulate_command
-from gateway.cli.storage_commands import add_storage_commands
+from gateway.cli.storage_commands import add_storage_commands, pull_policies, shared_database
 from gateway.config import Config
 from gateway.errors import (
     CommandError,
@@ -191,9 +189,7 @@ def _print(value: Any) -> None:
 
 
 def _store(args: argparse.Namespace) -> IdentityStore:
-    from gateway.db import open_database
-
-    return IdentityStore(open_database(Config.load(args.config).database_path))
+    return IdentityStore(shared_database(Config.load(args.config)))
 
 
 def _accounts_create(args: argparse.Namespace) -> int:
@@ -225,10 +221,9 @@ def _keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def _database(config: Config) -> sqlite_utils.Database:
-    from gateway.db import open_database
-
-    return open_database(config.database_path)
+def _database(config: Config) -> Any:
+    """The store of identity and policy revisions (SQLite, or PostgreSQL when configured)."""
+    return shared_database(config)
 
 
 def _quota_option(text: str | None, flag: str) -> object:
@@ -240,11 +235,12 @@ def _quota_option(text: str | None, flag: str) -> object:
         raise ProjectError(f"{flag} is not valid JSON: {exc}") from None
 
 
-def _known_policies(config: Config, db: sqlite_utils.Database) -> frozenset[str]:
+def _known_policies(config: Config, db: Any) -> frozenset[str]:
     from gateway.cli.policies import escalation_settings
     from gateway.datadir import prepare_policies_dir
 
     prepare_policies_dir(config)
+    pull_policies(config, db)
     return frozenset(PolicyRegistry.load(config.policies_dir, db,
                                          escalation=escalation_settings(config)).policies)
 
@@ -357,14 +353,14 @@ def _redis_usage(config: Config, project: Any, top: int) -> dict[str, Any] | Non
 def _usage(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
+    from gateway.db import open_database
     from gateway.quota.sqlite import usage_report
 
     config = Config.load(args.config)
-    db = _database(config)
-    project = ProjectStore(db).get(args.project_id)
+    project = ProjectStore(_database(config)).get(args.project_id)
     report = _redis_usage(config, project, args.top)  # with the Redis store: every replica's
     if report is None:
-        report = usage_report(db.conn, project.id, datetime.now(UTC), budget=project.budget,
+        report = usage_report(open_database(config.database_path).conn, project.id, datetime.now(UTC), budget=project.budget,
                               user_quota=project.user_quota, top=args.top)
     if args.json:
         _print(report)

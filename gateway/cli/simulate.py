@@ -67,7 +67,7 @@ def _run_simulation(config: Config, body: dict[str, Any]) -> tuple[dict[str, Any
     """The gateway's own simulation path, on the database: returns the answer and the events
     it recorded (the simulation event, and revisions if this load recorded any)."""
     from gateway.identity.credentials import resolve_project
-    from gateway.identity.keys import Caller, IdentityCache
+    from gateway.identity.keys import Caller, IdentityCache, load_snapshot
     from gateway.policy.governance import GatewayFields
     from gateway.policy.inline import InlineBudget, InlinePolicies
     from gateway.policy.prepared import prepare_request, simulate, simulated_adapter
@@ -77,7 +77,8 @@ def _run_simulation(config: Config, body: dict[str, Any]) -> tuple[dict[str, Any
     events: list[Any] = []
     try:
         registry = load_registry(config, db)
-        directory = IdentityCache(db)
+        directory = (IdentityCache(db) if config.postgres is None
+                     else IdentityCache.of_snapshot(load_snapshot(db)))
         project = ProjectStore(db).get(body["policy_project_id"])
         account = directory.account(project.account_id)
         if account is None:
@@ -99,7 +100,8 @@ def _run_simulation(config: Config, body: dict[str, Any]) -> tuple[dict[str, Any
                                  config.always_blocked_categories, escalation.shown)
         events.append(event)
     finally:
-        db.conn.close()
+        if config.postgres is None:
+            db.conn.close()
     return answer, events
 
 

@@ -39,3 +39,42 @@ def _migrate(args: argparse.Namespace) -> int:
         with Postgres(config.postgres) as pg:
             print(migrate(pg).describe())
     return 0
+
+
+def shared_database(config: Config) -> Any:
+    """Where accounts, keys, projects, grants and policy revisions are for a CLI command: the
+    SQLite file, or PostgreSQL (`[database] url`), whose pool is closed when the command exits."""
+    if config.postgres is None:
+        from gateway.db import open_database
+
+        return open_database(config.database_path)
+    import atexit
+
+    from gateway.storage.postgres import Postgres
+    from gateway.storage.sql import PostgresSql
+
+    pg = Postgres(config.postgres)
+    pg.open()
+    atexit.register(pg.close)
+    return PostgresSql(pg)
+
+
+def pull_policies(config: Config, db: Any) -> None:
+    """With PostgreSQL, bring this machine's mirror of the policies up to date first (and
+    import the configured directory, as the gateway does when it changes)."""
+    if config.postgres is None:
+        return
+    from gateway.storage.policies import import_directory, pull
+
+    if config.policies_import_dir is not None:
+        db.pg.run_sync(import_directory, config.policies_import_dir)
+    db.pg.run_sync(pull, config.policies_dir)
+
+
+def publish_policies(config: Config, db: Any, names: list[str]) -> None:
+    """With PostgreSQL, put the mirror files a command changed into the database."""
+    if config.postgres is None:
+        return
+    from gateway.storage.policies import publish
+
+    db.pg.run_sync(publish, config.policies_dir, names, "cli")

@@ -190,11 +190,19 @@ class IdentityCache:
         self._identity_version: int | None = None
         self._snapshot = EMPTY_SNAPSHOT
 
+    @classmethod
+    def of_snapshot(cls, snapshot: IdentitySnapshot) -> IdentityCache:
+        """A cache that only ever answers from `snapshot` (a CLI command's one read)."""
+        cache = cls(None)
+        cache._snapshot = snapshot
+        return cache
+
     def refresh_if_changed(self) -> None:
         # Two cheap checks, no disk I/O: has anything been committed to the file since (events
         # and quotas commit all the time), and if so, did keys, accounts, projects or grants
         # change? Only then is the snapshot read again.
-        assert self._db is not None
+        if self._db is None:
+            return
         version = data_version(self._db)
         if version == self._data_version:
             return

@@ -105,9 +105,11 @@ def _toml_providers(mock_url: str) -> str:
 
 def start_workers(root: Path, mock_url: str, port: int | None = None, *,
                   extra_config: str = "", processes: int = 2,
-                  extra_policies: tuple[Path, ...] = ()) -> Workers:
+                  extra_policies: tuple[Path, ...] = (), account_name: str = "quota-e2e"
+                  ) -> Workers:
     """A gateway serving from `root`; `extra_config` is TOML added to its configuration (it
-    may set keys of `[quotas]`, which comes last but one)."""
+    may set keys of `[quotas]`, which comes last but one). `account_name` differs per replica
+    when replicas share their accounts (PostgreSQL)."""
     policies = root / "policies"
     policies.mkdir(parents=True)
     for path in (*(HERE / "policies").glob("*.pol"), *extra_policies):
@@ -124,7 +126,7 @@ def start_workers(root: Path, mock_url: str, port: int | None = None, *,
         + _toml_providers(mock_url))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     account = json.loads(subprocess.run(
-        [sys.executable, "-m", "gateway", "accounts", "create", "quota-e2e", "--plan", "control",
+        [sys.executable, "-m", "gateway", "accounts", "create", account_name, "--plan", "control",
          "--json", "--config", str(config_path)], cwd=REPO, capture_output=True, check=True,
         timeout=60).stdout)
     with (root / "gateway.log").open("wb") as log:  # the child keeps its own descriptor
