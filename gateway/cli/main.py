@@ -21,7 +21,12 @@ from gateway.cli.output import add_output_options, configure_output, show
 from gateway.cli.policies import add_policy_commands
 from gateway.cli.setup_commands import add_setup_commands, admin_token_for_serving
 from gateway.cli.simulate import add_simulate_command
-from gateway.cli.storage_commands import add_storage_commands, pull_policies, shared_database
+from gateway.cli.storage_commands import (
+    add_storage_commands,
+    add_transfer_commands,
+    pull_policies,
+    shared_database,
+)
 from gateway.config import Config
 from gateway.errors import (
     CommandError,
@@ -108,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     add_event_commands(commands, common)
     add_setup_commands(commands, common)
     add_storage_commands(commands, common)
+    add_transfer_commands(commands, common)
     usage = commands.add_parser("usage", parents=[common],
                                 help="current quota counters of a project and its top users")
     usage.add_argument("project_id", metavar="PROJECT")
