@@ -1,0 +1,106 @@
+"""Policy sources in PostgreSQL: a replica's mirror, writes published from it, and the GitOps
+import of a configured directory, with the rule for who wins when the two disagree: the
+directory overrides the database only when the directory itself changes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from gateway.storage.policies import import_directory, publish, pull, safe_filename
+
+
+def policy(word: str, policy_id: str = "p") -> str:
+    return (f'policy v1 "{policy_id}" {{\n  name "P"\n  default allow\n'
+            f'  denylist w = ["{word}"]\n  rule r {{ when input contains any of w then refuse }}\n'
+            '}\n')
+
+
+@pytest.fixture
+def conn(postgres_url: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        yield connection
+
+
+def _sources(conn: psycopg.Connection) -> dict[str, str]:
+    return dict(conn.execute("SELECT filename, source FROM policy_sources WHERE deleted = 0"
+                             ).fetchall())
+
+
+def _version(conn: psycopg.Connection) -> int:
+    return conn.execute("SELECT version FROM change_versions WHERE name = 'policies'"
+                        ).fetchone()[0]
+
+
+def test_the_directory_wins_only_when_it_changes(conn: psycopg.Connection,
+                                                 tmp_path: Path) -> None:
+    gitops, mirror = tmp_path / "gitops", tmp_path / "mirror"
+    gitops.mkdir()
+    (gitops / "a.pol").write_text(policy("one", "a"))
+    (gitops / "b.pol").write_text(policy("bee", "b"))
+    assert sorted(import_directory(conn, gitops)) == ["a.pol", "b.pol"]
+    assert import_directory(conn, gitops) == []  # unchanged: nothing written
+    before = _version(conn)
+
+    # An API write on some replica: its mirror file, published.
+    assert pull(conn, mirror) is True
+    (mirror / "a.pol").write_text(policy("two", "a"))
+    (mirror / "c.pol").write_text(policy("sea", "c"))
+    publish(conn, mirror, ["a.pol", "c.pol"])
+    assert _version(conn) > before
+    # Another replica restarts and imports the same, unchanged directory: the API's edit stays.
+    assert import_directory(conn, gitops) == []
+    assert _sources(conn)["a.pol"] == policy("two", "a")
+
+    # The directory changes a.pol: now the directory's text wins.
+    (gitops / "a.pol").write_text(policy("three", "a"))
+    assert import_directory(conn, gitops) == ["a.pol"]
+    assert _sources(conn)["a.pol"] == policy("three", "a")
+
+    # Removing b.pol from the directory deletes it; c.pol, made through the API, stays.
+    (gitops / "b.pol").unlink()
+    assert import_directory(conn, gitops) == ["b.pol"]
+    assert set(_sources(conn)) == {"a.pol", "c.pol"}
+
+
+def test_pull_makes_the_mirror_equal_the_database(conn: psycopg.Connection,
+                                                  tmp_path: Path) -> None:
+    source, mirror = tmp_path / "source", tmp_path / "mirror"
+    source.mkdir()
+    (source / "a.pol").write_text(policy("x", "a"))
+    import_directory(conn, source)
+    mirror.mkdir()
+    (mirror / "stale.pol").write_text(policy("old", "stale"))
+    (mirror / "a.pol").write_text("edited by hand\n")
+    (mirror / "notes.txt").write_text("not a policy file: left alone")
+    assert pull(conn, mirror) is True
+    assert sorted(p.name for p in mirror.iterdir()) == ["a.pol", "notes.txt"]
+    assert (mirror / "a.pol").read_text() == policy("x", "a")
+    assert pull(conn, mirror) is False  # nothing to do: no reload either
+
+
+def test_publish_deletes_a_file_removed_from_the_mirror(conn: psycopg.Connection,
+                                                        tmp_path: Path) -> None:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "a.pol").write_text(policy("x", "a"))
+    publish(conn, mirror, ["a.pol"])
+    (mirror / "a.pol").unlink()
+    publish(conn, mirror, ["a.pol"])
+    assert _sources(conn) == {}
+    assert conn.execute("SELECT deleted FROM policy_sources WHERE filename = 'a.pol'"
+                        ).fetchone()[0] == 1
+
+
+def test_a_hostile_file_name_in_the_database_is_never_written(conn: psycopg.Connection,
+                                                               tmp_path: Path) -> None:
+    for name in ("../escape.pol", ".hidden.pol", "x.cases.json", "a/b.pol", "plain.txt"):
+        assert not safe_filename(name)
+        conn.execute("INSERT INTO policy_sources(filename, source, sha256, origin, updated_at) "
+                     "VALUES (%s, 'policy', 'x', 'test', 'now')", (name,))
+    pull(conn, tmp_path / "mirror")
+    assert list((tmp_path / "mirror").iterdir()) == []
+    assert not (tmp_path / "escape.pol").exists()
