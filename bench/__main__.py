@@ -1,4 +1,4 @@
-"""`python -m bench [proxy|frames|policy|quota|events|first_token|mcp]`: run the benchmarks and print their figures."""
+"""`python -m bench [proxy|frames|policy|quota|events|first_token|mcp|storage]`: run the benchmarks and print their figures."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 HERE = Path(__file__).parent
 SUITES = {"proxy": "bench_proxy", "frames": "bench_frames", "policy": "bench_policy",
           "quota": "bench_quota", "events": "bench_events", "first_token": "bench_first_token",
-          "mcp": "bench_mcp", "classifiers": "bench_classifiers", "moderation": "bench_moderation"}
+          "mcp": "bench_mcp", "classifiers": "bench_classifiers", "moderation": "bench_moderation",
+          "storage": "bench_storage"}
 
 
 def main(argv: list[str]) -> int:
