@@ -120,7 +120,9 @@ def import_postgres(conn: Any, rows: dict[str, list[dict[str, Any]]]) -> dict[st
             found = rows[table]
             if not found:
                 continue
-            columns = list(found[0])
+            columns = _checked_columns(table, found, {name for (name,) in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = %s",
+                (table,)).fetchall()})
             # COPY keeps the given `seq` of events (an identity column), as the cursors need.
             with conn.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
                 for row in found:
@@ -153,8 +155,9 @@ def import_sqlite(db: Any, policies_dir: str, rows: dict[str, list[dict[str, Any
         _refuse_data(lambda table: db.conn.execute(
             f"SELECT EXISTS (SELECT 1 FROM {table})").fetchone()[0])
         for table in TABLES:
+            known = {r[1] for r in db.conn.execute(f"PRAGMA table_info({table})")}
             for row in rows[table]:
-                columns = list(row)
+                columns = _checked_columns(table, [row], known)
                 db.conn.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
                                 f"({', '.join('?' for _ in columns)})", list(row.values()))
         counts = {table: int(db.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
@@ -171,6 +174,19 @@ def import_sqlite(db: Any, policies_dir: str, rows: dict[str, list[dict[str, Any
         _atomic_write(folder / item["filename"], item["source"])
     counts[POLICY_FILES] = len(rows[POLICY_FILES])
     return counts
+
+
+def _checked_columns(table: str, found: list[dict[str, Any]], known: set[str]) -> list[str]:
+    """The columns of the rows: each one of the table's own (the names go into the SQL), and
+    the same in every row."""
+    columns = list(found[0])
+    for row in found:
+        if list(row) != columns:
+            raise CommandError(f"the rows of {table} do not all have the same columns")
+    unknown = sorted(set(columns) - known)
+    if unknown:
+        raise CommandError(f"the export has columns {table} does not: {unknown[:3]}")
+    return columns
 
 
 def _refuse_data(has_rows: Any) -> None:

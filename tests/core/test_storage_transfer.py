@@ -156,3 +156,15 @@ def test_the_commands_move_a_deployment_to_postgres_and_to_sqlite(
     for table in TABLES:
         assert _sqlite_rows(target, table) == _sqlite_rows(db_path, table), table
     assert (tmp_path / "copy" / "policies" / "moved.pol").read_text() == POLICY
+
+
+@pytest.mark.parametrize("column", ["id) VALUES ('x'); DROP TABLE accounts; --", "not_a_column"])
+def test_a_row_with_a_foreign_column_is_refused_before_any_sql(
+        tmp_path: Path, postgres_url: str, column: str) -> None:
+    _, data = _export(tmp_path)
+    rows, _ = read_export(io.BytesIO(data))
+    rows["accounts"][0][column] = "x"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        with pytest.raises(CommandError, match="columns"):
+            import_postgres(conn, rows)
+        assert conn.execute("SELECT COUNT(*) FROM accounts").fetchone()[0] == 0
