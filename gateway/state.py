@@ -157,6 +157,7 @@ class GatewayState:
         self._sql = PostgresSql(pg)
         assert self.changes is not None
         self.changes.watch("identity", identities.refresh)
+        self.changes.mark_seen("identity", identities.version)
         self.changes.watch("policies", self._pull_policies)
         if self.config.policies_import_dir is not None:
             await pg.run(import_directory, self.config.policies_import_dir)

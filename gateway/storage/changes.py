@@ -61,10 +61,21 @@ class ChangePoller:
         versions = await self.pg.run(read_versions)
         for name, refresh in self.refreshers.items():
             if versions.get(name) != self._seen.get(name):
-                await refresh()
+                try:
+                    await refresh()
+                except DatabaseUnavailable:
+                    raise
+                except Exception:  # e.g. the mirror directory unwritable: retried next poll
+                    log.exception("refreshing the shared %s failed; retrying", name)
+                    continue
                 # Recorded only after the refresh succeeded: a failed one is retried.
                 self._seen[name] = versions.get(name, 0)
         self.last_success = trio.current_time()
+
+    def mark_seen(self, name: str, version: int | None) -> None:
+        """The snapshot of `name` in force was read at `version` (no refresh needed for it)."""
+        if version is not None:
+            self._seen[name] = version
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()

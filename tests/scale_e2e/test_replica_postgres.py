@@ -73,6 +73,9 @@ def pg_replicas(mock_upstream: MockUpstream, postgres_server: PostgresServer,
             yield PgReplicas(postgres_server, members)
         finally:
             for member in members:
+                if member.process.poll() is not None:  # died during the tests: say why
+                    log = member.config_path.parent / "gateway.log"
+                    print(f"replica {member.url} exited:\n{log.read_text()[-4000:]}")
                 stop_workers(member)
     if not postgres_server.running():
         postgres_server.start()
