@@ -132,14 +132,14 @@ async def test_a_key_made_on_a_answers_on_b_and_c_and_revoked_on_b_fails_on_a_wi
         refused_on_b = await _call(client, b, key)
         assert refused_on_b.status_code == 401
 
-        async def refused_on_a() -> bool:
-            answer = await _call(client, a, key)
-            assert answer.status_code in (200, 401)
-            return answer.status_code == 401 and (
-                answer.json()["error"]["code"] == "api_key_revoked")
-        took = await _until(refused_on_a, 1.0)
-        print(f"key revoked on B refused on A after {took * 1000:.0f} ms")
-        assert (await _call(client, c, key)).status_code == 401
+        for url in (a, c):  # each replica polls on its own schedule: each within 1 s
+            async def refused(url: str = url) -> bool:
+                answer = await _call(client, url, key)
+                assert answer.status_code in (200, 401)
+                return answer.status_code == 401 and (
+                    answer.json()["error"]["code"] == "api_key_revoked")
+            took = await _until(refused, 1.0)
+            print(f"key revoked on B refused on {url} after {took * 1000:.0f} ms")
 
 
 async def test_a_policy_updated_through_a_is_in_force_on_c_within_the_interval(
@@ -172,6 +172,37 @@ async def test_a_policy_updated_through_a_is_in_force_on_c_within_the_interval(
         history = (await client.get(f"{c}{API}/policies/pg_guard/revisions",
                                     headers=ADMIN)).json()["data"]
         assert [r["revision"] for r in history] == list(range(1, revision + 1))
+
+
+async def test_a_file_added_to_a_replicas_policies_directory_reaches_every_replica(
+        pg_replicas: PgReplicas, mock: MockUpstream) -> None:
+    """GitOps: replica A's configured directory is imported into the database on change."""
+    a, b, c = pg_replicas.urls
+    directory = pg_replicas.members[0].config_path.parent / "policies"
+    (directory / "gitops_guard.pol").write_text(
+        GUARD.format(word="kiwi").replace('"pg_guard"', '"gitops_guard"'))
+    async with httpx.AsyncClient(timeout=30) as client:
+        async def loaded_on_c() -> bool:
+            answer = await client.get(f"{c}{API}/policies/gitops_guard", headers=ADMIN)
+            return answer.status_code == 200
+        took = await _until(loaded_on_c, 2.0)
+        print(f"policy file added to A's directory in force on C after {took * 1000:.0f} ms")
+        _, _, key = await _project(client, pg_replicas, policy="gitops_guard")
+        for url in (b, c):
+            async def refuses(url: str = url) -> bool:
+                return (await _call(client, url, key, "a kiwi")).status_code == 403
+            await _until(refuses, 1.0)
+        # An API edit of the same policy stays until the directory's file changes again.
+        edited = await client.put(f"{b}{API}/policies/gitops_guard", headers=ADMIN, json={
+            "source": GUARD.format(word="plum").replace('"pg_guard"', '"gitops_guard"')})
+        assert edited.status_code == 200, edited.text
+        await _until(lambda: _refused(client, a, key, "plum"), 1.0)
+        await trio.sleep(0.6)  # A's directory watcher ran meanwhile: its file did not change
+        assert await _refused(client, c, key, "plum")
+
+
+async def _refused(client: httpx.AsyncClient, url: str, key: str, text: str) -> bool:
+    return (await _call(client, url, key, text)).status_code == 403
 
 
 async def test_postgres_down_mid_load_keeps_serving_from_memory(
