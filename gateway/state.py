@@ -15,7 +15,7 @@ import httpx
 import sqlite_utils
 import trio
 
-from gateway.admin.registry import PolicyRegistry, PolicyRevision, list_revisions
+from gateway.admin.registry import LoadedPolicy, PolicyRegistry, PolicyRevision, list_revisions
 from gateway.admin.reload import emit_revision_events
 from gateway.config import Config
 from gateway.db import open_database
@@ -121,6 +121,7 @@ class GatewayState:
         self._identities: IdentityCache | None = None
         self._registry: PolicyRegistry | None = None
         self._sql: Sql | None = None
+        self._served: dict[tuple[str, int], LoadedPolicy] = {}
 
     async def open(self) -> None:
         self._db = open_database(self.config.database_path)
@@ -134,6 +135,7 @@ class GatewayState:
         for path, diagnostics in self.registry.errors.items():
             log.error("policy file %s failed its check: %s", path,
                       "; ".join(d.message for d in diagnostics))
+        self._remember(self.registry)
         emit_revision_events(self, self.registry)
         await self.upstreams.open()
         if self.redis is not None:
@@ -282,11 +284,24 @@ class GatewayState:
     @registry.setter
     def registry(self, registry: PolicyRegistry) -> None:
         self._registry = registry
+        self._remember(registry)
+
+    def _remember(self, registry: PolicyRegistry) -> None:
+        # Every revision this worker served, for the rare rollback event of a replaced one:
+        # with PostgreSQL the request path must not read the history (see `_old_revision`).
+        for loaded in registry.policies.values():
+            self._served[(loaded.policy_id, loaded.revision)] = loaded
 
     def authenticate(self, credential: str) -> Caller:
         return authenticate(self.identities, self.jwt, credential)
 
     def _old_revision(self, policy_id: str, revision: int) -> PolicyRevision | None:
+        if self.postgres is not None:  # called on the request path: memory only
+            loaded = self._served.get((policy_id, revision))
+            if loaded is None:
+                return None
+            return PolicyRevision(policy_id, revision, "update", loaded.sha256, loaded.source,
+                                  loaded.name, loaded.classification, loaded.path, "")
         return next((r for r in list_revisions(self.shared_sql, policy_id)
                      if r.revision == revision), None)
 

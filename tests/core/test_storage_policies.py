@@ -104,3 +104,29 @@ def test_a_hostile_file_name_in_the_database_is_never_written(conn: psycopg.Conn
     pull(conn, tmp_path / "mirror")
     assert list((tmp_path / "mirror").iterdir()) == []
     assert not (tmp_path / "escape.pol").exists()
+
+
+def test_a_replaced_revision_is_looked_up_in_memory_with_postgres(tmp_path: Path) -> None:
+    """The rollback event of a replaced revision is built on the request path: with
+    PostgreSQL (here one that does not exist) it must come from memory, never the database."""
+    from redis_server import free_port
+
+    from gateway.admin.registry import PolicyRegistry
+    from gateway.config import Config
+    from gateway.db import open_database
+    from gateway.state import GatewayState
+
+    config = Config.from_mapping({"database": {
+        "path": str(tmp_path / "g.db"), "connect_timeout": 1.0,
+        "url": f"postgresql://nobody@127.0.0.1:{free_port()}/none"}}, env={})
+    state = GatewayState(config)
+    folder = tmp_path / "served"
+    folder.mkdir()
+    (folder / "a.pol").write_text(policy("one", "a"))
+    db = open_database(tmp_path / "g.db")
+    state.registry = PolicyRegistry.load(folder, db)
+    (folder / "a.pol").write_text(policy("two", "a"))
+    state.registry = PolicyRegistry.load(folder, db)
+    old = state._old_revision("a", 1)
+    assert old is not None and old.source == policy("one", "a") and old.revision == 1
+    assert state._old_revision("a", 9) is None
