@@ -91,6 +91,12 @@ class ChangePoller:
                               "in memory until it does: %s", exc)
                 self._error = str(exc)
                 continue
+            except Exception as exc:  # e.g. the schema was dropped: keep serving from memory
+                if self._error is None:
+                    log.exception("reading changes from PostgreSQL failed; serving the "
+                                  "identity and policies in memory until it works")
+                self._error = f"{type(exc).__name__}: {exc}"
+                continue
             if self._error is not None:
                 log.info("PostgreSQL answers again; shared state refreshed")
                 self._error = None

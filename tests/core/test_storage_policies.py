@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -130,3 +131,40 @@ def test_a_replaced_revision_is_looked_up_in_memory_with_postgres(tmp_path: Path
     old = state._old_revision("a", 1)
     assert old is not None and old.source == policy("one", "a") and old.revision == 1
     assert state._old_revision("a", 9) is None
+
+
+async def test_the_change_poller_survives_a_dropped_schema_and_reports_it(
+        postgres_url: str) -> None:
+    """Whatever PostgreSQL answers, the poller keeps running (the worker keeps serving from
+    memory) and says why in its status, which `/readyz` shows; it recovers by itself."""
+    import trio
+
+    from gateway.storage.changes import ChangePoller
+    from gateway.storage.postgres import Postgres
+    from gateway.storage.settings import PostgresSettings
+
+    refreshed: list[str] = []
+
+    async def refresh() -> None:
+        refreshed.append("identity")
+
+    with Postgres(PostgresSettings(url=postgres_url, pool_max_size=2)) as pg:
+        poller = ChangePoller(pg, 0.02)
+        poller.watch("identity", refresh)
+
+        async def until(done: Any) -> None:
+            with trio.fail_after(5):
+                while True:
+                    if done():
+                        return
+                    await trio.sleep(0.01)
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(poller.run)
+            await until(lambda: refreshed)
+            await pg.run(lambda c: c.execute("ALTER TABLE change_versions RENAME TO moved"))
+            await until(lambda: poller.status() != "ok")
+            assert "change_versions" in poller.status()
+            await pg.run(lambda c: c.execute("ALTER TABLE moved RENAME TO change_versions"))
+            await until(lambda: poller.status() == "ok")
+            nursery.cancel_scope.cancel()
