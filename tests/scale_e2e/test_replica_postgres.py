@@ -46,6 +46,7 @@ GUARD = '''policy v1 "pg_guard" {{
 @dataclass
 class PgReplicas:
     postgres: PostgresServer
+    database_url: str
     members: list[Workers]
 
     @property
@@ -70,7 +71,7 @@ def pg_replicas(mock_upstream: MockUpstream, postgres_server: PostgresServer,
                                              processes=1,
                                              extra_config=redis_config(redis_server),
                                              account_name=f"pg-replica-{index}"))
-            yield PgReplicas(postgres_server, members)
+            yield PgReplicas(postgres_server, url, members)
         finally:
             for member in members:
                 if member.process.poll() is not None:  # died during the tests: say why
@@ -172,6 +173,17 @@ async def test_a_policy_updated_through_a_is_in_force_on_c_within_the_interval(
         history = (await client.get(f"{c}{API}/policies/pg_guard/revisions",
                                     headers=ADMIN)).json()["data"]
         assert [r["revision"] for r in history] == list(range(1, revision + 1))
+
+        # The CLI of another machine (replica C's configuration) writes to the same database.
+        source = pg_replicas.members[2].config_path.parent / "upload.pol"
+        source.write_text(GUARD.format(word="papaya"))
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("GATEWAY_DATABASE_URL", pg_replicas.database_url)
+            updated_by_cli = await trio.to_thread.run_sync(
+                pg_replicas.members[2].cli, "policies", "update", "pg_guard", str(source))
+        assert updated_by_cli["revision"] == revision + 1
+        took = await _until(lambda: refuses("papaya", a), 1.0)
+        print(f"policy updated by the CLI in force on A after {took * 1000:.0f} ms")
 
 
 async def test_a_file_added_to_a_replicas_policies_directory_reaches_every_replica(
