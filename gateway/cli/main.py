@@ -366,7 +366,8 @@ def _usage(args: argparse.Namespace) -> int:
     project = ProjectStore(_database(config)).get(args.project_id)
     report = _redis_usage(config, project, args.top)  # with the Redis store: every replica's
     if report is None:
-        report = usage_report(open_database(config.database_path).conn, project.id, datetime.now(UTC), budget=project.budget,
+        report = usage_report(open_database(config.database_path).conn, project.id,
+                              datetime.now(UTC), budget=project.budget,
                               user_quota=project.user_quota, top=args.top)
     if args.json:
         _print(report)

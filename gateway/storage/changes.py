@@ -58,7 +58,9 @@ class ChangePoller:
 
     async def poll_once(self) -> None:
         """Read the counters and refresh what moved; DatabaseUnavailable when unreachable."""
-        versions = await self.pg.run(read_versions)
+        # A short wait for a connection: an outage shows in readiness within about a second,
+        # not after the full connect timeout the management calls get.
+        versions = await self.pg.run(read_versions, wait=min(1.0, self.pg.settings.connect_timeout))
         for name, refresh in self.refreshers.items():
             if versions.get(name) != self._seen.get(name):
                 try:

@@ -65,7 +65,8 @@ class SqliteSql:
     def insert(self, table: str, row: Mapping[str, Any]) -> None:
         columns = ", ".join(row)
         marks = ", ".join("?" for _ in row)
-        self.db.conn.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", list(row.values()))
+        self.db.conn.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})",
+                             list(row.values()))
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

@@ -260,6 +260,10 @@ async def test_postgres_down_mid_load_keeps_serving_from_memory(
         _, _, fresh = await _project(client, pg_replicas)
         for url in urls:
             await _until(lambda url=url: _ok(client, url, fresh), 1.0)
+    for member in pg_replicas.members:  # said once when it went, once when it came back
+        log = (member.config_path.parent / "gateway.log").read_text()
+        assert log.count("PostgreSQL does not answer") == 1
+        assert log.count("PostgreSQL answers again") == 1
 
 
 async def _ok(client: httpx.AsyncClient, url: str, key: str) -> bool:
