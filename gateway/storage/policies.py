@@ -26,6 +26,7 @@ from typing import Any
 
 from gateway.admin.registry import _atomic_write, policy_files
 from gateway.db import now_iso
+from gateway.storage.sql import LOCK_WAIT_MS
 
 #: Key of the advisory lock writers of `policy_sources` take, so imports do not interleave.
 _SOURCES_LOCK = 7_315_402_120
@@ -89,6 +90,7 @@ def publish(conn: Any, directory: str | os.PathLike[str], names: Iterable[str],
     database: a file present is upserted, a missing one deleted."""
     folder = Path(directory)
     with conn.transaction():
+        conn.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT_MS}ms'")
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SOURCES_LOCK,))
         for name in dict.fromkeys(names):
             path = folder / name
@@ -104,6 +106,7 @@ def import_directory(conn: Any, directory: str | os.PathLike[str]) -> list[str]:
     files = {path.name: path.read_text(encoding="utf-8") for path in policy_files(directory)}
     changed: list[str] = []
     with conn.transaction():
+        conn.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT_MS}ms'")
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SOURCES_LOCK,))
         known = dict(conn.execute(
             "SELECT filename, directory_sha256 FROM policy_sources").fetchall())

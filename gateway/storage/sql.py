@@ -24,6 +24,8 @@ from gateway.storage.postgres import Postgres
 
 #: Key of the advisory lock every PostgreSQL write transaction of the stores takes.
 _WRITE_LOCK = 7_315_402_119
+#: Longest wait for a lock inside a write transaction.
+LOCK_WAIT_MS = 10_000
 
 
 class Rows(Protocol):
@@ -150,6 +152,9 @@ class PostgresSql:
         self.pg.open()
         try:
             with self.pg.pool.connection() as conn, conn.transaction():
+                # A writer stuck elsewhere holding the lock must not hang this worker's threads
+                # for good: past the wait, the call fails as "did not answer" (503).
+                conn.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT_MS}ms'")
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
                 self._local.conn = conn
                 try:

@@ -168,3 +168,25 @@ async def test_the_change_poller_survives_a_dropped_schema_and_reports_it(
             await pg.run(lambda c: c.execute("ALTER TABLE moved RENAME TO change_versions"))
             await until(lambda: poller.status() == "ok")
             nursery.cancel_scope.cancel()
+
+
+def test_a_writer_holding_the_lock_elsewhere_fails_a_write_in_time(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A transaction stuck on another replica holding the write lock: a store write here waits
+    `LOCK_WAIT_MS`, then fails as unavailable (a 503), instead of hanging a thread for good."""
+    import gateway.storage.sql as sql_module
+    from gateway.errors import DatabaseUnavailable, ProjectError
+    from gateway.identity.projects import ProjectStore
+    from gateway.storage.postgres import Postgres
+    from gateway.storage.settings import PostgresSettings
+
+    monkeypatch.setattr(sql_module, "LOCK_WAIT_MS", 200)
+    with psycopg.connect(postgres_url) as stuck, \
+            Postgres(PostgresSettings(url=postgres_url, pool_max_size=2)) as pg:
+        stuck.execute("SELECT pg_advisory_xact_lock(%s)", (sql_module._WRITE_LOCK,))
+        store = ProjectStore(sql_module.PostgresSql(pg))
+        with pytest.raises(DatabaseUnavailable, match="lock timeout"):
+            store.grant("alice", "proj_x")
+        stuck.rollback()
+        with pytest.raises(ProjectError, match="unknown project"):  # the lock is free again
+            store.grant("alice", "proj_x")
