@@ -173,8 +173,12 @@ class GatewayState:
         from gateway.storage.policies import pull
 
         assert self.postgres is not None
-        if await self.postgres.run(pull, self.config.policies_dir) and self.reloader:
-            async with self.reloader.lock:
+        if self.reloader is None:  # not serving yet: `open` pulls and loads by itself
+            return
+        # Under the reloader's lock: its watcher must not load the mirror half-way through a
+        # pull (a renamed file would be recorded as a delete and a create).
+        async with self.reloader.lock:
+            if await self.postgres.run(pull, self.config.policies_dir):
                 await self.reloader.reload_async()
 
     @property
