@@ -1,4 +1,4 @@
-"""`python -m bench [proxy|frames|policy|quota|events|first_token|mcp|model_tools|classifiers|moderation|moderation_shared|compare|locks|soak] [--options]`:
+"""`python -m bench [proxy|frames|policy|quota|events|first_token|mcp|model_tools|classifiers|moderation|moderation_shared|compare|locks|soak|storage] [--options]`:
 run the benchmarks and print their figures; options (e.g. `compare --quick`) go to the suites."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ SUITES = {"proxy": "bench_proxy", "frames": "bench_frames", "policy": "bench_pol
           "quota": "bench_quota", "events": "bench_events", "first_token": "bench_first_token",
           "mcp": "bench_mcp", "model_tools": "bench_model_tools", "compare": "bench_compare",
           "locks": "bench_locks", "soak": "bench_soak", "classifiers": "bench_classifiers",
-          "moderation": "bench_moderation", "moderation_shared": "bench_moderation_shared"}
+          "moderation": "bench_moderation", "moderation_shared": "bench_moderation_shared",
+          "storage": "bench_storage"}
 
 
 def main(argv: list[str]) -> int:

@@ -74,6 +74,7 @@ def create_app(config: Config | None = None, *,
     state = GatewayState(config, echo_transport=echo_transport, transport=transport)
     app.extensions["gateway"] = state
     reloader = register_management(app, state)
+    state.reloader = reloader
     register_openapi(app)
     metrics = GatewayMetrics()
     app.extensions["metrics"] = metrics
@@ -240,6 +241,8 @@ def _governed(state: GatewayState, governed: PolicySurface, endpoint: Endpoint
 def log_startup(config: Config, registry: Any) -> None:
     """One line each: the database, the policies in force, and every provider with its routes."""
     log.info("database %s", os.path.abspath(config.database_path))
+    if config.postgres is not None:
+        log.info("identity and policies in PostgreSQL at %s", config.postgres.where)
     loaded = sorted(f"{p.policy_id}@{p.revision}" for p in registry.policies.values())
     log.info("policies from %s: %s%s", os.path.abspath(config.policies_dir),
              ", ".join(loaded) or "none",

@@ -45,6 +45,8 @@ own error shape)::
     │   └── UpstreamTimeout           504 upstream_timeout
     ├── ServerBusy                    503 server_busy: this worker is at its request cap
     ├── ShuttingDown                  503 server_shutting_down: the grace period ended
+    ├── DatabaseUnavailable           503 database_unavailable: PostgreSQL did not answer a
+    │                                     management call (requests keep their snapshot)
     ├── QuotaUnavailable              503 quota_unavailable: the shared quota store (Redis)
     │                                     did not answer and quotas fail closed
     └── HistoryUnavailable            503 history_unavailable: the shared event store
@@ -70,7 +72,6 @@ reported to the operator or the CLI user, and our own bugs::
     WebhookError                      a connector destination that refused (destination)
     EventStorageError                 the events database cannot be written (environment)
     SharedStateUnavailable            Redis did not answer; each caller maps it (deployment)
-    DatabaseUnavailable               PostgreSQL did not answer; callers keep their snapshot
     SchemaMismatch                    a database schema missing or newer than this version
     ClassifierFailed                  an external classifier could not classify (on_error decides)
     BreakerOpen                       the classifier's circuit breaker is open (on_error decides)
@@ -375,6 +376,18 @@ class ShuttingDown(GatewayError):
     anthropic_type = "api_error"
 
 
+class DatabaseUnavailable(GatewayError):
+    """PostgreSQL, which holds the state shared by replicas, did not answer (down,
+    unreachable, out of connections). Caused by the deployment. The request path never waits
+    on it: it keeps serving from its in-memory snapshot, `/readyz` reports it, and management
+    calls and CLI commands that need it fail with this error: retry once it is back."""
+
+    status = 503
+    code = "database_unavailable"
+    error_type = "server_error"
+    anthropic_type = "api_error"
+
+
 class ServerBusy(GatewayError):
     """This worker already serves `[limits] max_concurrent_requests` requests. Caused by load
     (or by clients holding requests open), not by this request: retry after `Retry-After`."""
@@ -502,13 +515,6 @@ class CommandError(ValueError):
 class InvalidTransition(RuntimeError):
     """A governed request's lifecycle (gateway/policy/lifecycle.py) got an event its phase does
     not allow. Never the caller's doing: a bug of ours, to report."""
-
-
-class DatabaseUnavailable(Exception):
-    """PostgreSQL, which holds the state shared by replicas, did not answer or refused a
-    statement for a reason of its own (down, unreachable, out of connections). Caused by the
-    deployment. The request path never waits on it: it keeps serving from its in-memory
-    snapshot, `/readyz` reports it, and management writes fail with this message."""
 
 
 class SchemaMismatch(Exception):

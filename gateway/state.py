@@ -8,17 +8,18 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import httpx2
 import sqlite_utils
 import trio
 
-from gateway.admin.registry import PolicyRegistry, PolicyRevision, list_revisions
+from gateway.admin.registry import LoadedPolicy, PolicyRegistry, PolicyRevision, list_revisions
 from gateway.admin.reload import emit_revision_events
 from gateway.config import Config
 from gateway.db import open_database
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, DatabaseUnavailable
 from gateway.events.connectors import ConnectorTask, connector_settings
 from gateway.events.pg_store import PgEventStore
 from gateway.events.sink import EventSink, QueueSink
@@ -36,10 +37,15 @@ from gateway.quota.limits import QuotaStore
 from gateway.quota.redis import quota_store_for
 from gateway.quota.sqlite import settings_from_config
 from gateway.redis_link import RedisLink, redis_settings
+from gateway.storage.changes import ChangePoller
+from gateway.storage.migrations import check_postgres
+from gateway.storage.pg_schema import MIGRATIONS
 from gateway.storage.postgres import Postgres
+from gateway.storage.sql import PostgresSql, Sql, SqliteSql
 from gateway.upstream.exchange import Upstreams
 
 log = logging.getLogger("gateway")
+T = TypeVar("T")
 
 
 def _event_settings(config: Config) -> EventSettings:
@@ -84,15 +90,25 @@ class GatewayState:
                                                   background=lambda: self.nursery)
         #: Extra `/readyz` checks: name -> probe answering "ok" or "unavailable: why".
         self.readiness_checks: dict[str, Callable[[], Awaitable[str]]] = {}
+        #: `/readyz` notes that leave the gateway ready (it serves from its snapshots):
+        #: name -> "ok" or "unavailable: why", answered from memory.
+        self.degraded_checks: dict[str, Callable[[], str]] = {}
+        #: PostgreSQL, when `[database] url` names it: identity, policies and the events of
+        #: every replica (docs/scale-out.md).
+        self.postgres: Postgres | None = None
+        self.changes: ChangePoller | None = None
+        if config.postgres is not None:
+            self.postgres = Postgres(config.postgres)
+            self.changes = ChangePoller(self.postgres, config.postgres.poll_interval)
+            self.degraded_checks["postgres"] = self.changes.status
+        #: The policy reloader (gateway/admin/reload.py), set by the app.
+        self.reloader: Any = None
         if self.redis is not None:
             self.readiness_checks["redis"] = self.redis.ping
         self.event_settings = _event_settings(config)
         self.event_sink = QueueSink(self.event_settings.queue_capacity,
                                     recent=self.event_settings.recent)
         self.events: EventSink = self.event_sink
-        #: The pool of the PostgreSQL that `[database] url` names: the events of every replica.
-        self.postgres: Postgres | None = (Postgres(config.postgres) if config.postgres
-                                          else None)
         self.event_writer = EventWriter(self.event_sink, _event_store(self),
                                         self.event_settings)
         self.connectors = _connectors(config, self.event_settings, self.escalation, self.redis,
@@ -112,17 +128,23 @@ class GatewayState:
         self._db: sqlite_utils.Database | None = None
         self._identities: IdentityCache | None = None
         self._registry: PolicyRegistry | None = None
+        self._sql: Sql | None = None
+        self._served: dict[tuple[str, int], LoadedPolicy] = {}
 
     async def open(self) -> None:
         self._db = open_database(self.config.database_path)
-        self._identities = IdentityCache(self._db)
-        self._identities.refresh_if_changed()
-        self._registry = PolicyRegistry.load(self.config.policies_dir, self._db,
-                                             escalation=self.escalation)
-        for path, diagnostics in self._registry.errors.items():
+        if self.postgres is not None:
+            await self._open_shared(self.postgres)
+        else:
+            self._identities = IdentityCache(self._db)
+            self._identities.refresh_if_changed()
+            self._registry = PolicyRegistry.load(self.config.policies_dir, self._db,
+                                                 escalation=self.escalation)
+        for path, diagnostics in self.registry.errors.items():
             log.error("policy file %s failed its check: %s", path,
                       "; ".join(d.message for d in diagnostics))
-        emit_revision_events(self, self._registry)
+        self._remember(self.registry)
+        emit_revision_events(self, self.registry)
         await self.upstreams.open()
         if self.redis is not None:
             answer = await self.redis.ping()
@@ -130,6 +152,76 @@ class GatewayState:
                 log.error("Redis at %s does not answer at start (%s): /readyz reports not ready "
                           "until it does, and it is used as soon as it answers",
                           self.redis.settings.where, answer)
+
+    async def _open_shared(self, pg: Postgres) -> None:
+        """Identity and policies from PostgreSQL: its schema must be the one this code knows
+        (`migrate` makes it; serve never does), and it must answer now."""
+        from gateway.identity.shared import SharedIdentityCache
+        from gateway.storage.policies import import_directory, pull
+
+        pg.open()
+        await pg.run(check_postgres, MIGRATIONS, pg.settings.where)
+        identities = SharedIdentityCache(pg)
+        await identities.refresh()
+        self._identities = identities
+        self._sql = PostgresSql(pg)
+        assert self.changes is not None
+        self.changes.watch("identity", identities.refresh)
+        self.changes.mark_seen("identity", identities.version)
+        self.changes.watch("policies", self._pull_policies)
+        if self.config.policies_import_dir is not None:
+            await pg.run(import_directory, self.config.policies_import_dir)
+        await pg.run(pull, self.config.policies_dir)
+        self._registry = await trio.to_thread.run_sync(partial(
+            PolicyRegistry.load, self.config.policies_dir, self._sql,
+            escalation=self.escalation))
+
+    async def _pull_policies(self) -> None:
+        """The policies counter moved: mirror the database, and reload if a file changed."""
+        from gateway.storage.policies import pull
+
+        assert self.postgres is not None
+        if self.reloader is None:  # not serving yet: `open` pulls and loads by itself
+            return
+        # Under the reloader's lock: its watcher must not load the mirror half-way through a
+        # pull (a renamed file would be recorded as a delete and a create).
+        async with self.reloader.lock:
+            if await self.postgres.run(pull, self.config.policies_dir):
+                await self.reloader.reload_async()
+
+    @property
+    def shared_sql(self) -> Sql:
+        """Where accounts, keys, projects, grants and policy revisions are: PostgreSQL, or
+        this worker's SQLite connection. Call its stores through `store_call`."""
+        if self._sql is None:
+            self._sql = SqliteSql(self.db)
+        return self._sql
+
+    async def store_call(self, work: Callable[..., T], *args: Any) -> T:
+        """`work(*args)` using `shared_sql`: on a worker thread with PostgreSQL (a round trip
+        must not stall the event loop), inline with SQLite (its connection is this thread's)."""
+        if self.postgres is None:
+            return work(*args)
+        return await trio.to_thread.run_sync(partial(work, *args),
+                                             limiter=self.postgres.limiter)
+
+    async def identity_changed(self) -> None:
+        """After a write to accounts, keys, projects or grants through this worker: the next
+        request sees it (read-your-writes); other replicas see it within a poll interval."""
+        if self.postgres is None:
+            self.identities.invalidate()
+            return
+        identities: Any = self.identities
+        await identities.refresh()
+
+    async def publish_policies(self, names: list[str]) -> None:
+        """With PostgreSQL, put the mirror files an API write just changed into the database
+        (the other replicas pull them); nothing to do with SQLite."""
+        if self.postgres is None:
+            return
+        from gateway.storage.policies import publish
+
+        await self.postgres.run(publish, self.config.policies_dir, names)
 
     async def aclose(self) -> None:
         await self.upstreams.aclose()
@@ -145,7 +237,36 @@ class GatewayState:
     def shared_state_tasks(self) -> list[Callable[..., Awaitable[None]]]:
         """Background tasks that keep state shared with other replicas (run by the app)."""
         state: Any = self.rollouts.engine.state
-        return [state.run] if state.shared else []
+        tasks: list[Callable[..., Awaitable[None]]] = [state.run] if state.shared else []
+        if self.changes is not None:
+            tasks.append(self.changes.run)
+            if self.config.policies_import_dir is not None:
+                tasks.append(self._watch_import_dir)
+        return tasks
+
+    async def _watch_import_dir(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                                ) -> None:
+        """GitOps: import the configured policies directory into PostgreSQL when it changes."""
+        from gateway.admin.reload import directory_fingerprint
+        from gateway.storage.policies import import_directory
+
+        assert self.postgres is not None and self.changes is not None
+        directory = self.config.policies_import_dir
+        assert directory is not None
+        seen = await trio.to_thread.run_sync(directory_fingerprint, directory)
+        task_status.started()
+        while True:
+            await trio.sleep(self.changes.interval)
+            now = await trio.to_thread.run_sync(directory_fingerprint, directory)
+            if now is None or now == seen:
+                continue
+            try:
+                await self.postgres.run(import_directory, directory)
+            except DatabaseUnavailable as exc:  # retried on the next poll
+                log.error("importing the policies directory %s failed: %s", directory, exc)
+                continue
+            seen = now
+            self.changes.wake()
 
     @property
     def serving(self) -> bool:
@@ -175,11 +296,24 @@ class GatewayState:
     @registry.setter
     def registry(self, registry: PolicyRegistry) -> None:
         self._registry = registry
+        self._remember(registry)
+
+    def _remember(self, registry: PolicyRegistry) -> None:
+        # Every revision this worker served, for the rare rollback event of a replaced one:
+        # with PostgreSQL the request path must not read the history (see `_old_revision`).
+        for loaded in registry.policies.values():
+            self._served[(loaded.policy_id, loaded.revision)] = loaded
 
     def authenticate(self, credential: str) -> Caller:
         return authenticate(self.identities, self.jwt, credential)
 
     def _old_revision(self, policy_id: str, revision: int) -> PolicyRevision | None:
-        return next((r for r in list_revisions(self.db, policy_id) if r.revision == revision),
-                    None)
+        if self.postgres is not None:  # called on the request path: memory only
+            loaded = self._served.get((policy_id, revision))
+            if loaded is None:
+                return None
+            return PolicyRevision(policy_id, revision, "update", loaded.sha256, loaded.source,
+                                  loaded.name, loaded.classification, loaded.path, "")
+        return next((r for r in list_revisions(self.shared_sql, policy_id)
+                     if r.revision == revision), None)
 

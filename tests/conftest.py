@@ -25,6 +25,7 @@ from e2e.harness import GatewayFactory, RunningGateway, mock_providers, start_ga
 from mock_upstream import MockUpstream
 from postgres_server import MIGRATED_TEMPLATE, PostgresServer
 from redis_server import RedisServer
+from storage_backends import PostgresBackend, SqliteBackend
 
 
 @pytest.fixture(scope="session")
@@ -134,3 +135,17 @@ def migrate_url(url: str) -> None:
 
     with Postgres(PostgresSettings(url=url, pool_min_size=0, pool_max_size=1)) as pg:
         migrate(pg)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path
+            ) -> Iterator[SqliteBackend | PostgresBackend]:
+    """The store of identity, projects and policy revisions: a SQLite file, then a fresh
+    PostgreSQL database (tests/storage_backends.py)."""
+    store: SqliteBackend | PostgresBackend
+    if request.param == "postgres":
+        store = PostgresBackend(request.getfixturevalue("postgres_url"))
+    else:
+        store = SqliteBackend(tmp_path / "gw.db")
+    yield store
+    store.close()

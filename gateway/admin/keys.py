@@ -6,6 +6,7 @@ project is answered like a missing one.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from quart import Response, request
@@ -32,7 +33,7 @@ def _key_dict(key: Any) -> dict[str, Any]:
 @admin_route("/keys", ["GET"])
 async def list_keys(state: Any) -> Response:
     account = request.args.get("account_id") or admin().account_id
-    keys = IdentityStore(state.db).list_keys(account)
+    keys = await state.store_call(IdentityStore(state.shared_sql).list_keys, account)
     project = request.args.get("project_id")
     data = [_key_dict(k) for k in keys if admin().manages(k.account_id)
             and (project is None or k.project_id == project)]
@@ -49,7 +50,7 @@ async def create_key(state: Any) -> Response:
     if not isinstance(label, str):
         raise InvalidRequest("'label' must be a string.", param="label")
     if project_id is not None:
-        project = project_or_404(state, project_id)
+        project = await project_or_404(state, project_id)
         if account_id is not None and account_id != project.account_id:
             raise InvalidRequest(f"Project {project_id!r} belongs to another account.")
         account_id = project.account_id
@@ -58,22 +59,27 @@ async def create_key(state: Any) -> Response:
                              "'account_id' (a compat-only key).", param="account_id")
     if not admin().manages(account_id):
         raise InvalidRequest(f"unknown account {account_id!r}", param="account_id")
-    key, plaintext = IdentityStore(state.db).create_key(account_id, project_id=project_id,
-                                                        label=label)
-    state.identities.invalidate()
+    key, plaintext = await state.store_call(partial(
+        IdentityStore(state.shared_sql).create_key, account_id, project_id=project_id,
+        label=label))
+    await state.identity_changed()
     return json_response(201, {**_key_dict(key), "key": plaintext})
 
 
 @admin_route("/keys/<key_id>/revoke", ["POST"])
 async def revoke_key(state: Any, key_id: str) -> Response:
-    store = IdentityStore(state.db)
-    owner = state.db.execute("SELECT account_id FROM api_keys WHERE id = ?",
-                             [key_id]).fetchone()
+    store = IdentityStore(state.shared_sql)
+    owner = (await state.store_call(lambda: store.sql.execute(
+        "SELECT account_id FROM api_keys WHERE id = ?", [key_id]).fetchone()))
     if owner is None or not admin().manages(owner[0]):
         raise NotFound(f"No key {key_id!r}.")
-    try:
-        key = store.revoke_key(key_id)
-    except IdentityError:
-        raise NotFound(f"No key {key_id!r}.") from None
-    state.identities.invalidate()
+
+    def revoke() -> Any:
+        try:
+            return store.revoke_key(key_id)
+        except IdentityError:
+            raise NotFound(f"No key {key_id!r}.") from None
+
+    key = await state.store_call(revoke)
+    await state.identity_changed()
     return json_response(200, _key_dict(key))

@@ -11,6 +11,7 @@ of every account (gateway/admin/auth.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from gateway.admin.common import (
     decode_body,
     json_response,
 )
-from gateway.admin.registry import PolicyRegistry, list_revisions
+from gateway.admin.registry import PolicyRegistry, _atomic_write, list_revisions, policy_files
 from gateway.admin.reload import PolicyReloader, placed_policy, registry_problems, write_policy_file
 from gateway.errors import (
     Conflict,
@@ -44,9 +45,28 @@ def _reloader() -> PolicyReloader:
     return reloader
 
 
-def _reload_as_admin() -> PolicyRegistry:
+async def _reload_as_admin() -> PolicyRegistry:
     """Reload after an API write; its revision events name the admin who made it."""
-    return _reloader().reload(user_id=g.admin_user_id)
+    return await _reloader().reload_async(user_id=g.admin_user_id)
+
+
+async def _change_directory(state: Any, change: Callable[[], list[str]]) -> None:
+    """Run `change` (it edits the served directory and returns the file names it touched) and,
+    with PostgreSQL, publish those files to the database. If publishing fails, the directory
+    is put back as it was, so this replica never serves a policy the others do not have."""
+    folder = Path(state.config.policies_dir)
+    before = ({p.name: p.read_bytes() for p in policy_files(folder)}
+              if state.postgres is not None else {})
+    names = change()
+    try:
+        await state.publish_policies(names)
+    except BaseException:
+        for name in names:
+            if name in before:
+                _atomic_write(folder / name, before[name].decode("utf-8"))
+            else:
+                (folder / name).unlink(missing_ok=True)
+        raise
 
 
 def _policy_summary(loaded: Any, registry: PolicyRegistry) -> dict[str, Any]:
@@ -93,16 +113,24 @@ def _invalid_policy(diagnostics: list[dsl.Diagnostic]) -> GatewayError:
     return InvalidPolicy(message, extra={"diagnostics": [d.as_dict() for d in diagnostics]})
 
 
-def _write_policy(state: Any, source: str, replacing: Any | None) -> dict[str, Any]:
+async def _write_policy(state: Any, source: str, replacing: Any | None) -> dict[str, Any]:
     """Check, write atomically, reload: the policy in force changes only if all of it passes."""
     admin().require_global("Writing a policy")
     filename = f"<{'update' if replacing else 'create'}>"
-    try:
+
+    def write() -> list[str]:
         target = write_policy_file(state.config.policies_dir, source, state.registry,
                                    replacing=replacing, filename=filename,
                                    escalation=state.escalation)
-        registry = _reload_as_admin()
-        loaded = placed_policy(registry, target.stem, target)
+        written.append(target)
+        return [target.name, *([Path(replacing.path).name] if replacing else [])]
+
+    written: list[Path] = []
+    try:
+        async with _reloader().lock:
+            await _change_directory(state, write)
+            registry = await _reload_as_admin()
+        loaded = placed_policy(registry, written[0].stem, written[0])
     except PolicyFileError as failure:
         raise _invalid_policy(failure.diagnostics) from None
     except PolicyIdRefused as exc:
@@ -112,11 +140,17 @@ def _write_policy(state: Any, source: str, replacing: Any | None) -> dict[str, A
     return {**_policy_summary(loaded, registry), "source": loaded.source}
 
 
-def _delete_policy_file(path: str) -> PolicyRegistry:
-    """Remove the file and reload with no await in between: the directory watcher (same
-    thread) must not see the deletion first and record it without the admin's id."""
-    Path(path).unlink(missing_ok=True)
-    return _reload_as_admin()
+async def _delete_policy_file(state: Any, path: str) -> PolicyRegistry:
+    """Remove the file and reload holding the reloader's lock: the directory watcher must not
+    see the deletion first and record it without the admin's id."""
+
+    def remove() -> list[str]:
+        Path(path).unlink(missing_ok=True)
+        return [Path(path).name]
+
+    async with _reloader().lock:
+        await _change_directory(state, remove)
+        return await _reload_as_admin()
 
 
 def _loaded_or_404(state: Any, policy_id: str) -> Any:
@@ -137,7 +171,7 @@ async def list_policies(state: Any) -> Response:
 
 @admin_route("/policies", ["POST"])
 async def create_policy(state: Any) -> Response:
-    return json_response(201, _write_policy(state, await _policy_source(), None))
+    return json_response(201, await _write_policy(state, await _policy_source(), None))
 
 
 @admin_route("/policies/validate", ["POST"])
@@ -169,15 +203,15 @@ async def read_policy(state: Any, policy_id: str) -> Response:
 @admin_route("/policies/<policy_id>", ["PUT"])
 async def update_policy(state: Any, policy_id: str) -> Response:
     loaded = _loaded_or_404(state, policy_id)
-    return json_response(200, _write_policy(state, await _policy_source(), loaded))
+    return json_response(200, await _write_policy(state, await _policy_source(), loaded))
 
 
 @admin_route("/policies/<policy_id>", ["DELETE"])
 async def delete_policy(state: Any, policy_id: str) -> Response:
     loaded = _loaded_or_404(state, policy_id)
     admin().require_global("Deleting a policy")
-    registry = _delete_policy_file(loaded.path)
-    revisions = list_revisions(state.db, policy_id)
+    registry = await _delete_policy_file(state, loaded.path)
+    revisions = await state.store_call(list_revisions, state.shared_sql, policy_id)
     return json_response(200, {"policy_id": policy_id,
                                 "deleted": registry.get(policy_id) is None,
                                 "revision": revisions[-1].revision if revisions else None})
@@ -185,7 +219,7 @@ async def delete_policy(state: Any, policy_id: str) -> Response:
 
 @admin_route("/policies/<policy_id>/revisions", ["GET"])
 async def policy_revisions(state: Any, policy_id: str) -> Response:
-    revisions = list_revisions(state.db, policy_id)
+    revisions = await state.store_call(list_revisions, state.shared_sql, policy_id)
     if not revisions:
         raise NotFound(f"Policy {policy_id!r} has no revisions.")
     data = [{"policy_id": r.policy_id, "revision": r.revision, "edit_type": r.edit_type,

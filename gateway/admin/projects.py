@@ -7,6 +7,7 @@ answered like a missing one (404), and creating one in another account like an u
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from quart import Response, request
@@ -26,10 +27,10 @@ CREATE_FIELDS = ("id", "account_id", "name", "status", "policy_id", "budget", "u
                  "allow_inline_policy")
 
 
-def project_or_404(state: Any, project_id: str) -> Any:
+async def project_or_404(state: Any, project_id: str) -> Any:
     """The project, if it exists and the current admin manages its account."""
     try:
-        project = ProjectStore(state.db).get(project_id)
+        project = await state.store_call(ProjectStore(state.shared_sql).get, project_id)
     except ProjectError:
         project = None
     if project is None or not admin().manages(project.account_id):
@@ -41,8 +42,9 @@ def project_or_404(state: Any, project_id: str) -> Any:
 async def list_projects(state: Any) -> Response:
     account = request.args.get("account_id") or None
     # An account's admin lists its own account; naming another one finds nothing.
-    projects = [p for p in ProjectStore(state.db).list(account or admin().account_id)
-                if admin().manages(p.account_id)]
+    listed = await state.store_call(ProjectStore(state.shared_sql).list,
+                                    account or admin().account_id)
+    projects = [p for p in listed if admin().manages(p.account_id)]
     return json_response(200, {"object": "list", "data": [p.as_dict() for p in projects]})
 
 
@@ -55,41 +57,46 @@ async def create_project(state: Any) -> Response:
     assert project_id is not None and account_id is not None
     if not admin().manages(account_id):
         raise InvalidRequest(f"unknown account {account_id!r}", param="account_id")
-    store = ProjectStore(state.db)
-    if state.db.execute("SELECT 1 FROM projects WHERE id = ?", [project_id]).fetchone():
-        raise Conflict(f"Project {project_id!r} already exists.")
-    project = store.create(
-        project_id, account_id=account_id, name=body.get("name", project_id),
-        status=body.get("status", "active"), policy_id=body.get("policy_id"),
-        budget=body.get("budget"), user_quota=body.get("user_quota"),
-        allow_inline_policy=body.get("allow_inline_policy", False),
-        known_policies=frozenset(state.registry.policies))
-    state.identities.invalidate()
+    store = ProjectStore(state.shared_sql)
+    known = frozenset(state.registry.policies)
+
+    def create() -> Any:
+        if store.sql.execute("SELECT 1 FROM projects WHERE id = ?", [project_id]).fetchone():
+            raise Conflict(f"Project {project_id!r} already exists.")
+        return store.create(
+            project_id, account_id=account_id, name=body.get("name", project_id),
+            status=body.get("status", "active"), policy_id=body.get("policy_id"),
+            budget=body.get("budget"), user_quota=body.get("user_quota"),
+            allow_inline_policy=body.get("allow_inline_policy", False), known_policies=known)
+
+    project = await state.store_call(create)
+    await state.identity_changed()
     return json_response(201, project.as_dict())
 
 
 @admin_route("/projects/<project_id>", ["GET"])
 async def read_project(state: Any, project_id: str) -> Response:
-    return json_response(200, project_or_404(state, project_id).as_dict())
+    return json_response(200, (await project_or_404(state, project_id)).as_dict())
 
 
 @admin_route("/projects/<project_id>", ["PATCH"])
 async def update_project(state: Any, project_id: str) -> Response:
     body = await object_body()
-    project_or_404(state, project_id)
+    await project_or_404(state, project_id)
     refuse_unknown_fields(body, UPDATABLE)
     if not body:
         raise InvalidRequest("Nothing to update: give name, status, policy_id, budget, "
                              "user_quota or allow_inline_policy.")
-    project = ProjectStore(state.db).update(
-        project_id, known_policies=frozenset(state.registry.policies), **body)
-    state.identities.invalidate()
+    project = await state.store_call(partial(
+        ProjectStore(state.shared_sql).update, project_id,
+        known_policies=frozenset(state.registry.policies), **body))
+    await state.identity_changed()
     return json_response(200, project.as_dict())
 
 
 @admin_route("/projects/<project_id>/usage", ["GET"])
 async def project_usage(state: Any, project_id: str) -> Response:
-    project = project_or_404(state, project_id)
+    project = await project_or_404(state, project_id)
     top_text = request.args.get("top", "10")
     if not top_text.isdigit() or not 1 <= int(top_text) <= 1000:
         raise InvalidRequest("'top' must be an integer from 1 to 1000.", param="top")

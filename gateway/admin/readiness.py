@@ -3,8 +3,9 @@
 503 only when it cannot: the database cannot be opened and read at its path, the policies are
 not loaded, a policy that a project links to has a broken file and no good revision in force
 (a bad deploy), or the gateway is shutting down. Everything else that is wrong stays ready with
-a `degraded` note: events that cannot be written (`events_not_written`: the event store, such as
-a shared PostgreSQL, is down, and events queue up to their bound), and (with the
+a `degraded` note: PostgreSQL not answering (`postgres_unavailable`: identity and policies keep
+being served from memory), events that cannot be written (`events_not_written`: the event
+store, such as a shared PostgreSQL, is down, and events queue up to their bound), and (with the
 `gateway_degraded` metric) a policy file that fails its check while
 its last good revision stays in force, or that no project links to, and a linked policy that
 has no file at all (that project gets `400 policy_not_linked` on every replica alike). Removing
@@ -130,6 +131,12 @@ async def _check_dependencies(readiness: Readiness, state: Any) -> None:
         if answer != "ok":
             readiness.dependencies[name] = answer
             readiness.reasons.append(f"{name}_unavailable")
+    # PostgreSQL: the replica keeps serving from its snapshots, so it stays ready, degraded.
+    for name, status in state.degraded_checks.items():
+        answer = status()
+        if answer != "ok":
+            readiness.dependencies[name] = answer
+            readiness.notes.append(f"{name}_unavailable")
 
 
 def _check_events(readiness: Readiness, state: Any) -> None:
@@ -170,6 +177,9 @@ def _policy_errors(registry: Any) -> list[dict[str, Any]]:
 
 
 def _linked_policy_ids(state: Any) -> set[str]:
+    if state.postgres is not None:  # the snapshot in memory: readiness never waits on it
+        return {p.policy_id for p in state.identities.snapshot.projects.values()
+                if p.policy_id and p.status == "active"}
     rows = state.db.execute("SELECT DISTINCT policy_id FROM projects WHERE policy_id IS NOT NULL "
                             "AND status = 'active'").fetchall()
     return {row[0] for row in rows}

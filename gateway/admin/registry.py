@@ -26,9 +26,10 @@ from types import MappingProxyType
 import sqlite_utils
 
 import dsl
-from gateway.db import now_iso, write_transaction
+from gateway.db import now_iso
 from gateway.errors import PolicyDirectoryError, PolicyFileError
 from gateway.policy.escalation import EscalationSettings, escalation_diagnostic
+from gateway.storage.sql import Sql, as_sql
 
 EDIT_TYPES = ("create", "update", "delete")
 
@@ -81,7 +82,7 @@ class PolicyRegistry:
         return self.policies.get(policy_id)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike[str], db: sqlite_utils.Database,
+    def load(cls, directory: str | os.PathLike[str], db: sqlite_utils.Database | Sql,
              previous: PolicyRegistry | None = None, *,
              escalation: EscalationSettings | None = None) -> PolicyRegistry:
         """Compile every policy file of `directory` and record new revisions. A policy whose
@@ -111,7 +112,8 @@ class PolicyRegistry:
                     retained[loaded.policy_id] = loaded
         broken_files = {Path(p).name for p in errors}
 
-        with write_transaction(db):
+        db = as_sql(db)
+        with db.transaction():
             latest = _latest_revisions(db)
             changes: list[PolicyRevision] = []
             policies: dict[str, LoadedPolicy] = {}
@@ -146,7 +148,7 @@ def policy_files(directory: str | os.PathLike[str]) -> list[Path]:
 
 
 def add_policy_file(src_path: str | os.PathLike[str], directory: str | os.PathLike[str],
-                    db: sqlite_utils.Database, *,
+                    db: sqlite_utils.Database | Sql, *,
                     escalation: EscalationSettings | None = None) -> LoadedPolicy:
     """Check `src_path`, then place it in `directory` as `<policy_id>.pol` (or `.json`) with an
     atomic replace and record its revision. Raises PolicyFileError when the check fails or when
@@ -164,14 +166,16 @@ def add_policy_file(src_path: str | os.PathLike[str], directory: str | os.PathLi
                               item.source)
     _atomic_write(target, item.source)
     placed = _Compiled(item.policy, item.source, str(target), item.sha256)
-    with write_transaction(db):
-        revision, _ = _record(db, placed, _latest_revisions(db, item.policy_id).get(item.policy_id))
+    sql = as_sql(db)
+    with sql.transaction():
+        revision, _ = _record(sql, placed,
+                              _latest_revisions(sql, item.policy_id).get(item.policy_id))
     return placed.loaded(revision)
 
 
-def list_revisions(db: sqlite_utils.Database, policy_id: str) -> list[PolicyRevision]:
+def list_revisions(db: sqlite_utils.Database | Sql, policy_id: str) -> list[PolicyRevision]:
     """Every recorded revision of `policy_id`, oldest first (empty if it never existed)."""
-    rows = db.execute(f"SELECT {_COLUMNS} FROM policy_revisions WHERE policy_id = ? "
+    rows = as_sql(db).execute(f"SELECT {_COLUMNS} FROM policy_revisions WHERE policy_id = ? "
                       "ORDER BY revision", [policy_id]).fetchall()
     return [PolicyRevision(*row) for row in rows]
 
@@ -231,7 +235,7 @@ def _position_of(source: str, needle: str) -> tuple[int, int]:
     return line, offset - (source.rfind("\n", 0, offset) + 1) + 1
 
 
-def _latest_revisions(db: sqlite_utils.Database, policy_id: str | None = None
+def _latest_revisions(db: Sql, policy_id: str | None = None
                       ) -> dict[str, PolicyRevision]:
     where, args = ("AND r.policy_id = ?", [policy_id]) if policy_id else ("", [])
     rows = db.execute(
@@ -241,7 +245,7 @@ def _latest_revisions(db: sqlite_utils.Database, policy_id: str | None = None
     return {row[0]: PolicyRevision(*row) for row in rows}
 
 
-def _record(db: sqlite_utils.Database, item: _Compiled, last: PolicyRevision | None
+def _record(db: Sql, item: _Compiled, last: PolicyRevision | None
             ) -> tuple[int, PolicyRevision | None]:
     """The revision `item` is at, adding a row if its content is new. Call inside a write
     transaction that also read `last`."""
@@ -259,16 +263,16 @@ def _record(db: sqlite_utils.Database, item: _Compiled, last: PolicyRevision | N
     return revision.revision, revision
 
 
-def _record_delete(db: sqlite_utils.Database, last: PolicyRevision) -> PolicyRevision:
+def _record_delete(db: Sql, last: PolicyRevision) -> PolicyRevision:
     revision = replace(last, revision=last.revision + 1, edit_type="delete", created_at=now_iso())
     _write_row(db, revision)
     return revision
 
 
-def _write_row(db: sqlite_utils.Database, revision: PolicyRevision) -> None:
+def _write_row(db: Sql, revision: PolicyRevision) -> None:
     # PolicyRevision's fields are declared in the order of _COLUMNS.
     db.execute(f"INSERT INTO policy_revisions({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-               astuple(revision))
+               list(astuple(revision)))
 
 
 def _atomic_write(target: Path, text: str) -> None:

@@ -32,7 +32,13 @@ from gateway.admin.registry import (
     _atomic_write,
     policy_files,
 )
-from gateway.errors import PolicyConflict, PolicyDirectoryError, PolicyFileError, PolicyIdRefused
+from gateway.errors import (
+    DatabaseUnavailable,
+    PolicyConflict,
+    PolicyDirectoryError,
+    PolicyFileError,
+    PolicyIdRefused,
+)
 from gateway.policy.escalation import EscalationSettings, escalation_diagnostic
 from gateway.policy.records import revision_event as policy_revision_event
 
@@ -152,18 +158,41 @@ class PolicyReloader:
         #: Called after each reload with the new snapshot, or None when loading failed
         #: (the metrics count reloads and failures this way).
         self.listeners: list[Callable[[PolicyRegistry | None], None]] = []
+        #: Held by whoever changes the directory and reloads (the watcher, an API write), so
+        #: the watcher never records another writer's change half-way or without its author.
+        self.lock = trio.Lock()
+
+    def _load(self) -> PolicyRegistry:
+        return PolicyRegistry.load(self.directory, self.state.shared_sql,
+                                   previous=self.state.registry,
+                                   escalation=self.state.escalation)
 
     def reload(self, *, user_id: str | None = None) -> PolicyRegistry:
         """Load the directory now and put the result in force; returns the new snapshot.
-        `user_id` is who changed the directory (the admin of an API write), for the events."""
+        `user_id` is who changed the directory (the admin of an API write), for the events.
+        With SQLite only: with PostgreSQL, `reload_async` (revisions are a round trip away)."""
         try:
-            registry = PolicyRegistry.load(self.directory, self.state.db,
-                                           previous=self.state.registry,
-                                           escalation=self.state.escalation)
+            registry = self._load()
         except Exception:
             for listener in self.listeners:
                 listener(None)
             raise
+        return self._install(registry, user_id)
+
+    async def reload_async(self, *, user_id: str | None = None) -> PolicyRegistry:
+        """`reload`, with the load on a worker thread when revisions live in PostgreSQL; the
+        swap itself stays on the event loop. Call it holding `lock`."""
+        if self.state.postgres is None:
+            return self.reload(user_id=user_id)
+        try:
+            registry = await trio.to_thread.run_sync(self._load)
+        except Exception:
+            for listener in self.listeners:
+                listener(None)
+            raise
+        return self._install(registry, user_id)
+
+    def _install(self, registry: PolicyRegistry, user_id: str | None) -> PolicyRegistry:
         for listener in self.listeners:
             listener(registry)
         self.state.registry = registry
@@ -199,15 +228,22 @@ class PolicyReloader:
         task_status.started()
         while True:
             await trio.sleep(self.interval)
-            # Reading and hashing the files is disk I/O: off the event loop, so requests never
-            # wait for it. (The reload itself stays on the loop: it swaps the registry atomically.)
-            fingerprint = await trio.to_thread.run_sync(directory_fingerprint, self.directory)
-            if fingerprint is None or fingerprint == self._fingerprint:
-                continue
-            try:
-                self.reload()
-            except PolicyDirectoryError as exc:  # removed while loading: keep what is in force
-                log.error("policies directory unreadable, keeping the loaded policies: %s", exc)
-            except Exception:  # a database hiccup must not stop the watcher for good
-                log.exception("reloading the policies directory failed; retrying")
-                self._fingerprint = None
+            async with self.lock:
+                await self._reload_if_changed()
+
+    async def _reload_if_changed(self) -> None:
+        # Reading and hashing the files is disk I/O: off the event loop, so requests never
+        # wait for it. (The swap itself stays on the loop: it replaces the registry atomically.)
+        fingerprint = await trio.to_thread.run_sync(directory_fingerprint, self.directory)
+        if fingerprint is None or fingerprint == self._fingerprint:
+            return
+        try:
+            await self.reload_async()
+        except PolicyDirectoryError as exc:  # removed while loading: keep what is in force
+            log.error("policies directory unreadable, keeping the loaded policies: %s", exc)
+        except DatabaseUnavailable as exc:  # PostgreSQL down: what is in force stays
+            log.error("reloading the policies directory waits for the database: %s", exc)
+            self._fingerprint = None
+        except Exception:  # a database hiccup must not stop the watcher for good
+            log.exception("reloading the policies directory failed; retrying")
+            self._fingerprint = None

@@ -22,7 +22,7 @@ async def simulate(state: Any) -> Response:
     if not isinstance(project_id, str) or not project_id:
         raise InvalidRequest("Name the project: 'project_id' in the body or X-Policy-Project.",
                              param="project_id")
-    project = project_or_404(state, project_id)
+    project = await project_or_404(state, project_id)
     account = state.identities.account(project.account_id)
     if account is None:
         raise NotFound(f"The account of project {project_id!r} no longer exists.")

@@ -15,15 +15,18 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-import sqlite_utils
-
 from gateway.admin.history import add_event_commands
 from gateway.admin.registry import PolicyRegistry
 from gateway.cli.output import add_output_options, configure_output, show
 from gateway.cli.policies import add_policy_commands
 from gateway.cli.setup_commands import add_setup_commands, admin_token_for_serving
 from gateway.cli.simulate import add_simulate_command
-from gateway.cli.storage_commands import add_storage_commands
+from gateway.cli.storage_commands import (
+    add_storage_commands,
+    add_transfer_commands,
+    pull_policies,
+    shared_database,
+)
 from gateway.config import Config
 from gateway.errors import (
     CommandError,
@@ -110,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     add_event_commands(commands, common)
     add_setup_commands(commands, common)
     add_storage_commands(commands, common)
+    add_transfer_commands(commands, common)
     usage = commands.add_parser("usage", parents=[common],
                                 help="current quota counters of a project and its top users")
     usage.add_argument("project_id", metavar="PROJECT")
@@ -191,9 +195,7 @@ def _print(value: Any) -> None:
 
 
 def _store(args: argparse.Namespace) -> IdentityStore:
-    from gateway.db import open_database
-
-    return IdentityStore(open_database(Config.load(args.config).database_path))
+    return IdentityStore(shared_database(Config.load(args.config)))
 
 
 def _accounts_create(args: argparse.Namespace) -> int:
@@ -225,10 +227,9 @@ def _keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def _database(config: Config) -> sqlite_utils.Database:
-    from gateway.db import open_database
-
-    return open_database(config.database_path)
+def _database(config: Config) -> Any:
+    """The store of identity and policy revisions (SQLite, or PostgreSQL when configured)."""
+    return shared_database(config)
 
 
 def _quota_option(text: str | None, flag: str) -> object:
@@ -240,11 +241,12 @@ def _quota_option(text: str | None, flag: str) -> object:
         raise ProjectError(f"{flag} is not valid JSON: {exc}") from None
 
 
-def _known_policies(config: Config, db: sqlite_utils.Database) -> frozenset[str]:
+def _known_policies(config: Config, db: Any) -> frozenset[str]:
     from gateway.cli.policies import escalation_settings
     from gateway.datadir import prepare_policies_dir
 
     prepare_policies_dir(config)
+    pull_policies(config, db)
     return frozenset(PolicyRegistry.load(config.policies_dir, db,
                                          escalation=escalation_settings(config)).policies)
 
@@ -360,8 +362,7 @@ def _usage(args: argparse.Namespace) -> int:
     from gateway.quota.sqlite import SqliteQuotaStore, usage_report
 
     config = Config.load(args.config)
-    db = _database(config)
-    project = ProjectStore(db).get(args.project_id)
+    project = ProjectStore(_database(config)).get(args.project_id)
     report = _redis_usage(config, project, args.top)  # with the Redis store: every replica's
     if report is None:
         quotas = SqliteQuotaStore.from_config(config)

@@ -17,12 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 import dsl
 from gateway.admin.registry import LoadedPolicy, PolicyRegistry, PolicyRevision, list_revisions
 from gateway.admin.reload import placed_policy, revision_event, write_policy_file
 from gateway.cli.output import OUTPUT, render, show
+from gateway.cli.storage_commands import publish_policies, pull_policies, shared_database
 from gateway.config import Config
 from gateway.datadir import prepare_policies_dir
 from gateway.errors import CommandError, PolicyConflict, PolicyFileError, PolicyIdRefused
@@ -62,10 +61,9 @@ def add_policy_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     validate.set_defaults(func=_policies_validate)
 
 
-def database(config: Config) -> sqlite_utils.Database:
-    from gateway.db import open_database
-
-    return open_database(config.database_path)
+def database(config: Config) -> Any:
+    """The store of policy revisions (SQLite, or PostgreSQL when configured)."""
+    return shared_database(config)
 
 
 def cli_user_id() -> str:
@@ -97,9 +95,10 @@ def escalation_settings(config: Config) -> EscalationSettings:
     return EscalationSettings.from_mapping(config.escalation, os.environ)
 
 
-def load_registry(config: Config, db: sqlite_utils.Database,
+def load_registry(config: Config, db: Any,
                   previous: PolicyRegistry | None = None) -> PolicyRegistry:
     prepare_policies_dir(config)
+    pull_policies(config, db)
     registry = PolicyRegistry.load(config.policies_dir, db, previous=previous,
                                    escalation=escalation_settings(config))
     _record_events(config, registry.changes)
@@ -128,8 +127,7 @@ def _loaded(registry: PolicyRegistry, policy_id: str) -> LoadedPolicy:
     return loaded
 
 
-def _place(config: Config, db: sqlite_utils.Database, file: str, policy_id: str | None
-           ) -> LoadedPolicy:
+def _place(config: Config, db: Any, file: str, policy_id: str | None) -> LoadedPolicy:
     source = _read_source(file)
     try:
         compiled = dsl.compile_policy(source, filename=file)
@@ -146,6 +144,8 @@ def _place(config: Config, db: sqlite_utils.Database, file: str, policy_id: str 
     try:
         target = write_policy_file(config.policies_dir, source, registry, replacing=replacing,
                                    filename=file, escalation=escalation_settings(config))
+        publish_policies(config, db, [target.name, *([Path(replacing.path).name]
+                                                     if replacing else [])])
         placed = placed_policy(load_registry(config, db, registry), compiled.policy_id, target)
     except (PolicyIdRefused, PolicyConflict) as exc:
         raise CommandError(str(exc)) from None
@@ -207,6 +207,7 @@ def _policies_delete(args: argparse.Namespace) -> int:
     registry = load_registry(config, db)
     loaded = _loaded(registry, args.policy_id)
     Path(loaded.path).unlink(missing_ok=True)
+    publish_policies(config, db, [Path(loaded.path).name])
     after = load_registry(config, db, registry)
     revisions = list_revisions(db, args.policy_id)
     show({"policy_id": args.policy_id, "deleted": after.get(args.policy_id) is None,

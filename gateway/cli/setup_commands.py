@@ -39,6 +39,8 @@ def _check_config(args: argparse.Namespace) -> int:
                           for p in config.providers.values())
     print(f"{args.file}: valid")
     print(f"  database   {config.database_path}")
+    if config.postgres is not None:
+        print(f"  postgres   {config.postgres.where} (identity and policies)")
     print(f"  policies   {config.policies_dir}")
     print(f"  providers  {providers}")
     for route in config.routes:

@@ -68,7 +68,7 @@ def _run_simulation(config: Config, body: dict[str, Any]) -> tuple[dict[str, Any
     """The gateway's own simulation path, on the database: returns the answer and the events
     it recorded (the simulation event, and revisions if this load recorded any)."""
     from gateway.identity.credentials import resolve_project
-    from gateway.identity.keys import Caller, IdentityCache
+    from gateway.identity.keys import Caller, IdentityCache, load_snapshot
     from gateway.moderation import ModerationSettings, Moderator
     from gateway.policy.governance import GatewayFields
     from gateway.policy.inline import InlineBudget, InlinePolicies
@@ -79,7 +79,8 @@ def _run_simulation(config: Config, body: dict[str, Any]) -> tuple[dict[str, Any
     events: list[Any] = []
     try:
         registry = load_registry(config, db)
-        directory = IdentityCache(db)
+        directory = (IdentityCache(db) if config.postgres is None
+                     else IdentityCache.of_snapshot(load_snapshot(db)))
         project = ProjectStore(db).get(body["policy_project_id"])
         account = directory.account(project.account_id)
         if account is None:
@@ -112,7 +113,8 @@ def _run_simulation(config: Config, body: dict[str, Any]) -> tuple[dict[str, Any
         answer, event = trio.run(run)
         events.append(event)
     finally:
-        db.conn.close()
+        if config.postgres is None:
+            db.conn.close()
     return answer, events
 
 

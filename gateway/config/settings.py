@@ -99,6 +99,9 @@ class Config:
     #: True when `policies_dir` is the default one, which is seeded with the example policies
     #: when it does not exist yet (gateway/datadir.py).
     seed_policies: bool = True
+    #: With PostgreSQL: the configured `[policies] directory`, imported into the database when
+    #: it changes (GitOps); `policies_dir` is then this replica's mirror of the database.
+    policies_import_dir: str | None = None
     #: Categories refused on every surface, for every project (SPEC §5.5).
     always_blocked_categories: tuple[str, ...] = ("self-harm/instructions", "sexual/minors")
     #: The raw `[jwt]` section, parsed by `gateway.identity.jwt.JwtSettings.from_mapping`.
@@ -207,17 +210,22 @@ def _build(checked: Any, data: Mapping[str, Any], env: Mapping[str, str]) -> Con
                          "stream sends nothing, and hypercorn would close its connection")
     database_path = checked.database.path
     directory = checked.policies.directory
+    postgres = PostgresSettings.from_section(checked.database.model_dump(), env)
+    served = directory or str(_data_dir(database_path) / "policies")
+    if postgres is not None:  # policies live in the database; this replica serves a mirror
+        served = str(_data_dir(database_path) / "policies-shared")
     return Config(
         admin_token=admin.token or env.get(admin.token_env) or None,
         generate_admin_token=admin.generate_token,
         quotas=dict(data.get("quotas", {})),
         events=dict(data.get("events", {})),
-        policies_dir=directory or str(_data_dir(database_path) / "policies"),
-        seed_policies=directory is None,
+        policies_dir=served,
+        seed_policies=directory is None and postgres is None,
+        policies_import_dir=directory if postgres is not None else None,
         always_blocked_categories=tuple(checked.moderation.always_blocked),
         jwt=dict(data.get("jwt") or {}),
         database_path=database_path,
-        postgres=PostgresSettings.from_section(checked.database.model_dump(), env),
+        postgres=postgres,
         max_body_bytes=checked.limits.max_body_bytes,
         timeouts=Timeouts(**checked.timeouts.model_dump()),
         providers=providers,

@@ -25,6 +25,7 @@ from gateway.db import data_version, identity_version, now_iso
 from gateway.errors import ApiKeyRevoked, IdentityError, InvalidApiKey
 from gateway.identity.projects import Project, load_grants, load_projects
 from gateway.labels import label_problem
+from gateway.storage.sql import Sql, as_sql
 
 PLANS = ("free", "control", "advanced", "enterprise")
 #: Plans that include the governed `/policy/*` surface.
@@ -77,10 +78,12 @@ def _key_from_row(row: Mapping[str, object]) -> ApiKey:
 
 
 class IdentityStore:
-    """Writes and administrative reads of accounts and keys (CLI and management API)."""
+    """Writes and administrative reads of accounts and keys (CLI and management API), on
+    either backend (`gateway.storage.sql`)."""
 
-    def __init__(self, db: sqlite_utils.Database) -> None:
+    def __init__(self, db: sqlite_utils.Database | Sql) -> None:
         self.db = db
+        self.sql = as_sql(db)
 
     def create_account(self, name: str, plan: str) -> Account:
         if plan not in PLANS:
@@ -88,17 +91,16 @@ class IdentityStore:
         if not name.strip():
             raise IdentityError("account name must not be empty")
         account = Account(id=f"acct_{secrets.token_hex(8)}", name=name, plan=plan)
-        self.db.table("accounts").insert(
-            {"id": account.id, "name": name, "plan": plan, "created_at": now_iso()}
-        )
+        self.sql.insert("accounts",
+                        {"id": account.id, "name": name, "plan": plan, "created_at": now_iso()})
         return account
 
     def get_account(self, account_id: str) -> Account:
-        rows = list(self.db["accounts"].rows_where("id = ?", [account_id]))
-        if not rows:
+        row = self.sql.execute("SELECT id, name, plan FROM accounts WHERE id = ?",
+                               [account_id]).fetchone()
+        if row is None:
             raise IdentityError(f"unknown account {account_id!r}")
-        row = rows[0]
-        return Account(id=row["id"], name=row["name"], plan=row["plan"])
+        return Account(id=row[0], name=row[1], plan=row[2])
 
     def create_key(
         self, account_id: str, *, project_id: str | None = None, label: str = ""
@@ -110,8 +112,8 @@ class IdentityStore:
             raise IdentityError(problem)
         if project_id is not None:
             # The API and the CLI alike: a key never binds to another account's project.
-            row = self.db.execute("SELECT account_id FROM projects WHERE id = ?",
-                                  [project_id]).fetchone()
+            row = self.sql.execute("SELECT account_id FROM projects WHERE id = ?",
+                                   [project_id]).fetchone()
             if row is None or row[0] != account_id:
                 raise IdentityError(f"project {project_id!r} does not exist in account "
                                     f"{account_id!r}")
@@ -127,20 +129,21 @@ class IdentityStore:
             "created_at": now_iso(),
             "revoked_at": None,
         }
-        self.db.table("api_keys").insert(row)
+        self.sql.insert("api_keys", row)
         return _key_from_row(row), plaintext
 
     def list_keys(self, account_id: str | None = None) -> list[ApiKey]:
-        where, args = ("account_id = ?", [account_id]) if account_id else (None, None)
-        return [_key_from_row(r) for r in self.db["api_keys"].rows_where(where, args,
-                                                                         order_by="created_at")]
+        where, args = ("WHERE account_id = ? ", [account_id]) if account_id else ("", [])
+        # created_at has whole seconds: the key id breaks ties the same way on both backends.
+        rows = self.sql.query(f"SELECT * FROM api_keys {where}ORDER BY created_at, id", args)
+        return [_key_from_row(r) for r in rows]
 
     def revoke_key(self, key_id: str) -> ApiKey:
-        table = self.db.table("api_keys")
-        rows = list(table.rows_where("id = ?", [key_id]))
+        rows = self.sql.query("SELECT * FROM api_keys WHERE id = ?", [key_id])
         if not rows:
             raise IdentityError(f"unknown key {key_id!r}")
-        table.update(key_id, {"revoked": 1, "revoked_at": now_iso()})
+        self.sql.execute("UPDATE api_keys SET revoked = 1, revoked_at = ? WHERE id = ?",
+                         [now_iso(), key_id])
         return _key_from_row({**rows[0], "revoked": 1})
 
 
@@ -155,67 +158,90 @@ class Caller:
     jwt: Any = None
 
 
-class IdentityCache:
-    """In-memory snapshot of keys and accounts for the request path (see the module docstring)."""
+@dataclass(frozen=True, slots=True)
+class IdentitySnapshot:
+    """Accounts, keys (by hash), projects and grants as of one read: swapped in whole."""
 
-    def __init__(self, db: sqlite_utils.Database) -> None:
+    accounts: Mapping[str, Account]
+    keys: Mapping[str, ApiKey]
+    projects: Mapping[str, Project]
+    grants: Mapping[str, frozenset[str]]
+
+
+EMPTY_SNAPSHOT = IdentitySnapshot({}, {}, {}, {})
+
+
+def load_snapshot(db: sqlite_utils.Database | Sql) -> IdentitySnapshot:
+    sql = as_sql(db)
+    accounts = {r["id"]: Account(id=r["id"], name=r["name"], plan=r["plan"])
+                for r in sql.query("SELECT id, name, plan FROM accounts")}
+    keys = {r["key_hash"]: _key_from_row(r) for r in sql.query("SELECT * FROM api_keys")}
+    return IdentitySnapshot(accounts, keys, load_projects(sql), load_grants(sql))
+
+
+class IdentityCache:
+    """In-memory snapshot of keys and accounts for the request path (see the module docstring).
+    This one reads the SQLite file; `gateway.identity.shared.SharedIdentityCache` is the one for
+    PostgreSQL, refreshed by a background task instead."""
+
+    def __init__(self, db: sqlite_utils.Database | None) -> None:
         self._db = db
         self._data_version: int | None = None
         self._identity_version: int | None = None
-        self._keys: dict[str, ApiKey] = {}
-        self._accounts: dict[str, Account] = {}
-        self._projects: dict[str, Project] = {}
-        self._grants: dict[str, frozenset[str]] = {}
+        self._snapshot = EMPTY_SNAPSHOT
+
+    @classmethod
+    def of_snapshot(cls, snapshot: IdentitySnapshot) -> IdentityCache:
+        """A cache that only ever answers from `snapshot` (a CLI command's one read)."""
+        cache = cls(None)
+        cache._snapshot = snapshot
+        return cache
 
     def refresh_if_changed(self) -> None:
         # Two cheap checks, no disk I/O: has anything been committed to the file since (events
         # and quotas commit all the time), and if so, did keys, accounts, projects or grants
         # change? Only then is the snapshot read again.
+        if self._db is None:
+            return
         version = data_version(self._db)
         if version == self._data_version:
             return
         self._data_version = version
         identity = identity_version(self._db)
         if identity != self._identity_version:
-            self._load()
+            self._snapshot = load_snapshot(self._db)
             self._identity_version = identity
 
     def invalidate(self) -> None:
         """Force a reload on the next request (after a write on this same connection)."""
         self._data_version = self._identity_version = None
 
-    def _load(self) -> None:
-        self._accounts = {
-            r["id"]: Account(id=r["id"], name=r["name"], plan=r["plan"])
-            for r in self._db["accounts"].rows
-        }
-        self._keys = {r["key_hash"]: _key_from_row(r) for r in self._db["api_keys"].rows}
-        self._projects = load_projects(self._db)
-        self._grants = load_grants(self._db)
+    @property
+    def snapshot(self) -> IdentitySnapshot:
+        self.refresh_if_changed()
+        return self._snapshot
 
     def account(self, account_id: str) -> Account | None:
-        self.refresh_if_changed()
-        return self._accounts.get(account_id)
+        return self.snapshot.accounts.get(account_id)
 
     def project(self, project_id: str) -> Project | None:
         """The project (`gateway.identity.projects.Project`) from the snapshot, or None."""
-        self.refresh_if_changed()
-        return self._projects.get(project_id)
+        return self.snapshot.projects.get(project_id)
 
     def jwt_may_use(self, caller: Caller, project_id: str) -> bool:
         """Grants come from the token, the configuration, or the management API."""
         if caller.jwt is not None and caller.jwt.may_use(project_id):
             return True
-        return project_id in self._grants.get(caller.user_id, frozenset())
+        return project_id in self._snapshot.grants.get(caller.user_id, frozenset())
 
     def authenticate_key(self, plaintext: str) -> Caller:
-        self.refresh_if_changed()
-        key = self._keys.get(hash_key(plaintext))
+        snapshot = self.snapshot
+        key = snapshot.keys.get(hash_key(plaintext))
         if key is None:
             raise InvalidApiKey("Incorrect API key provided.")
         if key.revoked:
             raise ApiKeyRevoked("This API key has been revoked.")
-        account = self._accounts.get(key.account_id)
+        account = snapshot.accounts.get(key.account_id)
         if account is None:  # deleted account: its keys are dead
             raise InvalidApiKey("Incorrect API key provided.")
         return Caller(account=account, key=key, user_id=f"key:{key.id}")

@@ -21,9 +21,10 @@ from typing import Any
 import sqlite_utils
 
 from dsl import QuotaLimit
-from gateway.db import now_iso, write_transaction
+from gateway.db import now_iso
 from gateway.errors import ProjectError
 from gateway.labels import label_problem
+from gateway.storage.sql import Sql, as_sql
 
 PROJECT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{1,63}")
 STATUSES = ("active", "disabled")
@@ -177,8 +178,9 @@ class ProjectStore:
     linking a policy that does not exist (the store itself cannot see the policies directory).
     """
 
-    def __init__(self, db: sqlite_utils.Database) -> None:
+    def __init__(self, db: sqlite_utils.Database | Sql) -> None:
         self.db = db
+        self.sql = as_sql(db)
 
     def create(
         self, project_id: str, *, account_id: str, name: str, status: str = "active",
@@ -195,25 +197,25 @@ class ProjectStore:
             allow_inline_policy=_check_flag(allow_inline_policy),
             created_at=now, updated_at=now,
         )
-        with write_transaction(self.db):
-            if self.db.execute("SELECT 1 FROM accounts WHERE id = ?", [account_id]).fetchone() \
+        with self.sql.transaction():
+            if self.sql.execute("SELECT 1 FROM accounts WHERE id = ?", [account_id]).fetchone() \
                     is None:
                 raise ProjectError(f"unknown account {account_id!r}")
-            if self.db.execute("SELECT 1 FROM projects WHERE id = ?", [project_id]).fetchone():
+            if self.sql.execute("SELECT 1 FROM projects WHERE id = ?", [project_id]).fetchone():
                 raise ProjectError(f"project {project_id!r} already exists")
-            self.db.table("projects").insert(_row(project))
+            self.sql.insert("projects", _row(project))
         return project
 
     def get(self, project_id: str) -> Project:
-        rows = list(self.db["projects"].rows_where("id = ?", [project_id]))
+        rows = self.sql.query("SELECT * FROM projects WHERE id = ?", [project_id])
         if not rows:
             raise ProjectError(f"unknown project {project_id!r}")
         return _project_from_row(rows[0])
 
     def list(self, account_id: str | None = None) -> builtins.list[Project]:
-        where, args = ("account_id = ?", [account_id]) if account_id else (None, None)
+        where, args = ("WHERE account_id = ? ", [account_id]) if account_id else ("", [])
         return [_project_from_row(r)
-                for r in self.db["projects"].rows_where(where, args, order_by="id")]
+                for r in self.sql.query(f"SELECT * FROM projects {where}ORDER BY id", args)]
 
     def update(self, project_id: str, *, known_policies: Collection[str] | None = None,
                **changes: Any) -> Project:
@@ -235,33 +237,35 @@ class ProjectStore:
                 checked[quota] = validate_quota(changes[quota], quota)
         if "allow_inline_policy" in changes:
             checked["allow_inline_policy"] = _check_flag(changes["allow_inline_policy"])
-        with write_transaction(self.db):
+        with self.sql.transaction():
             current = self.get(project_id)
             project = replace(current, **checked, updated_at=now_iso())
             row = _row(project)
-            self.db.table("projects").update(project_id, {k: row[k] for k in [*checked, "updated_at"]})
+            columns = [*checked, "updated_at"]
+            self.sql.execute(f"UPDATE projects SET {', '.join(f'{c} = ?' for c in columns)} "
+                             "WHERE id = ?", [*(row[c] for c in columns), project_id])
         return project
 
     def grant(self, user_id: str, project_id: str) -> None:
         """Let the JWT user `user_id` (its `sub`) use `project_id`. Granting twice is harmless."""
         if not isinstance(user_id, str) or not user_id.strip():
             raise ProjectError("user id must be a non-empty string (the JWT `sub`)")
-        with write_transaction(self.db):
+        with self.sql.transaction():
             self.get(project_id)
-            self.db.execute(
+            self.sql.execute(
                 "INSERT OR IGNORE INTO project_grants(user_id, project_id, created_at) "
                 "VALUES (?, ?, ?)", [user_id, project_id, now_iso()])
 
     def revoke_grant(self, user_id: str, project_id: str) -> None:
-        with write_transaction(self.db):
-            cursor = self.db.execute(
+        with self.sql.transaction():
+            cursor = self.sql.execute(
                 "DELETE FROM project_grants WHERE user_id = ? AND project_id = ?",
                 [user_id, project_id])
             if cursor.rowcount == 0:
                 raise ProjectError(f"user {user_id!r} has no grant on project {project_id!r}")
 
     def grants_for(self, user_id: str) -> frozenset[str]:
-        rows = self.db.execute(
+        rows = self.sql.execute(
             "SELECT project_id FROM project_grants WHERE user_id = ?", [user_id]).fetchall()
         return frozenset(r[0] for r in rows)
 
@@ -277,14 +281,15 @@ def _row(project: Project) -> dict[str, Any]:
     }
 
 
-def load_projects(db: sqlite_utils.Database) -> dict[str, Project]:
+def load_projects(db: sqlite_utils.Database | Sql) -> dict[str, Project]:
     """Every project by id: the snapshot the request path resolves projects from."""
-    return {r["id"]: _project_from_row(r) for r in db["projects"].rows}
+    return {r["id"]: _project_from_row(r) for r in as_sql(db).query("SELECT * FROM projects")}
 
 
-def load_grants(db: sqlite_utils.Database) -> dict[str, frozenset[str]]:
+def load_grants(db: sqlite_utils.Database | Sql) -> dict[str, frozenset[str]]:
     """user_id -> the projects granted to that JWT user."""
     grants: dict[str, set[str]] = {}
-    for user_id, project_id in db.execute("SELECT user_id, project_id FROM project_grants"):
+    for user_id, project_id in as_sql(db).execute(
+            "SELECT user_id, project_id FROM project_grants"):
         grants.setdefault(user_id, set()).add(project_id)
     return {user: frozenset(projects) for user, projects in grants.items()}

@@ -42,11 +42,14 @@ _POLICIES = [
         policy_id TEXT NOT NULL, revision INTEGER NOT NULL, edit_type TEXT NOT NULL,
         sha256 TEXT NOT NULL, source TEXT NOT NULL, name TEXT, classification TEXT, path TEXT,
         created_at TEXT, PRIMARY KEY (policy_id, revision))""",
-    # The policies in force: one row per policy file, its text as written. Every replica
-    # compiles these; `deleted` rows stay so a later import of the same name is a new revision.
+    # The policies in force: one row per policy file, its text as written; every replica
+    # mirrors them into a directory of its own and loads that. `directory_sha256` is the
+    # content the configured policies directory last had for the file (GitOps import), so a
+    # directory overrides the database only when the directory itself changes.
     """CREATE TABLE policy_sources (
         filename TEXT PRIMARY KEY, source TEXT NOT NULL, sha256 TEXT NOT NULL,
-        deleted INTEGER NOT NULL DEFAULT 0, origin TEXT NOT NULL, updated_at TEXT NOT NULL)""",
+        deleted INTEGER NOT NULL DEFAULT 0, origin TEXT NOT NULL, updated_at TEXT NOT NULL,
+        directory_sha256 TEXT)""",
 ]
 
 _VERSIONS = [

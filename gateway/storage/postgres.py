@@ -21,6 +21,9 @@ from gateway.errors import DatabaseUnavailable
 from gateway.storage.settings import PostgresSettings
 
 log = logging.getLogger("gateway")
+# The pool logs a warning for every failed reconnection attempt while PostgreSQL is down; the
+# change poller already says it once when the outage starts and once when it ends.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 T = TypeVar("T")
 #: What a dead or unreachable server raises; anything else is a bug or a constraint we report.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (psycopg.OperationalError, PoolTimeout)
@@ -62,21 +65,21 @@ class Postgres:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def run_sync(self, work: Callable[..., T], *args: Any) -> T:
-        """`work(connection, *args)` on a pooled connection; DatabaseUnavailable when the server
-        cannot be reached within `connect_timeout`."""
+    def run_sync(self, work: Callable[..., T], *args: Any, wait: float | None = None) -> T:
+        """`work(connection, *args)` on a pooled connection; DatabaseUnavailable when none is
+        to be had within `wait` seconds (default `connect_timeout`)."""
         self.open()
         try:
-            with self.pool.connection() as conn:
+            with self.pool.connection(timeout=wait) as conn:
                 return work(conn, *args)
         except CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(f"PostgreSQL at {self.settings.where} did not answer: "
                                       f"{_first_line(exc)}") from exc
 
-    async def run(self, work: Callable[..., T], *args: Any) -> T:
+    async def run(self, work: Callable[..., T], *args: Any, wait: float | None = None) -> T:
         """`run_sync` on a worker thread. Cancellation waits for the statement in flight (a
         thread cannot be interrupted); `connect_timeout` bounds how long that can be."""
-        return await trio.to_thread.run_sync(partial(self.run_sync, work, *args),
+        return await trio.to_thread.run_sync(partial(self.run_sync, work, *args, wait=wait),
                                              limiter=self.limiter)
 
     async def ping(self) -> str:

@@ -1,5 +1,9 @@
+"""Accounts and keys on both stores (the `backend` fixture), and the SQLite snapshot's cheap
+change checks."""
+
 import pytest
 
+import gateway.identity.keys as keys_module
 from gateway.db import open_database
 from gateway.errors import ApiKeyRevoked, IdentityError, InvalidApiKey
 from gateway.identity.keys import IdentityCache, IdentityStore, credential_from_headers
@@ -20,11 +24,11 @@ def test_key_is_stored_only_as_hash_and_preview(db_path):
                                                               if db_path.with_suffix(".db-wal").exists() else b"")
 
 
-def test_revocation_by_another_connection_applies_on_next_request(db_path):
-    writer = IdentityStore(open_database(db_path))
+def test_revocation_by_another_connection_applies_on_next_request(backend):
+    writer = IdentityStore(backend.open())
     account = writer.create_account("acme", "free")
     key, plaintext = writer.create_key(account.id)
-    cache = IdentityCache(open_database(db_path))  # the serving process's own connection
+    cache = backend.cache()  # the serving process's own connection
     assert cache.authenticate_key(plaintext).user_id == f"key:{key.id}"
     writer.revoke_key(key.id)
     with pytest.raises(ApiKeyRevoked):
@@ -38,8 +42,9 @@ def test_event_and_quota_writes_do_not_reload_the_snapshot(db_path, monkeypatch)
     cache = IdentityCache(open_database(db_path))
     cache.authenticate_key(plaintext)
     loads = []
-    original = cache._load
-    monkeypatch.setattr(cache, "_load", lambda: (loads.append(1), original())[1])
+    original = keys_module.load_snapshot
+    monkeypatch.setattr(keys_module, "load_snapshot",
+                        lambda db: (loads.append(1), original(db))[1])
     other = open_database(db_path)
     with other.conn:  # what the event writer and the quota store commit all the time
         other.conn.execute("INSERT INTO quota_reservations VALUES ('r1', 0, 1, '[]')")
@@ -57,9 +62,9 @@ def test_event_and_quota_writes_do_not_reload_the_snapshot(db_path, monkeypatch)
     assert loads == [1, 1, 1]
 
 
-def test_unknown_key_and_bad_arguments(db_path):
-    store = IdentityStore(open_database(db_path))
-    cache = IdentityCache(open_database(db_path))
+def test_unknown_key_and_bad_arguments(backend):
+    store = IdentityStore(backend.open())
+    cache = backend.cache()
     with pytest.raises(InvalidApiKey):
         cache.authenticate_key("ak_" + "x" * 40)
     with pytest.raises(IdentityError, match="unknown plan"):
@@ -80,3 +85,21 @@ def test_unknown_key_and_bad_arguments(db_path):
 ])
 def test_credential_from_headers(headers, expected):
     assert credential_from_headers(headers) == expected
+
+
+def test_keys_list_by_account_and_survive_a_new_connection(backend):
+    store = IdentityStore(backend.open())
+    acme, other = store.create_account("acme", "free"), store.create_account("other", "control")
+    first, _ = store.create_key(acme.id, label="one")
+    second, plaintext = store.create_key(acme.id, label="two")
+    store.create_key(other.id)
+    again = IdentityStore(backend.open())
+    assert {k.id for k in again.list_keys(acme.id)} == {first.id, second.id}
+    assert len(again.list_keys()) == 3
+    assert again.get_account(other.id).plan == "control"
+    revoked = again.revoke_key(second.id)
+    assert revoked.revoked and [k.revoked for k in store.list_keys(acme.id)
+                                if k.id == second.id] == [True]
+    cache = backend.cache()
+    with pytest.raises(ApiKeyRevoked):
+        cache.authenticate_key(plaintext)

@@ -1,4 +1,5 @@
-"""The policy registry: loading the directory, revisions in SQLite, and adding files."""
+"""The policy registry: loading the directory, revisions on both stores (the `backend`
+fixture), and adding files."""
 
 import json
 import os
@@ -11,7 +12,6 @@ import pytest
 
 import dsl
 from gateway.admin.registry import PolicyRegistry, add_policy_file, list_revisions
-from gateway.db import open_database
 from gateway.errors import PolicyDirectoryError, PolicyFileError
 
 REPO_POLICIES = Path(__file__).resolve().parents[2] / "policies"
@@ -31,8 +31,8 @@ def simple(policy_id: str, name: str = "Simple", word: str = "forbidden") -> str
 
 
 @pytest.fixture
-def db(tmp_path):
-    return open_database(tmp_path / "gw.db")
+def db(backend):
+    return backend.open()
 
 
 @pytest.fixture
@@ -82,12 +82,12 @@ def test_broken_file_is_reported_and_not_loaded(policies, db):
     assert list_revisions(db, "broken") == []
 
 
-def test_reload_unchanged_keeps_revisions_and_other_processes_agree(tmp_path, policies, db):
+def test_reload_unchanged_keeps_revisions_and_other_processes_agree(backend, policies, db):
     (policies / "a.pol").write_text(simple("a"))
     (policies / "b.pol").write_text(simple("b"))
     first = PolicyRegistry.load(policies, db)
     again = PolicyRegistry.load(policies, db)
-    other_process = PolicyRegistry.load(policies, open_database(tmp_path / "gw.db"))
+    other_process = PolicyRegistry.load(policies, backend.open())
 
     assert again.changes == () and other_process.changes == ()
     for registry in (again, other_process):
@@ -193,7 +193,7 @@ def test_removed_file_records_a_delete_and_readding_creates(policies, db):
 
 
 @pytest.mark.parametrize("round_", range(5))  # races are probabilistic: try a few times
-def test_concurrent_loads_agree_on_revisions(tmp_path: Path, policies: Path, round_: int) -> None:
+def test_concurrent_loads_agree_on_revisions(backend, policies: Path, round_: int) -> None:
     for n in range(10):
         (policies / f"p{n}.pol").write_text(simple(f"p{n}"))
     barrier = threading.Barrier(4, timeout=30)  # a failed opener must not hang the rest
@@ -202,7 +202,7 @@ def test_concurrent_loads_agree_on_revisions(tmp_path: Path, policies: Path, rou
 
     def load() -> None:
         try:
-            own = open_database(tmp_path / "shared.db")
+            own = backend.open()
             barrier.wait()
             results.append(PolicyRegistry.load(policies, own))
         except BaseException as exc:

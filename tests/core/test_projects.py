@@ -1,4 +1,5 @@
-"""Projects and grants: the store's round trips, every validation error, and the snapshots."""
+"""Projects and grants on both stores (the `backend` fixture): the store's round trips, every
+validation error, and the snapshots."""
 
 import pytest
 
@@ -10,8 +11,8 @@ from gateway.identity.projects import ProjectStore, load_grants, load_projects
 
 
 @pytest.fixture
-def db(tmp_path):
-    return open_database(tmp_path / "gw.db")
+def db(backend):
+    return backend.open()
 
 
 @pytest.fixture
@@ -182,14 +183,21 @@ def test_grants(store, account, db):
     assert load_grants(db) == {"alice": frozenset({"proj_b"}), "bob": frozenset({"proj_b"})}
 
 
-def test_snapshots_from_another_connection(tmp_path, account, store):
+def test_snapshots_from_another_connection(backend, account, store):
     # `account` and `store` live on the db fixture's connection; the server has its own.
-    server_db = open_database(tmp_path / "gw.db")
+    server_db = backend.open()
     assert load_projects(server_db) == {}
-    version = data_version(server_db)
     created = store.create("proj_a", account_id=account.id, name="A",
                            budget={"tokens": {"daily": 10}})
     store.grant("u1", "proj_a")
-    assert data_version(server_db) != version  # what tells the server to take new snapshots
     assert load_projects(server_db) == {"proj_a": created}
     assert load_grants(server_db) == {"u1": frozenset({"proj_a"})}
+
+
+def test_sqlite_data_version_tells_the_server_to_take_new_snapshots(tmp_path):
+    writer = open_database(tmp_path / "gw.db")
+    account = IdentityStore(writer).create_account("acme", "control")
+    server_db = open_database(tmp_path / "gw.db")
+    version = data_version(server_db)
+    ProjectStore(writer).create("proj_a", account_id=account.id, name="A")
+    assert data_version(server_db) != version

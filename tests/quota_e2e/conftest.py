@@ -110,11 +110,12 @@ def _toml_providers(mock_url: str) -> str:
 
 def start_workers(root: Path, mock_url: str, port: int | None = None, *,
                   extra_config: str = "", processes: int = 2,
-                  extra_policies: tuple[Path, ...] = (),
+                  extra_policies: tuple[Path, ...] = (), account_name: str = "quota-e2e",
                   database_url: str | None = None) -> Workers:
     """A gateway serving from `root`; `extra_config` is TOML added to its configuration (it
     may set keys of `[quotas]`, which comes last but one); `database_url` is `[database] url`
-    (events in that PostgreSQL)."""
+    (identity, policies and events in that PostgreSQL). `account_name` differs per replica
+    when replicas share their accounts (PostgreSQL)."""
     policies = root / "policies"
     policies.mkdir(parents=True)
     for path in (*(HERE / "policies").glob("*.pol"), *extra_policies):
@@ -133,7 +134,7 @@ def start_workers(root: Path, mock_url: str, port: int | None = None, *,
         + _toml_providers(mock_url))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     account = json.loads(subprocess.run(
-        [sys.executable, "-m", "gateway", "accounts", "create", "quota-e2e", "--plan", "control",
+        [sys.executable, "-m", "gateway", "accounts", "create", account_name, "--plan", "control",
          "--json", "--config", str(config_path)], cwd=REPO, capture_output=True, check=True,
         timeout=60).stdout)
     with (root / "gateway.log").open("wb") as log:  # the child keeps its own descriptor

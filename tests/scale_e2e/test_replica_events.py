@@ -88,7 +88,8 @@ def replicas(mock_upstream: MockUpstream, shared_pg: str, hook: WebhookSink,
             members.append(start_workers(root / f"replica{index}", mock_upstream.url,
                                          processes=1, extra_config=extra,
                                          extra_policies=tuple((HERE / "policies").glob("*.pol")),
-                                         database_url=shared_pg))
+                                         database_url=shared_pg,
+                                         account_name=f"events-replica-{index}"))
         yield members
     finally:
         for member in members:
