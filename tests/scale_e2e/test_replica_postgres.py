@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 import trio
 from mock_upstream import MockUpstream
@@ -87,8 +87,8 @@ def _message(text: str) -> dict[str, Any]:
     return chat(messages=[{"role": "user", "content": text}])
 
 
-async def _call(client: httpx.AsyncClient, url: str, key: str, text: str = "hello"
-                ) -> httpx.Response:
+async def _call(client: httpx2.AsyncClient, url: str, key: str, text: str = "hello"
+                ) -> httpx2.Response:
     return await client.post(f"{url}/policy/chat/completions", json=_message(text),
                              headers={"authorization": f"Bearer {key}", **scenario()})
 
@@ -103,7 +103,7 @@ async def _until(check: Any, within: float) -> float:
             await trio.sleep(0.01)
 
 
-async def _project(client: httpx.AsyncClient, replicas: PgReplicas, policy: str = "quota_open"
+async def _project(client: httpx2.AsyncClient, replicas: PgReplicas, policy: str = "quota_open"
                    ) -> tuple[str, str, str]:
     """A project and a key made through replica A's management API: (project, key id, key)."""
     a = replicas.members[0]
@@ -119,7 +119,7 @@ async def _project(client: httpx.AsyncClient, replicas: PgReplicas, policy: str 
 async def test_a_key_made_on_a_answers_on_b_and_c_and_revoked_on_b_fails_on_a_within_1s(
         pg_replicas: PgReplicas, mock: MockUpstream) -> None:
     a, b, c = pg_replicas.urls
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx2.AsyncClient(timeout=30) as client:
         _, key_id, key = await _project(client, pg_replicas)
         assert (await _call(client, a, key)).status_code == 200  # read-your-writes on A
         for url in (b, c):
@@ -146,7 +146,7 @@ async def test_a_key_made_on_a_answers_on_b_and_c_and_revoked_on_b_fails_on_a_wi
 async def test_a_policy_updated_through_a_is_in_force_on_c_within_the_interval(
         pg_replicas: PgReplicas, mock: MockUpstream) -> None:
     a, _, c = pg_replicas.urls
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx2.AsyncClient(timeout=30) as client:
         made = await client.post(f"{a}{API}/policies", headers=ADMIN,
                                  json={"source": GUARD.format(word="pineapple")})
         assert made.status_code in (201, 409), made.text
@@ -193,7 +193,7 @@ async def test_a_file_added_to_a_replicas_policies_directory_reaches_every_repli
     directory = pg_replicas.members[0].config_path.parent / "policies"
     (directory / "gitops_guard.pol").write_text(
         GUARD.format(word="kiwi").replace('"pg_guard"', '"gitops_guard"'))
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx2.AsyncClient(timeout=30) as client:
         async def loaded_on_c() -> bool:
             answer = await client.get(f"{c}{API}/policies/gitops_guard", headers=ADMIN)
             return answer.status_code == 200
@@ -213,14 +213,14 @@ async def test_a_file_added_to_a_replicas_policies_directory_reaches_every_repli
         assert await _refused(client, c, key, "plum")
 
 
-async def _refused(client: httpx.AsyncClient, url: str, key: str, text: str) -> bool:
+async def _refused(client: httpx2.AsyncClient, url: str, key: str, text: str) -> bool:
     return (await _call(client, url, key, text)).status_code == 403
 
 
 async def test_postgres_down_mid_load_keeps_serving_from_memory(
         pg_replicas: PgReplicas, mock: MockUpstream) -> None:
     urls = pg_replicas.urls
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx2.AsyncClient(timeout=30) as client:
         _, _, key = await _project(client, pg_replicas)
         for url in urls:
             await _until(lambda url=url: _ok(client, url, key), 1.0)
@@ -266,5 +266,5 @@ async def test_postgres_down_mid_load_keeps_serving_from_memory(
         assert log.count("PostgreSQL answers again") == 1
 
 
-async def _ok(client: httpx.AsyncClient, url: str, key: str) -> bool:
+async def _ok(client: httpx2.AsyncClient, url: str, key: str) -> bool:
     return (await _call(client, url, key)).status_code == 200
