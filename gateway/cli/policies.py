@@ -30,10 +30,12 @@ from gateway.policy.escalation import EscalationSettings, escalation_diagnostic
 # --- policies ---------------------------------------------------------------------------------
 
 def add_policy_commands(commands: Any, common: argparse.ArgumentParser) -> None:
-    policies = commands.add_parser("policies", help="manage the policies directory").add_subparsers(
+    policies = commands.add_parser(
+        "policies", help="manage the served policies (the policies directory, or PostgreSQL "
+                         "with [database] url)").add_subparsers(
         metavar="ACTION")
     add = policies.add_parser("add", parents=[common],
-                              help="check a policy file and put it in the policies directory "
+                              help="check a policy file and add it to the served policies "
                                    "(a new revision if the policy exists)")
     add.add_argument("file", metavar="FILE", help=".pol or JSON policy file")
     add.set_defaults(func=_policies_add)
