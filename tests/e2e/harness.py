@@ -21,6 +21,8 @@ from servers import ThreadServer
 from gateway import Config, create_app
 from gateway.db import open_database
 from gateway.identity.keys import Account, ApiKey, IdentityStore
+from gateway.storage.postgres import Postgres
+from gateway.storage.sql import PostgresSql
 
 #: The provider credentials the gateway holds; clients never see or send them.
 UPSTREAM_OPENAI_KEY = "sk-upstream-openai-0123456789"
@@ -82,7 +84,7 @@ def start_gateway(directory: Path, config: Mapping[str, Any], *, plan: str = "fr
     mapping = {"upstream": {"forward_headers": [SCENARIO_HEADER]}, **config,
                "database": {**config.get("database", {}), "path": str(db_path)}}
     parsed = Config.from_mapping(mapping, env={})
-    store = IdentityStore(open_database(db_path))
+    store = identity_store(parsed)
     account = store.create_account("e2e", plan)
     key_record, key = store.create_key(account.id, label="e2e")
 
@@ -97,12 +99,29 @@ def start_gateway(directory: Path, config: Mapping[str, Any], *, plan: str = "fr
                           key_record=key_record, key=key)
 
 
+def identity_store(config: Config) -> IdentityStore:
+    """Where the gateway of `config` reads accounts and keys: its SQLite file, or the
+    PostgreSQL that `[database] url` names."""
+    if config.postgres is None:
+        return IdentityStore(open_database(config.database_path))
+    pg = Postgres(config.postgres)
+    pg.open()
+    return IdentityStore(PostgresSql(pg))
+
+
+def close_identity_store(store: IdentityStore) -> None:
+    if isinstance(store.sql, PostgresSql):
+        store.sql.pg.close()
+    else:
+        db: sqlite_utils.Database = store.db
+        db.conn.close()
+
+
 def stop_gateway(gateway: RunningGateway) -> None:
     try:
         gateway.server.stop()
     finally:
-        db: sqlite_utils.Database = gateway.store.db
-        db.conn.close()
+        close_identity_store(gateway.store)
 
 
 #: `make(config=None, **start_gateway_kwargs)`, the `gateway_factory` fixture.

@@ -9,10 +9,12 @@ key bound to each, and the admin token `ADMIN_TOKEN`.
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 from e2e.harness import (
     GatewayFactory,
@@ -24,7 +26,6 @@ from e2e.harness import (
 from events_support import ADMIN_TOKEN, ESCALATION_POLICY, PROJECTS, REPO_POLICIES, EventsGateway
 from mock_upstream import MockUpstream
 
-from gateway.db import open_database
 from gateway.identity.projects import ProjectStore
 
 
@@ -35,6 +36,16 @@ def events_backend(request: pytest.FixtureRequest) -> dict[str, Any]:
     if getattr(request, "param", "sqlite") == "postgres":
         return {"url": request.getfixturevalue("postgres_url")}
     return {}
+
+
+def wait_until_key_answers(url: str, key: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = httpx2.get(url + "/v1/models", headers={"authorization": f"Bearer {key}"})
+        if answer.status_code != 401 or time.monotonic() > deadline:
+            assert answer.status_code == 200, answer.text
+            return
+        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -56,7 +67,7 @@ def make_events_gateway(events_backend: dict[str, Any], gateway_factory: Gateway
         running = gateway_factory({"policies": {"directory": str(policies)},
                                    "escalation": escalation,
                                    "admin": {"token": ADMIN_TOKEN}, **config}, plan="control")
-        projects = ProjectStore(open_database(running.db_path))
+        projects = ProjectStore(running.store.db)  # where the gateway reads them
         made = EventsGateway(gateway=running, config={
             "policies": {"directory": str(policies)}, "admin": {"token": ADMIN_TOKEN},
             "escalation": escalation, "providers": mock_providers(mock_upstream.url),
@@ -66,7 +77,9 @@ def make_events_gateway(events_backend: dict[str, Any], gateway_factory: Gateway
                             name=project_id.removeprefix("proj_").title(), policy_id=policy_id)
             made.keys[project_id] = running.store.create_key(running.account.id,
                                                              project_id=project_id)[1]
-        projects.db.conn.close()
+        if "url" in config.get("database", {}):
+            # PostgreSQL: the gateway sees identity changes within its poll interval.
+            wait_until_key_answers(running.url, made.keys[project_id])
         return made
 
     return make

@@ -111,7 +111,7 @@ def test_two_workers_deliver_each_event_once_per_connector(
         events = postgres_events(database_url) if database_url else stored_events(db_path)
         return {e["event_id"] for e in events}
 
-    key = make_key(db_path)
+    key = make_key(config)
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "gateway.log"
     with log.open("wb") as out:

@@ -23,12 +23,16 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from e2e.harness import UPSTREAM_ANTHROPIC_KEY, UPSTREAM_OPENAI_KEY
+from e2e.harness import (
+    UPSTREAM_ANTHROPIC_KEY,
+    UPSTREAM_OPENAI_KEY,
+    close_identity_store,
+    identity_store,
+)
 from events_support import REPO_POLICIES, postgres_events, stored_events
 from mock_upstream import MockUpstream
 
-from gateway.db import open_database
-from gateway.identity.keys import IdentityStore
+from gateway import Config
 from gateway.identity.projects import ProjectStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,15 +66,17 @@ def write_config(root: Path, mock_url: str, port: int, database_url: str | None 
     return config, db_path
 
 
-def make_key(db_path: Path) -> str:
-    db = open_database(db_path)
+def make_key(config: Path) -> str:
+    """A key bound to a new project, where the gateway of `config` reads identity (its SQLite
+    file, or the PostgreSQL of `[database] url`)."""
+    store = identity_store(Config.load(config))
     try:
-        account = IdentityStore(db).create_account("sigterm", "control")
-        ProjectStore(db).create("proj_load", account_id=account.id, name="Load",
-                                policy_id="support_bot")
-        return IdentityStore(db).create_key(account.id, project_id="proj_load")[1]
+        account = store.create_account("sigterm", "control")
+        ProjectStore(store.db).create("proj_load", account_id=account.id, name="Load",
+                                      policy_id="support_bot")
+        return store.create_key(account.id, project_id="proj_load")[1]
     finally:
-        db.conn.close()
+        close_identity_store(store)
 
 
 def wait_until_serving(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
@@ -95,7 +101,7 @@ def test_sigterm_under_load_loses_no_event_of_an_answered_request(
     port = free_port()
     database_url = request.getfixturevalue("postgres_url") if backend == "postgres" else None
     config, db_path = write_config(tmp_path, mock_upstream.url, port, database_url)
-    key = make_key(db_path)
+    key = make_key(config)
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "gateway.log"
     with log.open("wb") as out:
