@@ -79,11 +79,11 @@ def cli_user_id() -> str:
 def _record_events(config: Config, changes: Sequence[PolicyRevision]) -> None:
     """Store the `revision` events of the revisions this command recorded."""
     from gateway.errors import EventStorageError
-    from gateway.events.store import EventStore
+    from gateway.events.pg_store import command_event_store
 
     if not changes:
         return
-    store = EventStore(config.database_path)
+    store = command_event_store(config)
     try:
         store.write([revision_event(change, cli_user_id()) for change in changes])
     except EventStorageError as exc:  # the change itself is made; say what was not recorded

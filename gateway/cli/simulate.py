@@ -120,12 +120,12 @@ def _run_simulation(config: Config, body: dict[str, Any]) -> tuple[dict[str, Any
 
 def _simulate(args: argparse.Namespace) -> int:
     from gateway.errors import EventStorageError
-    from gateway.events.store import EventStore
+    from gateway.events.pg_store import command_event_store
 
     config = Config.load(args.config)
     answer, events = _run_simulation(config, _simulation_body(args))
     if events:
-        store = EventStore(config.database_path)
+        store = command_event_store(config)
         try:
             store.write(events)
         except EventStorageError as exc:

@@ -25,7 +25,14 @@ import psycopg
 
 from gateway.db import EVENT_COLUMNS
 from gateway.errors import DatabaseUnavailable, EventStorageError
-from gateway.events.store import HistoryQuery, event_to_row, history_page, history_where
+from gateway.events.store import (
+    EventStorage,
+    EventStore,
+    HistoryQuery,
+    event_to_row,
+    history_page,
+    history_where,
+)
 from gateway.storage.postgres import Postgres
 
 log = logging.getLogger("gateway.events.sink")
@@ -141,3 +148,19 @@ def pg_query_history(conn: Any, query: HistoryQuery) -> tuple[list[dict[str, Any
     cursor = conn.cursor(row_factory=psycopg.rows.dict_row)
     rows = cursor.execute(sql, args).fetchall()
     return history_page(rows, query.limit)
+
+
+class _CommandEventStore(PgEventStore):
+    """A command's own store: it opened the pool, so closing the store closes it."""
+
+    def close(self) -> None:
+        self.pg.close()
+
+
+def command_event_store(config: Any) -> EventStorage:
+    """Where a CLI command writes the events it records (`simulate`, `policies add`): the
+    gateway's event store, the shared PostgreSQL when `[database] url` names one, so those
+    events reach the history and the connectors of every replica."""
+    if config.postgres is None:
+        return EventStore(config.database_path)
+    return _CommandEventStore(Postgres(config.postgres))

@@ -160,3 +160,18 @@ def test_an_event_postgres_refuses_outright_is_counted_and_the_rest_stored(pg: P
     assert [e["event_id"] for e in stored(pg)] == [events[0]["event_id"], events[2]["event_id"]]
     assert store.rejected == 1
     assert too_big["event_id"] in caplog.text
+
+
+def test_a_policy_added_by_the_cli_records_its_revision_event_in_postgres(
+        pg: Postgres, postgres_url: str, tmp_path) -> None:
+    # The CLI records the revision; its event must reach the shared history (and so every
+    # replica's connectors), not a SQLite file of the machine it ran on.
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[database]\npath = "{tmp_path / "cli.db"}"\nurl = "{postgres_url}"\n\n'
+                      f'[policies]\ndirectory = "{tmp_path / "policies"}"\n')
+    (tmp_path / "policies").mkdir()
+    source = tmp_path / "cli_guard.pol"
+    source.write_text('policy v1 "cli_guard" {\n  name "Guard"\n  default allow\n}\n')
+    assert cli.main(["policies", "add", str(source), "--config", str(config)]) == 0
+    revisions = [e for e in stored(pg) if e["event_type"] == "revision"]
+    assert [(e["policy_id"], e["policy_revision"]) for e in revisions] == [("cli_guard", 1)]
