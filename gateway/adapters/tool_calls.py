@@ -69,15 +69,19 @@ def _chat_message_calls(message: JSON, fn: CallFn) -> JSON:
 
 
 def _chat_call(call: Any, fn: CallFn) -> Any:
+    """`call` with the arguments of each kind it holds decided (a broken upstream's call may
+    hold both, and the client reads the one its `type` names)."""
     if not isinstance(call, dict):
         return call
+    mapped = call
     for kind, key in _CHAT_KINDS:
         inner = call.get(kind)
         if isinstance(inner, dict):
             arguments = inner.get(key)
             text = fn(_name(inner), arguments if isinstance(arguments, str) else "")
-            return call if text == arguments else {**call, kind: {**inner, key: text}}
-    return call
+            if text != arguments:
+                mapped = {**mapped, kind: {**inner, key: text}}
+    return mapped
 
 
 def chat_stream_names(payload: JSON) -> Named:

@@ -370,6 +370,9 @@ class StreamGovernor:
                     return self._stop_ambiguous()
                 block.name = block.name or call.name  # named after its first arguments
                 continue
+            pending = self._tool_names.get(call.block)
+            if pending is not None and pending != call.name and self.governance.enforced:
+                return self._stop_ambiguous()  # two names for one call before its arguments
             self._tool_names[call.block] = call.name
             if call.arguments:
                 sent = self._judged(call.name, call.arguments, call.arguments)

@@ -344,3 +344,31 @@ def test_message_snapshots_with_content_shift_the_positions() -> None:
         input_delta(SAFE, index=1),
         event({"type": "content_block_stop", "index": 1}))
     assert not gov.stopped and b"Oslo" in out
+
+
+def test_a_chat_call_naming_two_tools_at_once_is_not_decided_under_the_harmless_one() -> None:
+    """One call object with a `function` and a `custom` part: the client reads the one its
+    `type` says."""
+    two = {"index": 0, "id": "a", "type": "function",
+           "function": {"name": "delete_user", "arguments": ""},
+           "custom": {"name": "get_weather", "input": ""}}
+    out, gov = chat_run(chunk({"role": "assistant", "tool_calls": [two]}),
+                        chunk({"tool_calls": [call(0, '{"id": "Zqxw"}')]}))
+    assert gov.stopped and b"Zqxw" not in out
+
+
+def test_a_whole_chat_call_with_two_kinds_has_each_decided() -> None:
+    answer = {"choices": [{"index": 0, "message": {"role": "assistant", "tool_calls": [
+        {"id": "a", "type": "custom",
+         "function": {"name": "get_weather", "arguments": SAFE},
+         "custom": {"name": "run_shell", "input": FORBIDDEN}}]}}]}
+    judge = ToolJudge([POLICY], dsl.RequestFacts(), enforced=True)
+    stopped = []
+
+    def decide(name: str, arguments: str) -> str:
+        verdict = judge.decide(name, arguments)
+        stopped.append(verdict.stopped)
+        return verdict.arguments
+
+    CHAT.map_tool_calls(answer, decide)
+    assert True in stopped
