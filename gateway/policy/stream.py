@@ -373,14 +373,18 @@ class StreamGovernor:
             pending = self._tool_names.get(call.block)
             if pending is not None and pending != call.name and self.governance.enforced:
                 return self._stop_ambiguous()  # two names for one call before its arguments
-            self._tool_names[call.block] = call.name
-            if call.arguments:
-                sent = self._judged(call.name, call.arguments, call.arguments)
-                if not self.stopped and sent != call.arguments:
-                    self.governance.update(self._judge.unrewritable(self.governance.decision))
-                    self.stopped = True
-                if self.stopped:
-                    return self._stop()
+            if not call.arguments:
+                self._tool_names[call.block] = call.name
+                continue
+            sent = self._judged(call.name, call.arguments, call.arguments)
+            if not self.stopped and sent != call.arguments:
+                self.governance.update(self._judge.unrewritable(self.governance.decision))
+                self.stopped = True
+            if self.stopped:
+                return self._stop()
+            # Decided whole: more arguments for it (which clients append) end the stream.
+            self._closed_tools.add(call.block)
+            self._redacted[call.block] = sent
         return b""
 
     def _decide_unopened(self, event: str | None, payload: dict[str, Any], frame: Frame

@@ -372,3 +372,15 @@ def test_a_whole_chat_call_with_two_kinds_has_each_decided() -> None:
 
     CHAT.map_tool_calls(answer, decide)
     assert True in stopped
+
+
+def test_arguments_split_between_the_naming_frame_and_the_deltas_are_decided_together() -> None:
+    """The client appends the deltas to the arguments `output_item.added` carried: neither half
+    alone holds the denylisted term."""
+    out, gov = responses_run(
+        {"type": "response.output_item.added", "output_index": 0,
+         "item": {**function_call('{"command": "rm -', "run_shell"), "status": "in_progress"}},
+        {"type": "response.function_call_arguments.delta", "output_index": 0,
+         "item_id": "fc_1", "delta": 'rf /srv Zqxw"}'},
+        {"type": "response.completed", "response": response([])})
+    assert gov.stopped and b"Zqxw" not in out
