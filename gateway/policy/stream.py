@@ -38,6 +38,7 @@ from gateway.adapters.inventory import unescaped_json_text
 from gateway.errors import PolicyRefused
 from gateway.policy.governance import Governance, combine
 from gateway.policy.lifecycle import StreamCounts
+from gateway.policy.monitors import Unwatched
 from gateway.upstream.sse import Frame, encode_frame
 
 if TYPE_CHECKING:
@@ -215,7 +216,7 @@ class StreamGovernor:
                     return head
             # In shadow nothing is stopped, so nothing needs holding either.
             monitor = (self._monitor_factory(self.governance.decision)
-                       if self._monitor_factory is not None else _Unwatched())
+                       if self._monitor_factory is not None else Unwatched())
             name = self._tool_names.pop(delta.block, None) if delta.held else None
             if delta.held and name is None and self._tool_names and self.governance.enforced:
                 # Arguments of a call no frame named while another named call has none yet:
@@ -451,49 +452,3 @@ class StreamGovernor:
         assert frame.data is not None
         return encode_frame(self.governance.with_policy(frame.data.encode("utf-8")),
                             event=frame.event)
-
-
-class _Unwatched:
-    """The monitor of a tool call's arguments when no output rule reads them: they are only
-    held for the call's verdict."""
-
-    stopped = False
-
-    def feed(self, delta: str) -> tuple[str, dsl.Decision | None]:
-        return delta, None
-
-    def finish(self) -> tuple[str, dsl.Decision | None]:
-        return "", None
-
-
-class WholeBlockMonitor:
-    """The monitor used when two policies with output rules govern one stream (a project
-    policy and a caller's inline policy). Their incremental monitors would hold back different
-    amounts of differently redacted text, so instead each text block is held back whole and
-    decided by both policies at its end: slower to start, never leaking."""
-
-    def __init__(self, policies: list[dsl.CompiledPolicy], facts: dsl.RequestFacts,
-                 decision: dsl.Decision, enforced: bool) -> None:
-        self._policies = policies
-        self._facts = facts
-        self._decision = decision
-        self._enforced = enforced
-        self._chunks: list[str] = []
-        self.stopped = False
-
-    def feed(self, delta: str) -> tuple[str, dsl.Decision | None]:
-        self._chunks.append(delta)
-        return "", None
-
-    def finish(self) -> tuple[str, dsl.Decision | None]:
-        text = "".join(self._chunks)
-        decision = self._decision
-        for policy in self._policies:
-            decision = combine(decision, policy.evaluate_output(self._facts, text, decision))
-        if self._enforced and decision.decision in ("refuse", "escalate"):
-            self.stopped = True
-            return "", decision
-        redactor = decision.obligations.redactor
-        if redactor is not None:
-            text = redactor.apply(text)[0]
-        return text, decision
