@@ -384,3 +384,13 @@ def test_arguments_split_between_the_naming_frame_and_the_deltas_are_decided_tog
          "item_id": "fc_1", "delta": 'rf /srv Zqxw"}'},
         {"type": "response.completed", "response": response([])})
     assert gov.stopped and b"Zqxw" not in out
+
+
+def test_done_frames_that_rename_the_call_are_decided_under_the_new_name() -> None:
+    frames = streamed_call(SAFE, SAFE)
+    frames[3]["item"]["name"] = "delete_user"  # output_item.done
+    frames[4]["response"]["output"][0]["name"] = "delete_user"  # response.completed
+    out, gov = responses_run(*frames)
+    assert gov.stopped and gov.governance.decision.reason_code == "DELETION_TOOL"
+    assert b"delete_user" not in b"".join(
+        orjson.dumps(p) for p in payloads(out) if p.get("type") != "error")
