@@ -200,6 +200,20 @@ class Adapter:
         """The tool calls this frame names."""
         return []
 
+    def opened_blocks(self, event: str | None, payload: JSON) -> tuple[Any, int] | None:
+        """For APIs whose clients place each block a frame opens after the ones before (and
+        apply a delta to the block at the position it names): the position this frame claims
+        for the block it opens (None: no claim) and how many blocks it opens."""
+        return None
+
+    def map_stream_calls(self, event: str | None, payload: JSON, fn: Callable[[str, str], str]
+                         ) -> JSON:
+        """`payload` (a stream frame) with the arguments of each whole tool call it repeats
+        (a response or message snapshot, a "done" item or arguments) replaced by
+        `fn(tool name, arguments)`; the payload itself when none changes. Calls the frame names
+        (`stream_tool_names`) and argument deltas are not repeated calls."""
+        return payload
+
     def without_tools(self, body: JSON, remove: Callable[[str], bool]) -> tuple[JSON, list[str]]:
         """`body` without the tool definitions whose name `remove` says, and their names."""
         return body, []

@@ -41,6 +41,7 @@ from gateway.adapters.base import (
 from gateway.adapters.inventory import TextInventory
 from gateway.adapters.tool_calls import (
     messages_map_calls,
+    messages_map_stream_calls,
     messages_stream_names,
     messages_without_tools,
 )
@@ -206,6 +207,20 @@ class Messages(Adapter):
 
     def stream_tool_names(self, event: str | None, payload: JSON) -> list[NamedCall]:
         return messages_stream_names(payload)
+
+    def opened_blocks(self, event: str | None, payload: JSON) -> tuple[Any, int] | None:
+        kind = payload.get("type")
+        if kind == "content_block_start":
+            return payload.get("index"), 1
+        message = payload.get("message")
+        if kind == "message_start" and isinstance(message, dict):
+            content = message.get("content")
+            return None, len(content) if isinstance(content, list) else 0
+        return None
+
+    def map_stream_calls(self, event: str | None, payload: JSON, fn: Callable[[str, str], str]
+                         ) -> JSON:
+        return messages_map_stream_calls(payload, fn)
 
     def without_tools(self, body: JSON, remove: Callable[[str], bool]) -> tuple[JSON, list[str]]:
         return messages_without_tools(body, remove)

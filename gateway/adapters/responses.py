@@ -53,6 +53,7 @@ from gateway.adapters.base import (
 from gateway.adapters.inventory import TextInventory
 from gateway.adapters.tool_calls import (
     responses_map_calls,
+    responses_map_stream_calls,
     responses_stream_names,
     responses_without_tools,
 )
@@ -253,6 +254,10 @@ class Responses(OpenAIErrorShape, Adapter):
 
     def stream_tool_names(self, event: str | None, payload: JSON) -> list[NamedCall]:
         return responses_stream_names(payload)
+
+    def map_stream_calls(self, event: str | None, payload: JSON, fn: Callable[[str, str], str]
+                         ) -> JSON:
+        return responses_map_stream_calls(payload, fn)
 
     def without_tools(self, body: JSON, remove: Callable[[str], bool]) -> tuple[JSON, list[str]]:
         return responses_without_tools(body, remove)

@@ -69,15 +69,19 @@ def _chat_message_calls(message: JSON, fn: CallFn) -> JSON:
 
 
 def _chat_call(call: Any, fn: CallFn) -> Any:
+    """`call` with the arguments of each kind it holds decided (a broken upstream's call may
+    hold both, and the client reads the one its `type` names)."""
     if not isinstance(call, dict):
         return call
+    mapped = call
     for kind, key in _CHAT_KINDS:
         inner = call.get(kind)
         if isinstance(inner, dict):
             arguments = inner.get(key)
             text = fn(_name(inner), arguments if isinstance(arguments, str) else "")
-            return call if text == arguments else {**call, kind: {**inner, key: text}}
-    return call
+            if text != arguments:
+                mapped = {**mapped, kind: {**inner, key: text}}
+    return mapped
 
 
 def chat_stream_names(payload: JSON) -> Named:
@@ -156,6 +160,15 @@ def messages_stream_names(payload: JSON) -> Named:
     return []
 
 
+def messages_map_stream_calls(payload: JSON, fn: CallFn) -> JSON:
+    """`message_start` carries a message snapshot that clients start from: its content too."""
+    message = payload.get("message")
+    if payload.get("type") != "message_start" or not isinstance(message, dict):
+        return payload
+    mapped = messages_map_calls(message, fn)
+    return payload if mapped is message else {**payload, "message": mapped}
+
+
 def messages_without_tools(body: JSON, remove: RemoveFn) -> tuple[JSON, list[str]]:
     body, removed = _without(body, "tools", lambda t: t.get("name"), remove, ("tool_choice",))
     choice = body.get("tool_choice")
@@ -195,6 +208,31 @@ def responses_stream_names(payload: JSON) -> Named:
         return [NamedCall(("args", key_part(payload.get("output_index")), key_part(item.get("id"))),
                           _name(item), given if isinstance(given, str) else "")]
     return []
+
+
+#: "Done" events that repeat a call's whole arguments, and the field holding them.
+_RESPONSES_DONE = {"response.function_call_arguments.done": "arguments",
+                   "response.custom_tool_call_input.done": "input"}
+
+
+def responses_map_stream_calls(payload: JSON, fn: CallFn) -> JSON:
+    """Every `response` snapshot (`response.created` to `response.completed`), every
+    `output_item.done` item, and the arguments of the "done" events (whose frame does not name
+    the tool: decided with the name "")."""
+    kind = payload.get("type")
+    response, item = payload.get("response"), payload.get("item")
+    if isinstance(response, dict):
+        mapped = responses_map_calls(response, fn)
+        return payload if mapped is response else {**payload, "response": mapped}
+    if kind == "response.output_item.done" and isinstance(item, dict):
+        mapped = _responses_call(item, fn)
+        return payload if mapped is item else {**payload, "item": mapped}
+    field = _RESPONSES_DONE.get(kind) if isinstance(kind, str) else None
+    if field is not None:
+        arguments = payload.get(field)
+        text = fn("", arguments if isinstance(arguments, str) else "")
+        return payload if text == arguments else {**payload, field: text}
+    return payload
 
 
 def responses_without_tools(body: JSON, remove: RemoveFn) -> tuple[JSON, list[str]]:

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
+
+from dsl.tool_names import glob_matcher, tool_key
 
 SERVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _KNOWN = {"url", "headers", "headers_env", "connect_timeout", "idle_timeout", "total_timeout",
@@ -39,11 +42,21 @@ class McpServer:
     denied_tools: tuple[str, ...] = ()
 
     def tool_permitted(self, tool_name: str) -> bool:
-        """Whether the configuration lets governed clients see and call `tool_name`."""
+        """Whether the configuration lets governed clients see and call `tool_name`. A denied
+        glob also matches the name folded as policies compare tool names (case, full-width
+        forms, invisible characters, look-alike letters), since a server may read it so; an
+        allowed glob must match the name as it is."""
         if any(fnmatch.fnmatchcase(tool_name, glob) for glob in self.denied_tools):
+            return False
+        if self.denied_tools and _denied_folded(self.denied_tools)(tool_key(tool_name)):
             return False
         return not self.allowed_tools or any(
             fnmatch.fnmatchcase(tool_name, glob) for glob in self.allowed_tools)
+
+
+@lru_cache(maxsize=64)
+def _denied_folded(globs: tuple[str, ...]) -> Callable[[str], bool]:
+    return glob_matcher(globs)
 
 
 def mcp_servers(section: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, McpServer]:

@@ -11,6 +11,7 @@ streams, session end) unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -72,6 +73,9 @@ class McpSurface:
                 headers = {k: v for k, v in inbound.headers.items() if k != "last-event-id"}
                 return await self._relay(server, inbound, b"", headers)
             message = parse_message(inbound.body)
+            # The server gets the message as the gateway read it: JSON parsers differ on which
+            # of two equal keys wins, and the policy must decide what the server runs.
+            inbound = dataclasses.replace(inbound, body=orjson.dumps(message.raw))
             try:
                 return await self._governed(server, Resolved(caller, fields, project, loaded),
                                             inbound, message)

@@ -196,7 +196,7 @@ class ToolCall:
         if arguments is not self.arguments:
             raw = self.message.raw
             body = orjson.dumps({**raw, "params": {**raw["params"], "arguments": arguments}})
-        return await self._forward(body, rewritten=arguments is not self.arguments)
+        return await self._forward(body)
 
     async def _escalate(self) -> Outbound:
         assert self.gov is not None
@@ -209,12 +209,14 @@ class ToolCall:
 
     # --- the upstream --------------------------------------------------------------------------
 
-    async def _forward(self, body: bytes, *, rewritten: bool) -> Outbound:
+    async def _forward(self, body: bytes) -> Outbound:
         self.lifecycle.upstream_called()
         self.upstream_called = True
         sent = time.perf_counter()
+        # `Mcp-Param-*` copies of argument values never go: a server may read them instead of
+        # the arguments the policy decided on.
         response = await self.upstreams.open(self.server, "POST", self.inbound.headers, body,
-                                             param_headers=not rewritten)
+                                             param_headers=False)
         self.upstream_seconds = time.perf_counter() - sent
         headers = relayed_headers(response)
         deadline = trio.current_time() + self.server.total_timeout

@@ -14,7 +14,7 @@ import dsl
 from dsl.decision import CATEGORY_SURFACES
 from gateway.adapters.base import JSON, Adapter
 from gateway.policy.governance import combine
-from gateway.policy.stream import WholeBlockMonitor
+from gateway.policy.monitors import WholeBlockMonitor
 
 MonitorFactory = Callable[[dsl.Decision], Any]
 

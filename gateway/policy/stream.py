@@ -27,6 +27,7 @@ For each frame the `StreamGovernor`:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ from gateway.adapters.inventory import unescaped_json_text
 from gateway.errors import PolicyRefused
 from gateway.policy.governance import Governance, combine
 from gateway.policy.lifecycle import StreamCounts
+from gateway.policy.monitors import Unwatched
 from gateway.upstream.sse import Frame, encode_frame
 
 if TYPE_CHECKING:
@@ -83,6 +85,12 @@ class StreamGovernor:
         #: Closed blocks whose released text differs from the upstream's (redacted): "done"
         #: frames repeating them must carry what the client got.
         self._redacted: dict[Hashable, str] = {}
+        #: Tool calls decided, as (name, arguments sent): frames that repeat a call whole are
+        #: checked against them. And the blocks of the calls already decided.
+        self._sent_calls: set[tuple[str, str]] = set()
+        self._closed_tools: set[Hashable] = set()
+        #: Blocks opened so far, for APIs whose clients place blocks by the order they open.
+        self._opened = 0
         #: Frames the gateway inserted minus frames it withheld, and the last sequence number
         #: the client got.
         self._shift = 0
@@ -112,6 +120,9 @@ class StreamGovernor:
             self.output_tokens = max(self.output_tokens, usage.output_tokens)
             if not self._client_asked_usage and adapter.is_usage_only_chunk(event, payload):
                 return b""
+        opened = adapter.opened_blocks(event, payload)
+        if opened is not None and self._placed_elsewhere(*opened):
+            return self._stop_misplaced()
         if self._judge is not None:
             named = adapter.stream_tool_names(event, payload)
             if named:
@@ -180,6 +191,10 @@ class StreamGovernor:
         outgoing = payload
         if self._redacted:
             outgoing = adapter.with_released_texts(event, payload, self._redacted)
+        if self._judge is not None:
+            outgoing = adapter.map_stream_calls(event, outgoing, self._repeated_call)
+            if self.stopped:
+                return out + self._stop()
         outgoing = self._renumbered(outgoing)
         if outgoing is not payload or frame is None:
             return out + self._encode(event, outgoing)
@@ -189,6 +204,9 @@ class StreamGovernor:
                     ) -> bytes:
         block = self._blocks.get(delta.block)
         head = b""
+        if block is None and delta.held and delta.block in self._closed_tools \
+                and self.governance.enforced:
+            return self._stop_ambiguous()  # arguments for a call already decided
         if block is None:
             if delta.held:
                 # A tool call follows the text it comes after (chat has no frame that closes
@@ -198,10 +216,15 @@ class StreamGovernor:
                     return head
             # In shadow nothing is stopped, so nothing needs holding either.
             monitor = (self._monitor_factory(self.governance.decision)
-                       if self._monitor_factory is not None else _Unwatched())
+                       if self._monitor_factory is not None else Unwatched())
+            name = self._tool_names.pop(delta.block, None) if delta.held else None
+            if delta.held and name is None and self._tool_names and self.governance.enforced:
+                # Arguments of a call no frame named while another named call has none yet:
+                # the client may apply them to that one (by position, not id).
+                return head + self._stop_ambiguous()
             block = _Block(monitor, delta.held and self.governance.enforced, delta.held,
                            # A call no frame named (a broken upstream) is decided all the same.
-                           name=self._tool_names.pop(delta.block, "") if delta.held else None)
+                           name="" if delta.held and name is None else name)
             self._blocks[delta.block] = block
         return head + self._feed_block(event, payload, delta, block)
 
@@ -272,7 +295,11 @@ class StreamGovernor:
             sent = self._judged(block.name, "".join(block.fed), sent)
             if self.stopped:
                 return self._stop()
-        if sent != "".join(block.fed):
+        if block.tool:
+            # "Done" frames repeating a call carry what was decided, whatever they say.
+            self._closed_tools.add(key)
+            self._redacted[key] = sent
+        elif sent != "".join(block.fed):
             self._redacted[key] = sent
         text = sent if block.held else released
         if not text or block.template is None:
@@ -291,10 +318,43 @@ class StreamGovernor:
         assert self._judge is not None
         verdict = self._judge.decide_into(self.governance, name, fed)
         self.stopped = self.stopped or verdict.stopped
-        if verdict.arguments == fed:
-            return sent
-        # Redacted: an output rule may have redacted the text already; redact what it left.
-        return verdict.arguments if sent == fed else self._judge.redacted(verdict, sent)
+        if verdict.arguments != fed:
+            # Redacted: an output rule may have redacted the text already; redact what it left.
+            sent = verdict.arguments if sent == fed else self._judge.redacted(verdict, sent)
+        self._sent_calls.add((name, sent))
+        return sent
+
+    def _repeated_call(self, name: str, arguments: str) -> str:
+        """A tool call a frame repeats whole (a snapshot, a "done" item): as sent when it was
+        decided (a frame that does not name the tool matches on the arguments), else decided
+        now, as the client reads it there."""
+        if (name, arguments) in self._sent_calls or (
+                not name and any(sent == arguments for _, sent in self._sent_calls)):
+            return arguments
+        return self._judged(name, arguments, arguments)
+
+    def _placed_elsewhere(self, claimed: Any, count: int) -> bool:
+        """Whether a frame opening `count` blocks claims a position other than the one its
+        block takes in the client's copy (where the client would apply its deltas), on a
+        governed stream."""
+        position, self._opened = self._opened, self._opened + count
+        governed = self._judge is not None or self._monitor_factory is not None
+        return (governed and self.governance.enforced and claimed is not None
+                and claimed != position)
+
+    def _stop_ambiguous(self) -> bytes:
+        """A call clients may read otherwise than it would be decided (renamed while its
+        arguments stream, arguments after its end or for another call) ends an enforced
+        stream (in shadow it goes out as it came)."""
+        return self._stop_for("TOOL_CALL_AMBIGUOUS")
+
+    def _stop_misplaced(self) -> bytes:
+        return self._stop_for("OUTPUT_BLOCK_MISPLACED")
+
+    def _stop_for(self, reason: str) -> bytes:
+        self.governance.update(dataclasses.replace(self.governance.decision, decision="refuse",
+                                                   reason_code=reason))
+        return self._stop()
 
     def _announced(self, named: list[NamedCall]) -> bytes:
         """Note the calls a frame names. Arguments that come with the name (a broken
@@ -302,14 +362,30 @@ class StreamGovernor:
         a verdict that would rewrite them stops the stream."""
         assert self._judge is not None
         for call in named:
-            self._tool_names[call.block] = call.name
-            if call.arguments:
-                sent = self._judged(call.name, call.arguments, call.arguments)
-                if not self.stopped and sent != call.arguments:
-                    self.governance.update(self._judge.unrewritable(self.governance.decision))
-                    self.stopped = True
-                if self.stopped:
-                    return self._stop()
+            block = self._blocks.get(call.block)
+            if block is not None and block.tool:
+                # Named again while its arguments stream: a new name (clients keep the first,
+                # the last, or both) or arguments in the naming frame cannot be decided as read.
+                if self.governance.enforced and (
+                        call.arguments or (block.name and block.name != call.name)):
+                    return self._stop_ambiguous()
+                block.name = block.name or call.name  # named after its first arguments
+                continue
+            pending = self._tool_names.get(call.block)
+            if pending is not None and pending != call.name and self.governance.enforced:
+                return self._stop_ambiguous()  # two names for one call before its arguments
+            if not call.arguments:
+                self._tool_names[call.block] = call.name
+                continue
+            sent = self._judged(call.name, call.arguments, call.arguments)
+            if not self.stopped and sent != call.arguments:
+                self.governance.update(self._judge.unrewritable(self.governance.decision))
+                self.stopped = True
+            if self.stopped:
+                return self._stop()
+            # Decided whole: more arguments for it (which clients append) end the stream.
+            self._closed_tools.add(call.block)
+            self._redacted[call.block] = sent
         return b""
 
     def _decide_unopened(self, event: str | None, payload: dict[str, Any], frame: Frame
@@ -330,6 +406,7 @@ class StreamGovernor:
             if self.stopped:
                 return self._stop()
             self._redacted[key] = ""
+            self._closed_tools.add(key)
         return b""
 
     def _escaped_violation(self, block: _Block) -> bool:
@@ -375,49 +452,3 @@ class StreamGovernor:
         assert frame.data is not None
         return encode_frame(self.governance.with_policy(frame.data.encode("utf-8")),
                             event=frame.event)
-
-
-class _Unwatched:
-    """The monitor of a tool call's arguments when no output rule reads them: they are only
-    held for the call's verdict."""
-
-    stopped = False
-
-    def feed(self, delta: str) -> tuple[str, dsl.Decision | None]:
-        return delta, None
-
-    def finish(self) -> tuple[str, dsl.Decision | None]:
-        return "", None
-
-
-class WholeBlockMonitor:
-    """The monitor used when two policies with output rules govern one stream (a project
-    policy and a caller's inline policy). Their incremental monitors would hold back different
-    amounts of differently redacted text, so instead each text block is held back whole and
-    decided by both policies at its end: slower to start, never leaking."""
-
-    def __init__(self, policies: list[dsl.CompiledPolicy], facts: dsl.RequestFacts,
-                 decision: dsl.Decision, enforced: bool) -> None:
-        self._policies = policies
-        self._facts = facts
-        self._decision = decision
-        self._enforced = enforced
-        self._chunks: list[str] = []
-        self.stopped = False
-
-    def feed(self, delta: str) -> tuple[str, dsl.Decision | None]:
-        self._chunks.append(delta)
-        return "", None
-
-    def finish(self) -> tuple[str, dsl.Decision | None]:
-        text = "".join(self._chunks)
-        decision = self._decision
-        for policy in self._policies:
-            decision = combine(decision, policy.evaluate_output(self._facts, text, decision))
-        if self._enforced and decision.decision in ("refuse", "escalate"):
-            self.stopped = True
-            return "", decision
-        redactor = decision.obligations.redactor
-        if redactor is not None:
-            text = redactor.apply(text)[0]
-        return text, decision

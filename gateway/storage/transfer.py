@@ -33,6 +33,13 @@ TABLES = ("accounts", "api_keys", "projects", "project_grants", "policy_revision
 POLICY_FILES = "policy_files"
 #: Tables that must be empty before an import (it never merges two deployments).
 _MUST_BE_EMPTY = ("accounts", "api_keys", "projects", "policy_revisions", "policy_events")
+#: Longest line an export may hold (a policy file or an event is far smaller): a longer one is
+#: refused before it is read whole into memory.
+MAX_LINE_BYTES = 64 * 1024 * 1024
+#: The values a column of each declared type may take (besides NULL), by a word of its type.
+_TYPES: tuple[tuple[str, tuple[type, ...]], ...] = (
+    ("INT", (int,)), ("CHAR", (str,)), ("TEXT", (str,)), ("REAL", (int, float)),
+    ("DOUB", (int, float)), ("FLOA", (int, float)), ("NUMERIC", (int, float)))
 
 
 def export_sqlite(database_path: str, policies_dir: str | None, out: IO[bytes]
@@ -86,10 +93,10 @@ def read_export(lines: IO[bytes]) -> tuple[dict[str, list[dict[str, Any]]], dict
         elif counts is not None:
             raise CommandError(f"line {number}: data after the end of the export")
         elif isinstance(item, dict) and "end" in item:
-            counts = dict(item["end"])
+            counts = _end_counts(item["end"], number)
         elif isinstance(item, dict) and item.get("table") in rows and isinstance(
                 item.get("row"), dict):
-            rows[item["table"]].append(item["row"])
+            rows[item["table"]].append(_scalar_row(item["table"], item["row"], number))
         else:
             raise CommandError(f"line {number}: not a row of a known table")
     if header is None or counts is None:
@@ -99,18 +106,83 @@ def read_export(lines: IO[bytes]) -> tuple[dict[str, list[dict[str, Any]]], dict
     if got != counts:
         raise CommandError(f"the export file is incomplete: it announces {counts}, "
                            f"holds {got}")
+    _check_policy_files(rows[POLICY_FILES])
     return rows, counts
 
 
 def _lines(stream: IO[bytes]) -> Iterator[bytes]:
-    for line in stream:
+    number = 0
+    while line := stream.readline(MAX_LINE_BYTES + 1):
+        number += 1
+        if len(line) > MAX_LINE_BYTES:
+            raise CommandError(f"line {number} of the export is longer than "
+                               f"{MAX_LINE_BYTES} bytes")
         if line.strip():
             yield line
 
 
+def _end_counts(end: Any, number: int) -> dict[str, int]:
+    if not isinstance(end, dict) or not all(
+            isinstance(count, int) and not isinstance(count, bool) for count in end.values()):
+        raise CommandError(f"line {number}: the end line's counts are not numbers by table")
+    return dict(end)
+
+
+def _scalar_row(table: str, row: dict[str, Any], number: int) -> dict[str, Any]:
+    """`row`, whose every value is one a column holds (text, a number, or null)."""
+    if not all(value is None or (isinstance(value, str | int | float)
+                                 and not isinstance(value, bool)) for value in row.values()):
+        raise CommandError(f"line {number}: a value of the {table} row is not text, a number "
+                           f"or null")
+    return row
+
+
+def _check_policy_files(files: list[dict[str, Any]]) -> None:
+    """Every policy file is a safe name and text: checked before anything is written."""
+    from gateway.storage.policies import safe_filename
+
+    names: set[str] = set()
+    for item in files:
+        name, source = item.get("filename"), item.get("source")
+        if set(item) != {"filename", "source"} or not isinstance(source, str) \
+                or not isinstance(name, str) or not safe_filename(name):
+            raise CommandError(f"refusing the policy file {str(name)[:80]!r}: a file is a safe "
+                               f".pol or .json name and its text")
+        if name in names:
+            raise CommandError(f"the policy file {name!r} is in the export twice")
+        names.add(name)
+
+
+def _check_types(table: str, columns: list[str], found: list[dict[str, Any]],
+                 declared: dict[str, str]) -> None:
+    """Each value of the rows is of its column's declared type (or null): SQLite would store
+    text in a number column as it is, and the gateway would fail reading it later."""
+    for column in columns:
+        kind = declared.get(column, "").upper()
+        allowed = next((types for word, types in _TYPES if word in kind), None)
+        if allowed is None:
+            continue
+        for row in found:
+            value = row[column]
+            if value is not None and (not isinstance(value, allowed)
+                                      or isinstance(value, bool)):
+                raise CommandError(f"the export's {table}.{column} holds a value of the wrong "
+                                   f"type ({type(value).__name__}, not {kind.lower()})")
+
+
 def import_postgres(conn: Any, rows: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
     """Write the rows into PostgreSQL (a psycopg connection) in one transaction; the counts
-    read back."""
+    read back. Rows the database refuses (a duplicate id, a text with NUL) roll it all back."""
+    import psycopg
+
+    try:
+        return _import_postgres(conn, rows)
+    except psycopg.Error as exc:
+        raise CommandError(f"the import was refused and nothing was imported: "
+                           f"{str(exc).splitlines()[0][:300]}") from None
+
+
+def _import_postgres(conn: Any, rows: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
     from gateway.storage.policies import _upsert
 
     with conn.transaction():
@@ -120,9 +192,11 @@ def import_postgres(conn: Any, rows: dict[str, list[dict[str, Any]]]) -> dict[st
             found = rows[table]
             if not found:
                 continue
-            columns = _checked_columns(table, found, {name for (name,) in conn.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = %s",
-                (table,)).fetchall()})
+            declared = dict(conn.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_name = %s", (table,)).fetchall())
+            columns = _checked_columns(table, found, set(declared))
+            _check_types(table, columns, found, declared)
             # COPY keeps the given `seq` of events (an identity column), as the cursors need.
             with conn.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
                 for row in found:
@@ -148,16 +222,32 @@ def import_sqlite(db: Any, policies_dir: str, rows: dict[str, list[dict[str, Any
     """Write the rows into a SQLite file (a `sqlite_utils.Database`) in one transaction, and
     the policy files into its policies directory."""
     from gateway.admin.registry import _atomic_write
+
+    _check_policy_files(rows[POLICY_FILES])  # before any write: never half an import
+    try:
+        counts = _import_sqlite_rows(db, rows)
+    except sqlite3.Error as exc:
+        raise CommandError(f"the import was refused and nothing was imported: {exc}"
+                           ) from None
+    folder = Path(policies_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    for item in rows[POLICY_FILES]:
+        _atomic_write(folder / item["filename"], item["source"])
+    counts[POLICY_FILES] = len(rows[POLICY_FILES])
+    return counts
+
+
+def _import_sqlite_rows(db: Any, rows: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
     from gateway.db import write_transaction
-    from gateway.storage.policies import safe_filename
 
     with write_transaction(db):
         _refuse_data(lambda table: db.conn.execute(
             f"SELECT EXISTS (SELECT 1 FROM {table})").fetchone()[0])
         for table in TABLES:
-            known = {r[1] for r in db.conn.execute(f"PRAGMA table_info({table})")}
+            declared = {r[1]: r[2] for r in db.conn.execute(f"PRAGMA table_info({table})")}
             for row in rows[table]:
-                columns = _checked_columns(table, [row], known)
+                columns = _checked_columns(table, [row], set(declared))
+                _check_types(table, columns, [row], declared)
                 db.conn.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
                                 f"({', '.join('?' for _ in columns)})", list(row.values()))
         counts = {table: int(db.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
@@ -166,13 +256,6 @@ def import_sqlite(db: Any, policies_dir: str, rows: dict[str, list[dict[str, Any
         if counts != expected:
             raise CommandError(f"the import did not arrive whole: expected {expected}, "
                                f"found {counts}")
-    folder = Path(policies_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    for item in rows[POLICY_FILES]:
-        if not safe_filename(item["filename"]):
-            raise CommandError(f"refusing the policy file name {item['filename']!r}")
-        _atomic_write(folder / item["filename"], item["source"])
-    counts[POLICY_FILES] = len(rows[POLICY_FILES])
     return counts
 
 
