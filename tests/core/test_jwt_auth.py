@@ -168,20 +168,22 @@ def test_bad_signature_is_rejected(algorithm, right_key, wrong_key):
     assert "signature verification failed" in rejected(verifier(), tampered)
 
 
-@pytest.mark.parametrize("token_claims, settings, expected", [
-    (claims(exp=int(time.time()) - 5), {}, "expired"),
-    (claims(nbf=int(time.time()) + 120), {}, "not yet valid (nbf)"),
-    (claims(iss="https://evil.example/"), {"issuer": "https://idp.example/"}, "issuer"),
-    (claims(), {"issuer": "https://idp.example/"}, "`iss` claim"),
-    (claims(aud="someone-else"), {"audience": "gateway"}, "audience"),
-    (claims(), {"audience": "gateway"}, "`aud` claim"),
-    (claims(exp=None), {}, "`exp` claim"),
-    (claims(sub=None), {}, "`sub` claim"),
-    (claims(sub=""), {}, "`sub` claim"),
-    (claims(sub=42), {}, "Subject must be a string"),
+# The claims are made when the test runs, not when it is collected: a token minted at
+# collection would expire (exp = now + 300 s) before the test ran late in a long suite.
+@pytest.mark.parametrize("make_claims, settings, expected", [
+    (lambda: claims(exp=int(time.time()) - 5), {}, "expired"),
+    (lambda: claims(nbf=int(time.time()) + 120), {}, "not yet valid (nbf)"),
+    (lambda: claims(iss="https://evil.example/"), {"issuer": "https://idp.example/"}, "issuer"),
+    (lambda: claims(), {"issuer": "https://idp.example/"}, "`iss` claim"),
+    (lambda: claims(aud="someone-else"), {"audience": "gateway"}, "audience"),
+    (lambda: claims(), {"audience": "gateway"}, "`aud` claim"),
+    (lambda: claims(exp=None), {}, "`exp` claim"),
+    (lambda: claims(sub=None), {}, "`sub` claim"),
+    (lambda: claims(sub=""), {}, "`sub` claim"),
+    (lambda: claims(sub=42), {}, "Subject must be a string"),
 ])
-def test_claim_checks(token_claims, settings, expected):
-    token = jwt.encode(token_claims, SECRET, algorithm="HS256")
+def test_claim_checks(make_claims, settings, expected):
+    token = jwt.encode(make_claims(), SECRET, algorithm="HS256")
     assert expected in rejected(verifier(HS_KEY, **settings), token)
 
 
