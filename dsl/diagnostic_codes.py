@@ -97,7 +97,7 @@ CODES = MappingProxyType({
     "rollback-not-whole": "a count or duration that is not a whole number >= 1",
     "duplicate-quota": "two quota blocks for one subject",
     "unknown-quota-subject": "a quota subject other than project or user",
-    "unknown-quota-unit": "a quota unit other than requests or tokens",
+    "unknown-quota-unit": "a quota unit other than requests, tokens or tool_calls",
     "unknown-quota-window": "a quota window that does not exist",
     "quota-not-whole": "a quota limit that is not a whole number",
     "quota-limit-twice": "two limits for one unit and window",
