@@ -6,7 +6,8 @@ the adapter streams their arguments), and taking tool definitions out of a reque
 
 - chat completions: `choices[].message.tool_calls[]` (`function` name and `arguments`, or
   `custom` name and `input`) and the legacy `function_call`; on streams the first chunk of a
-  call names it; definitions in `tools` (and the legacy `functions`);
+  call names it; definitions in `tools` (nested or flat: `{"type": "function", "name": ...}`)
+  and the legacy `functions`;
 - messages: `tool_use` content blocks (`input` as JSON text); on streams `content_block_start`
   names the call; definitions in `tools`;
 - responses: `function_call` (`arguments`) and `custom_tool_call` (`input`) output items, and
@@ -108,8 +109,14 @@ def chat_stream_names(payload: JSON) -> Named:
 
 def chat_without_tools(body: JSON, remove: RemoveFn) -> tuple[JSON, list[str]]:
     def name_of(tool: JSON) -> Any:
+        """The name a definition (or `tool_choice`) gives its tool: nested under its type
+        (`{"type": "function", "function": {"name": ...}}`) or flat (`{"type": "function",
+        "name": ...}`, which OpenAI-compatible servers accept). One that spells both is known
+        by a refused one of them, as the upstream may read either."""
         inner = tool.get(str(tool.get("type", "function")))
-        return inner.get("name") if isinstance(inner, dict) else None
+        names = [name for name in (inner.get("name") if isinstance(inner, dict) else None,
+                                   tool.get("name")) if isinstance(name, str)]
+        return next((name for name in names if remove(name)), names[0] if names else None)
 
     body, removed = _without(body, "tools", name_of, remove, ("tool_choice",
                                                                "parallel_tool_calls"))
