@@ -28,7 +28,7 @@ CODES = MappingProxyType({
     "json-wrong-type": "a value of the wrong JSON type",
     "json-bad-choice": "a value outside its allowed set",
     "json-bad-percentage": "a deployment percentage outside 0..100",
-    "json-unknown-quota": "a legacy quota key that is not `requests_per_X` / `tokens_per_X`",
+    "json-unknown-quota": "a legacy quota key that is not `UNIT_per_WINDOW` (requests, tokens, tool_calls)",
     # header and settings
     "unsupported-version": "a language version other than v1",
     "invalid-policy-id": "a policy id that is not a slug",
