@@ -77,7 +77,7 @@ class StreamGovernor:
         #: Tool calls announced (by block key) whose arguments block has not opened yet.
         self._tool_names: dict[Hashable, str] = {}
         #: The MCP server of each call (by block key) the provider runs (responses `mcp_call`).
-        self._tool_servers: dict[Hashable, str] = {}
+        self._tool_servers: dict[Hashable, str | None] = {}
         self._client_asked_usage = client_asked_usage
         #: Open blocks by the adapter's block key (usually one at a time).
         self._blocks: dict[Hashable, _Block] = {}
@@ -294,8 +294,7 @@ class StreamGovernor:
         block.released.append(released)
         sent = "".join(block.released)
         if block.name is not None and self._judge is not None:
-            sent = self._judged(block.name, "".join(block.fed), sent,
-                                self._tool_servers.get(key))
+            sent = self._judged(block.name, "".join(block.fed), sent, self._tool_servers.get(key))
             if self.stopped:
                 return self._stop()
         if block.tool:
@@ -316,9 +315,8 @@ class StreamGovernor:
         return self._encode(event, payload)
 
     def _judged(self, name: str, fed: str, sent: str, server: str | None = None) -> str:
-        """The arguments of the tool call `name` (on MCP `server`, for a call the provider
-        runs) that go out, once its tool rules decided it (`self.stopped` when an enforced
-        rule refuses it)."""
+        """The arguments of the tool call `name` (on MCP `server`: run by the provider) that go
+        out, once its tool rules decided it (`self.stopped` when an enforced rule refuses it)."""
         assert self._judge is not None
         verdict = self._judge.decide_into(self.governance, name, fed, server)
         self.stopped = self.stopped or verdict.stopped
@@ -366,11 +364,9 @@ class StreamGovernor:
         a verdict that would rewrite them stops the stream."""
         assert self._judge is not None
         for call in named:
-            known = self._tool_servers.get(call.block)
-            if known is not None and known != call.server and self.governance.enforced:
-                return self._stop_ambiguous()  # one call, two servers
-            if call.server is not None:
-                self._tool_servers[call.block] = call.server
+            if self._tool_servers.setdefault(call.block, call.server) != call.server \
+                    and self.governance.enforced:
+                return self._stop_ambiguous()  # one call, two MCP servers
             block = self._blocks.get(call.block)
             if block is not None and block.tool:
                 # Named again while its arguments stream: a new name (clients keep the first,
