@@ -28,7 +28,7 @@ CODES = MappingProxyType({
     "json-wrong-type": "a value of the wrong JSON type",
     "json-bad-choice": "a value outside its allowed set",
     "json-bad-percentage": "a deployment percentage outside 0..100",
-    "json-unknown-quota": "a legacy quota key that is not `requests_per_X` / `tokens_per_X`",
+    "json-unknown-quota": "a legacy quota key that is not `UNIT_per_WINDOW` (requests, tokens, tool_calls)",
     # header and settings
     "unsupported-version": "a language version other than v1",
     "invalid-policy-id": "a policy id that is not a slug",
@@ -97,7 +97,7 @@ CODES = MappingProxyType({
     "rollback-not-whole": "a count or duration that is not a whole number >= 1",
     "duplicate-quota": "two quota blocks for one subject",
     "unknown-quota-subject": "a quota subject other than project or user",
-    "unknown-quota-unit": "a quota unit other than requests or tokens",
+    "unknown-quota-unit": "a quota unit other than requests, tokens or tool_calls",
     "unknown-quota-window": "a quota window that does not exist",
     "quota-not-whole": "a quota limit that is not a whole number",
     "quota-limit-twice": "two limits for one unit and window",

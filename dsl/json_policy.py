@@ -172,8 +172,8 @@ class _Translator:
         for name, amount in value.items():
             pairs = amount.items() if isinstance(amount, dict) else [(None, amount)]
             for window, number in pairs:
-                match = re.fullmatch(r"(requests|tokens)_per_(\w+)", name) if window is None \
-                    else re.fullmatch(r"(requests|tokens)()", name)
+                match = re.fullmatch(r"(requests|tokens|tool_calls)_per_(\w+)", name) \
+                    if window is None else re.fullmatch(r"(requests|tokens|tool_calls)()", name)
                 if match is None or not isinstance(number, int | float):
                     self.sink.error(pos.line, pos.column, f"unknown quota `{key}.{name}`",
                                     'write e.g. {"requests_per_minute": 60, "tokens_per_day": 1e6}',

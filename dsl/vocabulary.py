@@ -41,7 +41,8 @@ STATIC_FIELDS = frozenset({"tool.name", "tool.server", "target", "user", "projec
 STAGE_MODES = ("shadow", "canary", "enforced")
 ROLLBACK_NUMBERS = ("threshold_pct", "min_requests", "window_minutes", "cooldown_minutes")
 QUOTA_SUBJECTS = ("project", "user")
-QUOTA_UNITS = ("requests", "tokens")
+#: `tool_calls` counts governed MCP tool calls only, and they count toward no other unit.
+QUOTA_UNITS = ("requests", "tokens", "tool_calls")
 # As written in a policy -> the SPEC §8 window name.
 QUOTA_WINDOWS = {"minute": "minute", "hour": "hour", "day": "daily", "week": "weekly",
                  "month": "monthly", "daily": "daily", "weekly": "weekly", "monthly": "monthly"}

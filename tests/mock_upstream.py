@@ -20,7 +20,8 @@ Scenario fields (all optional):
 - ``chunks`` (the streamed text pieces), ``text`` (the reply text), ``usage`` (token overrides,
   see `gateway.upstream.echo.Reply.for_request`), ``headers`` (extra response headers),
   ``tool_calls`` (calls the answer makes after its text: ``{"name", "arguments"}``, the
-  arguments as the list of chunks they stream in).
+  arguments as the list of chunks they stream in; with ``"server_label"``, on responses, an
+  ``mcp_call`` item the provider runs on that MCP server).
 
 Usage::
 

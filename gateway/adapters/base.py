@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 import orjson
 
@@ -99,6 +99,21 @@ class OutputDelta(NamedTuple):
     held: bool = False
 
 
+class CallFn(Protocol):
+    """fn(tool name, arguments JSON text[, server]) -> the arguments to send instead. `server`
+    is given only for a call a provider runs on an MCP server (responses `mcp_call`): its
+    `server_label`."""
+
+    def __call__(self, name: str, arguments: str, server: str | None = None, /) -> str: ...
+
+
+class RemoveFn(Protocol):
+    """remove(tool name[, server]) -> whether the definition is taken out; `server` as for
+    `CallFn` (the `server_label` of a responses `mcp` tool)."""
+
+    def __call__(self, name: str, server: str | None = None, /) -> bool: ...
+
+
 class NamedCall(NamedTuple):
     """A tool call a stream frame names."""
 
@@ -108,6 +123,8 @@ class NamedCall(NamedTuple):
     #: Arguments the naming frame itself carries: none from the providers, who stream them
     #: after it; a broken upstream may send some.
     arguments: str = ""
+    #: The MCP server of a call the provider runs (responses `mcp_call`: its `server_label`).
+    server: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +208,7 @@ class Adapter:
 
     # --- tool calls the model issues, tool definitions the client sends (tool rules) ----------
 
-    def map_tool_calls(self, response: JSON, fn: Callable[[str, str], str]) -> JSON:
+    def map_tool_calls(self, response: JSON, fn: CallFn) -> JSON:
         """A copy of a non-streamed response with each tool call's arguments (JSON text)
         replaced by `fn(tool name, arguments)`; the response itself when none changes."""
         return response
@@ -206,7 +223,7 @@ class Adapter:
         for the block it opens (None: no claim) and how many blocks it opens."""
         return None
 
-    def map_stream_calls(self, event: str | None, payload: JSON, fn: Callable[[str, str], str]
+    def map_stream_calls(self, event: str | None, payload: JSON, fn: CallFn
                          ) -> JSON:
         """`payload` (a stream frame) with the arguments of each whole tool call it repeats
         (a response or message snapshot, a "done" item or arguments) replaced by
@@ -214,7 +231,7 @@ class Adapter:
         (`stream_tool_names`) and argument deltas are not repeated calls."""
         return payload
 
-    def without_tools(self, body: JSON, remove: Callable[[str], bool]) -> tuple[JSON, list[str]]:
+    def without_tools(self, body: JSON, remove: RemoveFn) -> tuple[JSON, list[str]]:
         """`body` without the tool definitions whose name `remove` says, and their names."""
         return body, []
 

@@ -20,10 +20,12 @@ from typing import Any
 from gateway.adapters.base import (
     JSON,
     Adapter,
+    CallFn,
     InputView,
     NamedCall,
     OpenAIErrorShape,
     OutputDelta,
+    RemoveFn,
     TextFn,
     Usage,
     check_field,
@@ -206,13 +208,13 @@ class ChatCompletions(OpenAIErrorShape, Adapter):
 
     # --- tool calls (gateway/adapters/tool_calls.py)
 
-    def map_tool_calls(self, response: JSON, fn: Callable[[str, str], str]) -> JSON:
+    def map_tool_calls(self, response: JSON, fn: CallFn) -> JSON:
         return chat_map_calls(response, fn)
 
     def stream_tool_names(self, event: str | None, payload: JSON) -> list[NamedCall]:
         return chat_stream_names(payload)
 
-    def without_tools(self, body: JSON, remove: Callable[[str], bool]) -> tuple[JSON, list[str]]:
+    def without_tools(self, body: JSON, remove: RemoveFn) -> tuple[JSON, list[str]]:
         return chat_without_tools(body, remove)
 
     # --- streams

@@ -18,9 +18,11 @@ from typing import Any
 from gateway.adapters.base import (
     JSON,
     Adapter,
+    CallFn,
     InputView,
     NamedCall,
     OutputDelta,
+    RemoveFn,
     TextFn,
     Usage,
     check_field,
@@ -202,7 +204,7 @@ class Messages(Adapter):
 
     # --- tool calls (gateway/adapters/tool_calls.py)
 
-    def map_tool_calls(self, response: JSON, fn: Callable[[str, str], str]) -> JSON:
+    def map_tool_calls(self, response: JSON, fn: CallFn) -> JSON:
         return messages_map_calls(response, fn)
 
     def stream_tool_names(self, event: str | None, payload: JSON) -> list[NamedCall]:
@@ -218,11 +220,11 @@ class Messages(Adapter):
             return None, len(content) if isinstance(content, list) else 0
         return None
 
-    def map_stream_calls(self, event: str | None, payload: JSON, fn: Callable[[str, str], str]
+    def map_stream_calls(self, event: str | None, payload: JSON, fn: CallFn
                          ) -> JSON:
         return messages_map_stream_calls(payload, fn)
 
-    def without_tools(self, body: JSON, remove: Callable[[str], bool]) -> tuple[JSON, list[str]]:
+    def without_tools(self, body: JSON, remove: RemoveFn) -> tuple[JSON, list[str]]:
         return messages_without_tools(body, remove)
 
     # --- streams

@@ -28,10 +28,12 @@ from typing import Any
 from gateway.adapters.base import (
     JSON,
     Adapter,
+    CallFn,
     InputView,
     NamedCall,
     OpenAIErrorShape,
     OutputDelta,
+    RemoveFn,
     TextFn,
     Usage,
     check_field,
@@ -249,17 +251,17 @@ class Responses(OpenAIErrorShape, Adapter):
 
     # --- tool calls (gateway/adapters/tool_calls.py)
 
-    def map_tool_calls(self, response: JSON, fn: Callable[[str, str], str]) -> JSON:
+    def map_tool_calls(self, response: JSON, fn: CallFn) -> JSON:
         return responses_map_calls(response, fn)
 
     def stream_tool_names(self, event: str | None, payload: JSON) -> list[NamedCall]:
         return responses_stream_names(payload)
 
-    def map_stream_calls(self, event: str | None, payload: JSON, fn: Callable[[str, str], str]
+    def map_stream_calls(self, event: str | None, payload: JSON, fn: CallFn
                          ) -> JSON:
         return responses_map_stream_calls(payload, fn)
 
-    def without_tools(self, body: JSON, remove: Callable[[str], bool]) -> tuple[JSON, list[str]]:
+    def without_tools(self, body: JSON, remove: RemoveFn) -> tuple[JSON, list[str]]:
         return responses_without_tools(body, remove)
 
     # --- streams

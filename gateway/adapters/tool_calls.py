@@ -6,12 +6,16 @@ the adapter streams their arguments), and taking tool definitions out of a reque
 
 - chat completions: `choices[].message.tool_calls[]` (`function` name and `arguments`, or
   `custom` name and `input`) and the legacy `function_call`; on streams the first chunk of a
-  call names it; definitions in `tools` (and the legacy `functions`);
+  call names it; definitions in `tools` (nested or flat: `{"type": "function", "name": ...}`)
+  and the legacy `functions`;
 - messages: `tool_use` content blocks (`input` as JSON text); on streams `content_block_start`
   names the call; definitions in `tools`;
-- responses: `function_call` (`arguments`) and `custom_tool_call` (`input`) output items; on
-  streams `response.output_item.added` names the call; definitions in `tools` (those with a
-  name: provider-run tools such as web search have none).
+- responses: `function_call` (`arguments`) and `custom_tool_call` (`input`) output items, and
+  `mcp_call` items, calls the provider runs on a remote MCP server the client named (a
+  `{"type": "mcp", "server_label": ...}` tool), decided with the item's `server_label` as the
+  tool's server; on streams `response.output_item.added` names the call; definitions in
+  `tools` (those with a name: provider-run tools such as web search have none), and the
+  `allowed_tools` of `mcp` tools.
 """
 
 from __future__ import annotations
@@ -21,12 +25,8 @@ from typing import Any
 
 import orjson
 
-from gateway.adapters.base import JSON, NamedCall, dicts, key_part
+from gateway.adapters.base import JSON, CallFn, NamedCall, RemoveFn, dicts, key_part
 
-#: fn(tool name, arguments JSON text) -> the arguments to send instead.
-CallFn = Callable[[str, str], str]
-#: remove(tool name) -> whether the definition is taken out.
-RemoveFn = Callable[[str], bool]
 Named = list[NamedCall]
 
 
@@ -109,8 +109,14 @@ def chat_stream_names(payload: JSON) -> Named:
 
 def chat_without_tools(body: JSON, remove: RemoveFn) -> tuple[JSON, list[str]]:
     def name_of(tool: JSON) -> Any:
+        """The name a definition (or `tool_choice`) gives its tool: nested under its type
+        (`{"type": "function", "function": {"name": ...}}`) or flat (`{"type": "function",
+        "name": ...}`, which OpenAI-compatible servers accept). One that spells both is known
+        by a refused one of them, as the upstream may read either."""
         inner = tool.get(str(tool.get("type", "function")))
-        return inner.get("name") if isinstance(inner, dict) else None
+        names = [name for name in (inner.get("name") if isinstance(inner, dict) else None,
+                                   tool.get("name")) if isinstance(name, str)]
+        return next((name for name in names if remove(name)), names[0] if names else None)
 
     body, removed = _without(body, "tools", name_of, remove, ("tool_choice",
                                                                "parallel_tool_calls"))
@@ -179,8 +185,10 @@ def messages_without_tools(body: JSON, remove: RemoveFn) -> tuple[JSON, list[str
 
 # --- responses ----------------------------------------------------------------------------------
 
-#: Output items that are a tool call the client runs, and the field holding its arguments.
-_RESPONSES_CALLS = {"function_call": "arguments", "custom_tool_call": "input"}
+#: Output items that are a tool call, and the field holding its arguments: the client runs
+#: function and custom tools, the provider runs `mcp_call`s (on the item's `server_label`).
+_RESPONSES_CALLS = {"function_call": "arguments", "custom_tool_call": "input",
+                    "mcp_call": "arguments"}
 
 
 def responses_map_calls(response: JSON, fn: CallFn) -> JSON:
@@ -196,8 +204,19 @@ def _responses_call(item: Any, fn: CallFn) -> Any:
     if field is None:
         return item
     arguments = item.get(field)
-    text = fn(_name(item), arguments if isinstance(arguments, str) else "")
+    given = arguments if isinstance(arguments, str) else ""
+    server = _server(item)
+    text = fn(_name(item), given) if server is None else fn(_name(item), given, server)
     return item if text == arguments else {**item, field: text}
+
+
+def _server(item: JSON) -> str | None:
+    """The MCP server of a provider-run call (an `mcp_call` item's `server_label`; "" when a
+    broken upstream leaves it out, so that it is still decided as an MCP call), else None."""
+    if item.get("type") != "mcp_call":
+        return None
+    label = item.get("server_label")
+    return label if isinstance(label, str) else ""
 
 
 def responses_stream_names(payload: JSON) -> Named:
@@ -206,13 +225,14 @@ def responses_stream_names(payload: JSON) -> Named:
             and str(item.get("type")) in _RESPONSES_CALLS):
         given = item.get(_RESPONSES_CALLS[str(item["type"])])
         return [NamedCall(("args", key_part(payload.get("output_index")), key_part(item.get("id"))),
-                          _name(item), given if isinstance(given, str) else "")]
+                          _name(item), given if isinstance(given, str) else "", _server(item))]
     return []
 
 
 #: "Done" events that repeat a call's whole arguments, and the field holding them.
 _RESPONSES_DONE = {"response.function_call_arguments.done": "arguments",
-                   "response.custom_tool_call_input.done": "input"}
+                   "response.custom_tool_call_input.done": "input",
+                   "response.mcp_call_arguments.done": "arguments"}
 
 
 def responses_map_stream_calls(payload: JSON, fn: CallFn) -> JSON:
@@ -236,11 +256,48 @@ def responses_map_stream_calls(payload: JSON, fn: CallFn) -> JSON:
 
 
 def responses_without_tools(body: JSON, remove: RemoveFn) -> tuple[JSON, list[str]]:
+    body, mcp_removed = _without_mcp_tools(body, remove)
     body, removed = _without(body, "tools", lambda t: t.get("name"), remove, ("tool_choice",))
     choice = body.get("tool_choice")
     if isinstance(choice, dict) and choice.get("name") in removed:
         body = {k: v for k, v in body.items() if k != "tool_choice"}
-    return body, removed
+    return body, removed + mcp_removed
+
+
+def _without_mcp_tools(body: JSON, remove: RemoveFn) -> tuple[JSON, list[str]]:
+    """`body` with each `mcp` tool's `allowed_tools` (a list of names, or `tool_names` in an
+    object) rid of the tools `remove` says for its `server_label`, and the definition gone when
+    none is left (with `tool_choice` and `parallel_tool_calls` when no tool is left at all).
+    An `mcp` tool without `allowed_tools` offers whatever the server has: nothing to name."""
+    tools = body.get("tools")
+    if not isinstance(tools, list):
+        return body, []
+    kept: list[Any] = []
+    removed: list[str] = []
+    for tool in tools:
+        allowed = tool.get("allowed_tools") if isinstance(tool, dict) and tool.get(
+            "type") == "mcp" else None
+        names = allowed.get("tool_names") if isinstance(allowed, dict) else allowed
+        if not isinstance(names, list):
+            kept.append(tool)
+            continue
+        server = tool.get("server_label")
+        server = server if isinstance(server, str) else ""
+        gone = [n for n in names if isinstance(n, str) and remove(n, server)]
+        if not gone:
+            kept.append(tool)
+            continue
+        removed += gone
+        left = [n for n in names if n not in gone]
+        if left:
+            kept.append({**tool, "allowed_tools": {**allowed, "tool_names": left}
+                         if isinstance(allowed, dict) else left})
+    if not removed:
+        return body, []
+    if kept:
+        return {**body, "tools": kept}, removed
+    return {k: v for k, v in body.items()
+            if k not in ("tools", "tool_choice", "parallel_tool_calls")}, removed
 
 
 # --- shared -------------------------------------------------------------------------------------

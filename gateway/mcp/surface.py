@@ -4,8 +4,9 @@ Both authenticate the client with the gateway's own API keys (or JWTs); the upst
 the credentials of its configuration. The transparent route relays every message and stream as
 it is. The governed route also needs a Policy Gateway plan, reads each POSTed message, answers
 malformed ones with the JSON-RPC error the protocol defines, governs `tools/call`,
-`prompts/get` and `resources/read` (gateway/mcp/toolcall.py), filters `tools/list` by the
-configuration and the policy, and relays everything else (initialize, notifications, server
+`prompts/get` and `resources/read` (gateway/mcp/toolcall.py), filters `tools/list`,
+`prompts/list`, `resources/list` and `resources/templates/list` by the policy (and tools by the
+configuration: gateway/mcp/listing.py), and relays everything else (initialize, notifications, server
 streams, session end) unchanged.
 """
 
@@ -30,10 +31,10 @@ from gateway.mcp.jsonrpc import (
     parse_message,
 )
 from gateway.mcp.kinds import KINDS
+from gateway.mcp.listing import LISTINGS, Listing, filter_listed
 from gateway.mcp.relay import McpUpstreams, read_bounded, relayed_body, relayed_headers
 from gateway.mcp.settings import McpServer
 from gateway.mcp.toolcall import Resolved, ToolCall
-from gateway.mcp.tools import MCP_TARGET, filter_tools, listed_tool_facts
 from gateway.policy.governance import read_gateway_fields
 from gateway.state import GatewayState
 from gateway.surfaces.policy import PolicySurface
@@ -98,8 +99,8 @@ class McpSurface:
         if method in KINDS:
             return await ToolCall(self.state, self.upstreams, server, resolved, inbound,
                                   message).run()
-        if method == "tools/list":
-            return await self._tools_list(server, resolved, inbound, message)
+        if method in LISTINGS:
+            return await self._list(LISTINGS[method], server, resolved, inbound, message)
         return await self._relay(server, inbound, inbound.body)
 
     async def _relay(self, server: McpServer, inbound: Inbound, body: bytes,
@@ -114,16 +115,17 @@ class McpSurface:
                         stream=OwnedStream(relayed_body(response, server, deadline),
                                            response.aclose))
 
-    async def _tools_list(self, server: McpServer, resolved: Resolved, inbound: Inbound,
-                          message: Message) -> Outbound:
-        """The upstream's tool list without the tools the configuration denies, nor those the
-        policy always refuses (enforced) for this caller."""
-        refused = self._always_refused(server, resolved)
+    async def _list(self, listing: Listing, server: McpServer, resolved: Resolved,
+                    inbound: Inbound, message: Message) -> Outbound:
+        """The upstream's list of tools, prompts, resources or resource templates without the
+        entries the policy always refuses (enforced) for this caller, nor the tools the
+        configuration denies."""
+        refused = self._always_refused(listing, server, resolved)
 
         def rewrite(answer: dict[str, Any]) -> dict[str, Any]:
             result = answer.get("result")
-            return {**answer, "result": filter_tools(result, server, refused)} if isinstance(
-                result, dict) else answer
+            return {**answer, "result": filter_listed(listing, result, server, refused)} if (
+                isinstance(result, dict)) else answer
 
         response = await self.upstreams.open(server, "POST", inbound.headers, inbound.body)
         headers = relayed_headers(response)
@@ -142,22 +144,23 @@ class McpSurface:
         return Outbound(status=200, headers=headers, body=body)
 
 
-    def _always_refused(self, server: McpServer, resolved: Resolved) -> Callable[[str], bool]:
-        """Whether the policy refuses every call of a tool, whatever its arguments (a refusing
-        rule that reads only the tool's name and server, the target, the user or the project
-        fires, or the default refuses and nothing could allow it: dsl/tools.py), and the
-        target's rollout stage enforces that for this caller (a shadowed or rolled-back refusal
-        hides nothing)."""
+    def _always_refused(self, listing: Listing, server: McpServer,
+                        resolved: Resolved) -> Callable[[str], bool]:
+        """Whether the policy refuses every request for an entry, whatever its arguments (a
+        refusing rule that reads only the tool's name and server, the target, the user or the
+        project fires, or the default refuses and nothing could allow it: dsl/tools.py), and
+        the target's rollout stage enforces that for this caller (a shadowed or rolled-back
+        refusal hides nothing)."""
         loaded, fields = resolved.loaded, resolved.fields
         policy = loaded.policy
-        target = fields.target or MCP_TARGET
+        target = fields.target or listing.target
         subject = fields.policy_user or resolved.caller.user_id
         if not policy.tool_gate.filters or not self.state.rollouts.preview(
                 loaded, target, subject)[1]:
             return lambda name: False
 
         def refused(name: str) -> bool:
-            return dsl.policy_always_refuses_tool(policy, listed_tool_facts(
+            return dsl.policy_always_refuses_tool(policy, listing.facts(
                 server, name, target=fields.target, policy_user=fields.policy_user,
                 project_id=resolved.project.id))
         return refused

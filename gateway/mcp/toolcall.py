@@ -143,11 +143,14 @@ class ToolCall:
         gov = self.gov
         configured_project, configured_user = self.state.quota_settings.configured_limits(
             project.id)
+        # The policy's own `quota` blocks too: only their `tool_calls` limits apply to a call.
+        quotas = self.policy.quotas
         try:
             self.reservation = await self.state.quotas.admit(QuotaRequest(
                 project_id=project.id, quota_subject=subject, estimated_tokens=0,
-                project_limits=(*project.budget_limits, *configured_project),
-                user_limits=(*project.user_quota_limits, *configured_user), tool_call=True))
+                project_limits=(*project.budget_limits, *quotas.project, *configured_project),
+                user_limits=(*project.user_quota_limits, *quotas.user, *configured_user),
+                tool_call=True))
         except (QuotaRefused, QuotaUnavailable) as refused:
             # A quota used up (429), or the shared quota store down and failing closed (503):
             # either way the call goes nowhere, and its one event says which.

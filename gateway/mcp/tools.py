@@ -138,16 +138,3 @@ def error_with_policy(error: JSON, policy: JSON) -> JSON:
     if isinstance(data, dict):
         return {**error, "data": {**data, "policy": policy}}
     return error
-
-
-def filter_tools(result: JSON, server: McpServer,
-                 refused: Callable[[str], bool] = lambda name: False) -> JSON:
-    """A `tools/list` result without the tools the configuration never lets a client call,
-    nor those `refused` says the policy always refuses."""
-    tools = result.get("tools")
-    if not isinstance(tools, list):
-        return result
-    shown = [tool for tool in tools if isinstance(tool, dict)
-             and isinstance(tool.get("name"), str) and server.tool_permitted(tool["name"])
-             and not refused(tool["name"])]
-    return {**result, "tools": shown}

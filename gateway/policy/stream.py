@@ -76,6 +76,8 @@ class StreamGovernor:
         self._judge = tool_judge
         #: Tool calls announced (by block key) whose arguments block has not opened yet.
         self._tool_names: dict[Hashable, str] = {}
+        #: The MCP server of each call (by block key) the provider runs (responses `mcp_call`).
+        self._tool_servers: dict[Hashable, str | None] = {}
         self._client_asked_usage = client_asked_usage
         #: Open blocks by the adapter's block key (usually one at a time).
         self._blocks: dict[Hashable, _Block] = {}
@@ -292,7 +294,7 @@ class StreamGovernor:
         block.released.append(released)
         sent = "".join(block.released)
         if block.name is not None and self._judge is not None:
-            sent = self._judged(block.name, "".join(block.fed), sent)
+            sent = self._judged(block.name, "".join(block.fed), sent, self._tool_servers.get(key))
             if self.stopped:
                 return self._stop()
         if block.tool:
@@ -312,11 +314,11 @@ class StreamGovernor:
             payload = self.adapter.with_sequence_number(payload, self._last_number)
         return self._encode(event, payload)
 
-    def _judged(self, name: str, fed: str, sent: str) -> str:
-        """The arguments of the tool call `name` that go out, once its tool rules decided it
-        (`self.stopped` when an enforced rule refuses it)."""
+    def _judged(self, name: str, fed: str, sent: str, server: str | None = None) -> str:
+        """The arguments of the tool call `name` (on MCP `server`: run by the provider) that go
+        out, once its tool rules decided it (`self.stopped` when an enforced rule refuses it)."""
         assert self._judge is not None
-        verdict = self._judge.decide_into(self.governance, name, fed)
+        verdict = self._judge.decide_into(self.governance, name, fed, server)
         self.stopped = self.stopped or verdict.stopped
         if verdict.arguments != fed:
             # Redacted: an output rule may have redacted the text already; redact what it left.
@@ -324,14 +326,14 @@ class StreamGovernor:
         self._sent_calls.add((name, sent))
         return sent
 
-    def _repeated_call(self, name: str, arguments: str) -> str:
+    def _repeated_call(self, name: str, arguments: str, server: str | None = None) -> str:
         """A tool call a frame repeats whole (a snapshot, a "done" item): as sent when it was
         decided (a frame that does not name the tool matches on the arguments), else decided
         now, as the client reads it there."""
         if (name, arguments) in self._sent_calls or (
                 not name and any(sent == arguments for _, sent in self._sent_calls)):
             return arguments
-        return self._judged(name, arguments, arguments)
+        return self._judged(name, arguments, arguments, server)
 
     def _placed_elsewhere(self, claimed: Any, count: int) -> bool:
         """Whether a frame opening `count` blocks claims a position other than the one its
@@ -362,6 +364,9 @@ class StreamGovernor:
         a verdict that would rewrite them stops the stream."""
         assert self._judge is not None
         for call in named:
+            if self._tool_servers.setdefault(call.block, call.server) != call.server \
+                    and self.governance.enforced:
+                return self._stop_ambiguous()  # one call, two MCP servers
             block = self._blocks.get(call.block)
             if block is not None and block.tool:
                 # Named again while its arguments stream: a new name (clients keep the first,
@@ -377,7 +382,7 @@ class StreamGovernor:
             if not call.arguments:
                 self._tool_names[call.block] = call.name
                 continue
-            sent = self._judged(call.name, call.arguments, call.arguments)
+            sent = self._judged(call.name, call.arguments, call.arguments, call.server)
             if not self.stopped and sent != call.arguments:
                 self.governance.update(self._judge.unrewritable(self.governance.decision))
                 self.stopped = True
@@ -402,7 +407,7 @@ class StreamGovernor:
             if key in self._blocks or not (terminal or adapter.ends_block(event, payload, key)):
                 continue
             del self._tool_names[key]
-            self._judged(name, "", "")
+            self._judged(name, "", "", self._tool_servers.get(key))
             if self.stopped:
                 return self._stop()
             self._redacted[key] = ""

@@ -1,7 +1,8 @@
 """Tool calls that models issue, decided by the policy's tool rules. Pure functions and values.
 
 A model's tool call (chat `tool_calls` and the legacy `function_call`, messages `tool_use`
-blocks, responses `function_call` items) is decided like an MCP `tools/call`, through the one
+blocks, responses `function_call`, `custom_tool_call` and `mcp_call` items, the last with its
+`server_label` as `tool.server`) is decided like an MCP `tools/call`, through the one
 input decision path (`decide_input`): the request's facts with the call's `tool_name`, its
 arguments as the `tool_arguments` text, and as `input` the name on its first line followed by
 the arguments (the convention the MCP surface uses), so `input` rules, denylists, PII and
@@ -21,13 +22,14 @@ The `policy` object and the event list each call's name and verdict, never its a
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 import dsl
+from gateway.adapters.base import RemoveFn
 from gateway.errors import InvalidRequest
 from gateway.policy.decide import decide_input, moderation_blocked, refusal
 from gateway.policy.governance import Governance, combine, escalation_paths
@@ -41,9 +43,11 @@ DEFAULT_TOOL_REFUSAL = "A tool call in the response is not allowed by policy."
 MAX_TOOL_DEFINITIONS = 1024
 
 
-def tool_call_facts(facts: dsl.RequestFacts, name: str, arguments: str) -> dsl.RequestFacts:
-    """The request's facts, about one tool call the model issued."""
-    return dataclasses.replace(facts, tool_name=name, tool_server=None,
+def tool_call_facts(facts: dsl.RequestFacts, name: str, arguments: str,
+                    server: str | None = None) -> dsl.RequestFacts:
+    """The request's facts, about one tool call the model issued (`server`: the MCP server
+    of a call the provider runs, else none)."""
+    return dataclasses.replace(facts, tool_name=name, tool_server=server,
                                tool_arguments_text=arguments, input_text=f"{name}\n{arguments}")
 
 
@@ -73,8 +77,8 @@ class ToolJudge:
         self._enforced = enforced
         self._always_blocked = always_blocked
 
-    def decide(self, name: str, arguments: str) -> ToolVerdict:
-        facts = tool_call_facts(self._facts, name, arguments)
+    def decide(self, name: str, arguments: str, server: str | None = None) -> ToolVerdict:
+        facts = tool_call_facts(self._facts, name, arguments, server)
         classification = dsl.classify(facts.input_text)
         decision = decide_input(self._policies, facts, classification)
         enforced = self._enforced
@@ -88,11 +92,12 @@ class ToolJudge:
             arguments = redacted_arguments(arguments, redactor)
         return ToolVerdict(name, decision, arguments, stopped)
 
-    def decide_into(self, gov: Governance, name: str, arguments: str) -> ToolVerdict:
+    def decide_into(self, gov: Governance, name: str, arguments: str,
+                    server: str | None = None) -> ToolVerdict:
         """`decide`, the verdict recorded in the request's governance: listed, and counted
         toward the request's decision when it refuses, escalates or redacts (an escalation
         notifies its path, as on requests)."""
-        verdict = self.decide(name, arguments)
+        verdict = self.decide(name, arguments, server)
         gov.note_tool_call(verdict.record())
         decision = verdict.decision
         if decision.decision in ("refuse", "escalate") or decision.obligations.redactor:
@@ -137,7 +142,7 @@ def _map_strings(value: Any, rewrite: Any) -> Any:
 
 
 def policy_refuses_tool(policies: Iterable[dsl.CompiledPolicy], facts: dsl.RequestFacts,
-                        name: str) -> bool:
+                        name: str, server: str | None = None) -> bool:
     """Whether the policies refuse a call of tool `name` whatever its arguments: a definition
     of it is taken out of a request's `tools` before the model sees it.
 
@@ -146,23 +151,25 @@ def policy_refuses_tool(policies: Iterable[dsl.CompiledPolicy], facts: dsl.Reque
     policy refuses by default and no rule can allow the tool. A rule about what the arguments
     hold never removes a definition: the model may still call the tool with harmless ones.
     """
-    facts = tool_call_facts(facts, name, "")
+    facts = tool_call_facts(facts, name, "", server)
     return any(dsl.policy_always_refuses_tool(policy, facts) for policy in policies)
 
 
 def tool_definition_filter(policies: Iterable[dsl.CompiledPolicy], facts: dsl.RequestFacts
-                           ) -> Callable[[str], bool]:
-    """`policy_refuses_tool` for the definitions of one request: each distinct name decided
-    once, and at most `MAX_TOOL_DEFINITIONS` names (more is the caller's error)."""
+                           ) -> RemoveFn:
+    """`policy_refuses_tool` for the definitions of one request: each distinct name (and MCP
+    server) decided once, and at most `MAX_TOOL_DEFINITIONS` of them (more is the caller's
+    error)."""
     policies = list(policies)
-    decided: dict[str, bool] = {}
+    decided: dict[tuple[str, str | None], bool] = {}
 
-    def refuses(name: str) -> bool:
-        if name not in decided:
+    def refuses(name: str, server: str | None = None) -> bool:
+        key = (name, server)
+        if key not in decided:
             if len(decided) >= MAX_TOOL_DEFINITIONS:
                 raise InvalidRequest(f"A governed request may define at most "
                                      f"{MAX_TOOL_DEFINITIONS} tools.", param="tools")
-            decided[name] = policy_refuses_tool(policies, facts, name)
-        return decided[name]
+            decided[key] = policy_refuses_tool(policies, facts, name, server)
+        return decided[key]
 
     return refuses

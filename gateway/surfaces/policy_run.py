@@ -202,9 +202,9 @@ class GovernedRun:
         arguments redacted, or the whole answer refused for an enforced refusal."""
         stopped: dsl.Decision | None = None
 
-        def judged(name: str, arguments: str) -> str:
+        def judged(name: str, arguments: str, server: str | None = None) -> str:
             nonlocal stopped
-            verdict = self.judge.decide_into(self.gov, name, arguments)
+            verdict = self.judge.decide_into(self.gov, name, arguments, server)
             if verdict.stopped and stopped is None:
                 stopped = verdict.decision
             return verdict.arguments

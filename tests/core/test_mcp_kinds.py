@@ -93,7 +93,8 @@ def test_events_name_what_was_called_never_a_uri() -> None:
 
 
 def test_tool_lists_drop_what_the_policy_always_refuses() -> None:
-    from gateway.mcp.tools import filter_tools, listed_tool_facts
+    from gateway.mcp.listing import filter_tools
+    from gateway.mcp.tools import listed_tool_facts
 
     policy = dsl.compile_policy('policy v1 "t" {\n tools gone = ["wipe_*"]\n'
                                 ' rule r { when tool.name in gone then refuse }\n'
@@ -110,3 +111,53 @@ def test_tool_lists_drop_what_the_policy_always_refuses() -> None:
     shown = filter_tools(result, server, refused)
     assert [t["name"] for t in shown["tools"]] == ["run", "ls"]
     assert shown["nextCursor"] == "c"
+
+
+def _shown(source: str, method: str, result: dict[str, object],
+           policy_user: str | None = None) -> list[str]:
+    from gateway.mcp.listing import LISTINGS, filter_listed
+
+    policy, listing = dsl.compile_policy(source), LISTINGS[method]
+
+    def refused(name: str) -> bool:
+        return dsl.policy_always_refuses_tool(policy, listing.facts(
+            SERVER, name, target=None, policy_user=policy_user, project_id="p"))
+
+    shown = filter_listed(listing, result, SERVER, refused)
+    return [entry.get(listing.name_key) for entry in shown[listing.key]]  # type: ignore[union-attr]
+
+
+LOCKED = ('policy v1 "t" {\n rule p { when target == "mcp_prompt" then refuse }\n'
+          ' rule r { when target == "mcp_resource" and user == "intern" then refuse }\n'
+          ' rule t { when tool.name == "card" then refuse }\n'
+          ' rule s { when input contains "secret" then refuse } }')
+PROMPTS = {"prompts": [{"name": "card"}, {"name": "secret"}, {"bad": 1}], "nextCursor": "c"}
+RESOURCES = {"resources": [{"uri": "notes://1"}, {"uri": "secret://k"}]}
+TEMPLATES = {"resourceTemplates": [{"uriTemplate": "notes://{id}"}]}
+
+
+def test_prompt_and_resource_lists_drop_what_the_policy_always_refuses() -> None:
+    # Only rules reading the target, user or project hide entries: a text rule (`input`) is
+    # decided when the entry is read; a tool rule never fires on a prompt.
+    assert _shown(LOCKED, "prompts/list", PROMPTS) == []
+    assert _shown(LOCKED, "resources/list", RESOURCES) == ["notes://1", "secret://k"]
+    assert _shown(LOCKED, "resources/list", RESOURCES, "intern") == []
+    assert _shown(LOCKED, "resources/templates/list", TEMPLATES, "intern") == []
+    assert _shown(LOCKED, "resources/templates/list", TEMPLATES, "ada") == ["notes://{id}"]
+    # Malformed entries are dropped; the rest of the result stays.
+    open_policy = 'policy v1 "t" { rule t { when tool.name == "card" then refuse } }'
+    assert _shown(open_policy, "prompts/list", PROMPTS) == ["card", "secret"]
+
+
+def test_a_refusing_default_hides_prompts_only_when_nothing_could_allow_them() -> None:
+    tools_only = ('policy v1 "t" {\n default refuse\n'
+                  ' rule ok { when tool.name == "echo" then allow } }')
+    assert _shown(tools_only, "prompts/list", PROMPTS) == []
+    assert _shown(tools_only, "resources/list", RESOURCES) == []
+    by_text = ('policy v1 "t" {\n default refuse\n'
+               ' rule ok { when input contains "notes" then allow } }')
+    assert _shown(by_text, "resources/list", RESOURCES) == ["notes://1", "secret://k"]
+    by_target = ('policy v1 "t" {\n default refuse\n'
+                 ' rule ok { when target == "mcp_prompt" then allow } }')
+    assert _shown(by_target, "prompts/list", PROMPTS) == ["card", "secret"]
+    assert _shown(by_target, "resources/list", RESOURCES) == []

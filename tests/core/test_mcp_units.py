@@ -18,11 +18,11 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.mcp.jsonrpc import check_routing_headers, error_message, parse_message, rpc_code
+from gateway.mcp.listing import filter_tools
 from gateway.mcp.relay import McpUpstreams
 from gateway.mcp.settings import McpServer, mcp_servers
 from gateway.mcp.tools import (
     error_with_policy,
-    filter_tools,
     holding_result,
     redact_result,
     result_text,

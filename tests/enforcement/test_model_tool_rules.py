@@ -224,15 +224,32 @@ def test_a_tool_refused_whatever_its_arguments_is_recognised(name: str, refused:
      {"tools": [{"type": "function", "function": {"name": "get_weather"}}]}),
     (CHAT, {"functions": [{"name": "delete_user"}], "function_call": {"name": "delete_user"}},
      {}),
+    # The flat form OpenAI-compatible servers accept, for definitions and tool_choice.
+    (CHAT, {"tools": [{"type": "function", "name": "delete_user", "parameters": {}},
+                      {"type": "function", "name": "get_weather"}],
+            "tool_choice": {"type": "function", "name": "delete_user"},
+            "parallel_tool_calls": False},
+     {"tools": [{"type": "function", "name": "get_weather"}], "parallel_tool_calls": False}),
+    (CHAT, {"tools": [{"type": "function", "name": "Delete_User"}], "tool_choice": "required",
+            "parallel_tool_calls": True}, {}),
+    # Both spellings, disagreeing: the refused one decides (the upstream may read either).
+    (CHAT, {"tools": [{"type": "function", "name": "delete_user",
+                       "function": {"name": "get_weather"}},
+                      {"type": "function", "name": "get_weather",
+                       "function": {"name": "delete_user"}},
+                      {"type": "function", "name": "get_time", "function": {"name": "get_time"}}]},
+     {"tools": [{"type": "function", "name": "get_time", "function": {"name": "get_time"}}]}),
     (MESSAGES, {"tools": [{"name": "delete_user"}], "tool_choice": {"type": "any"}}, {}),
     (RESPONSES, {"tools": [{"type": "web_search"}, {"type": "function", "name": "delete_x"}],
                  "tool_choice": "auto"},
      {"tools": [{"type": "web_search"}], "tool_choice": "auto"}),
-], ids=["chat", "chat-legacy", "messages", "responses"])
+], ids=["chat", "chat-legacy", "chat-flat", "chat-flat-emptied", "chat-both-spellings",
+        "messages", "responses"])
 def test_refused_tool_definitions_are_taken_out(adapter: Any, body: JSON, left: JSON) -> None:
     kept, removed = adapter.without_tools(
         body, lambda name: policy_refuses_tool([TOOL_POLICY], dsl.RequestFacts(), name))
-    assert kept == left and removed and all(name.startswith("delete_") for name in removed)
+    assert kept == left and removed
+    assert all(name.lower().startswith("delete_") for name in removed)
 
 
 # --- hostile upstreams: calls whose arguments never stream ----------------------------------------

@@ -7,7 +7,10 @@
   `tools_json` (the JSON one, likewise),
   `down` (nothing listens) and `hanging` (accepts, never answers), the repository's policies, a
   `control` account with project `proj_tools` (policy mcp_tools) and `proj_quota` (two tool
-  calls a minute), one key bound to each, and HS256 JWTs (`JWT_SECRET`, `JWT_AUDIENCE`).
+  calls a minute), `proj_policy_quota` (policy mcp_tool_quota: its own `quota` blocks allow one
+  tool call an hour per user, and one request an hour, which tool calls do not count toward),
+  `proj_locked` (policy mcp_locked: no prompts for anyone, no resources for the user
+  `intern`), one key bound to each, and HS256 JWTs (`JWT_SECRET`, `JWT_AUDIENCE`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,26 @@ from gateway.identity.projects import ProjectStore
 HERE = Path(__file__).parent
 REPO_POLICIES = HERE.parents[1] / "policies"
 UPSTREAM_SECRET = "upstream-mcp-secret"
+#: A policy whose own `quota` blocks limit tool calls.
+TOOL_QUOTA_POLICY = """policy v1 "mcp_tool_quota" {
+  default allow
+  quota project { requests 1 per hour }
+  quota user { tool_calls 1 per hour }
+}
+"""
+#: A policy that refuses every prompt, and every resource to one user.
+LOCKED_POLICY = """policy v1 "mcp_locked" {
+  default allow
+  rule no_prompts {
+    when target == "mcp_prompt"
+    then refuse reason NO_PROMPTS message "Prompts are not available to agents."
+  }
+  rule interns_read_no_resources {
+    when target == "mcp_resource" and user == "intern"
+    then refuse reason NO_RESOURCES
+  }
+}
+"""
 
 
 def _free_port() -> int:
@@ -106,6 +129,8 @@ def mcp_gateway(gateway_factory: GatewayFactory, mcp_upstream: McpUpstream,
                 mcp_json_upstream: McpUpstream, hanging_url: str, tmp_path: Path) -> McpGateway:
     policies = tmp_path / "policies"
     shutil.copytree(REPO_POLICIES, policies)
+    (policies / "mcp_tool_quota.pol").write_text(TOOL_QUOTA_POLICY)
+    (policies / "mcp_locked.pol").write_text(LOCKED_POLICY)
     running = gateway_factory({
         "policies": {"directory": str(policies)},
         "quotas": {"projects": {"proj_quota": {"budget": {"tool_calls": {"minute": 2}}}}},
@@ -123,9 +148,11 @@ def mcp_gateway(gateway_factory: GatewayFactory, mcp_upstream: McpUpstream,
     }, plan="control")
     projects = ProjectStore(open_database(running.db_path))
     keys = {}
-    for project_id in ("proj_tools", "proj_quota"):
+    for project_id, policy_id in (("proj_tools", "mcp_tools"), ("proj_quota", "mcp_tools"),
+                                  ("proj_policy_quota", "mcp_tool_quota"),
+                                  ("proj_locked", "mcp_locked")):
         projects.create(project_id=project_id, account_id=running.account.id,
-                        name=project_id, policy_id="mcp_tools")
+                        name=project_id, policy_id=policy_id)
         keys[project_id] = running.store.create_key(running.account.id,
                                                     project_id=project_id)[1]
     projects.db.conn.close()

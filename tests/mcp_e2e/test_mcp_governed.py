@@ -197,6 +197,24 @@ def test_tool_calls_quota_refuses_the_third_call(mcp_gateway: McpGateway) -> Non
     assert outcomes == ["completed", "completed", "quota_exceeded"]
 
 
+def test_the_policy_quota_block_limits_tool_calls_per_user(mcp_gateway: McpGateway) -> None:
+    # `quota user { tool_calls 1 per hour }`: the second call is refused; the policy's
+    # `requests 1 per hour` does not count tool calls, or the first would already be refused.
+    async def work(session: ClientSession) -> McpError:
+        assert not (await session.call_tool("echo", {"text": "x"})).isError
+        with pytest.raises(McpError) as raised:
+            await session.call_tool("echo", {"text": "x"})
+        return raised.value
+
+    error = mcp_gateway.session(GOVERNED, work, project="proj_policy_quota").error
+    assert error.code == -32003
+    assert error.data["policy"]["reason_code"] == "USER_QUOTA_EXCEEDED"
+    (usage,) = error.data["policy"]["quota"]["user"]
+    assert (usage["unit"], usage["limit"], usage["remaining"]) == ("tool_calls", 1, 0)
+    outcomes = [e["outcome"] for e in mcp_gateway.tool_events(2)]
+    assert outcomes == ["completed", "quota_exceeded"]
+
+
 def test_shadow_target_passes_and_records_what_would_have_happened(
         mcp_gateway: McpGateway) -> None:
     async def work(session: ClientSession) -> Any:

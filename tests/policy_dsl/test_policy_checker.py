@@ -142,6 +142,16 @@ def test_rollout_and_quota_are_checked():
     ]
 
 
+def test_quota_blocks_accept_the_tool_calls_unit():
+    source = ('policy v1 "q" {\n  quota user { tool_calls 100 per hour tokens 5 per day }\n'
+              '  quota project { tool_calls 1000 per day }\n}\n')
+    assert dsl.check(source, "q.pol") == []
+    quotas = dsl.compile_policy(source, "q.pol").quotas
+    assert [(q.unit, q.window, q.limit) for q in quotas.user] == [
+        ("tool_calls", "hour", 100), ("tokens", "daily", 5)]
+    assert [(q.unit, q.window, q.limit) for q in quotas.project] == [("tool_calls", "daily", 1000)]
+
+
 def test_rendering_has_source_line_caret_and_help():
     source = 'policy v1 "t" {\n  default alow\n}\n'
     (diagnostic,) = dsl.check(source, "t.pol")

@@ -70,6 +70,15 @@ LEGACY = {
 }
 
 
+def test_legacy_quotas_take_the_tool_calls_unit():
+    compiled = dsl.compile_policy({**LEGACY, "org_controls": {
+        "user_quota": {"tool_calls_per_hour": 20, "requests_per_hour": 100},
+        "project_quota": {"tool_calls": {"day": 500}}}})
+    assert compiled.quotas == dsl.Quotas(
+        project=(dsl.QuotaLimit("tool_calls", "daily", 500),),
+        user=(dsl.QuotaLimit("tool_calls", "hour", 20), dsl.QuotaLimit("requests", "hour", 100)))
+
+
 def test_legacy_shape():
     compiled = dsl.compile_policy(LEGACY)
     assert (compiled.policy_id, compiled.classification) == ("legacy_bot", "restricted")

@@ -115,6 +115,12 @@ class Reply:
     created: int
     #: Tool calls the answer makes after its text: (name, arguments as streamed chunks).
     tool_calls: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: Per tool call, the MCP server the provider runs it on (responses `mcp_call` items with
+    #: that `server_label`), or None for a call the client runs.
+    mcp_servers: tuple[str | None, ...] = ()
+
+    def mcp_server(self, number: int) -> str | None:
+        return self.mcp_servers[number] if number < len(self.mcp_servers) else None
 
     @property
     def text(self) -> str:
@@ -140,7 +146,8 @@ class Reply:
 
         `usage` overrides the estimates; it takes `input_tokens`/`output_tokens` or the chat
         names `prompt_tokens`/`completion_tokens`. `tool_calls` are `{"name", "arguments"}`
-        objects, the arguments a list of the chunks they stream in (JSON text once joined).
+        objects, the arguments a list of the chunks they stream in (JSON text once joined),
+        with `server_label` for a call the provider runs on an MCP server (responses only).
         """
         if chunks is None:
             if text is None:
@@ -153,8 +160,10 @@ class Reply:
         n_out = usage.get("output_tokens",
                           usage.get("completion_tokens", estimate_tokens(reply_text)))
         calls = tuple((str(call["name"]), tuple(call["arguments"])) for call in tool_calls)
+        servers = tuple(call.get("server_label") for call in tool_calls)
         return cls(chunks=chunks, input_tokens=n_in, output_tokens=n_out, key=uuid.uuid4().hex[:24],
-                   created=int(time.time()) if created is None else created, tool_calls=calls)
+                   created=int(time.time()) if created is None else created, tool_calls=calls,
+                   mcp_servers=servers if any(servers) else ())
 
     def call_id(self, number: int) -> str:
         return f"call_{self.key[:16]}{number}"

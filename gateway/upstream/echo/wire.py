@@ -180,7 +180,13 @@ def _output_message(reply: Reply, status: str, content: list[JSON]) -> JSON:
 
 
 def _function_call(reply: Reply, number: int, status: str, arguments: str) -> JSON:
-    name = reply.tool_calls[number][0]
+    name, server = reply.tool_calls[number][0], reply.mcp_server(number)
+    if server is not None:  # run by the provider on the MCP server: its answer is in the item
+        item: JSON = {"id": f"mcp_{reply.key}{number}", "type": "mcp_call", "status": status,
+                      "server_label": server, "name": name, "arguments": arguments}
+        if status == "completed":
+            item["output"] = f"{name} done"
+        return item
     return {"id": f"fc_{reply.key}{number}", "type": "function_call", "status": status,
             "call_id": reply.call_id(number), "name": name, "arguments": arguments}
 
@@ -192,13 +198,18 @@ def _function_calls(reply: Reply) -> list[JSON]:
 
 def _function_call_events(reply: Reply) -> Iterator[JSON]:
     for number, (_name, arguments) in enumerate(reply.tool_calls):
-        where = {"item_id": f"fc_{reply.key}{number}", "output_index": number + 1}
+        mcp = reply.mcp_server(number) is not None
+        kind = "mcp_call" if mcp else "function_call"
+        where = {"item_id": f"{'mcp' if mcp else 'fc'}_{reply.key}{number}",
+                 "output_index": number + 1}
         yield {"type": "response.output_item.added", "output_index": number + 1,
                "item": _function_call(reply, number, "in_progress", "")}
         for piece in arguments:
-            yield {"type": "response.function_call_arguments.delta", **where, "delta": piece}
-        yield {"type": "response.function_call_arguments.done", **where,
+            yield {"type": f"response.{kind}_arguments.delta", **where, "delta": piece}
+        yield {"type": f"response.{kind}_arguments.done", **where,
                "arguments": "".join(arguments)}
+        if mcp:
+            yield {"type": "response.mcp_call.completed", **where}
         yield {"type": "response.output_item.done", "output_index": number + 1,
                "item": _function_call(reply, number, "completed", "".join(arguments))}
 
