@@ -9,8 +9,8 @@ import sys
 PROBE = """
 import json, sys
 import gateway.app
-loaded = sorted(name for name in ("numpy", "pandas", "psycopg", "psycopg_pool")
-                if name in sys.modules)
+heavy = ("numpy", "pandas", "psycopg", "psycopg_pool", "jwt", "cryptography")
+loaded = sorted(name for name in heavy if name in sys.modules)
 import sqlite_utils
 db = sqlite_utils.Database(memory=True)
 db["t"].insert({"n": 1})
