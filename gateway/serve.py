@@ -1,4 +1,4 @@
-"""Serving with hypercorn's trio worker, and graceful shutdown on SIGTERM/SIGINT (SPEC §12).
+"""Serving with hypercorn's trio worker, and graceful shutdown on SIGTERM/SIGINT.
 
 What hypercorn's `worker_serve` does when its `shutdown_trigger` returns: it closes the listening
 sockets (no new connections), closes idle keep-alive connections, lets the connections that are
@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import resource
 import shutil
 import signal
 import tempfile
@@ -55,6 +56,40 @@ CUT_MARGIN = 5.0
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 #: The configuration file each worker process loads (set by `python -m gateway serve`).
 CONFIG_ENV = "GATEWAY_CONFIG"
+#: Where Linux says how high a descriptor limit may go when the hard limit is "unlimited".
+NR_OPEN_PATH = "/proc/sys/fs/nr_open"
+#: A stream holds two descriptors (client and upstream); below this soft limit we warn.
+WANTED_DESCRIPTORS = 8192
+
+
+def raise_open_file_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit, once, at start; return the soft limit.
+
+    Distributions start processes with a soft limit of 1024 (4096 under some managers) while the
+    hard limit is far higher, and each stream holds two descriptors: the defaults allow 4096
+    streams per worker, which needs about 8,200. Spawned workers inherit the raised limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if hard == resource.RLIM_INFINITY:  # the kernel refuses "unlimited": ask it for its ceiling
+        try:
+            with open(NR_OPEN_PATH, encoding="ascii") as ceiling:
+                target = int(ceiling.read())
+        except (OSError, ValueError):
+            target = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError) as exc:
+            log.warning("could not raise the open file limit from %d to %d: %s", soft, target,
+                        exc)
+        else:
+            log.info("open file limit raised from %d to %d", soft, target)
+            soft = target
+    if soft != resource.RLIM_INFINITY and soft < WANTED_DESCRIPTORS:
+        log.warning("open file limit is %d: each stream holds two descriptors, so a worker "
+                    "serves at most about %d streams; raise the hard limit (ulimit -Hn)",
+                    soft, soft // 2)
+    return soft
 
 
 def app_from_env() -> QuartTrio:
@@ -103,6 +138,7 @@ def trio_worker(config: HypercornConfig, sockets: Sockets | None = None,
 
     configure_logging(log_level)
     if sockets is None:  # the only worker: say where it listens
+        raise_open_file_limit()
         log.info("listening on %s", ", ".join(f"http://{bind}" for bind in config.bind))
         for notice in notices:
             log.info("%s", notice)
@@ -141,13 +177,14 @@ def serve(config: HypercornConfig, workers: int, *, grace: float, log_level: str
     """Serve until SIGTERM/SIGINT; returns the exit status (0 after a graceful shutdown).
     `notices` are logged once at start-up (e.g. the admin token generated for this start)."""
     config.graceful_timeout = grace + CUT_MARGIN
-    if workers <= 1:
+    if workers <= 1:  # the worker raises the open file limit itself
         trio_worker(config, grace=grace, log_level=log_level, notices=notices)
         return 0
     from gateway.http.access_log import configure_logging
     from gateway.http.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 
     configure_logging(log_level)
+    raise_open_file_limit()  # before the workers start: they inherit it
     log.info("listening on %s with %d workers",
              ", ".join(f"http://{bind}" for bind in config.bind), workers)
     for notice in notices:

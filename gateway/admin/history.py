@@ -20,7 +20,6 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import psycopg
 import sqlite_utils
 import trio
 
@@ -49,6 +48,8 @@ log = logging.getLogger("gateway.admin.history")
 
 
 def _pg_history(conn: Any, query: HistoryQuery) -> tuple[list[dict[str, Any]], str | None]:
+    import psycopg
+
     from gateway.events.pg_store import pg_query_history
 
     try:

@@ -21,8 +21,6 @@ from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any
 
-import psycopg
-
 from gateway.db import EVENT_COLUMNS
 from gateway.errors import DatabaseUnavailable, EventStorageError
 from gateway.events.store import (
@@ -92,6 +90,8 @@ class PgEventStore:
 
     def write(self, events: Sequence[Mapping[str, Any]]) -> None:
         """Insert `events` in one transaction (a retried event_id is ignored: at most once)."""
+        import psycopg  # here: a worker without PostgreSQL never loads it
+
         rows = [event_to_row(e) for e in events]
         try:
             try:
@@ -116,6 +116,8 @@ class PgEventStore:
             conn.execute(_FROM_STAGING)
 
     def _insert_each(self, conn: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+        import psycopg
+
         with conn.transaction():
             _ordered(conn, self.lock_timeout)
             for row in rows:
@@ -145,7 +147,9 @@ def pg_query_history(conn: Any, query: HistoryQuery) -> tuple[list[dict[str, Any
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY seq DESC LIMIT %s"
     args.append(query.limit + 1)
-    cursor = conn.cursor(row_factory=psycopg.rows.dict_row)
+    from psycopg.rows import dict_row
+
+    cursor = conn.cursor(row_factory=dict_row)
     rows = cursor.execute(sql, args).fetchall()
     return history_page(rows, query.limit)
 

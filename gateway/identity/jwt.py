@@ -65,9 +65,7 @@ from base64 import urlsafe_b64decode
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
-
-import jwt
+from typing import TYPE_CHECKING, Any
 
 from gateway.errors import InvalidToken, JwtSettingsError
 from gateway.identity.jwt_settings import (
@@ -79,6 +77,9 @@ from gateway.identity.jwt_settings import (
     VerificationKey,
     _grant_value,
 )
+
+if TYPE_CHECKING:
+    import jwt
 
 __all__ = [
     "ALGORITHMS",
@@ -124,6 +125,8 @@ class JwtVerifier:
     """Verifies bearer JWTs against the configured keys. Pure CPU: safe on the request path."""
 
     def __init__(self, settings: JwtSettings) -> None:
+        import jwt  # here: PyJWT and cryptography cost about 9 MB a worker without JWT
+
         self.settings = settings
         self._by_kid = {key.kid: key for key in settings.keys if key.kid is not None}
         self._by_algorithm: dict[str, tuple[VerificationKey, ...]] = {
@@ -153,6 +156,8 @@ class JwtVerifier:
         )
 
     def _verified_claims(self, token: str) -> dict[str, Any]:
+        import jwt
+
         if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
             raise InvalidToken("Malformed token: not a JWT of acceptable size.")
         # Only to choose the key; PyJWT parses and checks the whole token again in `decode`.
@@ -199,6 +204,8 @@ class JwtVerifier:
         return keys
 
     def _explain(self, exc: jwt.PyJWTError) -> str:
+        import jwt
+
         if isinstance(exc, jwt.ExpiredSignatureError):
             return "Token has expired (exp)."
         if isinstance(exc, jwt.ImmatureSignatureError):

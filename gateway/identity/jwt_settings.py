@@ -13,10 +13,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import jwt
-from cryptography import x509
-from jwt.algorithms import get_default_algorithms
-
 from gateway.errors import JwtSettingsError
 
 ALGORITHMS = ("HS256", "RS256", "ES256")
@@ -221,6 +217,11 @@ def _read_material(field_name: str, source: str, value: Any, env: Mapping[str, s
 
 
 def _load_key(field_name: str, algorithm: str, material: bytes) -> Any:
+    # Imported here: PyJWT and cryptography cost about 9 MB a worker that has no JWT keys.
+    import jwt
+    from cryptography import x509
+    from jwt.algorithms import get_default_algorithms
+
     if algorithm == "HS256" and len(material) < _MIN_HMAC_SECRET_BYTES:
         raise JwtSettingsError(field_name, f"HS256 secret is {len(material)} bytes; at least "
                                            f"{_MIN_HMAC_SECRET_BYTES} are required (RFC 7518 §3.2)")

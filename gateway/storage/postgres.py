@@ -11,11 +11,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import psycopg
 import trio
-from psycopg_pool import ConnectionPool, PoolTimeout
 
 from gateway.errors import DatabaseUnavailable
 from gateway.storage.settings import PostgresSettings
@@ -25,8 +23,19 @@ log = logging.getLogger("gateway")
 # change poller already says it once when the outage starts and once when it ends.
 logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 T = TypeVar("T")
-#: What a dead or unreachable server raises; anything else is a bug or a constraint we report.
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (psycopg.OperationalError, PoolTimeout)
+
+if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
+
+
+def connection_errors() -> tuple[type[BaseException], ...]:
+    """What a dead or unreachable server raises; anything else is a bug or a constraint we
+    report. psycopg is imported here, not at module level: a worker that never talks to
+    PostgreSQL does not carry it (about 7 MB of resident memory)."""
+    import psycopg
+    from psycopg_pool import PoolTimeout
+
+    return (psycopg.OperationalError, PoolTimeout)
 
 
 class Postgres:
@@ -38,7 +47,9 @@ class Postgres:
         # autocommit: one statement is one transaction; `transaction()` opens longer ones.
         # check: a connection that died while idle in the pool (server restarted) is replaced
         # before use, so the first call after an outage does not fail for nothing.
-        self.pool = ConnectionPool(
+        from psycopg_pool import ConnectionPool
+
+        self.pool: ConnectionPool = ConnectionPool(
             settings.conninfo, min_size=settings.pool_min_size,
             max_size=settings.pool_max_size, open=False, timeout=settings.connect_timeout,
             kwargs={"autocommit": True}, check=ConnectionPool.check_connection,
@@ -72,7 +83,7 @@ class Postgres:
         try:
             with self.pool.connection(timeout=wait) as conn:
                 return work(conn, *args)
-        except CONNECTION_ERRORS as exc:
+        except connection_errors() as exc:
             raise DatabaseUnavailable(f"PostgreSQL at {self.settings.where} did not answer: "
                                       f"{_first_line(exc)}") from exc
 

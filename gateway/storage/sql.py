@@ -147,7 +147,7 @@ class PostgresSql:
             yield
             return
         from gateway.errors import DatabaseUnavailable
-        from gateway.storage.postgres import CONNECTION_ERRORS
+        from gateway.storage.postgres import connection_errors
 
         self.pg.open()
         try:
@@ -161,7 +161,7 @@ class PostgresSql:
                     yield
                 finally:
                     self._local.conn = None
-        except CONNECTION_ERRORS as exc:
+        except connection_errors() as exc:
             raise DatabaseUnavailable(f"PostgreSQL at {self.pg.settings.where} did not answer: "
                                       f"{str(exc).strip().splitlines()[0]}") from exc
 
