@@ -278,7 +278,7 @@ class ConditionCompiler:
 
         def category(ctx: EvalContext, ev: Evidence) -> bool:
             if ctx.facts.surface not in CATEGORY_SURFACES:
-                return False  # SPEC §5.5: categories apply to chat completions and messages only
+                return False  # categories apply to chat completions and messages only
             score = ctx.classification(text).categories.get(name, 0.0)
             if compare(score, threshold):
                 ev.append(("category", name))

@@ -23,7 +23,7 @@ class RequestFacts:
 
     surface: str = "chat.completions"
     model: str = ""
-    target: str | None = None  # None: the surface name (SPEC §2)
+    target: str | None = None  # None: the surface name (docs/management.md)
     policy_user: str | None = None
     project_id: str | None = None
     message_count: int = 0
@@ -122,7 +122,7 @@ class Decision:
         return SEVERITY[self.decision]
 
     def summary(self) -> dict[str, object]:
-        """The decision fields of the SPEC §7.1 `policy` object (no obligations)."""
+        """The decision fields of the `policy` object a client sees (no obligations)."""
         return {
             "decision": self.decision, "reason_code": self.reason_code, "stage": self.stage,
             "fired_rules": list(self.fired_rules),

@@ -1,4 +1,5 @@
-"""Policy-level declarations the gateway enforces itself: rollout (SPEC §6) and quotas (§8)."""
+"""Policy-level declarations the gateway enforces itself: rollout (docs/policy-language.md) and
+quotas (docs/quotas.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Default system instructions of the `rewrite` and `summary` decisions (SPEC §5.4).
+"""Default system instructions of the `rewrite` and `summary` decisions (docs/governed-surface.md).
 
 A policy may set its own with `rewrite_instruction "..."` / `summary_instruction "..."` (or
 `config.rules.rewrite_instruction` / `summary_instruction` in a JSON document), and a rule with

@@ -17,8 +17,8 @@ from dsl.diagnostics import DiagnosticSink
 _ACTIONS = {"rewrite": "rewrite", "block": "refuse", "refuse": "refuse", "summarize": "summary",
             "summary": "summary", "escalate": "escalate"}
 
-# The keys of each object of the two document shapes (SPEC §5.9); anything else is a typo or a
-# field this version does not understand, and is reported rather than ignored.
+# The keys of each object of the two document shapes (docs/policy-language.md); anything else is a
+# typo or a field this version does not understand, and is reported rather than ignored.
 _TOP = {"name", "description", "owner", "policy_id", "id"}
 _CURRENT_KEYS = {
     "": _TOP | {"classification", "config"},

@@ -147,8 +147,8 @@ class OutputMonitor:
         return decision
 
     def _release_before_violation(self, decision: Decision) -> str:
-        """The held text that certainly precedes the violation, redacted (SPEC §7.3: hold
-        back at most the window). A chunk may bring safe text and a violation together.
+        """The held text that certainly precedes the violation, redacted (hold back at most
+        the window, docs/governed-surface.md). A chunk may bring safe text and a violation together.
 
         Prefixes of the pending text are checked in steps; at the first step whose prefix
         fires a stopping rule, the violation ends after the previous step (a match at the

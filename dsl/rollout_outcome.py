@@ -1,4 +1,5 @@
-"""The rollout outcome of one request, as a fresh gateway worker would resolve it (SPEC §6).
+"""The rollout outcome of one request, as a fresh gateway worker would resolve it
+(docs/policy-language.md).
 
 Pure and stateless: golden cases use it to assert what the rollout does with a decision for a
 given target and user.  It follows the gateway's rollout engine step for step (same stages, same

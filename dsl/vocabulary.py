@@ -43,7 +43,7 @@ ROLLBACK_NUMBERS = ("threshold_pct", "min_requests", "window_minutes", "cooldown
 QUOTA_SUBJECTS = ("project", "user")
 #: `tool_calls` counts governed MCP tool calls only, and they count toward no other unit.
 QUOTA_UNITS = ("requests", "tokens", "tool_calls")
-# As written in a policy -> the SPEC §8 window name.
+# As written in a policy -> the quota window name (docs/quotas.md).
 QUOTA_WINDOWS = {"minute": "minute", "hour": "hour", "day": "daily", "week": "weekly",
                  "month": "monthly", "daily": "daily", "weekly": "weekly", "monthly": "monthly"}
 

@@ -150,12 +150,13 @@ def identity_version(db: sqlite_utils.Database) -> int:
     return int(row[0]) if row else 0
 
 
-#: Columns of `policy_events` holding JSON (lists and objects of SPEC §9.2).
+#: Columns of `policy_events` holding JSON (lists and objects of an event, docs/events.md).
 EVENT_JSON_COLUMNS = ("triggered_categories", "allowlist_hits", "denylist_hits",
                       "redacted_spans", "usage", "scenario_categories", "extra")
 #: Columns of `policy_events` holding booleans (0/1).
 EVENT_BOOL_COLUMNS = ("enforced", "stream")
-#: Every column of `policy_events` but `seq`, in SPEC §9.2 order; `extra` holds other fields.
+#: Every column of `policy_events` but `seq`, in the order docs/events.md lists the fields; `extra`
+#: holds other fields.
 EVENT_COLUMNS = (
     "event_id", "event_type", "source", "created_at", "user_id", "org_id", "policy_id",
     "policy_name", "policy_revision", "data_classification", "decision", "effective_decision",
@@ -187,7 +188,7 @@ def _ensure_event_tables(db: sqlite_utils.Database) -> None:
     # `events query --request-id` / `?request_id=`: the id is kept in `extra`.
     db.conn.execute("CREATE INDEX IF NOT EXISTS idx_policy_events_request_id ON policy_events "
                     "(json_extract(extra, '$.request_id'))")
-    # A connector's delivery progress: the highest seq it delivered (SPEC §9.3).
+    # A connector's delivery progress: the highest seq it delivered (docs/events.md).
     db.table("event_deliveries").create(
         {"connector": str, "delivered_seq": int, "delivered": int, "failures": int,
          "last_error": str, "updated_at": str},
@@ -224,7 +225,7 @@ def ensure_quota_schema(db: sqlite_utils.Database) -> None:
 
 
 def _ensure_quota_tables(db: sqlite_utils.Database) -> None:
-    """Quota counters and open reservations (SPEC §8, `gateway.quota.sqlite`)."""
+    """Quota counters and open reservations (docs/quotas.md, `gateway.quota.sqlite`)."""
     # One row per counter; `used` includes open reservations. `subject_id` is the project id
     # (kind `project`) or the quota subject within `project_id` (kind `user`).
     db.conn.execute(

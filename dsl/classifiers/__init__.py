@@ -1,4 +1,4 @@
-"""Built-in classifiers of the policy language: moderation categories (SPEC §5.5) and PII (§5.6).
+"""Built-in classifiers of the policy language: moderation categories and PII (docs/classifiers.md).
 
 Pure code: no I/O, no network, no model. The category lexicon is compiled into one automaton on
 first use and cached for the life of the process.

@@ -1,4 +1,4 @@
-"""The built-in moderation category classifier (SPEC §5.5).
+"""The built-in moderation category classifier (docs/classifiers.md).
 
 Method: one Aho-Corasick automaton holds every phrase of the lexicon (direct phrases, rule groups,
 framing cues, exempt idioms) over normalised text, so the cost is one linear pass whatever the

@@ -1,4 +1,4 @@
-"""PII detection and redaction (SPEC §5.6).
+"""PII detection and redaction (docs/classifiers.md).
 
 One combined regular expression finds every candidate in a single pass; each candidate is then
 validated in Python (Luhn, mod-97, octet ranges, SSN ranges, phone digit counts), because a shape

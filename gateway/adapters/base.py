@@ -157,7 +157,7 @@ class Adapter:
         return body.get("stream") is True
 
     def error_body(self, error: GatewayError) -> JSON:
-        """`error` in this API's own error shape (SPEC §11)."""
+        """`error` in this API's own error shape (docs/reference.md)."""
         raise NotImplementedError
 
     def stream_error_frame(self, error: GatewayError, extra: Mapping[str, Any] | None = None
@@ -301,8 +301,9 @@ class Adapter:
 
     def output_refusal_frames(self, template: JSON | None, error: GatewayError,
                               extra: Mapping[str, Any]) -> bytes:
-        """Frames that end a stream when an output rule refuses or escalates (SPEC §7.3),
-        each carrying `extra` (the `policy` object). `template` is the last frame seen, for ids."""
+        """Frames that end a stream when an output rule refuses or escalates
+        (docs/governed-surface.md), each carrying `extra` (the `policy` object). `template` is the
+        last frame seen, for ids."""
         raise NotImplementedError
 
 

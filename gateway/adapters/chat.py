@@ -302,10 +302,10 @@ class ChatCompletions(OpenAIErrorShape, Adapter):
 
     def output_refusal_frames(self, template: JSON | None, error: GatewayError,
                               extra: Mapping[str, Any]) -> bytes:
-        # A last chunk that says the content was filtered (SPEC §7.3), then the refusal itself
-        # as OpenAI's own mid-stream error frame, then the normal end. A client reading chunks
-        # sees `finish_reason == "content_filter"`; the SDKs then raise on the error frame
-        # (`code: policy_refused`), as they do for the refusal of a request, so a refused
+        # A last chunk that says the content was filtered (docs/governed-surface.md), then the
+        # refusal itself as OpenAI's own mid-stream error frame, then the normal end. A client
+        # reading chunks sees `finish_reason == "content_filter"`; the SDKs then raise on the error
+        # frame (`code: policy_refused`), as they do for the refusal of a request, so a refused
         # answer cannot pass for a finished one. The chunk keeps the stream's id, model and
         # created, as every chunk of one completion does.
         template = template or {}

@@ -115,7 +115,8 @@ class Messages(Adapter):
 
     def error_body(self, error: GatewayError) -> JSON:
         # `details.error_code` is where the Anthropic SDKs read a stable cause from
-        # (`APIStatusError.error_code`); `code` repeats it in the gateway's own place (SPEC §11).
+        # (`APIStatusError.error_code`); `code` repeats it in the gateway's own place
+        # (docs/reference.md).
         body: JSON = {
             "type": "error",
             "error": {"type": error.anthropic_type, "message": error.message, "code": error.code,
@@ -270,8 +271,8 @@ class Messages(Adapter):
     def output_refusal_frames(self, template: JSON | None, error: GatewayError,
                               extra: Mapping[str, Any]) -> bytes:
         # Anthropic's own mid-stream error event, in the same shape as the refusal of a
-        # request: the SDK raises on it (SPEC §7.3), and its `permission_error` type is not one
-        # a client retries or falls back on (an unknown type reads as a server error).
+        # request: the SDK raises on it (docs/governed-surface.md), and its `permission_error` type
+        # is not one a client retries or falls back on (an unknown type reads as a server error).
         return self.stream_error_frame(error, extra)
 
 

@@ -1,4 +1,4 @@
-"""`GET /api/policy-gateway/history` (SPEC §9.4): stored policy events, newest first; and the
+"""`GET /api/policy-gateway/history` (docs/events.md): stored policy events, newest first; and the
 same from the command line, `python -m gateway events tail|query`.
 
 Needs an admin credential, checked by the one admin check of the management API

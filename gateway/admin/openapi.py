@@ -1,9 +1,10 @@
 """The OpenAPI 3.1 document of the whole HTTP surface, served at `GET /openapi.json`.
 
-Written by hand from the contract (SPEC §1, §9.4, §10, §12) rather than generated: the `/v1` and
-`/policy` routes bypass quart (gateway/http/routes.py), and their bodies are the providers' own
-schemas, which the gateway passes through. tests/management_e2e/test_openapi.py keeps this
-document and the routes the app serves in step, both ways.
+Written by hand from the contract (docs/governed-surface.md, docs/events.md, docs/management.md,
+docs/configuration.md) rather than generated: the `/v1` and `/policy` routes bypass quart
+(gateway/http/routes.py), and their bodies are the providers' own schemas, which the gateway passes
+through. tests/management_e2e/test_openapi.py keeps this document and the routes the app serves in
+step, both ways.
 """
 
 from __future__ import annotations

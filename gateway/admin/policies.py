@@ -77,7 +77,7 @@ def _policy_summary(loaded: Any, registry: PolicyRegistry) -> dict[str, Any]:
 
 async def _policy_source() -> str:
     """The policy text of a write: a `.pol` source as text/plain, or JSON: `{"source": "..."}`
-    for a `.pol` source, or a JSON policy document itself (SPEC §5.9)."""
+    for a `.pol` source, or a JSON policy document itself (docs/policy-language.md)."""
     raw = await request.get_data(as_text=False)
     if (request.mimetype or "").startswith("text/"):
         try:

@@ -1,4 +1,5 @@
-"""The policies directory, compiled, with a revision history in SQLite (SPEC §2, §5, §9.2, §10).
+"""The policies directory, compiled, with a revision history in SQLite (docs/management.md,
+docs/policy-language.md, docs/events.md).
 
 The directory of `*.pol` and `*.json` files is the one source of truth for policies. Loading it
 compiles every file (at startup, on reload, from the CLI: never on a request) and yields an

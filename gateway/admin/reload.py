@@ -1,4 +1,5 @@
-"""Hot reload of the policies directory (SPEC §10): the directory is the one source of truth.
+"""Hot reload of the policies directory (docs/management.md): the directory is the one source of
+truth.
 
 `PolicyReloader.reload()` compiles the directory again with the snapshot in force as `previous`
 (so a file that fails its check keeps its last good revision), swaps `state.registry` in one
@@ -68,7 +69,7 @@ def directory_fingerprint(directory: str | os.PathLike[str]) -> Fingerprint | No
 
 
 def revision_event(change: PolicyRevision, user_id: str | None = None) -> dict[str, Any]:
-    """The `revision` event (SPEC §9.2) of one recorded revision, with the source snapshot."""
+    """The `revision` event (docs/events.md) of one recorded revision, with the source snapshot."""
     return policy_revision_event(
         policy_id=change.policy_id, revision=change.revision, name=change.name,
         classification=change.classification, edit_type=change.edit_type,

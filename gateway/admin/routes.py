@@ -1,4 +1,4 @@
-"""The management API under `/api/policy-gateway/` (SPEC §10).
+"""The management API under `/api/policy-gateway/` (docs/management.md).
 
 Every endpoint needs an admin credential, checked by the one admin check of
 gateway/admin/auth.py (the configured `[admin]` token, or a JWT with the admin role: of its own

@@ -1,5 +1,5 @@
 """`POST /api/policy-gateway/simulate`: the decision for a request to a project the admin
-names, as that project's account, without the upstream (SPEC §10)."""
+names, as that project's account, without the upstream (docs/management.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The gateway's configuration as the code reads it: the frozen `Config` (SPEC §12).
+"""The gateway's configuration as the code reads it: the frozen `Config` (docs/configuration.md).
 
 Everything has a default, so `Config.load(None)` runs out of the box: SQLite under `./data`,
 the example policies served from `./data/policies`, and the built-in echo upstream for any
@@ -102,7 +102,7 @@ class Config:
     #: With PostgreSQL: the configured `[policies] directory`, imported into the database when
     #: it changes (GitOps); `policies_dir` is then this replica's mirror of the database.
     policies_import_dir: str | None = None
-    #: Categories refused on every surface, for every project (SPEC §5.5).
+    #: Categories refused on every surface, for every project (docs/classifiers.md).
     always_blocked_categories: tuple[str, ...] = ("self-harm/instructions", "sexual/minors")
     #: The raw `[jwt]` section, parsed by `gateway.identity.jwt.JwtSettings.from_mapping`.
     jwt: Mapping[str, Any] = field(default_factory=dict)

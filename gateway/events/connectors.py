@@ -1,4 +1,4 @@
-"""Connectors deliver stored policy events onward (SPEC §9.3): a JSON-lines file and a webhook.
+"""Connectors deliver stored policy events onward (docs/events.md): a JSON-lines file and a webhook.
 
 Each connector is its own task that reads `policy_events` in `seq` order from its delivery
 progress (table `event_deliveries`), delivers, then records the new progress. Reading from the

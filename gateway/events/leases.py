@@ -1,4 +1,4 @@
-"""Leases in the database: which worker process runs a connector (SPEC §9.3).
+"""Leases in the database: which worker process runs a connector (docs/events.md).
 
 Every hypercorn worker starts every connector, but only the worker holding the connector's
 unexpired lease delivers, so a webhook or a JSON-lines file gets each event from one process.

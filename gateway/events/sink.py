@@ -1,4 +1,5 @@
-"""The event seam of the governed surface (SPEC §9): the request hands an event over and returns.
+"""The event seam of the governed surface (docs/events.md): the request hands an event over and
+returns.
 
 `EventSink.emit` never blocks and never fails the request. `QueueSink` puts the event on a
 bounded trio memory channel that the durable writer (`gateway.events.store.EventWriter`) empties
@@ -22,8 +23,8 @@ import trio
 SOURCE = "policy_gateway"
 log = logging.getLogger("gateway.events.sink")
 
-#: The fields of SPEC §9.2, by event class: every event of a class carries each of them (null
-#: when it does not apply, e.g. `user_id` of a revision loaded from the policies directory).
+#: The fields of each event class (docs/events.md): every event of a class carries each of them
+#: (null when it does not apply, e.g. `user_id` of a revision loaded from the policies directory).
 COMMON_FIELDS = ("event_id", "event_type", "source", "created_at", "user_id", "org_id",
                  "policy_id", "policy_name", "policy_revision", "data_classification")
 DECISION_FIELDS = ("decision", "effective_decision", "enforced", "rollout_mode", "reason_code",
@@ -125,7 +126,7 @@ class QueueSink:
 
 
 def base_event(event_type: str, **fields: Any) -> dict[str, Any]:
-    """The fields every event carries (SPEC §9.2), plus `fields`."""
+    """The fields every event carries (docs/events.md), plus `fields`."""
     return {
         "event_id": str(uuid.uuid4()),
         "event_type": event_type,

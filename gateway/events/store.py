@@ -1,4 +1,4 @@
-"""Durable policy events (SPEC §9.3): the background writer, its storage, and history queries.
+"""Durable policy events (docs/events.md): the background writer, its storage, and history queries.
 
 `EventWriter.run` takes events from the `QueueSink` channel in batches (up to `batch_size`, or
 whatever arrived within `batch_seconds` of the first) and writes each batch in one transaction
@@ -80,7 +80,8 @@ class EventSettings:
 
 
 def event_to_row(event: Mapping[str, Any]) -> dict[str, Any]:
-    """One `policy_events` row: §9.2 fields in their columns, anything else in `extra`."""
+    """One `policy_events` row: the documented event fields in their columns, anything else in
+    `extra`."""
     row: dict[str, Any] = {}
     extra = {k: v for k, v in event.items() if k not in _COLUMN_SET}
     for column in EVENT_COLUMNS:
@@ -96,7 +97,7 @@ def event_to_row(event: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def row_to_event(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The event as it was emitted: every §9.2 field of its class (null when it was null or
+    """The event as it was emitted: every documented field of its class (null when it was null or
     absent), and any other field that was given."""
     event: dict[str, Any] = dict.fromkeys(EVENT_FIELDS.get(row["event_type"], COMMON_FIELDS))
     for column in EVENT_COLUMNS:

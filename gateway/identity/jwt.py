@@ -1,4 +1,4 @@
-"""JWT bearer authentication (SPEC §2 "JWT user", §3, §10 admin role).
+"""JWT bearer authentication (docs/management.md, docs/security.md).
 
 Public API::
 
@@ -101,7 +101,7 @@ _SEGMENT = re.compile(r"[A-Za-z0-9_-]*={0,2}")
 
 @dataclass(frozen=True, slots=True)
 class JwtUser:
-    """An authenticated JWT caller (SPEC §2): `user_id` is the `sub` claim."""
+    """An authenticated JWT caller (docs/management.md): `user_id` is the `sub` claim."""
 
     user_id: str
     account_id: str

@@ -1,4 +1,5 @@
-"""Accounts and API keys (SPEC §2): creating them, and recognising a credential on a request.
+"""Accounts and API keys (docs/management.md): creating them, and recognising a credential on a
+request.
 
 Keys are shown in plaintext once, at creation, and stored only as a SHA-256 hash with a preview.
 A keyed hash without salt is right here: keys carry 256 bits of randomness, so there is nothing
@@ -248,7 +249,7 @@ class IdentityCache:
 
 
 def credential_from_headers(headers: Mapping[str, str]) -> str | None:
-    """The bearer token or `x-api-key` value, whichever the client sent (SPEC §3)."""
+    """The bearer token or `x-api-key` value, whichever the client sent (docs/security.md)."""
     auth = headers.get("authorization")
     if auth:
         scheme, _, token = auth.strip().partition(" ")

@@ -1,4 +1,5 @@
-"""Projects and JWT users' project grants (SPEC §2, §3): storing them, and snapshots for serving.
+"""Projects and JWT users' project grants (docs/management.md, docs/security.md): storing them, and
+snapshots for serving.
 
 A project belongs to one account, links at most one policy by id (policies live as files, see
 `gateway.admin.registry`), and carries two quotas: `budget` for the whole project and

@@ -29,7 +29,7 @@ def texts_needed(policies: Iterable[dsl.CompiledPolicy], *, category_surface: bo
                  always_blocked: bool, flagged: bool) -> list[str]:
     """The input texts to classify, in a stable order. Always-blocked categories apply on every
     surface and read the whole input; category rules and flagged categories only on the
-    category surfaces (SPEC §5.5)."""
+    category surfaces (docs/classifiers.md)."""
     wanted: set[str] = set()
     if category_surface:
         for policy in policies:

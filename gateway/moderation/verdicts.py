@@ -1,4 +1,4 @@
-"""External classifiers' answers -> our category scores (SPEC §5.5 names), without I/O.
+"""External classifiers' answers -> our category scores (docs/classifiers.md), without I/O.
 
 - OpenAI moderation: its categories are ours, one to one; the scores are `category_scores`.
 - Llama Guard 3/4: a verdict `safe`, or `unsafe` and a line of hazard codes (`S1,S10`), mapped

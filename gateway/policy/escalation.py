@@ -1,4 +1,5 @@
-"""Escalation targets are configured by the operator, never chosen by a caller (SPEC §5.4).
+"""Escalation targets are configured by the operator, never chosen by a caller
+(docs/governed-surface.md).
 
 A policy's `escalation_path` names where an escalated request's event goes:
 - a target name from `[escalation.targets]` (`escalation_path "oncall"`): the usual way;

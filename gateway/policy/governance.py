@@ -1,11 +1,12 @@
 """Per-request governance values of the `/policy/*` surface, free of I/O.
 
-- `read_gateway_fields`: the caller's gateway fields (SPEC §3), headers winning over the body,
-  and the body without them (the upstream never sees a field it does not know).
-- `combine`: the project's and an inline policy's decisions, the more severe winning (SPEC §5.10);
-  `escalation_paths`: the escalation notices of every one of them, kept whoever wins.
-- `Governance`: everything decided about one request, and the `policy` object (SPEC §7.1) that
-  every response and every SSE frame carries.
+- `read_gateway_fields`: the caller's gateway fields (docs/security.md), headers winning over the
+  body, and the body without them (the upstream never sees a field it does not know).
+- `combine`: the project's and an inline policy's decisions, the more severe winning
+  (docs/governed-surface.md); `escalation_paths`: the escalation notices of every one of them, kept
+  whoever wins.
+- `Governance`: everything decided about one request, and the `policy` object
+  (docs/governed-surface.md) that every response and every SSE frame carries.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ MAX_LISTED_TOOL_CALLS = 64
 #: Body fields read by the gateway and removed before forwarding.
 GATEWAY_BODY_FIELDS = ("policy_project_id", "policy_target", "policy_user", "policy_user_id",
                        "policy_id", "policyId", "policy", "flagged_categories")
-#: Categories a request may ask to block for itself (SPEC §5.5).
+#: Categories a request may ask to block for itself (docs/classifiers.md).
 REQUEST_FLAGGABLE = frozenset({"harassment", "hate", "illicit", "sexual"})
 MAX_LABEL_LENGTH = 256
 

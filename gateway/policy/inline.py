@@ -1,4 +1,5 @@
-"""Inline policies (SPEC §5.10): a caller's own policy for one request, under a budget.
+"""Inline policies (docs/governed-surface.md): a caller's own policy for one request, under a
+budget.
 
 Any key may send one, so compiling it is untrusted work. Before anything parses it, the source
 is measured against caps from `[policies]` (bytes and lines of `.pol` text; bytes, list terms

@@ -1,4 +1,5 @@
-"""The rollout engine of the governed surface (SPEC §6): sans-I/O, one instance per worker.
+"""The rollout engine of the governed surface (docs/policy-language.md): sans-I/O, one instance per
+worker.
 
 The gateway calls it on every `/policy/*` request once the policy has decided; it never reads a
 clock, draws a random number or does I/O itself: the caller passes `now` (seconds, any monotonic
@@ -14,7 +15,7 @@ Public API::
     outcome.enforced            # bool: was the raw decision acted on
     outcome.effective_decision  # "allow" whenever not enforced, else the raw decision
     outcome.stage               # the configured rollout stage of the target, e.g. "canary 10%"
-                                # (a rollout stage, not the input/output `stage` of SPEC §7.1)
+                                # (a rollout stage, not the `policy` object's `stage`)
     outcome.events              # tuple[RevisionEventRequest, ...]: revision events to emit
     engine.status(policy_id) -> RolloutStatus | None   # window counts, rollback end; metrics
 
@@ -90,7 +91,7 @@ _HASH_SPACE = float(1 << 64)
 
 @dataclass(frozen=True)
 class RevisionEventRequest:
-    """A revision event (SPEC §9) the gateway should emit: `edit_type` is `auto_rollback` or
+    """A revision event (docs/events.md) the gateway should emit: `edit_type` is `auto_rollback` or
     `rollback_end`. `share_pct`, `matching` and `total` are the window figures that tripped the
     rollback (repeated on its end event so the pair can be read alone)."""
 

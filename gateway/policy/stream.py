@@ -1,4 +1,5 @@
-"""Governing a stream, sans-I/O: decoded upstream frames in, bytes for the client out (SPEC §7.3).
+"""Governing a stream, sans-I/O: decoded upstream frames in, bytes for the client out
+(docs/governed-surface.md).
 
 For each frame the `StreamGovernor`:
 - adds the `policy` object to the frame's JSON (spliced in, not re-encoded); `[DONE]`, `event:`

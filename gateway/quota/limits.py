@@ -1,4 +1,4 @@
-"""The quota seam of the governed surface (SPEC §8), and its sans-I/O arithmetic.
+"""The quota seam of the governed surface (docs/quotas.md), and its sans-I/O arithmetic.
 
 The request path calls `admit` before the upstream call and `settle` or `release` after it.
 `Unlimited` admits everything; `gateway.quota.sqlite.SqliteQuotaStore` holds quotas exactly across

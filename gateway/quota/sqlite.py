@@ -1,4 +1,4 @@
-"""Exact quotas on a SQLite file of their own, shared by every worker process (SPEC §8).
+"""Exact quotas on a SQLite file of their own, shared by every worker process (docs/quotas.md).
 
 The counters live beside the gateway's database (`quota_database_path`), not in it: the event
 writer's batches hold the database's write lock for milliseconds, and admission would queue

@@ -1,4 +1,5 @@
-"""The governed surface, `/policy/*` (SPEC §1, §3-§7): the request lifecycle up to the decision.
+"""The governed surface, `/policy/*` (docs/governed-surface.md, docs/security.md): the request
+lifecycle up to the decision.
 
 authenticate → plan → body and gateway fields → project → policy → quota admission → classify →
 decide (project policy, plus any inline policy) → moderation → rollout → act on the decision
@@ -53,7 +54,7 @@ class PolicySurface:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
 
-    # --- identity and resolution (SPEC §3) ------------------------------------------------
+    # --- identity and resolution (docs/security.md) -------------------------------------------
 
     def authenticate(self, inbound: Inbound) -> Caller:
         credential = credential_from_headers(inbound.headers)
@@ -70,7 +71,7 @@ class PolicySurface:
             raise PlanRequired("Your plan does not include the Policy Gateway.")
         return caller
 
-    # --- the lifecycle (SPEC §4) -------------------------------------------------------------
+    # --- the lifecycle (docs/governed-surface.md) ---------------------------------------------
 
     async def handle(self, adapter: Adapter, inbound: Inbound) -> Outbound:
         started = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Acting on a governed request's input decision (SPEC §4, §5.4, §7): the second half of the
+"""Acting on a governed request's input decision (docs/governed-surface.md): the second half of the
 `/policy/*` lifecycle, after `gateway.surfaces.policy.PolicySurface` decided.
 
 Refuse or escalate without the upstream, or forward with redactions and instructions; check the

@@ -1,4 +1,4 @@
-"""The compat surface, `/v1/*` (SPEC §1): a transparent proxy for any valid key.
+"""The compat surface, `/v1/*` (docs/governed-surface.md): a transparent proxy for any valid key.
 
 The body is validated (so the caller gets a clear 400 instead of an upstream's guess) but it is
 forwarded as the exact bytes the client sent, unless it carries gateway fields: those are removed

@@ -1,4 +1,4 @@
-"""`configure_logging`: JSON lines written by a thread, exceptions kept (SPEC §12)."""
+"""`configure_logging`: JSON lines written by a thread, exceptions kept (docs/configuration.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""Per-request governance values (gateway/policy/governance.py): the caller's gateway fields (SPEC §3),
-combining a project's and an inline policy's decisions (SPEC §5.10) and label hygiene, and the `policy` object
-spliced into JSON (SPEC §7)."""
+"""Per-request governance values (gateway/policy/governance.py): the caller's gateway fields
+(docs/security.md), combining a project's and an inline policy's decisions
+(docs/governed-surface.md) and label hygiene, and the `policy` object spliced into JSON
+(docs/governed-surface.md)."""
 
 from __future__ import annotations
 

@@ -402,7 +402,7 @@ def test_looks_like_jwt_rejects_other_credentials(credential):
     assert not looks_like_jwt(credential)
 
 
-# --- roles and the quota subject (issue 15) ---------------------------------------------------
+# --- roles and the quota subject ----------------------------------------------------------------
 
 
 def test_the_super_admin_role_and_the_subject_claim() -> None:

@@ -1,6 +1,6 @@
-"""The quota stores (SPEC §8): reserve, settle, release, expiry, window rollover on an injected
-clock, exactness, hostile ids. Every test taking `store` or `make_store` runs against the SQLite
-store and against the Redis store on a real redis-server; the rest are about SQLite alone."""
+"""The quota stores (docs/quotas.md): reserve, settle, release, expiry, window rollover on an
+injected clock, exactness, hostile ids. Every test taking `store` or `make_store` runs against the
+SQLite store and against the Redis store on a real redis-server; the rest are about SQLite alone."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Quota arithmetic (SPEC §8): UTC calendar windows, Retry-After, tightest limits, headers."""
+"""Quota arithmetic (docs/quotas.md): UTC calendar windows, Retry-After, tightest limits,
+headers."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The rollout engine (SPEC §6): stages, sticky canary sampling and auto-rollback, on an injected
-clock. Every outcome is checked exactly; times are chosen against the 10-second window buckets."""
+"""The rollout engine (docs/policy-language.md): stages, sticky canary sampling and auto-rollback,
+on an injected clock. Every outcome is checked exactly; times are chosen against the 10-second
+window buckets."""
 
 from __future__ import annotations
 

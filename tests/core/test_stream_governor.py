@@ -1,5 +1,5 @@
-"""`StreamGovernor`, sans-I/O (SPEC §7.3, §8): upstream frames in, the exact bytes a client gets
-out, for each API.
+"""`StreamGovernor`, sans-I/O (docs/governed-surface.md, docs/quotas.md): upstream frames in, the
+exact bytes a client gets out, for each API.
 
 The upstream frames are the mock provider's (`gateway.upstream.echo`, the providers' own wire shapes)
 with fixed ids. Expected output is written as the upstream payload plus the `policy` object the
@@ -58,7 +58,8 @@ def upstream(surface: str, chunks: list[str]) -> list[tuple[Frame, JSON | None]]
 
 
 def policy(surface: str, **changes: Any) -> JSON:
-    """The `policy` object a client sees (SPEC §7.1); by default the input decision `allow`."""
+    """The `policy` object a client sees (docs/governed-surface.md); by default the input decision
+    `allow`."""
     return {
         "policy_id": "output_guard", "policy_revision": 3, "decision": "allow",
         "effective_decision": "allow", "enforced": True, "rollout_mode": "enforced",
@@ -147,7 +148,7 @@ def test_chat_usage_chunk_reaches_the_client_only_when_it_asked(client_asked: bo
 
 @by_surface
 def test_output_characters_are_counted_until_usage_arrives(surface: str) -> None:
-    """A stream cut before its usage is charged from what it streamed (SPEC §8 settlement)."""
+    """A stream cut before its usage is charged from what it streamed (docs/quotas.md)."""
     frames = upstream(surface, ["Hello", " there, friend"])
     gov = governor(surface, rules=False)
     first_usage = next(i for i, (f, p) in enumerate(frames)
@@ -169,8 +170,8 @@ REFUSED_CHUNKS = [PREFIX + "The code is project night", "jar, ok", " more"]
 
 
 def termination(surface: str, first: JSON, last_number: int | None) -> bytes:
-    """The frames that end a refused stream (SPEC §7.3), written out per API: the same error
-    object (`policy_refused`, `permission_error`) in each API's own envelope."""
+    """The frames that end a refused stream (docs/governed-surface.md), written out per API: the
+    same error object (`policy_refused`, `permission_error`) in each API's own envelope."""
     if surface == "chat.completions":
         chunk = {"id": "chatcmpl-k1", "object": "chat.completion.chunk", "created": CREATED,
                  "model": "m",

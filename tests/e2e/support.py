@@ -82,8 +82,8 @@ class BodyRecorder:
 
 
 def error_of(path: str, body: Any) -> dict[str, Any]:
-    """The `error` object of a gateway error body, after checking the API's envelope (SPEC §11):
-    OpenAI `{"error": {message, type, param, code}}`; Anthropic
+    """The `error` object of a gateway error body, after checking the API's envelope
+    (docs/reference.md): OpenAI `{"error": {message, type, param, code}}`; Anthropic
     `{"type": "error", "error": {type, message, code, details: {error_code}}}`."""
     assert isinstance(body, dict), body
     error = body["error"]

@@ -1,6 +1,6 @@
-"""Credentials on /v1 (SPEC §3): the client's gateway key authenticates the client and is never
-forwarded; the upstream gets the provider key the provider's own way; transport headers stay on
-their hop."""
+"""Credentials on /v1 (docs/security.md): the client's gateway key authenticates the client and is
+never forwarded; the upstream gets the provider key the provider's own way; transport headers stay
+on their hop."""
 
 from __future__ import annotations
 

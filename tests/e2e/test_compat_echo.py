@@ -1,5 +1,5 @@
-"""A gateway with no provider keys runs out of the box (SPEC §12): the built-in echo answers all
-three APIs, and the SDKs parse every answer, streamed or not."""
+"""A gateway with no provider keys runs out of the box (docs/configuration.md): the built-in echo
+answers all three APIs, and the SDKs parse every answer, streamed or not."""
 
 from __future__ import annotations
 

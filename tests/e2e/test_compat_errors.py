@@ -1,5 +1,5 @@
-"""Bad input and failing upstreams on /v1 (SPEC §11): the right status and `code`, in the API's
-own error shape, and never a request to the upstream for input the gateway rejects."""
+"""Bad input and failing upstreams on /v1 (docs/reference.md): the right status and `code`, in the
+API's own error shape, and never a request to the upstream for input the gateway rejects."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""No input makes the gateway answer 500 (SPEC §11): random JSON values, random bytes and
+"""No input makes the gateway answer 500 (docs/reference.md): random JSON values, random bytes and
 random near-valid bodies posted to every /v1 endpoint get a parseable answer in the API's own
 shape, over one running gateway and the mock provider."""
 

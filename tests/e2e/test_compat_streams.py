@@ -1,4 +1,5 @@
-"""Streams that go wrong, streams that take long, and clients that leave (SPEC §11, §12).
+"""Streams that go wrong, streams that take long, and clients that leave (docs/reference.md,
+docs/configuration.md).
 
 A failure mid-stream must end the stream with the API's own error frame, which the SDKs turn
 into an exception; a slow but healthy stream must never be cut by a server timeout; and a client

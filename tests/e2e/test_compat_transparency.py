@@ -1,5 +1,5 @@
-"""The /v1 surface is transparent (SPEC §1, §11): the upstream gets the exact bytes the client
-sent, and the upstream's own error answers reach the client untouched."""
+"""The /v1 surface is transparent (docs/governed-surface.md, docs/reference.md): the upstream gets
+the exact bytes the client sent, and the upstream's own error answers reach the client untouched."""
 
 from __future__ import annotations
 

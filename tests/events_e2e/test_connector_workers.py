@@ -1,4 +1,4 @@
-"""Connectors under `python -m gateway serve --workers 2` (SPEC §9.3): every worker runs every
+"""Connectors under `python -m gateway serve --workers 2` (docs/events.md): every worker runs every
 connector, but only the one holding the connector's lease delivers, so in a healthy run a
 webhook receives each event once and the JSON-lines file holds each event once; with the
 events, progress and leases in SQLite or in PostgreSQL."""

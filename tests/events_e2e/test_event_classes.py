@@ -1,5 +1,5 @@
-"""Every class of SPEC §9.1 reaches the database with every field of §9.2: simulations from both
-simulate endpoints, revisions from policy create/update/delete and from auto-rollback start and
+"""Every event class reaches the database with every field docs/events.md lists: simulations from
+both simulate endpoints, revisions from policy create/update/delete and from auto-rollback start and
 end, and the enforcement event of a quota 429."""
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def admin(gw: EventsGateway) -> httpx2.Client:
 
 
 def assert_complete(event: dict) -> None:
-    """Every §9.2 field of the event's class is present; the common ones are well formed."""
+    """Every documented field of the event's class is present; the common ones are well formed."""
     missing = set(EVENT_FIELDS[event["event_type"]]) - set(event)
     assert not missing, (event["event_type"], missing)
     uuid.UUID(event["event_id"])

@@ -1,4 +1,4 @@
-"""Every management endpoint refuses anything but the admin credential (SPEC §10)."""
+"""Every management endpoint refuses anything but the admin credential (docs/management.md)."""
 
 from __future__ import annotations
 

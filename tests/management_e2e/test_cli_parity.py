@@ -1,5 +1,5 @@
-"""`python -m gateway` offers what the management API offers (SPEC §10): the policy commands
-and `simulate`, as text by default, JSON with `--json`, ids only with `-q`."""
+"""`python -m gateway` offers what the management API offers (docs/management.md): the policy
+commands and `simulate`, as text by default, JSON with `--json`, ids only with `-q`."""
 
 from __future__ import annotations
 

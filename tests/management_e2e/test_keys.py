@@ -1,5 +1,5 @@
-"""Keys through the management API and the CLI (SPEC §2, §10): the plaintext is shown once, lists
-show previews only, and a revoked key fails on its very next request, whichever process
+"""Keys through the management API and the CLI (docs/management.md): the plaintext is shown once,
+lists show previews only, and a revoked key fails on its very next request, whichever process
 revoked it (the gateway's identity cache follows SQLite's data_version)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`GET /openapi.json` (issue 7): the document lists exactly the routes the app serves, and the
+"""`GET /openapi.json`: the document lists exactly the routes the app serves, and the
 management API keeps to it under schemathesis (no 500, no response outside the schema)."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The whole management API (history included) under hostile input: schemathesis in negative
 mode (bodies, parameters and ids that break the schema) and a battery of hostile bodies on
 every operation that takes one. Every answer is a documented client error in the API's error
-shape, never a 5xx, a hang or a 404 for a path that exists (issue 15, finding 7)."""
+shape, never a 5xx, a hang or a 404 for a path that exists."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Hot reload of the policies directory (SPEC §10): a running gateway follows its `.pol` files,
-keeps the last good revision when a file breaks (and says so in `/readyz`), recovers when it is
-fixed, and never fails a request because a reload happened while it was in flight."""
+"""Hot reload of the policies directory (docs/management.md): a running gateway follows its `.pol`
+files, keeps the last good revision when a file breaks (and says so in `/readyz`), recovers when it
+is fixed, and never fails a request because a reload happened while it was in flight."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Policies as code (SPEC §9.2, §10): every create, update and delete that takes effect, through
-the API, through a file edit or through the CLI, is one revision with one `revision` event
-carrying the source snapshot; a write that fails its check is refused with its diagnostics and
+"""Policies as code (docs/events.md, docs/management.md): every create, update and delete that takes
+effect, through the API, through a file edit or through the CLI, is one revision with one `revision`
+event carrying the source snapshot; a write that fails its check is refused with its diagnostics and
 changes nothing."""
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def test_a_write_that_fails_its_check_is_refused_with_diagnostics(managed, body,
     assert error["error"]["code"] == "invalid_policy"
     assert error["diagnostics"], error
     assert any(culprit in d["message"] for d in error["diagnostics"])
-    for diagnostic in error["diagnostics"]:  # the JSON form of `python -m dsl check` (§5.8)
+    for diagnostic in error["diagnostics"]:  # `python -m dsl check --format json`
         assert set(diagnostic) == {"file", "line", "column", "severity", "message", "hint"}
     assert validated["valid"] is False
     assert [d["message"] for d in validated["diagnostics"]] == [

@@ -1,4 +1,4 @@
-"""JSON policy documents (both SPEC §5.9 shapes) decide exactly like their .pol equivalent."""
+"""JSON policy documents (both documented shapes) decide exactly like their .pol equivalent."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""Term matching (SPEC §5.3), request fields, errors and decision composition."""
+"""Term matching (docs/policy-language.md), request fields, errors and decision composition."""
 
 import pytest
 from helpers import decide, policy

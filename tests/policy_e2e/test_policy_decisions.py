@@ -1,6 +1,6 @@
-"""Each decision on each API (SPEC §5.4), end to end: what the upstream receives (or that it is
-not called at all), what the client gets, and the one enforcement event per request (SPEC §9.2)
-with the fields the client was told and no prompt text.
+"""Each decision on each API (docs/governed-surface.md), end to end: what the upstream receives (or
+that it is not called at all), what the client gets, and the one enforcement event per request
+(docs/events.md) with the fields the client was told and no prompt text.
 
 The instructions and messages expected here are read from the policy files, so the tests say
 "the policy's rewrite instruction reached the upstream" rather than repeating gateway output."""
@@ -23,7 +23,8 @@ import pytest
 from e2e.support import SDK_TIMEOUT
 
 HERE = Path(__file__).parent
-#: A word in every prompt of this module: no event may ever contain it (SPEC §5.6, §9.2).
+#: A word in every prompt of this module: no event may ever contain it (docs/classifiers.md,
+#: docs/events.md).
 MARKER = "Quokkaberry"
 EMAIL = "jane.doe.quokka@example.com"
 
@@ -55,7 +56,7 @@ class Api:
     text_of: Callable[[dict[str, Any]], str]
 
     def error_of(self, body: dict[str, Any]) -> dict[str, Any]:
-        """The `error` object after checking the API's envelope (SPEC §11)."""
+        """The `error` object after checking the API's envelope (docs/reference.md)."""
         error = body["error"]
         if self.surface == "messages":
             assert body["type"] == "error"
@@ -259,7 +260,8 @@ def test_escalate_answers_a_holding_reply_and_notifies(governed: Any, mock: Any,
     assert api_requests(mock) == []
     [event] = events_of(governed, user)
     check_event(event, policy, status=200, outcome="escalated", surface=api.surface)
-    # The escalation path receives the request's event (SPEC §5.4); timings may differ.
+    # The escalation path receives the request's event (docs/governed-surface.md); timings may
+    # differ.
     assert without(notified, *VOLATILE) == without(event, *VOLATILE)
 
 

@@ -1,4 +1,5 @@
-"""Every error of the governed surface, in each API's own shape (SPEC §3, §5.5, §7.2, §11).
+"""Every error of the governed surface, in each API's own shape (docs/security.md,
+docs/classifiers.md, docs/governed-surface.md, docs/reference.md).
 
 Chat completions and responses answer `{"error": {message, type, param, code}}`; messages answer
 `{"type": "error", "error": {type, message, code}}`. Errors raised once a policy was evaluated

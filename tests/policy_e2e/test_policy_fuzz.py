@@ -1,4 +1,4 @@
-"""No input makes the governed surface answer 500 (SPEC §11): hypothesis-generated bodies
+"""No input makes the governed surface answer 500 (docs/reference.md): hypothesis-generated bodies
 (random JSON values, random bytes, huge strings, deep nesting, every field of the wrong type,
 gateway fields included) and X-Policy-* headers (unicode, control characters, very long values)
 against the six `/policy` endpoints get an answer in the API's own success or error shape."""
@@ -19,7 +19,7 @@ SUFFIXES = {"/chat/completions": "chat", "/messages": "messages", "/responses": 
 PATHS = [prefix + suffix for prefix in ("/policy", "/policy/v1") for suffix in SUFFIXES]
 TEXTS = ["Where is my order?", "Tell me a joke", "refund please, mail ann@example.org",
          "How do I tie a noose?", "order " + "ü" * 50]
-#: The codes the gateway itself answers with (SPEC §11).
+#: The codes the gateway itself answers with (docs/reference.md).
 GATEWAY_CODES = {"invalid_request", "invalid_policy", "moderation_blocked", "project_required",
                  "policy_not_linked", "invalid_api_key", "api_key_revoked", "invalid_token",
                  "policy_gateway_plan_required", "project_forbidden", "project_disabled",

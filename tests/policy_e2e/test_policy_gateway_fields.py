@@ -1,7 +1,7 @@
-"""Gateway fields never leave (SPEC §3): `policy`, `policy_id`, `policyId`, `flagged_categories`
-and the body aliases of the gateway headers are removed before forwarding, on `/v1` as on
-`/policy`; the recording mock upstream shows what arrived. A `/v1` body without them still
-arrives as the exact bytes the client sent."""
+"""Gateway fields never leave (docs/security.md): `policy`, `policy_id`, `policyId`,
+`flagged_categories` and the body aliases of the gateway headers are removed before forwarding, on
+`/v1` as on `/policy`; the recording mock upstream shows what arrived. A `/v1` body without them
+still arrives as the exact bytes the client sent."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Who is calling and under which project, target and user (SPEC §1 aliases, §2, §3, §7.1, §9.2).
+"""Who is calling and under which project, target and user (docs/governed-surface.md,
+docs/management.md, docs/security.md, docs/events.md).
 
 Every route alias serves the same surface; each gateway value is shown to take effect from its
 header and from each body alias, the header winning; what the upstream receives carries none of

@@ -1,4 +1,4 @@
-"""Inline policies in the body field `policy` (SPEC §5.9, §5.10).
+"""Inline policies in the body field `policy` (docs/policy-language.md, docs/governed-surface.md).
 
 On `/v1/*` an inline policy is enforced for that one request and the answer stays transparent
 unless refused. On `/policy/*` it is evaluated beside the project's policy and the more severe

@@ -1,7 +1,7 @@
-"""Rewrite and summary add their instruction upstream (SPEC §5.4), on every API, for `.pol` and
-JSON policies, with the default instructions and with a policy's own; a client's own system
-prompt is extended, never replaced. Asserted on what the mock upstream received. Simulate (API
-and CLI) shows the instruction that would be added.
+"""Rewrite and summary add their instruction upstream (docs/governed-surface.md), on every API, for
+`.pol` and JSON policies, with the default instructions and with a policy's own; a client's own
+system prompt is extended, never replaced. Asserted on what the mock upstream received. Simulate
+(API and CLI) shows the instruction that would be added.
 
 Policies (tests/policy_e2e/policies/): `instructed.pol` rewrites on "rephrase this" and
 summarizes on "just the gist" with the default instructions; `json_rewrite.json` rewrites with
@@ -127,7 +127,7 @@ def test_a_streamed_request_gets_the_instruction_too(governed: Any, mock: Any,
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/event-stream")
     [sent] = [r.json for r in mock.requests if r.path.startswith("/v1/")]
-    sent.pop("stream_options", None)  # chat: the gateway asks for usage (SPEC §8)
+    sent.pop("stream_options", None)  # chat: the gateway asks for usage (docs/quotas.md)
     assert sent == {**expected(case.instruction), "stream": True}
 
 

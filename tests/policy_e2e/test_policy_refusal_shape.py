@@ -1,6 +1,7 @@
-"""One refusal, one shape (SPEC §5.4, §7.3, §11): on every API, streamed and not, refused on
-the input or on the output, the official SDK raises the class docs/governed-surface.md names,
-with `code` `policy_refused` and type `permission_error`, and does not retry it.
+"""One refusal, one shape (docs/governed-surface.md, docs/reference.md): on every API, streamed and
+not, refused on the input or on the output, the official SDK raises the class
+docs/governed-surface.md names, with `code` `policy_refused` and type `permission_error`, and does
+not retry it.
 
 The SDKs run with their default retry policy (`max_retries` 2): a retried refusal would reach
 the gateway again, so each test counts the requests the gateway received (its enforcement

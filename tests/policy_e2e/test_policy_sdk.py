@@ -1,4 +1,4 @@
-"""The official SDKs on the governed surface (SPEC §1 aliases, §7.2, §7.3): the OpenAI SDK at
+"""The official SDKs on the governed surface (docs/governed-surface.md): the OpenAI SDK at
 `/policy/v1`, the Anthropic SDK at `/policy`, sync and async. The `policy` object is read from
 every non-streamed response and from every event of every stream, as an application would read
 it; raw streams show that `event:` lines and `[DONE]` are left as the upstream sent them."""

@@ -1,5 +1,5 @@
-"""`POST /policy/simulate` (SPEC §9.1, §10): the decision for a request body, resolved like a
-real call, without calling the upstream, with exactly one `simulation` event."""
+"""`POST /policy/simulate` (docs/events.md, docs/management.md): the decision for a request body,
+resolved like a real call, without calling the upstream, with exactly one `simulation` event."""
 
 from __future__ import annotations
 

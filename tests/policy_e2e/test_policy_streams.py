@@ -1,5 +1,5 @@
-"""Output rules on streams and responses (SPEC §7.3, §5.7), usage (§8) and events (§9.2), end
-to end with the official SDKs and raw HTTP.
+"""Output rules on streams and responses (docs/governed-surface.md, docs/policy-language.md), usage
+(docs/quotas.md) and events (docs/events.md), end to end with the official SDKs and raw HTTP.
 
 `proj_output` is governed by `output_guard.pol` (refuse on "project nightjar" in the output,
 redact e-mail addresses in it), enforced; `proj_shadow` by the same rules in shadow. The mock
@@ -26,7 +26,7 @@ import dsl
 
 HERE = Path(__file__).parent
 OUTPUT_GUARD = dsl.compile_policy((HERE / "policies" / "output_guard.pol").read_text())
-#: What the monitor may hold back: the window output_guard's rules need (SPEC §7.3).
+#: What the monitor may hold back: the window output_guard's rules need (docs/governed-surface.md).
 WINDOW = OUTPUT_GUARD.output_window
 
 TERM = "project nightjar"

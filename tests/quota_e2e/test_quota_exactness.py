@@ -1,4 +1,4 @@
-"""Quotas hold exactly across 2 worker processes sharing one database (SPEC §8, issue 5)."""
+"""Quotas hold exactly across 2 worker processes sharing one database (docs/quotas.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Settlement: the counters hold the upstream's reported usage, on every API, streamed or not;
-failures and disconnects give the estimate back (SPEC §8)."""
+failures and disconnects give the estimate back (docs/quotas.md)."""
 
 from __future__ import annotations
 

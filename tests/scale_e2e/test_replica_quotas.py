@@ -1,4 +1,4 @@
-"""Quotas stay exact across three replicas sharing one Redis (issue: scale-out, part 1).
+"""Quotas stay exact across three replicas sharing one Redis (docs/scale-out.md).
 
 N+k concurrent requests spread over the replicas admit exactly N, for requests and tokens, for
 the project and for a user, five rounds each with a slow upstream every other round; settled

@@ -1,13 +1,12 @@
-"""The trust-boundary suite (issue 15): each test replays one attack against a real gateway
+"""The trust-boundary suite: each test replays one attack against a real gateway
 served by hypercorn on 127.0.0.1 and checks that it now holds.
 
-- `capture`: a listener that records every request it gets (the SSRF target of finding 1, and
+- `capture`: a listener that records every request it gets (the SSRF target, and
   the escalation webhook when notices are meant to arrive).
 - `secure`: a gateway with two `control` accounts (A and B), one project each linked to a
   policy of its own directory, keys for both, an admin token and HS256 JWTs.
 
-Finding 9 (`/readyz` details without credentials) is covered with the readiness rework of
-issue 16, in tests/ops_e2e.
+`/readyz` details without credentials are covered with the readiness tests, in tests/ops_e2e.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Finding 1 (SSRF): a caller's inline policy named `http://127.0.0.1:<port>/internal` as its
+"""SSRF: a caller's inline policy named `http://127.0.0.1:<port>/internal` as its
 escalation path and the gateway POSTed the event there; simulate echoed the URL; a `.pol`
 naming any URL did the same. Now escalation targets come from `[escalation]` only."""
 

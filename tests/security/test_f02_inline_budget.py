@@ -1,4 +1,4 @@
-"""Finding 2 (CPU denial of service): any key sent a large inline policy, parsed on the event
+"""CPU denial of service: any key sent a large inline policy, parsed on the event
 loop before any cap; a 778 KiB one blocked its worker for 1.3 s. Now the caps come first, the
 compile runs on a worker thread within a time budget, and `/v1` can refuse inline policies."""
 

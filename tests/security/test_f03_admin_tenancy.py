@@ -1,4 +1,4 @@
-"""Finding 3 (JWT admins were global): an admin JWT of account B created keys for account A's
+"""JWT admins were global: an admin JWT of account B created keys for account A's
 projects, listed every account's keys and patched any project. Now an account's admin manages
 its own account only, another account's resource answers like a missing one, and only the
 admin token or the configured super-admin role crosses accounts."""

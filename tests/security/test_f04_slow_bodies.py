@@ -1,4 +1,4 @@
-"""Finding 4 (no timeout on reading a body): a POST trickling 1 byte every 5 s stayed open for
+"""No timeout on reading a body: a POST trickling 1 byte every 5 s stayed open for
 110 s and more, 1,500 of them at once, with no authentication. Now the whole body has a
 deadline (408 in the API's shape), and a worker serves a bounded number of requests at once
 (503 server_busy beyond, before any body is read)."""

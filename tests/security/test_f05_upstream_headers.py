@@ -1,4 +1,4 @@
-"""Finding 5 (client-chosen provider context): `openai-organization` and `openai-project` were
+"""Client-chosen provider context: `openai-organization` and `openai-project` were
 forwarded next to the gateway's own provider key, and `x-forwarded-for`, `x-policy-surface`
 passed too. Now each provider API gets only the headers it defines for clients, plus the
 ones `[upstream] forward_headers` adds."""

@@ -1,4 +1,4 @@
-"""Finding 6 (an inline refuse cancelled the project's escalation notice): only the winning
+"""An inline refuse cancelled the project's escalation notice: only the winning
 decision's obligations were kept. Now the most severe decision still wins, and the escalation
 notice of every policy that escalated is sent."""
 

@@ -1,4 +1,4 @@
-"""Finding 7 (management errors came back as 404): an unexpected PATCH field raised a TypeError
+"""Management errors came back as 404: an unexpected PATCH field raised a TypeError
 and a 1,000-deep JSON body hit the recursion limit, both answered `404 Unknown path`. Now a
 misplaced field is a 400 naming it, too-deep JSON is a 400, and a bug is a 500 in the API's
 error shape, logged with the request id."""

@@ -1,4 +1,4 @@
-"""Finding 8: history refused JWT admins (its own `require_admin`, its own error code). Now it
+"""History refused JWT admins (its own `require_admin`, its own error code). Now it
 uses the management API's one admin check: JWT admins read their own account's events."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Finding 10 (terminal injection): labels accepted C1 controls, bidi overrides and U+2028,
+"""Terminal injection: labels accepted C1 controls, bidi overrides and U+2028,
 and `gateway events tail` printed them raw, so a caller's `policy_user` could rewrite an
 operator's terminal. Now such labels are refused with a 400 naming the header or field, and
 the CLI escapes control characters in what it prints."""

@@ -1,4 +1,4 @@
-"""Finding 11: `gateway keys create --account A --project <B's project>` bound a key to
+"""`gateway keys create --account A --project <B's project>` bound a key to
 another account's project, which the API refuses. Now the store refuses it for both."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Item 10 of issue 15 (quota subjects): with a JWT, the quota subject is the token's own claim
+"""Quota subjects: with a JWT, the quota subject is the token's own claim
 (`[jwt] subject_claim`, default `sub`), so a user cannot spend another user's quota by sending
 `X-Policy-User`; the label is still recorded as the caller's."""
 
