@@ -1,7 +1,8 @@
 """The product's docs and help texts stand on their own: no doc, `--help` text or message shown
 to users points at a document users do not have (an internal contract, its sections, a tracker
-issue, a path outside the repository), every relative link of the docs resolves inside the
-repository, and the error reference names every error code the gateway answers with."""
+issue, a path outside the repository), nor does any comment or docstring of the code, every
+relative link of the docs resolves inside the repository, and the error reference names every error
+code the gateway answers with."""
 
 from __future__ import annotations
 
@@ -28,6 +29,15 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 OUTSIDE = re.compile(r"\bSPEC\b|(?<!\d )§\s*\d|\bshared/|/work/|\bissues? #?\d+\b|your-org",
                      re.IGNORECASE)
 LINK = re.compile(r"\]\(([^)\s]+)\)")
+#: The internal contract (in capitals: "the spec" of a public API is fine) and its sections.
+CONTRACT = re.compile(r"\bSPEC\b|(?<!\d )§\s*\d")
+#: Tracker issues and paths outside the repository.
+ELSEWHERE = re.compile(r"\bshared/|/work/|\bissues? #?\d+\b|your-org", re.IGNORECASE)
+#: Where the code lives (the package, the policy language, its grammar, benchmarks and tests).
+CODE_FOLDERS = ("gateway", "dsl", "grammar", "bench", "tests")
+#: Source files, held to both patterns; data files (recorded texts, expected outputs) only to
+#: CONTRACT, since their prose may say "issues 9" of a card network.
+SOURCE_SUFFIXES = {".py", ".lark", ".pol", ".toml", ".md", ".txt"}
 
 
 def _offending(text: str) -> list[str]:
@@ -115,6 +125,31 @@ def test_messages_shown_to_users_stand_on_their_own():
         docstring = ast.get_docstring(ast.parse((ROOT / module).read_text())) or ""
         found += [f"{module}: {line}" for line in _offending(docstring)]
     assert found == []
+
+
+def _code_files() -> Iterator[Path]:
+    for folder in CODE_FOLDERS:
+        for path in sorted((ROOT / folder).rglob("*")):
+            if (path.is_file() and "__pycache__" not in path.parts
+                    and path != Path(__file__).resolve()):
+                yield path
+
+
+def test_the_code_refers_to_nothing_outside_the_repository():
+    """Comments and docstrings stand on their own too: they point at docs/*.md, never at the
+    internal contract, its sections or a tracker issue (this module names them to find them)."""
+    found = []
+    for path in _code_files():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue  # a binary fixture holds no prose
+        source = path.suffix in SOURCE_SUFFIXES
+        found += [f"{path.relative_to(ROOT)}:{number}: {line.strip()[:80]}"
+                  for number, line in enumerate(text.splitlines(), 1)
+                  if CONTRACT.search(line) or (source and ELSEWHERE.search(line))]
+    assert found == []
+    assert any(path.name == "policy.lark" for path in _code_files())  # the grammar is scanned
 
 
 def test_the_error_reference_lists_every_error_code():
