@@ -1,4 +1,4 @@
-"""Per-request records, the `x-request-id`, and structured JSON logs (docs/configuration.md).
+"""Per-request records, the `x-request-id`, and structured JSON logs (docs/operations.md).
 
 `RequestRecord` is what the HTTP shell (`gateway.http.routes`) knows about one request plus what the
 surfaces add as they go (project, decision, outcome, upstream time). The surfaces reach the

@@ -1,4 +1,4 @@
-"""Prometheus metrics (docs/configuration.md): `GET /metrics` in the text exposition format.
+"""Prometheus metrics (docs/operations.md): `GET /metrics` in the text exposition format.
 
 Each app owns its metrics in its own `CollectorRegistry`, so several gateways in one process (the
 tests) never mix their counts. With several worker processes (`serve --workers N`), `serve` sets

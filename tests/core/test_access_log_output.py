@@ -1,4 +1,4 @@
-"""`configure_logging`: JSON lines written by a thread, exceptions kept (docs/configuration.md)."""
+"""`configure_logging`: JSON lines written by a thread, exceptions kept (docs/operations.md)."""
 
 from __future__ import annotations
 
