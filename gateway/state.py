@@ -265,6 +265,11 @@ class GatewayState:
             except DatabaseUnavailable as exc:  # retried on the next poll
                 log.error("importing the policies directory %s failed: %s", directory, exc)
                 continue
+            except Exception:
+                # A file gone mid-read (a git pull) or not UTF-8 must not take the worker down
+                # with this task: logged, and retried on the next poll.
+                log.exception("importing the policies directory %s failed; retrying", directory)
+                continue
             seen = now
             self.changes.wake()
 

@@ -23,7 +23,7 @@ from gateway.db import write_transaction
 from gateway.storage.postgres import Postgres
 
 #: Key of the advisory lock every PostgreSQL write transaction of the stores takes.
-_WRITE_LOCK = 7_315_402_119
+_WRITE_LOCK = 7_315_402_121
 #: Longest wait for a lock inside a write transaction.
 LOCK_WAIT_MS = 10_000
 
