@@ -166,6 +166,9 @@ def test_sdks_raise_on_a_broken_stream(gateway: RunningGateway, mock: MockUpstre
 def test_idle_or_overlong_upstream_stream_ends_with_upstream_timeout(
         gateway_factory: GatewayFactory, mock: MockUpstream) -> None:
     impatient = gateway_factory({"timeouts": {"idle": 0.4, "total": 1.2}})
+    # A first stream opens the upstream connection, so that the timed ones below measure the
+    # upstream's silence and not a fresh gateway's first connection on a busy machine.
+    assert sse_events(stream_raw(impatient, CHAT_PATH).content)[-1] == (None, "[DONE]")
     for path in STREAMING_PATHS:
         # Silent for longer than `idle` before a frame.
         response = stream_raw(impatient, path, scenario(mode="slow", delay=1.0))
