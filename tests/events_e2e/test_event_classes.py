@@ -157,7 +157,7 @@ def test_a_quota_429_stores_one_event_matching_what_the_client_was_told(
     projects = ProjectStore(open_database(gw.db_path))
     try:
         projects.create("proj_quota", account_id=gw.gateway.account.id, name="Quota",
-                        policy_id="support_bot", user_quota={"requests": {"minute": 1}})
+                        policy_id="support_bot", user_quota={"requests": {"daily": 1}})
     finally:
         projects.db.conn.close()
     gw.keys["proj_quota"] = gw.gateway.store.create_key(gw.gateway.account.id,

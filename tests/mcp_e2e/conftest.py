@@ -7,7 +7,7 @@
   `tools_json` (the JSON one, likewise),
   `down` (nothing listens) and `hanging` (accepts, never answers), the repository's policies, a
   `control` account with project `proj_tools` (policy mcp_tools) and `proj_quota` (two tool
-  calls a minute), `proj_policy_quota` (policy mcp_tool_quota: its own `quota` blocks allow one
+  calls a day), `proj_policy_quota` (policy mcp_tool_quota: its own `quota` blocks allow one
   tool call an hour per user, and one request an hour, which tool calls do not count toward),
   `proj_locked` (policy mcp_locked: no prompts for anyone, no resources for the user
   `intern`), one key bound to each, and HS256 JWTs (`JWT_SECRET`, `JWT_AUDIENCE`).
@@ -133,7 +133,7 @@ def mcp_gateway(gateway_factory: GatewayFactory, mcp_upstream: McpUpstream,
     (policies / "mcp_locked.pol").write_text(LOCKED_POLICY)
     running = gateway_factory({
         "policies": {"directory": str(policies)},
-        "quotas": {"projects": {"proj_quota": {"budget": {"tool_calls": {"minute": 2}}}}},
+        "quotas": {"projects": {"proj_quota": {"budget": {"tool_calls": {"daily": 2}}}}},
         "jwt": {"algorithm": "HS256", "secret": JWT_SECRET, "audience": JWT_AUDIENCE},
         "mcp": {"servers": {
             "tools": {"url": mcp_upstream.url,

@@ -148,7 +148,7 @@ def test_a_resource_is_redacted_or_refused(mcp_gateway: McpGateway) -> None:
 
 def test_prompts_and_resources_do_not_count_as_tool_calls(mcp_gateway: McpGateway) -> None:
     async def work(session: ClientSession) -> Any:
-        for _ in range(3):  # the project allows two tool calls a minute
+        for _ in range(3):  # the project allows two tool calls a day
             await session.read_resource(AnyUrl("notes://1"))
         return await session.call_tool("echo", {"text": "still allowed"})
 
