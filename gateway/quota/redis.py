@@ -153,32 +153,44 @@ class RedisQuotaStore:
     # --- settlement ----------------------------------------------------------------------------
 
     async def _after(self, held: RedisHeld, action: str, used: int) -> None:
-        """In the owner's nursery when there is one: the reservation already holds the
-        estimate, and retries against a failing Redis must not hold the answer back. (The
-        SQLite store settles before the answer ends instead.)"""
+        """Settle or release before the answer ends, so that a client sending its next request
+        at once, to any replica, sees this one's usage in its `x-ratelimit-remaining-*`
+        headers. One attempt in line, shielded (a client that leaves does not leave the
+        counters wrong) and bounded by the link's request timeout; when it fails, the retries
+        go on in the owner's nursery, so a failing Redis never holds an answer back. The
+        script is keyed by the reservation id: a retry after a lost reply counts once."""
+        with trio.CancelScope(shield=True):
+            try:
+                await self.finish(held, action, used, attempts=1)
+                return
+            except SharedStateUnavailable:
+                pass
         nursery = self._background_nursery()
         if nursery is None:
-            await self.finish(held, action, used)
+            await self._finish_in_background(held, action, used)
             return
         nursery.start_soon(self._finish_in_background, held, action, used)
 
     async def _finish_in_background(self, held: RedisHeld, action: str, used: int) -> None:
         with trio.CancelScope(shield=True):  # shutdown waits for it: counters stay right
             try:
-                await self.finish(held, action, used)
+                await self.finish(held, action, used, first=1)
             except SharedStateUnavailable:
                 log.warning("quota %s of reservation %s failed %d times; it will expire",
                             action, held.id, SETTLE_ATTEMPTS)
 
     async def finish(self, held: RedisHeld, action: str, used: int,
-                     attempts: int = SETTLE_ATTEMPTS) -> bool:
+                     attempts: int = SETTLE_ATTEMPTS, first: int = 0) -> bool:
         """Settle or release, retried: the script is keyed by the reservation id, so a retry
-        whose first attempt did reach Redis changes nothing. True when this call counted."""
+        whose first attempt did reach Redis changes nothing. True when this call counted.
+        Attempts `first` to `attempts - 1`; attempt k > 0 waits 50 ms * 4^(k-1) first."""
         keys = [self._index(held.tag), self.link.key(held.tag, "r", held.id),
                 self.link.key(held.tag, "d", held.id)]
         args = [str(_ms(self.clock())), held.id, action, str(used), str(self._ttl_ms() * 2),
                 held.record().decode()]
-        for attempt in range(attempts):
+        for attempt in range(first, attempts):
+            if attempt:
+                await trio.sleep(0.05 * 4 ** (attempt - 1))
             try:
                 return bool(await self.link.call(
                     lambda client: client.invoke_script(self._finish_script, keys=keys,
@@ -186,7 +198,6 @@ class RedisQuotaStore:
             except SharedStateUnavailable:
                 if attempt == attempts - 1:
                     raise
-                await trio.sleep(0.05 * 4 ** attempt)
         return False  # pragma: no cover - the loop returns or raises
 
     async def expire(self, project_id: str) -> int:

@@ -62,6 +62,46 @@ async def test_settlement_retried_after_a_lost_reply_counts_once(redis: RedisSer
     await store.link.aclose()
 
 
+async def test_settlement_is_done_when_settle_returns_even_with_a_nursery(
+        redis: RedisServer) -> None:
+    """The next request must see this one's usage: settle() returns once Redis counted it,
+    although retries could go to the background."""
+    async with trio.open_nursery() as nursery:
+        store = RedisQuotaStore(redis_link(redis), QuotaSettings(), clock=lambda: NOW,
+                                background=lambda: nursery)
+        reservation = await store.admit(request(token_limit=1000, tokens=300))
+        assert used(redis, "tokens") == 300
+        await store.settle(reservation, 100, 20)
+        assert used(redis, "tokens") == 120  # no checkpoint in between: done in line
+    await store.link.aclose()
+
+
+async def test_a_failing_settlement_does_not_hold_the_answer_back(redis: RedisServer) -> None:
+    """One attempt in line; when Redis fails it, settle() returns and the retries go on in the
+    nursery, counting once."""
+    async with trio.open_nursery() as nursery:
+        store = RedisQuotaStore(redis_link(redis), QuotaSettings(), clock=lambda: NOW,
+                                background=lambda: nursery)
+        reservation = await store.admit(request(token_limit=1000, tokens=300))
+        real_call = store.link.call
+        failures: list[float] = []
+
+        async def fail_twice(command: Any) -> Any:
+            if len(failures) < 2:
+                failures.append(trio.current_time())
+                raise SharedStateUnavailable("connection reset")
+            return await real_call(command)
+
+        store.link.call = fail_twice  # type: ignore[method-assign]
+        started = trio.current_time()
+        await store.settle(reservation, 100, 20)
+        assert trio.current_time() - started < 0.04  # no retry delay before it returned
+        assert len(failures) == 1 and used(redis, "tokens") == 300
+    # The nursery waited for the retries: counted once, with the real usage.
+    assert len(failures) == 2 and used(redis, "tokens") == 120
+    await store.link.aclose()
+
+
 async def test_release_gives_back_once_and_frees_the_slot(redis: RedisServer) -> None:
     store = make(redis)
     first = await store.admit(request(limit=1, token_limit=1000, tokens=50))

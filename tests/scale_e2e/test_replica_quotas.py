@@ -122,6 +122,27 @@ async def test_every_replica_reads_one_counter(redis_up: Replicas, mock: MockUps
     assert [(c["unit"], c["used"]) for c in report["project"]] == [("requests", 6)]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_the_next_request_on_another_replica_sees_the_previous_usage(
+        redis_up: Replicas, stream: bool) -> None:
+    """Settlement in Redis completes before the answer ends: a client that sends its next
+    request the moment an answer ended, to the next replica, sees that request's real usage
+    (20 tokens) in `x-ratelimit-remaining-tokens`, not its estimate."""
+    _, key = redis_up.project(budget={"requests": {"daily": 1000}, "tokens": {"daily": 10**6}})
+    remaining = []
+    async with httpx2.AsyncClient(timeout=30) as client:
+        for url in itertools.islice(itertools.cycle(redis_up.urls), 12):
+            async with client.stream(
+                    "POST", f"{url}/policy/chat/completions", json=chat(stream=stream, max_tokens=500),
+                    headers={"authorization": f"Bearer {key}", **scenario()}) as answer:
+                body = await answer.aread()  # to the end of the answer; then the next at once
+                assert answer.status_code == 200, body
+            remaining.append(int(answer.headers["x-ratelimit-remaining-tokens"]))
+    # Each answer counts its own estimate and every earlier request's 20 tokens: an unsettled
+    # predecessor would still hold its larger estimate.
+    assert [before - after for before, after in itertools.pairwise(remaining)] == [20] * 11
+
+
 async def test_redis_killed_mid_load_fails_closed_then_counting_resumes(
         redis_up: Replicas, mock: MockUpstream) -> None:
     replicas = redis_up
