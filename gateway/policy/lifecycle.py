@@ -19,9 +19,11 @@ release or record.
     STREAMING ─finish_stream (completed, refused, error, client gone)───▶ DONE  [Settle, Record]
 
 In DONE every event is answered with no effect: a second ending (the stream's own end, then the
-server closing it) can never record a second event or settle twice. A reservation is released
-when the upstream used no tokens, and settled with what it used otherwise; a stream is always
-settled, since the upstream read the input even when it streamed nothing back.
+server closing it) can never record a second event or settle twice. A reservation is settled
+with what the upstream used. It is released when the upstream was never called, or when it
+failed without reporting usage (or the shutdown cut the wait). A request the upstream has
+(a stream, a client that left before the answer, an answer without usage) is charged at least
+the input estimate, since the upstream read the input even when nothing came back.
 """
 
 from __future__ import annotations
@@ -90,6 +92,12 @@ def stream_usage(counts: StreamCounts, outcome: str, estimated_input_tokens: int
     return input_tokens, output_tokens
 
 
+#: Endings after the upstream call that give the reservation back when the upstream reported
+#: no usage: it failed or refused (its own error), or the gateway's shutdown cut the wait.
+#: Any other (the client leaving, an answer without usage) is charged the input estimate.
+NOT_CHARGED = frozenset({"upstream_error", "shutdown"})
+
+
 class RequestLifecycle:
     """One governed request's phase; each method is an event and returns the effects."""
 
@@ -131,8 +139,14 @@ class RequestLifecycle:
                 input_tokens, output_tokens, usage_reported=bool(input_tokens or output_tokens)))
         if self.phase is Phase.ADMISSION:
             raise InvalidTransition("a request ends before admission only by a quota refusal")
-        charge: Effect = (Settle(input_tokens, output_tokens) if input_tokens or output_tokens
-                          else Release())
+        charge: Effect = Release()
+        if input_tokens or output_tokens:
+            charge = Settle(input_tokens, output_tokens)
+        elif self.phase is Phase.UPSTREAM and outcome not in NOT_CHARGED:
+            # The upstream has the request and reads its input whether or not the client
+            # waits for the answer: leaving early must not give the request back.
+            input_tokens = self.estimated_input_tokens
+            charge = Settle(input_tokens, 0)
         return self._done(charge, Record(status, outcome, input_tokens, output_tokens))
 
     def finish_stream(self, status: int, outcome: str, counts: StreamCounts) -> list[Effect]:

@@ -66,11 +66,24 @@ def test_upstream_error_before_the_first_byte_releases():
         Release(), Record(502, "upstream_error", 0, 0)]
 
 
-def test_client_gone_while_waiting_for_the_upstream_releases():
-    lifecycle = admitted()
+def test_client_gone_while_waiting_for_the_upstream_is_charged_the_input_estimate():
+    # Leaving before the answer's head must not give the request back: the upstream has it.
+    lifecycle = admitted(estimate=40)
     lifecycle.upstream_called()
     assert lifecycle.finish(499, "client_disconnected") == [
+        Settle(40, 0), Record(499, "client_disconnected", 40, 0)]
+
+
+def test_client_gone_before_the_upstream_was_called_releases():
+    lifecycle = admitted(estimate=40)
+    assert lifecycle.finish(499, "client_disconnected") == [
         Release(), Record(499, "client_disconnected", 0, 0)]
+
+
+def test_an_answer_without_usage_still_counts_the_request():
+    lifecycle = admitted(estimate=9)
+    lifecycle.upstream_called()
+    assert lifecycle.finish(200, "completed") == [Settle(9, 0), Record(200, "completed", 9, 0)]
 
 
 def test_shutdown_cut_of_a_whole_answer_releases():

@@ -1,5 +1,6 @@
 """Settlement: the counters hold the upstream's reported usage, on every API, streamed or not;
-failures and disconnects give the estimate back (docs/quotas.md)."""
+upstream failures give the reservation back, and a client that leaves is charged its input
+(docs/quotas.md)."""
 
 from __future__ import annotations
 
@@ -99,13 +100,20 @@ async def test_client_disconnect_mid_stream_gives_the_estimate_back(workers: Wor
     assert sent <= tokens < 500
 
 
-async def test_client_disconnect_before_the_answer_releases(workers: Workers) -> None:
+async def test_client_disconnect_before_the_answer_is_charged_the_input(workers: Workers
+                                                                        ) -> None:
+    """Leaving before the answer's head does not give the request back: the upstream has it
+    and reads its input (else a client could spend without limit by hanging up)."""
     project_id, key = workers.project(budget=BUDGET)
     path, body = REQUESTS["chat"]
     async with httpx2.AsyncClient(base_url=workers.url, timeout=30) as client:
-        with trio.move_on_after(0.5):
-            await client.post(path, json=body, headers={
+        with trio.move_on_after(0.5) as left:
+            await client.post(path, json={**body, "max_tokens": 500}, headers={
                 "authorization": f"Bearer {key}",
                 "x-mock-scenario": json.dumps({"mode": "slow", "delay": 3})})
+    assert left.cancelled_caught
     await trio.to_thread.run_sync(workers.settled, project_id)
-    assert tokens_and_requests(workers, project_id) == (0, 0)
+    tokens, requests = tokens_and_requests(workers, project_id)
+    sent = -(-len(body["messages"][-1]["content"]) // 4)
+    assert requests == 1
+    assert sent <= tokens < 500  # the input, not the 500-token estimate of the answer
