@@ -96,7 +96,7 @@ def whole(payload: JSON, enforced: bool = True) -> tuple[JSON, ProviderTools, Go
     SECRET,
     "the LAUNCH   CODE is 0000",
     "the l\u0430unch c\u043ede is 0000",  # Cyrillic a and o
-    "the " + "".join(chr(ord(c) + 0xFEE0) for c in "launch code") + " is 0000",  # full-width
+    "the " + "".join(chr(ord(c) + 0xFEE0) if c != " " else c for c in "launch code") + " is 0000",  # full-width
     "the laun\u200bch code is 0000",  # a zero-width space inside the word
     '{"note": "the l\\u0061unch code"}',  # spelled with JSON escapes
     "x" * 300_000 + " launch code " + "y" * 300_000,  # buried in a huge output
