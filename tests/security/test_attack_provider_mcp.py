@@ -225,6 +225,14 @@ def ask(client: openai.OpenAI, scripts: Scripts, name: str, items: list[JSON],
                                    extra_headers=headers)
 
 
+def completed(answer: Any, stream: bool) -> Any:
+    """A stream's `response.completed` event (the answer itself when not streamed)."""
+    if not stream:
+        return answer
+    [last] = [e for e in answer if e.type == "response.completed"]
+    return last
+
+
 REFUSED_RESULTS = {
     "look_alike": mcp_call(LOOK_ALIKE),
     "error_object": mcp_call(error={"type": "mcp_tool_execution_error",
@@ -283,8 +291,7 @@ def test_an_allowed_huge_result_reaches_the_client_whole(
         client: openai.OpenAI, scripts: Scripts, stream: bool) -> None:
     output = "harmless " * 200_000
     answer = ask(client, scripts, "huge_ok", [mcp_call(output), message()], stream)
-    final = [e.response for e in answer if e.type == "response.completed"][0] if stream \
-        else answer
+    final = completed(answer, stream).response if stream else answer
     assert final.output[0].output == output and final.output[0].server_label == "wiki"
 
 
@@ -297,7 +304,7 @@ def test_a_listing_never_offers_a_tool_the_policy_always_refuses(
         {"name": "delete_everything", "input_schema": {}}]}
     answer = ask(client, scripts, "listing", [listing, message()], stream)
     # A stream's frames carry the `policy` object, a whole answer itself.
-    last = [e for e in answer if e.type == "response.completed"][0] if stream else answer
+    last = completed(answer, stream)
     final = last.response if stream else answer
     assert [t.name for t in final.output[0].tools] == ["read_page"]
     assert (last.model_extra or {})["policy"]["tools_removed"] == [
@@ -318,6 +325,5 @@ def test_a_client_is_never_asked_to_approve_a_call_the_policy_refuses(
     assert refused.value.code == "policy_refused" and "mcpr_1" not in repr(refused.value.body)
     # Reading a page may be approved.
     allowed = ask(client, scripts, "approval_ok", [{**approval, "name": "read_page"}], stream)
-    final = [e.response for e in allowed if e.type == "response.completed"][0] if stream \
-        else allowed
+    final = completed(allowed, stream).response if stream else allowed
     assert (final.output[0].type, final.output[0].name) == ("mcp_approval_request", "read_page")
