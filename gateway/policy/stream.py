@@ -267,10 +267,9 @@ class StreamGovernor:
         return self._encode(event, self._renumbered(payload))
 
     def _update(self, changed: dsl.Decision) -> None:
-        # With several blocks open, each monitor knows only its own evidence: keep the others'.
-        if len(self._blocks) > 1:
-            changed = combine(changed, self.governance.decision)
-        self.governance.update(changed)
+        # A monitor knows only its own evidence: keep what was decided since it started (other
+        # blocks open beside it, tool calls and provider-run results decided meanwhile).
+        self.governance.update(combine(changed, self.governance.decision))
 
     def _close_all(self) -> bytes:
         return self._close_open()

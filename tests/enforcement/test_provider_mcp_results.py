@@ -324,3 +324,22 @@ def test_an_allowed_result_streams_unchanged() -> None:
                 for e in frames if e["type"] != "response.output_text.delta"]
 
     assert items(sent) == items(events)
+
+
+def test_a_shadow_verdict_on_a_result_is_kept_while_a_text_block_is_open() -> None:
+    """A hostile order: the result arrives while the model's text streams; the text's own
+    verdict, made later, must not erase the result's from the record."""
+    shell = {"id": "resp_1", "object": "response", "status": "in_progress", "output": []}
+    text = {"type": "response.output_text.delta", "output_index": 0, "content_index": 0,
+            "item_id": "msg_1"}
+    sent, gov = run_stream([
+        {"type": "response.created", "response": shell},
+        {**text, "delta": "Mail ann@"},
+        {"type": "response.output_item.added", "output_index": 1, "item": mcp_call(SECRET)},
+        {**text, "delta": "example.com now."},
+        {"type": "response.completed", "response": {**shell, "status": "completed"}}],
+        enforced=False)
+    decision = gov.governance.decision
+    assert not gov.stopped and SECRET in orjson.dumps(sent).decode()
+    assert (decision.decision, decision.reason_code) == ("refuse", "SECRET_OUTPUT")
+    assert "redact_emails" in decision.fired_rules
