@@ -123,6 +123,11 @@ class ProviderRun(Protocol):
         returns how each string of it goes out (redacted, or unchanged)."""
         ...
 
+    def approval(self, name: str, server: str, arguments: str) -> str:
+        """Decide the arguments of an approval request as the model's output; returns those
+        that go out."""
+        ...
+
     def hides_listed(self, name: str, server: str) -> bool:
         """Whether the tool `name` that `server` offers is taken out of the listed tools."""
         ...

@@ -7,7 +7,11 @@ provider itself lists the server's tools and calls them, and the answer reports 
   `output` (text) or `error` (text, or an object such as `{"type": "mcp_tool_execution_error",
   "content": ...}`); the call itself is decided by the tool rules (gateway/adapters/tool_calls.py),
   what it returned by the output rules (`ProviderRun.result`);
-- `mcp_list_tools` items: the `tools` the server offered (`server_label`), each with a `name`.
+- `mcp_list_tools` items: the `tools` the server offered (`server_label`), each with a `name`;
+- `mcp_approval_request` items: a call the provider asks the client to approve (`name`,
+  `arguments`, `server_label`); the tool rules decide it as a call, and the output rules read
+  its arguments as the model's output (`ProviderRun.approval`), wherever the item stands (on a
+  stream it comes whole in `response.output_item.added`, where no argument delta precedes it).
 
 Items stand in a whole answer's `output`, in a stream frame's `item`
 (`response.output_item.added` / `.done`), and in the `output` of a frame's `response` snapshot
@@ -59,6 +63,10 @@ def _mapped_item(item: Any, run: ProviderRun) -> Any:
         return _decided_call(item, run)
     if kind == "mcp_list_tools":
         return _filtered_listing(item, run)
+    if kind == "mcp_approval_request" and isinstance(arguments := item.get("arguments"), str):
+        decided = run.approval(_text(item.get("name")), _text(item.get("server_label")),
+                               arguments)
+        return item if decided == arguments else {**item, "arguments": decided}
     return item
 
 

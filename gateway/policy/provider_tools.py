@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+import dsl
 from gateway.adapters.base import with_unescaped
 from gateway.policy.decide import combined, output_decisions
 from gateway.policy.governance import MAX_LISTED_TOOL_CALLS, Governance, escalation_paths
@@ -34,10 +35,14 @@ from gateway.policy.toolcalls import (
     MAX_TOOL_DEFINITIONS,
     ToolJudge,
     policy_refuses_tool,
+    redacted_arguments,
     tool_call_facts,
 )
 
 Rewrite = Callable[[str], str]
+#: The redactor an enforced verdict applies to a decided text, or None (an enforced refusal
+#: sets `stopped` instead).
+Verdict = dsl.Redactor | None
 
 
 def _unchanged(text: str) -> str:
@@ -45,31 +50,48 @@ def _unchanged(text: str) -> str:
 
 
 def _withheld(text: str) -> str:
-    """A refused result: nothing of it goes out (the answer carrying it is refused)."""
+    """A refused text: nothing of it goes out (the answer carrying it is refused)."""
     return ""
 
 
 class ProviderTools:
     """Decides, for one governed request, what the provider's remote tools returned and
-    offered (`gateway.adapters.base.ProviderRun`). `stopped` once an enforced verdict refuses
-    the answer."""
+    offered, and the approvals it asks for (`gateway.adapters.base.ProviderRun`). `stopped`
+    once an enforced verdict refuses the answer."""
 
     def __init__(self, judge: ToolJudge, gov: Governance) -> None:
         self._judge = judge
         self._gov = gov
         self._with_output_rules = [p for p in judge.policies if p.has_output_rules]
-        #: (name, arguments, server, result) -> how the result's strings go out.
-        self._results: dict[tuple[str, str, str, str], Rewrite] = {}
+        #: ("result" or "approval", name, server, arguments, text) -> its verdict.
+        self._verdicts: dict[tuple[str, str, str, str, str], Verdict] = {}
         #: (name, server) -> whether the listing hides the tool.
         self._hidden: dict[tuple[str, str], bool] = {}
         self.stopped = False
 
     def result(self, name: str, arguments: str, server: str, text: str) -> Rewrite:
-        key = (name, arguments, server, text)
-        rewrite = self._results.get(key)
-        if rewrite is None:
-            rewrite = self._results[key] = self._decided(name, arguments, server, text)
-        return rewrite
+        key = ("result", name, server, arguments, text)
+        if key not in self._verdicts:
+            facts = tool_call_facts(self._judge.facts, name, arguments, server)
+            read = with_unescaped([text])  # `tool_result` reads the decoded spelling too
+            self._verdicts[key] = self._decided(
+                dataclasses.replace(facts, tool_result_text=read), read)
+        redactor = self._verdicts[key]
+        if self.stopped:
+            return _withheld
+        return _unchanged if redactor is None else lambda found: redactor.apply(found)[0]
+
+    def approval(self, name: str, server: str, arguments: str) -> str:
+        """The arguments of an approval request, read by output rules as the model's output
+        (the tool rules decided the call already): redacted as JSON values, or as they are."""
+        key = ("approval", name, server, arguments, "")
+        if key not in self._verdicts:
+            facts = tool_call_facts(self._judge.facts, name, arguments, server)
+            self._verdicts[key] = self._decided(facts, with_unescaped([arguments]))
+        redactor = self._verdicts[key]
+        if self.stopped or redactor is None:
+            return arguments
+        return redacted_arguments(arguments, redactor)
 
     def hides_listed(self, name: str, server: str) -> bool:
         if not self._gov.enforced:
@@ -87,26 +109,20 @@ class ProviderTools:
                 self._gov.note_tools_removed([name])
         return hidden
 
-    def _decided(self, name: str, arguments: str, server: str, text: str) -> Rewrite:
+    def _decided(self, facts: dsl.RequestFacts, read: str) -> Verdict:
+        """The output rules' verdict on `read`, taken into the request's decision: the
+        redactor to apply when enforced (`stopped` when an enforced verdict refuses)."""
         if not self._with_output_rules:
-            return _unchanged
+            return None
         gov = self._gov
-        facts = dataclasses.replace(
-            tool_call_facts(self._judge.facts, name, arguments, server), tool_result_text=text)
-        read = with_unescaped([text])
-        if read != text:  # `tool_result` reads the decoded spelling too
-            facts = dataclasses.replace(facts, tool_result_text=read)
         decisions = output_decisions(self._with_output_rules, facts, read, gov.decision)
         decision = dataclasses.replace(combined(decisions, base=gov.decision), stage="output")
         gov.escalations = tuple(dict.fromkeys((*gov.escalations,
                                                *escalation_paths(decisions))))
         gov.update(decision)
         if not gov.enforced:
-            return _unchanged
+            return None
         if decision.decision in ("refuse", "escalate"):
             self.stopped = True
-            return _withheld
-        redactor = decision.obligations.redactor
-        if redactor is None:
-            return _unchanged
-        return lambda found: redactor.apply(found)[0]
+            return None
+        return decision.obligations.redactor

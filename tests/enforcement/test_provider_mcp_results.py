@@ -343,3 +343,27 @@ def test_a_shadow_verdict_on_a_result_is_kept_while_a_text_block_is_open() -> No
     assert not gov.stopped and SECRET in orjson.dumps(sent).decode()
     assert (decision.decision, decision.reason_code) == ("refuse", "SECRET_OUTPUT")
     assert "redact_emails" in decision.fired_rules
+
+
+APPROVAL = {"type": "mcp_approval_request", "id": "mcpr_1", "name": "send_note",
+            "server_label": "wiki"}
+
+
+def test_approval_arguments_are_read_by_output_rules_in_every_frame() -> None:
+    shell = {"id": "resp_1", "object": "response", "status": "in_progress", "output": []}
+    redact = {**APPROVAL, "arguments": '{"to": "ann@example.com", "n": 1}'}
+    frames = [{"type": "response.created", "response": shell},
+              {"type": "response.output_item.added", "output_index": 0, "item": redact},
+              {"type": "response.output_item.done", "output_index": 0, "item": redact},
+              {"type": "response.completed", "response": {**shell, "output": [redact]}}]
+    sent, gov = run_stream(frames)
+    assert not gov.stopped and "ann@example.com" not in orjson.dumps(sent).decode()
+    arguments = [orjson.loads(e.get("item", e.get("response", {}).get("output", [{}])[0])[
+        "arguments"]) for e in sent[1:]]
+    assert all(a["n"] == 1 and a["to"] != "ann@example.com" for a in arguments)
+    refused = {**APPROVAL, "arguments": '{"note": "the launch code is 0000"}'}
+    sent, gov = run_stream([frames[0], {**frames[1], "item": refused}])
+    assert gov.stopped and "0000" not in orjson.dumps(sent).decode()
+    # And in a whole answer.
+    _, run, gov = whole(answer(refused))
+    assert run.stopped and gov.decision.reason_code == "SECRET_OUTPUT"
