@@ -323,6 +323,11 @@ def test_a_client_is_never_asked_to_approve_a_call_the_policy_refuses(
     with pytest.raises(openai.APIError) as refused:
         ask(client, scripts, "approval", [approval], stream)
     assert refused.value.code == "policy_refused" and "mcpr_1" not in repr(refused.value.body)
+    # Nor to approve one whose arguments carry what the output may not.
+    secret = {**approval, "name": "read_page", "arguments": '{"q": "LAUNCH CODE 0000"}'}
+    with pytest.raises(openai.APIError) as refused:
+        ask(client, scripts, "approval_secret", [secret], stream)
+    assert refused.value.code == "policy_refused" and "0000" not in repr(refused.value.body)
     # Reading a page may be approved.
     allowed = ask(client, scripts, "approval_ok", [{**approval, "name": "read_page"}], stream)
     final = completed(allowed, stream).response if stream else allowed
