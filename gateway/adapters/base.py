@@ -114,6 +114,25 @@ class RemoveFn(Protocol):
     def __call__(self, name: str, server: str | None = None, /) -> bool: ...
 
 
+class ProviderRun(Protocol):
+    """What the governed surface decides about the tools a provider runs for the client
+    (responses `mcp` tools, run on a remote MCP server the client named)."""
+
+    def result(self, name: str, arguments: str, server: str, text: str) -> Callable[[str], str]:
+        """Decide `text`, what the tool `name` (on `server`, called with `arguments`) returned;
+        returns how each string of it goes out (redacted, or unchanged)."""
+        ...
+
+    def approval(self, name: str, server: str, arguments: str) -> str:
+        """Decide the arguments of an approval request as the model's output; returns those
+        that go out."""
+        ...
+
+    def hides_listed(self, name: str, server: str) -> bool:
+        """Whether the tool `name` that `server` offers is taken out of the listed tools."""
+        ...
+
+
 class NamedCall(NamedTuple):
     """A tool call a stream frame names."""
 
@@ -234,6 +253,12 @@ class Adapter:
     def without_tools(self, body: JSON, remove: RemoveFn) -> tuple[JSON, list[str]]:
         """`body` without the tool definitions whose name `remove` says, and their names."""
         return body, []
+
+    def map_provider_tools(self, payload: JSON, run: ProviderRun) -> JSON:
+        """`payload` (a whole answer or a stream frame) with what the tools the provider ran
+        returned decided by `run` (rewritten as it says), and the tools they listed without
+        those it hides; the payload itself when nothing changes."""
+        return payload
 
     # --- streams: one decoded frame at a time ---------------------------------------------------
 

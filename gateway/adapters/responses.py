@@ -8,8 +8,10 @@ variables, tool names, descriptions and parameter schemas, `text.format` schemas
 the API adds later.
 
 Texts a policy reads in the answer (output): output text and refusal parts, function call
-arguments, custom tool call inputs, MCP call arguments, code interpreter code, and reasoning
-summaries and texts; on a stream, their deltas.
+arguments, custom tool call inputs, MCP call and MCP approval request arguments, code
+interpreter code, and reasoning summaries and texts; on a stream, their deltas. What a remote
+MCP tool the provider ran returned (an `mcp_call`'s `output` or `error`) is read apart, one
+call at a time, as that call's output and `tool_result` (gateway/adapters/mcp_items.py).
 
 A refusal of the output ends the stream with the API's `error` event, in the same shape as
 every other stream error (`stream_error_frame`): `code: policy_refused`, and a nested `error`
@@ -33,6 +35,7 @@ from gateway.adapters.base import (
     NamedCall,
     OpenAIErrorShape,
     OutputDelta,
+    ProviderRun,
     RemoveFn,
     TextFn,
     Usage,
@@ -53,6 +56,7 @@ from gateway.adapters.base import (
     with_unescaped,
 )
 from gateway.adapters.inventory import TextInventory
+from gateway.adapters.mcp_items import map_mcp_items
 from gateway.adapters.tool_calls import (
     responses_map_calls,
     responses_map_stream_calls,
@@ -264,6 +268,9 @@ class Responses(OpenAIErrorShape, Adapter):
     def without_tools(self, body: JSON, remove: RemoveFn) -> tuple[JSON, list[str]]:
         return responses_without_tools(body, remove)
 
+    def map_provider_tools(self, payload: JSON, run: ProviderRun) -> JSON:
+        return map_mcp_items(payload, run)
+
     # --- streams
 
     def output_delta(self, event: str | None, payload: JSON) -> OutputDelta | None:
@@ -374,7 +381,8 @@ _DONE_FIELDS: dict[str, tuple[str, str, str]] = {
 }
 #: Output items holding a tool call's arguments (or code), and the field.
 _CALL_FIELDS = {"function_call": "arguments", "custom_tool_call": "input",
-                "mcp_call": "arguments", "code_interpreter_call": "code"}
+                "mcp_call": "arguments", "mcp_approval_request": "arguments",
+                "code_interpreter_call": "code"}
 
 
 def _map_output_item(item: Any, fn: TextFn) -> Any:

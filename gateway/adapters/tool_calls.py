@@ -13,7 +13,9 @@ the adapter streams their arguments), and taking tool definitions out of a reque
 - responses: `function_call` (`arguments`) and `custom_tool_call` (`input`) output items, and
   `mcp_call` items, calls the provider runs on a remote MCP server the client named (a
   `{"type": "mcp", "server_label": ...}` tool), decided with the item's `server_label` as the
-  tool's server; on streams `response.output_item.added` names the call; definitions in
+  tool's server, as are `mcp_approval_request` items (a call the provider runs once the client
+  approves it: a refused one never reaches the client to approve); on streams
+  `response.output_item.added` names the call; definitions in
   `tools` (those with a name: provider-run tools such as web search have none), and the
   `allowed_tools` of `mcp` tools.
 """
@@ -186,9 +188,11 @@ def messages_without_tools(body: JSON, remove: RemoveFn) -> tuple[JSON, list[str
 # --- responses ----------------------------------------------------------------------------------
 
 #: Output items that are a tool call, and the field holding its arguments: the client runs
-#: function and custom tools, the provider runs `mcp_call`s (on the item's `server_label`).
+#: function and custom tools, the provider runs `mcp_call`s (on the item's `server_label`) and,
+#: once the client approves them, `mcp_approval_request`s.
 _RESPONSES_CALLS = {"function_call": "arguments", "custom_tool_call": "input",
-                    "mcp_call": "arguments"}
+                    "mcp_call": "arguments", "mcp_approval_request": "arguments"}
+_PROVIDER_RUN = frozenset({"mcp_call", "mcp_approval_request"})
 
 
 def responses_map_calls(response: JSON, fn: CallFn) -> JSON:
@@ -211,9 +215,10 @@ def _responses_call(item: Any, fn: CallFn) -> Any:
 
 
 def _server(item: JSON) -> str | None:
-    """The MCP server of a provider-run call (an `mcp_call` item's `server_label`; "" when a
-    broken upstream leaves it out, so that it is still decided as an MCP call), else None."""
-    if item.get("type") != "mcp_call":
+    """The MCP server of a provider-run call (an `mcp_call` or `mcp_approval_request` item's
+    `server_label`; "" when a broken upstream leaves it out, so that it is still decided as an
+    MCP call), else None."""
+    if item.get("type") not in _PROVIDER_RUN:
         return None
     label = item.get("server_label")
     return label if isinstance(label, str) else ""

@@ -211,6 +211,11 @@ class Governance:
             self.tool_calls_unlisted += 1
         self._encoded = None
 
+    def note_tools_removed(self, names: list[str]) -> None:
+        """Tools taken out of what the model or the client sees, each named once."""
+        self.tools_removed = tuple(dict.fromkeys((*self.tools_removed, *names)))
+        self._encoded = None
+
     def policy_object(self) -> dict[str, Any]:
         d = self.decision
         found = {

@@ -14,6 +14,8 @@ For each frame the `StreamGovernor`:
   delta frame of the same shape at the end); at that end the policy's tool rules decide the call
   (its name, announced by an earlier frame, and its arguments: `ToolJudge`): an enforced refusal
   ends the stream, a redaction rewrites the arguments that go out;
+- decides what the tools a provider ran returned and offered (gateway/policy/provider_tools.py)
+  in every frame that carries them, before the frame goes out;
 - before the frame that closes a block (whose "done" frames may repeat the whole text), it
   finishes the monitor and sends what was held back in a delta frame of the same shape; a delta
   of another block does not close the current one (chat streams choices interleaved);
@@ -40,6 +42,7 @@ from gateway.errors import PolicyRefused
 from gateway.policy.governance import Governance, combine
 from gateway.policy.lifecycle import StreamCounts
 from gateway.policy.monitors import Unwatched
+from gateway.policy.provider_tools import ProviderTools
 from gateway.upstream.sse import Frame, encode_frame
 
 if TYPE_CHECKING:
@@ -75,6 +78,8 @@ class StreamGovernor:
         self.governance = governance
         self._monitor_factory = monitor_factory
         self._judge = tool_judge
+        self._provider_tools = (ProviderTools(tool_judge, governance)
+                                if tool_judge is not None else None)
         #: Tool calls announced (by block key) whose arguments block has not opened yet.
         self._tool_names: dict[Hashable, str] = {}
         #: The MCP server of each call (by block key) the provider runs (responses `mcp_call`).
@@ -198,6 +203,9 @@ class StreamGovernor:
             outgoing = adapter.map_stream_calls(event, outgoing, self._repeated_call)
             if self.stopped:
                 return out + self._stop()
+            outgoing = self._provider_run(outgoing)
+            if self.stopped:
+                return out + self._stop()
         outgoing = self._renumbered(outgoing)
         if outgoing is not payload or frame is None:
             return out + self._encode(event, outgoing)
@@ -259,10 +267,9 @@ class StreamGovernor:
         return self._encode(event, self._renumbered(payload))
 
     def _update(self, changed: dsl.Decision) -> None:
-        # With several blocks open, each monitor knows only its own evidence: keep the others'.
-        if len(self._blocks) > 1:
-            changed = combine(changed, self.governance.decision)
-        self.governance.update(changed)
+        # A monitor knows only its own evidence: keep what was decided since it started (other
+        # blocks open beside it, tool calls and provider-run results decided meanwhile).
+        self.governance.update(combine(changed, self.governance.decision))
 
     def _close_all(self) -> bytes:
         return self._close_open()
@@ -335,6 +342,14 @@ class StreamGovernor:
                 not name and any(sent == arguments for _, sent in self._sent_calls)):
             return arguments
         return self._judged(name, arguments, arguments, server)
+
+    def _provider_run(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """`payload` with what the provider's tools returned and listed decided."""
+        run = self._provider_tools
+        assert run is not None
+        mapped = self.adapter.map_provider_tools(payload, run)
+        self.stopped = self.stopped or run.stopped
+        return mapped
 
     def _placed_elsewhere(self, claimed: Any, count: int) -> bool:
         """Whether a frame opening `count` blocks claims a position other than the one its

@@ -77,6 +77,15 @@ class ToolJudge:
         self._enforced = enforced
         self._always_blocked = always_blocked
 
+    @property
+    def policies(self) -> list[dsl.CompiledPolicy]:
+        return self._policies
+
+    @property
+    def facts(self) -> dsl.RequestFacts:
+        """The request's facts, about no tool call."""
+        return self._facts
+
     def decide(self, name: str, arguments: str, server: str | None = None) -> ToolVerdict:
         facts = tool_call_facts(self._facts, name, arguments, server)
         classification = dsl.classify(facts.input_text)

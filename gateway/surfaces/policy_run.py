@@ -41,6 +41,7 @@ from gateway.policy.decide import (
 )
 from gateway.policy.governance import Governance, encode_body, escalation_paths
 from gateway.policy.lifecycle import Effect, Release, RequestLifecycle, Settle
+from gateway.policy.provider_tools import ProviderTools
 from gateway.policy.records import policy_event
 from gateway.policy.stream import DEFAULT_REFUSAL, StreamGovernor
 from gateway.policy.toolcalls import DEFAULT_TOOL_REFUSAL, ToolJudge, tool_definition_filter
@@ -173,6 +174,7 @@ class GovernedRun:
         if usage is not None:
             self.input_tokens, self.output_tokens = usage.input_tokens, usage.output_tokens
         payload = self._judge_tool_calls(payload)
+        payload = self._judge_provider_tools(payload)
         if any(p.has_output_rules for p in policies):
             text = adapter.output_text(payload)
             if reads_output_categories(self.state.moderator, policies, facts):
@@ -213,6 +215,16 @@ class GovernedRun:
         if stopped is not None:
             # Its arguments never reach the client; the tokens were used all the same.
             raise PolicyRefused(stopped.obligations.message or DEFAULT_TOOL_REFUSAL)
+        return payload
+
+    def _judge_provider_tools(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The answer after the policy decided what the provider's tools returned (redacted,
+        or the whole answer refused) and listed (hidden when always refused)."""
+        run = ProviderTools(self.judge, self.gov)
+        payload = self.adapter.map_provider_tools(payload, run)
+        if run.stopped:
+            # What the tool returned never reaches the client.
+            raise PolicyRefused(self.gov.decision.obligations.message or DEFAULT_REFUSAL)
         return payload
 
     # --- effects -----------------------------------------------------------------------------

@@ -1,0 +1,137 @@
+"""Where a Responses answer holds what the provider's remote MCP tools returned and offered.
+
+When a request defines `{"type": "mcp", "server_label": ..., "server_url": ...}` tools, the
+provider itself lists the server's tools and calls them, and the answer reports both:
+
+- `mcp_call` items: the call (`name`, `arguments`, `server_label`) and what the tool returned,
+  `output` (text) or `error` (text, or an object such as `{"type": "mcp_tool_execution_error",
+  "content": ...}`); the call itself is decided by the tool rules (gateway/adapters/tool_calls.py),
+  what it returned by the output rules (`ProviderRun.result`);
+- `mcp_list_tools` items: the `tools` the server offered (`server_label`), each with a `name`;
+- `mcp_approval_request` items: a call the provider asks the client to approve (`name`,
+  `arguments`, `server_label`); the tool rules decide it as a call, and the output rules read
+  its arguments as the model's output (`ProviderRun.approval`), wherever the item stands (on a
+  stream it comes whole in `response.output_item.added`, where no argument delta precedes it).
+
+Items stand in a whole answer's `output`, in a stream frame's `item`
+(`response.output_item.added` / `.done`), and in the `output` of a frame's `response` snapshot
+(`response.created` to `response.completed`). Every one of these places is read, whatever the
+frame's type: a hostile upstream chooses where it puts an item, and clients read it anywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from gateway.adapters.base import JSON, ProviderRun
+
+
+def map_mcp_items(payload: JSON, run: ProviderRun) -> JSON:
+    """`payload` with every `mcp_call` result decided and every `mcp_list_tools` listing
+    filtered by `run`; the payload itself when nothing changes."""
+    mapped = payload
+    output = payload.get("output")
+    if isinstance(output, list):
+        items = _mapped_items(output, run)
+        if items is not output:
+            mapped = {**mapped, "output": items}
+    item = payload.get("item")
+    if isinstance(item, dict):
+        new = _mapped_item(item, run)
+        if new is not item:
+            mapped = {**mapped, "item": new}
+    response = payload.get("response")
+    if isinstance(response, dict) and isinstance(response.get("output"), list):
+        new = map_mcp_items(response, run)
+        if new is not response:
+            mapped = {**mapped, "response": new}
+    return mapped
+
+
+def _mapped_items(items: list[Any], run: ProviderRun) -> list[Any]:
+    mapped = [_mapped_item(item, run) for item in items]
+    changed = any(new is not old for new, old in zip(mapped, items, strict=True))
+    return mapped if changed else items
+
+
+def _mapped_item(item: Any, run: ProviderRun) -> Any:
+    if not isinstance(item, dict):
+        return item
+    kind = item.get("type")
+    if kind == "mcp_call":
+        return _decided_call(item, run)
+    if kind == "mcp_list_tools":
+        return _filtered_listing(item, run)
+    if kind == "mcp_approval_request" and isinstance(arguments := item.get("arguments"), str):
+        decided = run.approval(_text(item.get("name")), _text(item.get("server_label")),
+                               arguments)
+        return item if decided == arguments else {**item, "arguments": decided}
+    return item
+
+
+def _decided_call(item: JSON, run: ProviderRun) -> JSON:
+    """An `mcp_call` with its `output` and `error` decided together, as one result: a tool
+    cannot split a forbidden text between the two."""
+    found = {key: item[key] for key in ("output", "error") if item.get(key) is not None}
+    if not found:
+        return item
+    text = "\n".join(text for value in found.values() for text in strings_in(value))
+    rewrite = run.result(_text(item.get("name")), _text(item.get("arguments")),
+                         _text(item.get("server_label")), text)
+    mapped = item
+    for key, value in found.items():
+        try:
+            new = map_strings(value, rewrite)
+        except RecursionError:
+            # Nested deeper than Python recurses: what goes out is its redacted text.
+            new = rewrite("\n".join(strings_in(value)))
+        if new != value:
+            mapped = {**mapped, key: new}
+    return mapped
+
+
+def _filtered_listing(item: JSON, run: ProviderRun) -> JSON:
+    """An `mcp_list_tools` item without the tools `run` hides. An entry that names no tool (a
+    broken upstream's) goes too: no rule can be asked about it."""
+    tools = item.get("tools")
+    if not isinstance(tools, list):
+        return item
+    server = _text(item.get("server_label"))
+    shown = [tool for tool in tools if isinstance(tool, dict)
+             and isinstance(name := tool.get("name"), str) and not run.hides_listed(name, server)]
+    return item if len(shown) == len(tools) else {**item, "tools": shown}
+
+
+def strings_in(value: Any) -> list[str]:
+    """Every string in a JSON value, object keys included (a structured error's keys are text
+    the client reads as well), depth first."""
+    found: list[str] = []
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            found.append(node)
+        elif isinstance(node, list):
+            stack.extend(reversed(node))
+        elif isinstance(node, dict):
+            for key, inner in reversed(node.items()):
+                stack.append(inner)
+                stack.append(key)
+    return found
+
+
+def map_strings(value: Any, rewrite: Callable[[str], str]) -> Any:
+    """`value` with `rewrite` applied to every string in it, object keys included."""
+    if isinstance(value, str):
+        return rewrite(value)
+    if isinstance(value, list):
+        return [map_strings(item, rewrite) for item in value]
+    if isinstance(value, dict):
+        return {rewrite(key): map_strings(inner, rewrite) for key, inner in value.items()}
+    return value
+
+
+def _text(value: Any) -> str:
+    """A field a broken upstream may leave out or mistype: its text, or ""."""
+    return value if isinstance(value, str) else ""
