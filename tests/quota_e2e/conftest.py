@@ -130,7 +130,7 @@ def start_workers(root: Path, mock_url: str, port: int | None = None, *,
         + f'\n[policies]\ndirectory = "{policies}"\n\n'
         f'[quotas]\ndefault_output_tokens = 64\n{extra_config}\n\n'
         # A quota set in the configuration for one project (test_configured_project_quota).
-        f'[quotas.projects.{CONFIGURED_PROJECT}]\nbudget = {{requests = {{hour = 2}}}}\n\n'
+        f'[quotas.projects.{CONFIGURED_PROJECT}]\nbudget = {{requests = {{daily = 2}}}}\n\n'
         + _toml_providers(mock_url))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     account = json.loads(subprocess.run(
