@@ -8,7 +8,7 @@
   `down` (nothing listens) and `hanging` (accepts, never answers), the repository's policies, a
   `control` account with project `proj_tools` (policy mcp_tools) and `proj_quota` (two tool
   calls a day), `proj_policy_quota` (policy mcp_tool_quota: its own `quota` blocks allow one
-  tool call an hour per user, and one request an hour, which tool calls do not count toward),
+  tool call a day per user, and one request a day, which tool calls do not count toward),
   `proj_locked` (policy mcp_locked: no prompts for anyone, no resources for the user
   `intern`), one key bound to each, and HS256 JWTs (`JWT_SECRET`, `JWT_AUDIENCE`).
 """
@@ -38,8 +38,8 @@ UPSTREAM_SECRET = "upstream-mcp-secret"
 #: A policy whose own `quota` blocks limit tool calls.
 TOOL_QUOTA_POLICY = """policy v1 "mcp_tool_quota" {
   default allow
-  quota project { requests 1 per hour }
-  quota user { tool_calls 1 per hour }
+  quota project { requests 1 per day }
+  quota user { tool_calls 1 per day }
 }
 """
 #: A policy that refuses every prompt, and every resource to one user.
