@@ -480,7 +480,7 @@ def test_a_hanging_upstream_is_504_with_the_policy_object(gateway_factory: Gatew
                                   "x-mock-scenario": json.dumps({"mode": "hang"})})
         error_of(api, response, 504, "upstream_timeout", policy=True)
         assert response.json()["policy"]["project_id"] == "proj_t"
-    assert mock.wait_for_disconnect(timeout=2, count=len(ALL_APIS))
+    assert mock.wait_for_disconnect(timeout=10, count=len(ALL_APIS))
 
 
 # --- the SDKs read these errors --------------------------------------------------------------------
