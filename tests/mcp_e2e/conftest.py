@@ -27,6 +27,7 @@ from pathlib import Path
 import httpx2
 import pytest
 from e2e.harness import GatewayFactory, closed_port_url
+from free_ports import free_port
 from mcp_support import JWT_AUDIENCE, JWT_SECRET, McpGateway, McpUpstream
 
 from gateway.db import open_database
@@ -57,12 +58,6 @@ LOCKED_POLICY = """policy v1 "mcp_locked" {
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def mcp_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[McpUpstream]:
     yield from _serve(tmp_path_factory.mktemp("mcp-markers"))
@@ -75,7 +70,7 @@ def mcp_json_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[McpU
 
 
 def _serve(markers: Path, *mode: str) -> Iterator[McpUpstream]:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen([sys.executable, str(HERE / "mcp_server.py"), str(port),
                                 str(markers), *mode], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
