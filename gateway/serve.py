@@ -5,9 +5,11 @@ sockets (no new connections), closes idle keep-alive connections, lets the conne
 serving a request finish, cancels what is left after `graceful_timeout` seconds, then runs the
 ASGI lifespan shutdown (our `after_serving`, which drains the event queue). We build on that:
 
-- each worker's trigger is a signal receiver (SIGTERM, SIGINT) or, with several workers, the
-  parent's shutdown event, whichever comes first; SIGTERM sent to the whole process group (as
-  systemd and `kill -- -PGID` do) and SIGTERM sent to the parent alone both drain every worker;
+- each worker stops on the first signal it receives (SIGTERM, SIGINT) or, with several
+  workers, on the parent's shutdown event, whichever comes first; SIGTERM sent to the whole
+  process group (as systemd and `kill -- -PGID` do) and SIGTERM sent to the parent alone both
+  drain every worker, and a worker's own copy of a signal its parent relayed first is the same
+  request, not a second one;
 - when it fires, `Draining.begin(grace)` (gateway/http/draining.py) gives every stream being relayed until `grace` seconds
   from now; a stream still running then is ended by its surface with the API's own error frame
   (`ShuttingDown`, 503) and its event is recorded with outcome `shutdown`;
@@ -15,7 +17,7 @@ ASGI lifespan shutdown (our `after_serving`, which drains the event queue). We b
   to send their last frame before hypercorn cancels anything;
 - the process exits 0 once the lifespan shutdown has drained the event queue.
 
-A second SIGINT/SIGTERM during the drain is not intercepted any more: it ends the process at once.
+A second SIGINT/SIGTERM received by a process during the drain ends that process at once.
 
 The parent of several workers is a small supervisor rather than `hypercorn.run.run`, because the
 latter starts hypercorn's own `trio_worker`, whose trigger knows neither signals nor `Draining`.
@@ -31,8 +33,7 @@ import resource
 import shutil
 import signal
 import tempfile
-from collections.abc import Awaitable, Callable, Sequence
-from functools import partial
+from collections.abc import AsyncIterator, Sequence
 from multiprocessing.connection import wait
 from multiprocessing.synchronize import Event as EventType
 from typing import Any
@@ -107,27 +108,52 @@ def app_from_env() -> QuartTrio:
 
 
 
-async def _shutdown_trigger(draining: Draining | None, grace: float,
-                            shutdown_event: EventType | None) -> None:
-    """Returns (which makes hypercorn stop) on SIGTERM/SIGINT or the parent's shutdown event."""
+async def _serve_until_stopped(app: ASGIWrapper, config: HypercornConfig,
+                               sockets: Sockets | None, draining: Draining | None, grace: float,
+                               shutdown_event: EventType | None) -> None:
+    """hypercorn's `worker_serve`, stopped by SIGTERM/SIGINT or the parent's shutdown event.
+
+    The signal receiver stays open until serving is over. A SIGTERM sent to the process group
+    reaches each worker and its supervisor, which relays it through the shared event: whichever
+    the worker sees first starts the drain, and the other is the same request. (Closing the
+    receiver when the event came first made trio re-raise the worker's own copy of the signal
+    with the default action, which killed the worker mid-drain and cut its streams.)"""
+    stop = trio.Event()
+
+    async def trigger() -> None:
+        await stop.wait()
+        if draining is not None:
+            draining.begin(grace)
+
     with trio.open_signal_receiver(*SIGNALS) as signals:
         async with trio.open_nursery() as nursery:
-            async def on_signal() -> None:
-                async for signum in signals:
-                    log.info("received %s", signal.Signals(signum).name)
-                    break
-                nursery.cancel_scope.cancel()
-
-            async def on_parent() -> None:
-                assert shutdown_event is not None
-                await check_multiprocess_shutdown_event(shutdown_event, trio.sleep)
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(on_signal)
+            nursery.start_soon(_stop_on_signals, signals, stop)
             if shutdown_event is not None:
-                nursery.start_soon(on_parent)
-    if draining is not None:
-        draining.begin(grace)
+                nursery.start_soon(_stop_on_parent, shutdown_event, stop)
+            await worker_serve(app, config, sockets=sockets, shutdown_trigger=trigger)
+            nursery.cancel_scope.cancel()
+
+
+async def _stop_on_signals(signals: AsyncIterator[int], stop: trio.Event) -> None:
+    """The first signal this process receives stops serving; a second one ends it at once."""
+    received = False
+    async for signum in signals:
+        name = signal.Signals(signum).name
+        if received:
+            from gateway.http.access_log import stop_log_thread
+
+            log.warning("received %s again: exiting at once", name)
+            stop_log_thread()  # the log lines waiting for their thread, this one included
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+        received = True
+        log.info("received %s", name)
+        stop.set()
+
+
+async def _stop_on_parent(shutdown_event: EventType, stop: trio.Event) -> None:
+    await check_multiprocess_shutdown_event(shutdown_event, trio.sleep)
+    stop.set()
 
 
 def trio_worker(config: HypercornConfig, sockets: Sockets | None = None,
@@ -147,10 +173,8 @@ def trio_worker(config: HypercornConfig, sockets: Sockets | None = None,
             sock.listen(config.backlog)
     app = app_from_env()
     draining: Draining | None = app.extensions.get("draining")
-    trigger: Callable[[], Awaitable[None]] = partial(_shutdown_trigger, draining, grace,
-                                                     shutdown_event)
-    trio.run(partial(worker_serve, ASGIWrapper(app), config, sockets=sockets,
-                     shutdown_trigger=trigger))
+    trio.run(_serve_until_stopped, ASGIWrapper(app), config, sockets, draining, grace,
+             shutdown_event)
     log.info("worker stopped")
 
 

@@ -19,6 +19,9 @@ T = TypeVar("T")
 
 
 def redis_link(server: RedisServer, **settings: Any) -> RedisLink:
+    # A request budget a loaded machine stays within: a call timing out would turn an expected
+    # answer into "Redis unavailable". A Redis that is down is refused at once anyway.
+    settings = {"request_timeout_ms": 5000, **settings}
     return RedisLink(RedisSettings(host="127.0.0.1", port=server.port, **settings))
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from free_ports import free_port
 
 BINARY = "redis-server"
 
@@ -30,12 +31,6 @@ def require_redis_server() -> str:
         pytest.skip("redis-server is not installed (apt-get install redis-server, or ./dev "
                     "setup installs it)")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class RedisServer:

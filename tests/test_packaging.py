@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from free_ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,15 +83,9 @@ def test_the_installed_wheel_checks_policies(installed: Path, tmp_path: Path):
     assert "0 errors" in check.stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_the_installed_wheel_serves_a_v1_request(installed: Path, tmp_path: Path):
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "gateway.toml"
     config.write_text(f'[database]\npath = "{tmp_path / "gateway.db"}"\n'
                       f'[policies]\ndirectory = "{ROOT / "policies"}"\n')

@@ -18,14 +18,9 @@ from pathlib import Path
 import anthropic
 import openai
 import pytest
+from free_ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +39,7 @@ def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
 
     account = cli("accounts", "create", "demo", "--plan", "control")
     key = cli("keys", "create", "--account", account["id"], "--label", "laptop")["key"]
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--port", str(port)],
                               cwd=workdir, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE)

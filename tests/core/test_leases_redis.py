@@ -16,7 +16,10 @@ from gateway.events.leases import RedisConnectorLease
 
 def lease(path: Path, owner: str, server: RedisServer) -> RedisConnectorLease:
     open_database(str(path)).conn.close()  # the schema, as the gateway makes it
-    return RedisConnectorLease(str(path), "hook", owner, redis_link(server), ttl=5.0)
+    # The gateway's own request budget: a claim against a Redis that went away fails well
+    # within the lease's 5 s.
+    link = redis_link(server, request_timeout_ms=250)
+    return RedisConnectorLease(str(path), "hook", owner, link, ttl=5.0)
 
 
 async def test_one_holder_per_connector_and_event_store(redis: RedisServer,

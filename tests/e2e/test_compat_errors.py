@@ -174,7 +174,7 @@ def test_hanging_upstream_is_504_upstream_timeout(gateway_factory: GatewayFactor
         assert response.status_code == 504, response.text
         assert error_of(path, response.json())["code"] == "upstream_timeout"
     # The gateway gave up on each hanging exchange and closed it.
-    assert mock.wait_for_disconnect(timeout=2, count=len(VALID_BODIES))
+    assert mock.wait_for_disconnect(timeout=10, count=len(VALID_BODIES))
     assert len(mock.requests) == len(VALID_BODIES)
 
 

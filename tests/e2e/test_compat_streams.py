@@ -165,24 +165,26 @@ def test_sdks_raise_on_a_broken_stream(gateway: RunningGateway, mock: MockUpstre
 
 def test_idle_or_overlong_upstream_stream_ends_with_upstream_timeout(
         gateway_factory: GatewayFactory, mock: MockUpstream) -> None:
-    impatient = gateway_factory({"timeouts": {"idle": 0.4, "total": 1.2}})
+    # Frames 0.2 s apart stay five times within `idle`, so a loaded machine's pauses do not
+    # turn the `total` case into an idle one.
+    impatient = gateway_factory({"timeouts": {"idle": 1.0, "total": 2.5}})
     # A first stream opens the upstream connection, so that the timed ones below measure the
     # upstream's silence and not a fresh gateway's first connection on a busy machine.
     assert sse_events(stream_raw(impatient, CHAT_PATH).content)[-1] == (None, "[DONE]")
     for path in STREAMING_PATHS:
         # Silent for longer than `idle` before a frame.
-        response = stream_raw(impatient, path, scenario(mode="slow", delay=1.0))
+        response = stream_raw(impatient, path, scenario(mode="slow", delay=2.5))
         assert error_frame(path, sse_events(response.content))["code"] == "upstream_timeout"
-    # Never idle for long, but longer than `total` in all: ~12 frames x 0.2 s.
+    # Never idle for long, but longer than `total` in all: ~33 frames x 0.2 s would take 6.6 s.
     started = time.monotonic()
     response = stream_raw(impatient, CHAT_PATH,
-                          scenario(mode="slow", delay=0.2, chunks=["x"] * 9))
+                          scenario(mode="slow", delay=0.2, chunks=["x"] * 30))
     events = sse_events(response.content)
     assert error_frame(CHAT_PATH, events)["code"] == "upstream_timeout"
-    assert 1.1 < time.monotonic() - started < 2.0
-    assert 3 < len(events) < 10
+    assert 2.4 < time.monotonic() - started < 5.5
+    assert 3 < len(events) < 25
     # Each time, the gateway gave up on the upstream and closed the exchange.
-    assert mock.wait_for_disconnect(timeout=2, count=len(STREAMING_PATHS) + 1)
+    assert mock.wait_for_disconnect(timeout=10, count=len(STREAMING_PATHS) + 1)
 
 
 def test_stream_longer_than_quarts_response_timeout_is_not_cut(
@@ -215,8 +217,9 @@ def test_client_leaving_mid_stream_cancels_the_upstream_request(
         first = next(response.iter_raw())
         assert first.endswith(b"\n\n")
         left_at = time.monotonic()
-    assert mock.wait_for_disconnect(timeout=3)
-    assert time.monotonic() - left_at < 1.0
+    # Promptly, not when the 9 s stream would have ended (a loaded machine takes its time).
+    assert mock.wait_for_disconnect(timeout=5)
+    assert time.monotonic() - left_at < 3.0
     assert mock.disconnects == [path]
 
 
@@ -230,8 +233,8 @@ async def test_async_sdk_closing_a_stream_cancels_the_upstream_request(
             break
         await stream.close()
         left_at = trio.current_time()
-        assert await mock.await_disconnect(3)
-    assert trio.current_time() - left_at < 1.0
+        assert await mock.await_disconnect(5)
+    assert trio.current_time() - left_at < 3.0  # not when the 9 s stream would have ended
 
 
 def test_client_leaving_while_waiting_for_headers_cancels_the_upstream_request(
@@ -240,5 +243,5 @@ def test_client_leaving_while_waiting_for_headers_cancels_the_upstream_request(
         httpx2.post(gateway.url + CHAT_PATH, content=json.dumps(VALID_BODIES[CHAT_PATH]),
                    headers={"x-api-key": gateway.key, **scenario(mode="hang")}, timeout=0.5)
     left_at = time.monotonic()
-    assert mock.wait_for_disconnect(timeout=3)
-    assert time.monotonic() - left_at < 1.0
+    assert mock.wait_for_disconnect(timeout=5)
+    assert time.monotonic() - left_at < 3.0  # not never: the upstream hangs for good

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ from e2e.harness import (
     identity_store,
 )
 from events_support import REPO_POLICIES, postgres_events, stored_events
+from free_ports import free_port
 from mock_upstream import MockUpstream
 
 from gateway import Config
@@ -38,12 +38,6 @@ from gateway.identity.projects import ProjectStore
 REPO = Path(__file__).resolve().parents[2]
 CLIENTS = 8
 SLOW = json.dumps({"mode": "slow", "delay": 0.3})
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_config(root: Path, mock_url: str, port: int, database_url: str | None = None

@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from free_ports import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "onboarding.md"
 BLOCK = re.compile(r"(?:<!-- onboarding-test: (?P<mark>\w+)[^>]*-->\n)?"
@@ -27,12 +29,6 @@ BLOCK = re.compile(r"(?:<!-- onboarding-test: (?P<mark>\w+)[^>]*-->\n)?"
 
 def _blocks() -> list[tuple[str | None, str, str]]:
     return [(m["mark"], m["lang"], m["body"]) for m in BLOCK.finditer(PAGE.read_text())]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_for_port(port: int, server: subprocess.Popen[bytes]) -> None:
@@ -76,7 +72,7 @@ def test_the_walk_through_runs_end_to_end_and_changes_no_tracked_file(tmp_path):
     workdir = tmp_path / "clone"
     workdir.mkdir()
     _copy_of_the_repository(workdir)
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("OPENAI_", "ANTHROPIC_", "GATEWAY_", "PYTHONPATH"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"

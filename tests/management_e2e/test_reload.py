@@ -19,7 +19,12 @@ def _refused(response: httpx2.Response) -> bool:
     return response.status_code == 403 and response.json()["error"]["code"] == "policy_refused"
 
 
-def _seconds_until(condition, limit: float = 5.0) -> float:
+#: Upper bound on a reload taking effect: within a second on an idle machine (the watcher looks
+#: every 250 ms), stretched on a loaded 2-core CI machine; a watcher that stopped never gets there.
+WITHIN = 3.0
+
+
+def _seconds_until(condition, limit: float = 10.0) -> float:
     """How long `condition()` took to hold (polling), or `limit` if it never did."""
     started = time.monotonic()
     while time.monotonic() - started < limit:
@@ -35,7 +40,7 @@ def test_editing_a_policy_file_changes_decisions_within_a_second(managed):
 
     (managed.policies / "guard.pol").write_text(guard_source("mango"))
     took = _seconds_until(lambda: _refused(managed.chat("I like mango")))
-    assert took < 1.0, f"the edit took {took:.2f}s to take effect"
+    assert took < WITHIN, f"the edit took {took:.2f}s to take effect"
     reply = managed.chat("I like pineapple")
     assert reply.status_code == 200
     assert (reply.json()["policy"]["policy_id"], reply.json()["policy"]["policy_revision"]) == (
@@ -50,7 +55,7 @@ def test_a_broken_edit_keeps_the_last_good_revision_and_marks_readyz_until_rever
 
     path.write_text(BROKEN)
     took = _seconds_until(lambda: "degraded" in httpx2.get(managed.url + "/readyz").json())
-    assert took < 1.0, f"/readyz took {took:.2f}s to report the broken file"
+    assert took < WITHIN, f"/readyz took {took:.2f}s to report the broken file"
     # Still ready: the last good revision serves. Anyone sees the note, admins the details.
     public = httpx2.get(managed.url + "/readyz", timeout=10)
     assert (public.status_code, public.json()) == (
@@ -75,7 +80,7 @@ def test_a_broken_edit_keeps_the_last_good_revision_and_marks_readyz_until_rever
 
     path.write_text(good)
     took = _seconds_until(lambda: httpx2.get(managed.url + "/readyz").json() == {"status": "ready"})
-    assert took < 1.0, f"/readyz took {took:.2f}s to recover"
+    assert took < WITHIN, f"/readyz took {took:.2f}s to recover"
     assert _refused(managed.chat("pineapple once more"))
     # Same content as revision 1: the broken spell recorded nothing (no delete, no update).
     assert [e["edit_type"] for e in managed.events("revision")] == ["create"]
@@ -114,11 +119,17 @@ def test_requests_in_flight_during_reloads_all_succeed(managed):
         thread.start()
     path = managed.policies / "guard.pol"
     revisions = [guard_source(f"word{i}") for i in range(6)] + [BROKEN]
+    # At least three rounds, and more while a loaded machine has not yet served enough
+    # requests or reloaded often enough to prove anything (checked below).
+    deadline = time.monotonic() + 60
+    round_ = 0
     try:
-        for round_ in range(3):
+        while round_ < 3 or len(outcomes) < 20 or len(managed.events("revision")) < 7:
+            assert time.monotonic() < deadline, (len(outcomes), len(managed.events("revision")))
             for source in revisions:
                 path.write_text(source)
                 time.sleep(0.15 if round_ < 2 else 0.3)  # slower at the end: reloads land
+            round_ += 1
     finally:
         stop.set()
         for thread in threads:

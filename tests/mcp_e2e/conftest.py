@@ -8,7 +8,7 @@
   `down` (nothing listens) and `hanging` (accepts, never answers), the repository's policies, a
   `control` account with project `proj_tools` (policy mcp_tools) and `proj_quota` (two tool
   calls a day), `proj_policy_quota` (policy mcp_tool_quota: its own `quota` blocks allow one
-  tool call an hour per user, and one request an hour, which tool calls do not count toward),
+  tool call a day per user, and one request a day, which tool calls do not count toward),
   `proj_locked` (policy mcp_locked: no prompts for anyone, no resources for the user
   `intern`), one key bound to each, and HS256 JWTs (`JWT_SECRET`, `JWT_AUDIENCE`).
 """
@@ -27,6 +27,7 @@ from pathlib import Path
 import httpx2
 import pytest
 from e2e.harness import GatewayFactory, closed_port_url
+from free_ports import free_port
 from mcp_support import JWT_AUDIENCE, JWT_SECRET, McpGateway, McpUpstream
 
 from gateway.db import open_database
@@ -38,8 +39,8 @@ UPSTREAM_SECRET = "upstream-mcp-secret"
 #: A policy whose own `quota` blocks limit tool calls.
 TOOL_QUOTA_POLICY = """policy v1 "mcp_tool_quota" {
   default allow
-  quota project { requests 1 per hour }
-  quota user { tool_calls 1 per hour }
+  quota project { requests 1 per day }
+  quota user { tool_calls 1 per day }
 }
 """
 #: A policy that refuses every prompt, and every resource to one user.
@@ -57,12 +58,6 @@ LOCKED_POLICY = """policy v1 "mcp_locked" {
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def mcp_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[McpUpstream]:
     yield from _serve(tmp_path_factory.mktemp("mcp-markers"))
@@ -75,7 +70,7 @@ def mcp_json_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[McpU
 
 
 def _serve(markers: Path, *mode: str) -> Iterator[McpUpstream]:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen([sys.executable, str(HERE / "mcp_server.py"), str(port),
                                 str(markers), *mode], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)

@@ -198,8 +198,8 @@ def test_tool_calls_quota_refuses_the_third_call(mcp_gateway: McpGateway) -> Non
 
 
 def test_the_policy_quota_block_limits_tool_calls_per_user(mcp_gateway: McpGateway) -> None:
-    # `quota user { tool_calls 1 per hour }`: the second call is refused; the policy's
-    # `requests 1 per hour` does not count tool calls, or the first would already be refused.
+    # `quota user { tool_calls 1 per day }`: the second call is refused; the policy's
+    # `requests 1 per day` does not count tool calls, or the first would already be refused.
     async def work(session: ClientSession) -> McpError:
         assert not (await session.call_tool("echo", {"text": "x"})).isError
         with pytest.raises(McpError) as raised:

@@ -55,7 +55,7 @@ def replica(server: RedisServer, endpoint: Endpoint, **section: Any) -> Moderato
         "classifier": "openai", "openai": {"base_url": "http://moderation.test/v1"},
         "always_blocked": [], **section})
     link = RedisLink(RedisSettings(host="127.0.0.1", port=server.port, key_prefix="t:",
-                                   request_timeout_ms=200, connect_timeout_ms=200))
+                                   request_timeout_ms=5000, connect_timeout_ms=5000))
     moderator = Moderator(settings, {}, transport=httpx2.MockTransport(endpoint), redis=link)
     moderator.observer = Lookups()
     return moderator

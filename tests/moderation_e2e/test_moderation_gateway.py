@@ -22,7 +22,9 @@ PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA6
 
 def openai_section(moderation: MockModeration, **table: Any) -> dict[str, Any]:
     return {"classifier": "openai",
-            "openai": {"base_url": moderation.url, "api_key_env": "", "timeout": 1.0,
+            # A budget a loaded machine's classifier calls stay well within (a call that
+            # timed out would be a classifier error, not the verdict a test expects).
+            "openai": {"base_url": moderation.url, "api_key_env": "", "timeout": 5.0,
                        "images": True, **table},
             "breaker_failures": 100}
 
@@ -97,8 +99,10 @@ def test_always_blocked_categories_come_from_the_external_classifier(
 def test_classifier_failure_is_on_error_never_a_500(moderated: Factory,
                                                     moderation: MockModeration,
                                                     mode: str) -> None:
-    gw = moderated(openai_section(moderation, timeout=0.3))
-    moderation.mode, moderation.delay = mode, 1.0
+    # Only the `timeout` mode waits (3 s, beyond the 1 s budget); the others answer at once,
+    # and a loaded machine must not turn their answer into a timeout.
+    gw = moderated(openai_section(moderation, timeout=1.0))
+    moderation.mode, moderation.delay = mode, 3.0
     reply = chat(gw, [{"role": "user", "content": "hello"}])
     assert reply.status_code == 403, reply.text  # on_error refuse
     policy = reply.json()["policy"]
@@ -191,7 +195,7 @@ def test_repeated_text_is_classified_once(moderated: Factory,
 def test_llama_guard_verdicts_map_through_the_table(moderated: Factory,
                                                     moderation: MockModeration) -> None:
     section = {"classifier": "llama-guard", "llama_guard": {
-        "base_url": moderation.url, "model": "llama-guard-3", "timeout": 1.0}}
+        "base_url": moderation.url, "model": "llama-guard-3", "timeout": 5.0}}
     gw = moderated(section)
     moderation.llama_verdict = "unsafe\nS1,S99"
     reply = chat(gw, [{"role": "user", "content": "something"}])

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from typing import Any
 import httpx2
 import pytest
 from e2e.harness import UPSTREAM_ANTHROPIC_KEY, UPSTREAM_OPENAI_KEY
+from free_ports import free_port
 from mock_upstream import MockUpstream
 
 HERE = Path(__file__).parent
@@ -94,12 +94,6 @@ class Workers:
         return self.counters(project_id)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _toml_providers(mock_url: str) -> str:
     return ('[upstream]\nforward_headers = ["x-mock-scenario"]\n\n'
             f'[providers.openai]\nkind = "openai"\nbase_url = "{mock_url}/v1"\n'
@@ -122,7 +116,7 @@ def start_workers(root: Path, mock_url: str, port: int | None = None, *,
         shutil.copy(path, policies / path.name)
     db_path = root / "gateway.db"
     config_path = root / "gateway.toml"
-    port = port or _free_port()
+    port = port or free_port()
     config_path.write_text(
         f'[server]\nhost = "127.0.0.1"\nport = {port}\n\n'
         f'[database]\npath = "{db_path}"\n'
@@ -130,7 +124,7 @@ def start_workers(root: Path, mock_url: str, port: int | None = None, *,
         + f'\n[policies]\ndirectory = "{policies}"\n\n'
         f'[quotas]\ndefault_output_tokens = 64\n{extra_config}\n\n'
         # A quota set in the configuration for one project (test_configured_project_quota).
-        f'[quotas.projects.{CONFIGURED_PROJECT}]\nbudget = {{requests = {{hour = 2}}}}\n\n'
+        f'[quotas.projects.{CONFIGURED_PROJECT}]\nbudget = {{requests = {{daily = 2}}}}\n\n'
         + _toml_providers(mock_url))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     account = json.loads(subprocess.run(

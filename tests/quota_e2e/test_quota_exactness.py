@@ -57,7 +57,7 @@ async def test_n_plus_k_concurrent_requests_admit_exactly_n(
 
 
 async def test_user_quota_is_exact_per_subject(workers: Workers) -> None:
-    project_id, key = workers.project(user_quota={"requests": {"hour": 3}})
+    project_id, key = workers.project(user_quota={"requests": {"daily": 3}})
     alice = await burst(workers, key, 8, headers={"x-policy-user": "alice", **SLOW})
     bob = await burst(workers, key, 5, headers={"x-policy-user": "bob"})
     assert sorted(r.status_code for r in alice) == [200] * 3 + [429] * 5
@@ -196,9 +196,9 @@ def test_usage_command_shows_project_and_top_users(workers: Workers) -> None:
 
 
 async def test_configured_project_quota_applies_and_the_tightest_wins(workers: Workers) -> None:
-    # The configuration allows 2 requests per hour for this project; its own budget allows 5.
+    # The configuration allows 2 requests a day for this project; its own budget allows 5.
     project_id, key = workers.project(project_id=CONFIGURED_PROJECT,
-                                      budget={"requests": {"hour": 5}})
+                                      budget={"requests": {"daily": 5}})
     responses = await burst(workers, key, 4)
     assert sorted(r.status_code for r in responses) == [200, 200, 429, 429]
     refused = next(r for r in responses if r.status_code == 429)

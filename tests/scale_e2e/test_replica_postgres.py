@@ -93,6 +93,12 @@ async def _call(client: httpx2.AsyncClient, url: str, key: str, text: str = "hel
                              headers={"authorization": f"Bearer {key}", **scenario()})
 
 
+#: Upper bound on a change reaching another replica: within a second on an idle machine (each
+#: replica polls every 250 ms), stretched on a loaded 2-core CI machine running three replicas
+#: and PostgreSQL; a replica that stopped following never gets there.
+PROPAGATION = 5.0
+
+
 async def _until(check: Any, within: float) -> float:
     """Seconds until `await check()` is true; fails after `within` seconds."""
     started = time.monotonic()
@@ -125,7 +131,7 @@ async def test_a_key_made_on_a_answers_on_b_and_c_and_revoked_on_b_fails_on_a_wi
         for url in (b, c):
             async def answers(url: str = url) -> bool:
                 return (await _call(client, url, key)).status_code == 200
-            took = await _until(answers, 1.0)
+            took = await _until(answers, PROPAGATION)
             print(f"key created on A answered on {url} after {took * 1000:.0f} ms")
 
         revoked = await client.post(f"{b}{API}/keys/{key_id}/revoke", headers=ADMIN)
@@ -139,7 +145,7 @@ async def test_a_key_made_on_a_answers_on_b_and_c_and_revoked_on_b_fails_on_a_wi
                 assert answer.status_code in (200, 401)
                 return answer.status_code == 401 and (
                     answer.json()["error"]["code"] == "api_key_revoked")
-            took = await _until(refused, 1.0)
+            took = await _until(refused, PROPAGATION)
             print(f"key revoked on B refused on {url} after {took * 1000:.0f} ms")
 
 
@@ -159,13 +165,13 @@ async def test_a_policy_updated_through_a_is_in_force_on_c_within_the_interval(
         async def refuses(word: str, url: str = c) -> bool:
             return (await _call(client, url, key, f"a {word} pie")).status_code == 403
 
-        took = await _until(lambda: refuses("pineapple"), 1.0)
+        took = await _until(lambda: refuses("pineapple"), PROPAGATION)
         print(f"policy created on A in force on C after {took * 1000:.0f} ms")
         updated = await client.put(f"{a}{API}/policies/pg_guard", headers=ADMIN,
                                    json={"source": GUARD.format(word="mango")})
         assert updated.status_code == 200, updated.text
         revision = updated.json()["revision"]
-        took = await _until(lambda: refuses("mango"), 1.0)
+        took = await _until(lambda: refuses("mango"), PROPAGATION)
         print(f"policy updated on A in force on C after {took * 1000:.0f} ms")
         assert not await refuses("pineapple")
         listed = (await client.get(f"{c}{API}/policies/pg_guard", headers=ADMIN)).json()
@@ -182,7 +188,7 @@ async def test_a_policy_updated_through_a_is_in_force_on_c_within_the_interval(
             updated_by_cli = await trio.to_thread.run_sync(
                 pg_replicas.members[2].cli, "policies", "update", "pg_guard", str(source))
         assert updated_by_cli["revision"] == revision + 1
-        took = await _until(lambda: refuses("papaya", a), 1.0)
+        took = await _until(lambda: refuses("papaya", a), PROPAGATION)
         print(f"policy updated by the CLI in force on A after {took * 1000:.0f} ms")
 
 
@@ -197,18 +203,18 @@ async def test_a_file_added_to_a_replicas_policies_directory_reaches_every_repli
         async def loaded_on_c() -> bool:
             answer = await client.get(f"{c}{API}/policies/gitops_guard", headers=ADMIN)
             return answer.status_code == 200
-        took = await _until(loaded_on_c, 2.0)
+        took = await _until(loaded_on_c, PROPAGATION)
         print(f"policy file added to A's directory in force on C after {took * 1000:.0f} ms")
         _, _, key = await _project(client, pg_replicas, policy="gitops_guard")
         for url in (b, c):
             async def refuses(url: str = url) -> bool:
                 return (await _call(client, url, key, "a kiwi")).status_code == 403
-            await _until(refuses, 1.0)
+            await _until(refuses, PROPAGATION)
         # An API edit of the same policy stays until the directory's file changes again.
         edited = await client.put(f"{b}{API}/policies/gitops_guard", headers=ADMIN, json={
             "source": GUARD.format(word="plum").replace('"pg_guard"', '"gitops_guard"')})
         assert edited.status_code == 200, edited.text
-        await _until(lambda: _refused(client, a, key, "plum"), 1.0)
+        await _until(lambda: _refused(client, a, key, "plum"), PROPAGATION)
         await trio.sleep(0.6)  # A's directory watcher ran meanwhile: its file did not change
         assert await _refused(client, c, key, "plum")
 
@@ -223,7 +229,7 @@ async def test_postgres_down_mid_load_keeps_serving_from_memory(
     async with httpx2.AsyncClient(timeout=30) as client:
         _, _, key = await _project(client, pg_replicas)
         for url in urls:
-            await _until(lambda url=url: _ok(client, url, key), 1.0)
+            await _until(lambda url=url: _ok(client, url, key), PROPAGATION)
         statuses: list[int] = []
 
         async def load() -> None:
@@ -247,9 +253,14 @@ async def test_postgres_down_mid_load_keeps_serving_from_memory(
                                       json={"account_id": pg_replicas.members[1].account_id})
             assert write.status_code == 503
             assert write.json()["error"]["code"] == "database_unavailable"
-            await trio.sleep(1.0)
+            # 30 more requests answered with PostgreSQL down, however slow a loaded machine.
+            served_before = len(statuses)
+
+            async def served_30_more() -> bool:
+                return len(statuses) >= served_before + 30
+            await _until(served_30_more, 30.0)
             nursery.cancel_scope.cancel()
-        assert len(statuses) > 30 and set(statuses) == {200}, sorted(set(statuses))
+        assert set(statuses) == {200}, sorted(set(statuses))
 
         await trio.to_thread.run_sync(pg_replicas.postgres.start)
         for url in urls:
@@ -259,7 +270,7 @@ async def test_postgres_down_mid_load_keeps_serving_from_memory(
             await _until(recovered, 10.0)
         _, _, fresh = await _project(client, pg_replicas)
         for url in urls:
-            await _until(lambda url=url: _ok(client, url, fresh), 1.0)
+            await _until(lambda url=url: _ok(client, url, fresh), PROPAGATION)
     for member in pg_replicas.members:  # said once when it went, once when it came back
         log = (member.config_path.parent / "gateway.log").read_text()
         assert log.count("PostgreSQL does not answer") == 1

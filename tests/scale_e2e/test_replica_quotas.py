@@ -79,7 +79,7 @@ async def test_n_plus_k_across_three_replicas_admit_exactly_n(
         extra = 3 + 2 * round_number  # k
         # A token limit that N estimates reach and N - 1 do not.
         limit = admit if unit == "requests" else (admit - 1) * estimate + estimate // 2
-        quota = {unit: {"hour": limit}}
+        quota = {unit: {"daily": limit}}
         project_id, key = replicas.project(
             **({"budget": quota} if scope == "project" else {"user_quota": quota}))
         # A settled token reservation gives back what the answer did not use, which rightly

@@ -49,8 +49,10 @@ async def test_a_huge_inline_policy_is_refused_before_parsing_without_stalling_t
         assert response.status_code == 400, response.text
         error = response.json()["error"]
         assert error["code"] == "invalid_policy" and "the limit is 65536" in error["message"]
-        assert time.monotonic() - started < 1.0
-        assert slowest < 0.3
+        # Parsing it first stalled the worker for 1.3 s, more on a loaded machine; the bounds
+        # leave a loaded machine room while still telling the two apart.
+        assert time.monotonic() - started < 2.0
+        assert slowest < 1.0
 
 
 async def test_a_slow_compile_is_cut_at_its_budget_off_the_event_loop(make_secure):
@@ -65,7 +67,9 @@ async def test_a_slow_compile_is_cut_at_its_budget_off_the_event_loop(make_secur
     assert response.status_code == 400, response.text
     assert "did not compile within 0.3 s" in response.json()["error"]["message"]
     assert time.monotonic() - started < 1.5
-    assert slowest < 0.3  # the worker answered probes all along
+    # The worker answered probes all along: a compile on the event loop would stall one for
+    # the whole compile (over half a second on an idle machine, seconds on a loaded one).
+    assert slowest < 0.5
 
 
 def test_inline_policies_can_be_switched_off_on_v1(make_secure):
