@@ -317,8 +317,13 @@ class Moderator:
         finally:
             if outcome == "ok":
                 self.breaker.succeeded()
-            elif outcome == "cancelled":
+            elif outcome == "cancelled" or kind == "image":
+                # An image's failure may be the caller's doing (a URL that does not answer
+                # or is no image): it must not open the breaker for every other request.
+                # A classifier that is really down fails the texts too.
                 self.breaker.abandoned()
+                if outcome != "cancelled":
+                    log.warning("classifier %s failed on an image: %s", client.name, outcome)
             else:
                 self.breaker.failed()
                 log.warning("classifier %s failed: %s", client.name, outcome)

@@ -152,3 +152,24 @@ def test_a_failed_image_classification_does_not_tell_the_caller_why(
         client.chat.completions.create(model="gpt-4o-mini",
                                        messages=[{"role": "user", "content": "hello"}])
     assert text_failed.value.response.json()["policy"]["moderation"]["error"] == "http_500"
+
+
+def test_failing_images_do_not_open_the_breaker_for_everyone(moderated: Factory,
+                                                             moderation: MockModeration) -> None:
+    gw = moderated({**openai_section(moderation), "breaker_failures": 2,
+                    "breaker_cooldown": 60.0})
+    moderation.image_status = 400  # URLs the classifier cannot fetch, one after another
+    client = openai.OpenAI(base_url=gw.url + "/policy/v1", api_key=gw.key, max_retries=0)
+    with client:
+        for index in range(4):  # images alone: no text call succeeds in between
+            with pytest.raises(openai.PermissionDeniedError):
+                client.chat.completions.create(model="gpt-4o-mini", messages=[{
+                    "role": "user", "content": [{"type": "image_url", "image_url": {
+                        "url": f"https://attacker.example/{index}.png"}}]}])
+        moderation.image_status = None
+        # Another caller's text is still classified.
+        answer = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "a fresh question"}])
+    assert answer.status_code == 200
+    assert json.loads(answer.text)["policy"]["moderation"]["error"] is None
+    assert ["a fresh question"] in moderation.inputs()
