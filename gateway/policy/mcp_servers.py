@@ -28,6 +28,7 @@ import ipaddress
 import re
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -132,6 +133,12 @@ class ServerDirectory:
         return named[0] if len(named) == 1 else normalised
 
 
+@lru_cache(maxsize=8)
+def _directory(servers: tuple[tuple[str, McpServer], ...]) -> ServerDirectory:
+    """The directory of one configuration's servers, made once (not per request)."""
+    return ServerDirectory.of(dict(servers))
+
+
 def _mcp_tools(body: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
     """Every `mcp` tool the request declares: in `tools`, and in input items that carry tools
     of their own."""
@@ -177,7 +184,7 @@ class ProviderServers:
         by_label: dict[str, str] = {}
         directory: ServerDirectory | None = None
         for tool in _mcp_tools(body):
-            directory = directory or ServerDirectory.of(servers)
+            directory = directory or _directory(tuple(servers.items()))
             label = tool.get("server_label")
             label = label if isinstance(label, str) else ""
             server = _declared(tool, directory)
