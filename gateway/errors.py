@@ -533,11 +533,13 @@ class SharedStateUnavailable(Exception):
 class ClassifierFailed(Exception):
     """An external classifier could not classify (timeout, HTTP error, unreadable answer, open
     circuit breaker). Never answered as such: the policy's `on_error` decides the request, with
-    reason code CLASSIFIER_ERROR. `kind` is a short label for metrics and the decision."""
+    reason code CLASSIFIER_ERROR. `kind` is a short label for metrics and the decision;
+    `image`: the call classified an image (whose URL the caller chose)."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, *, image: bool = False) -> None:
         super().__init__(message)
         self.kind = kind
+        self.image = image
 
 
 class BreakerOpen(Exception):

@@ -12,8 +12,8 @@ the adapter streams their arguments), and taking tool definitions out of a reque
   names the call; definitions in `tools`;
 - responses: `function_call` (`arguments`) and `custom_tool_call` (`input`) output items, and
   `mcp_call` items, calls the provider runs on a remote MCP server the client named (a
-  `{"type": "mcp", "server_label": ...}` tool), decided with the item's `server_label` as the
-  tool's server, as are `mcp_approval_request` items (a call the provider runs once the client
+  `{"type": "mcp", "server_label": ...}` tool), decided on the server the request's tool of
+  that `server_label` points at (gateway/policy/mcp_servers.py), as are `mcp_approval_request` items (a call the provider runs once the client
   approves it: a refused one never reaches the client to approve); on streams
   `response.output_item.added` names the call; definitions in
   `tools` (those with a name: provider-run tools such as web search have none), and the

@@ -146,6 +146,8 @@ class ExternalClassifierSection(Section):
     timeout: PositiveSeconds | None = Field(None, description="seconds per call")
     max_concurrency: PositiveInt | None = Field(None, description="calls in flight per worker")
     images: bool | None = Field(None, description="send image parts, one per call")
+    remote_images: bool | None = Field(
+        None, description="send images given by a remote URL too (the classifier fetches them)")
     logprobs: bool | None = Field(None, description="Llama Guard: scores from log-probabilities")
 
 

@@ -20,6 +20,12 @@ class ImagePart:
     in_last_user: bool
 
 
+def is_data_url(url: str) -> bool:
+    """Whether `url` holds the image itself (a `data:` URL), rather than naming a place to
+    fetch it from, whose bytes may differ from one fetch to the next."""
+    return url[:5].lower() == "data:"
+
+
 def image_parts(surface: str, body: dict[str, Any]) -> list[ImagePart]:
     """Every image part of the request's messages or input items (tool results included), in
     order."""

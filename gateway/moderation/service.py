@@ -40,7 +40,7 @@ from gateway.moderation.guard import (
     content_key,
     merged,
 )
-from gateway.moderation.images import ImagePart, image_parts
+from gateway.moderation.images import ImagePart, image_parts, is_data_url
 from gateway.moderation.policy_texts import texts_needed
 from gateway.moderation.settings import ModerationSettings
 from gateway.moderation.shared_cache import LayeredCache, RedisVerdictCache
@@ -50,6 +50,10 @@ from gateway.redis_link import RedisLink
 log = logging.getLogger("gateway.moderation")
 CLASSIFIER_ERROR = "CLASSIFIER_ERROR"
 IMAGE_NOT_MODERATED = "IMAGE_NOT_MODERATED"
+#: What the caller is told when classifying an image failed. The kind itself (timeout,
+#: unreachable, an HTTP status) depends on where the image URL pointed, so telling it would
+#: let callers probe hosts through the classifier: it stays in the event.
+IMAGE_FAILURE_SHOWN = "image_classification_failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,8 @@ class ModerationOutcome:
     unmapped_codes: tuple[str, ...] = ()
     #: The external classifier that failed (the categories are then the built-in ones).
     failed: str | None = None
+    #: The failure was an image's: the caller sees `IMAGE_FAILURE_SHOWN`, not `error`.
+    image_failed: bool = False
 
     def record(self) -> dict[str, Any]:
         """The `moderation` object of the `policy` object and of events."""
@@ -81,6 +87,8 @@ class ModerationOutcome:
             found["unmapped_codes"] = list(self.unmapped_codes)
         if self.failed:
             found["failed_classifier"] = self.failed
+        if self.image_failed:
+            found["failed_part"] = "image"
         return found
 
     def applied(self, decision: dsl.Decision, policies: Sequence[dsl.CompiledPolicy]
@@ -91,7 +99,8 @@ class ModerationOutcome:
             return decision
         from gateway.policy.governance import combine
 
-        message = f"classifier {self.failed or self.classifier}: {self.error}"
+        error = IMAGE_FAILURE_SHOWN if self.image_failed else self.error
+        message = f"classifier {self.failed or self.classifier}: {error}"
         for policy in policies:
             verdict = "refuse" if self.refuse else policy.on_error
             failed = dsl.Decision(decision=verdict, reason_code=self.reason_code, error=message,
@@ -160,7 +169,7 @@ class Moderator:
             scores, image_scores, unmapped = await self._external(
                 {t: raw[t] for t in needed}, images, builtin, asked)
         except ClassifierFailed as failed:
-            return self._failed(builtin, len(images), failed.kind)
+            return self._failed(builtin, len(images), failed.kind, image=failed.image)
         classes = {text: Classification(
             MappingProxyType(merged(builtin[text].categories if self._chain else {},
                                     scores.get(text, {}),
@@ -168,7 +177,7 @@ class Moderator:
             builtin[text].pii) for text in builtin}
         outcome = _outcome(classes, self.name, len(images), unmapped=unmapped)
         return self._unchecked_images(outcome, [
-            image for image in images if image.url is None or not self.client.settings.images])
+            image for image in images if not self._sees(image)])
 
     async def classify_output(self, text: str, *, asked: bool = False) -> Classification:
         """The output text's classification (raises ClassifierFailed)."""
@@ -190,12 +199,21 @@ class Moderator:
     def _chain(self) -> bool:
         return self.settings.classifier == "chain"
 
-    def _failed(self, builtin: dict[str, Classification], images: int, kind: str
-                ) -> ModerationOutcome:
+    def _failed(self, builtin: dict[str, Classification], images: int, kind: str, *,
+                image: bool = False) -> ModerationOutcome:
         """No external classification: the rules see the built-in one, `on_error` decides."""
         assert self.client is not None
         return dataclasses.replace(_outcome(builtin, "builtin", images), error=kind,
-                                   reason_code=CLASSIFIER_ERROR, failed=self.client.name)
+                                   reason_code=CLASSIFIER_ERROR, failed=self.client.name,
+                                   image_failed=image)
+
+    def _sees(self, image: ImagePart) -> bool:
+        """Whether the external classifier is sent `image`: it takes images, the image has a
+        URL, and that URL is a `data:` URL or the classifier may fetch remote ones."""
+        assert self.client is not None
+        settings = self.client.settings
+        return settings.images and image.url is not None and (
+            settings.remote_images or is_data_url(image.url))
 
     def _unchecked_images(self, outcome: ModerationOutcome, unchecked: list[ImagePart]
                           ) -> ModerationOutcome:
@@ -217,8 +235,7 @@ class Moderator:
         send = {name: text for name, text in texts.items() if text.strip() and not (
             self._chain and not asked and builtin[name].triggered(CATEGORY_THRESHOLD))}
         distinct = list(dict.fromkeys(send.values()))
-        client_images = [image for image in images if image.url is not None] if (
-            self.client.settings.images) else []
+        client_images = [image for image in images if self._sees(image)]
         verdicts: dict[str, Verdict] = {}
         image_verdicts: list[Verdict | None] = [None] * len(client_images)
 
@@ -227,7 +244,10 @@ class Moderator:
 
         async def classify_image(index: int, url: str | None) -> None:
             assert url is not None  # images without a URL are never sent
-            image_verdicts[index] = (await self._cached("image", [url]))[url]
+            try:
+                image_verdicts[index] = await self._image_verdict(url)
+            except ClassifierFailed as failed:
+                raise ClassifierFailed(failed.kind, str(failed), image=True) from None
 
         with first_failure():
             async with trio.open_nursery() as nursery:
@@ -241,6 +261,15 @@ class Moderator:
         unmapped = tuple(dict.fromkeys(code for v in (*verdicts.values(), *image_verdicts)
                                        if v is not None for code in v.unmapped))
         return scores, found, unmapped
+
+    async def _image_verdict(self, url: str) -> Verdict:
+        """A `data:` URL is its image: its verdict is cached by it. A remote URL only names a
+        place whose bytes may change between fetches (and differ between the classifier's
+        fetch and the provider's): its verdict is never cached, so the classifier fetches it
+        again on every request."""
+        if is_data_url(url):
+            return (await self._cached("image", [url]))[url]
+        return (await self._call("image", [url]))[0]
 
     async def _cached(self, kind: str, contents: list[str]) -> dict[str, Verdict]:
         assert self.client is not None
@@ -288,8 +317,13 @@ class Moderator:
         finally:
             if outcome == "ok":
                 self.breaker.succeeded()
-            elif outcome == "cancelled":
+            elif outcome == "cancelled" or kind == "image":
+                # An image's failure may be the caller's doing (a URL that does not answer
+                # or is no image): it must not open the breaker for every other request.
+                # A classifier that is really down fails the texts too.
                 self.breaker.abandoned()
+                if outcome != "cancelled":
+                    log.warning("classifier %s failed on an image: %s", client.name, outcome)
             else:
                 self.breaker.failed()
                 log.warning("classifier %s failed: %s", client.name, outcome)

@@ -18,9 +18,12 @@ DEFAULT_ALWAYS_BLOCKED = ("self-harm/instructions", "sexual/minors")
 
 _EXTERNAL_DEFAULTS: dict[str, dict[str, Any]] = {
     "openai": {"base_url": "https://api.openai.com/v1", "api_key_env": "OPENAI_API_KEY",
-               "model": "omni-moderation-latest", "images": True},
+               "model": "omni-moderation-latest", "images": True, "remote_images": True},
+    # A self-hosted model runs next to the gateway: its server would fetch a caller's image
+    # URL from inside the operator's network, so it is sent only images given as bytes.
     "llama_guard": {"base_url": "http://127.0.0.1:8000/v1", "api_key_env": "",
-                    "model": "meta-llama/Llama-Guard-3-8B", "images": False},
+                    "model": "meta-llama/Llama-Guard-3-8B", "images": False,
+                    "remote_images": False},
 }
 
 
@@ -39,6 +42,9 @@ class ExternalClassifier:
     max_concurrency: int = 16
     #: Whether this classifier is sent image parts (OpenAI omni-moderation, Llama Guard 4).
     images: bool = False
+    #: Whether images given by a remote URL (not a `data:` URL) are sent too; the classifier
+    #: then fetches them itself. Off, they are images the classifier cannot see.
+    remote_images: bool = False
     #: Llama Guard only: ask for log-probabilities and score categories with them.
     logprobs: bool = False
 
@@ -123,12 +129,12 @@ class ModerationSettings:
 def _external(name: str, table: Mapping[str, Any]) -> ExternalClassifier:
     where = f"moderation.{name}"
     _no_unknown(where, table, {"base_url", "api_key_env", "model", "timeout", "max_concurrency",
-                               "images", "logprobs"})
+                               "images", "remote_images", "logprobs"})
     spec = {**_EXTERNAL_DEFAULTS[name], **table}
     for key in ("base_url", "api_key_env", "model"):
         if not isinstance(spec[key], str):
             raise ValueError(f"{where}.{key} must be a string")
-    for key in ("images", "logprobs"):
+    for key in ("images", "remote_images", "logprobs"):
         if not isinstance(spec.get(key, False), bool):
             raise ValueError(f"{where}.{key} must be true or false")
     if not spec["base_url"].startswith(("http://", "https://")):
@@ -140,7 +146,8 @@ def _external(name: str, table: Mapping[str, Any]) -> ExternalClassifier:
                                               positive=True),
         max_concurrency=_integer(spec.get("max_concurrency", 16), f"{where}.max_concurrency",
                                  minimum=1),
-        images=spec.get("images", False), logprobs=spec.get("logprobs", False))
+        images=spec.get("images", False), remote_images=spec["remote_images"],
+        logprobs=spec.get("logprobs", False))
 
 
 def _policy_ids(value: Any, name: str) -> frozenset[str]:

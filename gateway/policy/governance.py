@@ -248,7 +248,7 @@ class Governance:
                                        or moderation["error"] or "output" in moderation):
             # Said whenever it tells the client something: another classifier decided, or
             # the classification failed. Events always record it.
-            found["moderation"] = moderation
+            found["moderation"] = _shown_moderation(moderation)
         return found
 
     def encoded_policy(self) -> bytes:
@@ -266,3 +266,15 @@ class Governance:
         inner = body[:-1].rstrip()
         separator = b"" if inner.endswith(b"{") else b","
         return inner + separator + b'"policy":' + self.encoded_policy() + b"}"
+
+
+def _shown_moderation(moderation: dict[str, Any]) -> dict[str, Any]:
+    """The `moderation` record as the caller sees it: when classifying an image failed, the
+    failure's kind depends on where the caller's image URL pointed (a timeout, a refused
+    connection, an HTTP status), so the caller is told only that it failed; the event keeps
+    the kind."""
+    if moderation.get("failed_part") != "image":
+        return moderation
+    shown = {key: value for key, value in moderation.items() if key != "failed_part"}
+    shown["error"] = "image_classification_failed"
+    return shown

@@ -70,6 +70,7 @@ class ProviderTools:
         self.stopped = False
 
     def result(self, name: str, arguments: str, server: str, text: str) -> Rewrite:
+        server = self._judge.server_of(server)  # the answer names it by the caller's label
         key = ("result", name, server, arguments, text)
         if key not in self._verdicts:
             facts = tool_call_facts(self._judge.facts, name, arguments, server)
@@ -84,6 +85,7 @@ class ProviderTools:
     def approval(self, name: str, server: str, arguments: str) -> str:
         """The arguments of an approval request, read by output rules as the model's output
         (the tool rules decided the call already): redacted as JSON values, or as they are."""
+        server = self._judge.server_of(server)
         key = ("approval", name, server, arguments, "")
         if key not in self._verdicts:
             facts = tool_call_facts(self._judge.facts, name, arguments, server)
@@ -96,6 +98,7 @@ class ProviderTools:
     def hides_listed(self, name: str, server: str) -> bool:
         if not self._gov.enforced:
             return False  # in shadow nothing is taken out of what the client gets
+        server = self._judge.server_of(server)
         key = (name, server)
         hidden = self._hidden.get(key)
         if hidden is None:

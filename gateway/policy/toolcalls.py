@@ -1,8 +1,8 @@
 """Tool calls that models issue, decided by the policy's tool rules. Pure functions and values.
 
 A model's tool call (chat `tool_calls` and the legacy `function_call`, messages `tool_use`
-blocks, responses `function_call`, `custom_tool_call` and `mcp_call` items, the last with its
-`server_label` as `tool.server`) is decided like an MCP `tools/call`, through the one
+blocks, responses `function_call`, `custom_tool_call` and `mcp_call` items, the last on the
+server its label stands for in the request, gateway/policy/mcp_servers.py) is decided like an MCP `tools/call`, through the one
 input decision path (`decide_input`): the request's facts with the call's `tool_name`, its
 arguments as the `tool_arguments` text, and as `input` the name on its first line followed by
 the arguments (the convention the MCP surface uses), so `input` rules, denylists, PII and
@@ -85,6 +85,10 @@ class ToolJudge:
     def facts(self) -> dsl.RequestFacts:
         """The request's facts, about no tool call."""
         return self._facts
+
+    def server_of(self, label: str) -> str:
+        """The `tool.server` of a provider-run tool an answer names by `label`."""
+        return label
 
     def decide(self, name: str, arguments: str, server: str | None = None) -> ToolVerdict:
         facts = tool_call_facts(self._facts, name, arguments, server)

@@ -41,6 +41,7 @@ from gateway.policy.decide import (
 )
 from gateway.policy.governance import Governance, encode_body, escalation_paths
 from gateway.policy.lifecycle import Effect, Release, RequestLifecycle, Settle
+from gateway.policy.mcp_servers import ProviderServers, ServerJudge
 from gateway.policy.provider_tools import ProviderTools
 from gateway.policy.records import policy_event
 from gateway.policy.stream import DEFAULT_REFUSAL, StreamGovernor
@@ -113,14 +114,18 @@ class GovernedRun:
             raise PolicyRefused(decision.obligations.message or "The request was refused by policy.")
         if gov.effective_decision == "escalate":
             return await self._escalate(forward)
+        # Provider-run MCP tools are decided on the server their URL names, not their label.
+        servers = ProviderServers.declared(forward, self.state.config.mcp_servers) if (
+            adapter.surface == "responses") else ProviderServers({})
         if gov.enforced:
             forward = apply_input_obligations(adapter, forward, decision)
             # Tools the policy would refuse whatever their arguments are not offered at all.
             forward, removed = adapter.without_tools(
-                forward, tool_definition_filter(policies, facts))
+                forward, servers.definition_filter(tool_definition_filter(policies, facts)))
             gov.tools_removed = tuple(removed)
-        self.judge = ToolJudge(policies, facts, enforced=gov.enforced,
-                               always_blocked=self.state.config.always_blocked_categories)
+        self.judge = ServerJudge(policies, facts, enforced=gov.enforced,
+                                 always_blocked=self.state.config.always_blocked_categories,
+                                 servers=servers)
         client_asked_usage = True
         if adapter.is_stream(forward):
             forward, client_asked_usage = adapter.prepare_stream(forward)

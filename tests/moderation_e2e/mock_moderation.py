@@ -5,7 +5,9 @@ Scores come from markers in the text or image URL: `[[violence=0.9]]` scores `vi
 (in `category_scores`; `categories` flags it when >= 0.5, as the hosted model's own threshold
 would). `mode` makes it misbehave: `timeout` (answers after `delay` seconds), `500`, `429`,
 `garbage` (not JSON), `wrong_shape` (JSON without `results`). `llama_verdict` is the content the
-Llama Guard endpoint answers.
+Llama Guard endpoint answers. `served` stands for what an image URL serves right now (its
+markers replace the URL's own), so a test can swap the image behind a URL; `image_status`
+answers image calls alone with that HTTP status (a classifier failing to fetch an image).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class MockModeration:
         self.mode = "ok"
         self.delay = 5.0
         self.llama_verdict = "safe"
+        self.served: dict[str, str] = {}
+        self.image_status: int | None = None
         self.received: list[tuple[str, dict[str, Any]]] = []
         self.answers: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -62,6 +66,8 @@ class MockModeration:
     def reset(self) -> None:
         with self._lock:
             self.mode, self.llama_verdict = "ok", "safe"
+            self.served.clear()
+            self.image_status = None
             self.received.clear()
             self.answers.clear()
 
@@ -103,6 +109,8 @@ class MockModeration:
             return 200, b"<html>not json"
         if self.mode == "wrong_shape":
             return 200, b'{"id": "modr-1", "data": []}'
+        if self.image_status is not None and '"image_url"' in json.dumps(body):
+            return self.image_status, b'{"error": {"message": "could not fetch the image"}}'
         if path.endswith("/chat/completions"):
             answer = self._llama(body)
         else:
@@ -118,7 +126,8 @@ class MockModeration:
             if isinstance(item, str):
                 results.append(moderation_result(item, "text"))
             elif item.get("type") == "image_url":
-                results.append(moderation_result(item["image_url"]["url"], "image"))
+                url = item["image_url"]["url"]
+                results.append(moderation_result(self.served.get(url, url), "image"))
             else:
                 results.append(moderation_result(item["text"], "text"))
         return {"id": f"modr-{len(self.received)}", "model": body.get("model", "x"),

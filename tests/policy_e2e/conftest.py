@@ -49,6 +49,7 @@ PROJECTS: dict[str, str | None] = {
     "proj_json_summary": "json_summary",
     "proj_model_tools": "model_tools",
     "proj_model_tools_shadow": "model_tools_shadow",
+    "proj_known_mcp": "known_mcp_servers",
 }
 
 
@@ -102,6 +103,9 @@ def governed(mock_upstream: MockUpstream, tmp_path_factory: pytest.TempPathFacto
     config = {
         "providers": mock_providers(mock_upstream.url),
         "policies": {"directory": str(policies)},
+        # Provider-run MCP tools are known by these URLs (never contacted: the mock answers).
+        "mcp": {"servers": {"wiki": {"url": "https://wiki.example/mcp"},
+                            "docs": {"url": "https://docs.example/mcp"}}},
         # The escalation policy's URL is listed: notices go to it through its connector.
         "escalation": {"allowed_urls": [escalation_url], "retry_initial": 0.05},
         "jwt": {"algorithm": "HS256", "secret": JWT_SECRET, "audience": JWT_AUDIENCE,

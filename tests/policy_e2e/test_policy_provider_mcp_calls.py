@@ -1,8 +1,9 @@
 """Calls a provider runs on a client's remote MCP server (responses `mcp_call` items), end to
 end: the real gateway under hypercorn, the mock provider answering with `mcp_call` items
 (streamed and whole), and the official openai SDK. `model_tools.pol` refuses `edit_page` on the
-server labelled `wiki` (`tool.server`), and nowhere else; `mcp` tool definitions lose it from
-their `allowed_tools`. Chat definitions in the flat form are filtered as the nested ones are."""
+server `wiki` (`tool.server`: the configured server whose URL the request's `mcp` tool names),
+and nowhere else; `mcp` tool definitions lose it from their `allowed_tools`. Chat definitions in
+the flat form are filtered as the nested ones are."""
 
 from __future__ import annotations
 
@@ -18,6 +19,12 @@ ARGUMENTS = '{"page": "Home", "text": "Qzv new text"}'
 PIECES = [ARGUMENTS[:9], ARGUMENTS[9:25], ARGUMENTS[25:]]
 
 
+def declared(label: str) -> list[Any]:
+    """The request's `mcp` tool labelled `label`, on the configured server of that name."""
+    return [{"type": "mcp", "server_label": label, "server_url": f"https://{label}.example/mcp",
+             "require_approval": "never"}]
+
+
 def on(server: str, user: str) -> dict[str, str]:
     return headers(user, chunks=["On it."], tool_calls=[
         {"name": "edit_page", "arguments": PIECES, "server_label": server}])
@@ -29,9 +36,11 @@ def test_a_refused_provider_mcp_call_refuses_the_answer_streamed_and_whole(
     events: list[Any] = []
     with openai_sdk(governed, "proj_model_tools") as client:
         with pytest.raises(openai.PermissionDeniedError) as whole:
-            client.responses.create(model="m", input=PROMPT, extra_headers=on("wiki", whole_user))
+            client.responses.create(model="m", input=PROMPT, tools=declared("wiki"),
+                                    extra_headers=on("wiki", whole_user))
         with pytest.raises(openai.APIError) as streamed:
             for event in client.responses.create(model="m", input=PROMPT, stream=True,
+                                                 tools=declared("wiki"),
                                                  extra_headers=on("wiki", stream_user)):
                 events.append(event)
     for error in (whole, streamed):

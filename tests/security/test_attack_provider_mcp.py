@@ -180,7 +180,9 @@ def provider_gateway(gateway_factory: GatewayFactory, tmp_path: Path,
     running = gateway_factory({
         "providers": {"openai": {"kind": "openai", "base_url": scripts.url + "/v1",
                                  "api_key": UPSTREAM_OPENAI_KEY}},
-        "policies": {"directory": str(policies)}}, plan="control")
+        "policies": {"directory": str(policies)},
+        # The server the requests' `mcp` tool points at: `tool.server == "wiki"` is this one.
+        "mcp": {"servers": {"wiki": {"url": MCP_TOOL["server_url"]}}}}, plan="control")
     db = open_database(running.db_path)
     try:
         ProjectStore(db).create("proj_tools", account_id=running.account.id, name="Tools",
@@ -313,6 +315,28 @@ def test_a_listing_never_offers_a_tool_the_policy_always_refuses(
         [done] = [e.item for e in answer if e.type == "response.output_item.done"
                   and e.item.type == "mcp_list_tools"]
         assert [t.name for t in done.tools] == ["read_page"]
+
+
+def test_a_relabelled_server_still_has_its_listing_filtered(
+        client: openai.OpenAI, scripts: Scripts) -> None:
+    """The caller names the wiki `wiki-2`: the listing and the approval under that label are
+    still the wiki's, because the request's tool points at the wiki's URL."""
+    relabelled = {**MCP_TOOL, "server_label": "wiki-2"}
+    listing = {"type": "mcp_list_tools", "id": "mcpl_1", "server_label": "wiki-2", "tools": [
+        {"name": "read_page", "input_schema": {}}, {"name": "edit_page", "input_schema": {}}]}
+    headers = scripts.add("relabelled", [listing, message()])
+    answer = client.responses.create(model="gpt-4o", input="What does the wiki say?",
+                                     tools=[relabelled],  # type: ignore[list-item]
+                                     extra_headers=headers)
+    assert [t.name for t in answer.output[0].tools] == ["read_page"]
+    approval = {"type": "mcp_approval_request", "id": "mcpr_1", "name": "edit_page",
+                "arguments": ARGUMENTS, "server_label": "wiki-2"}
+    headers = scripts.add("relabelled_approval", [approval])
+    with pytest.raises(openai.APIError) as refused:
+        client.responses.create(model="gpt-4o", input="Edit the wiki.",
+                                tools=[relabelled],  # type: ignore[list-item]
+                                extra_headers=headers)
+    assert refused.value.code == "policy_refused" and "mcpr_1" not in repr(refused.value.body)
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
