@@ -13,7 +13,8 @@ streams, session end) unchanged.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -22,7 +23,7 @@ import trio
 import dsl
 from gateway.errors import GatewayError, McpInvalidMessage, McpMethodNotFound, PolicyNotLinked
 from gateway.http.wire import Inbound, Outbound, OwnedStream
-from gateway.mcp.answers import is_sse, rewritten_json, rewritten_sse
+from gateway.mcp.answers import is_sse, rewritten_json, rewritten_sse, upstream_request_id
 from gateway.mcp.jsonrpc import (
     CLIENT_METHODS,
     Message,
@@ -127,18 +128,22 @@ class McpSurface:
             return {**answer, "result": filter_listed(listing, result, server, refused)} if (
                 isinstance(result, dict)) else answer
 
-        response = await self.upstreams.open(server, "POST", inbound.headers, inbound.body)
+        request_id = upstream_request_id()
+        body = orjson.dumps({**message.raw, "id": request_id})
+        response = await self.upstreams.open(server, "POST", inbound.headers, body)
         headers = relayed_headers(response)
         deadline = trio.current_time() + server.total_timeout
         if response.status_code == 200 and is_sse(response):
-            frames = rewritten_sse(response, server, message.id, rewrite, deadline)
+            frames = _in_band_errors(message.id, rewritten_sse(
+                response, server, request_id, message.id, rewrite, deadline))
             return Outbound(status=200, headers=headers,
                             stream=OwnedStream(frames, response.aclose))
         try:
             if response.status_code != 200:
                 return Outbound(status=response.status_code, headers=headers,
                                 body=await read_bounded(response, server, deadline))
-            body = await rewritten_json(response, server, message.id, rewrite, deadline)
+            body = await rewritten_json(response, server, request_id, message.id, rewrite,
+                                        deadline)
         finally:
             await response.aclose()
         return Outbound(status=200, headers=headers, body=body)
@@ -172,6 +177,17 @@ def _in_band(request_id: Any, error: GatewayError) -> Outbound:
     gets the error's HTTP status)."""
     status = 200 if request_id is not None else error.status
     return Outbound.json(status, error_message(request_id, error), list(error.headers.items()))
+
+
+async def _in_band_errors(request_id: Any, frames: AsyncGenerator[bytes, None]
+                          ) -> AsyncGenerator[bytes, None]:
+    """`frames`, and the error that ends them as the JSON-RPC error answering the request."""
+    try:
+        async with aclosing(frames):
+            async for frame in frames:
+                yield frame
+    except GatewayError as error:
+        yield b"data: " + orjson.dumps(error_message(request_id, error)) + b"\n\n"
 
 
 def _request_id(body: bytes) -> Any:

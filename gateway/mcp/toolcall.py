@@ -33,7 +33,7 @@ from gateway.errors import (
 from gateway.http.wire import Inbound, Outbound, OwnedStream
 from gateway.identity.keys import Caller
 from gateway.identity.projects import Project
-from gateway.mcp.answers import is_sse, rewritten_json, rewritten_sse
+from gateway.mcp.answers import is_sse, rewritten_json, rewritten_sse, upstream_request_id
 from gateway.mcp.jsonrpc import Message, error_message
 from gateway.mcp.kinds import KINDS
 from gateway.mcp.relay import McpUpstreams, read_bounded, relayed_headers
@@ -41,12 +41,12 @@ from gateway.mcp.settings import McpServer
 from gateway.mcp.tools import (
     MCP_SURFACE,
     error_with_policy,
-    map_strings,
-    map_strings_found,
     with_policy,
 )
 from gateway.policy.decide import decide_input, decide_output, moderation_blocked, refusal
 from gateway.policy.governance import GatewayFields, Governance, escalation_paths
+from gateway.policy.json_strings import map_strings
+from gateway.policy.json_strings import strings_found as map_strings_found
 from gateway.policy.lifecycle import Effect, Phase, Release, RequestLifecycle, Settle
 from gateway.policy.records import policy_event
 from gateway.quota.limits import QuotaRequest, Reservation
@@ -91,6 +91,10 @@ class ToolCall:
         self.reservation: Reservation | None = None
         self.answered = False
         self.upstream_called = False
+        #: The upstream answered HTTP 200: the call ran, whatever its answer holds.
+        self.upstream_answered = False
+        #: The id the request goes upstream with (never the client's: gateway/mcp/answers.py).
+        self.upstream_id = upstream_request_id()
 
     # --- before the upstream -------------------------------------------------------------------
 
@@ -195,11 +199,10 @@ class ToolCall:
         redactor = decision.obligations.redactor
         if gov.enforced and redactor is not None and arguments:
             arguments = map_strings(arguments, lambda text: redactor.apply(text)[0])
-        body = self.inbound.body
+        raw = {**self.message.raw, "id": self.upstream_id}
         if arguments is not self.arguments:
-            raw = self.message.raw
-            body = orjson.dumps({**raw, "params": {**raw["params"], "arguments": arguments}})
-        return await self._forward(body)
+            raw["params"] = {**raw["params"], "arguments": arguments}
+        return await self._forward(orjson.dumps(raw))
 
     async def _escalate(self) -> Outbound:
         assert self.gov is not None
@@ -230,10 +233,11 @@ class ToolCall:
                 await response.aclose()
             await self._end(response.status_code, "upstream_error")
             return Outbound(status=response.status_code, headers=headers, body=content)
+        self.upstream_answered = True
         if not is_sse(response):
             try:
-                content = await rewritten_json(response, self.server, self.message.id,
-                                               self._rewrite, deadline)
+                content = await rewritten_json(response, self.server, self.upstream_id,
+                                               self.message.id, self._rewrite, deadline)
             finally:
                 await response.aclose()
             self.upstream_seconds = time.perf_counter() - sent
@@ -255,8 +259,8 @@ class ToolCall:
                       ) -> AsyncGenerator[bytes, None]:
         status, outcome = 499, "client_disconnected"
         try:
-            async with aclosing(rewritten_sse(response, self.server, self.message.id,
-                                              self._rewrite, deadline,
+            async with aclosing(rewritten_sse(response, self.server, self.upstream_id,
+                                              self.message.id, self._rewrite, deadline,
                                               self._notification)) as frames:
                 async for frame in frames:
                     yield frame
@@ -283,7 +287,7 @@ class ToolCall:
         """Tell the upstream the client is gone, so that it stops the tool (MCP's
         `notifications/cancelled`); closing the connection alone does not stop it."""
         note = {"jsonrpc": "2.0", "method": "notifications/cancelled",
-                "params": {"requestId": self.message.id, "reason": "client disconnected"}}
+                "params": {"requestId": self.upstream_id, "reason": "client disconnected"}}
         with trio.move_on_after(self.server.connect_timeout):
             try:
                 response = await self.upstreams.open(self.server, "POST", self.inbound.headers,
@@ -302,7 +306,7 @@ class ToolCall:
         if not isinstance(result, dict) and not isinstance(error, dict):
             return message
         text = self.kind.result_text(result) if isinstance(result, dict) else "\n".join(
-            map_strings_found(error))
+            map_strings_found(error, keys=True))
         if self.policy.has_output_rules:
             gov.update(decide_output([self.policy], self._answered(text), text, gov.decision))
         decision = gov.decision
@@ -329,7 +333,7 @@ class ToolCall:
         params = message.get("params")
         if not self.policy.has_output_rules or not isinstance(params, dict):
             return message
-        text = "\n".join(map_strings_found(params, NOT_READ_PARAMS))
+        text = "\n".join(map_strings_found(params, NOT_READ_PARAMS, keys=True))
         if not text:
             return message
         gov = self.gov
@@ -364,9 +368,11 @@ class ToolCall:
                 event = self._record([effect])
             elif self.reservation is None:
                 continue
-            # A call the upstream ran counts, although it used no tokens; one refused before
-            # it, or that the upstream failed, is given back.
-            elif self.upstream_called and outcome != "upstream_error":
+            # A call the upstream ran counts, although it used no tokens, and so does one it
+            # answered with HTTP 200 whatever the answer holds; one refused before it, or
+            # that the upstream failed to take, is given back.
+            elif self.upstream_answered or (self.upstream_called
+                                            and outcome != "upstream_error"):
                 await self.state.quotas.settle(self.reservation, 0, 0)
             else:
                 await self.state.quotas.release(self.reservation)

@@ -10,9 +10,7 @@ those texts keep their meaning.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 import orjson
 
@@ -20,6 +18,8 @@ import dsl
 from gateway.adapters.base import JSON
 from gateway.errors import McpInvalidParams
 from gateway.mcp.settings import McpServer
+from gateway.policy.json_strings import map_strings
+from gateway.policy.json_strings import strings_found as map_strings_found
 
 MCP_SURFACE = "mcp"
 MCP_TARGET = "mcp_tool"
@@ -67,32 +67,6 @@ def listed_tool_facts(server: McpServer, name: str, *, target: str | None,
 #: Keys of a result's content whose strings are no text a reader sees: kinds, media types,
 #: base64 payloads (images, audio, binary resources).
 NOT_TEXT_KEYS = frozenset({"type", "mimeType", "data", "blob"})
-
-
-def map_strings(value: Any, rewrite: Callable[[str], str],
-                skip: frozenset[str] = frozenset()) -> Any:
-    """`value` (any JSON) with every string value rewritten, except under the keys in `skip`;
-    keys themselves are left alone."""
-    if isinstance(value, str):
-        return rewrite(value)
-    if isinstance(value, list):
-        return [map_strings(item, rewrite, skip) for item in value]
-    if isinstance(value, dict):
-        return {key: item if key in skip else map_strings(item, rewrite, skip)
-                for key, item in value.items()}
-    return value
-
-
-def map_strings_found(value: Any, skip: frozenset[str] = frozenset()) -> list[str]:
-    """Every string value in `value` (any JSON), except under the keys in `skip`."""
-    found: list[str] = []
-
-    def note(text: str) -> str:
-        found.append(text)
-        return text
-
-    map_strings(value, note, skip)
-    return found
 
 
 def result_text(result: JSON) -> str:
