@@ -339,3 +339,22 @@ def test_an_email_in_a_key_of_a_server_error_is_redacted(gateway: Gateway,
     response = gateway.call()
     assert EMAIL not in response.text
     assert response.json()["error"]["data"]["[REDACTED:EMAIL]"] == "not found"
+
+
+@pytest.mark.parametrize("shape", ["json", "sse"])
+@pytest.mark.parametrize("answer_id", ["same", "other"])
+def test_a_tool_list_under_another_id_never_shows_a_hidden_tool(
+        gateway: Gateway, hostile: Hostile, shape: str, answer_id: str) -> None:
+    encode = as_json if shape == "json" else as_sse
+    tools = [{"name": name, "inputSchema": {"type": "object"}} for name in ("echo", "wipe_disk")]
+    hostile.script = lambda request: encode({
+        "jsonrpc": "2.0", "id": request["id"] if answer_id == "same" else 1,
+        "result": {"tools": tools}})
+    response = gateway.post({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    assert "wipe_disk" not in response.text
+    (answer,) = messages_of(response)
+    assert answer["id"] == 1
+    if answer_id == "same":
+        assert [tool["name"] for tool in answer["result"]["tools"]] == ["echo"]
+    else:
+        assert answer["error"]["code"] == -32002
