@@ -89,7 +89,8 @@ def _read_text(key: str) -> Callable[[JSON], str]:
 def _redact_read(key: str) -> Callable[[JSON, dsl.Redactor], JSON]:
     def redact(result: JSON, redactor: dsl.Redactor) -> JSON:
         return {**result, key: map_strings(result.get(key) or [],
-                                           lambda text: redactor.apply(text)[0], NOT_READ_KEYS)}
+                                           lambda text: redactor.apply(text)[0], NOT_READ_KEYS,
+                                           keys=False)}  # the protocol's field names
     return redact
 
 

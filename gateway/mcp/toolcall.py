@@ -306,7 +306,7 @@ class ToolCall:
         if not isinstance(result, dict) and not isinstance(error, dict):
             return message
         text = self.kind.result_text(result) if isinstance(result, dict) else "\n".join(
-            map_strings_found(error, keys=True))
+            map_strings_found(error, keys=True, fixed_levels=1))
         if self.policy.has_output_rules:
             gov.update(decide_output([self.policy], self._answered(text), text, gov.decision))
         decision = gov.decision
@@ -321,7 +321,7 @@ class ToolCall:
             return {**message, "result": with_policy(result, gov.policy_object())}
         assert isinstance(error, dict)
         if redactor is not None:
-            error = map_strings(error, lambda t: redactor.apply(t)[0])
+            error = map_strings(error, lambda t: redactor.apply(t)[0], fixed_levels=1)
         return {**message, "error": error_with_policy(error, gov.policy_object())}
 
     def _notification(self, message: JSON) -> JSON | None:
@@ -333,7 +333,7 @@ class ToolCall:
         params = message.get("params")
         if not self.policy.has_output_rules or not isinstance(params, dict):
             return message
-        text = "\n".join(map_strings_found(params, NOT_READ_PARAMS, keys=True))
+        text = "\n".join(map_strings_found(params, NOT_READ_PARAMS, keys=True, fixed_levels=1))
         if not text:
             return message
         gov = self.gov
@@ -344,7 +344,7 @@ class ToolCall:
         if redactor is None:
             return message
         return {**message, "params": map_strings(params, lambda t: redactor.apply(t)[0],
-                                                 NOT_READ_PARAMS)}
+                                                 NOT_READ_PARAMS, fixed_levels=1)}
 
     def _answered(self, text: str) -> dsl.RequestFacts:
         """The facts with what the tool answered (or said while it ran): `tool_result`."""

@@ -84,8 +84,9 @@ def redact_result(result: JSON, redactor: dsl.Redactor) -> JSON:
     def redact(text: str) -> str:
         return redactor.apply(text)[0]
 
+    # Content blocks have the protocol's field names; structured content is the tool's own.
     redacted = {**result, "content": map_strings(result.get("content") or [], redact,
-                                                 NOT_TEXT_KEYS)}
+                                                 NOT_TEXT_KEYS, keys=False)}
     if "structuredContent" in result:
         redacted["structuredContent"] = map_strings(result["structuredContent"], redact)
     return redacted

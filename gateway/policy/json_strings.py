@@ -30,9 +30,11 @@ def json_depth(value: Any) -> int:
 
 
 def map_strings(value: Any, rewrite: Callable[[str], str], skip: frozenset[str] = frozenset(),
-                *, keys: bool = True) -> Any:
+                *, keys: bool = True, fixed_levels: int = 0) -> Any:
     """`value` (any JSON) with every string rewritten in document order, object keys included
-    (unless `keys` is false), except the values under the keys in `skip` and those keys."""
+    (unless `keys` is false), except the values under the keys in `skip` and those keys. The
+    keys of the outermost `fixed_levels` levels are field names of the protocol's (an error's
+    `message` and `data`) and stay as they are; only those below are the sender's text."""
     if not isinstance(value, dict | list):
         return rewrite(value) if isinstance(value, str) else value
     root: Any = {} if isinstance(value, dict) else []
@@ -49,7 +51,8 @@ def map_strings(value: Any, rewrite: Callable[[str], str], skip: frozenset[str] 
             target[_distinct(target, key)] = item
             continue
         if isinstance(target, dict):  # the key before its value: the order of the text
-            key = _distinct(target, rewrite(key) if keys else key)
+            rewritten = keys and len(stack) > fixed_levels
+            key = _distinct(target, rewrite(key) if rewritten else key)
         if isinstance(item, str):
             item = rewrite(item)
         elif isinstance(item, dict | list):
@@ -80,15 +83,16 @@ def _distinct(target: dict[str, Any], key: str) -> str:
     return f"{key} ({number})"
 
 
-def strings_found(value: Any, skip: frozenset[str] = frozenset(), *, keys: bool = False
-                  ) -> list[str]:
-    """Every string value in `value` (any JSON), and its object keys when `keys` is true,
-    except under (and of) the keys in `skip`."""
+def strings_found(value: Any, skip: frozenset[str] = frozenset(), *, keys: bool = False,
+                  fixed_levels: int = 0) -> list[str]:
+    """Every string value in `value` (any JSON), and its object keys when `keys` is true (below
+    the outermost `fixed_levels` levels), except under (and of) the keys in `skip`: what
+    `map_strings` rewrites with the same arguments."""
     found: list[str] = []
 
     def note(text: str) -> str:
         found.append(text)
         return text
 
-    map_strings(value, note, skip, keys=keys)
+    map_strings(value, note, skip, keys=keys, fixed_levels=fixed_levels)
     return found

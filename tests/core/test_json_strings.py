@@ -32,6 +32,15 @@ def test_keys_and_values_are_rewritten_except_under_skipped_keys() -> None:
     assert map_strings("x", upper) == "X" and map_strings(3, upper) == 3
 
 
+def test_the_protocols_field_names_stay_when_fixed() -> None:
+    error = {"code": -1, "message": "m", "data": {"k": "v", "deeper": {"k2": "v2"}}}
+    assert map_strings(error, upper, fixed_levels=1) == {
+        "code": -1, "message": "M", "data": {"K": "V", "DEEPER": {"K2": "V2"}}}
+    assert strings_found(error, keys=True, fixed_levels=1) == ["m", "k", "v", "deeper", "k2",
+                                                              "v2"]
+    assert map_strings([{"text": "t"}], upper, keys=False) == [{"text": "T"}]
+
+
 def test_keys_a_rewrite_makes_equal_stay_distinct() -> None:
     value = {"a@x": 1, "b@x": 2, "*": 3, "* (2)": 4}
     assert map_strings(value, lambda text: "*" if "@" in text else text) == {
