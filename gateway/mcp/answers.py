@@ -4,6 +4,7 @@ requests) is relayed as it arrives."""
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
@@ -13,12 +14,13 @@ import httpx2
 import orjson
 
 from gateway.adapters.base import JSON
-from gateway.errors import UpstreamUnavailable
+from gateway.errors import GatewayError, UpstreamUnavailable
 from gateway.mcp.relay import MAX_READ_BYTES, body_chunks, read_bounded
 from gateway.mcp.settings import McpServer
 from gateway.policy.json_strings import MAX_JSON_DEPTH, json_depth
 from gateway.upstream.sse import Frame, MalformedStream, SSEParser
 
+log = logging.getLogger("gateway")
 #: Rewrites the response message to the request (a JSON-RPC result or error object).
 Rewrite = Callable[[JSON], JSON]
 #: Rewrites a notification the server sends while it works on the request; None drops it.
@@ -109,6 +111,25 @@ async def rewritten_sse(response: httpx2.Response, server: McpServer, request_id
     except MalformedStream as exc:
         raise UpstreamUnavailable(f"The MCP server {server.name!r} sent a malformed event "
                                   f"stream: {exc}") from None
+
+
+async def server_stream(response: httpx2.Response, server: McpServer
+                        ) -> AsyncGenerator[bytes, None]:
+    """The server's own stream (GET) on the governed route: its requests and notifications,
+    each as the gateway read it. A response never comes on this stream (it could answer a call
+    past the output rules), so one, or a frame that does not decode, ends it."""
+    parser = SSEParser(max_frame_bytes=MAX_JSON_ANSWER)
+    try:
+        async with aclosing(body_chunks(response, server, None)) as chunks:
+            async for chunk in chunks:
+                for frame in parser.feed(chunk):
+                    message = _decoded(frame.data, server) if frame.data else None
+                    out = _with_data(frame, None if message is None
+                                     else _relayed(message, server, None))
+                    if out:
+                        yield out
+    except (GatewayError, MalformedStream) as exc:
+        log.warning("ended the stream of MCP server %s: %s", server.name, exc)
 
 
 def _relayed(message: Any, server: McpServer, notify: Notify | None) -> JSON | None:

@@ -21,9 +21,17 @@ import orjson
 import trio
 
 import dsl
+from gateway.adapters.base import JSON
 from gateway.errors import GatewayError, McpInvalidMessage, McpMethodNotFound, PolicyNotLinked
 from gateway.http.wire import Inbound, Outbound, OwnedStream
-from gateway.mcp.answers import is_sse, rewritten_json, rewritten_sse, upstream_request_id
+from gateway.mcp.answers import (
+    Rewrite,
+    is_sse,
+    rewritten_json,
+    rewritten_sse,
+    server_stream,
+    upstream_request_id,
+)
 from gateway.mcp.jsonrpc import (
     CLIENT_METHODS,
     Message,
@@ -73,7 +81,7 @@ class McpSurface:
             if inbound.method != "POST":  # the server's stream (GET) or the session's end
                 # No resumption: a replayed stream could carry a tool's answer ungoverned.
                 headers = {k: v for k, v in inbound.headers.items() if k != "last-event-id"}
-                return await self._relay(server, inbound, b"", headers)
+                return await self._server_stream(server, inbound, headers)
             message = parse_message(inbound.body)
             # The server gets the message as the gateway read it: JSON parsers differ on which
             # of two equal keys wins, and the policy must decide what the server runs.
@@ -102,7 +110,9 @@ class McpSurface:
                                   message).run()
         if method in LISTINGS:
             return await self._list(LISTINGS[method], server, resolved, inbound, message)
-        return await self._relay(server, inbound, inbound.body)
+        if message.is_request:  # initialize, ping, completions...: answered, not decided
+            return await self._answered(server, inbound, message, _unchanged)
+        return await self._acknowledged(server, inbound)
 
     async def _relay(self, server: McpServer, inbound: Inbound, body: bytes,
                      headers: Mapping[str, str] | None = None) -> Outbound:
@@ -116,6 +126,34 @@ class McpSurface:
                         stream=OwnedStream(relayed_body(response, server, deadline),
                                            response.aclose))
 
+    async def _server_stream(self, server: McpServer, inbound: Inbound,
+                             headers: Mapping[str, str]) -> Outbound:
+        """The server's own stream (GET), with its requests and notifications as the gateway
+        read them, or the session's end (DELETE)."""
+        response = await self.upstreams.open(server, inbound.method, headers, b"")
+        if not 200 <= response.status_code < 300:  # 405 from a server without the stream
+            return Outbound(status=response.status_code, headers=relayed_headers(response),
+                            stream=OwnedStream(relayed_body(response, server, None),
+                                               response.aclose))
+        frames = server_stream(response, server) if is_sse(response) else _nothing()
+        return Outbound(status=response.status_code, headers=relayed_headers(response),
+                        stream=OwnedStream(frames, response.aclose))
+
+    async def _acknowledged(self, server: McpServer, inbound: Inbound) -> Outbound:
+        """A notification or a response to a server's request, relayed: the server accepts it
+        (202) and sends nothing back that a client could take for an answer."""
+        response = await self.upstreams.open(server, "POST", inbound.headers, inbound.body)
+        headers = relayed_headers(response)
+        deadline = trio.current_time() + server.total_timeout
+        try:
+            if not 200 <= response.status_code < 300:
+                return Outbound(status=response.status_code, headers=headers,
+                                body=await read_bounded(response, server, deadline))
+        finally:
+            await response.aclose()
+        return Outbound(status=202, headers=[(k, v) for k, v in headers if k != "content-type"],
+                        body=b"")
+
     async def _list(self, listing: Listing, server: McpServer, resolved: Resolved,
                     inbound: Inbound, message: Message) -> Outbound:
         """The upstream's list of tools, prompts, resources or resource templates without the
@@ -128,18 +166,26 @@ class McpSurface:
             return {**answer, "result": filter_listed(listing, result, server, refused)} if (
                 isinstance(result, dict)) else answer
 
+        return await self._answered(server, inbound, message, rewrite)
+
+    async def _answered(self, server: McpServer, inbound: Inbound, message: Message,
+                        rewrite: Rewrite) -> Outbound:
+        """The server's answer to a request, JSON or SSE, its response rewritten; it goes
+        upstream under an id of the gateway's, so that no other message in the answer passes
+        for the response (gateway/mcp/answers.py)."""
         request_id = upstream_request_id()
         body = orjson.dumps({**message.raw, "id": request_id})
         response = await self.upstreams.open(server, "POST", inbound.headers, body)
         headers = relayed_headers(response)
         deadline = trio.current_time() + server.total_timeout
-        if response.status_code == 200 and is_sse(response):
+        answered = 200 <= response.status_code < 300  # a client reads any 2xx body
+        if answered and is_sse(response):
             frames = _in_band_errors(message.id, rewritten_sse(
                 response, server, request_id, message.id, rewrite, deadline))
             return Outbound(status=200, headers=headers,
                             stream=OwnedStream(frames, response.aclose))
         try:
-            if response.status_code != 200:
+            if not answered:  # the server's HTTP error (an expired session's 404)
                 return Outbound(status=response.status_code, headers=headers,
                                 body=await read_bounded(response, server, deadline))
             body = await rewritten_json(response, server, request_id, message.id, rewrite,
@@ -171,12 +217,21 @@ class McpSurface:
         return refused
 
 
+def _unchanged(answer: JSON) -> JSON:
+    return answer
+
+
 def _in_band(request_id: Any, error: GatewayError) -> Outbound:
     """A JSON-RPC error answering request `request_id`: HTTP 200, so that MCP clients hand it
     to the caller of the request rather than failing the transport (a message without an id
     gets the error's HTTP status)."""
     status = 200 if request_id is not None else error.status
     return Outbound.json(status, error_message(request_id, error), list(error.headers.items()))
+
+
+async def _nothing() -> AsyncGenerator[bytes, None]:
+    return
+    yield  # an async generator without an item
 
 
 async def _in_band_errors(request_id: Any, frames: AsyncGenerator[bytes, None]

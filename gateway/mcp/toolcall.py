@@ -91,7 +91,7 @@ class ToolCall:
         self.reservation: Reservation | None = None
         self.answered = False
         self.upstream_called = False
-        #: The upstream answered HTTP 200: the call ran, whatever its answer holds.
+        #: The upstream answered (2xx): the call ran, whatever its answer holds.
         self.upstream_answered = False
         #: The id the request goes upstream with (never the client's: gateway/mcp/answers.py).
         self.upstream_id = upstream_request_id()
@@ -226,14 +226,14 @@ class ToolCall:
         self.upstream_seconds = time.perf_counter() - sent
         headers = relayed_headers(response)
         deadline = trio.current_time() + self.server.total_timeout
-        if response.status_code != 200:  # the upstream's own HTTP error, relayed as it is
+        if not 200 <= response.status_code < 300:  # the upstream's HTTP error, relayed as is
             try:
                 content = await read_bounded(response, self.server, deadline)
             finally:
                 await response.aclose()
             await self._end(response.status_code, "upstream_error")
             return Outbound(status=response.status_code, headers=headers, body=content)
-        self.upstream_answered = True
+        self.upstream_answered = True  # any 2xx: a client would read its body
         if not is_sse(response):
             try:
                 content = await rewritten_json(response, self.server, self.upstream_id,

@@ -44,6 +44,11 @@ class Hostile:
     server: ThreadServer
     script: Script
     received: list[dict[str, Any]] = field(default_factory=list)
+    #: The status of every answer with a body.
+    status: int = 200
+    #: The answer to a GET (the server's own stream) and to a notification or a response.
+    server_stream: tuple[bytes, bytes] = (SSE, b"")
+    acknowledgement: tuple[bytes, bytes] = (JSON_TYPE, b"")
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -88,9 +93,14 @@ def hostile() -> Iterator[Hostile]:
         request = orjson.loads(body) if body else {}
         with holder["h"].lock:
             holder["h"].received.append(request)
-        content_type, answer = (holder["h"].script(request) if "id" in request
-                                else (JSON_TYPE, b""))
-        await send({"type": "http.response.start", "status": 200 if answer else 202,
+        hostile = holder["h"]
+        if scope["method"] == "GET":
+            content_type, answer = hostile.server_stream
+        elif "method" in request and "id" in request:
+            content_type, answer = hostile.script(request)
+        else:
+            content_type, answer = hostile.acknowledgement
+        await send({"type": "http.response.start", "status": hostile.status if answer else 202,
                     "headers": [(b"content-type", content_type)]})
         await send({"type": "http.response.body", "body": answer})
 
@@ -105,12 +115,14 @@ class Gateway:
     running: RunningGateway
     key: str
 
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.key}", "content-type": "application/json",
+                "accept": "application/json, text/event-stream"}
+
     def post(self, message: Any = None, content: bytes | None = None) -> httpx2.Response:
-        return httpx2.post(self.running.url + GOVERNED, timeout=15,
-                           content=orjson.dumps(message) if content is None else content,
-                           headers={"authorization": f"Bearer {self.key}",
-                                    "content-type": "application/json",
-                                    "accept": "application/json, text/event-stream"})
+        return httpx2.post(self.running.url + GOVERNED, timeout=15, headers=self.headers,
+                           content=orjson.dumps(message) if content is None else content)
 
     def call(self, arguments: dict[str, Any] | None = None, request_id: Any = 7
              ) -> httpx2.Response:
@@ -358,3 +370,49 @@ def test_a_tool_list_under_another_id_never_shows_a_hidden_tool(
         assert [tool["name"] for tool in answer["result"]["tools"]] == ["echo"]
     else:
         assert answer["error"]["code"] == -32002
+
+
+def test_a_relayed_request_cannot_carry_the_answer_to_another(gateway: Gateway,
+                                                              hostile: Hostile) -> None:
+    """The client's ids are small and guessable: a server answering a `ping` also sends a
+    response under the id of the client's tool call in flight. It never reaches the client."""
+    hostile.script = lambda request: as_sse(result_for(request, answer_id=8),
+                                            {"jsonrpc": "2.0", "id": request["id"], "result": {}})
+    response = gateway.post({"jsonrpc": "2.0", "id": 9, "method": "ping"})
+    assert EMAIL not in response.text
+    (error,) = messages_of(response)
+    assert error["id"] == 9 and error["error"]["code"] == -32002
+    hostile.script = lambda request: as_json({"jsonrpc": "2.0", "id": request["id"],
+                                              "result": {}})
+    assert gateway.post({"jsonrpc": "2.0", "id": 9, "method": "ping"}).json() == {
+        "jsonrpc": "2.0", "id": 9, "result": {}}
+
+
+def test_a_notification_gets_no_body_back(gateway: Gateway, hostile: Hostile) -> None:
+    hostile.status = 200
+    hostile.acknowledgement = as_json(result_for({"id": 8}))
+    response = gateway.post({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    assert response.status_code == 202 and response.content == b""
+    response = gateway.post({"jsonrpc": "2.0", "id": 0, "result": {"action": "decline"}})
+    assert response.status_code == 202 and response.content == b""
+
+
+def test_the_servers_stream_never_carries_a_response(gateway: Gateway,
+                                                     hostile: Hostile) -> None:
+    note = {"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}
+    hostile.server_stream = as_sse(note, result_for({"id": 8}), note)
+    response = httpx2.get(gateway.running.url + GOVERNED, headers=gateway.headers, timeout=15)
+    assert response.status_code == 200
+    assert EMAIL not in response.text
+    assert messages_of(response) == [note]  # the stream ends at the response
+
+
+@pytest.mark.parametrize("status", [201, 203, 206])
+def test_an_answer_under_another_success_status_is_governed(gateway: Gateway, hostile: Hostile,
+                                                           status: int) -> None:
+    """A client reads the body of any 2xx answer, so every one is governed."""
+    hostile.status = status
+    response = gateway.call()
+    assert EMAIL not in response.text
+    (answer,) = messages_of(response)
+    assert answer["result"]["content"][0]["text"] == "mail [REDACTED:EMAIL]"
