@@ -5,7 +5,6 @@ requests) is relayed as it arrives."""
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from typing import Any
@@ -31,13 +30,6 @@ MAX_JSON_ANSWER = MAX_READ_BYTES
 
 def is_sse(response: httpx2.Response) -> bool:
     return response.headers.get("content-type", "").lower().startswith("text/event-stream")
-
-
-def upstream_request_id() -> str:
-    """The id a governed request goes upstream with: the gateway's own, never the client's.
-    The answer is then known by an id no client chose and no server can misread (a JavaScript
-    server reads a large integer id as a double and answers with another number)."""
-    return f"gateway-{secrets.token_hex(12)}"
 
 
 def _is_response(message: Any) -> bool:

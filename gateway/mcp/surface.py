@@ -6,8 +6,9 @@ it is. The governed route also needs a Policy Gateway plan, reads each POSTed me
 malformed ones with the JSON-RPC error the protocol defines, governs `tools/call`,
 `prompts/get` and `resources/read` (gateway/mcp/toolcall.py), filters `tools/list`,
 `prompts/list`, `resources/list` and `resources/templates/list` by the policy (and tools by the
-configuration: gateway/mcp/listing.py), and relays everything else (initialize, notifications, server
-streams, session end) unchanged.
+configuration: gateway/mcp/listing.py), and relays everything else: other requests answered
+unchanged, notifications acknowledged, the server's stream message by message, the session's
+end. Every request goes upstream under an id of the gateway's (gateway/mcp/upstream_ids.py).
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from gateway.mcp.answers import (
     rewritten_json,
     rewritten_sse,
     server_stream,
-    upstream_request_id,
 )
 from gateway.mcp.jsonrpc import (
     CLIENT_METHODS,
@@ -44,6 +44,7 @@ from gateway.mcp.listing import LISTINGS, Listing, filter_listed
 from gateway.mcp.relay import McpUpstreams, read_bounded, relayed_body, relayed_headers
 from gateway.mcp.settings import McpServer
 from gateway.mcp.toolcall import Resolved, ToolCall
+from gateway.mcp.upstream_ids import UpstreamIds
 from gateway.policy.governance import read_gateway_fields
 from gateway.state import GatewayState
 from gateway.surfaces.policy import PolicySurface
@@ -55,6 +56,7 @@ class McpSurface:
     def __init__(self, state: GatewayState, governed: PolicySurface,
                  upstreams: McpUpstreams) -> None:
         self.state, self.governed, self.upstreams = state, governed, upstreams
+        self.upstream_ids = UpstreamIds()
 
     def transparent(self, server: McpServer) -> Handler:
         async def handle(inbound: Inbound) -> Outbound:
@@ -105,14 +107,23 @@ class McpSurface:
         if message.is_request and method not in CLIENT_METHODS:
             raise McpMethodNotFound(f"Method not found: {method!r}.")
         check_routing_headers(inbound.headers, message)
+        # The caller's session: only its own requests are named by its cancellations.
+        owner = (resolved.caller.account.id, resolved.caller.user_id, server.name,
+                 inbound.headers.get("mcp-session-id"))
+        if not message.is_request:
+            if method == "notifications/cancelled":
+                inbound = dataclasses.replace(inbound, body=orjson.dumps(
+                    self.upstream_ids.cancellation(owner, message.raw)))
+            return await self._acknowledged(server, inbound)
+        upstream_id = self.upstream_ids.new(owner, message.id)
         if method in KINDS:
             return await ToolCall(self.state, self.upstreams, server, resolved, inbound,
-                                  message).run()
+                                  message, upstream_id).run()
         if method in LISTINGS:
-            return await self._list(LISTINGS[method], server, resolved, inbound, message)
-        if message.is_request:  # initialize, ping, completions...: answered, not decided
-            return await self._answered(server, inbound, message, _unchanged)
-        return await self._acknowledged(server, inbound)
+            return await self._list(LISTINGS[method], server, resolved, inbound, message,
+                                    upstream_id)
+        # initialize, ping, completions...: answered, not decided
+        return await self._answered(server, inbound, message, _unchanged, upstream_id)
 
     async def _relay(self, server: McpServer, inbound: Inbound, body: bytes,
                      headers: Mapping[str, str] | None = None) -> Outbound:
@@ -155,7 +166,7 @@ class McpSurface:
                         body=b"")
 
     async def _list(self, listing: Listing, server: McpServer, resolved: Resolved,
-                    inbound: Inbound, message: Message) -> Outbound:
+                    inbound: Inbound, message: Message, request_id: str) -> Outbound:
         """The upstream's list of tools, prompts, resources or resource templates without the
         entries the policy always refuses (enforced) for this caller, nor the tools the
         configuration denies."""
@@ -166,14 +177,13 @@ class McpSurface:
             return {**answer, "result": filter_listed(listing, result, server, refused)} if (
                 isinstance(result, dict)) else answer
 
-        return await self._answered(server, inbound, message, rewrite)
+        return await self._answered(server, inbound, message, rewrite, request_id)
 
     async def _answered(self, server: McpServer, inbound: Inbound, message: Message,
-                        rewrite: Rewrite) -> Outbound:
+                        rewrite: Rewrite, request_id: str) -> Outbound:
         """The server's answer to a request, JSON or SSE, its response rewritten; it goes
-        upstream under an id of the gateway's, so that no other message in the answer passes
-        for the response (gateway/mcp/answers.py)."""
-        request_id = upstream_request_id()
+        upstream under `request_id`, an id of the gateway's, so that no other message in the
+        answer passes for the response (gateway/mcp/answers.py)."""
         body = orjson.dumps({**message.raw, "id": request_id})
         response = await self.upstreams.open(server, "POST", inbound.headers, body)
         headers = relayed_headers(response)

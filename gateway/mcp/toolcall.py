@@ -33,7 +33,7 @@ from gateway.errors import (
 from gateway.http.wire import Inbound, Outbound, OwnedStream
 from gateway.identity.keys import Caller
 from gateway.identity.projects import Project
-from gateway.mcp.answers import is_sse, rewritten_json, rewritten_sse, upstream_request_id
+from gateway.mcp.answers import is_sse, rewritten_json, rewritten_sse
 from gateway.mcp.jsonrpc import Message, error_message
 from gateway.mcp.kinds import KINDS
 from gateway.mcp.relay import McpUpstreams, read_bounded, relayed_headers
@@ -76,7 +76,8 @@ class Resolved:
 
 class ToolCall:
     def __init__(self, state: GatewayState, upstreams: McpUpstreams, server: McpServer,
-                 resolved: Resolved, inbound: Inbound, message: Message) -> None:
+                 resolved: Resolved, inbound: Inbound, message: Message, upstream_id: str
+                 ) -> None:
         self.state, self.upstreams, self.server = state, upstreams, server
         self.caller, self.inbound, self.message = resolved.caller, inbound, message
         self.resolved = resolved
@@ -93,8 +94,8 @@ class ToolCall:
         self.upstream_called = False
         #: The upstream answered (2xx): the call ran, whatever its answer holds.
         self.upstream_answered = False
-        #: The id the request goes upstream with (never the client's: gateway/mcp/answers.py).
-        self.upstream_id = upstream_request_id()
+        #: The id the request goes upstream with (never the client's: gateway/mcp/upstream_ids.py).
+        self.upstream_id = upstream_id
 
     # --- before the upstream -------------------------------------------------------------------
 
