@@ -79,7 +79,8 @@ async def rewritten_sse(response: httpx2.Response, server: McpServer, request_id
                         notify: Notify | None = None) -> AsyncGenerator[bytes, None]:
     """The SSE answer as it arrives, the frame with the response to `request_id` rewritten
     (with the client's id), and the server's notifications before it passed through `notify`.
-    It ends with the response frame: the response is the last message of a request's stream.
+    It ends with the response frame: the response is the last message of a request's stream
+    (a stream that ends before it is the upstream's error).
 
     Every message goes out as the gateway read it, encoded again, so that no client reads a
     frame differently; an unfinished frame at the end of the stream is dropped."""
@@ -103,6 +104,8 @@ async def rewritten_sse(response: httpx2.Response, server: McpServer, request_id
     except MalformedStream as exc:
         raise UpstreamUnavailable(f"The MCP server {server.name!r} sent a malformed event "
                                   f"stream: {exc}") from None
+    raise UpstreamUnavailable(f"The MCP server {server.name!r} ended its stream without "
+                              f"answering.")
 
 
 async def server_stream(response: httpx2.Response, server: McpServer

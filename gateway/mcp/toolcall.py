@@ -28,7 +28,6 @@ from gateway.errors import (
     PolicyRefused,
     QuotaRefused,
     QuotaUnavailable,
-    UpstreamUnavailable,
 )
 from gateway.http.wire import Inbound, Outbound, OwnedStream
 from gateway.identity.keys import Caller
@@ -265,13 +264,7 @@ class ToolCall:
                                               self._notification)) as frames:
                 async for frame in frames:
                     yield frame
-            if not self.answered:  # the stream ended without the answer: say so in-band
-                status, outcome = 502, "upstream_error"
-                ended = UpstreamUnavailable(f"The MCP server {self.server.name!r} ended its "
-                                            f"stream without answering.")
-                yield b"data: " + orjson.dumps(error_message(self.message.id, ended)) + b"\n\n"
-            else:
-                status, outcome = self._outcome()
+            status, outcome = self._outcome()
         except GatewayError as error:
             status, outcome = error.status, "upstream_error"
             yield b"data: " + orjson.dumps(error_message(self.message.id, error)) + b"\n\n"

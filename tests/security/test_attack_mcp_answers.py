@@ -416,3 +416,16 @@ def test_an_answer_under_another_success_status_is_governed(gateway: Gateway, ho
     assert EMAIL not in response.text
     (answer,) = messages_of(response)
     assert answer["result"]["content"][0]["text"] == "mail [REDACTED:EMAIL]"
+
+
+@pytest.mark.parametrize("method", ["ping", "tools/list", "tools/call"])
+def test_a_stream_that_ends_without_the_answer_says_so(gateway: Gateway, hostile: Hostile,
+                                                       method: str) -> None:
+    note = {"jsonrpc": "2.0", "method": "notifications/message",
+            "params": {"level": "info", "data": "working"}}
+    hostile.script = lambda request: as_sse(note)
+    response = gateway.post({"jsonrpc": "2.0", "id": 3, "method": method,
+                             "params": {"name": "lookup", "arguments": {}}})
+    relayed = messages_of(response)
+    assert relayed[0] == note
+    assert relayed[1]["id"] == 3 and relayed[1]["error"]["code"] == -32002
