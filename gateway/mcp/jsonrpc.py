@@ -23,6 +23,7 @@ from gateway.errors import (
     RequestTooLarge,
     UpstreamError,
 )
+from gateway.policy.json_strings import MAX_JSON_DEPTH, json_depth
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -74,6 +75,9 @@ def parse_message(body: bytes) -> Message:
     if isinstance(value, list):
         raise McpInvalidMessage("Invalid Request: MCP sends one JSON-RPC message per request; "
                                 "batches are not supported.")
+    if json_depth(value) > MAX_JSON_DEPTH:  # the gateway could not forward it again
+        raise McpInvalidMessage(f"Invalid Request: the message is nested more than "
+                                f"{MAX_JSON_DEPTH} levels deep.")
     if not isinstance(value, dict) or value.get("jsonrpc") != "2.0":
         raise McpInvalidMessage('Invalid Request: expected a JSON-RPC 2.0 object with '
                                 '"jsonrpc": "2.0".')

@@ -22,14 +22,14 @@ from gateway.mcp.settings import McpServer
 from gateway.mcp.tools import (
     NOT_TEXT_KEYS,
     holding_result,
-    map_strings,
-    map_strings_found,
     mcp_facts,
     redact_result,
     result_text,
     tool_call_params,
     tool_facts,
 )
+from gateway.policy.json_strings import map_strings
+from gateway.policy.json_strings import strings_found as map_strings_found
 
 PROMPT_TARGET = "mcp_prompt"
 RESOURCE_TARGET = "mcp_resource"
@@ -89,7 +89,8 @@ def _read_text(key: str) -> Callable[[JSON], str]:
 def _redact_read(key: str) -> Callable[[JSON, dsl.Redactor], JSON]:
     def redact(result: JSON, redactor: dsl.Redactor) -> JSON:
         return {**result, key: map_strings(result.get(key) or [],
-                                           lambda text: redactor.apply(text)[0], NOT_READ_KEYS)}
+                                           lambda text: redactor.apply(text)[0], NOT_READ_KEYS,
+                                           keys=False)}  # the protocol's field names
     return redact
 
 

@@ -6,23 +6,32 @@ it is. The governed route also needs a Policy Gateway plan, reads each POSTed me
 malformed ones with the JSON-RPC error the protocol defines, governs `tools/call`,
 `prompts/get` and `resources/read` (gateway/mcp/toolcall.py), filters `tools/list`,
 `prompts/list`, `resources/list` and `resources/templates/list` by the policy (and tools by the
-configuration: gateway/mcp/listing.py), and relays everything else (initialize, notifications, server
-streams, session end) unchanged.
+configuration: gateway/mcp/listing.py), and relays everything else: other requests answered
+unchanged, notifications acknowledged, the server's stream message by message, the session's
+end. Every request goes upstream under an id of the gateway's (gateway/mcp/upstream_ids.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from contextlib import aclosing
 from typing import Any
 
 import orjson
 import trio
 
 import dsl
+from gateway.adapters.base import JSON
 from gateway.errors import GatewayError, McpInvalidMessage, McpMethodNotFound, PolicyNotLinked
 from gateway.http.wire import Inbound, Outbound, OwnedStream
-from gateway.mcp.answers import is_sse, rewritten_json, rewritten_sse
+from gateway.mcp.answers import (
+    Rewrite,
+    is_sse,
+    rewritten_json,
+    rewritten_sse,
+    server_stream,
+)
 from gateway.mcp.jsonrpc import (
     CLIENT_METHODS,
     Message,
@@ -35,6 +44,7 @@ from gateway.mcp.listing import LISTINGS, Listing, filter_listed
 from gateway.mcp.relay import McpUpstreams, read_bounded, relayed_body, relayed_headers
 from gateway.mcp.settings import McpServer
 from gateway.mcp.toolcall import Resolved, ToolCall
+from gateway.mcp.upstream_ids import UpstreamIds
 from gateway.policy.governance import read_gateway_fields
 from gateway.state import GatewayState
 from gateway.surfaces.policy import PolicySurface
@@ -46,6 +56,7 @@ class McpSurface:
     def __init__(self, state: GatewayState, governed: PolicySurface,
                  upstreams: McpUpstreams) -> None:
         self.state, self.governed, self.upstreams = state, governed, upstreams
+        self.upstream_ids = UpstreamIds()
 
     def transparent(self, server: McpServer) -> Handler:
         async def handle(inbound: Inbound) -> Outbound:
@@ -72,7 +83,7 @@ class McpSurface:
             if inbound.method != "POST":  # the server's stream (GET) or the session's end
                 # No resumption: a replayed stream could carry a tool's answer ungoverned.
                 headers = {k: v for k, v in inbound.headers.items() if k != "last-event-id"}
-                return await self._relay(server, inbound, b"", headers)
+                return await self._server_stream(server, inbound, headers)
             message = parse_message(inbound.body)
             # The server gets the message as the gateway read it: JSON parsers differ on which
             # of two equal keys wins, and the policy must decide what the server runs.
@@ -96,12 +107,23 @@ class McpSurface:
         if message.is_request and method not in CLIENT_METHODS:
             raise McpMethodNotFound(f"Method not found: {method!r}.")
         check_routing_headers(inbound.headers, message)
+        # The caller's session: only its own requests are named by its cancellations.
+        owner = (resolved.caller.account.id, resolved.caller.user_id, server.name,
+                 inbound.headers.get("mcp-session-id"))
+        if not message.is_request:
+            if method == "notifications/cancelled":
+                inbound = dataclasses.replace(inbound, body=orjson.dumps(
+                    self.upstream_ids.cancellation(owner, message.raw)))
+            return await self._acknowledged(server, inbound)
+        upstream_id = self.upstream_ids.new(owner, message.id)
         if method in KINDS:
             return await ToolCall(self.state, self.upstreams, server, resolved, inbound,
-                                  message).run()
+                                  message, upstream_id).run()
         if method in LISTINGS:
-            return await self._list(LISTINGS[method], server, resolved, inbound, message)
-        return await self._relay(server, inbound, inbound.body)
+            return await self._list(LISTINGS[method], server, resolved, inbound, message,
+                                    upstream_id)
+        # initialize, ping, completions...: answered, not decided
+        return await self._answered(server, inbound, message, _unchanged, upstream_id)
 
     async def _relay(self, server: McpServer, inbound: Inbound, body: bytes,
                      headers: Mapping[str, str] | None = None) -> Outbound:
@@ -115,8 +137,36 @@ class McpSurface:
                         stream=OwnedStream(relayed_body(response, server, deadline),
                                            response.aclose))
 
+    async def _server_stream(self, server: McpServer, inbound: Inbound,
+                             headers: Mapping[str, str]) -> Outbound:
+        """The server's own stream (GET), with its requests and notifications as the gateway
+        read them, or the session's end (DELETE)."""
+        response = await self.upstreams.open(server, inbound.method, headers, b"")
+        if not 200 <= response.status_code < 300:  # 405 from a server without the stream
+            return Outbound(status=response.status_code, headers=relayed_headers(response),
+                            stream=OwnedStream(relayed_body(response, server, None),
+                                               response.aclose))
+        frames = server_stream(response, server) if is_sse(response) else _nothing()
+        return Outbound(status=response.status_code, headers=relayed_headers(response),
+                        stream=OwnedStream(frames, response.aclose))
+
+    async def _acknowledged(self, server: McpServer, inbound: Inbound) -> Outbound:
+        """A notification or a response to a server's request, relayed: the server accepts it
+        (202) and sends nothing back that a client could take for an answer."""
+        response = await self.upstreams.open(server, "POST", inbound.headers, inbound.body)
+        headers = relayed_headers(response)
+        deadline = trio.current_time() + server.total_timeout
+        try:
+            if not 200 <= response.status_code < 300:
+                return Outbound(status=response.status_code, headers=headers,
+                                body=await read_bounded(response, server, deadline))
+        finally:
+            await response.aclose()
+        return Outbound(status=202, headers=[(k, v) for k, v in headers if k != "content-type"],
+                        body=b"")
+
     async def _list(self, listing: Listing, server: McpServer, resolved: Resolved,
-                    inbound: Inbound, message: Message) -> Outbound:
+                    inbound: Inbound, message: Message, request_id: str) -> Outbound:
         """The upstream's list of tools, prompts, resources or resource templates without the
         entries the policy always refuses (enforced) for this caller, nor the tools the
         configuration denies."""
@@ -127,18 +177,29 @@ class McpSurface:
             return {**answer, "result": filter_listed(listing, result, server, refused)} if (
                 isinstance(result, dict)) else answer
 
-        response = await self.upstreams.open(server, "POST", inbound.headers, inbound.body)
+        return await self._answered(server, inbound, message, rewrite, request_id)
+
+    async def _answered(self, server: McpServer, inbound: Inbound, message: Message,
+                        rewrite: Rewrite, request_id: str) -> Outbound:
+        """The server's answer to a request, JSON or SSE, its response rewritten; it goes
+        upstream under `request_id`, an id of the gateway's, so that no other message in the
+        answer passes for the response (gateway/mcp/answers.py)."""
+        body = orjson.dumps({**message.raw, "id": request_id})
+        response = await self.upstreams.open(server, "POST", inbound.headers, body)
         headers = relayed_headers(response)
         deadline = trio.current_time() + server.total_timeout
-        if response.status_code == 200 and is_sse(response):
-            frames = rewritten_sse(response, server, message.id, rewrite, deadline)
+        answered = 200 <= response.status_code < 300  # a client reads any 2xx body
+        if answered and is_sse(response):
+            frames = _in_band_errors(message.id, rewritten_sse(
+                response, server, request_id, message.id, rewrite, deadline))
             return Outbound(status=200, headers=headers,
                             stream=OwnedStream(frames, response.aclose))
         try:
-            if response.status_code != 200:
+            if not answered:  # the server's HTTP error (an expired session's 404)
                 return Outbound(status=response.status_code, headers=headers,
                                 body=await read_bounded(response, server, deadline))
-            body = await rewritten_json(response, server, message.id, rewrite, deadline)
+            body = await rewritten_json(response, server, request_id, message.id, rewrite,
+                                        deadline)
         finally:
             await response.aclose()
         return Outbound(status=200, headers=headers, body=body)
@@ -166,12 +227,32 @@ class McpSurface:
         return refused
 
 
+def _unchanged(answer: JSON) -> JSON:
+    return answer
+
+
 def _in_band(request_id: Any, error: GatewayError) -> Outbound:
     """A JSON-RPC error answering request `request_id`: HTTP 200, so that MCP clients hand it
     to the caller of the request rather than failing the transport (a message without an id
     gets the error's HTTP status)."""
     status = 200 if request_id is not None else error.status
     return Outbound.json(status, error_message(request_id, error), list(error.headers.items()))
+
+
+async def _nothing() -> AsyncGenerator[bytes, None]:
+    return
+    yield  # an async generator without an item
+
+
+async def _in_band_errors(request_id: Any, frames: AsyncGenerator[bytes, None]
+                          ) -> AsyncGenerator[bytes, None]:
+    """`frames`, and the error that ends them as the JSON-RPC error answering the request."""
+    try:
+        async with aclosing(frames):
+            async for frame in frames:
+                yield frame
+    except GatewayError as error:
+        yield b"data: " + orjson.dumps(error_message(request_id, error)) + b"\n\n"
 
 
 def _request_id(body: bytes) -> Any:

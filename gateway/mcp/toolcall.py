@@ -28,7 +28,6 @@ from gateway.errors import (
     PolicyRefused,
     QuotaRefused,
     QuotaUnavailable,
-    UpstreamUnavailable,
 )
 from gateway.http.wire import Inbound, Outbound, OwnedStream
 from gateway.identity.keys import Caller
@@ -41,12 +40,12 @@ from gateway.mcp.settings import McpServer
 from gateway.mcp.tools import (
     MCP_SURFACE,
     error_with_policy,
-    map_strings,
-    map_strings_found,
     with_policy,
 )
 from gateway.policy.decide import decide_input, decide_output, moderation_blocked, refusal
 from gateway.policy.governance import GatewayFields, Governance, escalation_paths
+from gateway.policy.json_strings import map_strings
+from gateway.policy.json_strings import strings_found as map_strings_found
 from gateway.policy.lifecycle import Effect, Phase, Release, RequestLifecycle, Settle
 from gateway.policy.records import policy_event
 from gateway.quota.limits import QuotaRequest, Reservation
@@ -76,7 +75,8 @@ class Resolved:
 
 class ToolCall:
     def __init__(self, state: GatewayState, upstreams: McpUpstreams, server: McpServer,
-                 resolved: Resolved, inbound: Inbound, message: Message) -> None:
+                 resolved: Resolved, inbound: Inbound, message: Message, upstream_id: str
+                 ) -> None:
         self.state, self.upstreams, self.server = state, upstreams, server
         self.caller, self.inbound, self.message = resolved.caller, inbound, message
         self.resolved = resolved
@@ -91,6 +91,10 @@ class ToolCall:
         self.reservation: Reservation | None = None
         self.answered = False
         self.upstream_called = False
+        #: The upstream answered (2xx): the call ran, whatever its answer holds.
+        self.upstream_answered = False
+        #: The id the request goes upstream with (never the client's: gateway/mcp/upstream_ids.py).
+        self.upstream_id = upstream_id
 
     # --- before the upstream -------------------------------------------------------------------
 
@@ -195,11 +199,10 @@ class ToolCall:
         redactor = decision.obligations.redactor
         if gov.enforced and redactor is not None and arguments:
             arguments = map_strings(arguments, lambda text: redactor.apply(text)[0])
-        body = self.inbound.body
+        raw = {**self.message.raw, "id": self.upstream_id}
         if arguments is not self.arguments:
-            raw = self.message.raw
-            body = orjson.dumps({**raw, "params": {**raw["params"], "arguments": arguments}})
-        return await self._forward(body)
+            raw["params"] = {**raw["params"], "arguments": arguments}
+        return await self._forward(orjson.dumps(raw))
 
     async def _escalate(self) -> Outbound:
         assert self.gov is not None
@@ -223,17 +226,18 @@ class ToolCall:
         self.upstream_seconds = time.perf_counter() - sent
         headers = relayed_headers(response)
         deadline = trio.current_time() + self.server.total_timeout
-        if response.status_code != 200:  # the upstream's own HTTP error, relayed as it is
+        if not 200 <= response.status_code < 300:  # the upstream's HTTP error, relayed as is
             try:
                 content = await read_bounded(response, self.server, deadline)
             finally:
                 await response.aclose()
             await self._end(response.status_code, "upstream_error")
             return Outbound(status=response.status_code, headers=headers, body=content)
+        self.upstream_answered = True  # any 2xx: a client would read its body
         if not is_sse(response):
             try:
-                content = await rewritten_json(response, self.server, self.message.id,
-                                               self._rewrite, deadline)
+                content = await rewritten_json(response, self.server, self.upstream_id,
+                                               self.message.id, self._rewrite, deadline)
             finally:
                 await response.aclose()
             self.upstream_seconds = time.perf_counter() - sent
@@ -255,18 +259,12 @@ class ToolCall:
                       ) -> AsyncGenerator[bytes, None]:
         status, outcome = 499, "client_disconnected"
         try:
-            async with aclosing(rewritten_sse(response, self.server, self.message.id,
-                                              self._rewrite, deadline,
+            async with aclosing(rewritten_sse(response, self.server, self.upstream_id,
+                                              self.message.id, self._rewrite, deadline,
                                               self._notification)) as frames:
                 async for frame in frames:
                     yield frame
-            if not self.answered:  # the stream ended without the answer: say so in-band
-                status, outcome = 502, "upstream_error"
-                ended = UpstreamUnavailable(f"The MCP server {self.server.name!r} ended its "
-                                            f"stream without answering.")
-                yield b"data: " + orjson.dumps(error_message(self.message.id, ended)) + b"\n\n"
-            else:
-                status, outcome = self._outcome()
+            status, outcome = self._outcome()
         except GatewayError as error:
             status, outcome = error.status, "upstream_error"
             yield b"data: " + orjson.dumps(error_message(self.message.id, error)) + b"\n\n"
@@ -283,7 +281,7 @@ class ToolCall:
         """Tell the upstream the client is gone, so that it stops the tool (MCP's
         `notifications/cancelled`); closing the connection alone does not stop it."""
         note = {"jsonrpc": "2.0", "method": "notifications/cancelled",
-                "params": {"requestId": self.message.id, "reason": "client disconnected"}}
+                "params": {"requestId": self.upstream_id, "reason": "client disconnected"}}
         with trio.move_on_after(self.server.connect_timeout):
             try:
                 response = await self.upstreams.open(self.server, "POST", self.inbound.headers,
@@ -302,7 +300,7 @@ class ToolCall:
         if not isinstance(result, dict) and not isinstance(error, dict):
             return message
         text = self.kind.result_text(result) if isinstance(result, dict) else "\n".join(
-            map_strings_found(error))
+            map_strings_found(error, keys=True, fixed_levels=1))
         if self.policy.has_output_rules:
             gov.update(decide_output([self.policy], self._answered(text), text, gov.decision))
         decision = gov.decision
@@ -317,7 +315,7 @@ class ToolCall:
             return {**message, "result": with_policy(result, gov.policy_object())}
         assert isinstance(error, dict)
         if redactor is not None:
-            error = map_strings(error, lambda t: redactor.apply(t)[0])
+            error = map_strings(error, lambda t: redactor.apply(t)[0], fixed_levels=1)
         return {**message, "error": error_with_policy(error, gov.policy_object())}
 
     def _notification(self, message: JSON) -> JSON | None:
@@ -329,7 +327,7 @@ class ToolCall:
         params = message.get("params")
         if not self.policy.has_output_rules or not isinstance(params, dict):
             return message
-        text = "\n".join(map_strings_found(params, NOT_READ_PARAMS))
+        text = "\n".join(map_strings_found(params, NOT_READ_PARAMS, keys=True, fixed_levels=1))
         if not text:
             return message
         gov = self.gov
@@ -340,7 +338,7 @@ class ToolCall:
         if redactor is None:
             return message
         return {**message, "params": map_strings(params, lambda t: redactor.apply(t)[0],
-                                                 NOT_READ_PARAMS)}
+                                                 NOT_READ_PARAMS, fixed_levels=1)}
 
     def _answered(self, text: str) -> dsl.RequestFacts:
         """The facts with what the tool answered (or said while it ran): `tool_result`."""
@@ -364,9 +362,11 @@ class ToolCall:
                 event = self._record([effect])
             elif self.reservation is None:
                 continue
-            # A call the upstream ran counts, although it used no tokens; one refused before
-            # it, or that the upstream failed, is given back.
-            elif self.upstream_called and outcome != "upstream_error":
+            # A call the upstream ran counts, although it used no tokens, and so does one it
+            # answered with HTTP 200 whatever the answer holds; one refused before it, or
+            # that the upstream failed to take, is given back.
+            elif self.upstream_answered or (self.upstream_called
+                                            and outcome != "upstream_error"):
                 await self.state.quotas.settle(self.reservation, 0, 0)
             else:
                 await self.state.quotas.release(self.reservation)

@@ -10,9 +10,7 @@ those texts keep their meaning.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 import orjson
 
@@ -20,6 +18,8 @@ import dsl
 from gateway.adapters.base import JSON
 from gateway.errors import McpInvalidParams
 from gateway.mcp.settings import McpServer
+from gateway.policy.json_strings import map_strings
+from gateway.policy.json_strings import strings_found as map_strings_found
 
 MCP_SURFACE = "mcp"
 MCP_TARGET = "mcp_tool"
@@ -69,32 +69,6 @@ def listed_tool_facts(server: McpServer, name: str, *, target: str | None,
 NOT_TEXT_KEYS = frozenset({"type", "mimeType", "data", "blob"})
 
 
-def map_strings(value: Any, rewrite: Callable[[str], str],
-                skip: frozenset[str] = frozenset()) -> Any:
-    """`value` (any JSON) with every string value rewritten, except under the keys in `skip`;
-    keys themselves are left alone."""
-    if isinstance(value, str):
-        return rewrite(value)
-    if isinstance(value, list):
-        return [map_strings(item, rewrite, skip) for item in value]
-    if isinstance(value, dict):
-        return {key: item if key in skip else map_strings(item, rewrite, skip)
-                for key, item in value.items()}
-    return value
-
-
-def map_strings_found(value: Any, skip: frozenset[str] = frozenset()) -> list[str]:
-    """Every string value in `value` (any JSON), except under the keys in `skip`."""
-    found: list[str] = []
-
-    def note(text: str) -> str:
-        found.append(text)
-        return text
-
-    map_strings(value, note, skip)
-    return found
-
-
 def result_text(result: JSON) -> str:
     """What `output` rules read of a tool result: every text of its content blocks (text,
     embedded resources' text, links' names and URIs), and its structured content as JSON."""
@@ -110,8 +84,9 @@ def redact_result(result: JSON, redactor: dsl.Redactor) -> JSON:
     def redact(text: str) -> str:
         return redactor.apply(text)[0]
 
+    # Content blocks have the protocol's field names; structured content is the tool's own.
     redacted = {**result, "content": map_strings(result.get("content") or [], redact,
-                                                 NOT_TEXT_KEYS)}
+                                                 NOT_TEXT_KEYS, keys=False)}
     if "structuredContent" in result:
         redacted["structuredContent"] = map_strings(result["structuredContent"], redact)
     return redacted

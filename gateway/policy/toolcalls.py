@@ -33,6 +33,7 @@ from gateway.adapters.base import RemoveFn
 from gateway.errors import InvalidRequest
 from gateway.policy.decide import decide_input, moderation_blocked, refusal
 from gateway.policy.governance import Governance, combine, escalation_paths
+from gateway.policy.json_strings import MAX_JSON_DEPTH, json_depth, map_strings
 
 #: What a tool call's verdict is recorded as in the `policy` object and the event.
 ToolRecord = dict[str, Any]
@@ -132,26 +133,19 @@ class ToolJudge:
 
 
 def redacted_arguments(arguments: str, redactor: dsl.Redactor) -> str:
-    """Arguments JSON text with every string value redacted; still valid JSON. Text that is
-    not JSON (a custom tool's free-form input) is redacted as text."""
+    """Arguments JSON text with every string redacted, object keys included; still valid JSON.
+    Text that is not JSON (a custom tool's free-form input), or JSON nested too deep to write
+    again, is redacted as text."""
     try:
         value = orjson.loads(arguments)
     except orjson.JSONDecodeError:
         return redactor.apply(arguments)[0]
-    redacted = _map_strings(value, lambda text: redactor.apply(text)[0])
+    if json_depth(value) > MAX_JSON_DEPTH:  # deeper than orjson writes again
+        return redactor.apply(arguments)[0]
+    redacted = map_strings(value, lambda text: redactor.apply(text)[0])
     if redacted == value:
         return arguments  # nothing to redact: the model's own spelling goes out
     return orjson.dumps(redacted).decode()
-
-
-def _map_strings(value: Any, rewrite: Any) -> Any:
-    if isinstance(value, str):
-        return rewrite(value)
-    if isinstance(value, list):
-        return [_map_strings(item, rewrite) for item in value]
-    if isinstance(value, dict):
-        return {key: _map_strings(item, rewrite) for key, item in value.items()}
-    return value
 
 
 def policy_refuses_tool(policies: Iterable[dsl.CompiledPolicy], facts: dsl.RequestFacts,

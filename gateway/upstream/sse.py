@@ -33,7 +33,13 @@ class Frame:
 def parse_frame(raw: bytes) -> Frame:
     event: str | None = None
     data_lines: list[str] = []
-    for line in raw.decode("utf-8", errors="strict").splitlines():
+    text = raw.decode("utf-8", errors="strict")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    # Only CR, LF and CRLF end a line in an event stream: `str.splitlines()` would also break
+    # on U+2028, U+0085 and others, which JSON carries unescaped inside a string, and read a
+    # frame differently from every client.
+    for line in text.split("\n"):
         if not line or line.startswith(":"):
             continue
         name, sep, value = line.partition(":")

@@ -30,6 +30,7 @@ from gateway.mcp.tools import (
     tool_facts,
     with_policy,
 )
+from gateway.mcp.upstream_ids import UpstreamIds
 
 
 def test_servers_read_headers_from_the_environment_and_validate() -> None:
@@ -170,3 +171,17 @@ async def test_upstream_gets_its_credentials_and_the_transport_headers_only() ->
     assert "cookie" not in kept and "x-policy-user" not in kept
     assert kept["mcp-session-id"] == "abc" and kept["mcp-name"] == "echo"
     assert kept["mcp-param-region"] == "eu" and "mcp-param-region" not in rewritten
+
+
+def test_upstream_ids_map_a_cancellation_only_for_its_owner() -> None:
+    ids = UpstreamIds(remembered=2)
+    first = ids.new("alice", 7)
+    assert first.startswith("gateway-") and ids.new("alice", 8) != first
+    cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled",
+              "params": {"requestId": 7, "reason": "stop"}}
+    assert ids.cancellation("alice", cancel)["params"] == {"requestId": first, "reason": "stop"}
+    assert ids.cancellation("mallory", cancel) == cancel  # not hers: goes as it came
+    assert ids.cancellation("alice", {"jsonrpc": "2.0", "method": "notifications/cancelled"}
+                            ) == {"jsonrpc": "2.0", "method": "notifications/cancelled"}
+    ids.new("bob", 1)  # the oldest is forgotten
+    assert ids.cancellation("alice", cancel) == cancel

@@ -68,3 +68,20 @@ def test_encode_parse_round_trip():
     raw = encode_frame('{"a":1}', event="content_block_delta")
     assert raw == b'event: content_block_delta\ndata: {"a":1}\n\n'
     assert parse_frame(raw) == Frame(raw, "content_block_delta", '{"a":1}')
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\u0085", "\x0b", "\x0c", "\x1c",
+                                       "\x1d", "\x1e"])
+def test_only_cr_and_lf_end_a_line(separator: str):
+    # JSON carries these unescaped inside a string; a line break there would cut the data.
+    data = '{"text":"a' + separator + 'b"}'
+    assert frames_of([("data: " + data + "\n\n").encode()]) == [(None, data)]
+    assert parse_frame(("event: x" + separator + "y\ndata: 1\n\n").encode()).event == (
+        "x" + separator + "y")
+
+
+@pytest.mark.parametrize("terminator", [b"\r\n", b"\r", b"\n"])
+def test_every_line_terminator_of_the_spec(terminator: bytes):
+    raw = terminator.join([b"event: e", b"data: a", b"data: b", b"", b""])
+    assert frames_of([raw]) == [("e", "a\nb")]
+    assert parse_frame(raw) == Frame(raw, "e", "a\nb")

@@ -17,6 +17,7 @@ from pathlib import Path
 import anyio
 import uvicorn
 from mcp.server.fastmcp import Context, FastMCP
+from pydantic import BaseModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 UPSTREAM_SECRET = "upstream-mcp-secret"
@@ -105,6 +106,25 @@ async def with_progress(steps: int, ctx: Context) -> str:  # type: ignore[type-a
         await ctx.report_progress(step + 1, steps)
         await ctx.info(f"step {step + 1}")
     return f"done in {steps} steps"
+
+
+@server.tool()
+def contacts_by_mail() -> dict[str, dict[str, str]]:
+    """Contacts keyed by their e-mail address: personal data in the structured result's keys."""
+    return {"jane.doe@example.com": {"name": "Jane"}, "john.roe@example.com": {"name": "John"}}
+
+
+class Confirmation(BaseModel):
+    confirmed: bool
+
+
+@server.tool()
+async def confirm_then_lookup(name: str, ctx: Context) -> str:  # type: ignore[type-arg]
+    """Asks the client (an elicitation, a request of the server's) before answering."""
+    answer = await ctx.elicit(f"Look up {name}?", schema=Confirmation)
+    if answer.action != "accept" or not answer.data.confirmed:
+        return "not looked up"
+    return f"{name}: jane.doe@example.com"
 
 
 class RequireCredential:

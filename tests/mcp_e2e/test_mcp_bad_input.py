@@ -115,6 +115,32 @@ def test_client_leaving_mid_call_cancels_the_upstream_tool(mcp_gateway: McpGatew
     assert event["outcome"] == "client_disconnected" and event["tool"] == {"name": "slow"}
 
 
+def test_a_cancellation_under_the_clients_id_stops_the_upstream_tool(
+        mcp_gateway: McpGateway) -> None:
+    """The call went upstream under an id of the gateway's; the client's cancellation names
+    its own, and the gateway puts the upstream one in. Another caller's cancellation of the
+    same id (another key, the same session) names nothing."""
+    assert mcp_gateway.upstream is not None
+    marker = mcp_gateway.upstream.markers / "cancelled-asked"
+    headers = _initialized_session(mcp_gateway)
+    sent = {"authorization": f"Bearer {mcp_gateway.keys['proj_tools']}",
+            "accept": "application/json, text/event-stream", **headers}
+    cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled",
+              "params": {"requestId": 41, "reason": "user pressed stop"}}
+    with httpx2.stream("POST", mcp_gateway.url + GOVERNED, headers=sent, timeout=30,
+                      json=_call("slow", {"seconds": 20, "tag": "asked"}, 41)) as response:
+        assert response.status_code == 200
+        other = jsonrpc(mcp_gateway, GOVERNED, cancel, project="proj_quota", headers=headers)
+        assert other.status_code == 202
+        time.sleep(0.5)
+        assert not marker.exists()  # another caller cannot cancel the call
+        assert jsonrpc(mcp_gateway, GOVERNED, cancel, headers=headers).status_code == 202
+        deadline = time.monotonic() + 10
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists()
+
+
 def test_tool_call_without_id_is_refused_not_run(mcp_gateway: McpGateway) -> None:
     note = {"jsonrpc": "2.0", "method": "tools/call",
             "params": {"name": "delete_records", "arguments": {"table": "t"}}}

@@ -184,6 +184,17 @@ def test_phone_numbers_in_arguments_are_redacted_keeping_json(governed: Any, moc
 
 
 @by_surface
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
+def test_phone_numbers_in_argument_keys_are_redacted(governed: Any, mock: Any, surface: str,
+                                                     stream: bool) -> None:
+    arguments = '{"numbers": {"+1 415 555 0100": "office", "+1 415 555 0199": "home"}}'
+    status, raw = raw_call(governed, surface, "proj_model_tools", stream,
+                           scenario(new_user(), ("send_sms", [arguments[:20], arguments[20:]])))
+    assert status == 200 and b"555 01" not in raw
+    assert b"REDACTED:PHONE] (2)" in raw  # both entries kept
+
+
+@by_surface
 def test_in_shadow_a_refused_tool_call_passes_and_is_recorded(governed: Any, mock: Any,
                                                               surface: str) -> None:
     user = new_user()
