@@ -93,9 +93,10 @@ class StreamGovernor:
         #: Closed blocks whose released text differs from the upstream's (redacted): "done"
         #: frames repeating them must carry what the client got.
         self._redacted: dict[Hashable, str] = {}
-        #: Tool calls decided, as (name, arguments sent): frames that repeat a call whole are
-        #: checked against them. And the blocks of the calls already decided.
-        self._sent_calls: set[tuple[str, str]] = set()
+        #: Tool calls decided, as (name, server, arguments sent): frames that repeat a call
+        #: whole are checked against them (a repeat naming another server is decided again).
+        #: And the blocks of the calls already decided.
+        self._sent_calls: set[tuple[str, str | None, str]] = set()
         self._closed_tools: set[Hashable] = set()
         #: Blocks opened so far, for APIs whose clients place blocks by the order they open.
         self._opened = 0
@@ -184,6 +185,13 @@ class StreamGovernor:
         if delta is not None:
             self.output_chars += len(delta.text)
             if self._monitor_factory is not None or (delta.held and self._judge is not None):
+                if self._judge is not None:
+                    # What the provider's tools returned and listed may ride on a delta frame
+                    # too (its `item` or `response`): decided before the frame is sent or kept
+                    # as the template of the frames that release the block.
+                    payload = self._provider_run(payload)
+                    if self.stopped:
+                        return self._stop()
                 return self._feed_delta(event, payload, delta)
         out = b""
         if self._tool_names and frame is not None:
@@ -203,6 +211,8 @@ class StreamGovernor:
             outgoing = adapter.map_stream_calls(event, outgoing, self._repeated_call)
             if self.stopped:
                 return out + self._stop()
+            # Last: "done" frames get back what the tool rules sent, and output rules' redaction
+            # of the provider's results and approvals applies to that.
             outgoing = self._provider_run(outgoing)
             if self.stopped:
                 return out + self._stop()
@@ -331,17 +341,23 @@ class StreamGovernor:
         if verdict.arguments != fed:
             # Redacted: an output rule may have redacted the text already; redact what it left.
             sent = verdict.arguments if sent == fed else self._judge.redacted(verdict, sent)
-        self._sent_calls.add((name, sent))
+        self._sent_calls.add((name, self._server_of(server), sent))
         return sent
 
     def _repeated_call(self, name: str, arguments: str, server: str | None = None) -> str:
         """A tool call a frame repeats whole (a snapshot, a "done" item): as sent when it was
         decided (a frame that does not name the tool matches on the arguments), else decided
         now, as the client reads it there."""
-        if (name, arguments) in self._sent_calls or (
-                not name and any(sent == arguments for _, sent in self._sent_calls)):
+        on = self._server_of(server)
+        if (name, on, arguments) in self._sent_calls or (not name and any(
+                sent == arguments and on in (None, decided_on)  # None: the frame names none
+                for _, decided_on, sent in self._sent_calls)):
             return arguments
         return self._judged(name, arguments, arguments, server)
+
+    def _server_of(self, label: str | None) -> str | None:
+        """The server a provider-run call's label stands for (None: not a provider's call)."""
+        return None if label is None or self._judge is None else self._judge.server_of(label)
 
     def _provider_run(self, payload: dict[str, Any]) -> dict[str, Any]:
         """`payload` with what the provider's tools returned and listed decided."""

@@ -367,3 +367,47 @@ def test_approval_arguments_are_read_by_output_rules_in_every_frame() -> None:
     # And in a whole answer.
     _, run, gov = whole(answer(refused))
     assert run.stopped and gov.decision.reason_code == "SECRET_OUTPUT"
+
+
+def test_results_and_listings_riding_on_a_delta_frame_are_read_before_it_goes_out() -> None:
+    # A hostile upstream puts a result and a listing in a frame that also carries an argument
+    # delta: the delta is held for the tool rules, and the rest must not go out unread.
+    shell = {"id": "resp_1", "object": "response", "status": "in_progress", "output": []}
+    riding = {"output": [mcp_call(SECRET), listing("edit_page", "read_page")]}
+    frames = [
+        {"type": "response.created", "response": shell},
+        {"type": "response.output_item.added", "output_index": 0,
+         "item": mcp_call(None, status="in_progress", arguments="")},
+        {"type": "response.mcp_call_arguments.delta", "output_index": 0, "item_id": "mcp_1",
+         "delta": '{"page": "Home"}', "response": riding},
+        {"type": "response.mcp_call_arguments.done", "output_index": 0, "item_id": "mcp_1",
+         "arguments": '{"page": "Home"}'}]
+    sent, gov = run_stream(frames)
+    assert gov.stopped and "0000" not in orjson.dumps(sent).decode()
+    assert gov.governance.decision.reason_code == "SECRET_OUTPUT"
+    # Without the secret the frame goes out with the listing filtered.
+    riding = {"output": [listing("edit_page", "read_page")]}
+    sent, gov = run_stream([*frames[:2], {**frames[2], "response": riding}, frames[3]])
+    listed = [tool["name"] for frame in sent for item in frame.get("response", {}).get(
+        "output", []) if item.get("type") == "mcp_list_tools" for tool in item["tools"]]
+    assert not gov.stopped and listed == ["read_page"]
+
+
+def test_a_call_named_on_one_server_and_finished_on_another_is_decided_on_both() -> None:
+    # Announced on `notes` (allowed), repeated whole on `wiki` (refused): the repeat is decided.
+    args = '{"page": "Home"}'
+    shell = {"id": "resp_1", "object": "response", "status": "in_progress", "output": []}
+    done = mcp_call("ok", name="edit_page", server="wiki")
+    frames = [
+        {"type": "response.created", "response": shell},
+        {"type": "response.output_item.added", "output_index": 0,
+         "item": mcp_call(None, name="edit_page", server="notes", status="in_progress",
+                          arguments="")},
+        {"type": "response.mcp_call_arguments.delta", "output_index": 0, "item_id": "mcp_1",
+         "delta": args},
+        {"type": "response.mcp_call_arguments.done", "output_index": 0, "item_id": "mcp_1",
+         "arguments": args},
+        {"type": "response.output_item.done", "output_index": 0, "item": done}]
+    sent, gov = run_stream(frames)
+    assert gov.stopped and gov.governance.decision.reason_code == "WIKI_WRITE"
+    assert all((f.get("item") or {}).get("server_label") != "wiki" for f in sent)
