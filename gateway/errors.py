@@ -256,7 +256,8 @@ class McpMethodNotFound(McpProtocolError):
 
 
 class McpInvalidParams(McpProtocolError):
-    """`tools/call` without a tool `name`, or with `arguments` that are not an object."""
+    """`tools/call` without a tool `name`, or with `arguments` that are not an object; a
+    `notifications/cancelled` whose `requestId` no request can have."""
 
     rpc_code = -32602
 

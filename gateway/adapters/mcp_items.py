@@ -17,19 +17,37 @@ Items stand in a whole answer's `output`, in a stream frame's `item`
 (`response.output_item.added` / `.done`), and in the `output` of a frame's `response` snapshot
 (`response.created` to `response.completed`). Every one of these places is read, whatever the
 frame's type: a hostile upstream chooses where it puts an item, and clients read it anywhere.
+A snapshot is read one level down only: a `response` inside the snapshot is no place a client
+reads items from. An item nested deeper than the gateway can encode again is the upstream's
+error, like any other answer the gateway cannot read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from gateway.adapters.base import JSON, ProviderRun
+from gateway.errors import UpstreamUnavailable
+from gateway.policy.json_strings import MAX_JSON_DEPTH, json_depth, map_strings, strings_found
+
+#: The item types this module decides.
+MCP_ITEMS = frozenset({"mcp_call", "mcp_list_tools", "mcp_approval_request"})
 
 
 def map_mcp_items(payload: JSON, run: ProviderRun) -> JSON:
     """`payload` with every `mcp_call` result decided and every `mcp_list_tools` listing
     filtered by `run`; the payload itself when nothing changes."""
+    mapped = _mapped_places(payload, run)
+    response = payload.get("response")
+    if isinstance(response, dict) and isinstance(response.get("output"), list):
+        new = _mapped_places(response, run)
+        if new is not response:
+            mapped = {**mapped, "response": new}
+    return mapped
+
+
+def _mapped_places(payload: JSON, run: ProviderRun) -> JSON:
+    """`payload` with the items of its `output` and its `item` decided."""
     mapped = payload
     output = payload.get("output")
     if isinstance(output, list):
@@ -41,11 +59,6 @@ def map_mcp_items(payload: JSON, run: ProviderRun) -> JSON:
         new = _mapped_item(item, run)
         if new is not item:
             mapped = {**mapped, "item": new}
-    response = payload.get("response")
-    if isinstance(response, dict) and isinstance(response.get("output"), list):
-        new = map_mcp_items(response, run)
-        if new is not response:
-            mapped = {**mapped, "response": new}
     return mapped
 
 
@@ -56,9 +69,11 @@ def _mapped_items(items: list[Any], run: ProviderRun) -> list[Any]:
 
 
 def _mapped_item(item: Any, run: ProviderRun) -> Any:
-    if not isinstance(item, dict):
+    if not isinstance(item, dict) or (kind := item.get("type")) not in MCP_ITEMS:
         return item
-    kind = item.get("type")
+    if json_depth(item) > MAX_JSON_DEPTH:  # what it holds could not be sent on
+        raise UpstreamUnavailable(
+            f"The upstream sent a {kind} item nested more than {MAX_JSON_DEPTH} levels deep.")
     if kind == "mcp_call":
         return _decided_call(item, run)
     if kind == "mcp_list_tools":
@@ -76,16 +91,15 @@ def _decided_call(item: JSON, run: ProviderRun) -> JSON:
     found = {key: item[key] for key in ("output", "error") if item.get(key) is not None}
     if not found:
         return item
-    text = "\n".join(text for value in found.values() for text in strings_in(value))
+    # Object keys are text the client reads as well (a structured error's), and are read and
+    # rewritten alike; keys a redaction makes equal stay distinct entries.
+    text = "\n".join(text for value in found.values()
+                     for text in strings_found(value, keys=True))
     rewrite = run.result(_text(item.get("name")), _text(item.get("arguments")),
                          _text(item.get("server_label")), text)
     mapped = item
     for key, value in found.items():
-        try:
-            new = map_strings(value, rewrite)
-        except RecursionError:
-            # Nested deeper than Python recurses: what goes out is its redacted text.
-            new = rewrite("\n".join(strings_in(value)))
+        new = map_strings(value, rewrite)
         if new != value:
             mapped = {**mapped, key: new}
     return mapped
@@ -101,35 +115,6 @@ def _filtered_listing(item: JSON, run: ProviderRun) -> JSON:
     shown = [tool for tool in tools if isinstance(tool, dict)
              and isinstance(name := tool.get("name"), str) and not run.hides_listed(name, server)]
     return item if len(shown) == len(tools) else {**item, "tools": shown}
-
-
-def strings_in(value: Any) -> list[str]:
-    """Every string in a JSON value, object keys included (a structured error's keys are text
-    the client reads as well), depth first."""
-    found: list[str] = []
-    stack = [value]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, str):
-            found.append(node)
-        elif isinstance(node, list):
-            stack.extend(reversed(node))
-        elif isinstance(node, dict):
-            for key, inner in reversed(node.items()):
-                stack.append(inner)
-                stack.append(key)
-    return found
-
-
-def map_strings(value: Any, rewrite: Callable[[str], str]) -> Any:
-    """`value` with `rewrite` applied to every string in it, object keys included."""
-    if isinstance(value, str):
-        return rewrite(value)
-    if isinstance(value, list):
-        return [map_strings(item, rewrite) for item in value]
-    if isinstance(value, dict):
-        return {rewrite(key): map_strings(inner, rewrite) for key, inner in value.items()}
-    return value
 
 
 def _text(value: Any) -> str:

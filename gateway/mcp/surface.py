@@ -107,15 +107,15 @@ class McpSurface:
         if message.is_request and method not in CLIENT_METHODS:
             raise McpMethodNotFound(f"Method not found: {method!r}.")
         check_routing_headers(inbound.headers, message)
-        # The caller's session: only its own requests are named by its cancellations.
-        owner = (resolved.caller.account.id, resolved.caller.user_id, server.name,
-                 inbound.headers.get("mcp-session-id"))
+        # The caller and its session: only its own requests are named by its cancellations.
+        caller = (resolved.caller.account.id, resolved.caller.user_id, server.name)
+        session = inbound.headers.get("mcp-session-id")
         if not message.is_request:
             if method == "notifications/cancelled":
                 inbound = dataclasses.replace(inbound, body=orjson.dumps(
-                    self.upstream_ids.cancellation(owner, message.raw)))
+                    self.upstream_ids.cancellation(caller, session, message.raw)))
             return await self._acknowledged(server, inbound)
-        upstream_id = self.upstream_ids.new(owner, message.id)
+        upstream_id = self.upstream_ids.new(caller, session, message.id)
         if method in KINDS:
             return await ToolCall(self.state, self.upstreams, server, resolved, inbound,
                                   message, upstream_id).run()

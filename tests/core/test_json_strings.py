@@ -10,7 +10,13 @@ import orjson
 import pytest
 
 import dsl
-from gateway.policy.json_strings import MAX_JSON_DEPTH, json_depth, map_strings, strings_found
+from gateway.policy.json_strings import (
+    MAX_JSON_DEPTH,
+    _distinct,
+    json_depth,
+    map_strings,
+    strings_found,
+)
 from gateway.policy.toolcalls import ToolJudge, redacted_arguments
 
 MCP_TOOLS = dsl.compile_policy(
@@ -45,6 +51,39 @@ def test_keys_a_rewrite_makes_equal_stay_distinct() -> None:
     value = {"a@x": 1, "b@x": 2, "*": 3, "* (2)": 4}
     assert map_strings(value, lambda text: "*" if "@" in text else text) == {
         "*": 1, "* (2)": 2, "* (3)": 3, "* (2) (2)": 4}
+
+
+class _CountedKeys(dict[str, Any]):
+    """An object being rebuilt that counts the key probes made against it."""
+
+    probes = 0
+
+    def __contains__(self, key: object) -> bool:
+        self.probes += 1
+        return super().__contains__(key)
+
+
+def test_keys_that_collide_cost_probes_linear_in_their_number() -> None:
+    # Keys that already hold the suffixes the collisions will want, then many collisions: the
+    # old scan from ` (2)` upwards took about n*n/2 probes (seconds for this n).
+    n = 20_000
+    target = _CountedKeys({f"* ({number})": 0 for number in range(2, n)})
+    target["*"] = 0
+    suffixes: dict[tuple[int, str], int] = {}
+    for _ in range(n):
+        target[_distinct(target, "*", suffixes)] = 1
+    assert len(target) == 2 * n - 1  # "*", " (2)" to " (n-1)", and n new ones
+    assert target.probes <= 3 * n
+
+
+def test_many_keys_redacted_to_one_text_keep_every_entry() -> None:
+    n = 20_000  # quadratic suffix search took about half a minute for this many
+    value = {f"u{index}@x.io": index for index in range(n)} | {"[EMAIL] (7)": "own"}
+    redacted = map_strings(value, lambda text: "[EMAIL]" if "@" in text else text)
+    assert len(redacted) == n + 1
+    assert sorted(redacted.values(), key=str) == sorted(value.values(), key=str)
+    assert redacted["[EMAIL]"] == 0 and redacted["[EMAIL] (6)"] == 5
+    assert redacted["[EMAIL] (7)"] == 6 and redacted["[EMAIL] (7) (2)"] == "own"
 
 
 def test_strings_are_found_in_document_order() -> None:

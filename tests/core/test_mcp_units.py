@@ -3,6 +3,8 @@ tool facts and the rewrites of arguments, results and tool lists."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx2
 import pytest
 
@@ -175,13 +177,50 @@ async def test_upstream_gets_its_credentials_and_the_transport_headers_only() ->
 
 def test_upstream_ids_map_a_cancellation_only_for_its_owner() -> None:
     ids = UpstreamIds(remembered=2)
-    first = ids.new("alice", 7)
-    assert first.startswith("gateway-") and ids.new("alice", 8) != first
+    first = ids.new("alice", "s1", 7)
+    assert first.startswith("gateway-") and ids.new("alice", "s1", 8) != first
     cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled",
               "params": {"requestId": 7, "reason": "stop"}}
-    assert ids.cancellation("alice", cancel)["params"] == {"requestId": first, "reason": "stop"}
-    assert ids.cancellation("mallory", cancel) == cancel  # not hers: goes as it came
-    assert ids.cancellation("alice", {"jsonrpc": "2.0", "method": "notifications/cancelled"}
+    assert ids.cancellation("alice", "s1", cancel)["params"] == {"requestId": first,
+                                                                 "reason": "stop"}
+    assert ids.cancellation("mallory", "s1", cancel) == cancel  # not hers: goes as it came
+    assert ids.cancellation("alice", "s2", cancel) == cancel  # another session's
+    assert ids.cancellation("alice", "s1", cancel | {"params": {"requestId": "7"}}) == (
+        cancel | {"params": {"requestId": "7"}})  # the string "7" is another id
+    assert ids.cancellation("alice", "s1", {"jsonrpc": "2.0", "method": "notifications/cancelled"}
                             ) == {"jsonrpc": "2.0", "method": "notifications/cancelled"}
-    ids.new("bob", 1)  # the oldest is forgotten
-    assert ids.cancellation("alice", cancel) == cancel
+    ids.new("bob", None, 1)  # the oldest is forgotten
+    assert ids.cancellation("alice", "s1", cancel) == cancel
+
+
+def test_upstream_ids_hold_a_digest_of_any_id_and_bound_each_caller() -> None:
+    ids = UpstreamIds(remembered=8, per_caller=3)
+    huge = "x" * 1_000_000
+    upstream = ids.new("alice", None, huge)
+    assert all(len(key) == 16 for entries in ids._by_caller.values() for key in entries)
+    assert ids.cancellation("alice", None, _cancel(huge))["params"]["requestId"] == upstream
+    bob = [ids.new("bob", None, number) for number in range(3)]
+    for number in range(100):  # a busy caller forgets its own requests, not anyone else's
+        ids.new("mallory", "s", number)
+    assert len(ids) == 7
+    assert ids.cancellation("alice", None, _cancel(huge))["params"]["requestId"] == upstream
+    assert [ids.cancellation("bob", None, _cancel(number))["params"]["requestId"]
+            for number in range(3)] == bob
+    assert ids.cancellation("mallory", "s", _cancel(96)) == _cancel(96)
+    assert ids.cancellation("mallory", "s", _cancel(97))["params"]["requestId"] != 97
+    for number in range(5):  # the overall bound: the oldest entries of all go first
+        ids.new(f"caller{number}", None, 0)
+    assert len(ids) == 8 and ids.cancellation("alice", None, _cancel(huge)) == _cancel(huge)
+
+
+@pytest.mark.parametrize("request_id", [[1], {}, True, 1.5, None])
+def test_a_cancellation_naming_no_possible_request_is_invalid_params(request_id: Any) -> None:
+    ids = UpstreamIds()
+    ids.new("alice", None, 1)
+    with pytest.raises(McpInvalidParams):
+        ids.cancellation("alice", None, _cancel(request_id))
+
+
+def _cancel(request_id: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": request_id}}

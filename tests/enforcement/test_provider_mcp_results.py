@@ -14,8 +14,10 @@ import pytest
 
 import dsl
 from gateway.adapters import RESPONSES
+from gateway.errors import UpstreamUnavailable
 from gateway.policy.decide import output_monitor_factory
 from gateway.policy.governance import Governance
+from gateway.policy.json_strings import MAX_JSON_DEPTH
 from gateway.policy.provider_tools import ProviderTools
 from gateway.policy.stream import StreamGovernor
 from gateway.policy.toolcalls import ToolJudge
@@ -171,12 +173,37 @@ def test_an_item_without_a_name_or_server_is_still_read() -> None:
     assert run.stopped
 
 
-def test_a_deeply_nested_error_is_still_redacted() -> None:
+def test_an_error_nested_as_deep_as_it_can_be_sent_on_is_redacted() -> None:
     error: Any = "reach ann@example.com"
-    for _ in range(1000):
+    for _ in range(MAX_JSON_DEPTH - 2):  # the item and its error are two levels more
         error = [error]
     mapped, run, _ = whole({"output": [mcp_call(error=error)]})
     assert not run.stopped and "ann@example.com" not in orjson.dumps(mapped).decode()
+
+
+@pytest.mark.parametrize("place", ["error", "output", "listing", "approval"])
+def test_an_item_nested_deeper_than_can_be_sent_on_is_the_upstreams_error(place: str) -> None:
+    deep: Any = "reach ann@example.com"
+    for _ in range(1000):  # orjson decodes 1024 levels, and writes only 254
+        deep = [deep]
+    item = {"error": mcp_call(error=deep), "output": mcp_call(output=deep),
+            "listing": listing("read_page", {"name": "x", "input_schema": deep}),
+            "approval": {"type": "mcp_approval_request", "name": "read_page",
+                         "arguments": "{}", "server_label": "wiki", "extra": deep}}[place]
+    with pytest.raises(UpstreamUnavailable, match="nested more than"):
+        whole({"output": [item]})
+
+
+@pytest.mark.parametrize("where", ["error", "output"])
+def test_keys_a_redaction_makes_equal_keep_every_entry(where: str) -> None:
+    held = {"alice@example.com": "owner", "bob@example.com": "editor"}
+    value = {"type": "mcp_tool_execution_error", "content": held} if where == "error" else held
+    mapped, run, _ = whole(answer(mcp_call(**{where: value})))
+    result = mapped["output"][0][where]
+    entries = result["content"] if where == "error" else result
+    assert not run.stopped and "example.com" not in orjson.dumps(mapped).decode()
+    assert sorted(entries.values()) == ["editor", "owner"]
+    assert len(entries) == 2 and all(key.startswith("[REDACTED:EMAIL]") for key in entries)
 
 
 def test_tools_always_refused_are_taken_out_of_a_listing() -> None:
@@ -310,6 +337,37 @@ def test_a_streamed_refused_approval_request_never_reaches_the_client() -> None:
         sent, gov = run_stream([{"type": "response.created", "response": shell}, first])
         assert gov.stopped and "mcpr_1" not in orjson.dumps(sent).decode()
         assert gov.governance.decision.reason_code == "WIKI_WRITE"
+
+
+def feed_raw(data: list[str]) -> tuple[list[JSON], StreamGovernor]:
+    """`run_stream` for frames written as text: orjson decodes 1024 levels but writes only
+    254, so a hostile upstream's deepest frames cannot be built as values."""
+    gov = StreamGovernor(RESPONSES, governance(), output_monitor_factory([POLICY], FACTS, True),
+                         tool_judge=ToolJudge([POLICY], FACTS, enforced=True))
+    raw = b"".join(b"data: " + text.encode() + b"\n\n" for text in data)
+    out = b"".join(gov.feed(frame, orjson.loads(frame.data or ""))
+                   for frame in SSEParser().feed(raw)) + gov.finish()
+    return [orjson.loads(f.data or "") for f in SSEParser().feed(out)], gov
+
+
+def test_a_snapshot_nested_in_snapshots_is_relayed_not_walked() -> None:
+    nested = '{"output":[]}'
+    for _ in range(1000):  # a `response` in each `response`, as deep as orjson decodes
+        nested = '{"output":[],"response":' + nested + '}'
+    sent, gov = feed_raw(['{"type":"response.in_progress","response":' + nested + '}'])
+    assert not gov.stopped and [frame["type"] for frame in sent] == ["response.in_progress"]
+    assert "policy" in sent[0]
+
+
+@pytest.mark.parametrize("place", ["item", "snapshot"])
+def test_a_streamed_item_nested_too_deep_is_the_upstreams_error(place: str) -> None:
+    item = ('{"type":"mcp_call","id":"mcp_1","name":"read_page","server_label":"wiki",'
+            '"arguments":"{}","error":' + "[" * 1000 + '"x"' + "]" * 1000 + "}")
+    frame = ('{"type":"response.output_item.done","output_index":0,"item":' + item + "}"
+             if place == "item" else
+             '{"type":"response.completed","response":{"output":[' + item + "]}}")
+    with pytest.raises(UpstreamUnavailable, match="nested more than"):
+        feed_raw([frame])
 
 
 def test_an_allowed_result_streams_unchanged() -> None:

@@ -27,6 +27,8 @@ def _call(name: str, arguments: dict[str, Any], request_id: int = 7) -> dict[str
     (b'{"id": 1, "method": "ping"}', 400, -32600),
     (b'{"jsonrpc": "2.0", "id": true, "method": "ping"}', 400, -32600),
     (b'"just a string"', 400, -32600),
+    *((b'{"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": '
+       + request_id + b'}}', 400, -32602) for request_id in (b'[1]', b'{}', b'true', b'1.5')),
 ])
 def test_malformed_messages_get_the_protocol_error(mcp_gateway: McpGateway, content: bytes,
                                                    status: int, code: int) -> None:

@@ -356,3 +356,28 @@ def test_a_client_is_never_asked_to_approve_a_call_the_policy_refuses(
     allowed = ask(client, scripts, "approval_ok", [{**approval, "name": "read_page"}], stream)
     final = completed(allowed, stream).response if stream else allowed
     assert (final.output[0].type, final.output[0].name) == ("mcp_approval_request", "read_page")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_a_result_nested_deeper_than_can_be_sent_on_is_an_upstream_error(
+        client: openai.OpenAI, scripts: Scripts, provider_gateway: Any, stream: bool) -> None:
+    """A tool error nested 300 levels deep (orjson reads 1024, writes only 254): the answer is
+    the upstream's error, as for any answer the gateway cannot read, never a 500."""
+    deep: Any = "write to ann@example.com"
+    for _ in range(300):
+        deep = [deep]
+    seen: list[Any] = []
+    with pytest.raises(openai.APIError) as failed:
+        if stream:
+            with client.responses.create(
+                    model="gpt-4o", input="What does the wiki say?",
+                    tools=[MCP_TOOL],  # type: ignore[list-item]
+                    stream=True, extra_headers=scripts.add("deep", [
+                        mcp_call(error=deep), message()])) as events:
+                seen.extend(events)
+        else:
+            ask(client, scripts, "deep", [mcp_call(error=deep), message()], stream=False)
+    assert failed.value.code == "upstream_unavailable"
+    assert "nested more than" in failed.value.message and "ann@" not in repr(seen)
+    [event] = events_of(provider_gateway[0], 1)
+    assert event["outcome"] == "upstream_error"
