@@ -77,17 +77,7 @@ class CompiledPolicy:
         self.quotas: Quotas = quotas_from_ast(
             [i for i in policy.items if isinstance(i, ast.QuotaDecl)])
 
-        lists = [i for i in policy.items if isinstance(i, ast.TermList) and i.kind != "tools"]
-        tool_lists = {i.name.text: tuple(t.value for t in i.terms) for i in policy.items
-                      if isinstance(i, ast.TermList) and i.kind == "tools"}
-        matchers = {tl.name.text: ("allow" if tl.kind == "allowlist" else "deny",
-                                   TermMatcher([t.value for t in tl.terms])) for tl in lists}
-        self._allowlist: tuple[TermMatcher, str, str] | None = None
-        for tl in lists:
-            if tl.kind == "allowlist" and tl.terms:
-                self._allowlist = (matchers[tl.name.text][1],
-                                   tl.text.text if tl.text else "input",
-                                   tl.reason.text if tl.reason else "REFUSE")
+        matchers, tool_lists, self._allowlist = _term_lists(policy)
         self._pattern_sets: dict[str, PatternSet] = {}
         conditions = ConditionCompiler(matchers, self._pattern_sets,
                                        format_condition if explain else None, tool_lists)
@@ -301,6 +291,25 @@ class CompiledPolicy:
         if output_text is not None and not stopped:
             decision = explainer.evaluate_output(facts, output_text, decision)
         return decision, list(traces.values())
+
+
+def _term_lists(policy: ast.PolicyAst) -> tuple[
+        dict[str, tuple[str, TermMatcher]], dict[str, tuple[str, ...]],
+        tuple[TermMatcher, str, str] | None]:
+    """The policy's term lists: a matcher for each allow/deny list by name, the tool lists by
+    name, and the allowlist that vets whole texts (its matcher, the text it reads, its reason)
+    when one has terms (the last such one)."""
+    lists = [i for i in policy.items if isinstance(i, ast.TermList) and i.kind != "tools"]
+    tool_lists = {i.name.text: tuple(t.value for t in i.terms) for i in policy.items
+                  if isinstance(i, ast.TermList) and i.kind == "tools"}
+    matchers = {tl.name.text: ("allow" if tl.kind == "allowlist" else "deny",
+                               TermMatcher([t.value for t in tl.terms])) for tl in lists}
+    allowlist: tuple[TermMatcher, str, str] | None = None
+    for tl in lists:
+        if tl.kind == "allowlist" and tl.terms:
+            allowlist = (matchers[tl.name.text][1], tl.text.text if tl.text else "input",
+                         tl.reason.text if tl.reason else "REFUSE")
+    return matchers, tool_lists, allowlist
 
 
 def _trace(policy: CompiledPolicy, rule: CompiledRule, ctx: EvalContext, stage: str) -> RuleTrace:
