@@ -234,6 +234,30 @@ def _throughput(url: str, key: str, clients: int, per_client: int) -> float:
     return clients * per_client / (time.perf_counter() - started)
 
 
+def alternating_times(gateways: dict[str, tuple[str, str]], rounds: int, warmup: int
+                      ) -> dict[str, list[float]]:
+    """Seconds of each `/policy/chat/completions` request after the warm-up, by gateway
+    (name -> (url, key)); one request to each in turn, so the machine's load falls on all
+    alike and the samples pair up round by round."""
+    times: dict[str, list[float]] = {name: [] for name in gateways}
+    clients = {name: httpx2.Client(base_url=url, timeout=30,
+                                  headers={"authorization": f"Bearer {key}"})
+               for name, (url, key) in gateways.items()}
+    try:
+        for index in range(rounds + warmup):
+            for name, client in clients.items():
+                started = time.perf_counter()
+                response = client.post("/policy/chat/completions", json=BODY)
+                elapsed = time.perf_counter() - started
+                assert response.status_code == 200, response.text
+                if index >= warmup:
+                    times[name].append(elapsed)
+    finally:
+        for client in clients.values():
+            client.close()
+    return times
+
+
 def http_figures(directory: Path, quick: bool) -> dict[str, Any]:
     from mock_upstream import MockUpstream
 
@@ -241,28 +265,13 @@ def http_figures(directory: Path, quick: bool) -> dict[str, Any]:
     destination = SlowDestination()
     hook = {"name": "slow-hook", "type": "webhook", "url": destination.url,
             "timeout": DESTINATION_SECONDS * 3}
-    times: dict[str, list[float]] = {"webhook": [], "none": [], "none_again": []}
     try:
         with MockUpstream() as upstream, \
                 gateway(directory / "with_hook", upstream.url, hook) as with_hook, \
                 gateway(directory / "without", upstream.url, None) as without, \
                 gateway(directory / "without_again", upstream.url, None) as again:
-            clients = {name: httpx2.Client(base_url=url, timeout=30,
-                                          headers={"authorization": f"Bearer {key}"})
-                       for name, (url, key) in (("webhook", with_hook), ("none", without),
-                                                ("none_again", again))}
-            try:
-                for index in range(rounds + warmup):
-                    for name, client in clients.items():
-                        started = time.perf_counter()
-                        response = client.post("/policy/chat/completions", json=BODY)
-                        elapsed = time.perf_counter() - started
-                        assert response.status_code == 200, response.text
-                        if index >= warmup:
-                            times[name].append(elapsed)
-            finally:
-                for client in clients.values():
-                    client.close()
+            times = alternating_times({"webhook": with_hook, "none": without,
+                                       "none_again": again}, rounds, warmup)
             requests_per_second = _throughput(*without, clients=16,
                                               per_client=25 if quick else 100)
             delivered = destination.received
