@@ -10,7 +10,7 @@ from typing import Any
 
 import sqlite_utils
 
-from gateway.db import open_database
+from gateway.db import DatabaseOnDemand
 from gateway.events.connector_settings import ConnectorSettings
 from gateway.events.store import row_to_event
 
@@ -21,17 +21,14 @@ class DeliveryLog:
     def __init__(self, database_path: str, settings: ConnectorSettings) -> None:
         self.database_path = database_path
         self.settings = settings
-        self._db: sqlite_utils.Database | None = None
+        self._database = DatabaseOnDemand(database_path)
         #: The newest seq a filtered `pending` looked past: with no match up to there, the
         #: progress moves on, so a rarely matching connector does not rescan the table.
         self.scanned = 0
 
     @property
     def db(self) -> sqlite_utils.Database:
-        if self._db is None:
-            self._db = open_database(self.database_path, check_same_thread=False,
-                                     busy_timeout=5.0)
-        return self._db
+        return self._database.get()
 
     def delivered_seq(self) -> int:
         row = self.db.execute("SELECT delivered_seq FROM event_deliveries WHERE connector = ?",
@@ -67,6 +64,4 @@ class DeliveryLog:
                 [self.settings.name, seq, delivered, failures, error, now])
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.conn.close()
-            self._db = None
+        self._database.close()
