@@ -151,6 +151,14 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _bench_key(db: Any) -> str:
+    """An account, its project under the support_bot policy, and the project's key."""
+    account = IdentityStore(db).create_account("bench", "control")
+    ProjectStore(db).create("proj_bench", account_id=account.id, name="Bench",
+                            policy_id="support_bot")
+    return IdentityStore(db).create_key(account.id, project_id="proj_bench")[1]
+
+
 @contextmanager
 def gateway(root: Path, mock_url: str, connector: dict[str, Any] | None,
             database_url: str | None = None) -> Iterator[tuple[str, str]]:
@@ -174,12 +182,20 @@ def gateway(root: Path, mock_url: str, connector: dict[str, Any] | None,
         text += "[[events.connectors]]\n" + "".join(
             f"{name} = {json.dumps(value)}\n" for name, value in connector.items())
     (root / "gateway.toml").write_text(text)
-    db = open_database(db_path)
-    account = IdentityStore(db).create_account("bench", "control")
-    ProjectStore(db).create("proj_bench", account_id=account.id, name="Bench",
-                            policy_id="support_bot")
-    key = IdentityStore(db).create_key(account.id, project_id="proj_bench")[1]
-    db.conn.close()
+    if database_url is None:
+        db = open_database(db_path)
+        try:
+            key = _bench_key(db)
+        finally:
+            db.conn.close()
+    else:  # accounts, keys and projects are in PostgreSQL too
+        from gateway.storage.postgres import Postgres
+        from gateway.storage.settings import PostgresSettings
+        from gateway.storage.sql import PostgresSql
+
+        with Postgres(PostgresSettings(url=database_url, pool_min_size=0,
+                                       pool_max_size=1)) as pg:
+            key = _bench_key(PostgresSql(pg))
     log = (root / "gateway.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--config", str(root / "gateway.toml")],

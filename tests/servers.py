@@ -84,6 +84,26 @@ class ThreadServer:
         self.stop()
 
 
+async def answer_lifespan(receive: Any, send: Any) -> None:
+    """The ASGI lifespan of a test server with nothing to start or stop."""
+    while True:
+        message = await receive()
+        kind = message["type"].removeprefix("lifespan.")
+        await send({"type": f"lifespan.{kind}.complete"})
+        if kind == "shutdown":
+            return
+
+
+async def read_body(receive: Any) -> bytes:
+    """A request's whole body, however many ASGI messages it came in."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
 @dataclass(frozen=True)
 class Recorded:
     """One request a `RecordingServer` received."""
@@ -131,18 +151,9 @@ class RecordingServer:
 
     async def _app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                kind = message["type"].removeprefix("lifespan.")
-                await send({"type": f"lifespan.{kind}.complete"})
-                if kind == "shutdown":
-                    return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+            await answer_lifespan(receive, send)
+            return
+        body = await read_body(receive)
         request = Recorded(scope["method"], scope["path"],
                            {k.decode(): v.decode("latin-1") for k, v in scope["headers"]}, body)
         with self.lock:
