@@ -1,12 +1,21 @@
 """Every error of the gateway, in one package. Who causes each one and what to do is in its
 docstring; HTTP errors carry their status and wire `code`. Import them from here
-(`from gateway.errors import InvalidRequest`); the modules group them by who causes them.
+(`from gateway.errors import InvalidRequest`). The modules group them by who causes them:
+
+- base.py: `GatewayError`, and `InvalidTransition` (always our bug);
+- client.py: `ClientError` and below (what the caller sent);
+- access.py: `AuthenticationError`, `PermissionDenied` and below (who the caller is);
+- server.py: `UpstreamError` and the 503s (the provider, the deployment, this worker's load);
+- operator.py: `ConfigError`, the `ValueError`s and `SchemaMismatch` (what an operator, a
+  policy author or a CLI user wrote);
+- dependencies.py: the rest (what the gateway talks to: streams, webhooks, databases, Redis,
+  classifiers).
 
 Errors that become an HTTP answer (each adapter, gateway/adapters, renders them in its API's
 own error shape)::
 
-    GatewayError                      every error that becomes an HTTP answer       (base.py)
-    ├── ClientError                   the caller sent something we cannot serve   (client.py)
+    GatewayError                      every error that becomes an HTTP answer
+    ├── ClientError                   the caller sent something we cannot serve
     │   ├── InvalidRequest            400 invalid_request
     │   ├── InvalidPolicy             400 invalid_policy
     │   ├── ModerationBlocked         400 moderation_blocked
@@ -26,17 +35,17 @@ own error shape)::
     │   ├── RequestTooLarge           413 request_too_large
     │   └── QuotaExceeded             429 quota_exceeded
     │       └── QuotaRefused          429 quota_exceeded, with the exhausted window
-    ├── AuthenticationError           401: who is calling is unknown              (access.py)
+    ├── AuthenticationError           401: who is calling is unknown
     │   ├── InvalidApiKey             401 invalid_api_key
     │   ├── ApiKeyRevoked             401 api_key_revoked
     │   └── InvalidToken              401 invalid_token
-    ├── PermissionDenied              403: the caller is known but may not do this (access.py)
+    ├── PermissionDenied              403: the caller is known but may not do this
     │   ├── AdminRequired             403 admin_required
     │   ├── PlanRequired              403 policy_gateway_plan_required
     │   ├── ProjectForbidden          403 project_forbidden
     │   ├── ProjectDisabled           403 project_disabled
     │   └── PolicyRefused             403 policy_refused
-    ├── UpstreamError                 the provider failed us                      (server.py)
+    ├── UpstreamError                 the provider failed us
     │   ├── UpstreamUnavailable       502 upstream_unavailable
     │   └── UpstreamTimeout           504 upstream_timeout
     ├── ServerBusy                    503 server_busy: this worker is at its request cap
@@ -51,7 +60,7 @@ own error shape)::
 Errors that never become an HTTP answer: configuration, management and delivery problems,
 reported to the operator or the CLI user, and our own bugs::
 
-    ConfigError                       the configuration file or environment     (operator.py)
+    ConfigError                       the configuration file or environment
     ValueError
     ├── JwtSettingsError              [jwt] (operator)
     ├── EscalationConfigError         [escalation] (operator)
@@ -65,14 +74,14 @@ reported to the operator or the CLI user, and our own bugs::
     ├── HistoryQueryError             a malformed history filter (caller)
     └── CommandError                  a CLI command that cannot do what it was asked
     SchemaMismatch                    a database schema missing or newer than this version
-    MalformedStream                   an upstream event stream that is not one   (dependencies.py)
+    MalformedStream                   an upstream event stream that is not one
     WebhookError                      a connector destination that refused (destination)
     EventStorageError                 the events database cannot be written (environment)
     SharedStateUnavailable            Redis did not answer; each caller maps it (deployment)
     ClassifierFailed                  an external classifier could not classify (on_error decides)
     BreakerOpen                       the classifier's circuit breaker is open (on_error decides)
     MalformedVerdict (ValueError)     a classifier's answer we cannot read (on_error decides)
-    InvalidTransition (RuntimeError)  a request lifecycle event out of order (our bug) (base.py)
+    InvalidTransition (RuntimeError)  a request lifecycle event out of order (our bug)
 
 Anything else that escapes a handler is a bug of ours too; the app answers it with a clean 500
 in the API's shape, never a traceback.
