@@ -151,6 +151,14 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _bench_key(db: Any) -> str:
+    """An account, its project under the support_bot policy, and the project's key."""
+    account = IdentityStore(db).create_account("bench", "control")
+    ProjectStore(db).create("proj_bench", account_id=account.id, name="Bench",
+                            policy_id="support_bot")
+    return IdentityStore(db).create_key(account.id, project_id="proj_bench")[1]
+
+
 @contextmanager
 def gateway(root: Path, mock_url: str, connector: dict[str, Any] | None,
             database_url: str | None = None) -> Iterator[tuple[str, str]]:
@@ -174,12 +182,20 @@ def gateway(root: Path, mock_url: str, connector: dict[str, Any] | None,
         text += "[[events.connectors]]\n" + "".join(
             f"{name} = {json.dumps(value)}\n" for name, value in connector.items())
     (root / "gateway.toml").write_text(text)
-    db = open_database(db_path)
-    account = IdentityStore(db).create_account("bench", "control")
-    ProjectStore(db).create("proj_bench", account_id=account.id, name="Bench",
-                            policy_id="support_bot")
-    key = IdentityStore(db).create_key(account.id, project_id="proj_bench")[1]
-    db.conn.close()
+    if database_url is None:
+        db = open_database(db_path)
+        try:
+            key = _bench_key(db)
+        finally:
+            db.conn.close()
+    else:  # accounts, keys and projects are in PostgreSQL too
+        from gateway.storage.postgres import Postgres
+        from gateway.storage.settings import PostgresSettings
+        from gateway.storage.sql import PostgresSql
+
+        with Postgres(PostgresSettings(url=database_url, pool_min_size=0,
+                                       pool_max_size=1)) as pg:
+            key = _bench_key(PostgresSql(pg))
     log = (root / "gateway.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--config", str(root / "gateway.toml")],
@@ -234,6 +250,30 @@ def _throughput(url: str, key: str, clients: int, per_client: int) -> float:
     return clients * per_client / (time.perf_counter() - started)
 
 
+def alternating_times(gateways: dict[str, tuple[str, str]], rounds: int, warmup: int
+                      ) -> dict[str, list[float]]:
+    """Seconds of each `/policy/chat/completions` request after the warm-up, by gateway
+    (name -> (url, key)); one request to each in turn, so the machine's load falls on all
+    alike and the samples pair up round by round."""
+    times: dict[str, list[float]] = {name: [] for name in gateways}
+    clients = {name: httpx2.Client(base_url=url, timeout=30,
+                                  headers={"authorization": f"Bearer {key}"})
+               for name, (url, key) in gateways.items()}
+    try:
+        for index in range(rounds + warmup):
+            for name, client in clients.items():
+                started = time.perf_counter()
+                response = client.post("/policy/chat/completions", json=BODY)
+                elapsed = time.perf_counter() - started
+                assert response.status_code == 200, response.text
+                if index >= warmup:
+                    times[name].append(elapsed)
+    finally:
+        for client in clients.values():
+            client.close()
+    return times
+
+
 def http_figures(directory: Path, quick: bool) -> dict[str, Any]:
     from mock_upstream import MockUpstream
 
@@ -241,28 +281,13 @@ def http_figures(directory: Path, quick: bool) -> dict[str, Any]:
     destination = SlowDestination()
     hook = {"name": "slow-hook", "type": "webhook", "url": destination.url,
             "timeout": DESTINATION_SECONDS * 3}
-    times: dict[str, list[float]] = {"webhook": [], "none": [], "none_again": []}
     try:
         with MockUpstream() as upstream, \
                 gateway(directory / "with_hook", upstream.url, hook) as with_hook, \
                 gateway(directory / "without", upstream.url, None) as without, \
                 gateway(directory / "without_again", upstream.url, None) as again:
-            clients = {name: httpx2.Client(base_url=url, timeout=30,
-                                          headers={"authorization": f"Bearer {key}"})
-                       for name, (url, key) in (("webhook", with_hook), ("none", without),
-                                                ("none_again", again))}
-            try:
-                for index in range(rounds + warmup):
-                    for name, client in clients.items():
-                        started = time.perf_counter()
-                        response = client.post("/policy/chat/completions", json=BODY)
-                        elapsed = time.perf_counter() - started
-                        assert response.status_code == 200, response.text
-                        if index >= warmup:
-                            times[name].append(elapsed)
-            finally:
-                for client in clients.values():
-                    client.close()
+            times = alternating_times({"webhook": with_hook, "none": without,
+                                       "none_again": again}, rounds, warmup)
             requests_per_second = _throughput(*without, clients=16,
                                               per_client=25 if quick else 100)
             delivered = destination.received

@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/bench_moderation.py [--requests N] [--json]
 
-A local OpenAI-moderation mock (hypercorn on 127.0.0.1, answering at once) stands in for the
-hosted model. Measured per request: `Moderator.classify_request` with the built-in classifier,
+The tests' OpenAI-moderation mock (tests/moderation_e2e/mock_moderation.py, served by hypercorn
+on 127.0.0.1 in the same trio run, answering at once) stands in for the hosted model. Measured per request: `Moderator.classify_request` with the built-in classifier,
 with the external one and no cache (every request is a network call), and with the external one
 and its cache warm. Then a 20-turn conversation (each request carries the whole history, as chat
 clients send it) is played once and replayed, and the cache hit rate of each pass is reported.
@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The mock moderation upstream imports the tests' helpers as the tests do.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import httpx2
 import trio
@@ -28,12 +30,12 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 import dsl
-from dsl.classifiers import CATEGORIES
 from gateway import Config, create_app
 from gateway.db import open_database
 from gateway.identity.keys import IdentityStore
 from gateway.identity.projects import ProjectStore
 from gateway.moderation import ModerationSettings, Moderator
+from tests.moderation_e2e.mock_moderation import MockModeration
 
 POLICY_SOURCE = '''policy v1 "bench" {
   default allow
@@ -41,32 +43,17 @@ POLICY_SOURCE = '''policy v1 "bench" {
   rule b { when category "hate" in system then refuse }
 }'''
 POLICY = dsl.compile_policy(POLICY_SOURCE)
-ZERO = {c: 0.0 for c in CATEGORIES}
-RESULT = {"flagged": False, "categories": {c: False for c in CATEGORIES},
-          "category_scores": ZERO, "category_applied_input_types": {c: ["text"]
-                                                                    for c in CATEGORIES}}
 
 
-async def moderation_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            else:
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
-    count = len(json.loads(body)["input"])
-    answer = json.dumps({"id": "modr", "model": "m", "results": [RESULT] * count}).encode()
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json")]})
-    await send({"type": "http.response.body", "body": answer})
+async def serve_mock_moderation(nursery: trio.Nursery) -> str:
+    """The tests' mock moderation upstream, served in `nursery` on 127.0.0.1: its `/v1` URL.
+    The bench's texts carry no score markers, so it flags nothing, as the hosted model would."""
+    config = HypercornConfig()
+    config.bind, config.accesslog, config.errorlog = ["127.0.0.1:0"], None, None
+    mock = MockModeration()
+    binds = await nursery.start(lambda task_status: serve(
+        mock.app, config, task_status=task_status))  # type: ignore[arg-type]
+    return str(binds[0]) + "/v1"
 
 
 class Counting:
@@ -170,12 +157,8 @@ async def gateway_timings(root: Path, moderation_url: str, requests: int,
 
 
 async def run(requests: int) -> dict[str, Any]:
-    config = HypercornConfig()
-    config.bind, config.accesslog, config.errorlog = ["127.0.0.1:0"], None, None
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(lambda task_status: serve(
-            moderation_app, config, task_status=task_status))  # type: ignore[arg-type]
-        url = binds[0] + "/v1"
+        url = await serve_mock_moderation(nursery)
 
         def moderator(cache: int, classifier: str = "openai") -> Moderator:
             return Moderator(ModerationSettings.from_mapping({

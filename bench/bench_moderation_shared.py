@@ -29,13 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 
 import dsl
 from bench.bench_moderation import (
     conversation,
-    moderation_app,
+    serve_mock_moderation,
     summary,
     timings,
 )
@@ -152,12 +150,8 @@ def delta_text(sent: bytes) -> str:
 
 
 async def run(requests: int, port: int) -> dict[str, Any]:
-    config = HypercornConfig()
-    config.bind, config.accesslog, config.errorlog = ["127.0.0.1:0"], None, None
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(lambda task_status: serve(
-            moderation_app, config, task_status=task_status))  # type: ignore[arg-type]
-        url = binds[0] + "/v1"
+        url = await serve_mock_moderation(nursery)
         report: dict[str, Any] = {}
         uncached = moderator(url, 0)
         await timings(uncached, 20, distinct=True)

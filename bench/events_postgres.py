@@ -21,11 +21,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx2
 import trio
 import trio.lowlevel
 
-from bench.bench_events import BODY, _writer_run, gateway, percentiles, sample_event
+from bench.bench_events import (
+    _writer_run,
+    alternating_times,
+    gateway,
+    percentiles,
+    sample_event,
+)
 from gateway.events.pg_store import PgEventStore
 from gateway.events.sink import QueueSink
 from gateway.events.store import EventSettings, EventWriter
@@ -36,16 +41,11 @@ from gateway.storage.settings import PostgresSettings
 @contextmanager
 def postgres_database() -> Iterator[tuple[Any, str]]:
     """A running PostgreSQL with the gateway's schema: (server, template database url)."""
-    from postgres_server import MIGRATED_TEMPLATE, PostgresServer
-
-    from gateway.storage.postgres import migrate
+    from postgres_server import PostgresServer
 
     server = PostgresServer().start()
     try:
-        url = server.create_database(MIGRATED_TEMPLATE)
-        with Postgres(PostgresSettings(url=url, pool_min_size=0, pool_max_size=1)) as pg:
-            migrate(pg)
-        yield server, url
+        yield server, server.create_migrated_template()
     finally:
         server.remove()
 
@@ -118,28 +118,13 @@ def http_figures(directory: Path, server: Any, quick: bool) -> dict[str, Any]:
     from mock_upstream import MockUpstream
 
     rounds, warmup = (200, 20) if quick else (1000, 50)
-    times: dict[str, list[float]] = {"sqlite": [], "postgres": [], "sqlite_again": []}
     with MockUpstream() as upstream, \
             gateway(directory / "events-sqlite", upstream.url, None) as on_sqlite, \
             gateway(directory / "events-pg", upstream.url, None,
                     _fresh(server, "http")) as on_pg, \
             gateway(directory / "events-sqlite-again", upstream.url, None) as again:
-        clients = {name: httpx2.Client(base_url=url, timeout=30,
-                                      headers={"authorization": f"Bearer {key}"})
-                   for name, (url, key) in (("sqlite", on_sqlite), ("postgres", on_pg),
-                                            ("sqlite_again", again))}
-        try:
-            for index in range(rounds + warmup):
-                for name, client in clients.items():
-                    started = time.perf_counter()
-                    response = client.post("/policy/chat/completions", json=BODY)
-                    elapsed = time.perf_counter() - started
-                    assert response.status_code == 200, response.text
-                    if index >= warmup:
-                        times[name].append(elapsed)
-        finally:
-            for client in clients.values():
-                client.close()
+        times = alternating_times({"sqlite": on_sqlite, "postgres": on_pg,
+                                   "sqlite_again": again}, rounds, warmup)
     figures = {name: percentiles(samples) for name, samples in times.items()}
     paired = statistics.median(a - b for a, b in zip(times["postgres"], times["sqlite"],
                                                      strict=True))

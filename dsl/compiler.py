@@ -15,9 +15,7 @@ from dsl.classifiers import Classification
 from dsl.conditions import ConditionCompiler, EvalContext, EvaluationError, PatternSet
 from dsl.decision import (
     CATEGORY_SURFACES,
-    SEVERITY,
     Decision,
-    Obligations,
     Redactor,
     RequestFacts,
 )
@@ -29,6 +27,7 @@ from dsl.outcome import CompiledRule, Outcome
 from dsl.stages import leaves, stream_safe, texts_of
 from dsl.terms import TermMatcher
 from dsl.tools import tool_gate
+from dsl.verdict import PolicyVoice, combine
 from dsl.vocabulary import CATEGORY_WINDOW, OUTPUT_TEXTS, PII_WINDOW, UNBOUNDED_PATTERN_WINDOW
 
 
@@ -68,24 +67,17 @@ class CompiledPolicy:
         self.default = text("default", "allow") or "allow"
         self.on_error = text("on_error", "refuse") or "refuse"
         self.escalation_path = text("escalation_path")
-        self._texts = {k: text(k, DEFAULT_INSTRUCTIONS.get(k)) for k in (
-            "refusal_message", "escalation_message", "rewrite_instruction", "summary_instruction")}
+        self._voice = PolicyVoice(
+            default=self.default, on_error=self.on_error, escalation_path=self.escalation_path,
+            texts=MappingProxyType({k: text(k, DEFAULT_INSTRUCTIONS.get(k)) for k in (
+                "refusal_message", "escalation_message", "rewrite_instruction",
+                "summary_instruction")}))
         self.rollout: Rollout = rollout_from_ast(
             [i for i in policy.items if isinstance(i, ast.RolloutDecl)])
         self.quotas: Quotas = quotas_from_ast(
             [i for i in policy.items if isinstance(i, ast.QuotaDecl)])
 
-        lists = [i for i in policy.items if isinstance(i, ast.TermList) and i.kind != "tools"]
-        tool_lists = {i.name.text: tuple(t.value for t in i.terms) for i in policy.items
-                      if isinstance(i, ast.TermList) and i.kind == "tools"}
-        matchers = {tl.name.text: ("allow" if tl.kind == "allowlist" else "deny",
-                                   TermMatcher([t.value for t in tl.terms])) for tl in lists}
-        self._allowlist: tuple[TermMatcher, str, str] | None = None
-        for tl in lists:
-            if tl.kind == "allowlist" and tl.terms:
-                self._allowlist = (matchers[tl.name.text][1],
-                                   tl.text.text if tl.text else "input",
-                                   tl.reason.text if tl.reason else "REFUSE")
+        matchers, tool_lists, self._allowlist = _term_lists(policy)
         self._pattern_sets: dict[str, PatternSet] = {}
         conditions = ConditionCompiler(matchers, self._pattern_sets,
                                        format_condition if explain else None, tool_lists)
@@ -265,68 +257,9 @@ class CompiledPolicy:
 
     def decide(self, outcome: Outcome, stage: str, text: str, base: Decision | None,
                count_redactions: bool = True) -> Decision:
-        fired = sorted(outcome.fired, key=lambda pair: pair[0].rule_id)
-        # (rule id, decision, reason, message, instruction); "" sorts first: the earlier stage
-        # keeps its reason and message when an output rule only ties with it.
-        votes: list[tuple[str, str, str | None, str | None, str | None]] = [
-            (r.rule_id, r.decision, r.reason, r.message, r.instruction) for r, _ in fired]
-        if outcome.errors:
-            votes.append(("~on_error", self.on_error, None, None, None))
-        if base is not None:
-            votes.append(("", base.decision, base.reason_code, base.obligations.message,
-                          base.obligations.instruction))
-        elif not fired:
-            votes.append(("~default", self.default, None, None, None))
-        winner = max(SEVERITY[v[1]] for v in votes)
-        winners = sorted(v for v in votes if SEVERITY[v[1]] == winner)
-        decision = winners[0][1]
-        reason = next((v[2] for v in winners if v[2]), decision.upper())
-        message = None
-        if decision in ("refuse", "escalate"):
-            policy_text = self._texts["refusal_message" if decision == "refuse"
-                                      else "escalation_message"]
-            message = next((v[3] for v in winners if v[3]), policy_text)
-        instruction = None
-        if decision in ("rewrite", "summary"):
-            wanted = [v for v in sorted(votes) if v[1] == decision] + [
-                v for v in sorted(votes) if v[1] == "rewrite" and decision == "summary"]
-            parts = [v[4] or self._texts[f"{v[1]}_instruction"] for v in wanted]
-            instruction = "\n".join(dict.fromkeys(p for p in parts if p)) or None
-        redactor: Redactor | None = None
-        for rule, _ in fired:
-            if rule.redactor is not None:
-                redactor = rule.redactor if redactor is None else redactor.merged_with(
-                    rule.redactor)
-        spans: dict[str, int] = dict(base.redacted_spans) if base else {}
-        if redactor is not None and count_redactions:
-            for kind, count in redactor.apply(text)[1].items():
-                spans[kind] = spans.get(kind, 0) + count
-        allow_hits = list(base.allowlist_hits) if base else []
-        deny_hits = list(base.denylist_hits) if base else []
-        categories = list(base.triggered_categories) if base else []
-        allow_hits.extend(outcome.allowlist_hits)
-        for _, evidence in fired:
-            for tag, value in evidence:
-                if tag == "category":
-                    categories.append(value)
-                else:
-                    (allow_hits if tag == "allow" else deny_hits).extend(value)
-        errors = [f"rule `{rule_id}`: {message_}" for rule_id, message_ in outcome.errors]
-        if base is not None and base.error:
-            errors.insert(0, base.error)
-        return Decision(
-            decision=decision, reason_code=reason, stage=stage,  # type: ignore[arg-type]
-            fired_rules=tuple(sorted(set(base.fired_rules if base else ()) | {
-                r.rule_id for r, _ in fired})),
-            triggered_categories=tuple(dict.fromkeys(categories)),
-            allowlist_hits=tuple(dict.fromkeys(allow_hits)),
-            denylist_hits=tuple(dict.fromkeys(deny_hits)),
-            redacted_spans=MappingProxyType(spans),
-            error="; ".join(errors) or None,
-            obligations=Obligations(
-                redactor=redactor, instruction=instruction, message=message,
-                escalation_path=self.escalation_path if decision == "escalate" else None),
-        )
+        """The stage's decision from what its rules found and the earlier stage's decision
+        (dsl/verdict.py)."""
+        return combine(self._voice, outcome, stage, text, base, count_redactions)
 
     # --- explanation (CLI `eval --explain`)
     def explain(self, facts: RequestFacts, classification: Classification,
@@ -358,6 +291,25 @@ class CompiledPolicy:
         if output_text is not None and not stopped:
             decision = explainer.evaluate_output(facts, output_text, decision)
         return decision, list(traces.values())
+
+
+def _term_lists(policy: ast.PolicyAst) -> tuple[
+        dict[str, tuple[str, TermMatcher]], dict[str, tuple[str, ...]],
+        tuple[TermMatcher, str, str] | None]:
+    """The policy's term lists: a matcher for each allow/deny list by name, the tool lists by
+    name, and the allowlist that vets whole texts (its matcher, the text it reads, its reason)
+    when one has terms (the last such one)."""
+    lists = [i for i in policy.items if isinstance(i, ast.TermList) and i.kind != "tools"]
+    tool_lists = {i.name.text: tuple(t.value for t in i.terms) for i in policy.items
+                  if isinstance(i, ast.TermList) and i.kind == "tools"}
+    matchers = {tl.name.text: ("allow" if tl.kind == "allowlist" else "deny",
+                               TermMatcher([t.value for t in tl.terms])) for tl in lists}
+    allowlist: tuple[TermMatcher, str, str] | None = None
+    for tl in lists:
+        if tl.kind == "allowlist" and tl.terms:
+            allowlist = (matchers[tl.name.text][1], tl.text.text if tl.text else "input",
+                         tl.reason.text if tl.reason else "REFUSE")
+    return matchers, tool_lists, allowlist
 
 
 def _trace(policy: CompiledPolicy, rule: CompiledRule, ctx: EvalContext, stage: str) -> RuleTrace:

@@ -290,9 +290,16 @@ def _translate_legacy(t: _Translator, doc: dict[str, Any]) -> None:
         t.known_keys(section, _LEGACY_KEYS[key], f"`{key}`")
     t.setting("classification", controls.get("data_classification"), "data_classification")
     t.setting("escalation_path", replacement.get("escalation_path"), "escalation_path")
-    codes = rules.get("reason_codes") or {}
-    reason: Callable[[str], str | None] = (
-        (lambda rule: codes.get(rule)) if isinstance(codes, dict) else (lambda rule: None))
+    _translate_legacy_rules(t, rules, _legacy_action(t, rules, replacement))
+    t.quota("project", controls.get("project_quota"), "project_quota")
+    t.quota("user", controls.get("user_quota"), "user_quota")
+    if rollout:
+        _translate_legacy_rollout(t, rollout)
+
+
+def _legacy_action(t: _Translator, rules: dict[str, Any], replacement: dict[str, Any]) -> str:
+    """What every legacy rule decides: refuse, unless the file asks for a rewrite or names
+    another replacement mode; the replacement message becomes that decision's text."""
     action = "rewrite" if rules.get("rewrite_instead_of_refuse") else "refuse"
     mode = replacement.get("mode")
     if isinstance(mode, str) and mode not in ("refuse", "block", "none"):
@@ -302,6 +309,13 @@ def _translate_legacy(t: _Translator, doc: dict[str, Any]) -> None:
         key = {"escalate": "escalation_message", "rewrite": "rewrite_instruction",
                "summary": "summary_instruction"}.get(action, "refusal_message")
         t.setting(key, replacement["message"], "message")
+    return action
+
+
+def _translate_legacy_rules(t: _Translator, rules: dict[str, Any], action: str) -> None:
+    codes = rules.get("reason_codes") or {}
+    reason: Callable[[str], str | None] = (
+        (lambda rule: codes.get(rule)) if isinstance(codes, dict) else (lambda rule: None))
     allow = t.strings(rules.get("allowlist"), "allowlist")
     if allow:
         t.term_list("allowlist", "allowlist", allow, "allowlist", reason("allowlist"))
@@ -321,21 +335,21 @@ def _translate_legacy(t: _Translator, doc: dict[str, Any]) -> None:
         t.rule("response_pattern" + (f"_{index + 1}" if index else ""),
                ast.MatchesRegex(ast.Name("output", pos), pattern, "", pos), action,
                "response_pattern", reason("response_pattern"))
-    t.quota("project", controls.get("project_quota"), "project_quota")
-    t.quota("user", controls.get("user_quota"), "user_quota")
-    if rollout:
-        canary = rollout.get("canary")
-        if rollout.get("shadow"):
-            t.stage("shadow", None, "shadow")
-        elif isinstance(canary, int | float) and not isinstance(canary, bool) and canary < 100:
-            t.stage("canary", float(canary), "canary")
-        elif isinstance(canary, dict) and isinstance(canary.get("percentage"), int | float):
-            t.stage("canary", float(canary["percentage"]), "canary")
-        else:
-            t.stage("enforced", None, "rollout")
-        auto = {k: v for k, v in rollout.items() if k in (
-            "rollback_on_spike", "rollback_threshold", "min_requests", "window_minutes",
-            "cooldown_minutes", "rollback_decisions")}
-        if auto:
-            t.rollback(auto, "rollout", {"rollback_on_spike": "enabled",
-                                         "rollback_threshold": "threshold_pct"})
+
+
+def _translate_legacy_rollout(t: _Translator, rollout: dict[str, Any]) -> None:
+    canary = rollout.get("canary")
+    if rollout.get("shadow"):
+        t.stage("shadow", None, "shadow")
+    elif isinstance(canary, int | float) and not isinstance(canary, bool) and canary < 100:
+        t.stage("canary", float(canary), "canary")
+    elif isinstance(canary, dict) and isinstance(canary.get("percentage"), int | float):
+        t.stage("canary", float(canary["percentage"]), "canary")
+    else:
+        t.stage("enforced", None, "rollout")
+    auto = {k: v for k, v in rollout.items() if k in (
+        "rollback_on_spike", "rollback_threshold", "min_requests", "window_minutes",
+        "cooldown_minutes", "rollback_decisions")}
+    if auto:
+        t.rollback(auto, "rollout", {"rollback_on_spike": "enabled",
+                                     "rollback_threshold": "threshold_pct"})

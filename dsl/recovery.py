@@ -164,14 +164,19 @@ def regions(source: str) -> tuple[int, list[tuple[int, int, int]]]:
                 brackets = max(brackets - 1, 0)
         last_word = ""
         i += 1
+    return header_end, _statement_spans(events, n)
+
+
+def _statement_spans(events: list[tuple[int, int, bool]], n: int) -> list[tuple[int, int, int]]:
+    """(start, end, depth) of each statement: it ends at the next start or close at its depth
+    or shallower (`events` as `regions` scans them; `n` ends the file)."""
     found = []
-    for index, (start, d, is_start) in enumerate(events):
+    for index, (start, depth, is_start) in enumerate(events):
         if not is_start:
             continue
-        end = next((offset for offset, later, later_start in events[index + 1:]
-                    if later <= d), n)
-        found.append((start, end, d))
-    return header_end, found
+        end = next((offset for offset, later, _ in events[index + 1:] if later <= depth), n)
+        found.append((start, end, depth))
+    return found
 
 
 def line_index(source: str) -> Callable[[int], int]:
@@ -184,54 +189,21 @@ def line_index(source: str) -> Callable[[int], int]:
 def recover(parser: lark.Lark, source: str, sink: DiagnosticSink, to_ast: Any,
             comments: tuple[tuple[int, str], ...]) -> ast.PolicyAst | None:
     """Parse statement by statement; every bad statement is reported once, the rest kept."""
-    blank = re.sub(r"[^\n]", " ", source)
-
-    def attempt(start: int, end: int, symbol: str) -> tuple[Any, UnexpectedInput | None, str]:
-        text = blank[:start] + source[start:end] + blank[end:]
-        try:
-            return to_ast.transform(parser.parse(text, start=symbol)), None, text
-        except UnexpectedInput as error:
-            return None, error, text
-
+    recovery = _Recovery(parser, source, sink, to_ast)
     header_end, statements = regions(source)
-    header: tuple[ast.Name, ast.Text] | None = None
-    if header_end < 0:
-        sink.error(1, 1, "missing policy header", 'a policy starts with `policy v1 "my_policy" {`',
-                   code="missing-header")
-    else:
-        header, error, text = attempt(0, header_end, "header_open")
-        if error is not None:
-            report(parser, text, sink, error)
-    unclosed = _final_depth(source) > 0
-
-    def report_once(text: str, error: UnexpectedInput, end: int) -> None:
-        if unclosed and end == len(source) and isinstance(error, UnexpectedToken) and (
-                error.token.type == "$END"):
-            return  # the file ends inside this block: reported once, as the end of file
-        report(parser, text, sink, error)
-
+    header = recovery.header(header_end)
     items: list[Any] = []
     lost_lists: set[str] = set()
     for start, end, depth in statements:
         if depth != 1:
             continue
-        item, error, text = attempt(start, end, "item")
-        if error is None:
+        parsed, item = recovery.statement(start, end, statements)
+        if parsed:
             items.append(item)
             continue
-        keyword = _WORD.match(source, start)
         declared = _LIST_DECL.match(source, start)
         if declared:
             lost_lists.add(declared.group(1))
-        inner_symbol = BLOCK_ITEM_START.get(keyword.group() if keyword else "")
-        before = len(sink.items)
-        for inner_start, inner_end, inner_depth in statements:
-            if inner_symbol is not None and inner_depth == 2 and start < inner_start < end:
-                _, inner_error, inner_text = attempt(inner_start, inner_end, inner_symbol)
-                if inner_error is not None:
-                    report_once(inner_text, inner_error, inner_end)
-        if len(sink.items) == before:
-            report_once(text, error, end)
     depth_at_end = _final_depth(source)
     if depth_at_end > 0 and not any(d.code == "unexpected-eof" for d in sink.items):
         lines = source.splitlines() or [""]
@@ -241,6 +213,60 @@ def recover(parser: lark.Lark, source: str, sink: DiagnosticSink, to_ast: Any,
         return None
     return ast.PolicyAst(header[0], header[1], tuple(items), comments, recovered=True,
                          lost_lists=frozenset(lost_lists))
+
+
+class _Recovery:
+    """Parses one region of a file at a time (the rest blanked, so positions stay true) and
+    reports what does not parse."""
+
+    def __init__(self, parser: lark.Lark, source: str, sink: DiagnosticSink, to_ast: Any) -> None:
+        self.parser, self.source, self.sink, self.to_ast = parser, source, sink, to_ast
+        self.blank = re.sub(r"[^\n]", " ", source)
+        self.unclosed = _final_depth(source) > 0
+
+    def attempt(self, start: int, end: int, symbol: str
+                ) -> tuple[Any, UnexpectedInput | None, str]:
+        text = self.blank[:start] + self.source[start:end] + self.blank[end:]
+        try:
+            return self.to_ast.transform(self.parser.parse(text, start=symbol)), None, text
+        except UnexpectedInput as error:
+            return None, error, text
+
+    def header(self, header_end: int) -> tuple[ast.Name, ast.Text] | None:
+        if header_end < 0:
+            self.sink.error(1, 1, "missing policy header",
+                            'a policy starts with `policy v1 "my_policy" {`',
+                            code="missing-header")
+            return None
+        header, error, text = self.attempt(0, header_end, "header_open")
+        if error is not None:
+            report(self.parser, text, self.sink, error)
+        return header
+
+    def statement(self, start: int, end: int, statements: list[tuple[int, int, int]]
+                  ) -> tuple[bool, Any]:
+        """(True, the item) for a top-level statement that parses; else (False, None), and the
+        bad inner statements of its block are reported, or the statement itself if none is."""
+        item, error, text = self.attempt(start, end, "item")
+        if error is None:
+            return True, item
+        keyword = _WORD.match(self.source, start)
+        inner_symbol = BLOCK_ITEM_START.get(keyword.group() if keyword else "")
+        before = len(self.sink.items)
+        for inner_start, inner_end, inner_depth in statements:
+            if inner_symbol is not None and inner_depth == 2 and start < inner_start < end:
+                _, inner_error, inner_text = self.attempt(inner_start, inner_end, inner_symbol)
+                if inner_error is not None:
+                    self._report_once(inner_text, inner_error, inner_end)
+        if len(self.sink.items) == before:
+            self._report_once(text, error, end)
+        return False, None
+
+    def _report_once(self, text: str, error: UnexpectedInput, end: int) -> None:
+        if self.unclosed and end == len(self.source) and isinstance(error, UnexpectedToken) and (
+                error.token.type == "$END"):
+            return  # the file ends inside this block: reported once, as the end of file
+        report(self.parser, text, self.sink, error)
 
 
 def _final_depth(source: str) -> int:

@@ -40,6 +40,28 @@ def open_database(path: str | Path, *, check_same_thread: bool = True,
     return db
 
 
+class DatabaseOnDemand:
+    """A connection for a task that runs its calls on worker threads (never two at once),
+    opened on first use with a short lock wait. `close()` it after a failure: the next use
+    opens a fresh connection, so a removed or replaced file is picked up."""
+
+    def __init__(self, path: str, busy_timeout: float = 5.0) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self._db: sqlite_utils.Database | None = None
+
+    def get(self) -> sqlite_utils.Database:
+        if self._db is None:
+            self._db = open_database(self.path, check_same_thread=False,
+                                     busy_timeout=self.busy_timeout)
+        return self._db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.conn.close()
+            self._db = None
+
+
 def enable_wal(conn: sqlite3.Connection, timeout: float = 30.0) -> None:
     """Switch to WAL. The switch needs an exclusive lock and SQLite answers "database is
     locked" at once, without its busy handler, while another process opens the same new file

@@ -20,7 +20,8 @@ from gateway.admin.reload import emit_revision_events
 from gateway.config import Config
 from gateway.db import open_database
 from gateway.errors import ConfigError, DatabaseUnavailable
-from gateway.events.connectors import ConnectorTask, connector_settings
+from gateway.events.connector_settings import connector_settings
+from gateway.events.connectors import ConnectorTask
 from gateway.events.pg_store import PgEventStore
 from gateway.events.sink import EventSink, QueueSink
 from gateway.events.store import EventSettings, EventStorage, EventStore, EventWriter

@@ -97,8 +97,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     """One real PostgreSQL server for the run (started on first use), with a template database
     holding the gateway's schema, so each test's fresh database costs one CREATE DATABASE."""
     server = PostgresServer().start()
-    server.create_database(MIGRATED_TEMPLATE)
-    migrate_url(server.url(MIGRATED_TEMPLATE))
+    server.create_migrated_template()
     yield server
     server.remove()
 
@@ -126,15 +125,6 @@ def _fresh_database(server: PostgresServer, template: str) -> Iterator[str]:
     if not server.running():
         server.start()
     server.drop_database(name)
-
-
-def migrate_url(url: str) -> None:
-    """Put the gateway's PostgreSQL schema into the database at `url`."""
-    from gateway.storage.postgres import Postgres, migrate
-    from gateway.storage.settings import PostgresSettings
-
-    with Postgres(PostgresSettings(url=url, pool_min_size=0, pool_max_size=1)) as pg:
-        migrate(pg)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

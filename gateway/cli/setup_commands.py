@@ -1,10 +1,12 @@
-"""The commands of `python -m gateway` about the gateway's own set-up: `check-config`,
-`config-schema` and `admin-token`, and the admin token `serve` generates on the first start."""
+"""The commands of `python -m gateway` about running the gateway and its own set-up: `serve`,
+`check-config`, `config-schema` and `admin-token`, and the admin token `serve` generates on the
+first start."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -16,6 +18,18 @@ from gateway.datadir import (
     read_admin_token,
     readable_by_others,
 )
+from gateway.errors import ConfigError
+
+
+def add_serve_command(commands: Any, common: argparse.ArgumentParser) -> None:
+    serve = commands.add_parser("serve", parents=[common], help="run the gateway")
+    serve.add_argument("--host", help="interface to bind (default from config: 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (default from config: 8080)")
+    serve.add_argument("--workers", type=int, help="worker processes (default from config: 1)")
+    serve.add_argument("--shutdown-grace", type=float, metavar="SECONDS",
+                       help="time in-flight requests get after SIGTERM/SIGINT before streams "
+                            "are ended (default from config: 20)")
+    serve.set_defaults(func=_serve)
 
 
 def add_setup_commands(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -90,3 +104,28 @@ def admin_token_for_serving(config: Config) -> tuple[Config, list[str]]:
         notices.append(f"{where} is readable by other users: `chmod 600 {where}`, or set "
                        "[admin] token_env for production")
     return config.with_overrides(admin_token=token), notices
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway.serve import CONFIG_ENV, hypercorn_config, serve
+
+    # Fail fast on a bad file, before any worker starts; the workers read the same token.
+    config, notices = admin_token_for_serving(Config.load(args.config))
+    if config.postgres is not None:
+        from gateway.storage.postgres import Postgres, require_schema
+
+        with Postgres(config.postgres) as pg:  # a missing or newer schema stops start-up here
+            require_schema(pg)
+    if args.config:
+        os.environ[CONFIG_ENV] = os.path.abspath(args.config)
+    workers = args.workers if args.workers is not None else config.workers
+    if workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    grace = args.shutdown_grace if args.shutdown_grace is not None else config.shutdown_grace
+    if not grace >= 0:
+        raise ConfigError("--shutdown-grace must be at least 0")
+    hyper = hypercorn_config(config, f"{args.host or config.host}:{args.port or config.port}",
+                             workers)
+    # One worker serves in this process; more are spawned processes sharing the socket. Both
+    # shut down gracefully on SIGTERM/SIGINT (gateway/http/draining.py).
+    return serve(hyper, workers, grace=grace, log_level=config.log_level, notices=notices)

@@ -178,36 +178,10 @@ def _build(checked: Any, data: Mapping[str, Any], env: Mapping[str, str]) -> Con
     as a mapping, for the sections other modules parse)."""
     from gateway.mcp.settings import mcp_servers
 
-    providers: dict[str, Provider] = {}
-    for name, spec in checked.providers.items():
-        providers[name] = _provider(name, spec.model_dump(exclude_none=True), env)
-    # Each kind gets a provider even without configuration, named after the kind, so that the
-    # environment variables users already have (OPENAI_API_KEY, ...) work with no file at all.
-    for kind in PROVIDER_KINDS:
-        if not any(p.kind == kind for p in providers.values()):
-            providers[kind] = _provider(kind, {"kind": kind}, env)
-    defaults: dict[str, str] = {}
-    for kind in PROVIDER_KINDS:
-        named = [p.name for p in providers.values() if p.kind == kind]
-        defaults[kind] = kind if kind in named else named[0]
-
-    routes = []
-    for index, spec in enumerate(checked.routes):
-        if spec.provider not in providers:
-            raise ValueError(f"routes[{index}].provider: route for {spec.model!r} names unknown "
-                             f"provider {spec.provider!r}; declared: {sorted(providers)}")
-        routes.append(Route(model=spec.model, provider=spec.provider))
-
-    if data.get("jwt"):
-        from gateway.identity.jwt import JwtSettings
-
-        JwtSettings.from_mapping(dict(data["jwt"]), env)  # fail fast: ValueError -> ConfigError
+    providers = _providers(checked, env)
+    routes = _routes(checked, providers)
     _check_sections(data, checked, env)
     server, admin = checked.server, checked.admin
-    if server.read_timeout is not None and not server.read_timeout > checked.timeouts.total:
-        raise ValueError(f"server.read_timeout ({server.read_timeout:g} s) must be longer than "
-                         f"timeouts.total ({checked.timeouts.total:g} s): a client reading a "
-                         "stream sends nothing, and hypercorn would close its connection")
     database_path = checked.database.path
     directory = checked.policies.directory
     postgres = PostgresSettings.from_section(checked.database.model_dump(), env)
@@ -229,8 +203,8 @@ def _build(checked: Any, data: Mapping[str, Any], env: Mapping[str, str]) -> Con
         max_body_bytes=checked.limits.max_body_bytes,
         timeouts=Timeouts(**checked.timeouts.model_dump()),
         providers=providers,
-        routes=tuple(routes),
-        default_provider=defaults,
+        routes=routes,
+        default_provider=_default_providers(providers),
         host=server.host,
         port=server.port,
         workers=server.workers,
@@ -253,19 +227,56 @@ def _build(checked: Any, data: Mapping[str, Any], env: Mapping[str, str]) -> Con
     )
 
 
+def _providers(checked: Any, env: Mapping[str, str]) -> dict[str, Provider]:
+    providers: dict[str, Provider] = {}
+    for name, spec in checked.providers.items():
+        providers[name] = _provider(name, spec.model_dump(exclude_none=True), env)
+    # Each kind gets a provider even without configuration, named after the kind, so that the
+    # environment variables users already have (OPENAI_API_KEY, ...) work with no file at all.
+    for kind in PROVIDER_KINDS:
+        if not any(p.kind == kind for p in providers.values()):
+            providers[kind] = _provider(kind, {"kind": kind}, env)
+    return providers
+
+
+def _default_providers(providers: Mapping[str, Provider]) -> dict[str, str]:
+    """Each kind's provider when no route matches: the one named after the kind, else the
+    first declared."""
+    defaults: dict[str, str] = {}
+    for kind in PROVIDER_KINDS:
+        named = [p.name for p in providers.values() if p.kind == kind]
+        defaults[kind] = kind if kind in named else named[0]
+    return defaults
+
+
+def _routes(checked: Any, providers: Mapping[str, Provider]) -> tuple[Route, ...]:
+    routes = []
+    for index, spec in enumerate(checked.routes):
+        if spec.provider not in providers:
+            raise ValueError(f"routes[{index}].provider: route for {spec.model!r} names unknown "
+                             f"provider {spec.provider!r}; declared: {sorted(providers)}")
+        routes.append(Route(model=spec.model, provider=spec.provider))
+    return tuple(routes)
+
+
 def _data_dir(database_path: str) -> Path:
     return Path("data") if database_path == ":memory:" else Path(database_path).parent
 
 
 def _check_sections(data: Mapping[str, Any], checked: Any, env: Mapping[str, str]) -> None:
-    """The checks of the sections other modules parse that the schema cannot express."""
-    from gateway.events.connectors import connector_settings
+    """The checks of the sections other modules parse, and across sections, that the schema
+    cannot express (fail fast: their ValueError becomes a ConfigError)."""
+    from gateway.events.connector_settings import connector_settings
     from gateway.events.store import EventSettings
     from gateway.moderation.settings import ModerationSettings
     from gateway.policy.escalation import EscalationSettings
     from gateway.policy.inline import InlineBudget
     from gateway.quota.limits import QuotaSettings
 
+    if data.get("jwt"):
+        from gateway.identity.jwt import JwtSettings
+
+        JwtSettings.from_mapping(dict(data["jwt"]), env)
     InlineBudget.from_mapping({k: v for k, v in dict(data.get("policies", {})).items()
                                if k.startswith("inline_")})
     EscalationSettings.from_mapping(dict(data.get("escalation", {})), env)
@@ -278,6 +289,11 @@ def _check_sections(data: Mapping[str, Any], checked: Any, env: Mapping[str, str
     connector_settings(EventSettings.from_mapping(dict(data.get("events", {}))).connectors)
     QuotaSettings.from_mapping(dict(data.get("quotas", {})),
                                total_timeout=checked.timeouts.total)
+    read_timeout = checked.server.read_timeout
+    if read_timeout is not None and not read_timeout > checked.timeouts.total:
+        raise ValueError(f"server.read_timeout ({read_timeout:g} s) must be longer than "
+                         f"timeouts.total ({checked.timeouts.total:g} s): a client reading a "
+                         "stream sends nothing, and hypercorn would close its connection")
 
 
 def _provider(name: str, spec: dict[str, Any], env: Mapping[str, str]) -> Provider:

@@ -25,7 +25,7 @@ from typing import Any
 import sqlite_utils
 import trio
 
-from gateway.db import open_database, write_transaction
+from gateway.db import DatabaseOnDemand, write_transaction
 
 #: How long a lease lasts unless renewed; the holder renews every third of it.
 DEFAULT_LEASE_SECONDS = 15.0
@@ -59,14 +59,11 @@ class ConnectorLease:
         self.clock = clock
         #: When the lease this process holds runs out (None: not held, as far as it knows).
         self.expires_at: float | None = None
-        self._db: sqlite_utils.Database | None = None
+        self._database = DatabaseOnDemand(database_path)
 
     @property
     def db(self) -> sqlite_utils.Database:
-        if self._db is None:
-            self._db = open_database(self.database_path, check_same_thread=False,
-                                     busy_timeout=5.0)
-        return self._db
+        return self._database.get()
 
     def claim(self) -> bool:
         """Take the lease if it is free or expired, or renew it if it is ours; True when this
@@ -108,9 +105,7 @@ class ConnectorLease:
                             [self.connector, self.owner])
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.conn.close()
-            self._db = None
+        self._database.close()
 
 
 # --- in Redis, when it is configured (docs/scale-out.md) -------------------------------------

@@ -1,6 +1,6 @@
 """Connector progress and leases in PostgreSQL, shared by every replica.
 
-`PgDeliveryLog` is `DeliveryLog` (gateway/events/connectors.py) on the shared tables: a
+`PgDeliveryLog` is `DeliveryLog` (gateway/events/delivery_log.py) on the shared tables: a
 connector's `delivered_seq` is one row every replica reads and moves forward. `PgConnectorLease`
 is `ConnectorLease` (gateway/events/leases.py) as one conditional upsert: among all the worker
 processes of all replicas, the one holding a connector's unexpired lease delivers, so each event
@@ -32,7 +32,7 @@ from gateway.events.store import row_to_event
 from gateway.storage.postgres import Postgres
 
 if TYPE_CHECKING:
-    from gateway.events.connectors import ConnectorSettings
+    from gateway.events.connector_settings import ConnectorSettings
 
 
 @contextmanager

@@ -91,7 +91,7 @@ def test_the_documented_configuration_loads():
     assert not github.tool_permitted("delete_repo") and github.tool_permitted("search_code")
     assert config.always_blocked_categories == ("self-harm/instructions", "sexual/minors")
     assert config.jwt["audience"] == "policy-gateway"
-    from gateway.events.connectors import connector_settings
+    from gateway.events.connector_settings import connector_settings
     from gateway.events.store import EventSettings
     from gateway.quota.limits import QuotaSettings
 

@@ -193,7 +193,7 @@ def test_config_schema_is_the_json_schema_of_the_file():
 def test_the_schema_defaults_are_the_ones_the_code_uses():
     """The JSON Schema shows defaults to editors: they must be the parsers' own."""
     from gateway.config.schema import ConnectorSection, EventsSection
-    from gateway.events.connectors import ConnectorSettings
+    from gateway.events.connector_settings import ConnectorSettings
     from gateway.events.store import EventSettings
 
     parsed = ConnectorSettings.from_mapping({"name": "a", "type": "jsonl", "path": "x"})

@@ -18,7 +18,7 @@ import threading
 from typing import Any
 
 import trio
-from servers import ThreadServer
+from servers import ThreadServer, answer_lifespan, read_body
 
 from dsl.classifiers import CATEGORIES
 
@@ -77,20 +77,9 @@ class MockModeration:
 
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                else:
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        body = json.loads(raw)
+            await answer_lifespan(receive, send)
+            return
+        body = json.loads(await read_body(receive))
         with self._lock:
             self.received.append((scope["path"], body))
         status, payload = await self._answer(scope["path"], body)

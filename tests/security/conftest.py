@@ -11,7 +11,6 @@ served by hypercorn on 127.0.0.1 and checks that it now holds.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ import httpx2
 import jwt
 import pytest
 from e2e.harness import GatewayFactory, RunningGateway
-from servers import ThreadServer
+from servers import RecordingServer
 
 from gateway.db import open_database
 from gateway.identity.keys import IdentityStore
@@ -50,66 +49,14 @@ GUARD = '''policy v1 "guard" {
 '''
 
 
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class Capture:
-    """Everything the listener received, in order."""
-
-    server: ThreadServer
-    received: list[Recorded] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    def wait_for(self, count: int = 1, timeout: float = 5.0) -> list[Recorded]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                if len(self.received) >= count:
-                    return list(self.received)
-            time.sleep(0.02)
-        return list(self.received)
+#: The listener `capture` gives: what it received is `.received`, in order.
+Capture = RecordingServer
 
 
 @pytest.fixture
 def capture() -> Iterator[Capture]:
-    holder: dict[str, Capture] = {}
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                kind = message["type"].removeprefix("lifespan.")
-                await send({"type": f"lifespan.{kind}.complete"})
-                if kind == "shutdown":
-                    return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        with holder["capture"].lock:
-            holder["capture"].received.append(Recorded(
-                scope["method"], scope["path"],
-                {k.decode(): v.decode("latin-1") for k, v in scope["headers"]}, body))
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": b'{"ok": true}'})
-
-    server = ThreadServer(lambda: app)
-    holder["capture"] = Capture(server=server)
-    with server:
-        yield holder["capture"]
+    with RecordingServer() as server:
+        yield server
 
 
 @dataclass

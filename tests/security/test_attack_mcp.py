@@ -14,9 +14,8 @@ are on what it received.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import httpx2
 import orjson
 import pytest
 from e2e.harness import GatewayFactory, RunningGateway
-from servers import ThreadServer
+from servers import Recorded, RecordingServer
 
 from gateway.db import open_database
 from gateway.identity.projects import ProjectStore
@@ -47,51 +46,21 @@ POLICY = '''policy v1 "mcp_attack" {
 '''
 
 
-@dataclass
-class Recorder:
-    server: ThreadServer
-    bodies: list[bytes] = field(default_factory=list)
-    headers: list[dict[str, str]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+def _mcp_result(request: Recorded) -> bytes:
+    """Every request gets a plain result; `tools/list` one page of three tools."""
+    message = json.loads(request.body) if request.body else {}
+    result: dict[str, Any] = {"content": [{"type": "text", "text": "done"}]}
+    if message.get("method") == "tools/list":
+        result = {"tools": [{"name": name, "inputSchema": {"type": "object"}}
+                            for name in ("echo", "wipe_disk", "delete_all")],
+                  "nextCursor": "page-3"}
+    return orjson.dumps({"jsonrpc": "2.0", "id": message.get("id"), "result": result})
 
 
 @pytest.fixture
-def recorder() -> Iterator[Recorder]:
-    holder: dict[str, Recorder] = {}
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                kind = message["type"].removeprefix("lifespan.")
-                await send({"type": f"lifespan.{kind}.complete"})
-                if kind == "shutdown":
-                    return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        with holder["r"].lock:
-            holder["r"].bodies.append(body)
-            holder["r"].headers.append({k.decode(): v.decode("latin-1")
-                                        for k, v in scope["headers"]})
-        request = json.loads(body) if body else {}
-        result: dict[str, Any] = {"content": [{"type": "text", "text": "done"}]}
-        if request.get("method") == "tools/list":
-            result = {"tools": [{"name": name, "inputSchema": {"type": "object"}}
-                                for name in ("echo", "wipe_disk", "delete_all")],
-                      "nextCursor": "page-3"}
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": orjson.dumps(
-            {"jsonrpc": "2.0", "id": request.get("id"), "result": result})})
-
-    server = ThreadServer(lambda: app)
-    holder["r"] = Recorder(server=server)
-    with server:
-        yield holder["r"]
+def recorder() -> Iterator[RecordingServer]:
+    with RecordingServer(_mcp_result) as server:
+        yield server
 
 
 @dataclass
@@ -106,13 +75,13 @@ class Gateway:
 
 
 @pytest.fixture
-def gateway(gateway_factory: GatewayFactory, recorder: Recorder, tmp_path: Path) -> Gateway:
+def gateway(gateway_factory: GatewayFactory, recorder: RecordingServer, tmp_path: Path) -> Gateway:
     policies = tmp_path / "policies"
     policies.mkdir()
     (policies / "mcp_attack.pol").write_text(POLICY)
     running = gateway_factory({
         "policies": {"directory": str(policies)},
-        "mcp": {"servers": {"rec": {"url": recorder.server.url + "/mcp",
+        "mcp": {"servers": {"rec": {"url": recorder.url + "/mcp",
                                     "denied_tools": ["delete_*"]}}}}, plan="control")
     db = open_database(running.db_path)
     try:
@@ -151,7 +120,7 @@ def single_reading(body: bytes) -> Any:
     b' "method": "notifications/initialized", "id": null}',
 ], ids=["name", "arguments", "params", "method", "notification"])
 def test_duplicate_keys_never_reach_the_server_in_two_readings(
-        gateway: Gateway, recorder: Recorder, content: bytes) -> None:
+        gateway: Gateway, recorder: RecordingServer, content: bytes) -> None:
     response = gateway.post(content)
     assert response.status_code < 500
     for body in recorder.bodies:
@@ -163,7 +132,7 @@ def test_duplicate_keys_never_reach_the_server_in_two_readings(
 
 @pytest.mark.parametrize("method", ["Tools/Call", "TOOLS/CALL", "tools/call ", "tools//call",
                                     "tools/call\u0000"])
-def test_method_name_variants_are_not_relayed(gateway: Gateway, recorder: Recorder,
+def test_method_name_variants_are_not_relayed(gateway: Gateway, recorder: RecordingServer,
                                               method: str) -> None:
     response = gateway.post(orjson.dumps({"jsonrpc": "2.0", "id": 4, "method": method,
                                           "params": {"name": "wipe_disk"}}))
@@ -171,7 +140,7 @@ def test_method_name_variants_are_not_relayed(gateway: Gateway, recorder: Record
     assert recorder.bodies == []
 
 
-def test_a_batch_is_refused_and_not_relayed(gateway: Gateway, recorder: Recorder) -> None:
+def test_a_batch_is_refused_and_not_relayed(gateway: Gateway, recorder: RecordingServer) -> None:
     response = gateway.post(orjson.dumps([
         {"jsonrpc": "2.0", "id": 1, "method": "ping"},
         {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "wipe_disk"}}]))
@@ -180,7 +149,7 @@ def test_a_batch_is_refused_and_not_relayed(gateway: Gateway, recorder: Recorder
 
 
 def test_param_headers_never_travel_beside_a_governed_call(gateway: Gateway,
-                                                         recorder: Recorder) -> None:
+                                                         recorder: RecordingServer) -> None:
     """A server may read argument values from `Mcp-Param-*` copies; the policy read the body."""
     response = gateway.post(orjson.dumps({
         "jsonrpc": "2.0", "id": 5, "method": "tools/call",
@@ -188,13 +157,14 @@ def test_param_headers_never_travel_beside_a_governed_call(gateway: Gateway,
         headers={"mcp-param-text": "pineapple", "mcp-method": "tools/call",
                  "mcp-name": "echo"})
     assert response.json()["result"]["content"][0]["text"] == "done"
-    (headers,) = recorder.headers
+    (request,) = recorder.received
+    headers = request.headers
     assert not any(name.startswith("mcp-param-") for name in headers)
     assert "pineapple" not in orjson.dumps(headers).decode()
 
 
 def test_a_hidden_tool_is_refused_when_called_and_hidden_on_every_page(
-        gateway: Gateway, recorder: Recorder) -> None:
+        gateway: Gateway, recorder: RecordingServer) -> None:
     listed = gateway.post(orjson.dumps({"jsonrpc": "2.0", "id": 6, "method": "tools/list",
                                         "params": {"cursor": "page-2"}})).json()
     assert [tool["name"] for tool in listed["result"]["tools"]] == ["echo"]
@@ -208,7 +178,7 @@ def test_a_hidden_tool_is_refused_when_called_and_hidden_on_every_page(
 @pytest.mark.parametrize("name", ["DELETE_all", "Delete_all", "delete\u200b_all",
                                   "\uff44\uff45\uff4c\uff45\uff54\uff45_all", "d\u0435lete_all"])
 def test_look_alikes_of_a_tool_the_configuration_denies_are_refused(
-        gateway: Gateway, recorder: Recorder, name: str) -> None:
+        gateway: Gateway, recorder: RecordingServer, name: str) -> None:
     response = gateway.post(orjson.dumps({"jsonrpc": "2.0", "id": 8, "method": "tools/call",
                                           "params": {"name": name, "arguments": {}}}))
     error = response.json()["error"]
@@ -217,7 +187,7 @@ def test_look_alikes_of_a_tool_the_configuration_denies_are_refused(
     assert recorder.bodies == []
 
 
-def test_meta_cannot_carry_a_second_name(gateway: Gateway, recorder: Recorder) -> None:
+def test_meta_cannot_carry_a_second_name(gateway: Gateway, recorder: RecordingServer) -> None:
     response = gateway.post(orjson.dumps({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
                                           "params": {"name": "wipe_disk", "arguments": {},
                                                      "_meta": {"name": "echo"}}}))
@@ -229,7 +199,7 @@ def test_meta_cannot_carry_a_second_name(gateway: Gateway, recorder: Recorder) -
     ("prompts/get", {"name": "summary", "arguments": {"topic": "pineapple"}}),
     ("resources/read", {"uri": "file:///notes/pineapple.txt"}),
 ])
-def test_prompts_and_resources_are_decided(gateway: Gateway, recorder: Recorder,
+def test_prompts_and_resources_are_decided(gateway: Gateway, recorder: RecordingServer,
                                            method: str, params: dict[str, Any]) -> None:
     response = gateway.post(orjson.dumps({"jsonrpc": "2.0", "id": 10, "method": method,
                                           "params": params}))
