@@ -94,6 +94,10 @@ class QueueSink:
         self.accepted = 0
         self.dropped = 0
         self._drop_log = RateLimitedLog()
+        #: Set once `_wanted` more events were accepted (see `wait_for_more`).
+        self._more: trio.Event | None = None
+        self._wanted = 0
+        self._closed = False
 
     @property
     def events(self) -> deque[dict[str, Any]]:
@@ -117,10 +121,27 @@ class QueueSink:
         self.accepted += 1
         if self.recent is not None:  # the same copy: neither side changes an event
             self.recent.keep(item)
+        if self._more is not None:
+            self._wanted -= 1
+            if self._wanted <= 0:
+                self._more.set()
+
+    async def wait_for_more(self, count: int) -> None:
+        """Until `count` more events were accepted, or the sink closed. The writer gathers a
+        batch in the channel this way instead of waking up for every event."""
+        self._more, self._wanted = trio.Event(), count
+        try:
+            if count > 0 and not self._closed:
+                await self._more.wait()
+        finally:
+            self._more = None
 
     def close(self) -> None:
         """No more events: the writer drains what the channel holds and stops."""
         self.send.close()
+        self._closed = True
+        if self._more is not None:
+            self._more.set()
 
     def _drop(self, event: dict[str, Any], why: str) -> None:
         self.dropped += 1

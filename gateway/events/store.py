@@ -228,12 +228,10 @@ class EventWriter:
                     self._batch.append(await receive.receive())
                 except trio.EndOfChannel:
                     return
+                # The rest of the batch gathers in the channel: no wake-up for each event.
                 with trio.move_on_after(self.settings.batch_seconds):
-                    while len(self._batch) < self.settings.batch_size:
-                        try:
-                            self._batch.append(await receive.receive())
-                        except trio.EndOfChannel:
-                            break
+                    await self.sink.wait_for_more(
+                        self.settings.batch_size - 1 - self.sink.depth)
             while len(self._batch) < self.settings.batch_size:  # whatever queued meanwhile
                 try:
                     self._batch.append(receive.receive_nowait())
@@ -289,9 +287,6 @@ class EventWriter:
 
 
 # --- history --------------------------------------------------------------------------------
-
-
-
 
 FILTER_COLUMNS = ("project_id", "policy_id", "policy_target", "policy_user", "decision",
                   "event_type", "request_id")
