@@ -31,7 +31,7 @@ def authenticate(identities: IdentityCache, jwt: JwtVerifier | None, credential:
 
 def resolve_project(directory: IdentityCache, caller: Caller, project_id: str | None) -> Project:
     """The project a request names (or the caller's key is bound to), if the caller may use it
-    and it is active."""
+    and it is active. `caller` was just authenticated on `directory`, which refreshed it."""
     if project_id is None:
         if caller.key is None:
             raise ProjectRequired(
@@ -40,7 +40,7 @@ def resolve_project(directory: IdentityCache, caller: Caller, project_id: str | 
         if project_id is None:
             raise ProjectRequired(
                 "This key is not bound to a project; name one with X-Policy-Project.")
-    project = directory.project(project_id)
+    project = directory.authenticated_project(project_id)
     if project is None:
         raise ProjectNotFound(f"Project '{project_id}' does not exist.")
     if project.account_id != caller.account.id:

@@ -229,6 +229,11 @@ class IdentityCache:
         """The project (`gateway.identity.projects.Project`) from the snapshot, or None."""
         return self.snapshot.projects.get(project_id)
 
+    def authenticated_project(self, project_id: str) -> Project | None:
+        """The project as of the snapshot the request's authentication just refreshed: the
+        request reads its key and its project from one snapshot, and checks the file once."""
+        return self._snapshot.projects.get(project_id)
+
     def jwt_may_use(self, caller: Caller, project_id: str) -> bool:
         """Grants come from the token, the configuration, or the management API."""
         if caller.jwt is not None and caller.jwt.may_use(project_id):

@@ -13,6 +13,7 @@ memory and takes new ones when SQLite's `data_version` says another connection w
 from __future__ import annotations
 
 import builtins
+import functools
 import json
 import re
 from collections.abc import Collection, Mapping
@@ -64,12 +65,12 @@ class Project:
     def is_active(self) -> bool:
         return self.status == "active"
 
-    @property
+    @functools.cached_property  # snapshots are shared: worked out once per project
     def budget_limits(self) -> tuple[QuotaLimit, ...]:
         """The project quota as limits to enforce (unlimited entries left out)."""
         return quota_limits(self.budget)
 
-    @property
+    @functools.cached_property  # snapshots are shared: worked out once per project
     def user_quota_limits(self) -> tuple[QuotaLimit, ...]:
         """The per-subject quota as limits to enforce (unlimited entries left out)."""
         return quota_limits(self.user_quota)

@@ -29,6 +29,8 @@ MAX_LISTED_TOOL_CALLS = 64
 #: Body fields read by the gateway and removed before forwarding.
 GATEWAY_BODY_FIELDS = ("policy_project_id", "policy_target", "policy_user", "policy_user_id",
                        "policy_id", "policyId", "policy", "flagged_categories")
+#: Headers read by `read_gateway_fields` (the body fields above are their aliases).
+GATEWAY_HEADERS = ("x-policy-project", "x-policy-target", "x-policy-user")
 #: Categories a request may ask to block for itself (docs/classifiers.md).
 REQUEST_FLAGGABLE = frozenset({"harassment", "hate", "illicit", "sexual"})
 MAX_LABEL_LENGTH = 256
@@ -42,6 +44,9 @@ class GatewayFields:
     expected_policy_id: str | None = None
     inline_policy: Any = None
     flagged_categories: frozenset[str] = frozenset()
+
+
+NO_GATEWAY_FIELDS = GatewayFields()
 
 
 def _label(value: Any, name: str) -> str | None:
@@ -78,6 +83,9 @@ def _header_text(value: str | None) -> str | None:
 def read_gateway_fields(headers: Mapping[str, str], body: dict[str, Any]
                         ) -> tuple[GatewayFields, dict[str, Any]]:
     """The gateway fields of the request and the body to forward (a copy without them)."""
+    if not any(name in headers for name in GATEWAY_HEADERS) and not any(
+            name in body for name in GATEWAY_BODY_FIELDS):
+        return NO_GATEWAY_FIELDS, dict(body)  # the common case: nothing to read or check
     forward = {k: v for k, v in body.items() if k not in GATEWAY_BODY_FIELDS}
 
     def pick(header: str, *aliases: str) -> str | None:

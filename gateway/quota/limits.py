@@ -9,6 +9,7 @@ headers and a refusal. A Redis store reuses all of it and only keeps counters el
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -71,6 +72,7 @@ def retry_after_seconds(window: str, now: datetime) -> int:
     return max(1, math.ceil((window_reset(window, now) - now).total_seconds()))
 
 
+@functools.lru_cache(maxsize=256)  # mostly window ends: the same few for a whole window
 def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -112,11 +114,19 @@ class QuotaRequest:
 
     def limits(self) -> list[Limit]:
         """Every limit to enforce, the tightest per subject, unit and window."""
-        out = [Limit(PROJECT, self.project_id, unit, window, limit)
-               for (unit, window), limit in tightest(self.project_limits).items()]
-        out += [Limit(USER, self.quota_subject, unit, window, limit)
-                for (unit, window), limit in tightest(self.user_limits).items()]
-        return [limit for limit in out if (limit.unit == "tool_calls") == self.tool_call]
+        return list(_limits(self.project_id, self.quota_subject, self.project_limits,
+                            self.user_limits, self.tool_call))
+
+
+# The same project, subject and limits come back request after request: worked out once.
+@functools.lru_cache(maxsize=4096)
+def _limits(project_id: str, quota_subject: str, project_limits: tuple[QuotaLimit, ...],
+            user_limits: tuple[QuotaLimit, ...], tool_call: bool) -> tuple[Limit, ...]:
+    out = [Limit(PROJECT, project_id, unit, window, limit)
+           for (unit, window), limit in tightest(project_limits).items()]
+    out += [Limit(USER, quota_subject, unit, window, limit)
+            for (unit, window), limit in tightest(user_limits).items()]
+    return tuple(limit for limit in out if (limit.unit == "tool_calls") == tool_call)
 
 
 def estimate_tokens(input_tokens: int, max_output_tokens: int | None,

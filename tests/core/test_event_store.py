@@ -129,6 +129,22 @@ async def test_the_writer_batches_up_to_batch_size():
     assert store.batches == [["0", "1", "2"], ["3", "4", "5"], ["6"]]
 
 
+async def test_a_batch_is_written_once_full_without_waiting_out_its_window():
+    store = FlakyStore()
+    writer = writer_with(store, batch_seconds=60, batch_size=3)
+    written = trio.Event()
+    writer.on_written.append(written.set)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        for i in range(3):  # the writer gathers them in the channel as they come
+            writer.sink.emit({"event_id": str(i)})
+            await trio.sleep(0.01)
+        with trio.fail_after(5):  # far less than the 60 s window
+            await written.wait()
+        await writer.drain()
+    assert store.batches == [["0", "1", "2"]]
+
+
 async def test_the_writer_keeps_the_batch_across_failures_and_recovers():
     store = FlakyStore(failures=4)
     writer = writer_with(store)

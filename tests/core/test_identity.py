@@ -103,3 +103,31 @@ def test_keys_list_by_account_and_survive_a_new_connection(backend):
     cache = backend.cache()
     with pytest.raises(ApiKeyRevoked):
         cache.authenticate_key(plaintext)
+
+
+def test_a_request_checks_the_file_once_and_sees_a_project_change_on_its_next_request(
+        db_path, monkeypatch):
+    from gateway.errors import ProjectDisabled
+    from gateway.identity.credentials import authenticate, resolve_project
+    from gateway.identity.projects import ProjectStore
+
+    db = open_database(db_path)
+    writer = IdentityStore(db)
+    account = writer.create_account("acme", "control")
+    ProjectStore(db).create(project_id="proj", account_id=account.id, name="Proj")
+    _key, plaintext = writer.create_key(account.id, project_id="proj")
+    cache = IdentityCache(open_database(db_path))
+    checks = []
+    original = keys_module.data_version
+    monkeypatch.setattr(keys_module, "data_version",
+                        lambda conn: (checks.append(1), original(conn))[1])
+
+    def governed_request() -> None:  # what the governed surface does, in this order
+        caller = authenticate(cache, None, plaintext)
+        resolve_project(cache, caller, None)
+
+    governed_request()
+    assert checks == [1]  # authentication's check; the project comes from the same snapshot
+    ProjectStore(db).update("proj", status="disabled")  # another connection, another process
+    with pytest.raises(ProjectDisabled):
+        governed_request()
