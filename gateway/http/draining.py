@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 from typing import Protocol
 
 import trio
@@ -65,35 +64,48 @@ class Draining:
         log.info("shutting down: %d stream(s) in flight get %.1f s to finish",
                  len(self._reads) + len(self.streams), grace)
 
-    @contextmanager
-    def until_grace_end(self) -> Iterator[trio.CancelScope]:
-        """A cancel scope that ends when the grace period does (never, while serving)."""
-        scope = trio.CancelScope(deadline=self.cut_at)
+    def register(self, scope: trio.CancelScope) -> None:
+        """Cancel `scope` when the grace period ends (it was made with `cut_at` as deadline)."""
         self._reads.add(scope)
-        try:
-            with scope:
-                yield scope
-        finally:
-            self._reads.discard(scope)
+
+    def unregister(self, scope: trio.CancelScope) -> None:
+        self._reads.discard(scope)
 
 
-@contextmanager
-def cut_at_grace_end() -> Iterator[None]:
+class cut_at_grace_end:
     """Raise `ShuttingDown` if the block is still waiting for the upstream when the grace period
     after SIGTERM ends: a whole answer that has not come yet gets a 503 instead of a cut
-    connection. Outside a request (no `Draining`), it does nothing."""
-    from gateway.http.access_log import current_record
+    connection. Outside a request (no `Draining`), it does nothing.
 
-    record = current_record()
-    draining: Draining | None = record.draining if record is not None else None
-    if draining is None:
-        yield
-        return
-    with draining.until_grace_end() as scope:
-        yield
-    if scope.cancelled_caught:
-        raise ShuttingDown("The gateway is shutting down and could not finish this request in "
-                           "its grace period; retry the request.")
+    A class rather than a generator-based context manager: every request waits for its
+    upstream's answer in one."""
+
+    __slots__ = ("_draining", "_scope")
+
+    def __init__(self) -> None:
+        self._draining = request_draining()
+        self._scope: trio.CancelScope | None = None
+
+    def __enter__(self) -> None:
+        if self._draining is not None:
+            self._scope = trio.CancelScope(deadline=self._draining.cut_at)
+            self._draining.register(self._scope)
+            self._scope.__enter__()
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        scope, draining = self._scope, self._draining
+        if scope is None or draining is None:
+            return
+        try:
+            # True only when it caught its own cancellation, which becomes `ShuttingDown`: no
+            # other exception is ever swallowed here.
+            scope.__exit__(kind, error, traceback)
+        finally:
+            draining.unregister(scope)
+        if scope.cancelled_caught:
+            raise ShuttingDown("The gateway is shutting down and could not finish this request "
+                               "in its grace period; retry the request.")
 
 
 def request_draining() -> Draining | None:
