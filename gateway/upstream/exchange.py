@@ -3,8 +3,8 @@
 `Upstreams` owns the shared, pooled `httpx2.AsyncClient`s (one for the network, one wired to the
 in-process echo upstream) for the app's lifetime. `Exchange` is one call: it maps every httpx2
 failure to `UpstreamUnavailable` / `UpstreamTimeout`, applies the idle and total timeouts itself
-(httpx2 has no total timeout), and always closes the upstream response, also when cancelled, so
-a client disconnect reaches the provider at once.
+(httpx2 has no total timeout) together with the shutdown cut of a stream, and always closes the
+upstream response, also when cancelled, so a client disconnect reaches the provider at once.
 """
 
 from __future__ import annotations
