@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncGenerator, Iterator
-from contextlib import aclosing, contextmanager
-from typing import Any
+from types import TracebackType
+from typing import Protocol
 
 import trio
 
@@ -22,20 +21,30 @@ from gateway.errors import ShuttingDown
 log = logging.getLogger("gateway.shutdown")
 
 
+class StreamReads(Protocol):
+    """A relayed stream as `Draining` sees it: the cancel scope of its upstream read in
+    progress (None between reads). The stream gives each read a deadline no later than
+    `Draining.cut_at`; `begin` moves the deadline of the read in progress."""
 
+    read_scope: trio.CancelScope | None
 
 
 class Draining:
-    """The shutdown state of one app: where the streams being relayed register their reads.
+    """The shutdown state of one app: where the streams being relayed and the whole answers
+    awaited register their reads.
 
     `cut_at` is infinite while serving; `begin(grace)` sets it, and every registered read (and
-    every later one) is cancelled at that time. Surfaces read through `next_or_cut`.
+    every later one) is cancelled at that time. A stream registers once (`streams`) rather than
+    once per read: its own read scope carries the cut together with its timeouts.
     """
 
     def __init__(self) -> None:
         self.cut_at = math.inf
         self.began_at: float | None = None
         self._reads: set[trio.CancelScope] = set()
+        #: The streams being relayed; each adds itself when it starts reading and leaves at
+        #: its end.
+        self.streams: set[StreamReads] = set()
 
     @property
     def draining(self) -> bool:
@@ -49,64 +58,54 @@ class Draining:
         self.cut_at = now + max(grace, 0.0)
         for scope in self._reads:
             scope.deadline = min(scope.deadline, self.cut_at)
+        for stream in self.streams:
+            if stream.read_scope is not None:
+                stream.read_scope.deadline = min(stream.read_scope.deadline, self.cut_at)
         log.info("shutting down: %d stream(s) in flight get %.1f s to finish",
-                 len(self._reads), grace)
+                 len(self._reads) + len(self.streams), grace)
 
-    @contextmanager
-    def until_grace_end(self) -> Iterator[trio.CancelScope]:
-        """A cancel scope that ends when the grace period does (never, while serving)."""
-        scope = trio.CancelScope(deadline=self.cut_at)
+    def register(self, scope: trio.CancelScope) -> None:
+        """Cancel `scope` when the grace period ends (it was made with `cut_at` as deadline)."""
         self._reads.add(scope)
-        try:
-            with scope:
-                yield scope
-        finally:
-            self._reads.discard(scope)
 
-    async def next_or_cut(self, frames: Any) -> Any:
-        """`await frames.__anext__()`, or `CUT` when the grace period ends first. Raises
-        StopAsyncIteration at the end. The cancel lands in the upstream read, never between a
-        frame and its delivery, and the generator it ends is not resumed."""
-        # `until_grace_end` spelled out: this runs for every batch of every stream, and a
-        # generator-based context manager costs more than the read's own bookkeeping.
-        scope = trio.CancelScope(deadline=self.cut_at)
-        self._reads.add(scope)
-        try:
-            with scope:
-                return await frames.__anext__()
-        finally:
-            self._reads.discard(scope)
-        return CUT
+    def unregister(self, scope: trio.CancelScope) -> None:
+        self._reads.discard(scope)
 
 
-#: Returned by `Draining.next_or_cut` when the stream must end now.
-CUT: Any = object()
-
-
-async def next_frames(draining: Draining | None, frames: Any) -> Any:
-    """`next_or_cut` when the request has a `Draining`, a plain read otherwise."""
-    if draining is None:
-        return await frames.__anext__()
-    return await draining.next_or_cut(frames)
-
-
-@contextmanager
-def cut_at_grace_end() -> Iterator[None]:
+class cut_at_grace_end:
     """Raise `ShuttingDown` if the block is still waiting for the upstream when the grace period
     after SIGTERM ends: a whole answer that has not come yet gets a 503 instead of a cut
-    connection. Outside a request (no `Draining`), it does nothing."""
-    from gateway.http.access_log import current_record
+    connection. Outside a request (no `Draining`), it does nothing.
 
-    record = current_record()
-    draining: Draining | None = record.draining if record is not None else None
-    if draining is None:
-        yield
-        return
-    with draining.until_grace_end() as scope:
-        yield
-    if scope.cancelled_caught:
-        raise ShuttingDown("The gateway is shutting down and could not finish this request in "
-                           "its grace period; retry the request.")
+    A class rather than a generator-based context manager: every request waits for its
+    upstream's answer in one."""
+
+    __slots__ = ("_draining", "_scope")
+
+    def __init__(self) -> None:
+        self._draining = request_draining()
+        self._scope: trio.CancelScope | None = None
+
+    def __enter__(self) -> None:
+        if self._draining is not None:
+            self._scope = trio.CancelScope(deadline=self._draining.cut_at)
+            self._draining.register(self._scope)
+            self._scope.__enter__()
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        scope, draining = self._scope, self._draining
+        if scope is None or draining is None:
+            return
+        try:
+            # True only when it caught its own cancellation, which becomes `ShuttingDown`: no
+            # other exception is ever swallowed here.
+            scope.__exit__(kind, error, traceback)
+        finally:
+            draining.unregister(scope)
+        if scope.cancelled_caught:
+            raise ShuttingDown("The gateway is shutting down and could not finish this request "
+                               "in its grace period; retry the request.")
 
 
 def request_draining() -> Draining | None:
@@ -121,21 +120,3 @@ def cut_error() -> ShuttingDown:
     """What ends a stream whose grace period has passed; each surface turns it into its API's
     error frame."""
     return ShuttingDown("The gateway is shutting down and ended this stream; retry the request.")
-
-
-async def until_cut(frames: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:
-    """The batches of a relayed stream's `frames` (closed at the end), ended by `ShuttingDown`
-    once the grace period after SIGTERM has passed; each surface turns that into its API's
-    error frame."""
-    draining = request_draining()
-    async with aclosing(frames):
-        while True:
-            try:
-                batch = await next_frames(draining, frames)
-            except StopAsyncIteration:
-                return
-            if batch is CUT:
-                raise cut_error()
-            yield batch
-
-

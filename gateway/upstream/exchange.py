@@ -3,8 +3,8 @@
 `Upstreams` owns the shared, pooled `httpx2.AsyncClient`s (one for the network, one wired to the
 in-process echo upstream) for the app's lifetime. `Exchange` is one call: it maps every httpx2
 failure to `UpstreamUnavailable` / `UpstreamTimeout`, applies the idle and total timeouts itself
-(httpx2 has no total timeout), and always closes the upstream response, also when cancelled, so
-a client disconnect reaches the provider at once.
+(httpx2 has no total timeout) together with the shutdown cut of a stream, and always closes the
+upstream response, also when cancelled, so a client disconnect reaches the provider at once.
 """
 
 from __future__ import annotations
@@ -20,7 +20,14 @@ import trio
 
 from gateway.adapters.base import Adapter
 from gateway.config import ANTHROPIC, OPENAI, Config, Provider, Timeouts
-from gateway.errors import MalformedStream, UpstreamTimeout, UpstreamUnavailable
+from gateway.errors import (
+    MalformedStream,
+    ShuttingDown,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from gateway.http.draining import Draining, cut_error
 from gateway.upstream.sse import Frame, SSEParser
 
 ECHO_ORIGIN = "http://echo.invalid"
@@ -45,6 +52,8 @@ FORWARDED_REQUEST_HEADERS: Mapping[str, frozenset[str]] = {
 #: Not relayed to the client: transport headers describing the upstream's own encoding of a body
 #: that httpx2 has already decoded, and headers the server adds itself.
 _DROP_RESPONSE = HOP_BY_HOP | {"content-length", "content-encoding", "date", "server"}
+#: `Content-Encoding` values whose body is the content itself.
+_UNENCODED = frozenset({"", "identity"})
 
 
 def _named_by_connection(values: list[str]) -> set[str]:
@@ -149,6 +158,8 @@ class Exchange:
         self._total = timeouts.total
         self._deadline = math.inf
         self.response: httpx2.Response | None = None
+        #: The cancel scope of the stream read in progress (`gateway.http.draining.StreamReads`).
+        self.read_scope: trio.CancelScope | None = None
 
     async def start(self) -> httpx2.Response:
         """Send the request and wait for the response headers."""
@@ -179,27 +190,53 @@ class Exchange:
                 chunks.append(chunk)
         return b"".join(chunks)
 
-    async def frames(self, adapter: Adapter) -> AsyncGenerator[list[tuple[Frame, Any]], None]:
+    async def frames(self, adapter: Adapter, draining: Draining | None = None
+                     ) -> AsyncGenerator[list[tuple[Frame, Any]], None]:
         """Validated frames with their decoded `data` JSON (None for `[DONE]` and comments),
         in batches: the frames completed by one upstream read, so they go out in one write.
 
         Raises `UpstreamUnavailable` on a reset, a malformed frame or a stream that ends before
-        the API's terminal frame; `UpstreamTimeout` on the idle or total deadline.
+        the API's terminal frame; `UpstreamTimeout` on the idle or total deadline;
+        `ShuttingDown` when the shutdown grace period of `draining` ends during a read.
         """
+        # One loop and one cancel scope per read: this runs for every batch of every stream, and
+        # each generator layer and cancel scope costs more than parsing the batch. The scope's
+        # deadline is the nearest of the idle, total and shutdown deadlines; `Draining.begin`
+        # moves it through `read_scope` when the grace period starts during the read.
         parser = SSEParser()
         finished = False
-        async with aclosing(_body_chunks(self._response())) as iterator:
-            while (chunk := await self._next_chunk(iterator)) is not None:
-                try:
-                    frames = parser.feed(chunk)
-                except MalformedStream as exc:
-                    raise UpstreamUnavailable(
-                        f"Malformed event stream from the upstream: {exc}") from None
-                if not frames:
-                    continue
-                batch = [(frame, _decode_payload(frame)) for frame in frames]
-                finished = finished or any(adapter.is_terminal(frame) for frame in frames)
-                yield batch
+        chunks = _body_chunks(self._response())
+        if draining is not None:
+            draining.streams.add(self)
+        try:
+            async with aclosing(chunks):
+                while True:
+                    cut_at = draining.cut_at if draining is not None else math.inf
+                    scope = self.read_scope = trio.CancelScope(deadline=min(
+                        trio.current_time() + self._idle, self._deadline, cut_at))
+                    with scope:
+                        try:
+                            chunk = await chunks.__anext__()
+                        except StopAsyncIteration:
+                            break
+                        except (httpx2.RequestError, httpx2.StreamError) as exc:
+                            raise _read_failure(exc) from None
+                    if scope.cancelled_caught:
+                        raise _deadline_error(draining)
+                    try:
+                        frames = parser.feed(chunk)
+                    except MalformedStream as exc:
+                        raise UpstreamUnavailable(
+                            f"Malformed event stream from the upstream: {exc}") from None
+                    if not frames:
+                        continue
+                    batch = [(frame, _decode_payload(frame)) for frame in frames]
+                    finished = finished or any(adapter.is_terminal(frame) for frame in frames)
+                    yield batch
+        finally:
+            self.read_scope = None
+            if draining is not None:
+                draining.streams.discard(self)
         if parser.close() or not finished:
             raise UpstreamUnavailable("The upstream stream ended before it was complete.")
 
@@ -224,18 +261,34 @@ class Exchange:
                 return await iterator.__anext__()
             except StopAsyncIteration:
                 return None
-            except httpx2.TimeoutException:
-                raise UpstreamTimeout("The upstream stopped sending in time.") from None
             except (httpx2.RequestError, httpx2.StreamError) as exc:
-                raise UpstreamUnavailable(
-                    f"The upstream connection failed mid-response: {_describe(exc)}"
-                ) from None
+                raise _read_failure(exc) from None
         raise UpstreamTimeout("The upstream stopped sending in time.")
 
 
+def _read_failure(exc: httpx2.RequestError | httpx2.StreamError) -> UpstreamError:
+    """What a failed read of the upstream's body becomes."""
+    if isinstance(exc, httpx2.TimeoutException):
+        return UpstreamTimeout("The upstream stopped sending in time.")
+    return UpstreamUnavailable(f"The upstream connection failed mid-response: {_describe(exc)}")
+
+
+def _deadline_error(draining: Draining | None) -> UpstreamTimeout | ShuttingDown:
+    """What a read cancelled by its deadline becomes: the shutdown cut once the grace period
+    has ended, else the idle or total timeout."""
+    if draining is not None and trio.current_time() >= draining.cut_at:
+        return cut_error()
+    return UpstreamTimeout("The upstream stopped sending in time.")
+
+
 def _body_chunks(response: httpx2.Response) -> AsyncGenerator[bytes, None]:
-    """The decoded body, as the async generator httpx2 returns (typed as one, for `aclosing`)."""
-    return cast(AsyncGenerator[bytes, None], response.aiter_bytes())
+    """The body, as the async generator httpx2 returns (typed as one, for `aclosing`): the raw
+    bytes when the upstream did not encode them (no decoder per read), else the decoded ones.
+    A body httpx2 has already read (an in-memory test transport's) only has the latter."""
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    raw = encoding in _UNENCODED and not response.is_stream_consumed
+    body = response.aiter_raw() if raw else response.aiter_bytes()
+    return cast(AsyncGenerator[bytes, None], body)
 
 
 def _decode_payload(frame: Frame) -> Any:

@@ -21,7 +21,7 @@ import trio
 
 from gateway.adapters.base import Adapter
 from gateway.errors import GatewayError, ShuttingDown, UpstreamError
-from gateway.http.draining import CUT, cut_at_grace_end, cut_error, next_frames, request_draining
+from gateway.http.draining import cut_at_grace_end, request_draining
 from gateway.http.wire import OwnedStream
 from gateway.upstream.exchange import Exchange
 from gateway.upstream.sse import Frame
@@ -126,17 +126,10 @@ async def _frames(exchange: Exchange, adapter: Adapter, transform: FrameTransfor
                   finish: OnDone) -> AsyncIterator[bytes]:
     end = StreamEnd(COMPLETED, 200)
     checkpoint = getattr(transform, "checkpoint", None)
-    draining = request_draining()
     try:
-        # `until_cut` inlined: one async-generator layer less for every batch.
-        async with aclosing(exchange.frames(adapter)) as batches:
-            while True:
-                try:
-                    batch = await next_frames(draining, batches)
-                except StopAsyncIteration:
-                    break
-                if batch is CUT:
-                    raise cut_error()
+        # The exchange's reads carry the shutdown cut themselves (`ShuttingDown`).
+        async with aclosing(exchange.frames(adapter, request_draining())) as batches:
+            async for batch in batches:
                 out = b"".join([transform.feed(frame, payload) for frame, payload in batch])
                 if checkpoint is not None:  # an external classifier's window, when one is due
                     out += await checkpoint()

@@ -85,3 +85,42 @@ def test_every_line_terminator_of_the_spec(terminator: bytes):
     raw = terminator.join([b"event: e", b"data: a", b"data: b", b"", b""])
     assert frames_of([raw]) == [("e", "a\nb")]
     assert parse_frame(raw) == Frame(raw, "e", "a\nb")
+
+
+def test_a_line_separator_inside_the_data_is_data():
+    # Only LF, CR LF and CR end a line of an event stream; U+2028 may stand raw in a JSON string.
+    raw = 'data: {"t":"a\u2028b\u0085c"}\n\n'.encode()
+    assert frames_of([raw]) == [(None, '{"t":"a\u2028b\u0085c"}')]
+
+
+@pytest.mark.parametrize("raw", [
+    b'data: {"a":1}\n\n', b"data: \n\n", b"data:  two spaces\n\n", b"data:nospace\n\n",
+    b'event: e\ndata: {"a":1}\n\n', b"event:  e\ndata: x\n\n", b"event: e:f\ndata: x: y\n\n",
+    b"event: e\n\n", b"event: e\ndata: a\ndata: b\n\n", b"data: a\ndata: b\n\n",
+    b"data: a\nid: 7\n\n", b"event: e\ndata: a\nid: 7\n\n", b"event: e\nid: 7\ndata: a\n\n",
+    b": comment\ndata: a\n\n", b"data: [DONE]\n\n", "data: h\u00e9\u2713\n\n".encode(),
+])
+def test_the_common_shapes_parse_as_the_line_by_line_reading_does(raw: bytes) -> None:
+    from gateway.upstream.sse import _parse_lines
+
+    assert parse_frame(raw) == _parse_lines(raw)
+
+
+@pytest.mark.parametrize("stream", [
+    b'data: {"a":1}\n\n', b'event: e\ndata: {"a":1}\n\ndata: [DONE]\n\n', b"\n\n",
+    b"data: a\n\n\n\ndata: b\n\n", b"data: a\n\n\ndata: b\n\n", b" \n\ndata: a\n\n",
+    b": keep-alive\n\n", b"data: a\n\ndata: b", b"event: e\r\ndata: a\r\n\r\n\r\n",
+])
+def test_whole_chunks_and_buffered_bytes_give_the_same_frames(stream: bytes) -> None:
+    whole = SSEParser()
+    frames = whole.feed(stream)
+    byte_by_byte = SSEParser()
+    # Two bytes at a time: a CR LF cut in two is read as two line ends (providers send LF).
+    pieces = [stream[i:i + 2] for i in range(0, len(stream), 2)]
+    assert [f for piece in pieces for f in byte_by_byte.feed(piece)] == frames
+    assert whole.close() == byte_by_byte.close()
+
+
+def test_invalid_utf8_in_a_whole_chunk_of_frames_is_malformed():
+    with pytest.raises(MalformedStream):
+        SSEParser().feed(b"data: a\n\ndata: \xff\n\n")

@@ -1,0 +1,117 @@
+"""A streamed exchange reads the upstream under one deadline per read: the nearest of the idle
+timeout, the total timeout and the shutdown cut. Each must still end the stream at its own time
+and with its own error (trio's autojump clock: time passes only while every task waits)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx2
+import pytest
+import trio
+
+from gateway.adapters import CHAT
+from gateway.config.settings import Timeouts
+from gateway.errors import ShuttingDown, UpstreamTimeout
+from gateway.http.draining import Draining
+from gateway.upstream.exchange import Exchange
+
+FRAME = b'data: {"choices":[{"index":0,"delta":{"content":"x"}}]}\n\n'
+
+
+def upstream(every: float, frames: int | None = None) -> httpx2.MockTransport:
+    """An event stream sending a frame every `every` seconds (forever when `frames` is None)."""
+    async def body() -> AsyncIterator[bytes]:
+        sent = 0
+        while frames is None or sent < frames:
+            yield FRAME
+            sent += 1
+            await trio.sleep(every)
+        yield b"data: [DONE]\n\n"
+
+    def handle(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"},
+                               content=body())
+
+    return httpx2.MockTransport(handle)
+
+
+async def read_all(transport: httpx2.MockTransport, idle: float, total: float,
+                   draining: Draining | None = None) -> tuple[int, BaseException | None]:
+    """The batches the exchange yields and the error that ended it, if any."""
+    async with httpx2.AsyncClient(transport=transport) as client:
+        exchange = Exchange(client, client.build_request("POST", "http://upstream.test/"),
+                            Timeouts(idle=idle, total=total))
+        await exchange.start()
+        batches = 0
+        try:
+            async for _ in exchange.frames(CHAT, draining):
+                batches += 1
+        except (UpstreamTimeout, ShuttingDown) as error:
+            return batches, error
+        finally:
+            await exchange.aclose()
+        return batches, None
+
+
+async def test_a_whole_stream_reads_through(autojump_clock: trio.abc.Clock) -> None:
+    draining = Draining()
+    batches, error = await read_all(upstream(0.5, frames=3), idle=1, total=10, draining=draining)
+    assert (batches, error) == (4, None)
+    assert not draining.streams  # the stream left when it ended
+
+
+async def test_silence_longer_than_idle_times_out_at_the_idle_deadline(
+        autojump_clock: trio.abc.Clock) -> None:
+    started = trio.current_time()
+    batches, error = await read_all(upstream(5.0), idle=1.5, total=100)
+    assert batches == 1 and isinstance(error, UpstreamTimeout)
+    assert trio.current_time() - started == pytest.approx(1.5)
+
+
+async def test_a_stream_longer_than_total_times_out_at_the_total_deadline(
+        autojump_clock: trio.abc.Clock) -> None:
+    started = trio.current_time()
+    batches, error = await read_all(upstream(0.4), idle=1, total=2.1)
+    assert isinstance(error, UpstreamTimeout)
+    assert trio.current_time() - started == pytest.approx(2.1)
+    assert batches == 6  # at 0, 0.4, ..., 2.0 s
+
+
+async def test_the_grace_period_ending_during_a_read_cuts_it_then(
+        autojump_clock: trio.abc.Clock) -> None:
+    draining = Draining()
+    outcome: list[tuple[int, BaseException | None]] = []
+
+    async def stream() -> None:
+        outcome.append(await read_all(upstream(10.0), idle=60, total=100, draining=draining))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stream)
+        await trio.sleep(1)  # the stream waits in its second read, with a deadline 60 s away
+        assert len(draining.streams) == 1
+        began = trio.current_time()
+        draining.begin(2.5)
+    (batches, error), = outcome
+    assert batches == 1 and isinstance(error, ShuttingDown)
+    assert trio.current_time() - began == pytest.approx(2.5)
+    assert not draining.streams
+
+
+async def test_a_read_started_after_the_grace_period_began_ends_with_it(
+        autojump_clock: trio.abc.Clock) -> None:
+    draining = Draining()
+    draining.begin(3.0)
+    began = trio.current_time()
+    batches, error = await read_all(upstream(0.9), idle=60, total=100, draining=draining)
+    assert isinstance(error, ShuttingDown)
+    assert trio.current_time() - began == pytest.approx(3.0)
+    assert batches == 4  # at 0, 0.9, 1.8 and 2.7 s: the one due at 3.6 s is not read
+
+
+async def test_the_idle_timeout_before_the_cut_is_still_a_timeout(
+        autojump_clock: trio.abc.Clock) -> None:
+    draining = Draining()
+    draining.begin(30.0)
+    batches, error = await read_all(upstream(5.0), idle=2, total=100, draining=draining)
+    assert batches == 1 and isinstance(error, UpstreamTimeout)
