@@ -132,6 +132,11 @@ class ProviderRun(Protocol):
         """Whether the tool `name` that `server` offers is taken out of the listed tools."""
         ...
 
+    @property
+    def enforced(self) -> bool:
+        """Whether listings may change at all (in shadow nothing is taken out)."""
+        ...
+
 
 class NamedCall(NamedTuple):
     """A tool call a stream frame names."""

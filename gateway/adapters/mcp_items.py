@@ -106,10 +106,10 @@ def _decided_call(item: JSON, run: ProviderRun) -> JSON:
 
 
 def _filtered_listing(item: JSON, run: ProviderRun) -> JSON:
-    """An `mcp_list_tools` item without the tools `run` hides. An entry that names no tool (a
-    broken upstream's) goes too: no rule can be asked about it."""
+    """An `mcp_list_tools` item without the tools `run` hides. When enforced, an entry that
+    names no tool (a broken upstream's) goes too: no rule can be asked about it."""
     tools = item.get("tools")
-    if not isinstance(tools, list):
+    if not isinstance(tools, list) or not run.enforced:
         return item
     server = _text(item.get("server_label"))
     shown = [tool for tool in tools if isinstance(tool, dict)

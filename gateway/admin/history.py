@@ -33,14 +33,14 @@ from gateway.errors import (
     HistoryUnavailable,
     InvalidRequest,
 )
-from gateway.events.store import (
+from gateway.events.history_query import (
     DEFAULT_LIMIT,
     FILTER_COLUMNS,
     MAX_LIMIT,
     HistoryQuery,
     query_history,
-    row_to_event,
 )
+from gateway.events.store import row_to_event
 from gateway.http.wire import Outbound, error_response
 
 PATH = "/api/policy-gateway/history"

@@ -23,14 +23,8 @@ from typing import Any
 
 from gateway.db import EVENT_COLUMNS
 from gateway.errors import DatabaseUnavailable, EventStorageError
-from gateway.events.store import (
-    EventStorage,
-    EventStore,
-    HistoryQuery,
-    event_to_row,
-    history_page,
-    history_where,
-)
+from gateway.events.history_query import HistoryQuery, history_page, history_where
+from gateway.events.store import EventStorage, EventStore, event_to_row
 from gateway.storage.postgres import Postgres
 
 log = logging.getLogger("gateway.events.sink")

@@ -22,9 +22,10 @@ log = logging.getLogger("gateway.shutdown")
 
 
 class StreamReads(Protocol):
-    """A relayed stream as `Draining` sees it: the cancel scope of its upstream read in
-    progress (None between reads). The stream gives each read a deadline no later than
-    `Draining.cut_at`; `begin` moves the deadline of the read in progress."""
+    """A relayed stream as `Draining` sees it: the cancel scope of its latest upstream read
+    (None before the first; moving the deadline of one already finished does nothing). The
+    stream gives each read a deadline no later than `Draining.cut_at`; `begin` moves the
+    deadline of the read in progress."""
 
     read_scope: trio.CancelScope | None
 

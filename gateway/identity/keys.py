@@ -225,10 +225,6 @@ class IdentityCache:
     def account(self, account_id: str) -> Account | None:
         return self.snapshot.accounts.get(account_id)
 
-    def project(self, project_id: str) -> Project | None:
-        """The project (`gateway.identity.projects.Project`) from the snapshot, or None."""
-        return self.snapshot.projects.get(project_id)
-
     def authenticated_project(self, project_id: str) -> Project | None:
         """The project as of the snapshot the request's authentication just refreshed: the
         request reads its key and its project from one snapshot, and checks the file once."""

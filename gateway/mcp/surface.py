@@ -125,12 +125,9 @@ class McpSurface:
         # initialize, ping, completions...: answered, not decided
         return await self._answered(server, inbound, message, _unchanged, upstream_id)
 
-    async def _relay(self, server: McpServer, inbound: Inbound, body: bytes,
-                     headers: Mapping[str, str] | None = None) -> Outbound:
+    async def _relay(self, server: McpServer, inbound: Inbound, body: bytes) -> Outbound:
         """The upstream's answer, streamed to the client as it arrives."""
-        response = await self.upstreams.open(server, inbound.method,
-                                             inbound.headers if headers is None else headers,
-                                             body)
+        response = await self.upstreams.open(server, inbound.method, inbound.headers, body)
         deadline = None if inbound.method == "GET" else (
             trio.current_time() + server.total_timeout)
         return Outbound(status=response.status_code, headers=relayed_headers(response),

@@ -95,6 +95,10 @@ class ProviderTools:
             return arguments
         return redacted_arguments(arguments, redactor)
 
+    @property
+    def enforced(self) -> bool:
+        return self._gov.enforced
+
     def hides_listed(self, name: str, server: str) -> bool:
         if not self._gov.enforced:
             return False  # in shadow nothing is taken out of what the client gets

@@ -66,9 +66,9 @@ class ToolCallSteps:
         """A tool call a frame repeats whole (a snapshot, a "done" item): as sent when it was
         decided (a frame that does not name the tool matches on the arguments), else decided
         now, as the client reads it there."""
-        on = self._server_of(server)
-        if (name, on, arguments) in self._sent_calls or (not name and any(
-                sent == arguments and on in (None, decided_on)  # None: the frame names none
+        resolved_server = self._server_of(server)
+        if (name, resolved_server, arguments) in self._sent_calls or (not name and any(
+                sent == arguments and resolved_server in (None, decided_on)  # None: names none
                 for _, decided_on, sent in self._sent_calls)):
             return arguments
         return self._judged(name, arguments, arguments, server)

@@ -158,7 +158,7 @@ class Exchange:
         self._total = timeouts.total
         self._deadline = math.inf
         self.response: httpx2.Response | None = None
-        #: The cancel scope of the stream read in progress (`gateway.http.draining.StreamReads`).
+        #: The cancel scope of the latest stream read (`gateway.http.draining.StreamReads`).
         self.read_scope: trio.CancelScope | None = None
 
     async def start(self) -> httpx2.Response:

@@ -14,14 +14,13 @@ import trio
 from gateway.cli import main as cli
 from gateway.db import open_database
 from gateway.errors import EventStorageError, HistoryQueryError
+from gateway.events.history_query import HistoryQuery, query_history
 from gateway.events.sink import EVENT_FIELDS, QueueSink, RateLimitedLog, base_event
 from gateway.events.store import (
     EventSettings,
     EventStore,
     EventWriter,
-    HistoryQuery,
     event_to_row,
-    query_history,
     row_to_event,
 )
 

@@ -14,8 +14,9 @@ import pytest
 from test_event_store import enforcement
 
 from gateway.cli import main as cli
+from gateway.events.history_query import HistoryQuery
 from gateway.events.pg_store import PgEventStore, pg_query_history
-from gateway.events.store import HistoryQuery, row_to_event
+from gateway.events.store import row_to_event
 from gateway.storage.postgres import Postgres
 from gateway.storage.settings import PostgresSettings
 

@@ -217,6 +217,12 @@ def test_tools_always_refused_are_taken_out_of_a_listing() -> None:
     assert whole(other)[0] is other
 
 
+def test_in_shadow_a_listing_goes_out_as_listed() -> None:
+    # Nothing is taken out of what the client gets in shadow, nameless entries included.
+    payload = answer(listing("read_page", "edit_page", {"description": "no name"}))
+    assert whole(payload, enforced=False)[0] is payload
+
+
 def test_a_huge_listing_is_cut_not_read_for_ever() -> None:
     names = [f"tool_{n}" for n in range(5000)]
     mapped, _, gov = whole(answer(listing(*names)))
