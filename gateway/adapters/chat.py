@@ -26,26 +26,28 @@ from gateway.adapters.base import (
     OpenAIErrorShape,
     OutputDelta,
     RemoveFn,
-    TextFn,
     Usage,
     check_field,
     check_list_of_objects,
-    dicts,
     dumps,
     encode_frame,
+    policy_of,
+)
+from gateway.adapters.inventory import TextInventory
+from gateway.adapters.reading import (
+    TextFn,
+    dicts,
     int_or_none,
     key_part,
     make_input_view,
     new_id,
     non_empty_list,
-    policy_of,
     str_or,
     texts_of,
     tool_arguments_texts,
     usage_from,
     with_unescaped,
 )
-from gateway.adapters.inventory import TextInventory
 from gateway.adapters.tool_calls import chat_map_calls, chat_stream_names, chat_without_tools
 from gateway.config import OPENAI
 from gateway.errors import GatewayError, InvalidRequest

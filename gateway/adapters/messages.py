@@ -23,13 +23,16 @@ from gateway.adapters.base import (
     NamedCall,
     OutputDelta,
     RemoveFn,
-    TextFn,
     Usage,
     check_field,
     check_list_of_objects,
-    dicts,
     dumps,
     encode_frame,
+)
+from gateway.adapters.inventory import TextInventory
+from gateway.adapters.reading import (
+    TextFn,
+    dicts,
     event_name,
     int_or_none,
     key_part,
@@ -40,7 +43,6 @@ from gateway.adapters.base import (
     tool_arguments_texts,
     usage_from,
 )
-from gateway.adapters.inventory import TextInventory
 from gateway.adapters.tool_calls import (
     messages_map_calls,
     messages_map_stream_calls,

@@ -37,26 +37,28 @@ from gateway.adapters.base import (
     OutputDelta,
     ProviderRun,
     RemoveFn,
-    TextFn,
     Usage,
     check_field,
     dumps,
     encode_frame,
+    policy_of,
+)
+from gateway.adapters.inventory import TextInventory
+from gateway.adapters.mcp_items import map_mcp_items
+from gateway.adapters.reading import (
+    TextFn,
     event_name,
     int_or_none,
     key_part,
     make_input_view,
     new_id,
     non_empty_list,
-    policy_of,
     str_or,
     texts_of,
     tool_arguments_texts,
     usage_from,
     with_unescaped,
 )
-from gateway.adapters.inventory import TextInventory
-from gateway.adapters.mcp_items import map_mcp_items
 from gateway.adapters.tool_calls import (
     responses_map_calls,
     responses_map_stream_calls,

@@ -27,7 +27,8 @@ from typing import Any
 
 import orjson
 
-from gateway.adapters.base import JSON, CallFn, NamedCall, RemoveFn, dicts, key_part
+from gateway.adapters.base import JSON, CallFn, NamedCall, RemoveFn
+from gateway.adapters.reading import dicts, key_part
 
 Named = list[NamedCall]
 

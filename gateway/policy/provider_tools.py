@@ -28,7 +28,7 @@ import dataclasses
 from collections.abc import Callable
 
 import dsl
-from gateway.adapters.base import with_unescaped
+from gateway.adapters.reading import with_unescaped
 from gateway.policy.decide import combined, output_decisions
 from gateway.policy.governance import MAX_LISTED_TOOL_CALLS, Governance, escalation_paths
 from gateway.policy.toolcalls import (
