@@ -22,6 +22,7 @@ from gateway.admin.auth import Admin, authorize_admin
 from gateway.errors import GatewayError, IdentityError, InvalidRequest, ProjectError
 from gateway.http.access_log import current_record
 from gateway.http.wire import Outbound, error_response
+from gateway.policy.json_strings import json_depth
 
 log = logging.getLogger("gateway.admin")
 
@@ -89,18 +90,6 @@ def admin_route(rule: str, methods: list[str]) -> Callable[[Handler], Handler]:
         return guarded
 
     return wrap
-
-
-def json_depth(value: Any) -> int:
-    """Nesting depth of a decoded JSON value, walked without recursion."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, depth)
-            stack.extend((child, depth + 1) for child in
-                         (item.values() if isinstance(item, dict) else item))
-    return deepest
 
 
 def decode_body(raw: bytes | str) -> Any:

@@ -22,7 +22,7 @@ import httpx2
 import orjson
 import pytest
 from e2e.harness import GatewayFactory, RunningGateway
-from servers import ThreadServer
+from servers import ThreadServer, answer_lifespan, read_body
 
 from gateway.db import open_database
 from gateway.identity.projects import ProjectStore
@@ -78,18 +78,9 @@ def hostile() -> Iterator[Hostile]:
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                kind = message["type"].removeprefix("lifespan.")
-                await send({"type": f"lifespan.{kind}.complete"})
-                if kind == "shutdown":
-                    return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+            await answer_lifespan(receive, send)
+            return
+        body = await read_body(receive)
         request = orjson.loads(body) if body else {}
         with holder["h"].lock:
             holder["h"].received.append(request)

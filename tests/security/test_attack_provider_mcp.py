@@ -23,7 +23,7 @@ import openai
 import pytest
 from e2e.harness import UPSTREAM_OPENAI_KEY, GatewayFactory, RunningGateway
 from mock_upstream import SCENARIO_HEADER
-from servers import ThreadServer
+from servers import ThreadServer, answer_lifespan, read_body
 
 from gateway.db import open_database
 from gateway.identity.projects import ProjectStore
@@ -75,16 +75,9 @@ class Scripts:
 
     async def __call__(self, scope: JSON, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (message := await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await answer_lifespan(receive, send)
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         name = dict(scope["headers"]).get(SCENARIO_HEADER.encode(), b"").decode()
         items = self.answers[name]
         if json.loads(body).get("stream"):
