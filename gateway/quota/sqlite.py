@@ -9,8 +9,10 @@ back reservations whose process died (expired), reads the counters of every appl
 and either refuses or adds 1 request and the token estimate to all of them. Because the check and
 the reservation happen under one lock, N+k concurrent requests against a limit of N admit exactly
 N, whichever process they reach. Settlement swaps the estimate for the real usage; release gives
-the reservation back. The blocking calls run in threads (`trio.to_thread`) behind a capacity
-limiter; a request without limits never touches the database.
+the reservation back. Admission and settlement run on the event loop (each about 0.1 ms) and
+never block it: while another connection holds the write lock they sleep and try again.
+Opening connections, checkpoints and usage reports run in threads (`trio.to_thread`) behind a
+capacity limiter. A request without limits never touches the database.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ log = logging.getLogger("gateway.quota.limits")
 
 #: Settlements between two WAL checkpoints of the quota file.
 CHECKPOINT_EVERY = 1000
+#: How long an admission or a settlement waits for SQLite's write lock before it fails.
+LOCK_WAIT_SECONDS = 30.0
 #: Longest subject id stored as is; longer ones (or ones SQLite cannot encode) are hashed.
 MAX_SUBJECT_CHARS = 200
 
@@ -112,6 +116,10 @@ class SqliteQuotaStore:
         self._idle: list[sqlite3.Connection] = []
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        #: Held by the task opening a connection for the pool (`_open_connection`).
+        self._opening: trio.Lock | None = None
+        #: The connection of the WAL checkpoints (`_checkpoint`), opened by the first.
+        self._checkpointer: sqlite3.Connection | None = None
 
     @classmethod
     def from_config(cls, config: Any) -> SqliteQuotaStore:
@@ -134,14 +142,8 @@ class SqliteQuotaStore:
         limits = request.limits()
         if not limits:
             return Reservation(request=request)
-        try:
-            # When SQLite's write lock is free right now, admission takes about 0.1 ms: cheaper
-            # done here than the hop to a thread and back. It never waits for the lock here
-            # (another worker holds it: the thread waits instead), and this connection never
-            # checkpoints the WAL (see `_connect`), so no fsync can stall the event loop.
-            return self.admit_sync(request, limits, wait=False)
-        except _LockBusy:
-            return await self._run(self.admit_sync, request, limits)
+        reservation: Reservation = await self._on_loop(self.admit_sync, request, limits)
+        return reservation
 
     async def settle(self, reservation: Reservation, input_tokens: int, output_tokens: int
                      ) -> None:
@@ -155,16 +157,12 @@ class SqliteQuotaStore:
 
     async def _after(self, fn: Callable[..., Any], *args: Any) -> None:
         """Settle or release before the answer ends, so that a client sending its next request
-        at once sees this one's usage in its `x-ratelimit-remaining-*` headers. Like admission,
-        on the event loop when the write lock is free (about 0.1 ms), else in a thread.
-        Shielded: a client that leaves does not leave the counters wrong. A failure is logged;
-        the reservation then expires like one of a dead process."""
+        at once sees this one's usage in its `x-ratelimit-remaining-*` headers. Shielded: a
+        client that leaves does not leave the counters wrong. A failure is logged; the
+        reservation then expires like one of a dead process."""
         with trio.CancelScope(shield=True):
             try:
-                try:
-                    fn(*args, wait=False)
-                except _LockBusy:
-                    await self._run(fn, *args)
+                await self._on_loop(fn, *args)
                 self._commits += 1
                 if self._commits >= CHECKPOINT_EVERY:
                     # The loop's connections never checkpoint (an fsync); a thread does it.
@@ -173,13 +171,54 @@ class SqliteQuotaStore:
             except Exception:
                 log.exception("quota settlement failed; the reservation will expire")
 
-    def _checkpoint(self) -> None:
-        conn = self._connection()
-        try:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        finally:
+    async def _on_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(*args, wait=False)`: one transaction on the event loop, about 0.1 ms when the
+        write lock is free. While another connection holds the lock (another worker), the task
+        sleeps on the loop and tries again (1 to 5 ms apart), instead of waiting in a thread: a transaction run in a thread needs the interpreter lock back
+        between its statements, which a busy event loop hands over only every few
+        milliseconds, so it held SQLite's write lock for tens of milliseconds and pushed every
+        admission behind it into a thread too. Only opening a connection runs in a thread (it
+        may wait for the schema lock)."""
+        started = trio.current_time()
+        while True:
+            try:
+                return fn(*args, wait=False)
+            except _NoIdleConnection:
+                await self._open_connection()
+            except _LockBusy:
+                waited = trio.current_time() - started
+                if waited > LOCK_WAIT_SECONDS:
+                    raise sqlite3.OperationalError("database is locked") from None
+                # Quota transactions hold the lock for about 0.1 ms; a sleep lasts at least a
+                # millisecond here (the resolution of the loop's poller).
+                await trio.sleep(min(max(waited, 0.0005), 0.005))
+
+    async def _open_connection(self) -> None:
+        """Add a connection to the pool, in a thread; one task at a time opens one, and the
+        others use it."""
+        if self._opening is None:
+            self._opening = trio.Lock()
+        async with self._opening:
             with self._lock:
-                self._idle.append(conn)
+                if self._idle:
+                    return
+            await self._run(self._add_idle_connection)
+
+    def _add_idle_connection(self) -> None:
+        conn = _connect(self.path, self.migrate_from)
+        with self._lock:
+            self._all.append(conn)
+            self._idle.append(conn)
+
+    def _checkpoint(self) -> None:
+        # On a connection of its own: one taken from the pool would leave the loop without
+        # one for as long as the checkpoint runs.
+        # Opened plainly: the pool's connections made the schema, and making sure of it again
+        # would hold the write lock while this thread waits for the interpreter lock.
+        if self._checkpointer is None:
+            self._checkpointer = sqlite3.connect(self.path, isolation_level=None,
+                                                 check_same_thread=False)
+        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     # --- blocking implementation (also used directly by tests and the bench) -------------------
 
@@ -239,6 +278,9 @@ class SqliteQuotaStore:
 
     def close(self) -> None:
         with self._lock:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+                self._checkpointer = None
             for conn in self._all:
                 conn.close()
             self._all.clear()
@@ -313,8 +355,8 @@ class SqliteQuotaStore:
                 return self._idle.pop()
             if self.path == ":memory:" and self._all:
                 return self._all[0]  # one shared in-memory database (tests only)
-        if not create:  # opening one may wait for the schema lock: the thread does that
-            raise _LockBusy
+        if not create:  # opening one may wait for the schema lock: a thread does that
+            raise _NoIdleConnection
         conn = _connect(self.path, self.migrate_from)
         with self._lock:
             self._all.append(conn)
@@ -333,6 +375,10 @@ def settings_from_config(config: Any) -> QuotaSettings:
 
 class _LockBusy(Exception):
     """Another connection holds SQLite's write lock right now (admission without waiting)."""
+
+
+class _NoIdleConnection(Exception):
+    """Every connection of the pool is in use (by a thread): a new one must be opened first."""
 
 
 def _begin_immediate(conn: sqlite3.Connection, timeout: float = 30.0) -> None:

@@ -157,14 +157,22 @@ class Exchange:
         self._idle = timeouts.idle
         self._total = timeouts.total
         self._deadline = math.inf
+        self._draining: Draining | None = None
         self.response: httpx2.Response | None = None
-        #: The cancel scope of the latest stream read (`gateway.http.draining.StreamReads`).
+        #: The cancel scope of the latest upstream read (`gateway.http.draining.ExchangeReads`).
         self.read_scope: trio.CancelScope | None = None
 
-    async def start(self) -> httpx2.Response:
-        """Send the request and wait for the response headers."""
+    async def start(self, draining: Draining | None = None) -> httpx2.Response:
+        """Send the request and wait for the response headers.
+
+        With `draining` (the serving app's), the exchange registers its reads there until
+        `aclose`: one still waiting when the shutdown grace period ends raises `ShuttingDown`,
+        so a whole answer that has not come gets a 503 instead of a cut connection."""
         self._deadline = trio.current_time() + self._total
-        with trio.move_on_at(self._next_deadline()):
+        self._draining = draining
+        if draining is not None:
+            draining.exchanges.add(self)
+        with self._read_scope() as scope:
             try:
                 self.response = await self._client.send(self._request, stream=True)
             except httpx2.TimeoutException as exc:
@@ -175,8 +183,10 @@ class Exchange:
             except httpx2.RequestError as exc:
                 raise UpstreamUnavailable(f"The upstream is unreachable: {_describe(exc)}"
                                           ) from None
-            return self.response
-        raise UpstreamTimeout("The upstream did not answer in time.")
+        if scope.cancelled_caught:
+            raise _whole_answer_deadline_error(draining, "The upstream did not answer in time.")
+        assert self.response is not None
+        return self.response
 
     @property
     def is_event_stream(self) -> bool:
@@ -184,10 +194,20 @@ class Exchange:
         return self.response.headers.get("content-type", "").startswith("text/event-stream")
 
     async def read_body(self) -> bytes:
+        """The whole body. One cancel scope for all of it, whose deadline each chunk moves on:
+        the idle, total and shutdown deadlines of every read."""
         chunks = []
         async with aclosing(_body_chunks(self._response())) as iterator:
-            while (chunk := await self._next_chunk(iterator)) is not None:
-                chunks.append(chunk)
+            with self._read_scope() as scope:
+                try:
+                    async for chunk in iterator:
+                        chunks.append(chunk)
+                        scope.deadline = self._next_read_deadline()
+                except (httpx2.RequestError, httpx2.StreamError) as exc:
+                    raise _read_failure(exc) from None
+            if scope.cancelled_caught:
+                raise _whole_answer_deadline_error(self._draining,
+                                                   "The upstream stopped sending in time.")
         return b"".join(chunks)
 
     async def frames(self, adapter: Adapter, draining: Draining | None = None
@@ -207,14 +227,12 @@ class Exchange:
         finished = False
         chunks = _body_chunks(self._response())
         if draining is not None:
-            draining.streams.add(self)
+            self._draining = draining
+            draining.exchanges.add(self)
         try:
             async with aclosing(chunks):
                 while True:
-                    cut_at = draining.cut_at if draining is not None else math.inf
-                    scope = self.read_scope = trio.CancelScope(deadline=min(
-                        trio.current_time() + self._idle, self._deadline, cut_at))
-                    with scope:
+                    with self._read_scope() as scope:
                         try:
                             chunk = await chunks.__anext__()
                         except StopAsyncIteration:
@@ -236,12 +254,14 @@ class Exchange:
         finally:
             self.read_scope = None
             if draining is not None:
-                draining.streams.discard(self)
+                draining.exchanges.discard(self)
         if parser.close() or not finished:
             raise UpstreamUnavailable("The upstream stream ended before it was complete.")
 
     async def aclose(self) -> None:
         """Close the upstream response. Shielded: it must run even when we are cancelled."""
+        if self._draining is not None:
+            self._draining.exchanges.discard(self)
         if self.response is not None:
             with trio.move_on_after(5) as scope:
                 scope.shield = True
@@ -252,18 +272,16 @@ class Exchange:
             raise RuntimeError("Exchange.start() was not called")
         return self.response
 
-    def _next_deadline(self) -> float:
-        return min(trio.current_time() + self._idle, self._deadline)
+    def _next_read_deadline(self) -> float:
+        """The nearest of the idle deadline of a read starting now, the total deadline and the
+        shutdown cut."""
+        cut_at = self._draining.cut_at if self._draining is not None else math.inf
+        return min(trio.current_time() + self._idle, self._deadline, cut_at)
 
-    async def _next_chunk(self, iterator: AsyncIterator[bytes]) -> bytes | None:
-        with trio.move_on_at(self._next_deadline()):
-            try:
-                return await iterator.__anext__()
-            except StopAsyncIteration:
-                return None
-            except (httpx2.RequestError, httpx2.StreamError) as exc:
-                raise _read_failure(exc) from None
-        raise UpstreamTimeout("The upstream stopped sending in time.")
+    def _read_scope(self) -> trio.CancelScope:
+        """A cancel scope for the next read, where `Draining.begin` finds it."""
+        scope = self.read_scope = trio.CancelScope(deadline=self._next_read_deadline())
+        return scope
 
 
 def _read_failure(exc: httpx2.RequestError | httpx2.StreamError) -> UpstreamError:
@@ -271,6 +289,15 @@ def _read_failure(exc: httpx2.RequestError | httpx2.StreamError) -> UpstreamErro
     if isinstance(exc, httpx2.TimeoutException):
         return UpstreamTimeout("The upstream stopped sending in time.")
     return UpstreamUnavailable(f"The upstream connection failed mid-response: {_describe(exc)}")
+
+
+def _whole_answer_deadline_error(draining: Draining | None, timeout: str
+                                 ) -> UpstreamTimeout | ShuttingDown:
+    """What a cancelled wait for a whole answer (its head or its body) becomes."""
+    if draining is not None and trio.current_time() >= draining.cut_at:
+        return ShuttingDown("The gateway is shutting down and could not finish this request "
+                            "in its grace period; retry the request.")
+    return UpstreamTimeout(timeout)
 
 
 def _deadline_error(draining: Draining | None) -> UpstreamTimeout | ShuttingDown:

@@ -21,7 +21,7 @@ import trio
 
 from gateway.adapters.base import Adapter
 from gateway.errors import GatewayError, ShuttingDown, UpstreamError
-from gateway.http.draining import cut_at_grace_end, request_draining
+from gateway.http.draining import request_draining
 from gateway.http.wire import OwnedStream
 from gateway.upstream.exchange import Exchange
 from gateway.upstream.sse import Frame
@@ -85,8 +85,7 @@ async def open_answer(exchange: Exchange) -> httpx2.Response:
     when the shutdown grace period ends raises `ShuttingDown`. On any failure the exchange is
     closed before the error propagates."""
     try:
-        with cut_at_grace_end():
-            return await exchange.start()
+        return await exchange.start(request_draining())
     except BaseException:
         await exchange.aclose()
         raise
@@ -95,8 +94,7 @@ async def open_answer(exchange: Exchange) -> httpx2.Response:
 async def read_answer(exchange: Exchange) -> bytes:
     """The whole body of a started exchange; the exchange is closed afterwards, always."""
     try:
-        with cut_at_grace_end():
-            return await exchange.read_body()
+        return await exchange.read_body()
     finally:
         await exchange.aclose()
 

@@ -58,7 +58,7 @@ async def test_a_whole_stream_reads_through(autojump_clock: trio.abc.Clock) -> N
     draining = Draining()
     batches, error = await read_all(upstream(0.5, frames=3), idle=1, total=10, draining=draining)
     assert (batches, error) == (4, None)
-    assert not draining.streams  # the stream left when it ended
+    assert not draining.exchanges  # the stream left when it ended
 
 
 async def test_silence_longer_than_idle_times_out_at_the_idle_deadline(
@@ -89,13 +89,13 @@ async def test_the_grace_period_ending_during_a_read_cuts_it_then(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(stream)
         await trio.sleep(1)  # the stream waits in its second read, with a deadline 60 s away
-        assert len(draining.streams) == 1
+        assert len(draining.exchanges) == 1
         began = trio.current_time()
         draining.begin(2.5)
     (batches, error), = outcome
     assert batches == 1 and isinstance(error, ShuttingDown)
     assert trio.current_time() - began == pytest.approx(2.5)
-    assert not draining.streams
+    assert not draining.exchanges
 
 
 async def test_a_read_started_after_the_grace_period_began_ends_with_it(
@@ -115,3 +115,122 @@ async def test_the_idle_timeout_before_the_cut_is_still_a_timeout(
     draining.begin(30.0)
     batches, error = await read_all(upstream(5.0), idle=2, total=100, draining=draining)
     assert batches == 1 and isinstance(error, UpstreamTimeout)
+
+
+# --- whole answers: the wait for the head and the body read, each under one deadline ---------
+
+def slow_answer(head_after: float, chunks: int = 0, every: float = 0.0) -> httpx2.MockTransport:
+    """A JSON answer whose head comes after `head_after` seconds, then `chunks` body chunks
+    `every` seconds apart."""
+    async def body() -> AsyncIterator[bytes]:
+        yield b'{"parts": ['
+        for index in range(chunks):
+            await trio.sleep(every)
+            yield b"0," if index < chunks - 1 else b"0"
+        yield b"]}"
+
+    async def handle(request: httpx2.Request) -> httpx2.Response:
+        await trio.sleep(head_after)
+        return httpx2.Response(200, headers={"content-type": "application/json"},
+                               content=body())
+
+    return httpx2.MockTransport(handle)
+
+
+async def whole(transport: httpx2.MockTransport, idle: float, total: float,
+                draining: Draining | None = None) -> bytes | BaseException:
+    """The whole body, or the error that ended the exchange; the exchange must have left
+    `draining` either way."""
+    async with httpx2.AsyncClient(transport=transport) as client:
+        exchange = Exchange(client, client.build_request("POST", "http://upstream.test/"),
+                            Timeouts(idle=idle, total=total))
+        try:
+            await exchange.start(draining)
+            return await exchange.read_body()
+        except (UpstreamTimeout, ShuttingDown) as error:
+            return error
+        finally:
+            await exchange.aclose()
+            assert draining is None or not draining.exchanges
+
+
+async def test_a_slow_whole_body_within_its_deadlines_is_read(
+        autojump_clock: trio.abc.Clock) -> None:
+    # Each chunk comes within the idle timeout, and all of them within the total one.
+    draining = Draining()
+    body = await whole(slow_answer(0.5, chunks=5, every=0.8), idle=1, total=10,
+                       draining=draining)
+    assert body == b'{"parts": [0,0,0,0,0]}'
+
+
+async def test_a_head_later_than_idle_is_a_timeout_at_the_idle_deadline(
+        autojump_clock: trio.abc.Clock) -> None:
+    started = trio.current_time()
+    error = await whole(slow_answer(9.0), idle=2, total=100)
+    assert isinstance(error, UpstreamTimeout) and "did not answer" in str(error)
+    assert trio.current_time() - started == pytest.approx(2)
+
+
+async def test_a_whole_body_read_stops_at_the_idle_deadline_between_chunks(
+        autojump_clock: trio.abc.Clock) -> None:
+    started = trio.current_time()
+    error = await whole(slow_answer(0.5, chunks=3, every=4.0), idle=1.5, total=100)
+    assert isinstance(error, UpstreamTimeout) and "stopped sending" in str(error)
+    assert trio.current_time() - started == pytest.approx(2.0)  # head at 0.5, then 1.5 idle
+
+
+async def test_a_whole_body_trickling_in_stops_at_the_total_deadline(
+        autojump_clock: trio.abc.Clock) -> None:
+    # No gap reaches the idle timeout, but the answer as a whole takes too long: each chunk
+    # moves the read's deadline, never past the total one.
+    started = trio.current_time()
+    error = await whole(slow_answer(0.2, chunks=50, every=0.5), idle=1, total=3.1)
+    assert isinstance(error, UpstreamTimeout)
+    assert trio.current_time() - started == pytest.approx(3.1)
+
+
+async def test_the_grace_period_ending_before_the_head_is_a_shutdown_at_the_cut(
+        autojump_clock: trio.abc.Clock) -> None:
+    draining = Draining()
+    outcome: list[bytes | BaseException] = []
+
+    async def call() -> None:
+        outcome.append(await whole(slow_answer(50.0), idle=60, total=100, draining=draining))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call)
+        await trio.sleep(1)  # waiting for the head, with a deadline 60 s away
+        assert len(draining.exchanges) == 1
+        began = trio.current_time()
+        draining.begin(2.5)
+    error, = outcome
+    assert isinstance(error, ShuttingDown) and "grace period" in str(error)
+    assert trio.current_time() - began == pytest.approx(2.5)
+
+
+async def test_the_grace_period_ending_during_a_whole_body_is_a_shutdown_at_the_cut(
+        autojump_clock: trio.abc.Clock) -> None:
+    draining = Draining()
+    outcome: list[bytes | BaseException] = []
+
+    async def call() -> None:
+        outcome.append(await whole(slow_answer(0.1, chunks=3, every=20.0), idle=60, total=100,
+                                   draining=draining))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call)
+        await trio.sleep(1)  # the head came; the body waits for its first chunk
+        began = trio.current_time()
+        draining.begin(4.0)
+    error, = outcome
+    assert isinstance(error, ShuttingDown)
+    assert trio.current_time() - began == pytest.approx(4.0)
+
+
+async def test_a_whole_answer_finished_within_the_grace_period_is_not_cut(
+        autojump_clock: trio.abc.Clock) -> None:
+    draining = Draining()
+    draining.begin(10.0)
+    body = await whole(slow_answer(1.0, chunks=2, every=1.0), idle=60, total=100,
+                       draining=draining)
+    assert body == b'{"parts": [0,0]}'

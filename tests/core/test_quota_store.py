@@ -16,7 +16,8 @@ import trio
 from quota_stores import SyncRedisStore, counters, stored_subject
 
 from dsl import QuotaLimit
-from gateway.quota.limits import QuotaRefused, QuotaRequest, QuotaSettings
+from gateway.quota import sqlite as quota_sqlite
+from gateway.quota.limits import QuotaRefused, QuotaRequest, QuotaSettings, Reservation
 from gateway.quota.redis import RedisQuotaStore
 from gateway.quota.sqlite import SqliteQuotaStore, subject_key
 
@@ -324,31 +325,82 @@ async def test_async_admission_is_exact_inline_or_in_threads(store: Store) -> No
     assert counters(store)[("project", "proj", "requests")] == 5
 
 
-async def test_admission_runs_inline_when_the_lock_is_free_and_waits_in_a_thread_otherwise(
+async def test_admission_and_settlement_run_on_the_loop_and_wait_for_the_lock_there(
         sqlite_store: SqliteQuotaStore, monkeypatch: pytest.MonkeyPatch) -> None:
     store = sqlite_store
     hops: list[str] = []
     real_run = store._run
 
     async def counted_run(fn, *args):  # type: ignore[no-untyped-def]
-        if fn.__name__ == "admit_sync":  # settlement always runs in a thread
-            hops.append(fn.__name__)
+        hops.append(fn.__name__)
         return await real_run(fn, *args)
 
     monkeypatch.setattr(store, "_run", counted_run)
-    await store.settle(await store.admit(requests(100)), 1, 1)  # first: opens the connection
-    assert hops == ["admit_sync"]
-    await store.admit(requests(100))  # the pool has a connection and the lock is free
-    assert hops == ["admit_sync"]
+    await store.settle(await store.admit(requests(100)), 1, 1)
+    assert hops == ["_add_idle_connection"]  # only opening the connection took a thread
+    await store.settle(await store.admit(requests(100)), 1, 1)
+    assert hops == ["_add_idle_connection"]
     other = sqlite3.connect(store.path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another worker holds the write lock for a while
+    ticks = 0
+
+    async def ticker() -> None:  # the loop must stay free while admission waits
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.sleep(0.001)
+
+    admitted: list[Reservation] = []
+
+    async def admit() -> None:
+        admitted.append(await store.admit(requests(100)))
+
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(store.admit, requests(100))
+        nursery.start_soon(ticker)
+        nursery.start_soon(admit)
         await trio.sleep(0.05)
-        assert hops == ["admit_sync", "admit_sync"]  # waiting in a thread, not on the loop
+        assert not admitted and ticks >= 10  # waiting, without blocking the loop
         other.execute("COMMIT")
+        with trio.fail_after(5):
+            while not admitted:
+                await trio.sleep(0.001)
+        nursery.cancel_scope.cancel()
     other.close()
+    assert hops == ["_add_idle_connection"]  # it waited on the loop, not in a thread
     assert counters(store)[("project", "proj", "requests")] == 3
+
+
+async def test_a_write_lock_held_too_long_fails_the_admission_cleanly(
+        sqlite_store: SqliteQuotaStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = sqlite_store
+    await store.admit(requests(100))
+    monkeypatch.setattr(quota_sqlite, "LOCK_WAIT_SECONDS", 0.1)
+    other = sqlite3.connect(store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with trio.fail_after(5), pytest.raises(sqlite3.OperationalError, match="locked"):
+            await store.admit(requests(100))
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    assert counters(store)[("project", "proj", "requests")] == 1  # nothing half-counted
+
+
+async def test_admission_while_a_thread_holds_the_pooled_connection_opens_another(
+        sqlite_store: SqliteQuotaStore) -> None:
+    # The checkpoint (and usage reports) take a pooled connection into a thread; admission
+    # then opens a second one instead of waiting for the first.
+    store = sqlite_store
+    await store.admit(requests(100))
+    taken = store._connection()  # as a thread would hold it
+    try:
+        with trio.fail_after(5):
+            await store.settle(await store.admit(requests(100)), 1, 1)
+    finally:
+        with store._lock:
+            store._idle.append(taken)
+    assert len(store._all) == 2
+    assert counters(store)[("project", "proj", "requests")] == 2
 
 
 def test_tool_calls_limits_count_tool_calls_only(store: SqliteQuotaStore) -> None:

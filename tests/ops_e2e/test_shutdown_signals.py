@@ -32,7 +32,7 @@ def _draining_workers(server: Server) -> dict[int, int]:
     found = {}
     for line in server.log_lines():
         record = json.loads(line)
-        if record["logger"] == "gateway.shutdown" and "stream(s) in flight" in record["message"]:
+        if record["logger"] == "gateway.shutdown" and "in flight" in record["message"]:
             found[record["pid"]] = int(record["message"].split()[2])
     return found
 
