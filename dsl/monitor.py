@@ -48,6 +48,8 @@ class OutputMonitor:
         self._decided: Decision | None = None
         self._fresh_counts = False
         self._counted: tuple[Decision, Decision] | None = None
+        #: A decision found the same as `_current` but for its stage (not news mid-stream).
+        self._same_mid_stream: Decision | None = None
 
     @property
     def stopped(self) -> bool:
@@ -137,11 +139,16 @@ class OutputMonitor:
     def _changed(self, decision: Decision, final: bool = False) -> Decision | None:
         """The decision if it differs from the last one reported.  Mid-stream, the stage alone
         flipping to "output" is not news; `finish()` reports it (output rules have then run)."""
+        # Most frames: nothing new fired, and the decision is an object already compared.
+        if decision is self._current or (not final and decision is self._same_mid_stream):
+            return None
         old, new = self._current.summary(), decision.summary()
         if not final:
             old.pop("stage")
             new.pop("stage")
         if new == old and decision.obligations.message == self._current.obligations.message:
+            if not final:
+                self._same_mid_stream = decision
             return None
         self._current = decision
         return decision

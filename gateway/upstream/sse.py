@@ -77,8 +77,14 @@ class SSEParser:
     def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
         self._buffer = bytearray()
         self._max = max_frame_bytes
+        #: The last chunk ended with CR: an LF starting the next one ends the same line.
+        self._after_cr = False
 
     def feed(self, chunk: bytes) -> list[Frame]:
+        if self._after_cr:
+            self._after_cr = False
+            if chunk.startswith(b"\n"):
+                chunk = chunk[1:]
         if self._buffer or not chunk.endswith(b"\n\n") or b"\r" in chunk:
             return self._feed_buffered(chunk)
         # The usual read of a relayed stream: whole frames and nothing pending, so they are
@@ -96,6 +102,7 @@ class SSEParser:
     def _feed_buffered(self, chunk: bytes) -> list[Frame]:
         self._buffer += chunk
         if b"\r" in chunk:
+            self._after_cr = chunk.endswith(b"\r")
             # Rare in practice (both providers use bare LF); normalising keeps one code path.
             self._buffer[:] = self._buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         frames: list[Frame] = []

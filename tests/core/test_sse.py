@@ -110,12 +110,12 @@ def test_the_common_shapes_parse_as_the_line_by_line_reading_does(raw: bytes) ->
     b'data: {"a":1}\n\n', b'event: e\ndata: {"a":1}\n\ndata: [DONE]\n\n', b"\n\n",
     b"data: a\n\n\n\ndata: b\n\n", b"data: a\n\n\ndata: b\n\n", b" \n\ndata: a\n\n",
     b": keep-alive\n\n", b"data: a\n\ndata: b", b"event: e\r\ndata: a\r\n\r\n\r\n",
+    b"data: a\r\ndata: b\r\n\r\n", b"event: e\r\ndata: a\r\ndata: b\r\n\r\ndata: c\r\n\r\n",
 ])
 def test_whole_chunks_and_buffered_bytes_give_the_same_frames(stream: bytes) -> None:
     whole = SSEParser()
     frames = whole.feed(stream)
     byte_by_byte = SSEParser()
-    # Two bytes at a time: a CR LF cut in two is read as two line ends (providers send LF).
     pieces = [stream[i:i + 2] for i in range(0, len(stream), 2)]
     assert [f for piece in pieces for f in byte_by_byte.feed(piece)] == frames
     assert whole.close() == byte_by_byte.close()
@@ -124,3 +124,22 @@ def test_whole_chunks_and_buffered_bytes_give_the_same_frames(stream: bytes) -> 
 def test_invalid_utf8_in_a_whole_chunk_of_frames_is_malformed():
     with pytest.raises(MalformedStream):
         SSEParser().feed(b"data: a\n\ndata: \xff\n\n")
+
+
+@pytest.mark.parametrize("terminator", [b"\r\n", b"\r", b"\n"])
+def test_a_line_end_split_across_reads_is_one_line_end(terminator: bytes) -> None:
+    # A CR LF cut between two reads ends one line, not two: read as two, the blank line
+    # would end the event early and split its data lines into two events.
+    stream = terminator.join([b"event: e", b"data: a", b"data: b", b"", b"data: c", b"", b""])
+    expected = [("e", "a\nb"), (None, "c")]
+    assert frames_of([stream]) == expected
+    for cut in range(1, len(stream)):
+        assert frames_of([stream[:cut], stream[cut:]]) == expected, cut
+    assert frames_of([bytes([b]) for b in stream]) == expected
+
+
+def test_a_cr_at_the_end_of_a_read_does_not_swallow_a_later_blank_line() -> None:
+    # Only an LF right after the CR belongs to it.
+    assert frames_of([b"data: a\r", b"data: b\n\n"]) == [(None, "a\nb")]
+    assert frames_of([b"data: a\r", b"\n", b"\n"]) == [(None, "a")]
+    assert frames_of([b"data: a\r", b"\r"]) == [(None, "a")]
