@@ -34,9 +34,8 @@ from gateway.policy.inline import InlineBudget, InlinePolicies
 from gateway.policy.rollout import RolloutEngine
 from gateway.policy.rollout_state import RedisRolloutState
 from gateway.policy.rollouts import Rollouts
-from gateway.quota.limits import QuotaStore
+from gateway.quota.limits import QuotaStore, settings_from_config
 from gateway.quota.redis import quota_store_for
-from gateway.quota.sqlite import settings_from_config
 from gateway.redis_link import RedisLink, redis_settings
 from gateway.storage.changes import ChangePoller
 from gateway.storage.migrations import check_postgres

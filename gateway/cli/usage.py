@@ -26,8 +26,8 @@ def _redis_usage(config: Config, project: Project, top: int) -> dict[str, Any] |
     """The usage report from Redis when `[quotas] store = "redis"`, else None."""
     import trio
 
+    from gateway.quota.limits import settings_from_config
     from gateway.quota.redis import RedisQuotaStore
-    from gateway.quota.sqlite import settings_from_config
     from gateway.redis_link import RedisLink, redis_settings
 
     settings = settings_from_config(config)

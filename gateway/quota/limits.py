@@ -332,3 +332,13 @@ class Unlimited:
 
     async def release(self, reservation: Reservation) -> None:
         return None
+
+
+def settings_from_config(config: Any) -> QuotaSettings:
+    """The `[quotas]` section of `config`, or `ConfigError` naming what is wrong."""
+    from gateway.errors import ConfigError
+
+    try:
+        return QuotaSettings.from_mapping(config.quotas, total_timeout=config.timeouts.total)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from exc

@@ -215,7 +215,7 @@ class RedisQuotaStore:
         ids that are not plain appear as `h.<digest>`)."""
         from glide import Script
 
-        from gateway.quota.sqlite import report_from_counters
+        from gateway.quota.report import report_from_counters
 
         tag = "{" + key_part(project_id) + "}"
         counters = self.link.key(tag, "c", "")

@@ -22,37 +22,34 @@ import logging
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
-import sqlite_utils
 import trio
 
-from gateway import db
-from gateway.quota.files import quota_database_path, take_over_counters
+from gateway.quota.files import quota_database_path
 from gateway.quota.limits import (
     COUNTED_UNITS,
     PROJECT,
-    WINDOWS,
     Limit,
     QuotaRequest,
     QuotaSettings,
     Reservation,
     Usage,
     first_exhausted,
-    iso,
     quota_refusal,
     rate_limit_headers,
     remaining_field,
+    settings_from_config,
     window_reset,
     window_start,
 )
+from gateway.quota.report import report_from_counters
+from gateway.quota.sqlite_file import begin_immediate, connect
 
 log = logging.getLogger("gateway.quota.limits")
 
@@ -205,7 +202,7 @@ class SqliteQuotaStore:
             await self._run(self._add_idle_connection)
 
     def _add_idle_connection(self) -> None:
-        conn = _connect(self.path, self.migrate_from)
+        conn = connect(self.path, self.migrate_from)
         with self._lock:
             self._all.append(conn)
             self._idle.append(conn)
@@ -331,7 +328,7 @@ class SqliteQuotaStore:
         conn = self._connection(create=wait)
         try:
             if wait:
-                _begin_immediate(conn)
+                begin_immediate(conn)
             else:
                 try:
                     conn.execute("BEGIN IMMEDIATE")  # busy_timeout is 0: answers at once
@@ -357,20 +354,11 @@ class SqliteQuotaStore:
                 return self._all[0]  # one shared in-memory database (tests only)
         if not create:  # opening one may wait for the schema lock: a thread does that
             raise _NoIdleConnection
-        conn = _connect(self.path, self.migrate_from)
+        conn = connect(self.path, self.migrate_from)
         with self._lock:
             self._all.append(conn)
         return conn
 
-
-def settings_from_config(config: Any) -> QuotaSettings:
-    """The `[quotas]` section of `config`, or `ConfigError` naming what is wrong."""
-    from gateway.errors import ConfigError
-
-    try:
-        return QuotaSettings.from_mapping(config.quotas, total_timeout=config.timeouts.total)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"invalid configuration: {exc}") from exc
 
 
 class _LockBusy(Exception):
@@ -380,46 +368,6 @@ class _LockBusy(Exception):
 class _NoIdleConnection(Exception):
     """Every connection of the pool is in use (by a thread): a new one must be opened first."""
 
-
-def _begin_immediate(conn: sqlite3.Connection, timeout: float = 30.0) -> None:
-    """Take the write lock, polling every 50-500 us. SQLite's own busy handler sleeps 1, 2, 5,
-    10... ms between tries, which turns a lock held for 100 us by another worker process into a
-    wait of several milliseconds; quota transactions are that short, so polling serves them
-    in arrival order far sooner."""
-    deadline = time.monotonic() + timeout
-    pause = 0.00005
-    while True:
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
-                raise
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(pause)
-            pause = min(pause * 2, 0.0005)
-
-
-def _connect(path: str, migrate_from: str | None = None) -> sqlite3.Connection:
-    """A connection set up like `gateway.db.open_database`'s, usable from any of the limiter's
-    threads (one at a time: a connection is taken from the pool for each transaction)."""
-    if path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout = 30000")
-    db.enable_wal(conn)
-    conn.execute("PRAGMA synchronous = NORMAL")
-    # Checkpoints (copying the WAL back, with an fsync) run in a thread (`_checkpoint`): a
-    # quota commit may run on the event loop.
-    conn.execute("PRAGMA wal_autocheckpoint = 0")
-    db.ensure_quota_schema(sqlite_utils.Database(conn))
-    if migrate_from is not None and path != ":memory:":
-        take_over_counters(conn, migrate_from)
-    # From here only `_begin_immediate` waits for the lock (statements inside a transaction
-    # that holds it never do).
-    conn.execute("PRAGMA busy_timeout = 0")
-    return conn
 
 
 def usage_report(conn: sqlite3.Connection, project_id: str, now: datetime, *,
@@ -434,35 +382,3 @@ def usage_report(conn: sqlite3.Connection, project_id: str, now: datetime, *,
     open_reservations = conn.execute("SELECT count(*) FROM quota_reservations").fetchone()[0]
     return report_from_counters(rows, project_id, now, budget=budget, user_quota=user_quota,
                                 top=top, open_reservations=open_reservations)
-
-
-def report_from_counters(rows: Sequence[tuple[str, str, str, str, int, int]], project_id: str,
-                         now: datetime, *, budget: Mapping[str, Mapping[str, int]] | None,
-                         user_quota: Mapping[str, Mapping[str, int]] | None, top: int,
-                         open_reservations: int) -> dict[str, Any]:
-    """The usage report from counter rows (kind, subject, unit, window, window start, used) of
-    any store; rows of past windows are left out."""
-    current = {w: int(window_start(w, now).timestamp()) for w in WINDOWS}
-    project: list[dict[str, Any]] = []
-    users: dict[str, list[dict[str, Any]]] = {}
-    for kind, subject, unit, window, start, used in rows:
-        if current.get(window) != start:
-            continue
-        limits = (budget if kind == PROJECT else user_quota) or {}
-        entry = {"unit": unit, "window": window, "used": used,
-                 "limit": limits.get(unit, {}).get(window) or None,
-                 "reset_at": iso(window_reset(window, now))}
-        (project if kind == PROJECT else users.setdefault(subject, [])).append(entry)
-
-    def requests_used(item: tuple[str, list[dict[str, Any]]]) -> tuple[int, int]:
-        counters = item[1]
-        return (max((c["used"] for c in counters if c["unit"] == "requests"), default=0),
-                max((c["used"] for c in counters if c["unit"] == "tokens"), default=0))
-
-    ranked = sorted(users.items(), key=requests_used, reverse=True)[:top]
-    order = {w: i for i, w in enumerate(WINDOWS)}
-    for counters in [project, *(c for _, c in ranked)]:
-        counters.sort(key=lambda c: (c["unit"], order[c["window"]]))
-    return {"project_id": project_id, "at": iso(now), "project": project,
-            "users": [{"quota_subject": s, "counters": c} for s, c in ranked],
-            "open_reservations": open_reservations}

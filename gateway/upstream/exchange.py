@@ -10,7 +10,7 @@ upstream response, also when cancelled, so a client disconnect reaches the provi
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from typing import Any, cast
 

@@ -17,7 +17,7 @@ from quota_stores import SyncRedisStore, counters, stored_subject
 
 from dsl import QuotaLimit
 from gateway.quota import sqlite as quota_sqlite
-from gateway.quota.limits import QuotaRefused, QuotaRequest, QuotaSettings, Reservation
+from gateway.quota.limits import QuotaRefused, QuotaRequest, QuotaSettings
 from gateway.quota.redis import RedisQuotaStore
 from gateway.quota.sqlite import SqliteQuotaStore, subject_key
 
@@ -350,20 +350,20 @@ async def test_admission_and_settlement_run_on_the_loop_and_wait_for_the_lock_th
             ticks += 1
             await trio.sleep(0.001)
 
-    admitted: list[Reservation] = []
+    admitted = trio.Event()
 
     async def admit() -> None:
-        admitted.append(await store.admit(requests(100)))
+        await store.admit(requests(100))
+        admitted.set()
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ticker)
         nursery.start_soon(admit)
         await trio.sleep(0.05)
-        assert not admitted and ticks >= 10  # waiting, without blocking the loop
+        assert not admitted.is_set() and ticks >= 10  # waiting, without blocking the loop
         other.execute("COMMIT")
         with trio.fail_after(5):
-            while not admitted:
-                await trio.sleep(0.001)
+            await admitted.wait()
         nursery.cancel_scope.cancel()
     other.close()
     assert hops == ["_add_idle_connection"]  # it waited on the loop, not in a thread
