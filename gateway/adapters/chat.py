@@ -7,7 +7,8 @@ arguments, refusals, tool results, tool and function descriptions and their para
 `response_format.json_schema`, `prediction.content`, and any field the API adds later.
 
 Texts a policy reads in the answer (output): the message content, refusals, and the arguments of
-tool calls (and of the legacy `function_call`), of every choice; on a stream, the same deltas.
+tool calls (and of the legacy `function_call`), of every choice; on a stream, the same deltas
+(where each stands: gateway/adapters/chat_output.py).
 """
 
 from __future__ import annotations
@@ -33,9 +34,18 @@ from gateway.adapters.base import (
     encode_frame,
     policy_of,
 )
+from gateway.adapters.chat_output import (
+    FIRST_TEXT,
+    PIECE_FIELDS,
+    delta_pieces,
+    first_delta,
+    map_answer,
+    only_content,
+    only_piece,
+    with_piece,
+)
 from gateway.adapters.inventory import TextInventory
 from gateway.adapters.reading import (
-    TextFn,
     dicts,
     int_or_none,
     key_part,
@@ -201,7 +211,7 @@ class ChatCompletions(OpenAIErrorShape, Adapter):
         for choice in choices:
             message = choice.get("message") if isinstance(choice, dict) else None
             if isinstance(message, dict):
-                choice = {**choice, "message": _map_answer(message, fn)}
+                choice = {**choice, "message": map_answer(message, fn)}
             mapped.append(choice)
         return {**response, "choices": mapped}
 
@@ -229,11 +239,11 @@ class ChatCompletions(OpenAIErrorShape, Adapter):
         delta = choice.get("delta")
         if not isinstance(delta, dict):
             return None
-        if _only_content(delta):  # the common chunk, on the hot path
+        if only_content(delta):  # the common chunk, on the hot path
             index = choice.get("index")
-            block = _FIRST_TEXT if index == 0 else (key_part(index), "content")
+            block = FIRST_TEXT if index == 0 else (key_part(index), "content")
             return OutputDelta(delta["content"], block)
-        pieces = _pieces(key_part(choice.get("index")), delta)
+        pieces = delta_pieces(key_part(choice.get("index")), delta)
         return pieces[0][1] if len(pieces) == 1 else None
 
     def with_stream_delta(self, event: str | None, payload: JSON, text: str) -> JSON:
@@ -242,19 +252,20 @@ class ChatCompletions(OpenAIErrorShape, Adapter):
             return dict(payload)
         choice = choices[0]
         delta = choice.get("delta")
-        if isinstance(delta, dict) and _only_content(delta):
+        if isinstance(delta, dict) and only_content(delta):
             return {**payload, "choices": [{**choice, "delta": {**delta, "content": text}}]}
-        pieces = _pieces(key_part(choice.get("index")), delta) if isinstance(delta, dict) else []
+        pieces = (delta_pieces(key_part(choice.get("index")), delta)
+                  if isinstance(delta, dict) else [])
         if len(pieces) != 1:
             return dict(payload)
         assert isinstance(delta, dict)
-        delta = _with_piece(delta, pieces[0][0], text)
+        delta = with_piece(delta, pieces[0][0], text)
         return {**payload, "choices": [{**choice, "delta": delta}]}
 
     def held_frame(self, event: str | None, payload: JSON) -> JSON | None:
         # The first chunk of a tool call names it (id, type, function name): that goes out,
         # without its arguments, so the client's accumulator sees the calls in order.
-        delta = _first_delta(payload)
+        delta = first_delta(payload)
         calls = delta.get("tool_calls") if delta is not None else None
         call = calls[0] if isinstance(calls, list) and calls else None
         if isinstance(call, dict) and ("id" in call or "type" in call):
@@ -268,14 +279,15 @@ class ChatCompletions(OpenAIErrorShape, Adapter):
         parts: list[JSON] = []
         for choice in choices:
             delta = choice.get("delta") if isinstance(choice, dict) else None
-            pieces = _pieces(key_part(choice.get("index")), delta) if isinstance(delta, dict) else []
+            pieces = (delta_pieces(key_part(choice.get("index")), delta)
+                      if isinstance(delta, dict) else [])
             if not pieces:
                 parts.append({**payload, "choices": [choice]})
                 continue
             assert isinstance(delta, dict)
-            rest = {k: v for k, v in delta.items() if k not in _PIECE_FIELDS}
+            rest = {k: v for k, v in delta.items() if k not in PIECE_FIELDS}
             for number, (where, _piece) in enumerate(pieces):
-                only = _only_piece(delta, where)
+                only = only_piece(delta, where)
                 last = number == len(pieces) - 1
                 parts.append({**payload, "choices": [{
                     **choice, "delta": {**(rest if number == 0 else {}), **only},
@@ -332,112 +344,9 @@ def _messages(body: Mapping[str, Any]) -> list[Any]:
 _READ_FIRST = frozenset({"messages"})
 
 
-#: Delta fields holding text the model writes: the answer, a refusal, and (from providers that
-#: stream it) reasoning.
-_TEXT_FIELDS = ("content", "refusal", "reasoning_content")
-_PIECE_FIELDS = frozenset({*_TEXT_FIELDS, "tool_calls", "function_call"})
-#: Where a piece sits in a delta: a text field's name, or ("tool_calls", position, "function" or
-#: "custom"), or ("function_call",).
-Where = str | tuple[Any, ...]
-
-
-#: The block of the first choice's text (most chunks carry it).
-_FIRST_TEXT = (0, "content")
-
-
-def _only_content(delta: JSON) -> bool:
-    """Whether the delta's only output is its `content` text."""
-    if len(delta) == 1:
-        return isinstance(delta.get("content"), str)
-    return (isinstance(delta.get("content"), str) and delta.get("refusal") is None
-            and delta.get("reasoning_content") is None and delta.get("tool_calls") is None
-            and delta.get("function_call") is None)
-
-
-def _pieces(choice_index: Any, delta: JSON) -> list[tuple[Where, OutputDelta]]:
-    """The output texts of one choice's delta, each with its block."""
-    found: list[tuple[Where, OutputDelta]] = []
-    for name in _TEXT_FIELDS:
-        text = delta.get(name)
-        if isinstance(text, str) and (text or name == "content"):
-            found.append((name, OutputDelta(text, (choice_index, name))))
-    calls = delta.get("tool_calls")
-    if isinstance(calls, list):
-        for position, call in enumerate(calls):
-            if not isinstance(call, dict):
-                continue
-            for kind, key in (("function", "arguments"), ("custom", "input")):
-                inner = call.get(kind)
-                if isinstance(inner, dict) and isinstance(inner.get(key), str):
-                    block = (choice_index, "tool", key_part(call.get("index", position)))
-                    found.append((("tool_calls", position, kind),
-                                  OutputDelta(inner[key], block, held=True)))
-    legacy = delta.get("function_call")
-    if isinstance(legacy, dict) and isinstance(legacy.get("arguments"), str):
-        found.append((("function_call",),
-                      OutputDelta(legacy["arguments"], (choice_index, "function_call"), True)))
-    return found
-
-
-def _with_piece(delta: JSON, where: Where, text: str) -> JSON:
-    if isinstance(where, str):
-        return {**delta, where: text}
-    if where[0] == "function_call":
-        return {**delta, "function_call": {**delta["function_call"], "arguments": text}}
-    _, position, kind = where
-    key = "arguments" if kind == "function" else "input"
-    calls = list(delta["tool_calls"])
-    call = calls[position]
-    calls[position] = {**call, kind: {**call[kind], key: text}}
-    return {**delta, "tool_calls": calls}
-
-
-def _only_piece(delta: JSON, where: Where) -> JSON:
-    """The fields of `delta` that carry the piece at `where`, and nothing of the others."""
-    if isinstance(where, str):
-        return {where: delta[where]}
-    if where[0] == "function_call":
-        return {"function_call": delta["function_call"]}
-    return {"tool_calls": [delta["tool_calls"][where[1]]]}
-
-
-def _map_answer(message: JSON, fn: TextFn) -> JSON:
-    """An answer message with `fn` applied to its content, refusal and tool-call arguments."""
-    mapped = dict(message)
-    for name in _TEXT_FIELDS:
-        if isinstance(message.get(name), str):
-            mapped[name] = fn(message[name])
-    calls = message.get("tool_calls")
-    if isinstance(calls, list):
-        mapped["tool_calls"] = [_map_call(call, fn) for call in calls]
-    legacy = message.get("function_call")
-    if isinstance(legacy, dict) and isinstance(legacy.get("arguments"), str):
-        mapped["function_call"] = {**legacy, "arguments": fn(legacy["arguments"])}
-    return mapped
-
-
-def _map_call(call: Any, fn: TextFn) -> Any:
-    if not isinstance(call, dict):
-        return call
-    for kind, key in (("function", "arguments"), ("custom", "input")):
-        inner = call.get(kind)
-        if isinstance(inner, dict) and isinstance(inner.get(key), str):
-            return {**call, kind: {**inner, key: fn(inner[key])}}
-    return call
-
-
 def _max_output_tokens(body: Mapping[str, Any]) -> int | None:
     newer = int_or_none(body.get("max_completion_tokens"))
     return newer if newer is not None else int_or_none(body.get("max_tokens"))
-
-
-def _first_delta(payload: Mapping[str, Any]) -> JSON | None:
-    choices = payload.get("choices")
-    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-        delta = choices[0].get("delta")
-        if isinstance(delta, dict):
-            return delta
-    return None
 
 
 def _model(body: Mapping[str, Any]) -> str:

@@ -9,9 +9,10 @@ the API adds later.
 
 Texts a policy reads in the answer (output): output text and refusal parts, function call
 arguments, custom tool call inputs, MCP call and MCP approval request arguments, code
-interpreter code, and reasoning summaries and texts; on a stream, their deltas. What a remote
-MCP tool the provider ran returned (an `mcp_call`'s `output` or `error`) is read apart, one
-call at a time, as that call's output and `tool_result` (gateway/adapters/mcp_items.py).
+interpreter code, and reasoning summaries and texts; on a stream, their deltas (where each
+stands: gateway/adapters/responses_output.py). What a remote MCP tool the provider ran returned
+(an `mcp_call`'s `output` or `error`) is read apart, one call at a time, as that call's output
+and `tool_result` (gateway/adapters/mcp_items.py).
 
 A refusal of the output ends the stream with the API's `error` event, in the same shape as
 every other stream error (`stream_error_frame`): `code: policy_refused`, and a nested `error`
@@ -46,7 +47,6 @@ from gateway.adapters.base import (
 from gateway.adapters.inventory import TextInventory
 from gateway.adapters.mcp_items import map_mcp_items
 from gateway.adapters.reading import (
-    TextFn,
     event_name,
     int_or_none,
     key_part,
@@ -58,6 +58,13 @@ from gateway.adapters.reading import (
     tool_arguments_texts,
     usage_from,
     with_unescaped,
+)
+from gateway.adapters.responses_output import (
+    DELTA_EVENTS,
+    DONE_FIELDS,
+    map_output_item,
+    released_item,
+    released_part,
 )
 from gateway.adapters.tool_calls import (
     responses_map_calls,
@@ -250,7 +257,7 @@ class Responses(OpenAIErrorShape, Adapter):
         output = response.get("output")
         if not isinstance(output, list):
             return response
-        return {**response, "output": [_map_output_item(item, fn) for item in output]}
+        return {**response, "output": [map_output_item(item, fn) for item in output]}
 
     def response_usage(self, response: JSON) -> Usage | None:
         return usage_from(response.get("usage"), "input_tokens", "output_tokens")
@@ -277,7 +284,7 @@ class Responses(OpenAIErrorShape, Adapter):
 
     def output_delta(self, event: str | None, payload: JSON) -> OutputDelta | None:
         kind = payload.get("type")
-        slot = _DELTA_EVENTS.get(kind) if isinstance(kind, str) else None
+        slot = DELTA_EVENTS.get(kind) if isinstance(kind, str) else None
         delta = payload.get("delta")
         if slot is None or not isinstance(delta, str):
             return None
@@ -296,22 +303,22 @@ class Responses(OpenAIErrorShape, Adapter):
         they must carry the text the client actually got."""
         kind = str(payload.get("type"))
         index = key_part(payload.get("output_index"))
-        if kind in _DONE_FIELDS:
-            block, sub, field = _DONE_FIELDS[kind]
+        if kind in DONE_FIELDS:
+            block, sub, field = DONE_FIELDS[kind]
             text = released.get((block, index, key_part(payload.get(sub))))
             return {**payload, field: text} if text is not None else payload
         if kind in ("response.content_part.done", "response.reasoning_summary_part.done") \
                 and isinstance(payload.get("part"), dict):
             part = payload["part"]
             number = key_part(payload.get("content_index", payload.get("summary_index")))
-            mapped = _released_part(part, index, number, released)
+            mapped = released_part(part, index, number, released)
             return {**payload, "part": mapped} if mapped is not part else payload
         if kind == "response.output_item.done" and isinstance(payload.get("item"), dict):
-            return {**payload, "item": _released_item(payload["item"], index, released)}
+            return {**payload, "item": released_item(payload["item"], index, released)}
         response = payload.get("response")
         if kind in _USAGE_EVENTS and isinstance(response, dict) \
                 and isinstance(response.get("output"), list):
-            output = [_released_item(item, number, released) if isinstance(item, dict) else item
+            output = [released_item(item, number, released) if isinstance(item, dict) else item
                       for number, item in enumerate(response["output"])]
             return {**payload, "response": {**response, "output": output}}
         return payload
@@ -356,84 +363,3 @@ def _response_skeleton(response_id: str, model: str, created_at: int) -> JSON:
         "top_logprobs": 0, "top_p": None, "truncation": "disabled", "usage": None,
         "user": None, "metadata": {},
     }
-
-
-#: Delta events of text the model writes: (block kind, the field that numbers the block within
-#: its output item, held until the block ends). Tool-call arguments are held.
-_DELTA_EVENTS: dict[str, tuple[str, str, bool]] = {
-    "response.output_text.delta": ("text", "content_index", False),
-    "response.refusal.delta": ("text", "content_index", False),
-    "response.function_call_arguments.delta": ("args", "item_id", True),
-    "response.custom_tool_call_input.delta": ("args", "item_id", True),
-    "response.mcp_call_arguments.delta": ("args", "item_id", True),
-    "response.code_interpreter_call_code.delta": ("args", "item_id", True),
-    "response.reasoning_summary_text.delta": ("summary", "summary_index", False),
-    "response.reasoning_text.delta": ("reasoning", "content_index", False),
-}
-#: Events that repeat one whole block: (block kind, numbering field, the field with the text).
-_DONE_FIELDS: dict[str, tuple[str, str, str]] = {
-    "response.output_text.done": ("text", "content_index", "text"),
-    "response.refusal.done": ("text", "content_index", "refusal"),
-    "response.function_call_arguments.done": ("args", "item_id", "arguments"),
-    "response.custom_tool_call_input.done": ("args", "item_id", "input"),
-    "response.mcp_call_arguments.done": ("args", "item_id", "arguments"),
-    "response.code_interpreter_call_code.done": ("args", "item_id", "code"),
-    "response.reasoning_summary_text.done": ("summary", "summary_index", "text"),
-    "response.reasoning_text.done": ("reasoning", "content_index", "text"),
-}
-#: Output items holding a tool call's arguments (or code), and the field.
-_CALL_FIELDS = {"function_call": "arguments", "custom_tool_call": "input",
-                "mcp_call": "arguments", "mcp_approval_request": "arguments",
-                "code_interpreter_call": "code"}
-
-
-def _map_output_item(item: Any, fn: TextFn) -> Any:
-    """An output item with `fn` applied to every text the model wrote in it."""
-    if not isinstance(item, dict):
-        return item
-    kind = str(item.get("type"))
-    if kind in _CALL_FIELDS and isinstance(item.get(_CALL_FIELDS[kind]), str):
-        return {**item, _CALL_FIELDS[kind]: fn(item[_CALL_FIELDS[kind]])}
-    mapped = dict(item)
-    for key in ("content", "summary"):
-        if isinstance(item.get(key), list):
-            mapped[key] = [_map_output_part(part, fn) for part in item[key]]
-    return mapped
-
-
-def _map_output_part(part: Any, fn: TextFn) -> Any:
-    if not isinstance(part, dict):
-        return part
-    field = "refusal" if part.get("type") == "refusal" else "text"
-    if str(part.get("type")) in _OUTPUT_PARTS and isinstance(part.get(field), str):
-        return {**part, field: fn(part[field])}
-    return part
-
-
-_OUTPUT_PARTS = frozenset({"output_text", "refusal", "summary_text", "reasoning_text"})
-
-
-def _released_part(part: JSON, index: Any, sub: Any, released: Mapping[Hashable, str]) -> JSON:
-    kind = part.get("type")
-    block = {"output_text": "text", "refusal": "text", "summary_text": "summary",
-             "reasoning_text": "reasoning"}.get(str(kind))
-    text = released.get((block, index, sub)) if block is not None else None
-    if text is None:
-        return part
-    return {**part, "refusal" if kind == "refusal" else "text": text}
-
-
-def _released_item(item: JSON, index: Any, released: Mapping[Hashable, str]) -> JSON:
-    """An output item with the released text of each of its blocks."""
-    kind = str(item.get("type"))
-    if kind in _CALL_FIELDS:
-        text = released.get(("args", index, key_part(item.get("id"))))
-        return {**item, _CALL_FIELDS[kind]: text} if text is not None else item
-    mapped = dict(item)
-    for key in ("content", "summary"):
-        parts = item.get(key)
-        if isinstance(parts, list):
-            mapped[key] = [_released_part(part, index, sub, released)
-                           if isinstance(part, dict) else part
-                           for sub, part in enumerate(parts)]
-    return mapped
