@@ -53,7 +53,8 @@ own error shape)::
     ├── DatabaseUnavailable           503 database_unavailable: PostgreSQL did not answer a
     │                                     management call (requests keep their snapshot)
     ├── QuotaUnavailable              503 quota_unavailable: the shared quota store (Redis)
-    │                                     did not answer and quotas fail closed
+    │                                     did not answer and quotas fail closed, or the
+    │                                     quota file stayed locked
     └── HistoryUnavailable            503 history_unavailable: the shared event store
                                           (PostgreSQL) did not answer a history read
 

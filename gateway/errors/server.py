@@ -63,9 +63,10 @@ class DatabaseUnavailable(GatewayError):
 
 
 class QuotaUnavailable(GatewayError):
-    """The shared quota store (Redis) did not answer and `[quotas] on_store_error = "closed"`:
-    the gateway cannot tell whether a quota is used up, so it admits nothing rather than too
-    much. Caused by the deployment, not the client: retry after `Retry-After` seconds."""
+    """The shared quota store (Redis) did not answer and `[quotas] on_store_error = "closed"`,
+    or the quota file (SQLite) stayed locked by another process for 30 s: the gateway cannot
+    tell whether a quota is used up, so it admits nothing rather than too much. Caused by the
+    deployment, not the client: retry after `Retry-After` seconds."""
 
     status = 503
     code = "quota_unavailable"

@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 import trio
 
+from gateway.errors import QuotaUnavailable
 from gateway.quota.files import quota_database_path
 from gateway.quota.limits import (
     COUNTED_UNITS,
@@ -139,7 +140,13 @@ class SqliteQuotaStore:
         limits = request.limits()
         if not limits:
             return Reservation(request=request)
-        reservation: Reservation = await self._on_loop(self.admit_sync, request, limits)
+        try:
+            reservation: Reservation = await self._on_loop(self.admit_sync, request, limits)
+        except _LockTimeout as exc:
+            raise QuotaUnavailable(
+                "Quotas cannot be checked right now (the quota file stayed locked by another "
+                "process); nothing is admitted until it is free. Retry shortly.",
+                headers={"retry-after": "1"}) from exc
         return reservation
 
     async def settle(self, reservation: Reservation, input_tokens: int, output_tokens: int
@@ -185,7 +192,8 @@ class SqliteQuotaStore:
             except _LockBusy:
                 waited = trio.current_time() - started
                 if waited > LOCK_WAIT_SECONDS:
-                    raise sqlite3.OperationalError("database is locked") from None
+                    raise _LockTimeout(f"the quota file stayed locked for {waited:.0f} s"
+                                       ) from None
                 # Quota transactions hold the lock for about 0.1 ms; a sleep lasts at least a
                 # millisecond here (the resolution of the loop's poller).
                 await trio.sleep(min(max(waited, 0.0005), 0.005))
@@ -363,6 +371,10 @@ class SqliteQuotaStore:
 
 class _LockBusy(Exception):
     """Another connection holds SQLite's write lock right now (admission without waiting)."""
+
+
+class _LockTimeout(sqlite3.OperationalError):
+    """The write lock stayed taken for `LOCK_WAIT_SECONDS` (another process holds it)."""
 
 
 class _NoIdleConnection(Exception):

@@ -16,6 +16,7 @@ import trio
 from quota_stores import SyncRedisStore, counters, stored_subject
 
 from dsl import QuotaLimit
+from gateway.errors import QuotaUnavailable
 from gateway.quota import sqlite as quota_sqlite
 from gateway.quota.limits import QuotaRefused, QuotaRequest, QuotaSettings
 from gateway.quota.redis import RedisQuotaStore
@@ -378,8 +379,9 @@ async def test_a_write_lock_held_too_long_fails_the_admission_cleanly(
     other = sqlite3.connect(store.path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     try:
-        with trio.fail_after(5), pytest.raises(sqlite3.OperationalError, match="locked"):
+        with trio.fail_after(5), pytest.raises(QuotaUnavailable) as refused:
             await store.admit(requests(100))
+        assert refused.value.status == 503 and refused.value.headers == {"retry-after": "1"}
     finally:
         other.execute("COMMIT")
         other.close()
