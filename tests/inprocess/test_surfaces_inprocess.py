@@ -92,14 +92,14 @@ def make_gateway(tmp_path: Path) -> Callable[[Callable[[httpx2.Request], Any]], 
                             policy_id="output_guard")
     _, key = store.create_key(account.id, project_id="proj")
     db.conn.close()
-    config = Config.from_mapping({
-        "database": {"path": str(db_path)}, "policies": {"directory": str(policies)},
-        "providers": {"openai": {"kind": "openai", "base_url": "http://upstream.test/v1",
-                                 "api_key": "sk-test"}},
-        "timeouts": {"idle": 30, "total": 60},
-    }, env={})
 
-    def make(handler: Callable[[httpx2.Request], Any]) -> Gateway:
+    def make(handler: Callable[[httpx2.Request], Any], **sections: Any) -> Gateway:
+        config = Config.from_mapping({
+            "database": {"path": str(db_path)}, "policies": {"directory": str(policies)},
+            "providers": {"openai": {"kind": "openai", "base_url": "http://upstream.test/v1",
+                                     "api_key": "sk-test"}},
+            "timeouts": {"idle": 30, "total": 60}, **sections,
+        }, env={})
         app = create_app(config, transport=httpx2.MockTransport(handler))
         return Gateway(app, key, app.extensions["gateway"])
 
@@ -251,3 +251,44 @@ async def test_policy_batches_path_answers_in_the_anthropic_shape(make_gateway):
             assert sent[0]["status"] == 404, path
             assert answer["type"] == "error" and answer["error"]["type"] == "not_found_error", \
                 path
+
+
+async def test_a_quota_file_locked_too_long_by_another_process_is_a_503_and_one_event(
+        make_gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Another worker (here a plain connection) holds the quota file's write lock: admission
+    # waits on the loop, then refuses in the API's shape instead of failing the request.
+    import sqlite3
+
+    from gateway.quota import sqlite as quota_sqlite
+
+    monkeypatch.setattr(quota_sqlite, "LOCK_WAIT_SECONDS", 0.2)
+    answer = {"id": "c1", "object": "chat.completion", "created": 1, "model": "m",
+              "choices": [{"index": 0, "finish_reason": "stop",
+                           "message": {"role": "assistant", "content": "Hi"}}],
+              "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+    upstream_calls = []
+
+    def upstream(request: httpx2.Request) -> httpx2.Response:
+        upstream_calls.append(request)
+        return httpx2.Response(200, json=answer)
+
+    gw = make_gateway(upstream, quotas={"budget": {"requests": {"daily": 100}}})
+    async with serving(gw.app):
+        assert shape(await gw.post("/policy/chat/completions", CHAT))[0] == ("start", 200)
+        other = sqlite3.connect(gw.state.quotas.path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            with trio.fail_after(10):
+                sent = await gw.post("/policy/chat/completions", CHAT)
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        events = gw.enforcement_events()
+    assert shape(sent) == [("start", 503), ("body", False)]
+    assert header(sent, "retry-after") == "1"
+    body = orjson.loads(body_bytes(sent))
+    assert body["error"]["code"] == "quota_unavailable"
+    assert body["policy"]["reason_code"] == "QUOTA_UNAVAILABLE"
+    assert len(upstream_calls) == 1  # the refused request never reached the upstream
+    assert [(e["outcome"], e["status"]) for e in events] == [
+        ("completed", 200), ("quota_unavailable", 503)]
