@@ -259,19 +259,27 @@ def _head(out: Outbound, record: RequestRecord) -> list[tuple[bytes, bytes]]:
 
 
 async def _send(out: Outbound, send: Any, record: RequestRecord, metrics: Any = None) -> None:
-    headers = _head(out, record)
     record.status = out.status
-    if out.stream is None:
-        headers.append((b"content-length", str(len(out.body)).encode()))
-        await send({"type": "http.response.start", "status": out.status, "headers": headers})
-        await send({"type": "http.response.body", "body": out.body, "more_body": False})
+    if out.stream is not None:
+        await _send_stream(out, out.stream, send, record, metrics)
         return
-    stream = out.stream
+    headers = _head(out, record)
+    headers.append((b"content-length", str(len(out.body)).encode()))
+    await send({"type": "http.response.start", "status": out.status, "headers": headers})
+    await send({"type": "http.response.body", "body": out.body, "more_body": False})
+
+
+async def _send_stream(out: Outbound, stream: Any, send: Any, record: RequestRecord,
+                       metrics: Any) -> None:
+    """The streamed answer; the stream (and the upstream exchange it owns) is closed however
+    this ends, a head that cannot be sent included."""
     record.stream = True
-    gauge = metrics.active_streams.labels(record.surface, record.api) if metrics else None
-    if gauge is not None:
-        gauge.inc()
+    gauge = None
     try:
+        headers = _head(out, record)
+        if metrics is not None:
+            gauge = metrics.active_streams.labels(record.surface, record.api)
+            gauge.inc()
         await send({"type": "http.response.start", "status": out.status, "headers": headers})
         # An `OwnedStream`'s frames directly: its `__anext__` would only forward each batch.
         frames = getattr(stream, "frames", stream)

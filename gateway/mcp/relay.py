@@ -27,6 +27,7 @@ PARAM_HEADER_PREFIX = "mcp-param-"
 #: Upstream headers the client needs; nothing else of the upstream's is relayed.
 RELAYED_RESPONSE_HEADERS = ("content-type", "mcp-session-id", "mcp-protocol-version",
                             "cache-control", "www-authenticate")
+_RELAYED = frozenset(RELAYED_RESPONSE_HEADERS)
 
 
 class McpUpstreams:
@@ -67,8 +68,11 @@ class McpUpstreams:
 
 
 def relayed_headers(response: httpx2.Response) -> list[tuple[str, str]]:
-    return [(name, response.headers[name]) for name in RELAYED_RESPONSE_HEADERS
-            if name in response.headers]
+    """The MCP server's headers the client gets, as latin-1 text of their bytes, so that they
+    go out byte for byte whatever the server put in them."""
+    named = ((name.decode("latin-1").lower(), value.decode("latin-1"))
+             for name, value in response.headers.raw)
+    return [(name, value) for name, value in named if name in _RELAYED]
 
 
 async def body_chunks(response: httpx2.Response, server: McpServer, deadline: float | None

@@ -72,8 +72,14 @@ def forwardable_request_headers(headers: Mapping[str, str], kind: str,
 
 
 def relayable_response_headers(headers: httpx2.Headers) -> list[tuple[str, str]]:
-    drop = _DROP_RESPONSE | _named_by_connection(headers.get_list("connection"))
-    return [(k, v) for k, v in headers.multi_items() if k.lower() not in drop]
+    """The upstream's response headers the client gets, as latin-1 text of their bytes: they
+    go out byte for byte (httpx2's text would be UTF-8 where the bytes allow it, which the
+    response head cannot carry)."""
+    raw = [(name.decode("latin-1").lower(), value.decode("latin-1"))
+           for name, value in headers.raw]
+    drop = _DROP_RESPONSE | _named_by_connection(
+        [value for name, value in raw if name == "connection"])
+    return [(name, value) for name, value in raw if name not in drop]
 
 
 class Upstreams:

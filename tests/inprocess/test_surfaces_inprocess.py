@@ -292,3 +292,31 @@ async def test_a_quota_file_locked_too_long_by_another_process_is_a_503_and_one_
     assert len(upstream_calls) == 1  # the refused request never reached the upstream
     assert [(e["outcome"], e["status"]) for e in events] == [
         ("completed", 200), ("quota_unavailable", 503)]
+
+
+@pytest.mark.parametrize("path,body", [("/v1/chat/completions", STREAM),
+                                       ("/policy/chat/completions", STREAM),
+                                       ("/v1/chat/completions", CHAT)])
+async def test_an_upstream_header_that_is_not_latin1_text_is_relayed_byte_for_byte(
+        make_gateway, path: str, body: dict[str, Any]) -> None:
+    # UTF-8 bytes in a header value: httpx2 reads them as text that a response head cannot
+    # carry. They go out as they came, and the upstream exchange is closed and forgotten.
+    note = "caf\u00e9 \u20ac".encode()
+    answer = {"id": "c1", "object": "chat.completion", "created": 1, "model": "m",
+              "choices": [{"index": 0, "finish_reason": "stop",
+                           "message": {"role": "assistant", "content": "Hi"}}]}
+
+    def upstream(request: httpx2.Request) -> httpx2.Response:
+        if orjson.loads(request.content).get("stream"):
+            return httpx2.Response(200, headers=[(b"content-type", b"text/event-stream"),
+                                                 (b"x-upstream-note", note)],
+                                   stream=Frames([chunk("hi"), DONE]))
+        return httpx2.Response(200, headers=[(b"x-upstream-note", note)], json=answer)
+
+    gw = make_gateway(upstream)
+    async with serving(gw.app):
+        sent = await gw.post(path, body)
+        left = set(gw.app.extensions["draining"].exchanges)
+    assert shape(sent)[0] == ("start", 200) and shape(sent)[-1] == ("body", False)
+    assert (b"x-upstream-note", note) in sent[0]["headers"]
+    assert not left

@@ -49,6 +49,8 @@ class Hostile:
     #: The answer to a GET (the server's own stream) and to a notification or a response.
     server_stream: tuple[bytes, bytes] = (SSE, b"")
     acknowledgement: tuple[bytes, bytes] = (JSON_TYPE, b"")
+    #: More headers on every answer.
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -92,7 +94,7 @@ def hostile() -> Iterator[Hostile]:
         else:
             content_type, answer = hostile.acknowledgement
         await send({"type": "http.response.start", "status": hostile.status if answer else 202,
-                    "headers": [(b"content-type", content_type)]})
+                    "headers": [(b"content-type", content_type), *hostile.headers]})
         await send({"type": "http.response.body", "body": answer})
 
     server = ThreadServer(lambda: app)
@@ -420,3 +422,17 @@ def test_a_stream_that_ends_without_the_answer_says_so(gateway: Gateway, hostile
     relayed = messages_of(response)
     assert relayed[0] == note
     assert relayed[1]["id"] == 3 and relayed[1]["error"]["code"] == -32002
+
+
+@pytest.mark.parametrize("answer", [as_json, as_sse])
+def test_header_bytes_that_are_not_latin1_text_are_relayed_as_they_came(
+        gateway: Gateway, hostile: Hostile, answer: Callable[..., tuple[bytes, bytes]]) -> None:
+    # UTF-8 in a session id: read as text, it could not go out in a response head (a 500).
+    session = "s\u00e9ssion-\u20ac".encode()
+    hostile.headers = [(b"mcp-session-id", session)]
+    hostile.script = lambda request: answer(result_for(request))
+    response = gateway.call()
+    assert response.status_code == 200
+    assert response.headers.raw.count((b"mcp-session-id", session)) == 1
+    (message,) = messages_of(response)
+    assert message["result"]["content"][0]["text"] == "mail [REDACTED:EMAIL]"
