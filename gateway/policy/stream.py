@@ -70,6 +70,10 @@ class _Block:
     released: list[str] = field(default_factory=list)
 
 
+#: The end of a chat completions stream, as every client reads it.
+DONE_FRAME = b"data: [DONE]\n\n"
+
+
 class StreamGovernor(ToolCallSteps):
     def __init__(self, adapter: Adapter, governance: Governance,
                  monitor_factory: MonitorFactory | None, *, client_asked_usage: bool = True,
@@ -116,9 +120,9 @@ class StreamGovernor(ToolCallSteps):
     def feed(self, frame: Frame, payload: dict[str, Any] | None) -> bytes:
         if self.stopped:
             return b""
-        if payload is None:  # `[DONE]` or a comment frame
+        if payload is None:  # `[DONE]`, a comment, or a frame without data
             out = self._close_all() if frame.is_done and self._blocks else b""
-            return out if self.stopped else out + frame.raw
+            return out if self.stopped else out + _without_payload(frame)
         adapter, event = self.adapter, frame.event
         if self._first_payload is None:
             self._first_payload = payload
@@ -378,3 +382,13 @@ class StreamGovernor(ToolCallSteps):
         assert frame.data is not None
         return encode_frame(self.governance.with_policy(frame.data.encode("utf-8")),
                             event=frame.event)
+
+
+def _without_payload(frame: Frame) -> bytes:
+    """What the client gets of a frame without a JSON payload: `[DONE]` and keep-alive comments
+    in their plain form, nothing else. Never the frame's own bytes: the gateway did not read
+    them as a client's parser might (a comment's text past a line separator some clients split
+    lines on)."""
+    if frame.is_done:
+        return DONE_FRAME
+    return b":\n\n" if frame.raw.startswith(b":") else b""

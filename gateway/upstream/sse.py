@@ -13,6 +13,8 @@ from gateway.errors import MalformedStream
 
 #: A frame larger than this without a terminating blank line is treated as a broken stream.
 DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024
+#: U+FEFF in UTF-8.
+BOM = b"\xef\xbb\xbf"
 
 
 
@@ -79,8 +81,20 @@ class SSEParser:
         self._max = max_frame_bytes
         #: The last chunk ended with CR: an LF starting the next one ends the same line.
         self._after_cr = False
+        #: The first bytes of the stream, until they show whether it starts with a byte order
+        #: mark (None once they did).
+        self._head: bytes | None = b""
 
     def feed(self, chunk: bytes) -> list[Frame]:
+        if self._head is not None:
+            # One leading byte order mark is not part of the stream (as the format says, and
+            # as clients read it): kept, it would hide the first field's name from us.
+            head = self._head + chunk
+            if len(head) < len(BOM) and BOM.startswith(head):
+                self._head = head
+                return []
+            self._head = None
+            chunk = head.removeprefix(BOM)
         if self._after_cr:
             self._after_cr = False
             if chunk.startswith(b"\n"):
@@ -127,6 +141,9 @@ class SSEParser:
 
     def close(self) -> bytes:
         """End of stream. Returns bytes of an unfinished frame (empty when the stream was whole)."""
+        if self._head:  # the stream was the start of a byte order mark and nothing else
+            self._buffer += self._head
+        self._head = None
         rest = bytes(self._buffer).strip()
         self._buffer.clear()
         return rest

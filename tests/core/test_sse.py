@@ -143,3 +143,29 @@ def test_a_cr_at_the_end_of_a_read_does_not_swallow_a_later_blank_line() -> None
     assert frames_of([b"data: a\r", b"data: b\n\n"]) == [(None, "a\nb")]
     assert frames_of([b"data: a\r", b"\n", b"\n"]) == [(None, "a")]
     assert frames_of([b"data: a\r", b"\r"]) == [(None, "a")]
+
+
+def test_one_leading_byte_order_mark_is_not_part_of_the_stream() -> None:
+    stream = b'\xef\xbb\xbfdata: {"a":1}\n\ndata: [DONE]\n\n'
+    expected = [(None, '{"a":1}'), (None, "[DONE]")]
+    assert frames_of([stream]) == expected
+    for cut in range(1, len(stream)):
+        assert frames_of([stream[:cut], stream[cut:]]) == expected, cut
+    assert frames_of([bytes([b]) for b in stream]) == expected
+    (first, _) = SSEParser().feed(stream)
+    assert first.raw == b'data: {"a":1}\n\n'  # nor of what is relayed
+
+
+def test_a_byte_order_mark_later_in_the_stream_is_text() -> None:
+    # Only the stream's first bytes may be one: a second one starts a field named "\ufeffdata".
+    assert frames_of([b"\xef\xbb\xbf\xef\xbb\xbfdata: a\n\n"]) == [(None, None)]
+    assert frames_of([b"data: a\n\n\xef\xbb\xbfdata: b\n\n"]) == [(None, "a"), (None, None)]
+
+
+def test_a_stream_cut_inside_a_byte_order_mark_reports_its_bytes() -> None:
+    parser = SSEParser()
+    assert parser.feed(b"\xef\xbb") == []
+    assert parser.close() == b"\xef\xbb"
+    parser = SSEParser()
+    assert parser.feed(b"\xef") == [] and parser.feed(b"x") == []
+    assert parser.close() == b"\xefx"

@@ -320,3 +320,36 @@ async def test_an_upstream_header_that_is_not_latin1_text_is_relayed_byte_for_by
     assert shape(sent)[0] == ("start", 200) and shape(sent)[-1] == ("body", False)
     assert (b"x-upstream-note", note) in sent[0]["headers"]
     assert not left
+
+
+async def test_a_byte_order_mark_cannot_hide_the_first_frame_from_output_rules(make_gateway):
+    # A client drops one leading byte order mark and reads the frame after it: so must the
+    # gateway, or the frame would pass as one without data, unread.
+    gw = make_gateway(lambda request: sse(
+        [b"\xef\xbb\xbf" + chunk("Our codename is project nightjar"), DONE]))
+    async with serving(gw.app):
+        sent = await gw.post("/policy/chat/completions", STREAM)
+        events = gw.enforcement_events()
+    frames = [orjson.loads(f[6:]) for f in body_bytes(sent).split(b"\n\n")
+              if f.startswith(b"data: {")]
+    text = "".join(f["choices"][0]["delta"].get("content", "") for f in frames[:-1])
+    assert "nightjar" not in text and b"\xef\xbb\xbf" not in body_bytes(sent)
+    assert frames[-1]["error"]["code"] == "policy_refused"
+    assert [(e["outcome"], e["decision"]) for e in events] == [("refused", "refuse")]
+
+
+async def test_frames_without_a_payload_go_out_in_their_plain_form(make_gateway):
+    # A comment's text (here past a line separator that some clients end lines at) and the
+    # fields of frames without data are never relayed: the gateway did not read them.
+    hidden = ': keep-alive\u2028data: {"choices":[{"delta":{"content":"nightjar"}}]}\n\n'
+    gw = make_gateway(lambda request: sse(
+        [hidden.encode(), chunk("Hel"), b"event: ping\nid: 3\n\n", chunk("lo"),
+         b"id: 9\ndata: [DONE]\n\n"]))
+    async with serving(gw.app):
+        sent = await gw.post("/policy/chat/completions", STREAM)
+    out = body_bytes(sent)
+    assert b"nightjar" not in out and b"ping" not in out and b"id:" not in out
+    assert out.startswith(b":\n\n") and out.endswith(b"\n\ndata: [DONE]\n\n")
+    texts = [orjson.loads(f[6:])["choices"][0]["delta"]["content"]
+             for f in out.split(b"\n\n") if f.startswith(b"data: {")]
+    assert "".join(texts) == "Hello"
