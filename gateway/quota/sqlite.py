@@ -17,12 +17,11 @@ capacity limiter. A request without limits never touches the database.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,8 +48,7 @@ from gateway.quota.limits import (
     window_reset,
     window_start,
 )
-from gateway.quota.report import report_from_counters
-from gateway.quota.sqlite_file import begin_immediate, connect
+from gateway.quota.sqlite_file import begin_immediate, connect, subject_key, usage_report
 
 log = logging.getLogger("gateway.quota.limits")
 
@@ -58,8 +56,6 @@ log = logging.getLogger("gateway.quota.limits")
 CHECKPOINT_EVERY = 1000
 #: How long an admission or a settlement waits for SQLite's write lock before it fails.
 LOCK_WAIT_SECONDS = 30.0
-#: Longest subject id stored as is; longer ones (or ones SQLite cannot encode) are hashed.
-MAX_SUBJECT_CHARS = 200
 
 #: (project_id, subject_kind, subject_id, unit, window, window_start)
 CounterKey = tuple[str, str, str, str, str, int]
@@ -73,18 +69,6 @@ _ADD = ("INSERT INTO quota_counters (project_id, subject_kind, subject_id, unit,
 _ADJUST = ("UPDATE quota_counters SET used = max(used + ?, 0) WHERE project_id = ? "
            "AND subject_kind = ? AND subject_id = ? AND unit = ? AND window = ? "
            "AND window_start = ?")
-
-
-def subject_key(subject: str) -> str:
-    """The stored form of a subject id: itself when short and encodable, else a digest (a
-    million-character or lone-surrogate user id must neither bloat nor break the table)."""
-    try:
-        subject.encode("utf-8")
-    except UnicodeEncodeError:
-        return "sha256:" + hashlib.sha256(subject.encode("utf-8", "surrogatepass")).hexdigest()
-    if len(subject) > MAX_SUBJECT_CHARS:
-        return "sha256:" + hashlib.sha256(subject.encode("utf-8")).hexdigest()
-    return subject
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +102,8 @@ class SqliteQuotaStore:
         self._opening: trio.Lock | None = None
         #: The connection of the WAL checkpoints (`_checkpoint`), opened by the first.
         self._checkpointer: sqlite3.Connection | None = None
+        #: True while a checkpoint runs (in a thread).
+        self._checkpointing = False
 
     @classmethod
     def from_config(cls, config: Any) -> SqliteQuotaStore:
@@ -168,46 +154,58 @@ class SqliteQuotaStore:
             try:
                 await self._on_loop(fn, *args)
                 self._commits += 1
-                if self._commits >= CHECKPOINT_EVERY:
-                    # The loop's connections never checkpoint (an fsync); a thread does it.
+                if self._commits >= CHECKPOINT_EVERY and not self._checkpointing:
+                    # The loop's connections never checkpoint (an fsync); a thread does it,
+                    # one at a time.
                     self._commits = 0
-                    await self._run(self._checkpoint)
+                    self._checkpointing = True
+                    try:
+                        await self._run(self._checkpoint)
+                    finally:
+                        self._checkpointing = False
             except Exception:
                 log.exception("quota settlement failed; the reservation will expire")
 
     async def _on_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
         """`fn(*args, wait=False)`: one transaction on the event loop, about 0.1 ms when the
-        write lock is free. While another connection holds the lock (another worker), the task
-        sleeps on the loop and tries again (1 to 5 ms apart), instead of waiting in a thread: a transaction run in a thread needs the interpreter lock back
-        between its statements, which a busy event loop hands over only every few
-        milliseconds, so it held SQLite's write lock for tens of milliseconds and pushed every
-        admission behind it into a thread too. Only opening a connection runs in a thread (it
-        may wait for the schema lock)."""
+        write lock is free. While another connection holds the lock (another worker), the
+        task sleeps on the loop and tries again (1 to 5 ms apart) instead of waiting in a
+        thread: a transaction run in a thread needs the interpreter lock back between its
+        statements, which a busy event loop hands over only every few milliseconds, so it held
+        SQLite's write lock for tens of milliseconds and pushed every admission behind it into
+        a thread too. Only opening a connection runs in a thread."""
         started = trio.current_time()
         while True:
             try:
                 return fn(*args, wait=False)
             except _NoIdleConnection:
-                await self._open_connection()
+                if await self._open_connection():
+                    continue
             except _LockBusy:
-                waited = trio.current_time() - started
-                if waited > LOCK_WAIT_SECONDS:
-                    raise _LockTimeout(f"the quota file stayed locked for {waited:.0f} s"
-                                       ) from None
-                # Quota transactions hold the lock for about 0.1 ms; a sleep lasts at least a
-                # millisecond here (the resolution of the loop's poller).
-                await trio.sleep(min(max(waited, 0.0005), 0.005))
+                pass
+            waited = trio.current_time() - started
+            if waited > LOCK_WAIT_SECONDS:
+                raise _LockTimeout(f"the quota file stayed locked for {waited:.0f} s")
+            # Quota transactions hold the lock for about 0.1 ms; a sleep lasts at least a
+            # millisecond here (the resolution of the loop's poller).
+            await trio.sleep(min(max(waited, 0.0005), 0.005))
 
-    async def _open_connection(self) -> None:
-        """Add a connection to the pool, in a thread; one task at a time opens one, and the
-        others use it."""
+    async def _open_connection(self) -> bool:
+        """Add a connection to the pool, in a thread (one task at a time opens one, and the
+        others use it); False when a new file's schema could not be made for the lock."""
         if self._opening is None:
             self._opening = trio.Lock()
         async with self._opening:
             with self._lock:
                 if self._idle:
-                    return
-            await self._run(self._add_idle_connection)
+                    return True
+            try:
+                await self._run(self._add_idle_connection)
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    return False
+                raise
+        return True
 
     def _add_idle_connection(self) -> None:
         conn = connect(self.path, self.migrate_from)
@@ -379,18 +377,3 @@ class _LockTimeout(sqlite3.OperationalError):
 
 class _NoIdleConnection(Exception):
     """Every connection of the pool is in use (by a thread): a new one must be opened first."""
-
-
-
-def usage_report(conn: sqlite3.Connection, project_id: str, now: datetime, *,
-                 budget: Mapping[str, Mapping[str, int]] | None = None,
-                 user_quota: Mapping[str, Mapping[str, int]] | None = None, top: int = 10
-                 ) -> dict[str, Any]:
-    """The current-window counters of a project and of its `top` users (most requests first),
-    for `python -m gateway usage`. Counters include open reservations."""
-    rows = conn.execute(
-        "SELECT subject_kind, subject_id, unit, window, window_start, used FROM quota_counters "
-        "WHERE project_id = ?", (subject_key(project_id),)).fetchall()
-    open_reservations = conn.execute("SELECT count(*) FROM quota_reservations").fetchone()[0]
-    return report_from_counters(rows, project_id, now, budget=budget, user_quota=user_quota,
-                                top=top, open_reservations=open_reservations)

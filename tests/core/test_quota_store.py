@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -403,6 +404,65 @@ async def test_admission_while_a_thread_holds_the_pooled_connection_opens_anothe
             store._idle.append(taken)
     assert len(store._all) == 2
     assert counters(store)[("project", "proj", "requests")] == 2
+
+
+async def test_a_worker_opening_its_first_connection_does_not_wait_for_the_lock(
+        sqlite_store: SqliteQuotaStore, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The file and its schema exist (another worker made them); that worker now holds the
+    # write lock. A fresh store opens its connection without it, then waits on the loop.
+    await sqlite_store.admit(requests(100))
+    monkeypatch.setattr(quota_sqlite, "LOCK_WAIT_SECONDS", 0.3)
+    other = sqlite3.connect(sqlite_store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    fresh = SqliteQuotaStore(sqlite_store.path, QuotaSettings(reservation_ttl_seconds=60),
+                             clock=clock)
+    try:
+        started = trio.current_time()
+        with trio.fail_after(5), pytest.raises(QuotaUnavailable):
+            await fresh.admit(requests(100))
+        assert trio.current_time() - started < 2  # not the 30 s of a thread's busy wait
+        assert len(fresh._all) == 1  # its connection opened all the same
+        other.execute("COMMIT")
+        with trio.fail_after(5):
+            await fresh.settle(await fresh.admit(requests(100)), 1, 1)
+    finally:
+        if other.in_transaction:
+            other.execute("ROLLBACK")
+        other.close()
+        fresh.close()
+    assert counters(sqlite_store)[("project", "proj", "requests")] == 2
+
+
+async def test_checkpoints_run_one_at_a_time(
+        tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = SqliteQuotaStore(tmp_path / "gw.db", QuotaSettings(threads=4), clock=clock)
+    monkeypatch.setattr(quota_sqlite, "CHECKPOINT_EVERY", 1)
+    running, most = 0, 0
+    lock = threading.Lock()
+    real = store._checkpoint
+
+    def slow_checkpoint() -> None:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.1)
+        real()
+        with lock:
+            running -= 1
+
+    monkeypatch.setattr(store, "_checkpoint", slow_checkpoint)
+    try:
+        async with trio.open_nursery() as nursery:
+            for _ in range(6):
+                nursery.start_soon(lambda: _admit_and_settle(store))
+    finally:
+        store.close()
+    assert most == 1
+
+
+async def _admit_and_settle(store: SqliteQuotaStore) -> None:
+    await store.settle(await store.admit(requests(100)), 1, 1)
 
 
 def test_tool_calls_limits_count_tool_calls_only(store: SqliteQuotaStore) -> None:
