@@ -119,9 +119,9 @@ class LimitsSection(Section):
     max_body_bytes: PositiveInt = Field(10 * 1024 * 1024,
                                         description="larger bodies get 413 request_too_large")
     max_upstream_connections: PositiveInt = Field(
-        4096, description="upstream connections per worker (each stream holds one)")
+        4096, description="upstream connections per worker and provider (each stream holds one)")
     upstream_keepalive_connections: PositiveInt = Field(
-        1024, description="idle upstream connections per worker kept for reuse")
+        1024, description="idle upstream connections per worker and provider kept for reuse")
     upstream_keepalive_seconds: PositiveSeconds = Field(
         30.0, description="seconds an idle upstream connection is kept for reuse")
     max_concurrent_requests: PositiveInt = Field(

@@ -1,7 +1,7 @@
 """The one I/O seam towards providers: building upstream requests and running one exchange.
 
-`Upstreams` owns the shared, pooled `httpx2.AsyncClient`s (one for the network, one wired to the
-in-process echo upstream) for the app's lifetime. `Exchange` is one call: it maps every httpx2
+`Upstreams` owns the pooled `httpx2.AsyncClient`s (one per provider, one wired to the in-process
+echo upstream) for the app's lifetime. `Exchange` is one call: it maps every httpx2
 failure to `UpstreamUnavailable` / `UpstreamTimeout`, applies the idle and total timeouts itself
 (httpx2 has no total timeout) together with the shutdown cut of a stream, and always closes the
 upstream response, also when cancelled, so a client disconnect reaches the provider at once.
@@ -94,7 +94,8 @@ class Upstreams:
         # Credentials and hop-by-hop headers can never be allowed by configuration.
         self._extra_headers = frozenset(config.forward_headers) - HOP_BY_HOP - {
             "authorization", "x-api-key", "host", "content-length", "cookie"}
-        self._network: httpx2.AsyncClient | None = None
+        #: One pool per provider (see `open`), by provider name.
+        self._network: dict[str, httpx2.AsyncClient] = {}
         self._echo: httpx2.AsyncClient | None = None
 
     async def open(self) -> None:
@@ -109,8 +110,13 @@ class Upstreams:
         # together with the total deadline.
         timeout = httpx2.Timeout(connect=timeouts.connect, read=timeouts.idle, write=timeouts.idle,
                                 pool=timeouts.connect)
-        self._network = httpx2.AsyncClient(timeout=timeout, limits=limits, trust_env=False,
-                                          follow_redirects=False, transport=self._transport)
+        # A pool per provider: httpcore2 walks every connection of a pool for each request it
+        # sends, so a provider whose streams leave hundreds of connections open must not make
+        # every other provider's requests slower (measured in docs/performance.md).
+        self._network = {
+            provider.name: httpx2.AsyncClient(timeout=timeout, limits=limits, trust_env=False,
+                                              follow_redirects=False, transport=self._transport)
+            for provider in self.config.providers.values() if not provider.is_echo}
         transport = self._echo_transport
         if transport is None and any(p.is_echo for p in self.config.providers.values()):
             from gateway.upstream.echo import EchoTransport
@@ -120,15 +126,16 @@ class Upstreams:
             self._echo = httpx2.AsyncClient(transport=transport, timeout=timeout)
 
     async def aclose(self) -> None:
-        for client in (self._network, self._echo):
+        for client in (*self._network.values(), self._echo):
             if client is not None:
                 with trio.CancelScope(shield=True):
                     await client.aclose()
 
     def client_for(self, provider: Provider) -> httpx2.AsyncClient:
-        client = self._echo if provider.is_echo else self._network
+        client = self._echo if provider.is_echo else self._network.get(provider.name)
         if client is None:
-            raise RuntimeError("Upstreams.open() was not called")
+            raise RuntimeError(f"Upstreams.open() was not called, or {provider.name!r} is no "
+                               f"configured provider")
         return client
 
     def build_request(self, provider: Provider, method: str, path: str,

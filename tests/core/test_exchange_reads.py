@@ -234,3 +234,26 @@ async def test_a_whole_answer_finished_within_the_grace_period_is_not_cut(
     body = await whole(slow_answer(1.0, chunks=2, every=1.0), idle=60, total=100,
                        draining=draining)
     assert body == b'{"parts": [0,0]}'
+
+
+# --- pools: one per provider -------------------------------------------------------------
+
+async def test_each_provider_has_a_pool_of_its_own() -> None:
+    # httpcore2 walks every connection of a pool for each request: the idle connections a
+    # burst of streams leaves with one provider must not slow down another's requests.
+    from gateway.config import Config
+    from gateway.upstream.exchange import Upstreams
+
+    config = Config.from_mapping({"providers": {
+        "a": {"kind": "openai", "base_url": "http://a.test/v1", "api_key": "k"},
+        "b": {"kind": "anthropic", "base_url": "http://b.test", "api_key": "k"}}}, env={})
+    upstreams = Upstreams(config, transport=httpx2.MockTransport(lambda r: httpx2.Response(200)))
+    await upstreams.open()
+    a, b = config.providers["a"], config.providers["b"]
+    clients = (upstreams.client_for(a), upstreams.client_for(b))
+    assert clients[0] is not clients[1]
+    assert upstreams.client_for(a) is clients[0]  # the same pool for every request
+    request = upstreams.build_request(a, "POST", "/chat/completions", {}, b"{}")
+    assert str(request.url) == "http://a.test/v1/chat/completions"
+    await upstreams.aclose()
+    assert all(client.is_closed for client in clients)
