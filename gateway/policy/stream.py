@@ -2,8 +2,8 @@
 (docs/governed-surface.md).
 
 For each frame the `StreamGovernor`:
-- adds the `policy` object to the frame's JSON (spliced in, not re-encoded); `[DONE]`, `event:`
-  lines and comments stay as they are;
+- adds the `policy` object to the frame's JSON (spliced in, not re-encoded); a frame without a
+  JSON payload goes out only as `[DONE]` or a bare keep-alive comment, never as it came;
 - feeds every delta of text the model writes (answer text, refusals, tool-call arguments,
   thinking and reasoning) to an output monitor per block, which holds back only the end of the
   text that could still become a match (dsl/holdback.py) and releases the rest; the frame

@@ -179,7 +179,7 @@ class SqliteQuotaStore:
             try:
                 return fn(*args, wait=False)
             except _NoIdleConnection:
-                if await self._open_connection():
+                if await self._open_connection(started + LOCK_WAIT_SECONDS):
                     continue
             except _LockBusy:
                 pass
@@ -190,25 +190,29 @@ class SqliteQuotaStore:
             # millisecond here (the resolution of the loop's poller).
             await trio.sleep(min(max(waited, 0.0005), 0.005))
 
-    async def _open_connection(self) -> bool:
+    async def _open_connection(self, deadline: float) -> bool:
         """Add a connection to the pool, in a thread (one task at a time opens one, and the
-        others use it); False when a new file's schema could not be made for the lock."""
+        others use it); False when a new file's schema could not be made for the lock by
+        `deadline` (each caller waits for it until its own deadline, not for the others')."""
         if self._opening is None:
             self._opening = trio.Lock()
         async with self._opening:
             with self._lock:
                 if self._idle:
                     return True
+            left = deadline - trio.current_time()
+            if left <= 0:
+                return False
             try:
-                await self._run(self._add_idle_connection)
+                await self._run(self._add_idle_connection, left)
             except sqlite3.OperationalError as exc:
                 if "locked" in str(exc) or "busy" in str(exc):
                     return False
                 raise
         return True
 
-    def _add_idle_connection(self) -> None:
-        conn = connect(self.path, self.migrate_from)
+    def _add_idle_connection(self, lock_wait: float = LOCK_WAIT_SECONDS) -> None:
+        conn = connect(self.path, self.migrate_from, lock_wait=lock_wait)
         with self._lock:
             self._all.append(conn)
             self._idle.append(conn)

@@ -42,14 +42,17 @@ def begin_immediate(conn: sqlite3.Connection, timeout: float = 30.0) -> None:
             pause = min(pause * 2, 0.0005)
 
 
-def connect(path: str, migrate_from: str | None = None) -> sqlite3.Connection:
+def connect(path: str, migrate_from: str | None = None, *, lock_wait: float = 30.0
+            ) -> sqlite3.Connection:
     """A connection set up like `gateway.db.open_database`'s, usable from any of the limiter's
-    threads (one at a time: a connection is taken from the pool for each transaction)."""
+    threads (one at a time: a connection is taken from the pool for each transaction).
+    `lock_wait`: seconds to wait for the write lock when the file still needs its schema."""
     if path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout = 30000")
-    db.enable_wal(conn)
+    conn = sqlite3.connect(path, timeout=lock_wait, isolation_level=None,
+                           check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {max(int(lock_wait * 1000), 1)}")
+    db.enable_wal(conn, timeout=lock_wait)
     conn.execute("PRAGMA synchronous = NORMAL")
     # Checkpoints (copying the WAL back, with an fsync) run in a thread
     # (`SqliteQuotaStore._checkpoint`): a quota commit may run on the event loop.

@@ -86,6 +86,8 @@ class SSEParser:
         self._head: bytes | None = b""
 
     def feed(self, chunk: bytes) -> list[Frame]:
+        if not chunk:  # nothing to read, and nothing it could end (a CR before it stays one)
+            return []
         if self._head is not None:
             # One leading byte order mark is not part of the stream (as the format says, and
             # as clients read it): kept, it would hide the first field's name from us.

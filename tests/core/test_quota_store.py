@@ -433,6 +433,37 @@ async def test_a_worker_opening_its_first_connection_does_not_wait_for_the_lock(
     assert counters(sqlite_store)[("project", "proj", "requests")] == 2
 
 
+async def test_requests_queued_behind_a_new_files_locked_schema_each_wait_their_own_time(
+        tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The file has no schema yet and another process holds its lock: every admission waiting
+    # for the connection to open answers 503 after its own wait, not after those before it.
+    monkeypatch.setattr(quota_sqlite, "LOCK_WAIT_SECONDS", 0.3)
+    path = tmp_path / "fresh.db"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    store = SqliteQuotaStore(path, QuotaSettings(), clock=clock)
+    answered: list[float] = []
+
+    async def admit() -> None:
+        started = trio.current_time()
+        with pytest.raises(QuotaUnavailable):
+            await store.admit(requests(100))
+        answered.append(trio.current_time() - started)
+
+    try:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                for _ in range(3):
+                    nursery.start_soon(admit)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert len(answered) == 3 and max(answered) < 0.8, answered
+    with trio.fail_after(10):  # the lock free: the schema is made and admission works
+        await store.settle(await store.admit(requests(100)), 1, 1)
+    store.close()
+
+
 async def test_checkpoints_run_one_at_a_time(
         tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
     store = SqliteQuotaStore(tmp_path / "gw.db", QuotaSettings(threads=4), clock=clock)
