@@ -172,13 +172,14 @@ class PolicyReloader:
         """Load the directory now and put the result in force; returns the new snapshot.
         `user_id` is who changed the directory (the admin of an API write), for the events.
         With SQLite only: with PostgreSQL, `reload_async` (revisions are a round trip away)."""
+        fingerprint = directory_fingerprint(self.directory)
         try:
             registry = self._load()
         except Exception:
             for listener in self.listeners:
                 listener(None)
             raise
-        return self._install(registry, user_id)
+        return self._install(registry, user_id, fingerprint)
 
     async def reload_async(self, *, user_id: str | None = None) -> PolicyRegistry:
         """`reload`, with the load on a worker thread when revisions live in PostgreSQL; the
@@ -186,20 +187,29 @@ class PolicyReloader:
         if self.state.postgres is None:
             return self.reload(user_id=user_id)
         try:
-            registry = await trio.to_thread.run_sync(self._load)
+            fingerprint, registry = await trio.to_thread.run_sync(self._fingerprint_and_load)
         except Exception:
             for listener in self.listeners:
                 listener(None)
             raise
-        return self._install(registry, user_id)
+        return self._install(registry, user_id, fingerprint)
 
-    def _install(self, registry: PolicyRegistry, user_id: str | None) -> PolicyRegistry:
+    def _fingerprint_and_load(self) -> tuple[Fingerprint | None, PolicyRegistry]:
+        fingerprint = directory_fingerprint(self.directory)
+        return fingerprint, self._load()
+
+    def _install(self, registry: PolicyRegistry, user_id: str | None,
+                 fingerprint: Fingerprint | None) -> PolicyRegistry:
+        """Put `registry` in force. `fingerprint` is the directory's as it was before the load:
+        a file changed while (or just after) it loaded then differs from it, and the next poll
+        loads again. (Taken after the load, it once recorded a file deleted right after the
+        load as already seen, and the deletion was never put in force.)"""
         for listener in self.listeners:
             listener(registry)
         self.state.registry = registry
         self._log_errors(registry)
         emit_revision_events(self.state, registry, user_id)
-        self._fingerprint = directory_fingerprint(self.directory)
+        self._fingerprint = fingerprint
         return registry
 
     def _log_errors(self, registry: PolicyRegistry) -> None:

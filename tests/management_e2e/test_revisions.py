@@ -70,6 +70,29 @@ def test_file_edits_emit_revision_events(managed):
         ("create", 1, first), ("update", 2, second), ("delete", 3, second)]
 
 
+def test_a_file_deleted_right_after_a_reload_loaded_it_is_still_deleted(managed):
+    # The watcher records what it has seen of the directory. Recorded after the load, a file
+    # removed between the load and the record counted as seen, and stayed in force for good.
+    reloader = managed.gateway.app.extensions["gateway"].reloader
+    path = managed.policies / "berry.pol"
+    first, second = guard_source("kiwi", "berry"), guard_source("plum", "berry")
+    path.write_text(first)
+    _wait_for(lambda: len(_revision_events(managed, "berry")) == 1)
+    load = reloader._load
+
+    def load_then_delete():
+        registry = load()
+        reloader._load = load  # once
+        path.unlink()  # the edit that races the reload
+        return registry
+
+    reloader._load = load_then_delete
+    path.write_text(second)
+    _wait_for(lambda: len(_revision_events(managed, "berry")) == 3)
+    assert _revision_events(managed, "berry") == [
+        ("create", 1, first), ("update", 2, second), ("delete", 3, second)]
+
+
 def _cli(managed, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env["GATEWAY_DATABASE"] = str(managed.gateway.db_path)
