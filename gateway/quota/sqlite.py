@@ -211,7 +211,7 @@ class SqliteQuotaStore:
                 raise
         return True
 
-    def _add_idle_connection(self, lock_wait: float = LOCK_WAIT_SECONDS) -> None:
+    def _add_idle_connection(self, lock_wait: float) -> None:
         conn = connect(self.path, self.migrate_from, lock_wait=lock_wait)
         with self._lock:
             self._all.append(conn)

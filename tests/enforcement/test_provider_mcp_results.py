@@ -7,6 +7,7 @@ fields, a huge output; on whole answers and on streams."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -24,37 +25,16 @@ from gateway.policy.toolcalls import ToolJudge
 from gateway.upstream.sse import SSEParser
 
 JSON = dict[str, Any]
-POLICY = dsl.compile_policy(r'''
-policy v1 "provider_results" {
-  default allow
-  denylist secrets = ["launch code"]
-  rule no_secret_output {
-    when output contains any of secrets
-    then refuse reason SECRET_OUTPUT message "Secrets stay secret."
-  }
-  rule no_private_results {
-    when tool.server == "wiki" and tool_result contains "Zqxw"
-    then refuse reason PRIVATE_RESULT
-  }
-  tools page_writes = ["edit_page", "delete_*"]
-  rule no_wiki_writes {
-    when tool.server == "wiki" and tool.name in page_writes
-    then refuse reason WIKI_WRITE
-  }
-  rule redact_emails {
-    when pii email in output
-    then allow
-    redact pii email
-  }
-}
-''')
+#: The security tests' policy (tests/security/test_attack_provider_mcp.py), end to end there.
+POLICY = dsl.compile_policy(
+    (Path(__file__).resolve().parents[1] / "data" / "provider_tools.pol").read_text())
 FACTS = dsl.RequestFacts(surface="responses", model="m", stream=True, input_text="hi")
 SECRET = "the launch code is 0000"
 
 
 def governance(enforced: bool = True) -> Governance:
     return Governance(
-        policy_id="provider_results", policy_revision=1, policy_name="p",
+        policy_id="provider_tools", policy_revision=1, policy_name="p",
         data_classification="internal", project_id="proj_x", project_label="X",
         account_id="acct_x", user_id="key:k", policy_target="responses", policy_user=None,
         quota_subject="key:k", surface="responses", model="m", stream=True,

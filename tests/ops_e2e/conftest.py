@@ -169,3 +169,17 @@ def make_server(mock_upstream: Any, tmp_path: Path) -> Iterator[Any]:
     yield make
     for server in started:
         server.kill()
+
+
+async def read_stream(client: httpx2.AsyncClient, url: str, body: Any, headers: dict[str, str],
+                      started: Any) -> bytes:
+    """A streamed answer's bytes, whole; `started` (a `trio.Semaphore`) is released once its
+    first bytes came, so a test can wait until every stream is under way."""
+    received = b""
+    async with client.stream("POST", url, json=body, headers=headers) as response:
+        assert response.status_code == 200
+        async for chunk in response.aiter_bytes():
+            if not received:
+                started.release()
+            received += chunk
+    return received

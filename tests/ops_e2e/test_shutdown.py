@@ -19,7 +19,7 @@ import httpx2
 import pytest
 import trio
 
-from .conftest import Server
+from .conftest import Server, read_stream
 
 # A short stream has up to about 1 s of scripted upstream delays left when SIGTERM comes: the
 # grace period leaves it a wide margin on a loaded machine. A long stream lasts far longer
@@ -91,15 +91,7 @@ async def test_sigterm_finishes_short_streams_and_cuts_long_ones(make_server: An
         path, body, scenario, _ = _request(index)
         headers = server.headers(**{"x-policy-user": f"user-{index}",
                                     "x-mock-scenario": json.dumps(scenario)})
-        received = b""
-        async with client.stream("POST", server.url + path, json=body,
-                                 headers=headers) as response:
-            assert response.status_code == 200
-            async for chunk in response.aiter_bytes():
-                if not received:
-                    started.release()
-                received += chunk
-        bodies[index] = received
+        bodies[index] = await read_stream(client, server.url + path, body, headers, started)
 
     whole: list[httpx2.Response] = []
 

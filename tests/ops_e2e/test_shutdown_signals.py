@@ -19,7 +19,7 @@ from typing import Any
 import httpx2
 import trio
 
-from .conftest import Server
+from .conftest import Server, read_stream
 
 GRACE = 4.0
 #: Far longer than the grace period: the streams are still running when it ends.
@@ -57,15 +57,8 @@ async def test_a_worker_drains_on_although_its_own_sigterm_comes_after_the_super
                                     "x-mock-scenario": json.dumps(LONG)})
         body = {"model": "gpt-x", "stream": True,
                 "messages": [{"role": "user", "content": f"stream {index}"}]}
-        received = b""
-        async with client.stream("POST", server.url + "/policy/chat/completions", json=body,
-                                 headers=headers) as response:
-            assert response.status_code == 200
-            async for chunk in response.aiter_bytes():
-                if not received:
-                    started.release()
-                received += chunk
-        bodies.append(received)
+        bodies.append(await read_stream(client, server.url + "/policy/chat/completions", body,
+                                        headers, started))
 
     limits = httpx2.Limits(max_connections=STREAMS + 2)
     async with httpx2.AsyncClient(timeout=60, limits=limits) as client:

@@ -29,30 +29,8 @@ from gateway.db import open_database
 from gateway.identity.projects import ProjectStore
 
 JSON = dict[str, Any]
-POLICY = r'''policy v1 "provider_tools" {
-  name "Provider-run MCP tools"
-  default allow
-  denylist secrets = ["launch code"]
-  rule no_secret_output {
-    when output contains any of secrets
-    then refuse reason SECRET_OUTPUT message "Secrets stay secret."
-  }
-  rule no_private_results {
-    when tool.server == "wiki" and tool_result contains "Zqxw"
-    then refuse reason PRIVATE_RESULT
-  }
-  tools page_writes = ["edit_page", "delete_*"]
-  rule no_wiki_writes {
-    when tool.server == "wiki" and tool.name in page_writes
-    then refuse reason WIKI_WRITE
-  }
-  rule redact_emails {
-    when pii email in output
-    then allow
-    redact pii email
-  }
-}
-'''
+#: Shared with tests/enforcement/test_provider_mcp_results.py (the same rules, unit-tested).
+POLICY = (Path(__file__).resolve().parents[1] / "data" / "provider_tools.pol").read_text()
 MCP_TOOL = {"type": "mcp", "server_label": "wiki", "server_url": "https://wiki.example/mcp",
             "require_approval": "never"}
 LOOK_ALIKE = "the l\u0430unch c\u043ede is 0000"  # Cyrillic a and o
